@@ -1,0 +1,182 @@
+"""What a step does: the action interface, the registry, and the ``@action`` decorator.
+
+An action is a plain function ``fn(ctx: StepContext) -> StepResult``. It reads
+``ctx.input_path`` (or an earlier step's output via ``ctx.source_path``), writes files into
+``ctx.work_dir``, reports progress with ``ctx.progress(percent)`` and returns a
+``StepResult``. It raises a ``MediamillError`` subclass to fail with a class; anything else
+is classified ``internal``. Actions never touch the database or storage: the engine moves
+files in and out and records outputs.
+
+Fusion: actions declaring the same ``fuse`` key may be run as one unit by the group's
+fuser (``register_fuser``) — e.g. three ``transcode_video`` steps become one ffmpeg process
+with one decode. The fuser returns one StepResult per step, so every step keeps its own
+execution record and output.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mediamill.config import MediaLimits
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class OutputFile:
+    """A file a step produced, in ``ctx.work_dir``; the engine stores it and records a job_outputs row."""
+
+    name: str  # unique within the job, e.g. "video_720p.mp4"
+    path: Path
+    mime_type: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    outputs: list[OutputFile] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # JSON-able facts (probe results, counts …)
+
+
+@dataclass
+class PriorStep:
+    """What an earlier step of the same job produced (available to later steps and to `when:`)."""
+
+    name: str
+    action: str
+    status: str
+    data: dict[str, Any]
+    outputs: list[OutputFile]
+
+
+@dataclass
+class StepContext:
+    input_path: Path
+    input_mime: str
+    work_dir: Path
+    params: Any  # the action's validated params model instance
+    step_name: str
+    job: dict[str, Any] = field(default_factory=dict)  # id, job_code, priority, metadata, submitter
+    previous: list[PriorStep] = field(default_factory=list)
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    progress: Callable[[float], None] = lambda _pct: None
+    timeout_seconds: float | None = None
+    attempt: int = 0  # 0 on the first run of this step, 1 on the first retry …
+
+    def source_path(self, mime_prefix: str) -> tuple[Path, str]:
+        """The most recent primary output whose MIME starts with ``mime_prefix``, else the input.
+
+        Lets chained steps work on their predecessor's result (resize → optimize → convert).
+        """
+        for prior in reversed(self.previous):
+            if prior.status != "completed" or not prior.data.get("chainable", False):
+                continue
+            for out in prior.outputs:
+                if out.mime_type.startswith(mime_prefix):
+                    return out.path, out.mime_type
+        return self.input_path, self.input_mime
+
+    def prior_data(self, action: str) -> dict[str, Any] | None:
+        for prior in reversed(self.previous):
+            if prior.action == action and prior.status == "completed":
+                return prior.data
+        return None
+
+
+ActionFn = Callable[[StepContext], StepResult]
+Fuser = Callable[[Sequence[StepContext]], list[StepResult]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    fn: ActionFn
+    params: type[BaseModel]
+    family: str  # video | image | audio | document | analysis | test | generic
+    errors: tuple[str, ...] = ("invalid_input", "internal")
+    idempotent: bool = True
+    isolated: bool = True  # False = cheap enough to run in the worker process itself
+    fuse: str | None = None
+    description: str = ""
+
+    def validate_params(self, raw: dict[str, Any] | None) -> BaseModel:
+        return self.params.model_validate(raw or {})
+
+
+_ACTIONS: dict[str, ActionSpec] = {}
+_FUSERS: dict[str, Fuser] = {}
+_loaded = False
+
+
+def action(
+    name: str,
+    *,
+    params: type[BaseModel] = NoParams,
+    family: str = "generic",
+    errors: Sequence[str] = ("invalid_input", "internal"),
+    idempotent: bool = True,
+    isolated: bool = True,
+    fuse: str | None = None,
+) -> Callable[[ActionFn], ActionFn]:
+    """Register a step action. Users' packages can do the same and expose a ``mediamill.actions``
+    entry point pointing at the module that holds their decorated functions."""
+
+    def register(fn: ActionFn) -> ActionFn:
+        _ACTIONS[name] = ActionSpec(
+            name=name, fn=fn, params=params, family=family, errors=tuple(errors),
+            idempotent=idempotent, isolated=isolated, fuse=fuse,
+            description=(fn.__doc__ or "").strip().split("\n")[0],
+        )
+        return fn
+
+    return register
+
+
+def register_fuser(key: str) -> Callable[[Fuser], Fuser]:
+    def register(fn: Fuser) -> Fuser:
+        _FUSERS[key] = fn
+        return fn
+
+    return register
+
+
+def load_actions() -> dict[str, ActionSpec]:
+    """Import the built-in action modules and every ``mediamill.actions`` entry point (once)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        import mediamill.actions.builtin  # noqa: F401  (registers by import)
+
+        for ep in importlib.metadata.entry_points(group="mediamill.actions"):
+            ep.load()
+    return _ACTIONS
+
+
+def get_action(name: str) -> ActionSpec | None:
+    return load_actions().get(name)
+
+
+def get_fuser(key: str) -> Fuser | None:
+    load_actions()
+    return _FUSERS.get(key)
+
+
+def params_error(spec: ActionSpec, raw: dict[str, Any] | None) -> list[str]:
+    """Located problems with a step's params ([] when valid)."""
+    try:
+        spec.validate_params(raw)
+        return []
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            out.append(f"params.{loc}: {err['msg']}" if loc else f"params: {err['msg']}")
+        return out

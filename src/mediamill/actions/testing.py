@@ -1,0 +1,54 @@
+"""Test actions, always registered: operators drill failures with them, benchmarks measure the engine."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mediamill.actions.base import StepContext, StepResult, action
+from mediamill.errors import STEP_ERROR_CLASSES, error_for_class
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=1.0, ge=0, le=86400)
+
+
+class FailParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error_class: str = "transient"
+    message: str = "drill failure"
+    times: int = Field(default=1_000_000, ge=0, description="fail the first N attempts, then succeed")
+
+    @field_validator("error_class")
+    @classmethod
+    def _known_class(cls, value: str) -> str:
+        if value not in STEP_ERROR_CLASSES:
+            raise ValueError(f"expected one of {'|'.join(STEP_ERROR_CLASSES)}, got {value!r}")
+        return value
+
+
+@action("noop", family="test", isolated=False, errors=())
+def noop(ctx: StepContext) -> StepResult:
+    """Do nothing (measures the engine alone)."""
+    return StepResult(data={"ok": True})
+
+
+@action("sleep", params=SleepParams, family="test", errors=("timeout",))
+def sleep(ctx: StepContext) -> StepResult:
+    """Sleep for `seconds`, reporting progress."""
+    total = ctx.params.seconds
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < total:
+        ctx.progress(min(99.0, 100.0 * elapsed / total) if total else 100.0)
+        time.sleep(min(0.05, total - elapsed))
+    return StepResult(data={"slept": total})
+
+
+@action("fail", params=FailParams, family="test", isolated=False, errors=STEP_ERROR_CLASSES)
+def fail(ctx: StepContext) -> StepResult:
+    """Fail the first `times` attempts with `error_class`, then succeed."""
+    if ctx.attempt < ctx.params.times:
+        raise error_for_class(ctx.params.error_class, f"{ctx.params.message} (attempt {ctx.attempt + 1})")
+    return StepResult(data={"recovered_on_attempt": ctx.attempt + 1})

@@ -1,0 +1,209 @@
+"""One typed settings object, read from the environment (``MEDIAMILL_*``) and an optional TOML file.
+
+The TOML file is named by ``MEDIAMILL_CONFIG`` (or ``mediamill.toml`` in the working
+directory when present); environment variables win over the file. Every limit the engine,
+the media code and the API enforce lives here, in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mediamill.errors import ConfigError
+
+
+class MediaLimits(BaseSettings):
+    """Security limits for hostile media (SPEC §12); one place for all of them."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIAMILL_LIMIT_", extra="ignore")
+
+    max_pixels: int = Field(default=100_000_000, gt=0, description="decompression-bomb guard for images")
+    max_image_dimension: int = Field(default=30_000, gt=0)
+    max_video_duration_s: float = Field(default=4 * 3600, gt=0)
+    max_video_pixels: int = Field(default=7680 * 4320, gt=0, description="width × height of a video frame")
+    max_audio_duration_s: float = Field(default=6 * 3600, gt=0)
+    max_document_pages: int = Field(default=2000, gt=0)
+    max_input_bytes: int = Field(default=20 * 1024**3, gt=0)
+    child_memory_mb: int = Field(default=4096, gt=0, description="address-space limit of a step child")
+    child_cpu_seconds: int = Field(default=7200, gt=0)
+    child_file_size_mb: int = Field(default=50 * 1024, gt=0)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Settings from a TOML file: top-level keys, plus a ``[limits]`` table."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                self._data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"config file {path}: {exc}") from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get("MEDIAMILL_CONFIG")
+    if named:
+        return Path(named)
+    default = Path("mediamill.toml")
+    return default if default.is_file() else None
+
+
+class Settings(BaseSettings):
+    """mediamill's configuration. Environment variables are ``MEDIAMILL_`` + the field name."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIAMILL_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Path("./mediamill-data")
+    database_url: str = ""  # default: sqlite file in data_dir
+    storage_url: str = ""  # default: storage/ folder in data_dir
+    # engine
+    lease_seconds: int = Field(default=30, description="how long a claim lives without a heartbeat")
+    heartbeat_seconds: float = Field(default=0, description="0 = a third of lease_seconds")
+    max_rescues: int = Field(default=3, description="rescues before a job is dead-lettered as poison")
+    poll_interval: float = Field(default=1.0, description="polling fallback when no wake-up arrives")
+    claim_batch: int = Field(default=64)
+    aging_seconds: int = Field(default=60, description="a queued job gains one priority point per interval")
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 600.0
+    child_pool_size: int = 0  # 0 = sum of pool concurrencies
+    child_max_tasks: int = Field(default=200, description="recycle a step child after this many steps")
+    shutdown_grace_seconds: float = 30.0
+    retention_days: int = Field(default=30, description="finished jobs older than this are pruned (0 = keep)")
+    breaker_window_seconds: int = 300
+    breaker_min_calls: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_cooldown_seconds: int = 30
+    pools: str = Field(default="", description='default pools for serve/worker, e.g. "video=1,image=4"')
+    # api
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 20 * 1024**3
+    max_request_bytes: int = 1024**2
+    submit_rate_per_minute: int = 600
+    url_allowlist: str = Field(default="", description="comma-separated hosts/CIDRs allowed despite the SSRF guard")
+    public_url: str = ""
+    secret_key: str = ""
+    metrics_require_key: bool = False
+    log_format: str = Field(default="auto", description="auto | json | console")
+    log_level: str = "INFO"
+    limits: MediaLimits = Field(default_factory=MediaLimits)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, _config_file()))
+
+    @field_validator("lease_seconds", "max_rescues", "claim_batch", "aging_seconds", "port",
+                     "child_max_tasks", "breaker_window_seconds", "breaker_min_calls",
+                     "breaker_cooldown_seconds", "max_upload_bytes", "max_request_bytes",
+                     "submit_rate_per_minute")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return value
+
+    @field_validator("poll_interval", "retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds")
+    @classmethod
+    def _positive_float(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return value
+
+    @field_validator("breaker_failure_rate")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("auto", "json", "console"):
+            raise ValueError(f"expected auto|json|console, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError(f"expected a sqlite:// or postgresql:// URL, got {value!r}")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value and not value.startswith(("file://", "s3://", "/", ".")):
+            raise ValueError(f"expected a local path, file:// or s3:// URL, got {value!r}")
+        return value
+
+    # -- derived -------------------------------------------------------------------------
+    @cached_property
+    def effective_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'mediamill.db').resolve()}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+
+    @cached_property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def effective_heartbeat_seconds(self) -> float:
+        return self.heartbeat_seconds or max(self.lease_seconds / 3, 0.2)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def parsed_pools(self, override: list[str] | None = None) -> dict[str, int]:
+        """Parse ``QUEUE=N`` pairs (from --pool flags or MEDIAMILL_POOLS)."""
+        items = override if override else [p for p in self.pools.split(",") if p.strip()]
+        return parse_pools(items)
+
+
+def parse_pools(items: list[str]) -> dict[str, int]:
+    pools: dict[str, int] = {}
+    for item in items:
+        name, sep, count = item.strip().partition("=")
+        if not sep or not name or not count.isdigit() or int(count) <= 0:
+            raise ConfigError(f"pool must look like QUEUE=N with N > 0, got {item!r}")
+        pools[name] = int(count)
+    return pools
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; a bad value raises ConfigError naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "MEDIAMILL_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,199 @@
+"""The one error hierarchy of mediamill.
+
+Every error knows its class (what kind of failure it is), whether the engine may retry it,
+the HTTP status the API answers with, and a public message that is safe to show a client.
+The engine, the API and the CLI read these fields; nobody matches on message strings.
+
+    MediamillError                      class        retried  HTTP
+    ├── InvalidInput                    invalid_input  no     422
+    │   ├── UnsupportedFormat                          no     415
+    │   ├── UnsupportedCodec                           no     422
+    │   ├── SourceTooLarge                             no     413
+    │   └── CorruptMedia                               no     422
+    ├── TransientError                  transient      yes    503
+    ├── StepTimeout                     timeout        yes    504
+    ├── ResourceExceeded                resource       no     507
+    ├── Unavailable                     unavailable    no     501
+    ├── ToolFailed                      (given)        (by class)   — carries the stderr tail
+    ├── InternalError                   internal       yes    500
+    ├── ConfigError                     config         no     500
+    ├── WorkflowInvalid                 invalid_workflow no   422 — carries located problems
+    ├── NotFound                        not_found      no     404
+    ├── Conflict                        conflict       no     409
+    ├── Forbidden                       forbidden      no     403
+    └── Unauthorized                    unauthorized   no     401
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+#: Error classes a step failure can carry (SPEC §6).
+STEP_ERROR_CLASSES = ("invalid_input", "transient", "timeout", "resource", "unavailable", "internal")
+#: Classes the engine retries when a step says ``on_failure: retry``.
+RETRYABLE_CLASSES = frozenset({"transient", "timeout", "internal", "resource"})
+#: Classes that count against a circuit breaker (a corrupt upload is not the step's fault).
+BREAKER_CLASSES = frozenset({"transient", "internal"})
+
+
+class MediamillError(Exception):
+    """Base of every error mediamill raises on purpose."""
+
+    error_class: ClassVar[str] = "internal"
+    retryable: ClassVar[bool] = False
+    http_status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str = "", *, public_message: str | None = None) -> None:
+        super().__init__(message or self.title)
+        self.message = message or self.title
+        self._public = public_message
+
+    @property
+    def public_message(self) -> str:
+        """A message safe to show a client (no paths, no internals)."""
+        return self._public if self._public is not None else self.message
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error_class": self.error_class, "message": self.message, "retryable": self.retryable}
+
+
+class InvalidInput(MediamillError):
+    error_class = "invalid_input"
+    http_status = 422
+    title = "Invalid input"
+
+
+class UnsupportedFormat(InvalidInput):
+    http_status = 415
+    title = "Unsupported format"
+
+
+class UnsupportedCodec(InvalidInput):
+    title = "Unsupported codec"
+
+
+class SourceTooLarge(InvalidInput):
+    http_status = 413
+    title = "Source too large"
+
+
+class CorruptMedia(InvalidInput):
+    title = "Corrupt media"
+
+
+class TransientError(MediamillError):
+    error_class = "transient"
+    retryable = True
+    http_status = 503
+    title = "Temporary failure"
+
+
+class StepTimeout(MediamillError):
+    error_class = "timeout"
+    retryable = True
+    http_status = 504
+    title = "Step timed out"
+
+
+class ResourceExceeded(MediamillError):
+    error_class = "resource"
+    retryable = True
+    http_status = 507
+    title = "Resource limit exceeded"
+
+
+class Unavailable(MediamillError):
+    error_class = "unavailable"
+    http_status = 501
+    title = "Unavailable"
+
+
+class InternalError(MediamillError):
+    error_class = "internal"
+    retryable = True
+    title = "Internal error"
+
+
+class ToolFailed(MediamillError):
+    """An external tool (ffmpeg, LibreOffice, …) exited badly; carries the tail of its stderr."""
+
+    title = "Tool failed"
+
+    def __init__(self, message: str, *, stderr_tail: str = "", error_class: str = "internal") -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail[-4000:]
+        self._class = error_class
+
+    @property  # type: ignore[override]
+    def error_class(self) -> str:  # noqa: D401
+        return self._class
+
+    @property  # type: ignore[override]
+    def retryable(self) -> bool:
+        return self._class in RETRYABLE_CLASSES
+
+
+class ConfigError(MediamillError):
+    error_class = "config"
+    title = "Invalid configuration"
+
+
+class WorkflowInvalid(MediamillError):
+    """A workflow document failed validation; ``problems`` are located messages."""
+
+    error_class = "invalid_workflow"
+    http_status = 422
+    title = "Invalid workflow"
+
+    def __init__(self, problems: list[str], *, source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + p for p in problems))
+
+
+class NotFound(MediamillError):
+    error_class = "not_found"
+    http_status = 404
+    title = "Not found"
+
+
+class Conflict(MediamillError):
+    error_class = "conflict"
+    http_status = 409
+    title = "Conflict"
+
+
+class Forbidden(MediamillError):
+    error_class = "forbidden"
+    http_status = 403
+    title = "Forbidden"
+
+
+class Unauthorized(MediamillError):
+    error_class = "unauthorized"
+    http_status = 401
+    title = "Unauthorized"
+
+
+_BY_CLASS: dict[str, type[MediamillError]] = {
+    "invalid_input": InvalidInput,
+    "transient": TransientError,
+    "timeout": StepTimeout,
+    "resource": ResourceExceeded,
+    "unavailable": Unavailable,
+    "internal": InternalError,
+}
+
+
+def error_for_class(error_class: str, message: str) -> MediamillError:
+    """Build the error of a given class (used by the ``fail`` test action and child results)."""
+    cls = _BY_CLASS.get(error_class)
+    if cls is None:
+        raise ValueError(f"unknown error class {error_class!r}; expected one of {', '.join(_BY_CLASS)}")
+    return cls(message)
+
+
+def is_retryable_class(error_class: str) -> bool:
+    return error_class in RETRYABLE_CLASSES

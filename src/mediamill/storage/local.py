@@ -1,0 +1,70 @@
+"""Local-folder storage: atomic writes (temp file + fsync + rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from mediamill.errors import NotFound
+from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
+
+
+class LocalStorage(Storage):
+    scheme = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".tmp").mkdir(exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise NotFound(f"no object {key!r}")
+        return path
+
+    def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=self.root / ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return ObjectInfo(key=key, size=size, checksum=digest.hexdigest())
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
+        return super().put_file(key, path, content_type=content_type)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise NotFound(f"no object {key!r}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"no object {key!r}") from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
