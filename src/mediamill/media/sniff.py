@@ -1,0 +1,99 @@
+"""Content sniffing: a file's type from its bytes, never from its name or a client's claim."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import filetype
+
+_HEAD = 8192
+
+# filetype's names → the MIME types workflows speak (the seed uses video/mov, video/avi …)
+_ALIASES = {
+    "video/quicktime": "video/quicktime",
+    "video/x-msvideo": "video/x-msvideo",
+    "audio/x-wav": "audio/wav",
+    "audio/x-flac": "audio/flac",
+    "audio/mpeg": "audio/mpeg",
+    "audio/x-aiff": "audio/aiff",
+}
+
+# Equivalent names, so a workflow's `input_types: [video/mov]` accepts a sniffed video/quicktime.
+EQUIVALENT = {
+    "video/mov": "video/quicktime",
+    "video/avi": "video/x-msvideo",
+    "audio/mp3": "audio/mpeg",
+    "audio/x-wav": "audio/wav",
+    "audio/wave": "audio/wav",
+    "audio/x-flac": "audio/flac",
+    "application/docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "image/jpg": "image/jpeg",
+}
+
+
+def canonical(mime: str) -> str:
+    mime = mime.strip().lower()
+    return EQUIVALENT.get(mime, mime)
+
+
+def sniff_bytes(head: bytes) -> str:
+    """Best MIME type for the first bytes of a file (application/octet-stream when unknown)."""
+    if not head:
+        return "application/x-empty"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    kind = filetype.guess(head)
+    if kind is not None:
+        return _ALIASES.get(kind.mime, kind.mime)
+    if _looks_like_mp3(head):
+        return "audio/mpeg"
+    if _looks_like_text(head):
+        return "text/plain"
+    return "application/octet-stream"
+
+
+def sniff_file(path: Path) -> str:
+    """Sniff a file on disk; tells DOCX apart from other ZIP containers."""
+    with path.open("rb") as fh:
+        head = fh.read(_HEAD)
+    mime = sniff_bytes(head)
+    if mime in ("application/zip", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"):
+        return _zip_kind(path)
+    return mime
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return "application/zip"
+    if "word/document.xml" in names:
+        return "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return "application/zip"
+
+
+def _looks_like_mp3(head: bytes) -> bool:
+    # MPEG audio frame sync (11 set bits) with a valid layer, at the very start
+    return len(head) > 4 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\x00" not in head
+
+
+def accepts(input_types: list[str], mime: str) -> bool:
+    """Whether a workflow's ``input_types`` (``*/*``, ``video/*`` or exact types) accept a sniffed type."""
+    mime = canonical(mime)
+    for allowed in input_types:
+        allowed = canonical(allowed)
+        if allowed in ("*/*", "*", mime):
+            return True
+        if allowed.endswith("/*") and mime.startswith(allowed[:-1]):
+            return True
+    return False
