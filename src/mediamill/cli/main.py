@@ -1,0 +1,50 @@
+"""The `mediamill` command."""
+
+from __future__ import annotations
+
+import typer
+
+from mediamill import __version__
+from mediamill.cli import workflows
+from mediamill.cli.output import console, handle_errors
+from mediamill.runtime import Runtime
+
+app = typer.Typer(help="mediamill — a self-hosted media workflow engine.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(workflows.app, name="workflows")
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="print the version")) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade() -> None:
+    """Apply the schema migrations."""
+    rt = Runtime()
+    rt.migrate()
+    console.print("database is at the latest schema")
+
+
+@app.command()
+@handle_errors
+def serve(host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
+          port: int | None = typer.Option(None, help="port (default 8000)")) -> None:
+    """Run API, dashboard and workers in one process (SQLite + local storage by default)."""
+    from mediamill.cli.serve import run_serve
+
+    run_serve(host=host, port=port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`mediamill workflows …`: list, show, apply, validate, diff, activate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
+from mediamill.errors import WorkflowInvalid
+from mediamill.runtime import Runtime
+from mediamill.store import workflow_repo
+from mediamill.workflows.loader import dump_yaml, load_workflow_file, workflow_files
+
+app = typer.Typer(help="Workflow definitions and their versions.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="print JSON")
+
+
+@app.command("list")
+@handle_errors
+def list_cmd(json_: bool = JSON) -> None:
+    """List workflows with their current version."""
+    rt = Runtime()
+    with rt.engine.connect() as conn:
+        rows = workflow_repo.list_workflows(conn)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["workflow_code", "workflow_name", "workflow_type", "queue_name",
+                           "current_version", "versions", "is_active"])
+
+
+@app.command()
+@handle_errors
+def show(code: str, version: int | None = typer.Option(None, "--version", "-v"), json_: bool = JSON) -> None:
+    """Show a workflow's definition (current version, or --version N)."""
+    rt = Runtime()
+    with rt.engine.connect() as conn:
+        got = workflow_repo.get_workflow(conn, code, version)
+        versions = workflow_repo.list_versions(conn, code)
+    if json_:
+        print_json({"code": code, "version": got.version, "current_version": got.current_version,
+                    "definition": got.definition.model_dump(mode="json", exclude_none=True),
+                    "versions": versions})
+        return
+    console.print(f"[bold]{code}[/bold] version {got.version} (current: {got.current_version})")
+    console.print(dump_yaml(got.definition), highlight=False, markup=False)
+
+
+def _validate_all(path: Path) -> list:
+    files = workflow_files(path)
+    if not files:
+        raise WorkflowInvalid(["no .yaml/.yml/.json files found"], source=str(path))
+    parsed, problems = [], []
+    for f in files:
+        try:
+            parsed.append((f, load_workflow_file(f)))
+        except WorkflowInvalid as exc:
+            problems.extend(f"{exc.source}: {p}" for p in exc.problems)
+    if problems:
+        for p in problems:
+            err_console.print(f"[red]✗[/red] {p}", highlight=False, markup=True)
+        raise typer.Exit(2)
+    return parsed
+
+
+@app.command()
+@handle_errors
+def validate(file: Path = typer.Option(..., "-f", "--file", help="a workflow file or a folder")) -> None:
+    """Validate workflow files without saving them."""
+    for f, wf in _validate_all(file):
+        console.print(f"[green]✓[/green] {f}: {wf.code} ({len(wf.steps)} steps)", highlight=False)
+
+
+@app.command()
+@handle_errors
+def apply(file: Path = typer.Option(..., "-f", "--file", help="a workflow file or a folder"),
+          author: str = typer.Option("cli", help="recorded as the version's author"),
+          json_: bool = JSON) -> None:
+    """Save each file as a new version and activate it (identical content is not a new version)."""
+    parsed = _validate_all(file)
+    rt = Runtime()
+    rt.migrate()
+    results = []
+    with rt.engine.begin() as conn:
+        for f, wf in parsed:
+            saved = workflow_repo.save_version(conn, wf, source=f.read_text(), author=author)
+            results.append({"file": str(f), "code": saved.code, "version": saved.version,
+                            "created": saved.created})
+    if json_:
+        print_json(results)
+        return
+    for r in results:
+        state = "created version" if r["created"] else "unchanged, version"
+        console.print(f"{r['code']}: {state} {r['version']} (active)", highlight=False)
+
+
+@app.command()
+@handle_errors
+def diff(code: str, v1: int, v2: int, json_: bool = JSON) -> None:
+    """Show what changed between two versions."""
+    rt = Runtime()
+    with rt.engine.connect() as conn:
+        result = workflow_repo.diff_versions(conn, code, v1, v2)
+    if json_:
+        print_json(result)
+        return
+    for key in ("steps_added", "steps_removed", "steps_changed"):
+        if result[key]:
+            console.print(f"{key.replace('_', ' ')}: {', '.join(result[key])}", highlight=False)
+    console.print(result["diff"] or "(no differences)", highlight=False, markup=False)
+
+
+@app.command()
+@handle_errors
+def activate(code: str, version: int) -> None:
+    """Make VERSION the one new jobs run (an older version = rollback)."""
+    rt = Runtime()
+    with rt.engine.begin() as conn:
+        workflow_repo.activate_version(conn, code, version)
+    console.print(f"{code}: version {version} is active", highlight=False)

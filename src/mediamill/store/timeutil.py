@@ -1,0 +1,22 @@
+"""Time in the store: naive UTC datetimes (the seed's TIMESTAMP columns)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def seconds_ago(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def seconds_from_now(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 with a Z, for JSON."""
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None

@@ -1,0 +1,6 @@
+"""Workflow definitions: the YAML format (SPEC §4), validation with located messages, CEL conditions."""
+
+from mediamill.workflows.loader import load_workflow_file, parse_workflow
+from mediamill.workflows.models import StepDef, WorkflowDef
+
+__all__ = ["StepDef", "WorkflowDef", "load_workflow_file", "parse_workflow"]
