@@ -162,6 +162,7 @@ workflow_jobs = Table(
     Column("deadline_at", DateTime),
     Column("updated_at", DateTime),
     Column("shadow_of", Integer),
+    Column("run_number", Integer, server_default=text("1")),
     Index("ix_workflow_jobs_status_priority", "status", "priority"),
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),
@@ -192,6 +193,7 @@ step_executions = Table(
     Column("stderr_tail", Text),
     Column("worker_id", String(100)),
     Column("progress_percent", Float),
+    Column("run_number", Integer, server_default=text("1")),
     Index("ix_step_executions_job", "job_id", "step_id"),
     Index("ix_step_executions_action_completed", "action", "completed_at"),
 )
@@ -214,12 +216,15 @@ media_queue = Table(
     Column("base_priority", Integer),
     Column("aged_at", DateTime),
     Column("wait_reason", String(50)),
-    Index("ix_media_queue_claim", "queue_name", "priority", "scheduled_time",
-          sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'")),
     Index("ix_media_queue_lease", "lease_expires_at",
           sqlite_where=text("status = 'processing'"), postgresql_where=text("status = 'processing'")),
     Index("ix_media_queue_job", "job_id", unique=True),
 )
+
+# claims read the best queued entry of a queue: priority first (higher = sooner), then age
+Index("ix_media_queue_claim", media_queue.c.queue_name, media_queue.c.priority.desc(),
+      media_queue.c.scheduled_time, media_queue.c.id,
+      sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'"))
 
 queues = Table(
     "queues", metadata,
@@ -406,13 +411,4 @@ alerts = Table(
     Column("resolved_at", DateTime),
     Column("updated_at", DateTime),
     Index("ix_alerts_rule_state", "rule_name", "label_key", "state"),
-)
-
-# Maintained counters (job counts per status/workflow) so dashboards never count(*) a big table.
-job_counters = Table(
-    "job_counters", metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("workflow_id", Integer, primary_key=True),
-    Column("status", String(50), primary_key=True),
-    Column("n", BigInteger, nullable=False, server_default=text("0")),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from mediamill.store.db import create_db_engine
 from mediamill.store.tables import metadata
 

@@ -2,11 +2,10 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 07:06:16.443213
+Create Date: 2026-11-22 07:11:10.982373
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -59,13 +58,6 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('action', name=op.f('pk_circuit_breakers'))
-    )
-    op.create_table('job_counters',
-    sa.Column('tenant_id', sa.String(length=64), nullable=False),
-    sa.Column('workflow_id', sa.Integer(), nullable=False),
-    sa.Column('status', sa.String(length=50), nullable=False),
-    sa.Column('n', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
-    sa.PrimaryKeyConstraint('tenant_id', 'workflow_id', 'status', name=op.f('pk_job_counters'))
     )
     op.create_table('job_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -217,6 +209,7 @@ def upgrade() -> None:
     sa.Column('deadline_at', sa.DateTime(), nullable=True),
     sa.Column('updated_at', sa.DateTime(), nullable=True),
     sa.Column('shadow_of', sa.Integer(), nullable=True),
+    sa.Column('run_number', sa.Integer(), server_default=sa.text('1'), nullable=True),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflow_definitions.id'], name=op.f('fk_workflow_jobs_workflow_id_workflow_definitions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workflow_jobs')),
     sa.UniqueConstraint('job_code', name=op.f('uq_workflow_jobs_job_code'))
@@ -324,7 +317,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_media_queue'))
     )
     with op.batch_alter_table('media_queue', schema=None) as batch_op:
-        batch_op.create_index('ix_media_queue_claim', ['queue_name', 'priority', 'scheduled_time'], unique=False, sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))
+        batch_op.create_index('ix_media_queue_claim', ['queue_name', sa.literal_column('priority DESC'), 'scheduled_time', 'id'], unique=False, sqlite_where=sa.text("status = 'queued'"), postgresql_where=sa.text("status = 'queued'"))
         batch_op.create_index('ix_media_queue_job', ['job_id'], unique=True)
         batch_op.create_index('ix_media_queue_lease', ['lease_expires_at'], unique=False, sqlite_where=sa.text("status = 'processing'"), postgresql_where=sa.text("status = 'processing'"))
 
@@ -347,6 +340,7 @@ def upgrade() -> None:
     sa.Column('stderr_tail', sa.Text(), nullable=True),
     sa.Column('worker_id', sa.String(length=100), nullable=True),
     sa.Column('progress_percent', sa.Float(), nullable=True),
+    sa.Column('run_number', sa.Integer(), server_default=sa.text('1'), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['workflow_jobs.id'], name=op.f('fk_step_executions_job_id_workflow_jobs')),
     sa.ForeignKeyConstraint(['step_id'], ['workflow_steps.id'], name=op.f('fk_step_executions_step_id_workflow_steps')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_step_executions'))
@@ -435,7 +429,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_job_events_job')
 
     op.drop_table('job_events')
-    op.drop_table('job_counters')
     op.drop_table('circuit_breakers')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index('ix_alerts_rule_state')

@@ -1,0 +1,275 @@
+"""Submitting jobs: store the input (server-generated key), create the job on the workflow's current
+version, its queue entry and its first event — in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from mediamill import telemetry
+from mediamill.engine import wakeup
+from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
+from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
+from mediamill.storage import Storage, new_key
+from mediamill.store import workflow_repo
+from mediamill.store.tables import job_events, media_queue, routing_rules, workflow_jobs
+from mediamill.store.timeutil import utcnow
+from mediamill.workflows.conditions import ConditionError, evaluate_condition, to_cel
+from mediamill.workflows.models import WorkflowDef
+
+REVIEW_CODE = "WF-REVIEW"
+REVIEW_QUEUE = "review"
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+@dataclass
+class JobInput:
+    """Where a job's input is: an object in storage, or a URL the worker fetches."""
+
+    storage_key: str | None = None
+    url: str | None = None
+    filename: str | None = None
+    mime: str | None = None  # sniffed from the bytes, never a client's claim
+    size: int | None = None
+    checksum: str | None = None
+
+
+@dataclass
+class SubmitRequest:
+    job_input: JobInput
+    workflow_code: str | None = None  # None or "auto" = route by rules
+    tenant_id: str = "default"
+    priority: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notify: dict[str, Any] | None = None
+    submitted_by: str | None = None
+    request_id: str | None = None
+    idempotency_key: str | None = None
+    idempotency_hash: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    id: int
+    job_code: str
+    status: str
+    workflow_code: str
+    workflow_version: int
+    queue_name: str
+    priority: int
+    replayed: bool = False  # an Idempotency-Key replay returned an existing job
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "job_code": self.job_code, "status": self.status,
+                "workflow": self.workflow_code, "workflow_version": self.workflow_version,
+                "queue": self.queue_name, "priority": self.priority}
+
+
+def new_job_code(now: datetime | None = None) -> str:
+    now = now or utcnow()
+    rand = "".join(secrets.choice(_B32) for _ in range(8))
+    return f"JOB-{now:%Y%m%d}-{rand}"
+
+
+# ------------------------------------------------------------------------------ inputs
+def store_input_file(storage: Storage, path: Path, *, tenant_id: str = "default",
+                     filename: str | None = None) -> JobInput:
+    """Copy a local file into storage under a fresh key and sniff its type from its bytes."""
+    if not path.is_file():
+        raise InvalidInput(f"no such file: {path}")
+    mime = sniff_file(path)
+    info = storage.put_file(new_key("inputs", tenant_id), path)
+    return JobInput(storage_key=info.key, filename=filename or path.name, mime=mime, size=info.size,
+                    checksum=info.checksum)
+
+
+def store_input_stream(storage: Storage, stream: BinaryIO, *, tenant_id: str = "default",
+                       filename: str | None = None) -> JobInput:
+    info = storage.put(new_key("inputs", tenant_id), stream)
+    return JobInput(storage_key=info.key, filename=filename, mime=sniff_object(storage, info.key),
+                    size=info.size, checksum=info.checksum)
+
+
+def sniff_object(storage: Storage, key: str) -> str:
+    local = storage.local_path(key)
+    if local is not None:
+        return sniff_file(local)
+    with storage.open(key) as fh:
+        head = fh.read(8192)
+    mime = sniff_bytes(head)
+    if mime.startswith("application/zip") or "openxml" in mime:
+        with tempfile.TemporaryDirectory() as tmp:
+            return sniff_file(storage.get_to_file(key, Path(tmp) / "obj"))
+    return mime
+
+
+# ------------------------------------------------------------------------------ routing
+def route(conn: Connection, *, tenant_id: str, job_input: JobInput, metadata: dict[str, Any]) -> str:
+    """Pick a workflow for a job submitted without one: rules first, then the only workflow
+    that accepts the type; no match goes to the review queue (never dropped)."""
+    variables = {"input": to_cel({"mime": job_input.mime or "", "size": job_input.size or 0,
+                                  "filename": job_input.filename or ""}),
+                 "job": to_cel({"metadata": metadata, "tenant": tenant_id}), "steps": to_cel({})}
+    rules = conn.execute(sa.select(routing_rules.c.condition, routing_rules.c.workflow_code)
+                         .where(routing_rules.c.enabled.is_(True),
+                                sa.or_(routing_rules.c.tenant_id.is_(None),
+                                       routing_rules.c.tenant_id == tenant_id))
+                         .order_by(routing_rules.c.position, routing_rules.c.id)).all()
+    for condition, code in rules:
+        try:
+            if evaluate_condition(condition, variables):
+                return str(code)
+        except ConditionError:
+            continue
+    candidates = [w["workflow_code"] for w in workflow_repo.list_workflows(conn)
+                  if w["is_active"] and w["workflow_code"] != REVIEW_CODE
+                  and _accepts_any(conn, w["workflow_code"], job_input.mime)]
+    return candidates[0] if len(candidates) == 1 else REVIEW_CODE
+
+
+def _accepts_any(conn: Connection, code: str, mime: str | None) -> bool:
+    wf = workflow_repo.get_workflow(conn, code).definition
+    return bool(mime) and "*/*" not in wf.input_types and accepts(wf.input_types, mime or "")
+
+
+def _ensure_review_workflow(conn: Connection) -> None:
+    try:
+        workflow_repo.get_workflow(conn, REVIEW_CODE)
+    except NotFound:
+        wf = WorkflowDef.model_validate({
+            "code": REVIEW_CODE, "name": "Needs review (no routing rule matched)", "type": "generic",
+            "input_types": ["*/*"], "queue": REVIEW_QUEUE, "priority": 5,
+            "steps": [{"name": "Hold for review", "action": "noop"}]})
+        workflow_repo.save_version(conn, wf, author="system")
+
+
+# ------------------------------------------------------------------------------ submit
+def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | None:
+    if not req.idempotency_key:
+        return None
+    row = conn.execute(sa.select(workflow_jobs).where(workflow_jobs.c.tenant_id == req.tenant_id,
+                                                      workflow_jobs.c.idempotency_key == req.idempotency_key)
+                       ).mappings().first()
+    if row is None:
+        return None
+    if req.idempotency_hash and row["idempotency_hash"] != req.idempotency_hash:
+        raise Conflict("Idempotency-Key was already used with a different request body")
+    code = conn.execute(sa.text("SELECT workflow_code FROM workflow_definitions WHERE id = :i"),
+                        {"i": row["workflow_id"]}).scalar_one()
+    return SubmittedJob(row["id"], row["job_code"], row["status"], code, row["workflow_version"] or 1,
+                        row["queue_name"] or "", row["priority"] or 0, replayed=True)
+
+
+def _job_values(req: SubmitRequest, wf: workflow_repo.VersionedWorkflow, now: datetime,
+                status: str, queue: str) -> dict[str, Any]:
+    d = wf.definition
+    inp = req.job_input
+    return {
+        "job_code": new_job_code(now), "workflow_id": wf.workflow_id, "workflow_version": wf.version,
+        "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key, "input_url": inp.url,
+        "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
+        "priority": d.priority if req.priority is None else req.priority, "status": status,
+        "current_step": 0, "progress_percent": 0, "submitted_by": req.submitted_by, "submitted_at": now,
+        "tenant_id": req.tenant_id, "queue_name": queue, "params": req.params or {},
+        "job_metadata": req.metadata or {}, "notify": req.notify, "request_id": req.request_id,
+        "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
+        "retry_count": 0, "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now,
+    }
+
+
+def _check_type(d: WorkflowDef, inp: JobInput) -> None:
+    if inp.mime is None:
+        return  # URL inputs are sniffed by the worker after the fetch
+    if inp.mime == "application/x-empty":
+        raise InvalidInput("the input file is empty")
+    if not accepts(d.input_types, inp.mime):
+        raise UnsupportedFormat(
+            f"workflow {d.code} accepts {', '.join(d.input_types)}; the file is {canonical(inp.mime)} "
+            f"(detected from its content)")
+
+
+def _prepare(conn: Connection, req: SubmitRequest) -> tuple[workflow_repo.VersionedWorkflow, str, str]:
+    if req.job_input.storage_key is None and req.job_input.url is None:
+        raise InvalidInput("a job needs an input: a stored file, an upload or a URL")
+    code = req.workflow_code
+    if not code or code == "auto":
+        code = route(conn, tenant_id=req.tenant_id, job_input=req.job_input, metadata=req.metadata)
+        if code == REVIEW_CODE:
+            _ensure_review_workflow(conn)
+    wf = workflow_repo.get_workflow(conn, code, req.version)
+    if not wf.is_active and req.version is None:
+        raise Conflict(f"workflow {code} is deactivated")
+    if code == REVIEW_CODE:
+        return wf, "pending", REVIEW_QUEUE
+    _check_type(wf.definition, req.job_input)
+    return wf, "queued", wf.definition.queue_name
+
+
+def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
+    now = utcnow()
+    prepared = [_prepare(conn, r) for r in reqs]
+    values = [_job_values(r, wf, now, status, queue) for r, (wf, status, queue) in zip(reqs, prepared, strict=True)]
+    ids = list(conn.execute(workflow_jobs.insert().returning(workflow_jobs.c.id, sort_by_parameter_order=True),
+                            values).scalars())
+    queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
+                   "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
+                   "attempts": 0}
+                  for i, v in zip(ids, values, strict=True) if v["status"] == "queued"]
+    if queue_rows:
+        conn.execute(media_queue.insert(), queue_rows)
+    conn.execute(job_events.insert(), [
+        {"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
+         "data": {"status": v["status"], "workflow": wf.definition.code, "version": wf.version,
+                  "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}}
+        for i, v, (wf, _s, _q) in zip(ids, values, prepared, strict=True)])
+    wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
+    return [SubmittedJob(i, v["job_code"], v["status"], wf.definition.code, wf.version, v["queue_name"],
+                         v["priority"]) for i, v, (wf, _s, _q) in zip(ids, values, prepared, strict=True)]
+
+
+def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
+    """Submit several jobs in one transaction (all or none)."""
+    if not reqs:
+        return []
+    with engine.begin() as conn:
+        jobs = _insert(conn, reqs)
+    wakeup.after_commit({j.queue_name for j in jobs})
+    _count_submitted(jobs)
+    return jobs
+
+
+def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
+    """Submit one job; an Idempotency-Key replay returns the job the key created."""
+    try:
+        with engine.begin() as conn:
+            replay = _idempotent_replay(conn, req)
+            if replay is not None:
+                return replay
+            job = _insert(conn, [req])[0]
+    except IntegrityError:
+        if not req.idempotency_key:
+            raise
+        with engine.connect() as conn:  # a concurrent submit with the same key won the race
+            replay = _idempotent_replay(conn, req)
+        if replay is None:
+            raise
+        return replay
+    wakeup.after_commit([job.queue_name])
+    _count_submitted([job])
+    return job
+
+
+def _count_submitted(jobs: Sequence[SubmittedJob]) -> None:
+    for j in jobs:
+        telemetry.emit("job.submitted", workflow=j.workflow_code, job_id=j.id, tenant=None)
