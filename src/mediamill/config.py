@@ -102,6 +102,33 @@ class Settings(BaseSettings):
     log_format: str = Field(default="auto", description="auto | json | console")
     log_level: str = "INFO"
     limits: MediaLimits = Field(default_factory=MediaLimits)
+    # observability (issue 6)
+    metrics_dir: str = Field(default="", description='shared multiprocess metrics dir; "" = data_dir/metrics, '
+                                                     '"off" = this process only')
+    metrics_db_cache_seconds: float = Field(default=5.0, ge=0, description="database gauges are reused this long")
+    # notifications (issue 6)
+    notify_poll_seconds: float = Field(default=1.0, gt=0, description="dispatcher polling interval")
+    notify_batch: int = Field(default=50, gt=0, description="deliveries claimed per dispatcher round")
+    notify_concurrency: int = Field(default=8, gt=0, description="deliveries in flight per dispatcher")
+    notify_lock_seconds: float = Field(default=120.0, gt=0, description="a claimed delivery is re-offered "
+                                                                         "after this long without an answer")
+    notify_timeout_seconds: float = Field(default=15.0, gt=0, description="per-attempt HTTP/SMTP timeout")
+    notify_max_attempts: int = Field(default=15, gt=0)
+    notify_max_age_seconds: float = Field(default=3 * 86400, gt=0, description="give up on older deliveries")
+    notify_backoff_base_seconds: float = Field(default=5.0, gt=0)
+    notify_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    notify_retention_days: int = Field(default=30, ge=0, description="finished deliveries are pruned (0 = keep)")
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, gt=0)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_tls: bool = Field(default=False, description="implicit TLS (port 465)")
+    smtp_from: str = "mediamill <mediamill@localhost>"
+    alert_rules_file: str = Field(default="", description="TOML file with [[rules]] tables")
+    alert_rules_json: str = Field(default="", description="alert rules as a JSON list (env-friendly)")
+    alert_default_rules: bool = Field(default=True, description="evaluate the built-in alert rules too")
+    alert_eval_seconds: float = Field(default=15.0, gt=0, description="alert evaluation interval")
 
     @classmethod
     def settings_customise_sources(

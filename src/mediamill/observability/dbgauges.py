@@ -1,0 +1,212 @@
+"""Gauges whose truth is the database, computed at scrape time and cached for a few seconds.
+
+Every query here reads a small table (workers, breakers, queues, alerts, job_counters) or a
+partial index (``media_queue`` where status is queued/processing, open dead letters, pending
+notifications) — never a scan of the job history — so a scrape stays cheap with millions of jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Connection, Engine
+
+from mediamill.store import tables as t
+from mediamill.store.timeutil import utcnow
+
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+class DbGaugeCollector(Collector):
+    """A prometheus collector over the database; results are cached for ``cache_seconds``."""
+
+    def __init__(self, engine: Engine, *, cache_seconds: Callable[[], float],
+                 live_seconds: Callable[[], float]) -> None:
+        self.engine = engine
+        self._cache_seconds = cache_seconds
+        self._live_seconds = live_seconds
+        self._lock = threading.Lock()
+        self._cached: list[GaugeMetricFamily] = []
+        self._cached_at = -1e9
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            if time.monotonic() - self._cached_at >= self._cache_seconds():
+                self._cached = self._compute()
+                self._cached_at = time.monotonic()
+            families = list(self._cached)
+        yield from families
+
+    def _compute(self) -> list[GaugeMetricFamily]:
+        up = GaugeMetricFamily("mediamill_db_up", "1 when the database answered the last scrape")
+        try:
+            with self.engine.connect() as conn:
+                families = collect_db_gauges(conn, live_seconds=self._live_seconds())
+        except Exception:  # a scrape must not fail because the database is away; say so instead
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, *families]
+
+
+def collect_db_gauges(conn: Connection, *, live_seconds: float) -> list[GaugeMetricFamily]:
+    """Compute every database gauge on one connection."""
+    now = utcnow()
+    return [
+        *_queue_gauges(conn, now),
+        _paused_gauge(conn),
+        _breaker_gauge(conn),
+        *_worker_gauges(conn, now, live_seconds),
+        _dead_letter_gauge(conn),
+        _pending_notifications_gauge(conn),
+        _alerts_gauge(conn),
+        _job_status_gauge(conn),
+    ]
+
+
+def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
+    mq = t.media_queue
+    due = sa.or_(mq.c.scheduled_time.is_(None), mq.c.scheduled_time <= now)
+    state = sa.case((mq.c.status == "processing", "processing"), (due, "queued"), else_="delayed")
+    depth_rows = conn.execute(
+        sa.select(mq.c.queue_name, state.label("state"), sa.func.count())
+        .where(mq.c.status.in_(("queued", "processing")))
+        .group_by(mq.c.queue_name, state)
+    ).all()
+    # Wait counts from when an entry became due: a retry in back-off is not "waiting" yet.
+    oldest_rows = conn.execute(
+        sa.select(mq.c.queue_name, sa.func.min(sa.func.coalesce(mq.c.scheduled_time, mq.c.created_at)))
+        .where(mq.c.status == "queued", due)
+        .group_by(mq.c.queue_name)
+    ).all()
+    depth = GaugeMetricFamily("mediamill_queue_depth", "Entries in a queue by state (queued = due now)",
+                              labels=["queue", "state"])
+    seen: set[str] = set()
+    for queue, st, n in depth_rows:
+        depth.add_metric([queue or "default", st], n)
+        seen.add(queue or "default")
+    wait = GaugeMetricFamily("mediamill_queue_oldest_wait_seconds",
+                             "Seconds the oldest due entry of a queue has waited", labels=["queue"])
+    waited = {q or "default": max((now - ts).total_seconds(), 0.0) for q, ts in oldest_rows if ts}
+    for queue in sorted(seen | set(waited)):
+        wait.add_metric([queue], waited.get(queue, 0.0))
+    return [depth, wait]
+
+
+def _paused_gauge(conn: Connection) -> GaugeMetricFamily:
+    g = GaugeMetricFamily("mediamill_queue_paused", "1 when a queue is paused", labels=["queue"])
+    for name, paused in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused)):
+        g.add_metric([name], 1 if paused else 0)
+    return g
+
+
+def _breaker_gauge(conn: Connection) -> GaugeMetricFamily:
+    g = GaugeMetricFamily("mediamill_breaker_state", "1 for the current state of each action's breaker",
+                          labels=["action", "state"])
+    cb = t.circuit_breakers
+    for action, state in conn.execute(sa.select(cb.c.action, cb.c.state)):
+        for candidate in BREAKER_STATES:
+            g.add_metric([action, candidate], 1 if state == candidate else 0)
+    return g
+
+
+def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list[GaugeMetricFamily]:
+    w = t.workers
+    cutoff = datetime.fromtimestamp(now.timestamp() - live_seconds)
+    rows = conn.execute(
+        sa.select(w.c.pools).where(w.c.heartbeat_at >= cutoff, w.c.status.notin_(("stopped", "dead")))
+    ).all()
+    live = GaugeMetricFamily("mediamill_workers_live", "Workers with a recent heartbeat serving a pool",
+                             labels=["pool"])
+    slots = GaugeMetricFamily("mediamill_worker_slots", "Concurrent step slots of live workers per pool",
+                              labels=["pool"])
+    per_pool: dict[str, list[int]] = {}
+    for (pools,) in rows:
+        for pool, concurrency in parse_pools_column(pools).items():
+            entry = per_pool.setdefault(pool, [0, 0])
+            entry[0] += 1
+            entry[1] += concurrency
+    for pool, (count, total) in sorted(per_pool.items()):
+        live.add_metric([pool], count)
+        slots.add_metric([pool], total)
+    total_live = GaugeMetricFamily("mediamill_workers_live_total", "Workers with a recent heartbeat")
+    total_live.add_metric([], len(rows))
+    return [live, slots, total_live]
+
+
+def parse_pools_column(value: Any) -> dict[str, int]:
+    """``workers.pools`` as {pool: concurrency}; accepts a dict, a list, or "a=1,b=2" text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = [p for p in value.split(",") if p.strip()]
+    if isinstance(value, dict):
+        return {str(k): _int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        out: dict[str, int] = {}
+        for item in value:
+            name, _, n = str(item).partition("=")
+            out[name.strip()] = _int(n or 1)
+        return out
+    return {}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _dead_letter_gauge(conn: Connection) -> GaugeMetricFamily:
+    dl = t.dead_letters
+    g = GaugeMetricFamily("mediamill_dead_letters_open", "Unresolved dead letters by error class",
+                          labels=["error_class"])
+    rows = conn.execute(sa.select(dl.c.error_class, sa.func.count()).where(dl.c.resolved_at.is_(None))
+                        .group_by(dl.c.error_class))
+    for error_class, n in rows:
+        g.add_metric([error_class or "internal"], n)
+    return g
+
+
+def _pending_notifications_gauge(conn: Connection) -> GaugeMetricFamily:
+    wn = t.workflow_notifications
+    n = conn.execute(sa.select(sa.func.count()).where(wn.c.status == "pending")).scalar_one()
+    g = GaugeMetricFamily("mediamill_notifications_pending", "Outbox rows waiting for delivery")
+    g.add_metric([], n)
+    return g
+
+
+def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
+    a = t.alerts
+    g = GaugeMetricFamily("mediamill_alerts_firing", "Alerts currently firing", labels=["rule", "severity"])
+    rows = conn.execute(sa.select(a.c.rule_name, a.c.severity, sa.func.count())
+                        .where(a.c.state == "firing").group_by(a.c.rule_name, a.c.severity))
+    for rule, severity, n in rows:
+        g.add_metric([rule, severity or "P3"], n)
+    return g
+
+
+def _job_status_gauge(conn: Connection) -> GaugeMetricFamily:
+    # job_counters is maintained by the engine in the same transactions as the job rows, so this
+    # is the database's count per status without counting the jobs table.
+    jc, wd = t.job_counters, t.workflow_definitions
+    g = GaugeMetricFamily("mediamill_jobs", "Jobs per workflow and status (maintained counters)",
+                          labels=["workflow", "status"])
+    rows = conn.execute(
+        sa.select(sa.func.coalesce(wd.c.workflow_code, "unknown"), jc.c.status, sa.func.sum(jc.c.n))
+        .select_from(jc.outerjoin(wd, wd.c.id == jc.c.workflow_id))
+        .group_by(wd.c.workflow_code, jc.c.status)
+    )
+    for code, status, n in rows:
+        g.add_metric([code, status], n or 0)
+    return g
