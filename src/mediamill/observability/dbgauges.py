@@ -1,6 +1,6 @@
 """Gauges whose truth is the database, computed at scrape time and cached for a few seconds.
 
-Every query here reads a small table (workers, breakers, queues, alerts, job_counters) or a
+Every query here reads a small table (workers, breakers, queues, alerts) or a
 partial index (``media_queue`` where status is queued/processing, open dead letters, pending
 notifications) — never a scan of the job history — so a scrape stays cheap with millions of jobs.
 """
@@ -68,7 +68,6 @@ def collect_db_gauges(conn: Connection, *, live_seconds: float) -> list[GaugeMet
         _dead_letter_gauge(conn),
         _pending_notifications_gauge(conn),
         _alerts_gauge(conn),
-        _job_status_gauge(conn),
     ]
 
 
@@ -195,18 +194,3 @@ def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
         g.add_metric([rule, severity or "P3"], n)
     return g
 
-
-def _job_status_gauge(conn: Connection) -> GaugeMetricFamily:
-    # job_counters is maintained by the engine in the same transactions as the job rows, so this
-    # is the database's count per status without counting the jobs table.
-    jc, wd = t.job_counters, t.workflow_definitions
-    g = GaugeMetricFamily("mediamill_jobs", "Jobs per workflow and status (maintained counters)",
-                          labels=["workflow", "status"])
-    rows = conn.execute(
-        sa.select(sa.func.coalesce(wd.c.workflow_code, "unknown"), jc.c.status, sa.func.sum(jc.c.n))
-        .select_from(jc.outerjoin(wd, wd.c.id == jc.c.workflow_id))
-        .group_by(wd.c.workflow_code, jc.c.status)
-    )
-    for code, status, n in rows:
-        g.add_metric([code, status], n or 0)
-    return g

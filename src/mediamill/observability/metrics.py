@@ -36,6 +36,7 @@ __all__ = [
     "breaker_transition",
     "configure_metrics",
     "http_request",
+    "install_telemetry_handlers",
     "job_dead_lettered",
     "job_finished",
     "job_rescued",
@@ -111,9 +112,9 @@ def configure_metrics(settings: Settings) -> Path | None:
     with _state.lock:
         _state.db_cache_seconds = float(getattr(settings, "metrics_db_cache_seconds", 5.0))
         _state.live_seconds = float(max(settings.lease_seconds * 2, 10))
-        if directory == _state.directory and _state.metrics is not None:
-            return directory
-        _switch_directory(directory)
+        if directory != _state.directory or _state.metrics is None:
+            _switch_directory(directory)
+    install_telemetry_handlers()
     return directory
 
 
@@ -260,6 +261,47 @@ def http_request(method: str, route: str, status: int, duration_s: float) -> Non
     m = _m()
     m.http_requests.labels(method, route, str(status)).inc()
     m.http_duration.labels(method, route).observe(duration_s)
+
+
+# --------------------------------------------------------------------------- telemetry bus
+_TELEMETRY: dict[str, Any] = {}
+
+
+def _bridge(fn: Any, *names: str) -> Any:
+    """Adapt a helper to ``telemetry.emit(event, **fields)``: pick the fields it knows, by name."""
+
+    def handler(**fields: Any) -> None:
+        aliases = {"workflow": ("workflow", "workflow_code"), "duration_s": ("duration_s", "duration")}
+        kwargs = {}
+        for name in names:
+            for alias in aliases.get(name, (name,)):
+                if alias in fields:
+                    kwargs[name] = fields[alias]
+                    break
+        fn(**kwargs)
+
+    return handler
+
+
+def install_telemetry_handlers() -> None:
+    """Listen to the engine's in-process telemetry bus (``mediamill.telemetry``); idempotent."""
+    from mediamill import telemetry
+
+    bridges = {
+        "job.submitted": _bridge(job_submitted, "workflow"),
+        "job.finished": _bridge(job_finished, "workflow", "status", "duration_s"),
+        "step.finished": _bridge(step_finished, "action", "status", "error_class", "duration_s"),
+        "step.retried": _bridge(step_retried, "action", "error_class"),
+        "job.dead_lettered": _bridge(job_dead_lettered, "workflow", "error_class"),
+        "job.rescued": _bridge(job_rescued, "queue"),
+        "breaker.transition": _bridge(breaker_transition, "action", "state"),
+    }
+    for event, handler in bridges.items():
+        # telemetry.clear() (tests) drops our handlers; re-install only what is missing
+        current = _TELEMETRY.get(event)
+        if current is None or current not in telemetry._handlers.get(event, []):
+            telemetry.on(event, handler)
+            _TELEMETRY[event] = handler
 
 
 # --------------------------------------------------------------------------- exposition
