@@ -1,3 +1,7 @@
 """Imports every built-in action module so their ``@action`` decorators register."""
 
-from mediamill.actions import testing  # noqa: F401
+from mediamill.actions import (  # noqa: F401
+    image,
+    testing,
+    video,
+)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import filetype
 
+from mediamill.errors import CorruptMedia, UnsupportedFormat
+
 _HEAD = 8192
 
 # filetype's names → the MIME types workflows speak (the seed uses video/mov, video/avi …)
@@ -48,6 +50,10 @@ def sniff_bytes(head: bytes) -> str:
         return _ALIASES.get(kind.mime, kind.mime)
     if _looks_like_mp3(head):
         return "audio/mpeg"
+    if _looks_like_adts(head):
+        return "audio/aac"
+    if _looks_like_mpegts(head):
+        return "video/mp2t"
     if _looks_like_text(head):
         return "text/plain"
     return "application/octet-stream"
@@ -79,6 +85,16 @@ def _looks_like_mp3(head: bytes) -> bool:
     return len(head) > 4 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0
 
 
+def _looks_like_adts(head: bytes) -> bool:
+    # raw AAC (ADTS): sync word 0xFFF, layer bits 00
+    return len(head) > 7 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0
+
+
+def _looks_like_mpegts(head: bytes) -> bool:
+    # 188-byte transport packets, each starting with the 0x47 sync byte
+    return len(head) >= 188 * 3 and all(head[i] == 0x47 for i in (0, 188, 376))
+
+
 def _looks_like_text(head: bytes) -> bool:
     try:
         head.decode("utf-8")
@@ -97,3 +113,17 @@ def accepts(input_types: list[str], mime: str) -> bool:
         if allowed.endswith("/*") and mime.startswith(allowed[:-1]):
             return True
     return False
+
+
+def require_kind(path: Path, prefixes: tuple[str, ...], what: str) -> str:
+    """Sniff ``path`` and refuse it unless its type starts with one of ``prefixes``.
+
+    Returns the sniffed MIME type. A zero-byte file is ``CorruptMedia``; anything else that
+    does not match is ``UnsupportedFormat`` naming what was found.
+    """
+    mime = sniff_file(path)
+    if mime == "application/x-empty":
+        raise CorruptMedia("the file is empty (0 bytes)")
+    if not mime.startswith(prefixes):
+        raise UnsupportedFormat(f"expected {what}, but the content is {mime}")
+    return mime
