@@ -1,0 +1,229 @@
+"""Notification channels (``notification_channels``): per tenant, optionally per workflow, with an
+event filter. Config is validated per kind; webhook secrets are generated here and rotated with
+two active secrets during the overlap.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import Connection
+
+from mediamill.errors import InvalidInput, NotFound
+from mediamill.netguard import Allowlist, check_url
+from mediamill.notify.events import EVENT_TYPES, event_matches
+from mediamill.store.tables import notification_channels as nc
+from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store.timeutil import iso, utcnow
+
+KINDS = ("webhook", "email", "slack")
+Kind = Literal["webhook", "email", "slack"]
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class SigningSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret: str
+    created_at: str | None = None
+    expires_at: str | None = None  # set on the old secret when a new one is rotated in
+
+    @field_validator("secret")
+    @classmethod
+    def _prefixed(cls, value: str) -> str:
+        if not value.startswith("whsec_") or len(value) < 20:
+            raise ValueError("secret must look like whsec_<base64>")
+        return value
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    secrets: list[SigningSecret] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class EmailConfig(BaseModel):
+    """Recipients plus optional SMTP overrides (the password only ever by environment variable name)."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: list[str] = Field(min_length=1)
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, gt=0)
+    starttls: bool | None = None
+    tls: bool | None = None
+    username: str | None = None
+    password_env: str | None = None
+    sender: str | None = Field(default=None, alias="from")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for addr in value:
+            if "@" not in addr or any(c in addr for c in "\r\n,;"):
+                raise ValueError(f"not an email address: {addr!r}")
+        return value
+
+
+class SlackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    channel: str | None = None
+
+
+_CONFIG_MODELS: dict[str, type[BaseModel]] = {"webhook": WebhookConfig, "email": EmailConfig,
+                                              "slack": SlackConfig}
+
+
+def validate_config(kind: str, config: dict[str, Any], *, allowlist: Allowlist | str | None) -> dict[str, Any]:
+    """Validate a channel config for its kind; URLs pass the SSRF guard. Returns the normalised config."""
+    if kind not in _CONFIG_MODELS:
+        raise InvalidInput(f"channel kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    try:
+        model = _CONFIG_MODELS[kind].model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise InvalidInput(f"{kind} channel config.{where}: {first['msg']}") from None
+    url = getattr(model, "url", None)
+    if url:
+        check_url(url, allowlist)
+    if isinstance(model, WebhookConfig) and not model.secrets:
+        model.secrets = [SigningSecret(secret=new_secret(), created_at=iso(utcnow()))]
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _validate_events(events: list[str] | None) -> list[str] | None:
+    if events is None:
+        return None
+    known = (*EVENT_TYPES, "job.*", "breaker.*", "alert.*", "*")
+    for e in events:
+        if e not in known:
+            raise InvalidInput(f"unknown event {e!r}; expected one of {', '.join(known)}")
+    return list(events)
+
+
+# --------------------------------------------------------------------------- repository
+def create_channel(conn: Connection, *, tenant_id: str, kind: str, config: dict[str, Any],
+                   name: str | None = None, events: list[str] | None = None, workflow_code: str | None = None,
+                   allowlist: Allowlist | str | None = None) -> dict[str, Any]:
+    """Create a channel; the returned dict shows the webhook secret (the only time it is shown)."""
+    clean = validate_config(kind, config, allowlist=allowlist)
+    row_id = conn.execute(nc.insert().values(
+        tenant_id=tenant_id, kind=kind, name=name or kind, config=clean, events=_validate_events(events),
+        workflow_code=workflow_code, enabled=True, created_at=utcnow(),
+    ).returning(nc.c.id)).scalar_one()
+    return public_view(get_channel(conn, tenant_id, row_id), reveal=True)
+
+
+def get_channel(conn: Connection, tenant_id: str | None, channel_id: int) -> dict[str, Any]:
+    """A channel row as a dict (any tenant when ``tenant_id`` is None); NotFound otherwise."""
+    query = sa.select(nc).where(nc.c.id == channel_id)
+    if tenant_id is not None:
+        query = query.where(nc.c.tenant_id == tenant_id)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"channel {channel_id} not found")
+    return dict(row)
+
+
+def list_channels(conn: Connection, tenant_id: str | None) -> list[dict[str, Any]]:
+    """Every channel of a tenant (all tenants when None), secrets masked."""
+    query = sa.select(nc).order_by(nc.c.id)
+    if tenant_id is not None:
+        query = query.where(nc.c.tenant_id == tenant_id)
+    return [public_view(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def update_channel(conn: Connection, tenant_id: str, channel_id: int, *,
+                   allowlist: Allowlist | str | None = None, **changes: Any) -> dict[str, Any]:
+    """Change name, config, events, workflow_code or enabled (re-enabling clears the disabled reason)."""
+    current = get_channel(conn, tenant_id, channel_id)
+    values: dict[str, Any] = {}
+    if changes.get("config") is not None:
+        config = dict(changes["config"])
+        if current["kind"] == "webhook" and "secrets" not in config:
+            config["secrets"] = current["config"].get("secrets", [])  # keep secrets across edits
+        values["config"] = validate_config(current["kind"], config, allowlist=allowlist)
+    if "events" in changes:
+        values["events"] = _validate_events(changes["events"])
+    for key in ("name", "workflow_code"):
+        if key in changes:
+            values[key] = changes[key]
+    if changes.get("enabled") is not None:
+        values["enabled"] = bool(changes["enabled"])
+        if values["enabled"]:
+            values["disabled_reason"] = None
+    if values:
+        conn.execute(nc.update().where(nc.c.id == channel_id).values(**values))
+    return public_view(get_channel(conn, tenant_id, channel_id))
+
+
+def delete_channel(conn: Connection, tenant_id: str, channel_id: int) -> None:
+    """Delete a channel; its pending deliveries are cancelled (the log keeps them)."""
+    get_channel(conn, tenant_id, channel_id)
+    cancel_pending(conn, channel_id, "channel deleted")
+    conn.execute(nc.delete().where(nc.c.id == channel_id))
+
+
+def disable_channel(conn: Connection, channel_id: int, reason: str) -> None:
+    """Turn a channel off (e.g. its endpoint answered 410 Gone) and cancel what it still had pending."""
+    conn.execute(nc.update().where(nc.c.id == channel_id).values(enabled=False, disabled_reason=reason))
+    cancel_pending(conn, channel_id, reason)
+
+
+def cancel_pending(conn: Connection, channel_id: int, reason: str) -> int:
+    result = conn.execute(wn.update().where(wn.c.channel_id == channel_id, wn.c.status == "pending")
+                          .values(status="cancelled", error_message=reason, locked_by=None, locked_until=None))
+    return int(result.rowcount or 0)
+
+
+def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *,
+                  overlap_seconds: int = 86400) -> dict[str, Any]:
+    """Add a new signing secret; the current ones stay valid for ``overlap_seconds`` (two signatures)."""
+    channel = get_channel(conn, tenant_id, channel_id)
+    if channel["kind"] != "webhook":
+        raise InvalidInput("only webhook channels have signing secrets")
+    now = utcnow()
+    expires = iso(now + timedelta(seconds=overlap_seconds))
+    kept = [dict(s, expires_at=s.get("expires_at") or expires) for s in active_secrets(channel["config"], now)]
+    config = dict(channel["config"])
+    config["secrets"] = [{"secret": new_secret(), "created_at": iso(now)}, *kept]
+    conn.execute(nc.update().where(nc.c.id == channel_id).values(config=config))
+    return public_view(get_channel(conn, tenant_id, channel_id), reveal=True)
+
+
+def active_secrets(config: dict[str, Any], now: datetime | None = None) -> list[dict[str, Any]]:
+    """The webhook secrets not yet expired, newest first."""
+    moment = iso(now or utcnow()) or ""
+    return [s for s in config.get("secrets", []) if not s.get("expires_at") or s["expires_at"] > moment]
+
+
+def matching_channels(conn: Connection, *, tenant_id: str, event_type: str,
+                      workflow_code: str | None) -> list[dict[str, Any]]:
+    """Enabled channels of the tenant whose workflow and event filters accept this event."""
+    rows = conn.execute(
+        sa.select(nc).where(nc.c.tenant_id == tenant_id, nc.c.enabled.is_(True))
+        .where(sa.or_(nc.c.workflow_code.is_(None), nc.c.workflow_code == workflow_code))
+        .order_by(nc.c.id)
+    ).mappings()
+    return [dict(r) for r in rows if event_matches(r["events"], event_type)]
+
+
+def public_view(channel: dict[str, Any], *, reveal: bool = False) -> dict[str, Any]:
+    """A channel for the API / CLI: secrets masked unless ``reveal``."""
+    config = dict(channel["config"] or {})
+    if "secrets" in config and not reveal:
+        config["secrets"] = [dict(s, secret=s["secret"][:10] + "…") for s in config["secrets"]]
+    return {"id": channel["id"], "tenant_id": channel["tenant_id"], "kind": channel["kind"],
+            "name": channel["name"], "workflow_code": channel["workflow_code"], "events": channel["events"],
+            "enabled": bool(channel["enabled"]), "disabled_reason": channel["disabled_reason"],
+            "config": config, "created_at": iso(channel["created_at"])}

@@ -1,0 +1,305 @@
+"""The dispatcher: outbox event rows → one delivery row per target → delivered at least once.
+
+Life of a notification (all in ``workflow_notifications``):
+
+1. The engine writes an *event row* (``channel`` NULL, ``status`` pending) in the transaction
+   that changed the job.
+2. :func:`expand_events` turns it into *delivery rows* — one per matching channel (and per
+   email recipient, and per ``notify`` target given with the job) — with the same ``event_id``,
+   and marks the event row ``dispatched``; in one transaction, so an event is expanded once.
+3. :func:`claim_deliveries` takes due rows for one dispatcher: a short transaction sets
+   ``locked_by``/``locked_until`` and counts the attempt (PostgreSQL skips rows another
+   dispatcher is claiming with ``FOR UPDATE SKIP LOCKED``; SQLite serialises on ``BEGIN
+   IMMEDIATE``). A dispatcher killed mid-delivery leaves the row pending; the lock expires and
+   another dispatcher (or the restarted one) sends it — at least once.
+4. :func:`record_result` writes the attempt to ``attempt_log`` and moves the row to ``sent``,
+   back to ``pending`` with exponential back-off and jitter, or to ``failed`` (too many
+   attempts, too old, or a permanent refusal). HTTP 410 disables the channel.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mediamill.config import Settings
+from mediamill.errors import InvalidInput, NotFound
+from mediamill.notify import channels as ch
+from mediamill.notify.events import EXPANDED, JOB_EVENTS
+from mediamill.notify.render import EventContext, email_message, subject, summary_line
+from mediamill.notify.senders import SendResult
+from mediamill.store.tables import notification_channels as nc
+from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store.tables import workflow_jobs as wj
+from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store.timeutil import iso, utcnow
+
+#: Events a per-job ``notify.email`` receives (dead-lettering follows a failure: one email is enough).
+JOB_EMAIL_EVENTS = ("job.completed", "job.partial", "job.failed", "job.cancelled")
+ATTEMPT_LOG_LIMIT = 50
+
+
+@dataclass
+class Target:
+    """Where one delivery goes."""
+
+    kind: str
+    recipient: str
+    channel_id: int | None = None
+
+
+@dataclass
+class Claimed:
+    """A delivery row claimed by this dispatcher, with what sending it needs."""
+
+    id: int
+    event_id: str
+    event_type: str
+    kind: str
+    recipient: str
+    tenant_id: str
+    job_id: int | None
+    channel_id: int | None
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    config: dict[str, Any] | None
+    channel_enabled: bool | None
+    context: EventContext = field(default_factory=EventContext)
+    request_id: str | None = None
+
+
+def _is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+# --------------------------------------------------------------------------- expansion
+def expand_events(conn: Connection, settings: Settings, *, limit: int = 100) -> int:
+    """Expand pending event rows into delivery rows (run inside a transaction). Returns events expanded."""
+    query = (sa.select(wn).where(wn.c.status == "pending", wn.c.channel.is_(None))
+             .order_by(wn.c.id).limit(limit))
+    if _is_postgres(conn):
+        query = query.with_for_update(skip_locked=True)
+    events = [dict(r) for r in conn.execute(query).mappings()]
+    now = utcnow()
+    for event in events:
+        ctx = event_context(conn, event, settings)
+        targets = targets_for(conn, event)
+        rows = [_delivery_row(event, t, ctx, now) for t in targets]
+        if rows:
+            conn.execute(wn.insert(), rows)
+        conn.execute(wn.update().where(wn.c.id == event["id"]).values(
+            status=EXPANDED, sent_at=now, attempts=len(rows), next_attempt_at=None,
+            error_message=None if rows else "no matching channel"))
+    return len(events)
+
+
+def targets_for(conn: Connection, event: dict[str, Any]) -> list[Target]:
+    """Every delivery an event causes: matching channels, then the job's own ``notify``."""
+    envelope = event["payload"] or {}
+    data = envelope.get("data") or {}
+    out: list[Target] = []
+    for channel in ch.matching_channels(conn, tenant_id=event["tenant_id"] or "default",
+                                        event_type=event["event_type"], workflow_code=data.get("workflow_code")):
+        out.extend(_channel_targets(channel))
+    notify = data.get("notify") if event["event_type"] in JOB_EVENTS else None
+    if isinstance(notify, dict):
+        if notify.get("webhook"):
+            out.append(Target("webhook", str(notify["webhook"])))
+        if notify.get("email") and event["event_type"] in JOB_EMAIL_EVENTS:
+            out.append(Target("email", str(notify["email"])))
+    return out
+
+
+def _channel_targets(channel: dict[str, Any]) -> list[Target]:
+    config = channel["config"] or {}
+    if channel["kind"] == "email":
+        return [Target("email", addr, channel["id"]) for addr in config.get("to", [])]
+    if channel["kind"] == "slack":
+        return [Target("slack", config.get("channel") or "slack", channel["id"])]
+    return [Target(channel["kind"], str(config.get("url", "")), channel["id"])]
+
+
+def event_context(conn: Connection, event: dict[str, Any], settings: Settings) -> EventContext:
+    """Facts for rendering: the workflow's type, the input's file name, a link to the job."""
+    if event.get("job_id") is None:
+        base = settings.public_url.rstrip("/")
+        return EventContext(link=f"{base}/alerts" if base and event["event_type"].startswith("alert.") else None)
+    row = conn.execute(
+        sa.select(wd.c.workflow_type, wj.c.input_filename, wj.c.job_code)
+        .select_from(wj.outerjoin(wd, wd.c.id == wj.c.workflow_id)).where(wj.c.id == event["job_id"])
+    ).first()
+    if row is None:
+        return EventContext()
+    base = settings.public_url.rstrip("/")
+    return EventContext(workflow_type=row.workflow_type, input_filename=row.input_filename,
+                        link=f"{base}/jobs/{row.job_code}" if base else None)
+
+
+def _delivery_row(event: dict[str, Any], target: Target, ctx: EventContext, now: datetime) -> dict[str, Any]:
+    envelope = event["payload"] or {}
+    return {
+        "job_id": event["job_id"], "tenant_id": event["tenant_id"], "event_id": event["event_id"],
+        "event_type": event["event_type"], "notification_type": event["notification_type"],
+        "channel": target.kind, "channel_id": target.channel_id, "recipient": target.recipient[:200],
+        "subject": subject(envelope, ctx)[:300], "message": summary_line(envelope, ctx),
+        "payload": envelope, "status": "pending", "attempts": 0, "created_at": now,
+        "next_attempt_at": now, "attempt_log": [],
+    }
+
+
+# --------------------------------------------------------------------------- claiming
+def claim_deliveries(conn: Connection, *, worker: str, limit: int, lock_seconds: float) -> list[Claimed]:
+    """Lock up to ``limit`` due delivery rows for ``worker`` and count the attempt (inside a transaction)."""
+    now = utcnow()
+    query = (sa.select(wn.c.id)
+             .where(wn.c.status == "pending", wn.c.channel.is_not(None), wn.c.next_attempt_at <= now)
+             .where(sa.or_(wn.c.locked_until.is_(None), wn.c.locked_until < now))
+             .order_by(wn.c.next_attempt_at, wn.c.id).limit(limit))
+    if _is_postgres(conn):
+        query = query.with_for_update(skip_locked=True)
+    ids = list(conn.execute(query).scalars())
+    if not ids:
+        return []
+    conn.execute(wn.update().where(wn.c.id.in_(ids)).values(
+        locked_by=worker, locked_until=now + timedelta(seconds=lock_seconds), attempts=wn.c.attempts + 1))
+    return load_claimed(conn, ids)
+
+
+def load_claimed(conn: Connection, ids: list[int]) -> list[Claimed]:
+    """The claimed rows with their channel config and job facts."""
+    query = (sa.select(wn, nc.c.config.label("ch_config"), nc.c.enabled.label("ch_enabled"),
+                       wj.c.request_id.label("job_request_id"), wj.c.input_filename, wj.c.job_code.label("jcode"),
+                       wd.c.workflow_type)
+             .select_from(wn.outerjoin(nc, nc.c.id == wn.c.channel_id).outerjoin(wj, wj.c.id == wn.c.job_id)
+                          .outerjoin(wd, wd.c.id == wj.c.workflow_id))
+             .where(wn.c.id.in_(ids)).order_by(wn.c.id))
+    return [_claimed(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def _claimed(r: dict[str, Any]) -> Claimed:
+    return Claimed(
+        id=r["id"], event_id=r["event_id"], event_type=r["event_type"], kind=r["channel"],
+        recipient=r["recipient"] or "", tenant_id=r["tenant_id"] or "default", job_id=r["job_id"],
+        channel_id=r["channel_id"], payload=r["payload"] or {}, attempts=int(r["attempts"] or 0),
+        created_at=r["created_at"] or utcnow(), config=r["ch_config"],
+        channel_enabled=None if r["ch_enabled"] is None else bool(r["ch_enabled"]),
+        context=EventContext(workflow_type=r["workflow_type"], input_filename=r["input_filename"]),
+        request_id=r["job_request_id"],
+    )
+
+
+# --------------------------------------------------------------------------- outcomes
+def next_delay(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Back-off before attempt ``attempts + 1``: exponential, capped, with equal jitter (never ~0)."""
+    ceiling = min(cap, base * (2 ** max(attempts - 1, 0)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def decide(claimed: Claimed, result: SendResult, settings: Settings, *, now: datetime) -> tuple[str, str | None]:
+    """The row's next status and error message after this attempt."""
+    if result.ok:
+        return "sent", None
+    error = result.error or "delivery failed"
+    if result.gone:
+        return "failed", f"{error} — endpoint gone, channel disabled"
+    if result.permanent or claimed.event_type == "test":
+        return "failed", error
+    if claimed.attempts >= settings.notify_max_attempts:
+        return "failed", f"gave up after {claimed.attempts} attempts: {error}"
+    if (now - claimed.created_at).total_seconds() >= settings.notify_max_age_seconds:
+        return "failed", f"gave up after {settings.notify_max_age_seconds:.0f}s: {error}"
+    return "pending", error
+
+
+def record_result(conn: Connection, claimed: Claimed, result: SendResult, settings: Settings, *,
+                  worker: str) -> str:
+    """Write one attempt's outcome on the row (only if this worker still holds it). Returns the status."""
+    now = utcnow()
+    status, error = decide(claimed, result, settings, now=now)
+    entry = {"at": iso(now), "attempt": claimed.attempts, "ok": result.ok, "status_code": result.status_code,
+             "error": result.error, "duration_ms": round(result.duration_s * 1000, 1), "by": worker}
+    log = [*_current_log(conn, claimed.id), entry]
+    values: dict[str, Any] = {"status": status, "error_message": error, "locked_by": None, "locked_until": None,
+                              "attempt_log": log[-ATTEMPT_LOG_LIMIT:]}
+    if status == "sent":
+        values["sent_at"] = now
+    elif status == "pending":
+        delay = next_delay(claimed.attempts, base=settings.notify_backoff_base_seconds,
+                           cap=settings.notify_backoff_max_seconds)
+        values["next_attempt_at"] = now + timedelta(seconds=max(delay, result.retry_after or 0))
+    conn.execute(wn.update().where(wn.c.id == claimed.id, wn.c.locked_by == worker).values(**values))
+    if result.gone and claimed.channel_id is not None:
+        ch.disable_channel(conn, claimed.channel_id, f"endpoint answered 410 Gone at {iso(now)}")
+    return status
+
+
+def _current_log(conn: Connection, row_id: int) -> list[dict[str, Any]]:
+    log = conn.execute(sa.select(wn.c.attempt_log).where(wn.c.id == row_id)).scalar()
+    return list(log) if isinstance(log, list) else []
+
+
+def cancel_claimed(conn: Connection, claimed: Claimed, reason: str, *, worker: str) -> None:
+    """Drop a claimed delivery whose channel is gone or disabled."""
+    conn.execute(wn.update().where(wn.c.id == claimed.id, wn.c.locked_by == worker).values(
+        status="cancelled", error_message=reason, locked_by=None, locked_until=None))
+
+
+# --------------------------------------------------------------------------- replay / test / prune
+def replay(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
+    """Send a delivery again as a new row (same event id, fresh attempt budget); an event row is re-expanded."""
+    query = sa.select(wn).where(wn.c.id == notification_id)
+    if tenant_id is not None:
+        query = query.where(wn.c.tenant_id == tenant_id)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"notification {notification_id} not found")
+    now = utcnow()
+    if row["channel"] is None:
+        if row["event_id"] is None:
+            raise InvalidInput(f"notification {notification_id} is not an outbox event")
+        conn.execute(wn.update().where(wn.c.id == notification_id).values(status="pending", next_attempt_at=now))
+        return {"id": notification_id, "replayed": notification_id, "mode": "event"}
+    copy = {k: row[k] for k in ("job_id", "tenant_id", "event_id", "event_type", "notification_type", "channel",
+                                "channel_id", "recipient", "subject", "message", "payload")}
+    new_id = conn.execute(wn.insert().values(
+        **copy, status="pending", attempts=0, created_at=now, next_attempt_at=now,
+        attempt_log=[{"at": iso(now), "replay_of": notification_id}],
+    ).returning(wn.c.id)).scalar_one()
+    return {"id": new_id, "replayed": notification_id, "mode": "delivery"}
+
+
+def insert_test_delivery(conn: Connection, channel: dict[str, Any], *, worker: str, lock_seconds: float) -> int:
+    """A ``test`` delivery to one channel, already claimed by ``worker`` (sent inline by the caller)."""
+    now = utcnow()
+    event_id = "evt_" + uuid.uuid4().hex
+    envelope = {"type": "test", "id": event_id, "timestamp": iso(now),
+                "data": {"channel_id": channel["id"], "channel_name": channel["name"],
+                         "message": "This is a test notification from mediamill."}}
+    target = _channel_targets(channel)[0]
+    row = _delivery_row({"job_id": None, "tenant_id": channel["tenant_id"], "event_id": event_id,
+                         "event_type": "test", "notification_type": "test", "payload": envelope},
+                        target, EventContext(), now)
+    row.update(locked_by=worker, locked_until=now + timedelta(seconds=lock_seconds), attempts=1)
+    return int(conn.execute(wn.insert().values(**row).returning(wn.c.id)).scalar_one())
+
+
+def prune(conn: Connection, *, older_than_days: int) -> int:
+    """Delete finished deliveries and dispatched events older than the retention period."""
+    if older_than_days <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    result = conn.execute(wn.delete().where(wn.c.created_at < cutoff,
+                                            wn.c.status.in_(("sent", "failed", "cancelled", EXPANDED))))
+    return int(result.rowcount or 0)
+
+
+def email_for(claimed: Claimed) -> Any:
+    """The rendered email of a claimed delivery."""
+    return email_message(claimed.payload, claimed.context)
