@@ -280,7 +280,7 @@ class Media:
     @property
     def gif_animated(self) -> Path:
         def make(p: Path) -> None:
-            frames = [Image.new("P", (120, 80), i * 40) for i in range(4)]
+            frames = [Image.new("RGB", (120, 80), (i * 60, 255 - i * 60, 0)) for i in range(4)]
             frames[0].save(p, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
         return self._once("anim.gif", make)
 

@@ -16,12 +16,12 @@ def probe_video(path: Path) -> dict[str, Any]:
         if c.streams.video:
             s = c.streams.video[0]
             out.update(width=s.codec_context.width, height=s.codec_context.height,
-                       codec=s.codec_context.name, pix_fmt=s.codec_context.format.name)
+                       codec=s.codec_context.codec.canonical_name, pix_fmt=s.codec_context.format.name)
             frame = next(c.decode(s))
             out["rotation"] = frame.rotation
         if c.streams.audio:
             a = c.streams.audio[0]
-            out.update(audio_codec=a.codec_context.name, sample_rate=a.codec_context.sample_rate,
+            out.update(audio_codec=a.codec_context.codec.canonical_name, sample_rate=a.codec_context.sample_rate,
                        channels=a.codec_context.channels)
     return out
 

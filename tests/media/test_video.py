@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mediamill.actions.base import get_fuser
-from mediamill.errors import CorruptMedia, InvalidInput, SourceTooLarge, UnsupportedFormat
 from mediamill.config import MediaLimits
+from mediamill.errors import CorruptMedia, InvalidInput, SourceTooLarge, UnsupportedFormat
 
 from .conftest import make_ctx, run_action
 from .probers import mp4_faststart, probe_image, probe_video

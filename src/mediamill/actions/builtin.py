@@ -1,6 +1,7 @@
 """Imports every built-in action module so their ``@action`` decorators register."""
 
 from mediamill.actions import (  # noqa: F401
+    audio,
     image,
     testing,
     video,

@@ -132,7 +132,7 @@ def _video_info(container: Any, stream: Any, first_frame: bool) -> VideoInfo:
         width, height = height, width
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return VideoInfo(
-        codec=ctx.name, width=width, height=height, coded_width=ctx.width, coded_height=ctx.height,
+        codec=_codec_name(ctx), width=width, height=height, coded_width=ctx.width, coded_height=ctx.height,
         rotation=rotation, fps=round(float(rate), 3) if rate else 0.0,
         pix_fmt=ctx.format.name if ctx.format else None, bitrate=ctx.bit_rate or None,
         sample_aspect_ratio=sar, frames=stream.frames or None, profile=ctx.profile or None,
@@ -157,9 +157,15 @@ def _audio_info(stream: Any) -> AudioInfo:
     ctx = stream.codec_context
     layout = getattr(ctx, "layout", None)
     return AudioInfo(
-        codec=ctx.name, sample_rate=ctx.sample_rate or 0, channels=ctx.channels or 0,
+        codec=_codec_name(ctx), sample_rate=ctx.sample_rate or 0, channels=ctx.channels or 0,
         layout=layout.name if layout is not None else None, bitrate=ctx.bit_rate or None,
     )
+
+
+def _codec_name(ctx: Any) -> str:
+    # the format's codec ("mp3"), not the decoder that happens to read it ("mp3float")
+    codec = getattr(ctx, "codec", None)
+    return str(getattr(codec, "canonical_name", None) or ctx.name)
 
 
 def frame_rate(value: float) -> Fraction:
