@@ -31,6 +31,11 @@ class MediaLimits(BaseSettings):
     max_audio_duration_s: float = Field(default=6 * 3600, gt=0)
     max_document_pages: int = Field(default=2000, gt=0)
     max_input_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_archive_uncompressed_bytes: int = Field(
+        default=1024**3, gt=0, description="a DOCX (a ZIP) may not inflate to more than this")
+    max_archive_ratio: float = Field(default=200.0, gt=1, description="ZIP-bomb guard: inflated / packed size")
+    max_transcribe_seconds: float = Field(
+        default=3 * 3600, gt=0, description="longest audio transcribe_audio accepts (speech-to-text is slow)")
     child_memory_mb: int = Field(default=4096, gt=0, description="address-space limit of a step child")
     child_cpu_seconds: int = Field(default=7200, gt=0)
     child_file_size_mb: int = Field(default=50 * 1024, gt=0)

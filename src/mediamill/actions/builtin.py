@@ -2,6 +2,7 @@
 
 from mediamill.actions import (  # noqa: F401
     audio,
+    document,
     image,
     testing,
     video,

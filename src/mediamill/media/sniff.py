@@ -45,6 +45,9 @@ def sniff_bytes(head: bytes) -> str:
         return "application/x-empty"
     if head.startswith(b"%PDF-"):
         return "application/pdf"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        # OLE compound file: legacy .doc/.xls, or an encrypted (password-protected) DOCX
+        return "application/x-ole-storage"
     kind = filetype.guess(head)
     if kind is not None:
         return _ALIASES.get(kind.mime, kind.mime)
@@ -74,8 +77,17 @@ def _zip_kind(path: Path) -> str:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
     except (zipfile.BadZipFile, OSError):
-        return "application/zip"
+        return _damaged_zip_kind(path)
     if "word/document.xml" in names:
+        return "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return "application/zip"
+
+
+def _damaged_zip_kind(path: Path) -> str:
+    """A ZIP without its central directory (cut short): judge by the local entry names."""
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    if b"[Content_Types].xml" in head and b"word/" in head:
         return "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     return "application/zip"
 
