@@ -1,0 +1,55 @@
+"""The delivery log: outbox events and their deliveries, newest first, with keyset pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mediamill.errors import NotFound
+from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store.timeutil import iso
+
+
+def list_notifications(conn: Connection, *, tenant_id: str | None, status: str | None = None,
+                       event_type: str | None = None, job_id: int | None = None, channel_id: int | None = None,
+                       event_id: str | None = None, include_events: bool = False, before_id: int | None = None,
+                       limit: int = 50) -> list[dict[str, Any]]:
+    """Deliveries (and, with ``include_events``, the outbox event rows) matching the filters."""
+    query = sa.select(wn).order_by(wn.c.id.desc()).limit(max(1, min(limit, 500)))
+    filters = {wn.c.tenant_id: tenant_id, wn.c.status: status, wn.c.event_type: event_type, wn.c.job_id: job_id,
+               wn.c.channel_id: channel_id, wn.c.event_id: event_id}
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
+    if not include_events:
+        query = query.where(wn.c.channel.is_not(None))
+    if before_id is not None:
+        query = query.where(wn.c.id < before_id)
+    return [notification_view(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def get_notification(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
+    """One row with its payload and full attempt log."""
+    query = sa.select(wn).where(wn.c.id == notification_id)
+    if tenant_id is not None:
+        query = query.where(wn.c.tenant_id == tenant_id)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound(f"notification {notification_id} not found")
+    return notification_view(dict(row), detail=True)
+
+
+def notification_view(row: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
+    """A row for the API / CLI (payload and attempt log only in detail)."""
+    view = {"id": row["id"], "kind": "event" if row["channel"] is None else "delivery",
+            "event_id": row["event_id"], "event_type": row["event_type"], "job_id": row["job_id"],
+            "tenant_id": row["tenant_id"], "channel": row["channel"], "channel_id": row["channel_id"],
+            "recipient": row["recipient"], "subject": row["subject"], "status": row["status"],
+            "attempts": row["attempts"], "error_message": row["error_message"],
+            "created_at": iso(row["created_at"]), "sent_at": iso(row["sent_at"]),
+            "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None}
+    if detail:
+        view.update(message=row["message"], payload=row["payload"], attempt_log=row["attempt_log"] or [])
+    return view
