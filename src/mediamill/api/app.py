@@ -2,20 +2,64 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from mediamill import __version__
-from mediamill.api.problems import install_problem_handlers
-from mediamill.api.routes import health, workflows
+from mediamill.api.limits import BodyLimitMiddleware
+from mediamill.api.problems import Problem, install_problem_handlers, problem
+from mediamill.api.routes import analytics, events, health, jobs, keys, operations, uploads, workflows
 from mediamill.runtime import Runtime
+
+API_DESCRIPTION = """mediamill's HTTP API. Authenticate with `Authorization: Bearer mm_…`.
+Errors are RFC 9457 problem documents (`application/problem+json`). Another tenant's
+resources answer 404."""
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    hub = getattr(app.state, "event_hub", None)
+    if hub is not None:
+        await hub.close()
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or Runtime()
     app = FastAPI(title="mediamill", version=__version__, openapi_url="/openapi.json",
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, description=API_DESCRIPTION, lifespan=_lifespan)
     app.state.runtime = rt
     install_problem_handlers(app)
+    _install_fallback_handler(app)
+    app.add_middleware(BodyLimitMiddleware, max_request_bytes=rt.settings.max_request_bytes,
+                       max_upload_bytes=rt.settings.max_upload_bytes)
     app.include_router(health.router)
-    app.include_router(workflows.router)
+    for module in (jobs, events, uploads, workflows, operations, analytics, keys):
+        app.include_router(module.router)
+    _document_problem(app)
     return app
+
+
+def _install_fallback_handler(app: FastAPI) -> None:
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, _exc: Exception) -> JSONResponse:
+        # never leak internals (paths, SQL) to a client; the log has the traceback
+        return problem(500, "Internal Server Error", "an unexpected error occurred")
+
+
+def _document_problem(app: FastAPI) -> None:
+    """Make sure the Problem schema is in the OpenAPI components (routes reference it by $ref)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediamill.errors import MediamillError, WorkflowInvalid
@@ -29,7 +30,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {"error_class": exc.error_class}
         if isinstance(exc, WorkflowInvalid):
             extra["errors"] = exc.problems
-        return problem(exc.http_status, exc.title, exc.public_message,
+        return problem(exc.http_status, exc.title, exc.public_message, headers=_headers_for(exc),
                        type_=f"https://mediamill.dev/problems/{exc.error_class}", **extra)
 
     @app.exception_handler(StarletteHTTPException)
@@ -42,6 +43,39 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         return problem(422, "Request validation failed", errors[0]["msg"] if errors else None,
                        errors=errors)
+
+
+def _headers_for(exc: MediamillError) -> dict[str, str] | None:
+    if exc.http_status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="mediamill"'}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return {"Retry-After": str(retry_after)}
+    return None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    error_class: str | None = None
+    errors: list[Any] | None = None
+
+
+#: ``responses=`` for routers: every error is a problem document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+           "description": desc}
+    for code, desc in ((400, "Bad request"), (401, "No valid API key"), (403, "Role too weak"),
+                       (404, "Not found (also: another tenant's resource)"), (409, "Conflict"),
+                       (413, "Too large"), (415, "Unsupported media type"), (422, "Invalid request"),
+                       (429, "Rate limited"))
+}
 
 
 def _title(status: int) -> str:

@@ -1,15 +1,38 @@
-"""Workflow definitions over HTTP."""
+"""Workflow definitions over HTTP: list, get, create, update (a new version), versions, diff,
+activate (rollback), deactivate, validate (dry run).
+
+Documents are YAML (``application/yaml``, ``text/yaml``, ``text/plain``) or JSON. Built-in
+workflows (no tenant) are visible to everyone and changed by admins only; a tenant's own
+workflows are invisible to other tenants (404).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+import sqlalchemy as sa
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 
+from mediamill.api import auth
+from mediamill.api.auth import Caller
+from mediamill.api.deps import runtime
+from mediamill.api.models import ActivateRequest, Items, Loose
+from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.errors import Conflict, Forbidden, NotFound, WorkflowInvalid
 from mediamill.store import workflow_repo
+from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.timeutil import iso
+from mediamill.workflows.loader import parse_workflow, validate_document
+from mediamill.workflows.models import WorkflowDef
 
-router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
+router = APIRouter(prefix="/v1/workflows", tags=["workflows"], responses=PROBLEM_RESPONSES)
+CODE = Path(..., pattern=r"^[A-Z0-9][A-Z0-9_\-]{1,49}$")
+DOC_BODY = {"requestBody": {"required": True, "content": {
+    "application/yaml": {"schema": {"type": "string"}},
+    "application/json": {"schema": {"type": "object"}},
+}}}
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -19,17 +42,136 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
             "updated_at": iso(row["updated_at"])}
 
 
-@router.get("")
-def list_workflows(request: Request) -> dict[str, Any]:
-    """Every workflow with its current version."""
-    with request.app.state.runtime.engine.connect() as conn:
-        return {"items": [_summary(r) for r in workflow_repo.list_workflows(conn)]}
+def _owner(conn: sa.Connection, code: str) -> tuple[bool, str | None]:
+    """(exists, tenant) of a workflow code."""
+    row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
+    return (row is not None, row[0] if row is not None else None)
 
 
-@router.get("/{code}")
-def get_workflow(code: str, request: Request, version: int | None = None) -> dict[str, Any]:
+def _visible(conn: sa.Connection, caller: Caller, code: str) -> None:
+    exists, tenant = _owner(conn, code)
+    if not exists or (tenant is not None and tenant != caller.tenant_id):
+        raise NotFound(f"no workflow {code!r}")
+
+
+def _writable(conn: sa.Connection, caller: Caller, code: str) -> None:
+    _visible(conn, caller, code)
+    _exists, tenant = _owner(conn, code)
+    if tenant is None and not caller.can("admin"):
+        raise Forbidden(f"{code} is shared by every tenant; only an admin changes it")
+
+
+async def _document(request: Request) -> WorkflowDef:
+    raw = await request.body()
+    ctype = request.headers.get("content-type", "")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WorkflowInvalid(["(document): not UTF-8 text"]) from None
+    if ctype.startswith("application/json"):
+        try:
+            return validate_document(json.loads(text))
+        except ValueError as exc:
+            raise WorkflowInvalid([f"(document): invalid JSON: {exc}"]) from None
+    return parse_workflow(text)
+
+
+@router.get("", response_model=Items)
+def list_workflows(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """Every workflow the caller can see, with its current version."""
+    with runtime(request).engine.connect() as conn:
+        owners = dict(conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id)).all())
+        rows = workflow_repo.list_workflows(conn)
+    return {"items": [_summary(r) for r in rows if owners.get(r["workflow_code"]) in (None, caller.tenant_id)]}
+
+
+@router.post("/validate", response_model=Loose, openapi_extra=DOC_BODY)
+async def validate(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """Dry run: validate a document without saving it; ``problems`` are located messages."""
+    try:
+        wf = await _document(request)
+    except WorkflowInvalid as exc:
+        return {"valid": False, "problems": exc.problems}
+    return {"valid": True, "problems": [], "code": wf.code, "steps": len(wf.steps), "checksum": wf.checksum()}
+
+
+@router.post("", status_code=201, response_model=Loose, openapi_extra=DOC_BODY)
+async def create_workflow(request: Request, caller: Caller = auth.Operator,
+                          comment: str | None = Query(None, max_length=500),
+                          shared: bool = Query(False, description="admins: visible to every tenant")) -> JSONResponse:
+    """Create a workflow (version 1). An existing code is ``409``: update it with PUT."""
+    wf = await _document(request)
+    if shared and not caller.can("admin"):
+        raise Forbidden("only an admin creates shared workflows")
+    with runtime(request).engine.begin() as conn:
+        if _owner(conn, wf.code)[0]:
+            raise Conflict(f"workflow {wf.code} exists; PUT /v1/workflows/{wf.code} saves a new version")
+        saved = workflow_repo.save_version(conn, wf, source=None, author=caller.label,
+                                           tenant_id=None if shared else caller.tenant_id, comment=comment)
+    return JSONResponse(_saved(saved), status_code=201)
+
+
+def _saved(saved: workflow_repo.SavedVersion) -> dict[str, Any]:
+    return {"code": saved.code, "version": saved.version, "created": saved.created, "active": saved.active}
+
+
+@router.put("/{code}", response_model=Loose, openapi_extra=DOC_BODY)
+async def update_workflow(request: Request, code: str = CODE, caller: Caller = auth.Operator,
+                          comment: str | None = Query(None, max_length=500),
+                          activate: bool = Query(True, description="make the new version current")) -> dict[str, Any]:
+    """Save a new immutable version (identical content reuses the existing version)."""
+    wf = await _document(request)
+    if wf.code != code:
+        raise WorkflowInvalid([f"code: the document says {wf.code!r}, the URL says {code!r}"])
+    with runtime(request).engine.begin() as conn:
+        _writable(conn, caller, code)
+        saved = workflow_repo.save_version(conn, wf, author=caller.label, activate=activate, comment=comment)
+    return _saved(saved)
+
+
+@router.get("/{code}", response_model=Loose)
+def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
+                 version: int | None = Query(None, ge=1)) -> dict[str, Any]:
     """One workflow's definition (the current version, or ``?version=N``)."""
-    with request.app.state.runtime.engine.connect() as conn:
+    with runtime(request).engine.connect() as conn:
+        _visible(conn, caller, code)
         got = workflow_repo.get_workflow(conn, code, version)
     return {"code": code, "version": got.version, "current_version": got.current_version,
             "active": got.is_active, "definition": got.definition.model_dump(mode="json", exclude_none=True)}
+
+
+@router.get("/{code}/versions", response_model=Items)
+def list_versions(request: Request, code: str = CODE, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """Every version: number, checksum, author, time, whether it is the current one."""
+    with runtime(request).engine.connect() as conn:
+        _visible(conn, caller, code)
+        rows = workflow_repo.list_versions(conn, code)
+    return {"items": [{**r, "created_at": iso(r["created_at"])} for r in rows]}
+
+
+@router.get("/{code}/diff", response_model=Loose)
+def diff(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
+         from_: int = Query(..., alias="from", ge=1), to: int = Query(..., ge=1)) -> dict[str, Any]:
+    """A unified diff of two versions plus steps added, removed and changed."""
+    with runtime(request).engine.connect() as conn:
+        _visible(conn, caller, code)
+        return workflow_repo.diff_versions(conn, code, from_, to)
+
+
+@router.post("/{code}/activate", response_model=Loose)
+def activate(body: ActivateRequest, request: Request, code: str = CODE,
+             caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Make a version current (an older one = a rollback); also re-activates a deactivated workflow."""
+    with runtime(request).engine.begin() as conn:
+        _writable(conn, caller, code)
+        workflow_repo.activate_version(conn, code, body.version)
+    return {"code": code, "version": body.version, "active": True}
+
+
+@router.post("/{code}/deactivate", response_model=Loose)
+def deactivate(request: Request, code: str = CODE, caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Refuse new jobs for this workflow (jobs already submitted still run)."""
+    with runtime(request).engine.begin() as conn:
+        _writable(conn, caller, code)
+        workflow_repo.set_active(conn, code, False)
+    return {"code": code, "active": False}

@@ -1,0 +1,108 @@
+"""Who is calling: API keys (``Authorization: Bearer mm_…``) or a dashboard session cookie.
+
+Every route but ``/healthz``, ``/readyz`` and ``/metrics`` depends on :func:`current_caller`
+(or on ``require(role)``). Roles nest: admin > operator > submitter > viewer.
+
+Sessions: the dashboard sets a cookie named :data:`SESSION_COOKIE` after a key login and
+registers the resolver with :func:`set_session_resolver`. Until it does, a cookie resolves
+to "no session" and only bearer keys authenticate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from mediamill.errors import Forbidden, Unauthorized
+from mediamill.store import auth_repo
+
+SESSION_COOKIE = "mm_session"
+bearer = HTTPBearer(auto_error=False, description="An API key: `mm_<prefix>_<secret>`")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated principal of a request."""
+
+    tenant_id: str
+    role: str
+    key_id: int | None
+    name: str | None
+
+    def can(self, role: str) -> bool:
+        return auth_repo.role_rank(self.role) >= auth_repo.role_rank(role)
+
+    @property
+    def label(self) -> str:
+        """How the caller shows in ``submitted_by`` and audit fields."""
+        return f"key:{self.key_id}" + (f" ({self.name})" if self.name else "") if self.key_id else self.name or "?"
+
+
+SessionResolver = Callable[[Request, str], Caller | None]
+
+
+def _no_session(_request: Request, _value: str) -> Caller | None:
+    return None
+
+
+_session_resolver: SessionResolver = _no_session
+
+
+def set_session_resolver(resolver: SessionResolver | None) -> None:
+    """The dashboard installs its cookie → Caller function here (None restores "no session")."""
+    global _session_resolver
+    _session_resolver = resolver or _no_session
+
+
+def resolve_session(request: Request, value: str) -> Caller | None:
+    """A caller from a session cookie value, or None (stubbed until the dashboard installs one)."""
+    return _session_resolver(request, value)
+
+
+def _from_key(request: Request, token: str) -> Caller | None:
+    engine = request.app.state.runtime.engine
+    record = auth_repo.cached_lookup(engine, token)
+    if record is None:
+        return None
+    return Caller(record.tenant_id, record.role, record.id, record.name)
+
+
+async def current_caller(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    """The request's caller; 401 when there is no valid key or session."""
+    cached = getattr(request.state, "caller", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    caller: Caller | None = None
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        caller = await run_in_threadpool(_from_key, request, credentials.credentials)
+    elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
+        caller = resolve_session(request, cookie)
+    if caller is None:
+        raise Unauthorized("a valid API key is required (Authorization: Bearer mm_…)")
+    request.state.caller = caller
+    return caller
+
+
+def require(role: str) -> Callable[..., object]:
+    """A dependency that admits callers with ``role`` or a stronger one (403 otherwise)."""
+    auth_repo.role_rank(role)
+
+    async def dependency(caller: Caller = Depends(current_caller)) -> Caller:
+        if not caller.can(role):
+            raise Forbidden(f"this needs the {role} role; the key has {caller.role}")
+        return caller
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+AnyCaller = Depends(current_caller)
+Viewer = Depends(require("viewer"))
+Submitter = Depends(require("submitter"))
+Operator = Depends(require("operator"))
+Admin = Depends(require("admin"))

@@ -1,0 +1,166 @@
+"""Request and response bodies of the HTTP API (they are the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Loose(BaseModel):
+    """A response that may carry more fields than it documents."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class NotifySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    webhook: str | None = Field(default=None, max_length=2000, description="POSTed when the job finishes")
+    email: str | None = Field(default=None, max_length=320)
+
+
+class JobSubmit(BaseModel):
+    """A job whose input is already somewhere: an upload, a stored object, or a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: str | None = Field(default=None, max_length=64)
+    storage_key: str | None = Field(default=None, max_length=512)
+    url: str | None = Field(default=None, max_length=4000)
+    workflow: str | None = Field(default=None, max_length=50, description='a workflow code, or "auto"')
+    version: int | None = Field(default=None, gt=0, description="run this version instead of the current one")
+    priority: int | None = Field(default=None, ge=0, le=100)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    notify: NotifySpec | None = None
+    filename: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobSubmit:
+        given = [n for n in ("upload_id", "storage_key", "url") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("name exactly one input: upload_id, storage_key or url")
+        return self
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    outputs: str
+    cancel: str
+
+
+class JobAccepted(BaseModel):
+    id: int
+    job_code: str
+    status: str
+    workflow: str
+    workflow_version: int
+    queue: str
+    priority: int
+    replayed: bool = False
+    links: JobLinks
+
+
+class JobPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int = Field(ge=0, le=100)
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, gt=0, description="re-run on another workflow version")
+
+
+class JobPage(BaseModel):
+    items: list[Loose]
+    next_before_id: int | None = None
+
+
+class Items(BaseModel):
+    items: list[Loose]
+
+
+class StatusOut(BaseModel):
+    id: int
+    status: str
+
+
+class Ok(BaseModel):
+    ok: bool = True
+
+
+class PresignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str | None = Field(default=None, max_length=255)
+    content_type: str | None = Field(default=None, max_length=100)
+    size: int | None = Field(default=None, ge=0)
+    expires_in: int = Field(default=900, ge=60, le=7 * 86400)
+
+
+class PresignOut(BaseModel):
+    upload_id: str
+    method: str = "PUT"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    expires_at: str
+
+
+class UploadOut(BaseModel):
+    id: str
+    length: int | None
+    offset: int
+    complete: bool
+    filename: str | None = None
+    mime: str | None = None
+    expires_at: str | None = None
+    job_id: int | None = None
+
+
+class DeadLetterRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, gt=0)
+
+
+class DeadLetterBulkRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error_class: str | None = Field(default=None, max_length=30)
+    workflow: str | None = Field(default=None, max_length=50)
+    version: int | None = Field(default=None, gt=0)
+
+
+class Count(BaseModel):
+    count: int
+
+
+class JobId(BaseModel):
+    job_id: int
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(gt=0)
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(pattern="^(admin|operator|submitter|viewer)$")
+    tenant: str | None = Field(default=None, max_length=64, pattern="^[a-z0-9_-]+$")
+    name: str | None = Field(default=None, max_length=200)
+
+
+class KeyCreated(BaseModel):
+    id: int
+    tenant: str
+    role: str
+    name: str | None
+    prefix: str
+    key: str = Field(description="the plaintext key; shown once")

@@ -1,0 +1,87 @@
+"""Analytics: the seed's four reports plus durations, error rates and throughput (all windowed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from mediamill.api import auth
+from mediamill.api.auth import Caller
+from mediamill.api.deps import runtime
+from mediamill.api.models import Items, Loose
+from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.errors import InvalidInput
+from mediamill.store import analytics
+
+router = APIRouter(prefix="/v1/analytics", tags=["analytics"], responses=PROBLEM_RESPONSES)
+SINCE = Query(None, description="ISO-8601 start of the window (default: 24 hours ago)", max_length=40)
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput("since must be an ISO-8601 time") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _run(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    with runtime(request).engine.connect() as conn:
+        return fn(conn, **kwargs)
+
+
+@router.get("/job-status", response_model=Loose)
+def job_status(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE,
+               limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    """Seed step 12: jobs by status (failed, processing, queued, pending, completed) then priority."""
+    return _run(request, analytics.job_status, tenant_id=caller.tenant_id, since=_since(since),  # type: ignore[no-any-return]
+                limit=limit)
+
+
+@router.get("/queues", response_model=Items)
+def queues(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """Seed step 13: jobs in each queue, waiting, processing, average priority, next scheduled."""
+    return {"items": _run(request, analytics.queues, tenant_id=caller.tenant_id)}
+
+
+@router.get("/steps", response_model=Items)
+def steps(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
+    """Seed step 14: executions, duration avg/min/max and failures per (versioned) step."""
+    return {"items": _run(request, analytics.steps, tenant_id=caller.tenant_id, since=_since(since))}
+
+
+@router.get("/workflows", response_model=Items)
+def workflows(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
+    """Seed step 15: jobs, completions, failures, in progress and average minutes per workflow."""
+    return {"items": _run(request, analytics.workflows, tenant_id=caller.tenant_id, since=_since(since))}
+
+
+@router.get("/durations", response_model=Loose)
+def durations(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
+    """p50/p95/p99 job durations per workflow (s) and step durations per action (ms)."""
+    return _run(request, analytics.durations, tenant_id=caller.tenant_id, since=_since(since))  # type: ignore[no-any-return]
+
+
+@router.get("/errors", response_model=Loose)
+def errors(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
+    """Error rate of finished jobs, by error class, and step failures by action."""
+    return _run(request, analytics.error_rates, tenant_id=caller.tenant_id, since=_since(since))  # type: ignore[no-any-return]
+
+
+@router.get("/throughput", response_model=Loose)
+def throughput(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE,
+               bucket: str = Query("1h", pattern=r"^(1m|5m|15m|1h|6h|1d|[0-9]{2,7})$")) -> dict[str, Any]:
+    """Jobs submitted and finished per time bucket."""
+    try:
+        size = analytics.bucket_seconds(bucket)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return _run(request, analytics.throughput, tenant_id=caller.tenant_id, since=_since(since),  # type: ignore[no-any-return]
+                bucket=str(size) if bucket not in analytics.BUCKETS else bucket)

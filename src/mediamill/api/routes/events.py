@@ -1,0 +1,58 @@
+"""Server-Sent Events: one job's progress, or everything of the caller's tenant."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from mediamill.api import auth
+from mediamill.api.auth import Caller
+from mediamill.api.deps import blocking, ops, runtime
+from mediamill.api.events import EventHub, stream
+from mediamill.api.problems import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/v1", tags=["events"], responses=PROBLEM_RESPONSES)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_DOC = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                 "description": "an event stream (progress, step, status …)"}}
+
+
+def hub(request: Request) -> EventHub:
+    existing: EventHub | None = getattr(request.app.state, "event_hub", None)
+    if existing is None:
+        rt = runtime(request)
+        existing = request.app.state.event_hub = EventHub(rt.engine, poll_seconds=rt.settings.sse_poll_seconds)
+    return existing
+
+
+def _resume_from(last_event_id: str | None, after: int | None) -> int:
+    if last_event_id and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return after or 0
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
+async def job_events(job_id: int, request: Request, caller: Caller = auth.Viewer,
+                     last_event_id: str | None = Header(None, max_length=20),
+                     after: int | None = Query(None, ge=0, description="resume after this event id")
+                     ) -> StreamingResponse:
+    """A job's events as SSE; the stream ends after the final status. Resumable with Last-Event-ID."""
+    await blocking(ops().get_job, runtime(request).engine, job_id, tenant_id=caller.tenant_id)  # 404 first
+    body = stream(hub(request), tenant_id=caller.tenant_id, job_id=job_id,
+                  after_id=_resume_from(last_event_id, after))
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
+async def tenant_events(request: Request, caller: Caller = auth.Viewer,
+                        last_event_id: str | None = Header(None, max_length=20),
+                        after: int | None = Query(None, ge=0)) -> StreamingResponse:
+    """Every job event of the caller's tenant as SSE (new events only, unless resuming)."""
+    h = hub(request)
+    start = _resume_from(last_event_id, after)
+    if not start:
+        from mediamill.api.events import last_event_id as newest
+
+        start = await blocking(newest, h.engine)
+    body = stream(h, tenant_id=caller.tenant_id, job_id=None, after_id=start)
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)

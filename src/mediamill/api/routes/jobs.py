@@ -1,0 +1,359 @@
+"""Jobs: submit (multipart streamed to storage, or JSON naming an input), list, detail, cancel,
+retry, priority, outputs and input downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from mediamill.api import auth
+from mediamill.api.auth import Caller
+from mediamill.api.deps import base_url, blocking, ops, runtime, safe_filename
+from mediamill.api.downloads import send_object
+from mediamill.api.limits import RateLimiter
+from mediamill.api.models import (
+    Items,
+    JobAccepted,
+    JobPage,
+    JobPatch,
+    JobSubmit,
+    Loose,
+    NotifySpec,
+    RetryRequest,
+    StatusOut,
+)
+from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
+from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream, submit_job
+from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.netguard import check_url
+from mediamill.storage.base import check_key
+from mediamill.store import uploads_repo
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+MAX_METADATA_BYTES = 64 * 1024
+
+SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobSubmit"}},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "workflow": {"type": "string", "maxLength": 50},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "metadata": {"type": "string", "description": "a JSON object"},
+                    "params": {"type": "string", "description": "a JSON object"},
+                    "notify": {"type": "string", "description": 'JSON: {"webhook": …, "email": …}'},
+                }}},
+        },
+    }
+}
+
+
+def _limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter | None = getattr(request.app.state, "submit_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.submit_limiter = RateLimiter(runtime(request).settings.submit_rate_per_minute)
+    return limiter
+
+
+def _links(request: Request, job_id: int) -> dict[str, str]:
+    root = f"{base_url(request)}/v1/jobs/{job_id}"
+    return {"self": root, "events": f"{root}/events", "outputs": f"{root}/outputs", "cancel": f"{root}/cancel"}
+
+
+def _accepted(request: Request, job: Any) -> JSONResponse:
+    body = {**job.as_dict(), "replayed": job.replayed, "links": _links(request, job.id)}
+    return JSONResponse(body, status_code=202, headers={"Location": body["links"]["self"]})
+
+
+def _json_object(raw: str | None, name: str) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name} must be a JSON object")
+    return value
+
+
+def _check_notify(request: Request, notify: NotifySpec | None) -> dict[str, Any] | None:
+    if notify is None:
+        return None
+    if notify.webhook:
+        check_url(notify.webhook, runtime(request).settings.url_allowlist)
+    if notify.email and ("@" not in notify.email or any(c in notify.email for c in "\r\n ,;")):
+        raise InvalidInput("notify.email must be one e-mail address")
+    return notify.model_dump(exclude_none=True) or None
+
+
+def _base_request(request: Request, caller: Caller, *, workflow: str | None, priority: int | None,
+                  metadata: dict[str, Any], params: dict[str, Any], notify: dict[str, Any] | None,
+                  job_input: JobInput, version: int | None = None) -> SubmitRequest:
+    return SubmitRequest(
+        job_input=job_input, workflow_code=workflow, tenant_id=caller.tenant_id, priority=priority,
+        params=params, metadata=metadata, notify=notify, submitted_by=caller.label,
+        request_id=getattr(request.state, "request_id", None),
+        idempotency_key=request.headers.get("idempotency-key") or None, version=version)
+
+
+def _idempotency_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ inputs
+def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> JobInput:
+    rt = runtime(request)
+    with rt.engine.connect() as conn:
+        session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
+    if session["completed_at"] is None:
+        session = _complete_presigned(request, session)
+    facts = uploads_repo.server_facts(session)
+    return JobInput(storage_key=session["storage_key"], filename=session["filename"], mime=facts.get("mime"),
+                    size=session["upload_length"], checksum=facts.get("sha256"))
+
+
+def _complete_presigned(request: Request, session: dict[str, Any]) -> dict[str, Any]:
+    """A presigned upload completes when its object exists in storage."""
+    rt = runtime(request)
+    key = session["storage_key"]
+    if not facts_presigned(session) or not key or not rt.storage.exists(key):
+        raise Conflict(f"upload {session['id']} is not complete yet")
+    size = rt.storage.size(key)
+    if size > rt.settings.max_upload_bytes:
+        rt.storage.delete(key)
+        raise InvalidInput("the uploaded object is larger than the upload limit")
+    uploads_repo.complete(rt.engine, session["id"], storage_key=key, size=size,
+                          facts={"mime": sniff_object(rt.storage, key), "presigned": True})
+    with rt.engine.connect() as conn:
+        return uploads_repo.get_session(conn, session["id"], tenant_id=None)
+
+
+def facts_presigned(session: dict[str, Any]) -> bool:
+    return bool((session.get("metadata") or {}).get("_presigned"))
+
+
+def _input_from_key(request: Request, caller: Caller, key: str, filename: str | None) -> JobInput:
+    """A stored object of the caller's tenant (keys are ``kind/<tenant>/…``)."""
+    check_key(key)
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] not in ("inputs", "uploads") or parts[1] != _tenant_part(caller.tenant_id):
+        raise NotFound(f"no object {key!r}")
+    storage = runtime(request).storage
+    if not storage.exists(key):
+        raise NotFound(f"no object {key!r}")
+    return JobInput(storage_key=key, filename=filename, mime=sniff_object(storage, key), size=storage.size(key))
+
+
+def _tenant_part(tenant_id: str) -> str:
+    from mediamill.storage.base import new_key
+
+    return new_key("x", tenant_id).split("/")[1]
+
+
+def _json_input(request: Request, caller: Caller, body: JobSubmit) -> JobInput:
+    name = safe_filename(body.filename)
+    if body.upload_id:
+        return _input_from_upload(request, caller, body.upload_id)
+    if body.storage_key:
+        return _input_from_key(request, caller, body.storage_key, name)
+    check_url(body.url or "", runtime(request).settings.url_allowlist)
+    return JobInput(url=body.url, filename=name)
+
+
+# ------------------------------------------------------------------------------ submit
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
+             summary="Submit a job (multipart file, or JSON naming an upload / storage key / URL)")
+async def submit(request: Request, caller: Caller = auth.Submitter) -> Response:
+    """Accept a job and return at once with its id and links (``202``).
+
+    ``Idempotency-Key``: the same key with the same body returns the same job; with another
+    body it is ``409``.
+    """
+    _limiter(request).take(caller.key_id or caller.label)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/"):
+        return await _submit_multipart(request, caller, ctype)
+    if not ctype.startswith("application/json"):
+        raise InvalidInput("send multipart/form-data with a file, or application/json")
+    raw = await request.body()
+    try:
+        body = JobSubmit.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                     for e in exc.errors())) from None
+    job = await blocking(_submit_json, request, caller, body)
+    return _accepted(request, job)
+
+
+def _submit_json(request: Request, caller: Caller, body: JobSubmit) -> Any:
+    notify = _check_notify(request, body.notify)
+    job_input = _json_input(request, caller, body)
+    req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
+                        params=body.params, notify=notify, job_input=job_input, version=body.version)
+    req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
+    job = submit_job(runtime(request).engine, req)
+    if body.upload_id and not job.replayed:
+        uploads_repo.attach_job(runtime(request).engine, body.upload_id, job.id)
+    return job
+
+
+async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Response:
+    rt = runtime(request)
+    boundary = boundary_of(ctype)
+
+    def consume(pipe: Any) -> JobInput:
+        return store_input_stream(rt.storage, pipe, tenant_id=caller.tenant_id)
+
+    async def produce(pipe: Any) -> Any:
+        return await stream_multipart(request.stream(), boundary, pipe, max_file_bytes=rt.settings.max_upload_bytes)
+
+    job_input, form = await run_with_pipe(consume, produce)
+    try:
+        if not form.saw_file:
+            raise InvalidInput("the multipart body needs a 'file' part")
+        job_input.filename = safe_filename(form.filename)
+        job = await blocking(_submit_form, request, caller, form.fields, job_input)
+    except BaseException:
+        await blocking(rt.storage.delete, job_input.storage_key)  # leave nothing behind
+        raise
+    if job.replayed:
+        await blocking(rt.storage.delete, job_input.storage_key)
+    return _accepted(request, job)
+
+
+def _submit_form(request: Request, caller: Caller, fields: dict[str, str], job_input: JobInput) -> Any:
+    priority = fields.get("priority")
+    if priority is not None and (not priority.strip().isdigit() or int(priority) > 100):
+        raise InvalidInput("priority must be an integer 0-100")
+    try:
+        notify_spec = NotifySpec.model_validate(_json_object(fields.get("notify"), "notify")) \
+            if fields.get("notify") else None
+    except ValidationError:
+        raise InvalidInput("notify must be a JSON object with webhook and/or email") from None
+    req = _base_request(request, caller, workflow=fields.get("workflow") or None,
+                        priority=int(priority) if priority is not None else None,
+                        metadata=_json_object(fields.get("metadata"), "metadata"),
+                        params=_json_object(fields.get("params"), "params"),
+                        notify=_check_notify(request, notify_spec), job_input=job_input)
+    if req.idempotency_key:
+        req.idempotency_hash = _idempotency_hash(sorted(fields.items()), job_input.checksum)
+    return submit_job(runtime(request).engine, req)
+
+
+# ------------------------------------------------------------------------------ read
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO-8601 time") from None
+    if parsed.tzinfo is not None:
+        from datetime import UTC
+
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(request: Request, caller: Caller = auth.Viewer,
+              status: str | None = Query(None, max_length=20), workflow: str | None = Query(None, max_length=50),
+              queue: str | None = Query(None, max_length=50), submitter: str | None = Query(None, max_length=100),
+              since: str | None = Query(None, description="ISO-8601; submitted at or after"),
+              until: str | None = Query(None, description="ISO-8601; submitted before"),
+              limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1)) -> dict[str, Any]:
+    """Jobs of the caller's tenant, newest first; page with ``before_id=<next_before_id>``."""
+    items = ops().list_jobs(runtime(request).engine, tenant_id=caller.tenant_id, status=status, workflow=workflow,
+                            queue=queue, submitter=submitter, since=_parse_time(since, "since"),
+                            until=_parse_time(until, "until"), limit=limit, before_id=before_id)
+    next_id = items[-1]["id"] if len(items) == limit else None
+    return {"items": items, "next_before_id": next_id}
+
+
+def _job(request: Request, caller: Caller, job_id: int) -> dict[str, Any]:
+    return ops().get_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id)  # type: ignore[no-any-return]
+
+
+@router.get("/{job_id}", response_model=Loose)
+def get_job(job_id: int, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """One job with its steps, outputs and events."""
+    job = _job(request, caller, job_id)
+    return {**job, "links": _links(request, job_id)}
+
+
+@router.post("/{job_id}/cancel", response_model=StatusOut)
+def cancel_job(job_id: int, request: Request, caller: Caller = auth.Submitter) -> dict[str, Any]:
+    """Cancel a job: at once when it waits, at the next step boundary when it runs."""
+    status = ops().cancel_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id, by=caller.label)
+    return {"id": job_id, "status": status}
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=StatusOut)
+def retry_job(job_id: int, request: Request, body: RetryRequest | None = None,
+              caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Re-run a failed, partial or cancelled job from the step that did not complete."""
+    ops().retry_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id,
+                    version=body.version if body else None, by=caller.label)
+    return {"id": job_id, "status": "queued"}
+
+
+@router.patch("/{job_id}", response_model=Loose)
+def patch_job(job_id: int, body: JobPatch, request: Request, caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Change the priority of a waiting job (a priority bump)."""
+    ops().change_priority(runtime(request).engine, job_id, body.priority, tenant_id=caller.tenant_id)
+    job = _job(request, caller, job_id)
+    return {"id": job_id, "priority": job.get("priority"), "status": job.get("status")}
+
+
+@router.get("/{job_id}/outputs", response_model=Items)
+def list_outputs(job_id: int, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """Every file the job's steps produced, with download links."""
+    job = _job(request, caller, job_id)
+    root = f"{base_url(request)}/v1/jobs/{job_id}/outputs"
+    return {"items": [{**_public_output(o), "url": f"{root}/{o['name']}"} for o in job.get("outputs", [])]}
+
+
+def _public_output(o: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in o.items() if k not in ("storage_key", "tenant_id")}
+
+
+@router.get("/{job_id}/outputs/{name}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+                       307: {"description": "redirect to a short-lived presigned URL"}})
+def download_output(job_id: int, name: str, request: Request, caller: Caller = auth.Viewer) -> Response:
+    """Download one output (Range requests on local storage; a presigned redirect on S3)."""
+    job = _job(request, caller, job_id)
+    out = next((o for o in job.get("outputs", []) if o["name"] == name), None)
+    if out is None:
+        raise NotFound(f"job {job_id} has no output {name!r}")
+    return send_object(request, runtime(request).storage, out["storage_key"], filename=out["name"],
+                       media_type=out.get("mime_type"))
+
+
+@router.get("/{job_id}/input", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+                       307: {"description": "redirect to a short-lived presigned URL"}})
+def download_input(job_id: int, request: Request, caller: Caller = auth.Viewer) -> Response:
+    """Download the job's original input."""
+    job = _job(request, caller, job_id)
+    key = job.get("input_key")
+    if not key:
+        raise NotFound(f"job {job_id} has no stored input")
+    return send_object(request, runtime(request).storage, key, filename=job.get("input_filename") or "input",
+                       media_type=job.get("input_mime"))
+
+

@@ -1,0 +1,390 @@
+"""Uploads: the tus 1.0 protocol (core, creation, creation-with-upload, creation-defer-length,
+termination, expiration, checksum) and presigned direct uploads.
+
+Unfinished tus uploads live in part files under ``uploads_dir``; the last byte moves the file
+into storage under a server-generated key. Client metadata (``filename`` …) is only ever
+stored as data: it never names a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import time
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
+
+from mediamill.api import auth, signing
+from mediamill.api.auth import Caller
+from mediamill.api.deps import base_url, blocking, runtime, safe_filename
+from mediamill.api.models import PresignOut, PresignRequest, UploadOut
+from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.streaming import run_with_pipe
+from mediamill.engine.submit import sniff_object
+from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, SourceTooLarge
+from mediamill.storage import new_key
+from mediamill.store import uploads_repo
+from mediamill.store.timeutil import iso
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=PROBLEM_RESPONSES)
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
+CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
+OCTETS = "application/offset+octet-stream"
+WRITE_BUFFER = 1024 * 1024
+TUS_HEADERS = {
+    "Tus-Resumable": {"schema": {"type": "string", "enum": [TUS_VERSION]}, "required": True},
+}
+
+
+class PreconditionFailed(MediamillError):
+    error_class = "tus_version"
+    http_status = 412
+    title = "Unsupported tus version"
+
+
+class ChecksumMismatch(MediamillError):
+    error_class = "checksum_mismatch"
+    http_status = 460
+    title = "Checksum mismatch"
+
+
+class Gone(MediamillError):
+    error_class = "expired"
+    http_status = 410
+    title = "Upload expired"
+
+
+class UnsupportedMediaType(MediamillError):
+    error_class = "unsupported_media_type"
+    http_status = 415
+    title = "Unsupported media type"
+
+
+def _tus_headers(request: Request, **extra: Any) -> dict[str, str]:
+    headers = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+    headers.update({k.replace("_", "-"): str(v) for k, v in extra.items() if v is not None})
+    return headers
+
+
+def _require_tus(request: Request) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
+        raise PreconditionFailed(f"send Tus-Resumable: {TUS_VERSION}")
+
+
+def _http_date(dt: datetime | None) -> str | None:
+    return format_datetime(dt.replace(tzinfo=UTC), usegmt=True) if dt else None
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """``Upload-Metadata: key base64,key2 base64`` → dict (InvalidInput when malformed)."""
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        if not key or len(key) > 100 or len(out) >= 50:
+            raise InvalidInput("malformed Upload-Metadata")
+        try:
+            out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace") if value else ""
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64") from None
+    return out
+
+
+def _encode_metadata(meta: dict[str, Any]) -> str:
+    return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" if v != "" else k for k, v in meta.items())
+
+
+def _uploads_dir(request: Request) -> Path:
+    settings = runtime(request).settings
+    path = Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _part_path(request: Request, upload_id: str) -> Path:
+    if not upload_id.isalnum():
+        raise NotFound("no such upload")
+    return _uploads_dir(request) / f"{upload_id}.part"
+
+
+def _lock(request: Request, upload_id: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = request.app.state.__dict__.setdefault("_upload_locks", {})
+    if len(locks) > 10_000:
+        for key in [k for k, v in locks.items() if not v.locked()]:
+            locks.pop(key, None)
+    return locks.setdefault(upload_id, asyncio.Lock())
+
+
+def _session(request: Request, caller: Caller, upload_id: str) -> dict[str, Any]:
+    with runtime(request).engine.connect() as conn:
+        session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
+    if uploads_repo.is_expired(session):
+        raise Gone(f"upload {upload_id} expired")
+    return session
+
+
+# ------------------------------------------------------------------------------ discovery
+@router.options("", status_code=204, response_class=Response, responses={204: {"description": "tus capabilities"}})
+def tus_options(request: Request) -> Response:
+    """tus discovery: version, extensions, maximum size, checksum algorithms."""
+    return Response(status_code=204, headers={
+        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": TUS_EXTENSIONS,
+        "Tus-Max-Size": str(runtime(request).settings.max_upload_bytes),
+        "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
+
+
+# ------------------------------------------------------------------------------ creation
+def _declared_length(request: Request) -> int | None:
+    length = request.headers.get("upload-length")
+    if length is None:
+        if request.headers.get("upload-defer-length") != "1":
+            raise InvalidInput("send Upload-Length (or Upload-Defer-Length: 1)")
+        return None
+    if not length.isdigit():
+        raise InvalidInput("Upload-Length must be a non-negative integer")
+    if int(length) > runtime(request).settings.max_upload_bytes:
+        raise SourceTooLarge(f"uploads are limited to {runtime(request).settings.max_upload_bytes} bytes")
+    return int(length)
+
+
+@router.post("", status_code=201, response_class=Response, openapi_extra={"parameters": [
+    {"in": "header", "name": "Tus-Resumable", "required": True, "schema": {"type": "string", "enum": [TUS_VERSION]}},
+    {"in": "header", "name": "Upload-Length", "required": False, "schema": {"type": "integer", "minimum": 0}}]},
+    responses={201: {"description": "created; Location names the upload"}})
+async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Response:
+    """tus creation (and creation-with-upload when the body carries the first bytes)."""
+    _require_tus(request)
+    length = _declared_length(request)
+    meta = parse_metadata(request.headers.get("upload-metadata"))
+    rt = runtime(request)
+    session = await blocking(
+        uploads_repo.create_session, rt.engine, tenant_id=caller.tenant_id, length=length, metadata=meta,
+        filename=safe_filename(meta.get("filename") or meta.get("name")), created_by=caller.label,
+        expires_in=rt.settings.upload_expiry_seconds)
+    _part_path(request, session["id"]).touch()
+    headers = _tus_headers(request, Location=f"{base_url(request)}/v1/uploads/{session['id']}",
+                           Upload_Expires=_http_date(session["expires_at"]))
+    if request.headers.get("content-type", "").startswith(OCTETS):
+        async with _lock(request, session["id"]):
+            offset = await _receive(request, {**session, "completed_at": None}, 0)
+        headers["Upload-Offset"] = str(offset)
+    return Response(status_code=201, headers=headers)
+
+
+# ------------------------------------------------------------------------------ core
+@router.head("/{upload_id}", response_class=Response, responses={200: {"description": "Upload-Offset header"}})
+async def tus_head(upload_id: str, request: Request, caller: Caller = auth.Viewer) -> Response:
+    """tus: where the upload stands (Upload-Offset, Upload-Length)."""
+    _require_tus(request)
+    s = await blocking(_session, request, caller, upload_id)
+    headers = _tus_headers(request, Upload_Offset=s["upload_offset"], Upload_Expires=_http_date(s["expires_at"]))
+    if s["upload_length"] is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(s["upload_length"])
+    meta = uploads_repo.client_metadata(s)
+    if meta:
+        headers["Upload-Metadata"] = _encode_metadata(meta)
+    return Response(status_code=200, headers=headers)
+
+
+@router.patch("/{upload_id}", status_code=204, response_class=Response,
+              responses={204: {"description": "bytes accepted; Upload-Offset is the new offset"}},
+              openapi_extra={"requestBody": {"content": {OCTETS: {"schema": {"type": "string",
+                                                                              "format": "binary"}}}}})
+async def tus_patch(upload_id: str, request: Request, caller: Caller = auth.Submitter) -> Response:
+    """tus: append bytes at ``Upload-Offset`` (409 when it is not the current offset)."""
+    _require_tus(request)
+    if not request.headers.get("content-type", "").startswith(OCTETS):
+        raise UnsupportedMediaType(f"PATCH needs Content-Type: {OCTETS}")
+    claimed = request.headers.get("upload-offset", "")
+    if not claimed.isdigit():
+        raise InvalidInput("Upload-Offset must be a non-negative integer")
+    async with _lock(request, upload_id):
+        s = await blocking(_session, request, caller, upload_id)
+        if s["completed_at"] is not None or int(claimed) != s["upload_offset"]:
+            raise Conflict(f"the upload is at offset {s['upload_offset']}, not {claimed}")
+        if s["upload_length"] is None and request.headers.get("upload-length"):
+            s["upload_length"] = _declared_length(request)
+            await blocking(uploads_repo.set_length, runtime(request).engine, upload_id, s["upload_length"])
+        offset = await _receive(request, s, int(claimed))
+    return Response(status_code=204, headers=_tus_headers(request, Upload_Offset=offset,
+                                                          Upload_Expires=_http_date(s["expires_at"])))
+
+
+def _checksum(request: Request) -> tuple[Any, bytes] | None:
+    header = request.headers.get("upload-checksum")
+    if not header:
+        return None
+    algo, _, value = header.strip().partition(" ")
+    if algo not in CHECKSUMS:
+        raise InvalidInput(f"unsupported checksum algorithm {algo!r}; use one of {', '.join(CHECKSUMS)}")
+    try:
+        return CHECKSUMS[algo](), base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("Upload-Checksum value is not base64") from None
+
+
+async def _receive(request: Request, s: dict[str, Any], offset: int) -> int:
+    """Append the request body to the part file; returns the new offset (finishing when complete)."""
+    rt = runtime(request)
+    limit = s["upload_length"] if s["upload_length"] is not None else rt.settings.max_upload_bytes
+    check = _checksum(request)
+    path = _part_path(request, s["id"])
+    written, disconnected = offset, False
+    with path.open("r+b" if path.exists() else "wb", buffering=WRITE_BUFFER) as fh:
+        fh.seek(offset)
+        try:
+            async for chunk in request.stream():
+                if written + len(chunk) > limit:
+                    fh.truncate(offset)
+                    raise SourceTooLarge("more bytes than the declared Upload-Length")
+                fh.write(chunk)
+                written += len(chunk)
+                if check:
+                    check[0].update(chunk)
+        except ClientDisconnect:
+            disconnected = True  # keep what arrived: the client resumes from HEAD's offset
+        fh.flush()
+        if check and (disconnected or check[0].digest() != check[1]):
+            fh.truncate(offset)  # a chunk that fails its checksum is discarded whole
+            fh.flush()
+            if not disconnected:
+                raise ChecksumMismatch("Upload-Checksum does not match the bytes received")
+            written = offset
+    if written != offset:
+        await blocking(uploads_repo.advance_offset, rt.engine, s["id"], offset, written)
+    if s["upload_length"] is not None and written == s["upload_length"]:
+        await blocking(_finish, request, s)
+    return written
+
+
+def _finish(request: Request, s: dict[str, Any]) -> None:
+    """Move the complete part file into storage and record what it is."""
+    rt = runtime(request)
+    path = _part_path(request, s["id"])
+    key = new_key("uploads", s["tenant_id"])
+    info = rt.storage.put_file(key, path)
+    try:
+        mime = sniff_object(rt.storage, key)
+        uploads_repo.complete(rt.engine, s["id"], storage_key=key, size=info.size,
+                              facts={"mime": mime, "sha256": info.checksum})
+    except BaseException:
+        rt.storage.delete(key)
+        raise
+    path.unlink(missing_ok=True)
+
+
+@router.delete("/{upload_id}", status_code=204, response_class=Response,
+               responses={204: {"description": "terminated"}})
+async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Submitter) -> Response:
+    """tus termination: forget the upload and its bytes (409 once it is a job's input)."""
+    _require_tus(request)
+    async with _lock(request, upload_id):
+        rt = runtime(request)
+        with rt.engine.connect() as conn:
+            s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
+        if s["job_id"] is not None:
+            raise Conflict(f"upload {upload_id} is the input of job {s['job_id']}")
+        await blocking(_terminate, request, s)
+    return Response(status_code=204, headers=_tus_headers(request))
+
+
+def _terminate(request: Request, s: dict[str, Any]) -> None:
+    rt = runtime(request)
+    _part_path(request, s["id"]).unlink(missing_ok=True)
+    if s["storage_key"]:
+        rt.storage.delete(s["storage_key"])
+    uploads_repo.delete_session(rt.engine, s["id"])
+
+
+@router.get("/{upload_id}", response_model=UploadOut)
+def get_upload(upload_id: str, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """An upload's state as JSON (for clients that do not speak tus)."""
+    with runtime(request).engine.connect() as conn:
+        s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
+    return {"id": s["id"], "length": s["upload_length"], "offset": s["upload_offset"],
+            "complete": s["completed_at"] is not None, "filename": s["filename"],
+            "mime": uploads_repo.server_facts(s).get("mime"), "expires_at": iso(s["expires_at"]),
+            "job_id": s["job_id"]}
+
+
+# ------------------------------------------------------------------------------ presigned
+@router.post("/presign", status_code=201, response_model=PresignOut)
+def presign(body: PresignRequest, request: Request, caller: Caller = auth.Submitter) -> dict[str, Any]:
+    """A direct upload URL: presigned PUT on S3, a signed expiring URL of this API on local storage.
+    PUT the bytes there, then submit the job with the returned ``upload_id``."""
+    rt = runtime(request)
+    if body.size is not None and body.size > rt.settings.max_upload_bytes:
+        raise SourceTooLarge(f"uploads are limited to {rt.settings.max_upload_bytes} bytes")
+    key = new_key("uploads", caller.tenant_id)
+    session = uploads_repo.create_session(
+        rt.engine, tenant_id=caller.tenant_id, length=body.size, metadata={"_presigned": True},
+        filename=safe_filename(body.filename), created_by=caller.label, expires_in=body.expires_in,
+        storage_key=key)
+    url = rt.storage.presign_put(key, expires=body.expires_in, content_type=body.content_type)
+    headers = {"Content-Type": body.content_type} if body.content_type else {}
+    if url is None:
+        expires_at = int(time.time()) + body.expires_in
+        sig = signing.sign(rt.settings, f"upload:{session['id']}", expires_at)
+        url = f"{base_url(request)}/v1/uploads/{session['id']}/content?expires={expires_at}&signature={sig}"
+    return {"upload_id": session["id"], "method": "PUT", "url": url, "headers": headers,
+            "expires_at": iso(session["expires_at"]) or ""}
+
+
+@router.put("/{upload_id}/content", status_code=201, response_model=UploadOut,
+            openapi_extra={"requestBody": {"content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}})
+async def put_content(upload_id: str, request: Request, expires: int = Query(...),
+                      signature: str = Query(..., max_length=128)) -> dict[str, Any]:
+    """The target of a local presigned URL: the signature authorizes, no API key is needed."""
+    rt = runtime(request)
+    signing.check(rt.settings, f"upload:{upload_id}", expires, signature)
+    with rt.engine.connect() as conn:
+        s = uploads_repo.get_session(conn, upload_id, tenant_id=None)
+    if s["completed_at"] is not None or not s["storage_key"]:
+        raise Conflict(f"upload {upload_id} is already complete")
+    limit = s["upload_length"] if s["upload_length"] is not None else rt.settings.max_upload_bytes
+
+    async def produce(pipe: Any) -> int:
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > limit:
+                raise SourceTooLarge(f"more than {limit} bytes")
+            await pipe.send(chunk)
+        await pipe.close()
+        return seen
+
+    info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)
+    await blocking(uploads_repo.complete, rt.engine, upload_id, storage_key=info.key, size=info.size,
+                   facts={"mime": await blocking(sniff_object, rt.storage, info.key), "sha256": info.checksum})
+    return {"id": upload_id, "length": info.size, "offset": info.size, "complete": True, "filename": s["filename"],
+            "expires_at": iso(s["expires_at"]), "job_id": None}
+
+
+def remove_expired(request_or_runtime: Any) -> int:
+    """Delete expired unfinished uploads and their part files (returns how many)."""
+    rt = request_or_runtime
+    settings = rt.settings
+    folder = Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
+    with rt.engine.connect() as conn:
+        expired = uploads_repo.expired_sessions(conn)
+    for s in expired:
+        (folder / f"{s['id']}.part").unlink(missing_ok=True)
+        if s["storage_key"]:
+            rt.storage.delete(s["storage_key"])
+        uploads_repo.delete_session(rt.engine, s["id"])
+    return len(expired)
+
+

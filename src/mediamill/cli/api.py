@@ -1,0 +1,41 @@
+"""`mediamill api`: the HTTP API alone (no workers) — scale it out beside `mediamill worker`."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+import uvicorn
+
+from mediamill.cli.output import console, handle_errors
+from mediamill.runtime import Runtime
+
+
+def app_factory() -> object:
+    """Uvicorn factory: each worker process builds its own runtime and app."""
+    from mediamill.api.app import create_app
+
+    return create_app(Runtime())
+
+
+@handle_errors
+def api(host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
+        port: int | None = typer.Option(None, help="port (default 8000)"),
+        workers: int | None = typer.Option(None, help="worker processes (default MEDIAMILL_API_WORKERS or 1)"),
+        migrate: bool = typer.Option(True, help="apply migrations and install built-ins first")) -> None:
+    """Serve the HTTP API only; run workers with `mediamill worker`."""
+    rt = Runtime()
+    if migrate:
+        rt.prepare()
+    from mediamill.store.auth_repo import ensure_admin_key
+
+    key = ensure_admin_key(rt.engine)
+    if key:
+        console.print(f"created an admin API key (shown once): {key}", highlight=False, soft_wrap=True)
+    rt.close()
+    bind_host, bind_port = host or rt.settings.host, port or rt.settings.port
+    count = workers or rt.settings.api_workers
+    console.print(f"mediamill API on http://{bind_host}:{bind_port} ({count} process(es))", highlight=False)
+    os.environ.setdefault("MEDIAMILL_PROCESS_ROLE", "api")
+    uvicorn.run("mediamill.cli.api:app_factory", factory=True, host=bind_host, port=bind_port, workers=count,
+                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10)

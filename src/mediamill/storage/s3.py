@@ -1,0 +1,210 @@
+"""S3-compatible storage (AWS S3, MinIO, Ceph, moto …) through boto3.
+
+``s3://bucket/prefix``. Endpoint, region and credentials come from the usual environment
+variables (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION`` /
+``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, profiles …), so
+nothing secret ever sits in mediamill's own configuration. Large objects go up as multipart
+uploads (boto3's managed transfer), downloads stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mediamill.errors import NotFound, TransientError
+from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 16 * 1024 * 1024
+
+
+class _HashingReader(io.RawIOBase):
+    """Wraps a stream, counting and hashing what boto3 reads from it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n if n is not None and n >= 0 else CHUNK)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # path-style addressing for custom endpoints: self-hosted servers rarely have wildcard DNS
+    style = "path" if _endpoint() else "auto"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    config = Config(s3={"addressing_style": style}, signature_version="s3v4",
+                    retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+    return boto3.client("s3", endpoint_url=_endpoint(), region_name=region, config=config)
+
+
+def _is_missing(exc: Exception) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+class S3Storage(Storage):
+    """Objects under ``prefix/`` in one bucket."""
+
+    scheme = "s3"
+
+    def __init__(self, *, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client if client is not None else _client()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Storage:
+        """``s3://bucket/optional/prefix``."""
+        rest = url[len("s3://"):]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"expected s3://bucket[/prefix], got {url!r}")
+        return cls(bucket=bucket, prefix=prefix)
+
+    def _k(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
+                              max_concurrency=4, use_threads=True)
+
+    def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
+        reader = _HashingReader(stream)
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            # a buffered wrapper gives boto3 a stream it reads in order, part by part
+            self.client.upload_fileobj(io.BufferedReader(reader, CHUNK), self.bucket, self._k(key),
+                                       ExtraArgs=extra or None, Config=self._transfer_config())
+        except Exception as exc:
+            if exc.__class__.__name__ in ("ClientError", "S3UploadFailedError", "EndpointConnectionError"):
+                raise TransientError(f"S3 upload of {key} failed: {exc}") from exc
+            raise
+        return ObjectInfo(key=key, size=reader.size, checksum=reader.digest.hexdigest())
+
+    def _get(self, key: str, byte_range: str | None = None) -> Any:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
+        if byte_range:
+            kwargs["Range"] = byte_range
+        try:
+            return self.client.get_object(**kwargs)
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no object {key!r}") from exc
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        body = self._get(key)["Body"]
+        return io.BufferedReader(_BodyReader(body), CHUNK)  # type: ignore[return-value]
+
+    def iter_bytes(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        byte_range = f"bytes={start}-{'' if end is None else end}" if start or end is not None else None
+        body = self._get(key, byte_range)["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def _head(self, key: str) -> dict[str, Any]:
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=self._k(key)))
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no object {key!r}") from exc
+            raise
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+        except NotFound:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def get_to_file(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(self.bucket, self._k(key), str(dest), Config=self._transfer_config())
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no object {key!r}") from exc
+            raise
+        return dest
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
+        with path.open("rb") as fh:
+            return self.put(key, fh, content_type=content_type)
+
+    def presign_get(self, key: str, *, expires: int = 300, filename: str | None = None) -> str | None:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
+        if filename:
+            safe = filename.replace('"', "").replace("\\", "")
+            params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
+        return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires))
+
+    def presign_put(self, key: str, *, expires: int = 900, content_type: str | None = None) -> str | None:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
+        if content_type:
+            params["ContentType"] = content_type
+        return str(self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when missing (tests, first start against an empty MinIO)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception:
+            self.client.create_bucket(Bucket=self.bucket)
+
+
+class _BodyReader(io.RawIOBase):
+    """botocore's StreamingBody as a raw stream (so BufferedReader can wrap it)."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self._body.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()

@@ -1,0 +1,311 @@
+"""Analytics: the seed's four reports (steps 12–15) and the numbers an operator asks next
+(p50/p95/p99 durations, error rate by class, throughput per time bucket).
+
+Differences from the seed's SQL, each for a reason:
+
+- *version-aware*: a workflow has ``workflow_steps`` rows per version, so the seed's
+  ``total_steps`` (all rows of the workflow) over-counts; here it counts the steps of the
+  version the job runs. Step performance is per versioned step row (with its version).
+- *bounded*: every report reads a time window (``since``, default the last 24 hours) through
+  an index on ``submitted_at`` / ``completed_at``, or a partial index of the queue; the job
+  list is per status through ``(status, priority)`` with a LIMIT. Nothing counts the whole
+  jobs table, so the reports stay fast with millions of jobs.
+- *tenant-scoped*, and shadow runs (``shadow_of``) are left out of the workflow figures.
+- on SQLite the seed's ``EXTRACT(EPOCH FROM …)`` becomes ``julianday`` arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mediamill.store.timeutil import utcnow
+
+STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "completed", "cancelled")
+DEFAULT_WINDOW = timedelta(hours=24)
+SAMPLE_LIMIT = 200_000  # durations read for percentiles on SQLite (the newest ones)
+BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
+
+
+def window_start(since: datetime | None) -> datetime:
+    return since or utcnow() - DEFAULT_WINDOW
+
+
+def _pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _seconds(conn: Connection, end: str, start: str) -> str:
+    """SQL for ``end - start`` in seconds on this dialect."""
+    if _pg(conn):
+        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+def _epoch(conn: Connection, col: str) -> str:
+    return f"EXTRACT(EPOCH FROM {col})" if _pg(conn) else f"CAST(strftime('%s', {col}) AS INTEGER)"
+
+
+def _rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_plain(dict(r)) for r in conn.execute(sa.text(sql), params).mappings()]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """Decimals → floats, datetimes → ISO strings (JSON-ready)."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat() + "Z"
+        elif v is not None and not isinstance(v, int | float | str | bool):
+            try:
+                out[k] = float(v)
+            except (TypeError, ValueError):
+                out[k] = str(v)
+        else:
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------ step 12
+_JOB_STATUS_SQL = """
+SELECT wj.id, wj.job_code, wd.workflow_code, wd.workflow_name, wj.workflow_version, wj.status,
+       wj.current_step,
+       (SELECT COUNT(*) FROM workflow_steps ws WHERE ws.workflow_id = wj.workflow_id
+          AND ws.version = COALESCE(wj.workflow_version, 1)) AS total_steps,
+       wj.progress_percent, wj.priority, wj.submitted_by, wj.submitted_at, wj.started_at, wj.completed_at,
+       wj.error_class, wj.error_message
+FROM workflow_jobs wj JOIN workflow_definitions wd ON wj.workflow_id = wd.id
+WHERE wj.status = :status AND wj.tenant_id = :tenant {window}
+ORDER BY wj.priority DESC, wj.id DESC
+LIMIT :limit
+"""
+
+
+def job_status(conn: Connection, *, tenant_id: str, since: datetime | None = None,
+               limit: int = 100) -> dict[str, Any]:
+    """Seed step 12: jobs ordered failed, processing, queued, pending, (partial), completed,
+    (cancelled), then priority — read status by status so each read is an index range.
+
+    Unfinished jobs are listed whatever their age; finished ones within the window.
+    """
+    start = window_start(since)
+    jobs: list[dict[str, Any]] = []
+    for status in STATUS_ORDER:
+        if len(jobs) >= limit:
+            break
+        window = "" if status in ("processing", "queued", "pending") else "AND wj.submitted_at >= :since"
+        jobs += _rows(conn, _JOB_STATUS_SQL.format(window=window),
+                      {"status": status, "tenant": tenant_id, "since": start, "limit": limit - len(jobs)})
+    return {"since": start.isoformat() + "Z", "counts": status_counts(conn, tenant_id=tenant_id, since=start),
+            "jobs": jobs}
+
+
+def status_counts(conn: Connection, *, tenant_id: str, since: datetime) -> dict[str, int]:
+    """Jobs per status submitted in the window (an index range on submitted_at)."""
+    rows = conn.execute(sa.text(
+        "SELECT status, COUNT(*) AS n FROM workflow_jobs WHERE submitted_at >= :since AND tenant_id = :t "
+        "GROUP BY status"), {"since": since, "t": tenant_id}).all()
+    return {str(s): int(n) for s, n in rows}
+
+
+# ------------------------------------------------------------------------------ step 13
+def queues(conn: Connection, *, tenant_id: str) -> list[dict[str, Any]]:
+    """Seed step 13 (queue monitor) plus the oldest wait and whether the queue is paused.
+
+    Reads only queued/processing entries, which partial indexes cover.
+    """
+    wait = _seconds(conn, ":now", "MIN(CASE WHEN mq.status = 'queued' THEN mq.created_at END)")
+    sql = f"""
+    SELECT mq.queue_name,
+           COUNT(*) AS jobs_in_queue,
+           COUNT(CASE WHEN mq.status = 'queued' THEN 1 END) AS waiting,
+           COUNT(CASE WHEN mq.status = 'processing' THEN 1 END) AS processing,
+           AVG(wj.priority) AS avg_priority,
+           MIN(mq.scheduled_time) AS next_scheduled,
+           {wait} AS oldest_wait_seconds,
+           COALESCE(MAX(CASE WHEN q.paused THEN 1 ELSE 0 END), 0) AS paused
+    FROM media_queue mq
+    INNER JOIN workflow_jobs wj ON mq.job_id = wj.id
+    LEFT JOIN queues q ON q.name = mq.queue_name
+    WHERE mq.status IN ('queued', 'processing') AND wj.tenant_id = :t
+    GROUP BY mq.queue_name
+    ORDER BY waiting DESC, mq.queue_name
+    """
+    rows = _rows(conn, sql, {"t": tenant_id, "now": utcnow()})
+    for r in rows:
+        r["paused"] = bool(r["paused"])
+    return rows
+
+
+# ------------------------------------------------------------------------------ step 14
+def steps(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Seed step 14 per versioned step: executions finished in the window, avg/min/max duration,
+    failures. Steps of old versions show only when they ran in the window."""
+    sql = """
+    SELECT ws.id AS step_id, wd.workflow_code, ws.version, ws.step_number, ws.step_name, ws.step_type, ws.action,
+           COUNT(se.id) AS executions,
+           AVG(se.duration_seconds) AS avg_duration_sec,
+           MIN(se.duration_seconds) AS min_duration_sec,
+           MAX(se.duration_seconds) AS max_duration_sec,
+           COUNT(CASE WHEN se.status = 'failed' THEN 1 END) AS failures
+    FROM workflow_steps ws
+    JOIN workflow_definitions wd ON wd.id = ws.workflow_id
+    LEFT JOIN (SELECT s.id, s.step_id, s.status, s.duration_seconds
+               FROM step_executions s JOIN workflow_jobs j ON j.id = s.job_id
+               WHERE s.completed_at >= :since AND j.tenant_id = :t) se ON se.step_id = ws.id
+    WHERE (wd.tenant_id IS NULL OR wd.tenant_id = :t)
+    GROUP BY ws.id, wd.workflow_code, ws.version, ws.step_number, ws.step_name, ws.step_type, ws.action,
+             wd.current_version
+    HAVING COUNT(se.id) > 0 OR ws.version = COALESCE(wd.current_version, 1)
+    ORDER BY avg_duration_sec DESC {nulls}, wd.workflow_code, ws.step_number
+    """.format(nulls="NULLS LAST" if _pg(conn) else "")
+    if not _pg(conn):
+        sql = sql.replace("ORDER BY avg_duration_sec DESC", "ORDER BY avg_duration_sec IS NULL, avg_duration_sec DESC")
+    return _rows(conn, sql, {"since": window_start(since), "t": tenant_id})
+
+
+# ------------------------------------------------------------------------------ step 15
+def workflows(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Seed step 15 over jobs submitted in the window (shadow runs excluded)."""
+    minutes = _seconds(conn, "wj.completed_at", "wj.started_at") + " / 60"
+    sql = f"""
+    SELECT wd.workflow_code, wd.workflow_name, wd.workflow_type, wd.current_version,
+           COUNT(wj.id) AS total_jobs,
+           COUNT(CASE WHEN wj.status = 'completed' THEN 1 END) AS completed,
+           COUNT(CASE WHEN wj.status = 'failed' THEN 1 END) AS failed,
+           COUNT(CASE WHEN wj.status = 'partial' THEN 1 END) AS partial,
+           COUNT(CASE WHEN wj.status = 'cancelled' THEN 1 END) AS cancelled,
+           COUNT(CASE WHEN wj.status IN ('pending', 'queued', 'processing') THEN 1 END) AS in_progress,
+           AVG(CASE WHEN wj.completed_at IS NOT NULL AND wj.started_at IS NOT NULL THEN {minutes} END)
+               AS avg_duration_minutes
+    FROM workflow_definitions wd
+    LEFT JOIN workflow_jobs wj ON wd.id = wj.workflow_id AND wj.submitted_at >= :since
+         AND wj.tenant_id = :t AND wj.shadow_of IS NULL
+    WHERE wd.is_active = TRUE AND (wd.tenant_id IS NULL OR wd.tenant_id = :t)
+    GROUP BY wd.id, wd.workflow_code, wd.workflow_name, wd.workflow_type, wd.current_version
+    ORDER BY total_jobs DESC, wd.workflow_code
+    """
+    return _rows(conn, sql, {"since": window_start(since), "t": tenant_id})
+
+
+# ------------------------------------------------------------------------------ percentiles
+def percentiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, float | None]:
+    """Linear-interpolated percentiles (as PostgreSQL's percentile_cont)."""
+    out: dict[str, float | None] = {}
+    data = sorted(values)
+    for q in qs:
+        name = f"p{round(q * 100)}"
+        if not data:
+            out[name] = None
+            continue
+        pos = (len(data) - 1) * q
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out[name] = data[lo] + (data[hi] - data[lo]) * (pos - lo)
+    return out
+
+
+def _grouped_percentiles(conn: Connection, *, value_sql: str, group_sql: str, from_sql: str,
+                         params: dict[str, Any]) -> list[dict[str, Any]]:
+    if _pg(conn):
+        sql = (f"SELECT {group_sql} AS name, COUNT(*) AS n, "
+               f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {value_sql}) AS p50, "
+               f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {value_sql}) AS p95, "
+               f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {value_sql}) AS p99, "
+               f"AVG({value_sql}) AS avg {from_sql} GROUP BY {group_sql} ORDER BY {group_sql}")
+        return _rows(conn, sql, params)
+    sql = f"SELECT {group_sql} AS name, {value_sql} AS v {from_sql} LIMIT {SAMPLE_LIMIT}"
+    groups: dict[Any, list[float]] = {}
+    for name, v in conn.execute(sa.text(sql), params).all():
+        if v is not None:
+            groups.setdefault(name, []).append(float(v))
+    return [{"name": name, "n": len(vals), **percentiles(vals), "avg": sum(vals) / len(vals)}
+            for name, vals in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+
+
+def durations(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> dict[str, Any]:
+    """p50/p95/p99 of job durations (seconds, per workflow) and step durations (ms, per action)."""
+    params = {"since": window_start(since), "t": tenant_id}
+    job_seconds = _seconds(conn, "wj.completed_at", "wj.started_at")
+    jobs = _grouped_percentiles(
+        conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params,
+        from_sql="FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id "
+                 "WHERE wj.completed_at >= :since AND wj.tenant_id = :t AND wj.started_at IS NOT NULL "
+                 "AND wj.status IN ('completed', 'partial') AND wj.shadow_of IS NULL")
+    step_ms = "COALESCE(se.duration_ms, se.duration_seconds * 1000)"
+    steps_ = _grouped_percentiles(
+        conn, value_sql=step_ms, group_sql="se.action", params=params,
+        from_sql="FROM step_executions se JOIN workflow_jobs wj ON wj.id = se.job_id "
+                 "WHERE se.completed_at >= :since AND wj.tenant_id = :t AND se.status = 'completed'")
+    return {"since": params["since"].isoformat() + "Z", "jobs_seconds": jobs, "steps_ms": steps_}
+
+
+# ------------------------------------------------------------------------------ errors
+def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> dict[str, Any]:
+    """Finished jobs in the window, failures by error class with their share, step failures by action."""
+    params = {"since": window_start(since), "t": tenant_id}
+    finished = _rows(conn, "SELECT status, error_class, COUNT(*) AS n FROM workflow_jobs "
+                           "WHERE completed_at >= :since AND tenant_id = :t GROUP BY status, error_class", params)
+    total = sum(r["n"] for r in finished)
+    by_class: dict[str, int] = {}
+    for r in finished:
+        if r["status"] == "failed":
+            key = r["error_class"] or "unknown"
+            by_class[key] = by_class.get(key, 0) + r["n"]
+    steps_ = _rows(conn, "SELECT se.action, se.error_class, COUNT(*) AS failures FROM step_executions se "
+                         "JOIN workflow_jobs wj ON wj.id = se.job_id WHERE se.completed_at >= :since "
+                         "AND wj.tenant_id = :t AND se.status = 'failed' GROUP BY se.action, se.error_class "
+                         "ORDER BY failures DESC", params)
+    failed = sum(by_class.values())
+    return {"since": params["since"].isoformat() + "Z", "finished": total, "failed": failed,
+            "error_rate": failed / total if total else 0.0,
+            "by_class": [{"error_class": k, "count": v, "rate": v / total if total else 0.0}
+                         for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])],
+            "step_failures": steps_}
+
+
+# ------------------------------------------------------------------------------ throughput
+def bucket_seconds(bucket: str) -> int:
+    """``1m`` / ``5m`` / ``15m`` / ``1h`` / ``6h`` / ``1d`` (or a number of seconds ≥ 10)."""
+    if bucket in BUCKETS:
+        return BUCKETS[bucket]
+    if bucket.isdigit() and int(bucket) >= 10:
+        return int(bucket)
+    raise ValueError(f"bucket must be one of {', '.join(BUCKETS)} or seconds >= 10, got {bucket!r}")
+
+
+def throughput(conn: Connection, *, tenant_id: str, since: datetime | None = None,
+               bucket: str = "1h") -> dict[str, Any]:
+    """Jobs submitted and finished (by status) per time bucket."""
+    size = bucket_seconds(bucket)
+    start = window_start(since)
+    params = {"since": start, "t": tenant_id, "b": size}
+    sub_bucket = f"(({_epoch(conn, 'submitted_at')}) / :b) * :b" if not _pg(conn) else \
+        f"FLOOR({_epoch(conn, 'submitted_at')} / :b) * :b"
+    fin_bucket = sub_bucket.replace("submitted_at", "completed_at")
+    submitted = _rows(conn, f"SELECT {sub_bucket} AS bucket, COUNT(*) AS n FROM workflow_jobs "
+                            f"WHERE submitted_at >= :since AND tenant_id = :t GROUP BY 1 ORDER BY 1", params)
+    finished = _rows(conn, f"SELECT {fin_bucket} AS bucket, status, COUNT(*) AS n FROM workflow_jobs "
+                           f"WHERE completed_at >= :since AND tenant_id = :t GROUP BY 1, 2 ORDER BY 1", params)
+    buckets: dict[int, dict[str, Any]] = {}
+    for r in submitted:
+        _bucket(buckets, r["bucket"])["submitted"] = r["n"]
+    for r in finished:
+        b = _bucket(buckets, r["bucket"])
+        b["finished"][r["status"]] = r["n"]
+        b["finished_total"] += r["n"]
+    rows = [buckets[k] for k in sorted(buckets)]
+    for b in rows:
+        b["per_second"] = b["finished_total"] / size
+    return {"since": start.isoformat() + "Z", "bucket_seconds": size, "buckets": rows}
+
+
+def _bucket(buckets: dict[int, dict[str, Any]], value: Any) -> dict[str, Any]:
+    key = int(float(value))
+    if key not in buckets:
+        buckets[key] = {"start": (datetime(1970, 1, 1) + timedelta(seconds=key)).isoformat() + "Z",
+                        "submitted": 0, "finished": {}, "finished_total": 0}
+    return buckets[key]

@@ -1,0 +1,230 @@
+"""Tenants and API keys.
+
+A key looks like ``mm_<prefix>_<secret>``: the prefix (8 lowercase hex characters) finds the
+row, the secret (32 random bytes, url-safe base64) is checked against its SHA-256 with a
+constant-time compare. A slow KDF buys nothing for a 256-bit random secret, and SHA-256
+keeps the per-request check in the microseconds. The plaintext is returned once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from mediamill.errors import InvalidInput, NotFound
+from mediamill.store.tables import api_keys, tenants
+from mediamill.store.timeutil import utcnow
+
+ROLES = ("viewer", "submitter", "operator", "admin")  # weakest first
+KEY_PREFIX = "mm_"
+DEFAULT_TENANT = "default"
+TOUCH_INTERVAL_SECONDS = 60.0
+_TENANT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What a verified key says about its holder."""
+
+    id: int
+    tenant_id: str
+    role: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    id: int
+    tenant_id: str
+    role: str
+    name: str | None
+    prefix: str
+    plaintext: str  # shown once, never stored
+
+
+def role_rank(role: str) -> int:
+    """Position of a role in admin > operator > submitter > viewer (higher = more rights)."""
+    try:
+        return ROLES.index(role)
+    except ValueError:
+        raise InvalidInput(f"unknown role {role!r}; expected one of {', '.join(reversed(ROLES))}") from None
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    if not tenant_id or len(tenant_id) > 64 or not set(tenant_id) <= _TENANT_CHARS:
+        raise InvalidInput("a tenant id is 1-64 characters of a-z, 0-9, '_' and '-'")
+    return tenant_id
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(plaintext: str) -> tuple[str, str] | None:
+    """``mm_<prefix>_<secret>`` → (prefix, secret); None when the shape is wrong."""
+    if not plaintext.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, secret = plaintext[len(KEY_PREFIX):].partition("_")
+    if not sep or len(prefix) != 8 or not secret:
+        return None
+    return prefix, secret
+
+
+# ------------------------------------------------------------------------------ tenants
+def ensure_tenant(conn: Connection, tenant_id: str, name: str | None = None) -> None:
+    """Create the tenant when it does not exist yet."""
+    check_tenant_id(tenant_id)
+    exists = conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)).first()
+    if exists is None:
+        conn.execute(tenants.insert().values(id=tenant_id, name=name or tenant_id, created_at=utcnow()))
+
+
+def list_tenants(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(sa.select(tenants).order_by(tenants.c.id)).mappings()]
+
+
+# ------------------------------------------------------------------------------ keys
+def create_key(engine: Engine, *, role: str, tenant_id: str = DEFAULT_TENANT,
+               name: str | None = None) -> CreatedKey:
+    """Create a key (and its tenant when new); the plaintext is only in the return value."""
+    role_rank(role)
+    for _ in range(5):  # a prefix collision is astronomically rare; retry rather than fail
+        prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+        try:
+            with engine.begin() as conn:
+                ensure_tenant(conn, tenant_id)
+                key_id = conn.execute(api_keys.insert().values(
+                    tenant_id=tenant_id, name=name, prefix=prefix, key_hash=_hash(secret), role=role,
+                    created_at=utcnow()).returning(api_keys.c.id)).scalar_one()
+        except IntegrityError:
+            continue
+        return CreatedKey(key_id, tenant_id, role, name, prefix, f"{KEY_PREFIX}{prefix}_{secret}")
+    raise RuntimeError("could not allocate a unique key prefix")
+
+
+def list_keys(conn: Connection, *, tenant_id: str | None = None,
+              include_revoked: bool = True) -> list[dict[str, Any]]:
+    """Keys without their hashes (newest first)."""
+    cols = [c for c in api_keys.c if c.name != "key_hash"]
+    q = sa.select(*cols).order_by(api_keys.c.id.desc())
+    if tenant_id is not None:
+        q = q.where(api_keys.c.tenant_id == tenant_id)
+    if not include_revoked:
+        q = q.where(api_keys.c.revoked_at.is_(None))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def revoke_key(engine: Engine, key_id: int, *, tenant_id: str | None = None) -> None:
+    """Revoke a key (idempotent); NotFound when it is not in ``tenant_id``."""
+    cond = api_keys.c.id == key_id
+    if tenant_id is not None:
+        cond = cond & (api_keys.c.tenant_id == tenant_id)
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(api_keys.c.revoked_at).where(cond)).first()
+        if row is None:
+            raise NotFound(f"no API key {key_id}")
+        if row[0] is None:
+            conn.execute(api_keys.update().where(cond).values(revoked_at=utcnow()))
+    _cache.forget_id(key_id)
+
+
+def verify_key(conn: Connection, plaintext: str) -> KeyRecord | None:
+    """The key's record when ``plaintext`` is a live key, else None (no timing hint either way)."""
+    parts = split_key(plaintext)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    row = conn.execute(sa.select(api_keys.c.id, api_keys.c.tenant_id, api_keys.c.role, api_keys.c.name,
+                                 api_keys.c.key_hash, api_keys.c.revoked_at)
+                       .where(api_keys.c.prefix == prefix)).mappings().first()
+    expected = row["key_hash"] if row is not None else _hash("x")
+    ok = hmac.compare_digest(expected, _hash(secret))
+    if row is None or not ok or row["revoked_at"] is not None:
+        return None
+    return KeyRecord(row["id"], row["tenant_id"], row["role"], row["name"])
+
+
+def ensure_admin_key(engine: Engine) -> str | None:
+    """On first start, create an admin key for tenant 'default' and return its plaintext.
+
+    Returns None when any admin key exists already (its plaintext is unknown by design).
+    """
+    with engine.connect() as conn:
+        existing = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.role == "admin").limit(1)).first()
+    if existing is not None:
+        return None
+    return create_key(engine, role="admin", tenant_id=DEFAULT_TENANT, name="first-start admin").plaintext
+
+
+# ------------------------------------------------------------------------------ cache
+class KeyCache:
+    """Verified keys for a few seconds, and last_used_at written at most once a minute per key.
+
+    Revocation through this process takes effect at once; through another process, within
+    ``ttl`` seconds.
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._hits: dict[str, tuple[float, KeyRecord]] = {}
+        self._touched: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, engine: Engine, plaintext: str) -> KeyRecord | None:
+        digest = _hash(plaintext)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._hits.get(digest)
+        if hit is not None and now - hit[0] < self.ttl:
+            record: KeyRecord | None = hit[1]
+        else:
+            with engine.connect() as conn:
+                record = verify_key(conn, plaintext)
+            with self._lock:
+                if record is None:
+                    self._hits.pop(digest, None)
+                else:
+                    if len(self._hits) > 10_000:
+                        self._hits.clear()
+                    self._hits[digest] = (now, record)
+        if record is not None:
+            self._maybe_touch(engine, record.id, now)
+        return record
+
+    def _maybe_touch(self, engine: Engine, key_id: int, now: float) -> None:
+        with self._lock:
+            if now - self._touched.get(key_id, -1e9) < TOUCH_INTERVAL_SECONDS:
+                return
+            self._touched[key_id] = now
+        with engine.begin() as conn:
+            conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=utcnow()))
+
+    def forget_id(self, key_id: int) -> None:
+        with self._lock:
+            self._hits = {d: v for d, v in self._hits.items() if v[1].id != key_id}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hits.clear()
+            self._touched.clear()
+
+
+_cache = KeyCache()
+
+
+def cached_lookup(engine: Engine, plaintext: str) -> KeyRecord | None:
+    """Verify a key through the process-wide cache."""
+    return _cache.lookup(engine, plaintext)
+
+
+def clear_cache() -> None:
+    _cache.clear()
