@@ -12,6 +12,10 @@ from mediamill import __version__
 from mediamill.api.limits import BodyLimitMiddleware
 from mediamill.api.problems import Problem, install_problem_handlers, problem
 from mediamill.api.routes import analytics, events, health, jobs, keys, operations, uploads, workflows
+from mediamill.api.routes import metrics as metrics_routes
+from mediamill.api.routes import notify as notify_routes
+from mediamill.observability.http import HttpMetricsMiddleware
+from mediamill.observability.logging import RequestIdMiddleware
 from mediamill.runtime import Runtime
 
 API_DESCRIPTION = """mediamill's HTTP API. Authenticate with `Authorization: Bearer mm_…`.
@@ -39,6 +43,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(health.router)
     for module in (jobs, events, uploads, workflows, operations, analytics, keys):
         app.include_router(module.router)
+    app.include_router(notify_routes.router)
+    app.include_router(metrics_routes.router)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     _document_problem(app)
     return app
 

@@ -35,6 +35,7 @@ __all__ = [
     "alert_transition",
     "breaker_transition",
     "configure_metrics",
+    "ensure_configured",
     "http_request",
     "install_telemetry_handlers",
     "job_dead_lettered",
@@ -84,6 +85,7 @@ class _State:
     directory: Path | None = None
     db_cache_seconds: float = 5.0
     live_seconds: float = 60.0
+    configured: bool = False
 
 
 _state = _State()
@@ -114,6 +116,7 @@ def configure_metrics(settings: Settings) -> Path | None:
         _state.live_seconds = float(max(settings.lease_seconds * 2, 10))
         if directory != _state.directory or _state.metrics is None:
             _switch_directory(directory)
+        _state.configured = True
     install_telemetry_handlers()
     return directory
 
@@ -132,6 +135,12 @@ def _switch_directory(directory: Path | None) -> None:
         values.ValueClass = values.MultiProcessValue()
     _state.directory = directory
     _state.metrics = None
+
+
+def ensure_configured(settings: Settings) -> None:
+    """Configure from ``settings`` unless this process already chose its metrics directory."""
+    if not _state.configured:
+        configure_metrics(settings)
 
 
 def reset_for_tests(directory: Path | None, *, wipe: bool = True) -> None:
