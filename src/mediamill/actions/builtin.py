@@ -1,8 +1,11 @@
 """Imports every built-in action module so their ``@action`` decorators register."""
 
 from mediamill.actions import (  # noqa: F401
+    analysis,
     audio,
     document,
+    finalize,
+    http,
     image,
     testing,
     video,
