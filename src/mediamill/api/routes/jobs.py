@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -35,6 +36,7 @@ from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.netguard import check_url
 from mediamill.storage.base import check_key
 from mediamill.store import uploads_repo
+from mediamill.store.tables import workflow_definitions as wd
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 MAX_METADATA_BYTES = 64 * 1024
@@ -108,6 +110,16 @@ def _base_request(request: Request, caller: Caller, *, workflow: str | None, pri
         params=params, metadata=metadata, notify=notify, submitted_by=caller.label,
         request_id=getattr(request.state, "request_id", None),
         idempotency_key=request.headers.get("idempotency-key") or None, version=version)
+
+
+def _check_workflow(request: Request, caller: Caller, code: str | None) -> None:
+    """Another tenant's workflow does not exist for the caller (shared ones have no tenant)."""
+    if not code or code == "auto":
+        return
+    with runtime(request).engine.connect() as conn:
+        row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
+    if row is None or row[0] not in (None, caller.tenant_id):
+        raise NotFound(f"no workflow {code!r}")
 
 
 def _idempotency_hash(*parts: Any) -> str:
@@ -200,6 +212,7 @@ async def submit(request: Request, caller: Caller = auth.Submitter) -> Response:
 
 
 def _submit_json(request: Request, caller: Caller, body: JobSubmit) -> Any:
+    _check_workflow(request, caller, body.workflow)
     notify = _check_notify(request, body.notify)
     job_input = _json_input(request, caller, body)
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
@@ -236,6 +249,7 @@ async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Res
 
 
 def _submit_form(request: Request, caller: Caller, fields: dict[str, str], job_input: JobInput) -> Any:
+    _check_workflow(request, caller, fields.get("workflow"))
     priority = fields.get("priority")
     if priority is not None and (not priority.strip().isdigit() or int(priority) > 100):
         raise InvalidInput("priority must be an integer 0-100")

@@ -1,0 +1,120 @@
+"""Helpers for the API tests: runtimes on SQLite or PostgreSQL, keys, a live uvicorn server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import uvicorn
+
+from mediamill.api.app import create_app
+from mediamill.config import Settings
+from mediamill.errors import WorkflowInvalid
+from mediamill.runtime import Runtime
+from mediamill.store import auth_repo, workflow_repo
+from mediamill.workflows.loader import validate_document
+
+PG_URL = os.environ.get("MEDIAMILL_TEST_POSTGRES_URL", "")
+
+TEST_WORKFLOWS = [
+    {"code": "WF-TEST-NOOP", "name": "noop", "type": "generic", "queue": "test",
+     "steps": [{"name": "Nothing", "action": "noop"}]},
+    {"code": "WF-TEST-SLEEP", "name": "sleep", "type": "generic", "queue": "test",
+     "steps": [{"name": "Nap", "action": "sleep", "params": {"seconds": 0.6}},
+               {"name": "Done", "action": "noop"}]},
+    {"code": "WF-TEST-FAIL", "name": "fail", "type": "generic", "queue": "test", "retry_count": 0,
+     "steps": [{"name": "Boom", "action": "fail", "params": {"error_class": "invalid_input"}}]},
+]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module (dropped afterwards)."""
+    name = f"mm_api_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = PG_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def make_runtime(data_dir: Path, database_url: str = "", **overrides: Any) -> Runtime:
+    settings = Settings(data_dir=data_dir, database_url=database_url, **overrides)
+    rt = Runtime(settings)
+    rt.migrate()
+    with contextlib.suppress(WorkflowInvalid):  # built-ins track the media actions, which change under us
+        workflow_repo.install_builtins(rt.engine)
+    with rt.engine.begin() as conn:
+        for doc in TEST_WORKFLOWS:
+            workflow_repo.save_version(conn, validate_document(doc), author="tests")
+    auth_repo.clear_cache()
+    return rt
+
+
+class Keys:
+    """Keys of two tenants, one per role for tenant 'default' and an admin + submitter for 'beta'."""
+
+    def __init__(self, rt: Runtime) -> None:
+        mk = auth_repo.create_key
+        self.admin = mk(rt.engine, role="admin", name="admin").plaintext
+        self.operator = mk(rt.engine, role="operator").plaintext
+        self.submitter = mk(rt.engine, role="submitter").plaintext
+        self.viewer = mk(rt.engine, role="viewer").plaintext
+        self.other = mk(rt.engine, role="admin", tenant_id="beta", name="beta admin").plaintext
+
+    @staticmethod
+    def h(key: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}", **extra}
+
+
+class LiveServer:
+    """The app under a real uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=15)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
