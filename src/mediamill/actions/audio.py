@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action, register_fuser
+from mediamill.actions.video import group_timeout
 from mediamill.errors import CorruptMedia, SourceTooLarge, UnsupportedFormat
 from mediamill.media import audio as aud
 from mediamill.media.probe import AvProbe, is_truncated, probe_av
@@ -118,14 +119,13 @@ def fuse_audio_transcodes(ctxs: Sequence[StepContext]) -> list[StepResult]:
         return [fuse_audio_transcodes([c])[0] for c in ctxs]
     probe = _probe_audio(source)
     renditions = [_rendition(c) for c in ctxs]
-    budgets = [c.timeout_seconds for c in ctxs]
-    timeout = None if any(b is None for b in budgets) else float(sum(b for b in budgets if b))
 
     def report(pct: float) -> None:
         for c in ctxs:
             c.progress(pct)
 
-    aud.transcode(source, renditions, duration_s=probe.duration, timeout=timeout, on_progress=report)
+    aud.transcode(source, renditions, duration_s=probe.duration, timeout=group_timeout(ctxs),
+                  on_progress=report)
     return [_rendition_result(c, r) for c, r in zip(ctxs, renditions, strict=True)]
 
 

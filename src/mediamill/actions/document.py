@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action
 from mediamill.errors import UnsupportedFormat
@@ -38,7 +38,8 @@ class RenderThumbnailParams(_Params):
 
 
 class ConvertDocumentParams(_Params):
-    to: Literal["pdf", "text"] = "pdf"
+    format: Literal["pdf", "text"] = Field(default="pdf", validation_alias=AliasChoices("format", "to"),
+                                           description="target: pdf (DOCX needs LibreOffice) or text")
 
 
 def _kind(path: Path) -> str:
@@ -148,7 +149,7 @@ def render_thumbnail(ctx: StepContext) -> StepResult:
 def convert_document(ctx: StepContext) -> StepResult:
     """DOCX → PDF with LibreOffice (``unavailable`` without it); PDF or DOCX → plain text."""
     kind = _kind(ctx.input_path)
-    if ctx.params.to == "text":
+    if ctx.params.format == "text":
         return _to_text(ctx, kind)
     out = ctx.work_dir / "document.pdf"
     if kind == "pdf":

@@ -44,6 +44,8 @@ def _short_side(label: str) -> int | None:
 
 
 class ValidateVideoParams(_Params):
+    check_codec: bool = Field(default=True, description="refuse codecs outside allowed_codecs")
+    check_duration: bool = Field(default=True, description="apply the duration limits")
     max_duration_s: float | None = Field(default=None, gt=0, description="stricter than the global limit")
     allowed_codecs: list[str] | None = Field(default=None, description="e.g. [h264, hevc]; default any")
     require_audio: bool = False
@@ -144,10 +146,11 @@ def video_summary(probe: AvProbe) -> dict[str, Any]:
 
 def _check_limits(ctx: StepContext, probe: AvProbe) -> None:
     assert probe.video is not None
-    limit = ctx.limits.max_video_duration_s
-    p = ctx.params
-    if isinstance(p, ValidateVideoParams) and p.max_duration_s:
-        limit = min(limit, p.max_duration_s)
+    p: ValidateVideoParams = ctx.params
+    limit = min(ctx.limits.max_video_duration_s, p.max_duration_s or float("inf"))
+    # the global limit is a security limit: check_duration=false only drops the workflow's own
+    if not p.check_duration:
+        limit = ctx.limits.max_video_duration_s
     if probe.duration > limit:
         raise SourceTooLarge(f"video lasts {probe.duration:.1f} s; the limit is {limit:.0f} s")
     pixels = probe.video.coded_width * probe.video.coded_height
@@ -168,7 +171,7 @@ def validate_video(ctx: StepContext) -> StepResult:
     _check_limits(ctx, probe)
     p: ValidateVideoParams = ctx.params
     assert probe.video is not None
-    if p.allowed_codecs and probe.video.codec not in p.allowed_codecs:
+    if p.check_codec and p.allowed_codecs and probe.video.codec not in p.allowed_codecs:
         raise UnsupportedCodec(f"video codec {probe.video.codec} is not one of {', '.join(p.allowed_codecs)}")
     if p.require_audio and probe.audio is None:
         raise InvalidInput("the video has no audio track")
@@ -210,10 +213,10 @@ def _rendition_result(ctx: StepContext, r: vid.Rendition) -> StepResult:
                       data=meta)
 
 
-def _total_timeout(ctxs: Sequence[StepContext]) -> float | None:
-    # fused steps would have run one after the other: they share the sum of their budgets
-    budgets = [c.timeout_seconds for c in ctxs]
-    return None if any(b is None for b in budgets) else float(sum(b for b in budgets if b))
+def group_timeout(ctxs: Sequence[StepContext]) -> float | None:
+    """The budget of a fused run: the engine hands every step of a group the group's total."""
+    budgets = [c.timeout_seconds for c in ctxs if c.timeout_seconds]
+    return max(budgets) if budgets else None
 
 
 @register_fuser("video_ladder")
@@ -232,7 +235,7 @@ def fuse_transcodes(ctxs: Sequence[StepContext]) -> list[StepResult]:
             for c in group:
                 c.progress(pct)
 
-        vid.transcode(source, probe, renditions, timeout=_total_timeout(group), on_progress=report)
+        vid.transcode(source, probe, renditions, timeout=group_timeout(group), on_progress=report)
         for i, ctx, r in zip(indexes, group, renditions, strict=True):
             results[i] = _rendition_result(ctx, r)
     return [results[i] for i in range(len(ctxs))]
