@@ -150,9 +150,11 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     default_status: int = 200
     requests: list[Received] = field(default_factory=list)
+    hold: bool = False  # keep every answer back until release() (a delivery "in flight")
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._released = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,6 +165,9 @@ class Receiver:
                     receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
                                                       body))
                     status = receiver.statuses.pop(0) if receiver.statuses else receiver.default_status
+                    held = receiver.hold
+                if held:
+                    receiver._released.wait(30)
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -179,10 +184,20 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
+    def release(self) -> None:
+        """Answer the held requests and stop holding."""
+        self.hold = False
+        self._released.set()
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [r.headers.get("webhook-id", "") for r in self.requests]
+
     def count(self) -> int:
         with self._lock:
             return len(self.requests)
 
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
