@@ -29,6 +29,7 @@ from mediamill.store.timeutil import iso
 TERMINAL = frozenset({"completed", "failed", "partial", "cancelled"})
 EVENT_CHANNEL = "mediamill_events"
 BATCH = 2000
+RETRY_MS = 2000  # how soon a client reconnects (with Last-Event-ID)
 
 
 def event_dict(row: Any) -> dict[str, Any]:
@@ -188,7 +189,8 @@ class EventHub:
 def sse_frame(event: dict[str, Any]) -> str:
     """One SSE message: ``id``, ``event`` (progress | step | status | …) and JSON ``data``."""
     payload = {k: event[k] for k in ("job_id", "type", "step", "data", "at")}
-    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(payload, default=str)}\n\n"
+    return (f"id: {event['id']}\nevent: {event['type']}\nretry: {RETRY_MS}\n"
+            f"data: {json.dumps(payload, default=str)}\n\n")
 
 
 async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id: int,
@@ -196,7 +198,8 @@ async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id:
     """The SSE body for one job (closing after its final status) or for a whole tenant."""
     sub = await hub.subscribe(tenant_id=tenant_id, job_id=job_id)
     try:
-        yield "retry: 2000\n\n"
+        # a comment opens the stream at once (headers flushed) without dispatching an event
+        yield ": stream open\n\n"
         sent = after_id
         backlog = await asyncio.to_thread(read_events, hub.engine, after_id=after_id, job_id=job_id,
                                           tenant_id=tenant_id, limit=100_000)
