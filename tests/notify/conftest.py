@@ -1,18 +1,15 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from mm_notify_support import Receiver, database, make_settings
-
 from mediamill.config import Settings
 from mediamill.store.db import create_db_engine
+
+from .support import Receiver, database, make_settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from mm_notify_support import insert_job, insert_workflow, make_settings
 from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings
@@ -17,6 +16,8 @@ from mediamill.notify.alert_rules import AlertRule, load_rules, parse_duration
 from mediamill.notify.alerting import Alerter, list_alerts
 from mediamill.store import tables as t
 from mediamill.store.timeutil import utcnow
+
+from .support import insert_job, insert_workflow, make_settings
 
 ERROR_RATE = AlertRule.model_validate({
     "name": "errors", "kind": "error_rate", "severity": "P2", "for": "5s", "runbook": "look at the DLQ",

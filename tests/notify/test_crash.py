@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
-from mm_notify_support import Receiver, add_job_event, insert_job, insert_workflow, wait_until
 from sqlalchemy.engine import Engine
 
 from mediamill.notify import channels as ch
 from mediamill.store.tables import workflow_notifications as wn
+
+from .support import Receiver, add_job_event, insert_job, insert_workflow, wait_until
 
 
 def _start_notifier(db_url: str, tmp_path: Path, *extra: str, lock_seconds: float = 30) -> subprocess.Popen[bytes]:

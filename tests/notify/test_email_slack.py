@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from mm_notify_support import Receiver, add_job_event, insert_job, insert_workflow, make_settings, wait_until
 from sqlalchemy.engine import Engine
 
 from mediamill.notify import channels as ch
 from mediamill.notify.delivery import Dispatcher
+
+from .support import Receiver, add_job_event, insert_job, insert_workflow, make_settings, wait_until
 
 
 class Inbox:

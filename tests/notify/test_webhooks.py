@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from mm_notify_support import Receiver, add_job_event, insert_job, insert_workflow, wait_until
 from sqlalchemy.engine import Engine
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -15,6 +14,8 @@ from mediamill.errors import InvalidInput
 from mediamill.notify import channels as ch
 from mediamill.notify.delivery import Dispatcher, send_test
 from mediamill.store.tables import notification_channels, workflow_notifications
+
+from .support import Receiver, add_job_event, insert_job, insert_workflow, wait_until
 
 
 @pytest.fixture
