@@ -179,3 +179,12 @@ def test_transcode_timeout_kills_ffmpeg(media, tmp_path):
     with pytest.raises(StepTimeout):
         run_action("transcode_video", media.video_hd, tmp_path, {"resolution": "360p", "codec": "av1",
                                                                   "preset": "veryslow"}, timeout=0.3)
+
+
+def test_identical_rungs_are_encoded_once(media, tmp_path):
+    # a 320×180 source: 1080p and 720p both stay 320×180, so one encode serves both steps
+    ctxs = [make_ctx("transcode_video", media.video, tmp_path / r, {"resolution": r}) for r in ("1080p", "720p")]
+    a, b = get_fuser("video_ladder")(ctxs)
+    assert (a.outputs[0].name, b.outputs[0].name) == ("video_1080p.mp4", "video_720p.mp4")
+    assert a.outputs[0].path.read_bytes() == b.outputs[0].path.read_bytes()
+    assert probe_video(b.outputs[0].path)["height"] == 180

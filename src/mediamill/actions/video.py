@@ -7,6 +7,7 @@ decodes once and feeds a scaler and an encoder per step; every step still gets i
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -228,17 +229,36 @@ def fuse_transcodes(ctxs: Sequence[StepContext]) -> list[StepResult]:
     results: dict[int, StepResult] = {}
     for source, indexes in by_source.items():
         group = [ctxs[i] for i in indexes]
-        probe = _probe_video(source)
-        renditions = [_rendition(c) for c in group]
-
-        def report(pct: float, group: list[StepContext] = group) -> None:
-            for c in group:
-                c.progress(pct)
-
-        vid.transcode(source, probe, renditions, timeout=group_timeout(group), on_progress=report)
-        for i, ctx, r in zip(indexes, group, renditions, strict=True):
-            results[i] = _rendition_result(ctx, r)
+        for i, result in zip(indexes, _transcode_group(source, group), strict=True):
+            results[i] = result
     return [results[i] for i in range(len(ctxs))]
+
+
+def _transcode_group(source: Path, group: list[StepContext]) -> list[StepResult]:
+    probe = _probe_video(source)
+    assert probe.video is not None
+    renditions = [_rendition(c) for c in group]
+    # "never upscale" can make rungs identical (a 360p source asked for 1080p and 720p):
+    # encode each distinct rendition once and copy it for the others
+    unique: dict[tuple[object, ...], vid.Rendition] = {}
+    for r in renditions:
+        unique.setdefault((vid.target_size(probe.video, r.short_side), *_encoding_key(r)), r)
+
+    def report(pct: float) -> None:
+        for c in group:
+            c.progress(pct)
+
+    vid.transcode(source, probe, list(unique.values()), timeout=group_timeout(group), on_progress=report)
+    for r in renditions:
+        encoded = unique[(vid.target_size(probe.video, r.short_side), *_encoding_key(r))]
+        if encoded.output != r.output:
+            shutil.copyfile(encoded.output, r.output)
+    return [_rendition_result(c, r) for c, r in zip(group, renditions, strict=True)]
+
+
+def _encoding_key(r: vid.Rendition) -> tuple[object, ...]:
+    """What makes two renditions' files identical, apart from where they are written."""
+    return (r.codec, r.crf, r.preset, r.audio, r.audio_bitrate, r.container, r.max_fps)
 
 
 @action("transcode_video", params=TranscodeVideoParams, family="video", errors=_ERRORS, fuse="video_ladder")
