@@ -1,0 +1,172 @@
+"""Circuit breakers per action: closed → open (failure rate over a sliding window) → half-open probe → closed.
+
+Only failures of classes that are the step's fault count (transient, internal); a corrupt
+upload never opens a breaker. While a breaker is open, jobs reaching the action wait in the
+queue until the next probe time — they do not fail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mediamill import telemetry
+from mediamill.errors import BREAKER_CLASSES
+from mediamill.store import outbox
+from mediamill.store.tables import circuit_breakers as cb
+from mediamill.store.tables import job_events
+from mediamill.store.tables import step_executions as se
+from mediamill.store.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    window_seconds: int = 300
+    min_calls: int = 5
+    failure_rate: float = 0.5
+    cooldown_seconds: int = 30
+    probe_stale_seconds: int = 120  # a half-open probe whose worker died frees the breaker
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a worker may do with an action right now."""
+
+    allowed: bool
+    probe: bool = False
+    wait_seconds: float = 0.0
+
+
+def _log(conn: Connection, action: str, state: str, data: dict[str, Any]) -> None:
+    conn.execute(job_events.insert().values(job_id=None, tenant_id="system", event_type="breaker",
+                                            step_name=action, data={"action": action, "state": state, **data},
+                                            created_at=utcnow()))
+    if state in ("open", "closed"):
+        outbox.add_event(conn, event_type=f"breaker.{'opened' if state == 'open' else 'closed'}",
+                         tenant_id="system", payload={"action": action, "state": state, **data},
+                         subject=f"Circuit breaker {action} {'opened' if state == 'open' else 'closed'}")
+    telemetry.emit("breaker.state", action=action, state=state)
+
+
+class Breakers:
+    """Reads breaker states through a short cache; writes go straight to the database."""
+
+    def __init__(self, engine: Engine, config: BreakerConfig, cache_seconds: float = 0.5) -> None:
+        self.engine = engine
+        self.config = config
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._cache_at = 0.0
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+
+    def _states(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            if time.monotonic() - self._cache_at > self._cache_seconds:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(sa.select(cb).where(cb.c.state != "closed")).mappings().all()
+                self._cache = {r["action"]: dict(r) for r in rows}
+                self._cache_at = time.monotonic()
+            return self._cache
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache_at = 0.0
+
+    def is_closed(self, action: str) -> bool:
+        return action not in self._states()
+
+    def gate(self, action: str, job_id: int) -> Gate:
+        state = self._states().get(action)
+        if state is None:
+            return Gate(True)
+        now = utcnow()
+        if state["state"] == "open" and state["next_probe_at"] and state["next_probe_at"] <= now:
+            return self._try_probe(action, job_id)
+        if state["state"] == "half_open" and state["updated_at"] and \
+                (now - state["updated_at"]).total_seconds() > self.config.probe_stale_seconds:
+            return self._try_probe(action, job_id, from_state="half_open")
+        wait = (state["next_probe_at"] - now).total_seconds() if state.get("next_probe_at") else 1.0
+        return Gate(False, wait_seconds=max(0.5, wait))
+
+    def _try_probe(self, action: str, job_id: int, from_state: str = "open") -> Gate:
+        with self.engine.begin() as conn:
+            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == from_state)
+                               .values(state="half_open", probe_job_id=job_id, updated_at=utcnow()))
+            if res.rowcount == 1:
+                _log(conn, action, "half_open", {"probe_job_id": job_id})
+        self.invalidate()
+        return Gate(True, probe=True) if res.rowcount == 1 else Gate(False, wait_seconds=1.0)
+
+    def record_success(self, action: str, probe: bool) -> None:
+        if not probe and action not in self._states():
+            return
+        with self.engine.begin() as conn:
+            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
+                               .values(state="closed", failure_count=0, success_count=0, opened_at=None,
+                                       next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
+            if res.rowcount == 1:
+                _log(conn, action, "closed", {"reason": "probe succeeded"})
+        self.invalidate()
+
+    def record_failure(self, action: str, error_class: str, probe: bool, message: str = "") -> None:
+        if error_class not in BREAKER_CLASSES:
+            if probe:  # the probe proved nothing about the action; let the next job probe
+                self._reopen(action, message, immediate=True)
+            return
+        if probe:
+            self._reopen(action, message)
+            return
+        with self.engine.begin() as conn:
+            failures, total = self._window(conn, action)
+            if total < self.config.min_calls or failures / total < self.config.failure_rate:
+                return
+            self._open(conn, action, failures, total, message)
+        self.invalidate()
+
+    def _window(self, conn: Connection, action: str) -> tuple[int, int]:
+        since = utcnow() - timedelta(seconds=self.config.window_seconds)
+        row = conn.execute(sa.select(
+            sa.func.count().filter(se.c.status == "failed", se.c.error_class.in_(tuple(BREAKER_CLASSES))),
+            sa.func.count().filter(se.c.status.in_(("completed", "failed"))))
+            .where(se.c.action == action, se.c.completed_at >= since)).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def _open(self, conn: Connection, action: str, failures: int, total: int, message: str) -> None:
+        now = utcnow()
+        values = {"state": "open", "failure_count": failures, "success_count": total - failures, "opened_at": now,
+                  "next_probe_at": now + timedelta(seconds=self.config.cooldown_seconds), "updated_at": now,
+                  "last_error": message[:1000], "probe_job_id": None}
+        existing = conn.execute(sa.select(cb.c.state).where(cb.c.action == action)).scalar()
+        if existing is None:
+            conn.execute(cb.insert().values(action=action, **values))
+        elif existing == "closed":
+            conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "closed").values(**values))
+        else:
+            return
+        _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:300]})
+
+    def _reopen(self, action: str, message: str, immediate: bool = False) -> None:
+        now = utcnow()
+        delay = 0 if immediate else self.config.cooldown_seconds
+        with self.engine.begin() as conn:
+            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
+                               .values(state="open", opened_at=now, next_probe_at=now + timedelta(seconds=delay),
+                                       updated_at=now, last_error=message[:1000], probe_job_id=None))
+            if res.rowcount == 1 and not immediate:
+                _log(conn, action, "reopened", {"error": message[:300]})
+        self.invalidate()
+
+
+def reset_breaker(conn: Connection, action: str) -> bool:
+    res = conn.execute(cb.update().where(cb.c.action == action)
+                       .values(state="closed", failure_count=0, success_count=0, opened_at=None,
+                               next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
+    if res.rowcount:
+        _log(conn, action, "closed", {"reason": "reset by operator"})
+    return bool(res.rowcount)

@@ -1,0 +1,130 @@
+"""The step child: imported once by the forkserver (warm), then runs tasks sent over a pipe.
+
+Imported modules here are the actions (and through them the media libraries); nothing of
+the store or the API is imported, so a child cannot touch the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from mediamill.actions.base import OutputFile, PriorStep, StepContext, StepResult, get_action, get_fuser, load_actions
+from mediamill.config import MediaLimits
+from mediamill.errors import InternalError, MediamillError, ResourceExceeded, ToolFailed
+
+load_actions()  # warm: the forkserver imports every action module once
+
+
+def _set_limits(limits: MediaLimits) -> None:
+    mb = 1024 * 1024
+    for res, value in ((resource.RLIMIT_AS, limits.child_memory_mb * mb),
+                       (resource.RLIMIT_FSIZE, limits.child_file_size_mb * mb)):
+        _soft, hard = resource.getrlimit(res)
+        cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(res, (cap, hard))
+
+
+def _cpu_budget(seconds: int) -> None:
+    """CPU time is cumulative per process, so each task gets 'used so far + budget'."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(used.ru_utime + used.ru_stime) + 1
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    want = spent + seconds
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+
+
+def _prior(raw: dict[str, Any]) -> PriorStep:
+    return PriorStep(name=raw["name"], action=raw["action"], status=raw["status"], data=raw.get("data") or {},
+                     outputs=[OutputFile(o["name"], Path(o["path"]), o["mime_type"], o.get("metadata") or {})
+                              for o in raw.get("outputs", [])])
+
+
+def _context(task: dict[str, Any], step: dict[str, Any], index: int, conn: Connection,
+             limits: MediaLimits) -> StepContext:
+    spec = get_action(step["action"])
+    if spec is None:
+        raise InternalError(f"unknown action {step['action']!r}")
+    work_dir = Path(step["work_dir"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    def progress(pct: float, _i: int = index) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send({"kind": "progress", "index": _i, "percent": max(0.0, min(100.0, float(pct)))})
+
+    return StepContext(
+        input_path=Path(task["input_path"]), input_mime=task["input_mime"], work_dir=work_dir,
+        params=spec.validate_params(step.get("params")), step_name=step["step_name"], job=task.get("job") or {},
+        previous=[_prior(p) for p in task.get("previous", [])], limits=limits, progress=progress,
+        timeout_seconds=step.get("timeout"), attempt=step.get("attempt", 0))
+
+
+def _encode(result: StepResult) -> dict[str, Any]:
+    return {"outputs": [{"name": o.name, "path": str(o.path), "mime_type": o.mime_type, "metadata": o.metadata}
+                        for o in result.outputs], "data": result.data}
+
+
+def run_task(task: dict[str, Any], conn: Connection, limits: MediaLimits) -> dict[str, Any]:
+    """Run a task's step(s) (a fused group when ``fuse`` is set) and encode the outcome."""
+    if task.get("probe"):
+        from mediamill.media.probe import probe_input
+
+        return {"kind": "result", "ok": True, "probe": probe_input(Path(task["input_path"]), task["input_mime"])}
+    steps = task["steps"]
+    ctxs = [_context(task, s, i, conn, limits) for i, s in enumerate(steps)]
+    if task.get("fuse"):
+        fuser = get_fuser(task["fuse"])
+        if fuser is None:
+            raise InternalError(f"no fuser for {task['fuse']!r}")
+        results = fuser(ctxs)
+    else:
+        spec = get_action(steps[0]["action"])
+        assert spec is not None
+        results = [spec.fn(ctxs[0])]
+    return {"kind": "result", "ok": True, "results": [_encode(r) for r in results]}
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, MediamillError):
+        return {"kind": "result", "ok": False, "error_class": exc.error_class, "message": exc.message,
+                "stderr_tail": exc.stderr_tail if isinstance(exc, ToolFailed) else ""}
+    if isinstance(exc, MemoryError):
+        err: MediamillError = ResourceExceeded("the step ran out of memory (address-space limit)")
+        return {"kind": "result", "ok": False, "error_class": err.error_class, "message": err.message,
+                "stderr_tail": ""}
+    tail = "".join(traceback.format_exception(exc))[-3000:]
+    return {"kind": "result", "ok": False, "error_class": "internal",
+            "message": f"{type(exc).__name__}: {exc}"[:1000], "stderr_tail": tail}
+
+
+def child_main(conn: Connection, limits_raw: dict[str, Any]) -> None:
+    """Loop: receive a task, run it, send the result; ``None`` ends the child."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # own process group: killing it also kills ffmpeg & co.
+    limits = MediaLimits.model_validate(limits_raw)
+    _set_limits(limits)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if task is None:
+            return
+        _cpu_budget(int(task.get("cpu_seconds") or limits.child_cpu_seconds))
+        try:
+            reply = run_task(task, conn, limits)
+        except BaseException as exc:  # every failure becomes a classified result
+            reply = error_payload(exc)
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return

@@ -1,0 +1,126 @@
+"""Background housekeeping shared by every worker (safe to run in many at once, every write guarded):
+rescuing orphaned jobs, ageing waiting jobs, pruning finished ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mediamill.engine import transitions as tx
+from mediamill.storage import Storage
+from mediamill.store.tables import (
+    dead_letters,
+    job_events,
+    job_outputs,
+    media_queue,
+    step_executions,
+    workflow_definitions,
+    workflow_jobs,
+    workflow_notifications,
+)
+from mediamill.store.timeutil import utcnow
+
+log = logging.getLogger("mediamill.housekeeping")
+mq, wj = media_queue, workflow_jobs
+
+
+def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
+                         on_finish: Callable[[dict[str, Any], str, str], None] | None = None) -> int:
+    """Re-queue jobs whose owner stopped heart-beating; dead-letter a job that did it ``max_rescues`` times."""
+    rescued = 0
+    with engine.begin() as conn:
+        q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id).where(mq.c.status == "processing",
+                                                                   mq.c.lease_expires_at < utcnow())
+             .order_by(mq.c.lease_expires_at).limit(100))
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        for row in conn.execute(q).all():
+            rescued += _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
+    return rescued
+
+
+def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
+                on_finish: Callable[[dict[str, Any], str, str], None] | None) -> int:
+    job = conn.execute(sa.select(*tx.CLAIM_FIELDS).where(wj.c.id == job_id)).mappings().first()
+    if job is None:
+        conn.execute(mq.delete().where(mq.c.job_id == job_id))
+        return 0
+    job = dict(job)
+    now = utcnow()
+    reason = f"worker {owner} stopped heart-beating (lease expired)"
+    conn.execute(step_executions.update().where(step_executions.c.job_id == job_id,
+                                                step_executions.c.status == "running")
+                 .values(status="interrupted", completed_at=now, error_class="worker_lost", error_message=reason))
+    rescues = (job["rescue_count"] or 0) + 1
+    conn.execute(wj.update().where(wj.c.id == job_id).values(rescue_count=rescues))
+    tx.add_event(conn, job, "rescue", None, {"worker": owner, "rescues": rescues})
+    code, wtype, version = _workflow_facts(conn, job)
+    if job["cancel_requested"] or rescues >= max_rescues:
+        poison = not job["cancel_requested"]
+        finish = tx.Finish(job=job, status="failed" if poison else "cancelled", workflow_code=code,
+                           workflow_type=wtype, workflow_version=version, total_steps=0, poison=poison,
+                           error_class="resource" if poison else "cancelled", failed_step=None,
+                           error_message=(f"poison job: its run killed the worker {rescues} times" if poison
+                                          else "cancelled by request"))
+        accepted = tx.finish_jobs(conn, None, [finish])
+        if accepted and on_finish:
+            on_finish(job, finish.status, code)
+        return 1
+    return int(tx.requeue(conn, job=job, worker_id=None, delay=0, reason="rescued", count_retry=False,
+                          event={"reason": reason, "rescues": rescues}))
+
+
+def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:
+    row = conn.execute(sa.select(workflow_definitions.c.workflow_code, workflow_definitions.c.workflow_type)
+                       .where(workflow_definitions.c.id == job["workflow_id"])).one()
+    return row[0], row[1] or "generic", job["workflow_version"] or 1
+
+
+def _age_expr(conn: Connection, now: Any, aging_seconds: int) -> Any:
+    if conn.dialect.name == "postgresql":
+        waited = sa.func.extract("epoch", sa.literal(now, sa.DateTime) - mq.c.scheduled_time)
+    else:
+        waited = (sa.func.julianday(sa.literal(now, sa.DateTime)) - sa.func.julianday(mq.c.scheduled_time)) * 86400.0
+    return mq.c.base_priority + sa.cast(sa.func.floor(waited / aging_seconds), sa.Integer)
+
+
+def age_waiting_jobs(engine: Engine, *, aging_seconds: int) -> int:
+    """A queued job gains one priority point per ``aging_seconds`` waited, so low priority is never starved.
+    The job's own priority (``base_priority``) is kept for retries and reports."""
+    now = utcnow()
+    with engine.begin() as conn:
+        target = _age_expr(conn, now, aging_seconds)
+        res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
+                                             mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
+                                             mq.c.priority < target)
+                           .values(priority=target, aged_at=now))
+        return res.rowcount
+
+
+def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:
+    """Delete finished jobs older than ``days`` (with their events, executions, outputs and files).
+    Failed jobs whose dead letter is still open are kept."""
+    cutoff = utcnow() - timedelta(days=days)
+    with engine.begin() as conn:
+        open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
+        ids = list(conn.execute(sa.select(wj.c.id).where(
+            wj.c.status.in_(tx.TERMINAL), sa.func.coalesce(wj.c.completed_at, wj.c.updated_at) < cutoff,
+            wj.c.id.not_in(open_dl)).limit(batch)).scalars())
+        if not ids:
+            return 0
+        keys = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids))).scalars())
+        keys += [k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k]
+        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
+            conn.execute(table.delete().where(table.c.job_id.in_(ids)))
+        conn.execute(wj.delete().where(wj.c.id.in_(ids)))
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:  # a missing file must not stop pruning
+            log.warning("prune: could not delete %s", key)
+    return len(ids)

@@ -1,0 +1,137 @@
+"""Steps whose action is declared ``isolated=False`` (the test actions, cheap user actions) run in the
+worker process itself; a job made only of such steps takes the fast path: run in memory, written
+in one batched transaction with other jobs (this is what makes the engine itself cheap)."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mediamill import telemetry
+from mediamill.actions.base import StepContext, get_action
+from mediamill.engine import transitions as tx
+from mediamill.errors import InternalError, MediamillError, is_retryable_class
+from mediamill.store.timeutil import utcnow
+from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+
+if TYPE_CHECKING:
+    from mediamill.engine.runner import JobRunner
+    from mediamill.engine.worker import Worker
+    from mediamill.store.workflow_repo import VersionedWorkflow
+
+
+def _context(*, action: str, params: dict[str, Any], step_name: str, input_path: Path, input_mime: str,
+             work_dir: Path, job: dict[str, Any], attempt: int, timeout: float | None) -> StepContext:
+    spec = get_action(action)
+    if spec is None:
+        raise InternalError(f"unknown action {action!r}")
+    return StepContext(input_path=input_path, input_mime=input_mime, work_dir=work_dir,
+                       params=spec.validate_params(params), step_name=step_name, job=job, attempt=attempt,
+                       timeout_seconds=timeout)
+
+
+def _call(ctx_args: dict[str, Any]) -> dict[str, Any]:
+    ctx = _context(**ctx_args)
+    spec = get_action(ctx_args["action"])
+    assert spec is not None
+    try:
+        result = spec.fn(ctx)
+    except MediamillError:
+        raise
+    except Exception as exc:
+        err = InternalError(f"{type(exc).__name__}: {exc}")
+        err.stderr_tail = traceback.format_exc()[-3000:]  # type: ignore[attr-defined]
+        raise err from exc
+    return {"outputs": [{"name": o.name, "path": str(o.path), "mime_type": o.mime_type, "metadata": o.metadata}
+                        for o in result.outputs], "data": result.data}
+
+
+def run_inline(runner: JobRunner, i: int, timeout: float) -> dict[str, Any]:
+    """Run step ``i`` of a normal-path job in this process."""
+    s = runner.steps[i]
+    return _call({"action": s.action, "params": s.params, "step_name": s.name,
+                  "input_path": runner.input_path or Path("/nonexistent"),
+                  "input_mime": runner.job["input_mime"] or "", "work_dir": runner.scratch / f"step-{i}",
+                  "job": {"id": runner.job["id"], "job_code": runner.job["job_code"]},
+                  "attempt": runner.states[i].failures_total, "timeout": timeout})
+
+
+def fast_eligible(wf: VersionedWorkflow) -> bool:
+    """Every step inline, sequential, no fusion, no condition on the probed input."""
+    for s in wf.definition.steps:
+        spec = get_action(s.action)
+        if spec is None or spec.isolated or spec.fuse or s.needs is not None:
+            return False
+        if s.when and "input" in s.when:
+            return False
+    return len(wf.step_ids) == len(wf.definition.steps)
+
+
+@dataclass
+class FastRetry:
+    job: dict[str, Any]
+    steps: list[tx.StepRecord]
+    delay: float
+    ceiling: float
+    queue: str
+
+
+def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.Finish | FastRetry | None:
+    """Run a fresh all-inline job in memory; returns its outcome for the batch writer.
+
+    None means the job must take the normal path after all (a breaker is not closed)."""
+    d = wf.definition
+    job = claimed.job
+    records: list[tx.StepRecord] = []
+    statuses: dict[str, dict[str, Any]] = {}
+    partial = False
+    for i, s in enumerate(d.steps):
+        if not worker.breakers.is_closed(s.action):
+            return None
+        now = utcnow()
+        if s.when and not _when(s.when, job, statuses, d.type):
+            records.append(tx.StepRecord(wf.step_ids[i], s.name, s.action, "skipped", now, now))
+            statuses[s.name] = {"status": "skipped", "data": {}}
+            continue
+        try:
+            result = _call({"action": s.action, "params": s.params, "step_name": s.name,
+                            "input_path": Path("/nonexistent"), "input_mime": job["input_mime"] or "",
+                            "work_dir": worker.scratch_dir, "job": {"id": job["id"], "job_code": job["job_code"]},
+                            "attempt": 0, "timeout": s.timeout_seconds})
+        except MediamillError as exc:
+            rec = tx.StepRecord(wf.step_ids[i], s.name, s.action, "failed", now, utcnow(),
+                                error_message=exc.message, error_class=exc.error_class)
+            records.append(rec)
+            telemetry.emit("step.finished", action=s.action, status="failed", error_class=exc.error_class,
+                           duration_s=0.0, workflow=d.code)
+            worker.breakers.record_failure(s.action, exc.error_class, False, exc.message)
+            if s.on_failure == "continue":
+                partial = True
+                statuses[s.name] = {"status": "failed", "data": {}}
+                continue
+            if s.on_failure == "retry" and is_retryable_class(exc.error_class) and d.step_retries(s) > 0:
+                ceiling = worker.retry_policy.ceiling(0)
+                return FastRetry(job, records, worker.retry_policy.next_delay(0), ceiling, d.queue_name)
+            return tx.Finish(job=job, status="failed", workflow_code=d.code, workflow_type=d.type,
+                             workflow_version=wf.version, total_steps=len(d.steps), steps=records,
+                             error_message=f"{s.name}: {exc.message}", error_class=exc.error_class,
+                             failed_step=s.name)
+        records.append(tx.StepRecord(wf.step_ids[i], s.name, s.action, "completed", now, utcnow(),
+                                     output_data=json.dumps(result["data"], default=str)))
+        statuses[s.name] = {"status": "completed", "data": result["data"]}
+    return tx.Finish(job=job, status="partial" if partial else "completed", workflow_code=d.code,
+                     workflow_type=d.type, workflow_version=wf.version, total_steps=len(d.steps), steps=records)
+
+
+def _when(expr: str, job: dict[str, Any], statuses: dict[str, Any], wtype: str) -> bool:
+    try:
+        return evaluate_condition(expr, activation(
+            input={}, workflow_type=wtype, steps=statuses,
+            job={"id": job["id"], "priority": job["priority"], "metadata": job.get("job_metadata") or {},
+                 "submitter": job.get("submitted_by") or "", "params": job.get("params") or {},
+                 "tenant": job["tenant_id"]}))
+    except ConditionError:
+        return False

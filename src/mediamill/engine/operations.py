@@ -1,0 +1,380 @@
+"""Operator actions and reads shared by the CLI, the API and the dashboard: cancel, priority, retry,
+queues, workers, dead letters, breakers, job detail and listings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mediamill.engine import transitions as tx
+from mediamill.engine import wakeup
+from mediamill.engine.breakers import reset_breaker as _reset_breaker
+from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.store import workflow_repo
+from mediamill.store.tables import (
+    circuit_breakers,
+    dead_letters,
+    job_events,
+    job_outputs,
+    media_queue,
+    queues,
+    step_executions,
+    workers,
+    workflow_definitions,
+    workflow_jobs,
+)
+from mediamill.store.timeutil import iso, utcnow
+
+wj, mq, dl = workflow_jobs, media_queue, dead_letters
+
+
+def _job_row(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, Any]:
+    q = sa.select(*tx.CLAIM_FIELDS, wj.c.status, wj.c.cancel_requested).where(wj.c.id == job_id)
+    if tenant_id is not None:
+        q = q.where(wj.c.tenant_id == tenant_id)
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return dict(row)
+
+
+def _facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:
+    row = conn.execute(sa.select(workflow_definitions.c.workflow_code, workflow_definitions.c.workflow_type)
+                       .where(workflow_definitions.c.id == job["workflow_id"])).one()
+    return row[0], row[1] or "generic", job["workflow_version"] or 1
+
+
+# ----------------------------------------------------------------------------- cancel / priority
+def cancel_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, by: str | None = None) -> str:
+    """Cancel a job: at once when it waits; a running job's step child is killed by its worker."""
+    with engine.begin() as conn:
+        job = _job_row(conn, job_id, tenant_id)
+        status = job["status"]
+        if status in tx.TERMINAL:
+            raise Conflict(f"job {job_id} is already {status}")
+        if status == "processing":
+            conn.execute(wj.update().where(wj.c.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
+            tx.add_event(conn, job, "cancel_requested", None, {"by": by})
+            wakeup.notify_in_tx(conn, [str(job_id)], channel=wakeup.CANCEL_CHANNEL)
+            return "cancelling"
+        code, wtype, version = _facts(conn, job)
+        conn.execute(mq.delete().where(mq.c.job_id == job_id, mq.c.status == "queued"))
+        # a queued job has no owner: finish it directly, guarded on its status
+        res = conn.execute(wj.update().where(wj.c.id == job_id, wj.c.status.in_(("queued", "pending")))
+                           .values(cancel_requested=True))
+        if res.rowcount != 1:
+            raise Conflict(f"job {job_id} changed state; try again")
+        finish = tx.Finish(job=job, status="cancelled", workflow_code=code, workflow_type=wtype,
+                           workflow_version=version, total_steps=0, error_message=f"cancelled by {by or 'request'}",
+                           error_class="cancelled")
+        tx._write_finishes(conn, [finish], None)
+    return "cancelled"
+
+
+def change_priority(engine: Engine, job_id: int, priority: int, *, tenant_id: str | None = None) -> None:
+    if not 0 <= priority <= 100:
+        raise InvalidInput(f"priority must be between 0 and 100, got {priority}")
+    with engine.begin() as conn:
+        job = _job_row(conn, job_id, tenant_id)
+        if job["status"] in tx.TERMINAL:
+            raise Conflict(f"job {job_id} is {job['status']}; its priority can no longer change")
+        conn.execute(wj.update().where(wj.c.id == job_id).values(priority=priority, updated_at=utcnow()))
+        conn.execute(mq.update().where(mq.c.job_id == job_id)
+                     .values(priority=priority, base_priority=priority, aged_at=None))
+        tx.add_event(conn, job, "priority", None, {"from": job["priority"], "to": priority})
+        wakeup.notify_in_tx(conn, [job["queue_name"] or ""])
+    wakeup.after_commit([job["queue_name"] or ""])
+
+
+# ----------------------------------------------------------------------------- retry / DLQ
+def _requeue_finished(conn: Connection, job: dict[str, Any], *, version: int | None, by: str | None) -> None:
+    """Put a finished job back in its queue as a new run (resumes at the failed step on the same version)."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": "queued", "error_message": None, "error_class": None, "completed_at": None,
+                              "cancel_requested": False, "retry_count": 0, "rescue_count": 0,
+                              "run_number": (job["run_number"] or 1) + 1, "updated_at": now}
+    queue = job["queue_name"]
+    if version is not None and version != job["workflow_version"]:
+        wf = workflow_repo.get_workflow(conn, job["workflow_id"], version)
+        values.update(workflow_version=version, current_step=0, progress_percent=0)
+        queue = wf.definition.queue_name
+        values["queue_name"] = queue
+        _drop_outputs(conn, job["id"])
+    res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status.in_(("failed", "partial", "cancelled")))
+                       .values(**values))
+    if res.rowcount != 1:
+        raise Conflict(f"job {job['id']} is not finished; only failed, partial or cancelled jobs can be retried")
+    conn.execute(mq.delete().where(mq.c.job_id == job["id"]))
+    conn.execute(mq.insert().values(job_id=job["id"], queue_name=queue, priority=job["priority"],
+                                    base_priority=job["priority"], scheduled_time=now, status="queued",
+                                    created_at=now, attempts=0))
+    tx.add_event(conn, job, "retry", None, {"manual": True, "by": by, "version": version or job["workflow_version"]})
+    tx.add_event(conn, job, "status", None, {"status": "queued", "reason": "manual retry"})
+    wakeup.notify_in_tx(conn, [queue])
+    job["queue_name"] = queue
+
+
+def _drop_outputs(conn: Connection, job_id: int) -> None:
+    conn.execute(job_outputs.delete().where(job_outputs.c.job_id == job_id))
+
+
+def retry_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, version: int | None = None,
+              by: str | None = None) -> None:
+    with engine.begin() as conn:
+        job = _job_row(conn, job_id, tenant_id)
+        _requeue_finished(conn, job, version=version, by=by)
+        conn.execute(dl.update().where(dl.c.job_id == job_id, dl.c.resolved_at.is_(None))
+                     .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
+    wakeup.after_commit([job["queue_name"] or ""])
+
+
+def _dl_row(conn: Connection, dl_id: int, tenant_id: str | None) -> dict[str, Any]:
+    q = sa.select(dl).where(dl.c.id == dl_id)
+    if tenant_id is not None:
+        q = q.where(dl.c.tenant_id == tenant_id)
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        raise NotFound(f"no dead letter {dl_id}")
+    return dict(row)
+
+
+def retry_dead_letter(engine: Engine, dl_id: int, *, version: int | None = None, tenant_id: str | None = None,
+                      by: str | None = None) -> int:
+    """Retry one dead-lettered job (on its own version unless another is chosen); returns the job id."""
+    with engine.begin() as conn:
+        row = _dl_row(conn, dl_id, tenant_id)
+        if row["resolved_at"] is not None:
+            raise Conflict(f"dead letter {dl_id} was already {row['resolution']}")
+        job = _job_row(conn, row["job_id"], tenant_id)
+        _requeue_finished(conn, job, version=version, by=by)
+        conn.execute(dl.update().where(dl.c.id == dl_id, dl.c.resolved_at.is_(None))
+                     .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
+    wakeup.after_commit([job["queue_name"] or ""])
+    return int(row["job_id"])
+
+
+def _dl_filter(q: Any, *, tenant_id: str | None, error_class: str | None, workflow: str | None) -> Any:
+    if tenant_id is not None:
+        q = q.where(dl.c.tenant_id == tenant_id)
+    if error_class:
+        q = q.where(dl.c.error_class == error_class)
+    if workflow:
+        q = q.where(dl.c.workflow_code == workflow)
+    return q
+
+
+def retry_dead_letters(engine: Engine, *, error_class: str | None = None, workflow: str | None = None,
+                       version: int | None = None, tenant_id: str | None = None, by: str | None = None) -> int:
+    """Retry every open dead letter matching the filter; returns how many."""
+    q = _dl_filter(sa.select(dl.c.id).where(dl.c.resolved_at.is_(None)), tenant_id=tenant_id,
+                   error_class=error_class, workflow=workflow)
+    with engine.connect() as conn:
+        ids = list(conn.execute(q.order_by(dl.c.id)).scalars())
+    done = 0
+    for dl_id in ids:
+        try:
+            retry_dead_letter(engine, dl_id, version=version, tenant_id=tenant_id, by=by)
+            done += 1
+        except (Conflict, NotFound):
+            continue
+    return done
+
+
+def discard_dead_letter(engine: Engine, dl_id: int, *, tenant_id: str | None = None, by: str | None = None) -> None:
+    with engine.begin() as conn:
+        row = _dl_row(conn, dl_id, tenant_id)
+        if row["resolved_at"] is not None:
+            raise Conflict(f"dead letter {dl_id} was already {row['resolution']}")
+        conn.execute(dl.update().where(dl.c.id == dl_id).values(resolved_at=utcnow(), resolution="discarded",
+                                                                resolved_by=by))
+
+
+def list_dead_letters(engine: Engine, *, tenant_id: str | None = None, error_class: str | None = None,
+                      workflow: str | None = None, include_resolved: bool = False, limit: int = 50,
+                      before_id: int | None = None) -> list[dict[str, Any]]:
+    q = _dl_filter(sa.select(dl, wj.c.job_code).select_from(dl.join(wj, wj.c.id == dl.c.job_id)),
+                   tenant_id=tenant_id, error_class=error_class, workflow=workflow)
+    if not include_resolved:
+        q = q.where(dl.c.resolved_at.is_(None))
+    if before_id:
+        q = q.where(dl.c.id < before_id)
+    with engine.connect() as conn:
+        rows = conn.execute(q.order_by(dl.c.id.desc()).limit(min(limit, 500))).mappings().all()
+    return [_jsonable(dict(r)) for r in rows]
+
+
+# ----------------------------------------------------------------------------- queues / workers / breakers
+def set_queue_paused(engine: Engine, name: str, paused: bool) -> None:
+    with engine.begin() as conn:
+        res = conn.execute(queues.update().where(queues.c.name == name).values(paused=paused, updated_at=utcnow()))
+        if res.rowcount == 0:
+            conn.execute(queues.insert().values(name=name, paused=paused, updated_at=utcnow()))
+        if not paused:
+            wakeup.notify_in_tx(conn, [name])
+    if not paused:
+        wakeup.after_commit([name])
+
+
+def pause_queue(engine: Engine, name: str) -> None:
+    set_queue_paused(engine, name, True)
+
+
+def resume_queue(engine: Engine, name: str) -> None:
+    set_queue_paused(engine, name, False)
+
+
+def queue_stats(engine: Engine) -> list[dict[str, Any]]:
+    """Depth, waiting, processing and oldest wait per queue (reads only the live queue rows)."""
+    now = utcnow()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(
+            mq.c.queue_name, sa.func.count().label("depth"),
+            sa.func.count().filter(mq.c.status == "queued").label("waiting"),
+            sa.func.count().filter(mq.c.status == "processing").label("processing"),
+            sa.func.min(sa.case((mq.c.status == "queued", mq.c.created_at))).label("oldest"),
+            sa.func.count().filter(mq.c.status == "queued", mq.c.scheduled_time > now).label("scheduled"))
+            .group_by(mq.c.queue_name)).mappings().all()
+        paused = dict(conn.execute(sa.select(queues.c.name, queues.c.paused)).all())
+        known = {r[0] for r in conn.execute(sa.select(workflow_definitions.c.queue_name).distinct()) if r[0]}
+    out = {r["queue_name"]: {"name": r["queue_name"], "depth": r["depth"], "waiting": r["waiting"],
+                             "processing": r["processing"], "scheduled": r["scheduled"],
+                             "oldest_wait_seconds": round((now - _dt(r["oldest"])).total_seconds(), 3)
+                             if r["oldest"] else 0.0, "paused": bool(paused.get(r["queue_name"], False))}
+           for r in rows}
+    for name in (known | set(paused)) - set(out):
+        out[name] = {"name": name, "depth": 0, "waiting": 0, "processing": 0, "scheduled": 0,
+                     "oldest_wait_seconds": 0.0, "paused": bool(paused.get(name, False))}
+    return sorted(out.values(), key=lambda r: r["name"] or "")
+
+
+def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        q = sa.select(workers).order_by(workers.c.started_at.desc())
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+        busy = dict(conn.execute(sa.select(mq.c.worker_id, sa.func.count()).where(mq.c.status == "processing")
+                                 .group_by(mq.c.worker_id)).all())
+    now = utcnow()
+    out = []
+    for r in rows:
+        alive = r["status"] != "stopped" and r["heartbeat_at"] is not None and \
+            (now - _dt(r["heartbeat_at"])).total_seconds() < live_seconds
+        if alive or include_stopped:
+            out.append(_jsonable({**r, "alive": alive, "running_jobs": busy.get(r["id"], 0)}))
+    return out
+
+
+def list_breakers(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [_jsonable(dict(r)) for r in conn.execute(sa.select(circuit_breakers)
+                                                         .order_by(circuit_breakers.c.action)).mappings()]
+
+
+def reset_breaker(engine: Engine, action: str) -> None:
+    with engine.begin() as conn:
+        if not _reset_breaker(conn, action):
+            raise NotFound(f"no breaker for action {action!r}")
+
+
+# ----------------------------------------------------------------------------- reads
+def get_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, events_limit: int = 500) -> dict[str, Any]:
+    """A job with its steps (executions), outputs and events."""
+    with engine.connect() as conn:
+        q = sa.select(wj, workflow_definitions.c.workflow_code).select_from(
+            wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id)).where(wj.c.id == job_id)
+        if tenant_id is not None:
+            q = q.where(wj.c.tenant_id == tenant_id)
+        job = conn.execute(q).mappings().first()
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        steps = conn.execute(sa.select(step_executions).where(step_executions.c.job_id == job_id)
+                             .order_by(step_executions.c.id)).mappings().all()
+        outputs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == job_id)
+                               .order_by(job_outputs.c.id)).mappings().all()
+        events = conn.execute(sa.select(job_events).where(job_events.c.job_id == job_id)
+                              .order_by(job_events.c.id).limit(events_limit)).mappings().all()
+        dead = conn.execute(sa.select(dl.c.id, dl.c.resolved_at, dl.c.resolution).where(dl.c.job_id == job_id)
+                            .order_by(dl.c.id.desc())).mappings().first()
+    out = _jsonable(dict(job))
+    out.pop("idempotency_hash", None)
+    out["steps"] = [_jsonable(dict(s)) for s in steps]
+    out["outputs"] = [_jsonable(dict(o)) for o in outputs]
+    out["events"] = [_jsonable(dict(e)) for e in events]
+    out["dead_letter"] = _jsonable(dict(dead)) if dead else None
+    return out
+
+
+def list_jobs(engine: Engine, *, tenant_id: str | None = None, status: str | None = None,
+              workflow: str | None = None, queue: str | None = None, submitter: str | None = None,
+              since: datetime | None = None, until: datetime | None = None, limit: int = 50,
+              before_id: int | None = None, search: str | None = None) -> list[dict[str, Any]]:
+    """Jobs, newest first, keyset-paged by id (``before_id``)."""
+    q = sa.select(wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
+                  wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
+                  wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename, wj.c.tenant_id,
+                  workflow_definitions.c.workflow_code).select_from(
+        wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id))
+    conds = []
+    if tenant_id is not None:
+        conds.append(wj.c.tenant_id == tenant_id)
+    if status:
+        conds.append(wj.c.status.in_(status.split(",")))
+    if workflow:
+        conds.append(workflow_definitions.c.workflow_code == workflow)
+    if queue:
+        conds.append(wj.c.queue_name == queue)
+    if submitter:
+        conds.append(wj.c.submitted_by == submitter)
+    if since:
+        conds.append(wj.c.submitted_at >= since)
+    if until:
+        conds.append(wj.c.submitted_at < until)
+    if before_id:
+        conds.append(wj.c.id < before_id)
+    if search:
+        conds.append(wj.c.job_code.like(f"{search.upper().replace('%', '')}%"))
+    with engine.connect() as conn:
+        rows = conn.execute(q.where(*conds).order_by(wj.c.id.desc()).limit(max(1, min(limit, 500)))).mappings()
+        return [_jsonable(dict(r)) for r in rows]
+
+
+def job_events_since(engine: Engine, *, job_id: int | None = None, tenant_id: str | None = None, after_id: int = 0,
+                     limit: int = 500) -> list[dict[str, Any]]:
+    q = sa.select(job_events).where(job_events.c.id > after_id)
+    if job_id is not None:
+        q = q.where(job_events.c.job_id == job_id)
+    if tenant_id is not None:
+        q = q.where(job_events.c.tenant_id == tenant_id)
+    with engine.connect() as conn:
+        return [_jsonable(dict(r)) for r in conn.execute(q.order_by(job_events.c.id).limit(limit)).mappings()]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _dt(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, datetime):
+            out[k] = iso(v)
+        elif hasattr(v, "as_tuple"):  # Decimal
+            out[k] = float(v)
+        elif k in ("input_metadata", "output_data", "output_metadata") and isinstance(v, str):
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                out[k] = v
+        else:
+            out[k] = v
+    return out
+
+
+def stale_cutoff(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)

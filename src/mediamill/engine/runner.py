@@ -1,0 +1,565 @@
+"""Running one claimed job: steps in order (or by ``needs:``), ``when:`` decisions, fusion, checkpoints,
+on_failure semantics, retries through the queue, breakers, cancel, the workflow deadline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mediamill import telemetry
+from mediamill.actions.base import get_action
+from mediamill.engine import transitions as tx
+from mediamill.engine.breakers import Gate
+from mediamill.engine.children import Cancelled
+from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, is_retryable_class
+from mediamill.media.sniff import accepts
+from mediamill.storage import new_key
+from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
+from mediamill.store.timeutil import utcnow
+from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.models import StepDef
+
+if TYPE_CHECKING:
+    from mediamill.engine.worker import Worker
+    from mediamill.store.workflow_repo import VersionedWorkflow
+
+PROGRESS_EVERY = 0.5  # seconds between progress writes of one job
+
+
+class LostClaim(Exception):
+    """Our claim was rescued or finished elsewhere: stop touching this job."""
+
+
+class Requeued(Exception):
+    """The job went back to the queue (retry back-off or a breaker hold)."""
+
+
+class JobEnded(Exception):
+    """The job reached a terminal state; the runner has nothing more to do."""
+
+
+@dataclass
+class StepState:
+    status: str = "pending"  # pending | running | completed | skipped | failed
+    failures_total: int = 0
+    failures_run: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # {name, path, mime_type, metadata}
+
+
+@dataclass
+class StepFailure:
+    index: int
+    error_class: str
+    message: str
+    stderr_tail: str = ""
+
+
+class JobRunner:
+    """Runs the steps of one claimed job on a worker (called in a worker thread)."""
+
+    def __init__(self, worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> None:
+        self.w = worker
+        self.job = claimed.job
+        self.attempts = claimed.attempts
+        self.wf = wf
+        self.d = wf.definition
+        self.steps = self.d.steps
+        self.states = [StepState() for _ in self.steps]
+        self.cancel = threading.Event()
+        self.handing_back = False
+        self.partial = False
+        self.scratch = worker.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
+        self.input_path: Path | None = None
+        self._last_progress = 0.0
+        self._lock = threading.Lock()
+        self.deadline = (self.job["started_at"] or utcnow()) + timedelta(minutes=self.d.timeout_minutes)
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> None:
+        try:
+            self._load_history()
+            self._resolve_input()
+            self._probe_if_needed()
+            self._run_steps()
+        except (LostClaim, Requeued, JobEnded):
+            pass
+        except Cancelled:
+            if self.handing_back:
+                self._requeue_interrupted("handed back by a stopping worker")
+            else:
+                self._finish("cancelled", error=("cancelled", "cancelled by request", ""))
+        except MediamillError as exc:
+            self._finish("failed", error=(exc.error_class, exc.message, getattr(exc, "stderr_tail", "")))
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def hand_back(self) -> None:
+        """Stop now and give the job back to the queue (graceful shutdown past its grace period)."""
+        self.handing_back = True
+        self.cancel.set()
+
+    def recover(self) -> None:
+        """After an unexpected error (the database went away): give the job back once we can."""
+        deadline = time.monotonic() + self.w.settings.lease_seconds
+        while time.monotonic() < deadline:
+            try:
+                self._requeue_interrupted("worker error; retried")
+                return
+            except sa.exc.DBAPIError:
+                time.sleep(0.5)
+
+    def _requeue_interrupted(self, reason: str) -> None:
+        now = utcnow()
+        with self.w.engine.begin() as conn:
+            if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
+                              count_retry=False, event={"reason": reason}):
+                return
+            conn.execute(step_executions.update()
+                         .where(step_executions.c.job_id == self.job["id"], step_executions.c.status == "running")
+                         .values(status="interrupted", completed_at=now, error_message=reason,
+                                 error_class="interrupted"))
+        self.w.wake_later(self.job["queue_name"], 0)
+
+    # ------------------------------------------------------------------ history / input
+    def _fresh(self) -> bool:
+        j = self.job
+        return (self.attempts <= 1 and not j["retry_count"] and not j["rescue_count"]
+                and (j["run_number"] or 1) == 1)
+
+    def _load_history(self) -> None:
+        if self._fresh():
+            return
+        index = {sid: i for i, sid in enumerate(self.wf.step_ids)}
+        run = self.job["run_number"] or 1
+        with self.w.engine.connect() as conn:
+            rows = conn.execute(sa.select(step_executions.c.step_id, step_executions.c.status,
+                                          step_executions.c.run_number, step_executions.c.output_data)
+                                .where(step_executions.c.job_id == self.job["id"])
+                                .order_by(step_executions.c.id)).all()
+            outs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == self.job["id"])
+                                ).mappings().all()
+        for sid, status, row_run, output_data in rows:
+            i = index.get(sid)
+            if i is None:
+                continue
+            st = self.states[i]
+            if status in ("completed", "skipped"):
+                st.status = status
+                st.data = json.loads(output_data) if output_data else {}
+            elif status == "failed":
+                st.failures_total += 1
+                st.failures_run += 1 if (row_run or 1) == run else 0
+        by_step = {s.name: i for i, s in enumerate(self.steps)}
+        for o in outs:
+            i = by_step.get(o["step_name"])
+            if i is not None and self.states[i].status == "completed":
+                self.states[i].outputs.append({"name": o["name"], "key": o["storage_key"],
+                                               "mime_type": o["mime_type"], "metadata": o["metadata"] or {}})
+
+    def _resolve_input(self) -> None:
+        key = self.job["input_key"]
+        if key is None and self.job["input_url"]:
+            key = self._fetch_url()
+        if key is None:
+            raise InvalidInput("the job has no input")
+        local = self.w.storage.local_path(key)
+        if local is not None:
+            if not local.is_file():
+                raise InvalidInput("the job's input is missing from storage")
+            self.input_path = local
+        elif self._needs_input_file():
+            self.input_path = self.w.storage.get_to_file(key, self.scratch / "input")
+        else:
+            self.input_path = self.scratch / "input"
+
+    def _needs_input_file(self) -> bool:
+        return any((spec := get_action(s.action)) is None or spec.isolated for s in self.steps)
+
+    def _fetch_url(self) -> str:
+        from mediamill.engine.fetch import fetch_to_storage
+
+        key, mime, size = fetch_to_storage(self.w.runtime, self.job["input_url"], self.job["tenant_id"],
+                                           self.scratch)
+        if not accepts(self.d.input_types, mime):
+            raise UnsupportedFormat(f"workflow {self.d.code} accepts {', '.join(self.d.input_types)}; "
+                                    f"the fetched file is {mime}")
+        with self.w.engine.begin() as conn:
+            self._guard(conn)
+            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"])
+                         .values(input_key=key, input_mime=mime, input_size=size, input_file_path=key))
+        self.job.update(input_key=key, input_mime=mime, input_size=size)
+        return key
+
+    def _probe_if_needed(self) -> None:
+        if self.job.get("input_metadata") or not any(s.when and "input" in s.when for s in self.steps):
+            return
+        reply = self.w.children.run({"probe": True, "input_path": str(self.input_path),
+                                     "input_mime": self.job["input_mime"] or ""},
+                                    timeout=60, on_progress=lambda _i, _p: None, cancelled=self.cancel)
+        probe = reply.get("probe") or {}
+        probe.update(mime=self.job["input_mime"] or "", size=self.job["input_size"] or 0,
+                     filename=self.job["input_filename"] or "")
+        text = json.dumps(probe, default=str)
+        with self.w.engine.begin() as conn:
+            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"])
+                         .values(input_metadata=text))
+        self.job["input_metadata"] = text
+
+    # ------------------------------------------------------------------ scheduling
+    def _deps(self) -> list[list[int]]:
+        by_name = {s.name: i for i, s in enumerate(self.steps)}
+        if any(s.needs is not None for s in self.steps):
+            return [[by_name[n] for n in (s.needs or [])] for s in self.steps]
+        return [[i - 1] if i else [] for i in range(len(self.steps))]
+
+    def _ready(self, deps: list[list[int]], running: set[int]) -> list[int]:
+        done = ("completed", "skipped", "failed")
+        return [i for i, st in enumerate(self.states)
+                if st.status == "pending" and i not in running
+                and all(self.states[d].status in done for d in deps[i])]
+
+    def _run_steps(self) -> None:
+        deps = self._deps()
+        concurrent = any(s.needs is not None for s in self.steps)
+        if not concurrent:
+            while ready := self._ready(deps, set()):
+                self._run_group(self._group_from(ready[0]))
+        else:
+            self._run_dag(deps)
+        self._finish("partial" if self.partial else "completed")
+
+    def _run_dag(self, deps: list[list[int]]) -> None:
+        running: dict[Future[None], int] = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=min(8, len(self.steps))) as pool:
+            while True:
+                if failure is None:
+                    for i in self._ready(deps, set(running.values())):
+                        self.states[i].status = "running"
+                        running[pool.submit(self._run_group, [i])] = i
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running.pop(fut)
+                    if fut.exception() is not None and failure is None:
+                        failure = fut.exception()
+        if failure is not None:
+            raise failure
+
+    def _group_from(self, start: int) -> list[int]:
+        """Consecutive pending steps sharing a fuse key run as one unit (one decode, several outputs)."""
+        spec = get_action(self.steps[start].action)
+        group = [start]
+        if spec is None or spec.fuse is None:
+            return group
+        j = start + 1
+        while j < len(self.steps) and self.states[j].status == "pending" and not self.steps[j].when:
+            nxt = get_action(self.steps[j].action)
+            if nxt is None or nxt.fuse != spec.fuse:
+                break
+            group.append(j)
+            j += 1
+        return group
+
+    # ------------------------------------------------------------------ one unit
+    def _run_group(self, group: list[int]) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+        runnable = [i for i in group if self._decide(i)]
+        if not runnable:
+            return
+        gates = {i: self._gate(i) for i in runnable}
+        step_timeout = sum(self.steps[i].timeout_seconds for i in runnable)
+        remaining = (self.deadline - utcnow()).total_seconds()
+        if remaining <= 0:
+            raise _workflow_timeout(self.d.timeout_minutes)
+        exec_ids = self._start(runnable)
+        started = utcnow()
+        try:
+            results = self._execute(runnable, min(step_timeout, remaining), exec_ids)
+        except Cancelled:
+            if not self.handing_back:
+                self._record_failure(runnable, exec_ids, started,
+                                     StepFailure(runnable[0], "cancelled", "cancelled"), status="cancelled")
+            raise
+        except MediamillError as exc:
+            fail = StepFailure(runnable[0], exc.error_class, exc.message, getattr(exc, "stderr_tail", "") or "")
+            if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
+                fail = StepFailure(runnable[0], "timeout", str(_workflow_timeout(self.d.timeout_minutes)))
+            self._handle_failure(runnable, exec_ids, started, fail, gates)
+            return
+        self._complete(runnable, exec_ids, started, results, gates)
+
+    def _decide(self, i: int) -> bool:
+        step = self.steps[i]
+        if not step.when:
+            return True
+        try:
+            result = evaluate_condition(step.when, self._variables())
+            reason = None
+        except ConditionError as exc:
+            result, reason = False, str(exc)
+        if not result:
+            self._record_skip(i, reason)
+        else:
+            self._event("decision", step.name, {"when": step.when, "result": True})
+        return result
+
+    def _variables(self) -> dict[str, Any]:
+        probe = json.loads(self.job["input_metadata"]) if self.job.get("input_metadata") else {}
+        probe.setdefault("mime", self.job.get("input_mime") or "")
+        probe.setdefault("size", self.job.get("input_size") or 0)
+        return activation(
+            input=probe, workflow_type=self.d.type,
+            job={"id": self.job["id"], "priority": self.job["priority"], "metadata": self.job.get("job_metadata") or {},
+                 "submitter": self.job.get("submitted_by") or "", "params": self.job.get("params") or {},
+                 "tenant": self.job["tenant_id"]},
+            steps={s.name: {"status": st.status, "data": st.data} for s, st in zip(self.steps, self.states,
+                                                                                    strict=True)})
+
+    def _gate(self, i: int) -> Gate:
+        action = self.steps[i].action
+        gate = self.w.breakers.gate(action, self.job["id"])
+        if not gate.allowed:
+            with self.w.engine.begin() as conn:
+                ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=gate.wait_seconds,
+                                reason=f"breaker:{action}", count_retry=False,
+                                event={"reason": "breaker open", "action": action, "step": self.steps[i].name})
+            if ok:
+                self.w.wake_later(self.job["queue_name"], gate.wait_seconds)
+            raise Requeued()
+        return gate
+
+    def _start(self, group: list[int]) -> dict[int, int]:
+        ids: dict[int, int] = {}
+        with self.w.engine.begin() as conn:
+            self._guard(conn)
+            for i in group:
+                s = self.steps[i]
+                ids[i] = tx.start_step(conn, job=self.job, step_id=self.wf.step_ids[i], step_name=s.name,
+                                       action=s.action, step_number=i + 1, attempt=self.states[i].failures_total,
+                                       worker_id=self.w.worker_id)
+                self.states[i].status = "running"
+        return ids
+
+    def _guard(self, conn: Any) -> None:
+        if not tx.still_owner(conn, job_id=self.job["id"], worker_id=self.w.worker_id,
+                              lease_seconds=self.w.settings.lease_seconds):
+            raise LostClaim()
+
+    # ------------------------------------------------------------------ execution
+    def _task(self, group: list[int], timeout: float) -> dict[str, Any]:
+        steps = []
+        for i in group:
+            s = self.steps[i]
+            steps.append({"action": s.action, "params": s.params, "step_name": s.name, "timeout": timeout,
+                          "attempt": self.states[i].failures_total, "work_dir": str(self.scratch / f"step-{i}")})
+        spec = get_action(self.steps[group[0]].action)
+        return {"steps": steps, "fuse": spec.fuse if spec and len(group) > 1 else None,
+                "input_path": str(self.input_path), "input_mime": self.job["input_mime"] or "",
+                "job": {"id": self.job["id"], "job_code": self.job["job_code"], "priority": self.job["priority"],
+                        "metadata": self.job.get("job_metadata") or {}, "params": self.job.get("params") or {},
+                        "submitter": self.job.get("submitted_by"), "workflow": self.d.code},
+                "previous": self._previous(), "cpu_seconds": int(timeout) + 5}
+
+    def _previous(self) -> list[dict[str, Any]]:
+        prior = []
+        for s, st in zip(self.steps, self.states, strict=True):
+            if st.status != "completed":
+                continue
+            outs = [{**o, "path": str(self._output_path(o))} for o in st.outputs]
+            prior.append({"name": s.name, "action": s.action, "status": st.status, "data": st.data,
+                          "outputs": outs})
+        return prior
+
+    def _output_path(self, out: dict[str, Any]) -> Path:
+        if out.get("path"):
+            return Path(out["path"])
+        local = self.w.storage.local_path(out["key"])
+        if local is not None:
+            return local
+        dest = self.scratch / "prior" / out["name"]
+        if not dest.exists():
+            self.w.storage.get_to_file(out["key"], dest)
+        out["path"] = str(dest)
+        return dest
+
+    def _execute(self, group: list[int], timeout: float, exec_ids: dict[int, int]) -> list[dict[str, Any]]:
+        spec = get_action(self.steps[group[0]].action)
+        if spec is not None and not spec.isolated and len(group) == 1:
+            return [self._inline(group[0], timeout)]
+        reply = self.w.children.run(self._task(group, timeout), timeout=timeout + 5,
+                                    on_progress=lambda k, pct: self._progress(group[k], pct, exec_ids[group[k]]),
+                                    cancelled=self.cancel)
+        if not reply.get("ok"):
+            raise _error_from(reply)
+        return list(reply["results"])
+
+    def _inline(self, i: int, timeout: float) -> dict[str, Any]:
+        from mediamill.engine.inline import run_inline
+
+        return run_inline(self, i, timeout)
+
+    def _progress(self, i: int, pct: float, exec_id: int) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY and pct < 100:
+            return
+        self._last_progress = now
+        done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed"))
+        overall = 100.0 * (done + pct / 100.0) / max(1, len(self.steps))
+        try:
+            with self.w.engine.begin() as conn:
+                tx.set_progress(conn, job=self.job, step_name=self.steps[i].name, percent=min(overall, 99.9),
+                                step_percent=pct, exec_id=exec_id)
+        except sa.exc.DBAPIError:
+            pass  # progress is best effort; the step goes on
+
+    # ------------------------------------------------------------------ outcomes
+    def _store_outputs(self, i: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        finalize_later = any(s.action == "finalize_job" for s in self.steps[i + 1:])
+        for out in result.get("outputs", []):
+            path = Path(out["path"])
+            suffix = Path(out["name"]).suffix
+            info = self.w.storage.put_file(new_key("outputs", self.job["tenant_id"], suffix=suffix), path,
+                                           content_type=out["mime_type"])
+            rows.append({"name": out["name"], "storage_key": info.key, "mime_type": out["mime_type"],
+                         "bytes": info.size, "checksum": info.checksum, "metadata": out.get("metadata") or {},
+                         "visible": not finalize_later})
+            out["key"] = info.key
+        return rows
+
+    def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
+                  gates: dict[int, Gate]) -> None:
+        stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
+        try:
+            with self.w.engine.begin() as conn:
+                self._guard(conn)
+                for i, r in zip(group, results, strict=True):
+                    done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed")) + 1
+                    tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
+                                   status="completed", started_at=started, output_data=json.dumps(r.get("data") or {},
+                                                                                                  default=str),
+                                   outputs=stored[i], progress=min(99.9, 100.0 * done / len(self.steps)))
+                    if self.steps[i].action == "finalize_job":
+                        conn.execute(job_outputs.update().where(job_outputs.c.job_id == self.job["id"])
+                                     .values(visible=True))
+                    self.states[i].status = "completed"
+        except LostClaim:
+            for rows in stored.values():
+                for row in rows:
+                    self.w.storage.delete(row["storage_key"])
+            raise
+        for i, r in zip(group, results, strict=True):
+            st = self.states[i]
+            st.data = r.get("data") or {}
+            st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
+                           "metadata": o.get("metadata") or {}} for o in r.get("outputs", [])]
+            self.w.breakers.record_success(self.steps[i].action, gates[i].probe)
+            telemetry.emit("step.finished", action=self.steps[i].action, status="completed", error_class=None,
+                           duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
+
+    def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: StepFailure,
+                        status: str = "failed") -> None:
+        with self.w.engine.begin() as conn:
+            self._guard(conn)
+            for i in group:
+                tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
+                               status=status, started_at=started, error_message=fail.message[:4000],
+                               error_class=fail.error_class, stderr_tail=fail.stderr_tail[-4000:] or None)
+                self.states[i].status = "failed"
+                self.states[i].failures_total += 1
+                self.states[i].failures_run += 1
+        for i in group:
+            telemetry.emit("step.finished", action=self.steps[i].action, status=status, error_class=fail.error_class,
+                           duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
+
+    def _handle_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: StepFailure,
+                        gates: dict[int, Gate]) -> None:
+        runs_before = self.states[group[0]].failures_run
+        self._record_failure(group, exec_ids, started, fail)
+        for i in group:
+            self.w.breakers.record_failure(self.steps[i].action, fail.error_class, gates[i].probe, fail.message)
+        step = self.steps[group[0]]
+        if step.on_failure == "continue":
+            self.partial = True
+            return
+        retries = self.d.step_retries(step)
+        if step.on_failure == "retry" and is_retryable_class(fail.error_class) and runs_before < retries:
+            self._retry(group, fail, runs_before)
+        self._fail_job(fail, step)
+
+    def _retry(self, group: list[int], fail: StepFailure, attempt: int) -> None:
+        delay = self.w.retry_policy.next_delay(attempt)
+        with self.w.engine.begin() as conn:
+            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=delay,
+                            reason="retry", count_retry=True,
+                            event={"step": self.steps[group[0]].name, "attempt": attempt + 1,
+                                   "error_class": fail.error_class, "error": fail.message[:300],
+                                   "ceiling_seconds": round(self.w.retry_policy.ceiling(attempt), 3)})
+        if ok:
+            self.w.wake_later(self.job["queue_name"], delay)
+        raise Requeued()
+
+    def _fail_job(self, fail: StepFailure, step: StepDef) -> None:
+        self._finish("failed", error=(fail.error_class, f"{step.name}: {fail.message}", fail.stderr_tail),
+                     failed_step=step.name)
+        raise JobEnded()
+
+    def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
+        klass, message, tail = error or (None, None, None)
+        finish = tx.Finish(job=self.job, status=status, workflow_code=self.d.code, workflow_type=self.d.type,
+                           workflow_version=self.wf.version, total_steps=len(self.steps),
+                           error_message=message, error_class=klass, stderr_tail=tail or None,
+                           failed_step=failed_step)
+        with self.w.engine.begin() as conn:
+            accepted = tx.finish_jobs(conn, self.w.worker_id, [finish])
+        if accepted:
+            self.w.job_finished(self.job, status, self.d.code)
+
+    # ------------------------------------------------------------------ small records
+    def _record_skip(self, i: int, reason: str | None) -> None:
+        now = utcnow()
+        s = self.steps[i]
+        with self.w.engine.begin() as conn:
+            self._guard(conn)
+            conn.execute(step_executions.insert().values(
+                job_id=self.job["id"], step_id=self.wf.step_ids[i], status="skipped", started_at=now,
+                completed_at=now, duration_seconds=0, duration_ms=0, action=s.action, step_name=s.name,
+                worker_id=self.w.worker_id, run_number=self.job["run_number"] or 1,
+                error_message=reason))
+            tx.add_event(conn, self.job, "decision", s.name,
+                         {"when": s.when, "result": False, "skipped": True, **({"error": reason} if reason else {})})
+        self.states[i].status = "skipped"
+
+    def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
+        with self.w.engine.begin() as conn:
+            tx.add_event(conn, self.job, kind, step, data)
+
+
+def _workflow_timeout(minutes: int) -> MediamillError:
+    from mediamill.errors import StepTimeout
+
+    return StepTimeout(f"the job exceeded the workflow's timeout of {minutes} minutes")
+
+
+def _error_from(reply: dict[str, Any]) -> MediamillError:
+    from mediamill.errors import ToolFailed
+
+    return ToolFailed(reply.get("message") or "step failed", stderr_tail=reply.get("stderr_tail") or "",
+                      error_class=reply.get("error_class") or "internal")
+
+
+Runner = Callable[[], None]

@@ -1,0 +1,330 @@
+"""Guarded job transitions. Every write that a worker makes about a job it runs is conditioned on
+``media_queue.worker_id = me AND status = 'processing'`` so that a late or rescued worker can never
+overwrite a job that was finished, cancelled or re-claimed elsewhere (the River #1302 race).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mediamill.store import outbox
+from mediamill.store.tables import (
+    dead_letters,
+    job_events,
+    job_outputs,
+    media_queue,
+    step_executions,
+    workflow_definitions,
+    workflow_jobs,
+)
+from mediamill.store.timeutil import iso, utcnow
+
+mq, wj, se = media_queue, workflow_jobs, step_executions
+
+CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version, wj.c.tenant_id, wj.c.priority,
+                wj.c.input_key, wj.c.input_url, wj.c.input_mime, wj.c.input_filename, wj.c.input_size,
+                wj.c.params, wj.c.job_metadata, wj.c.input_metadata, wj.c.started_at, wj.c.retry_count,
+                wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
+                wj.c.submitted_at, wj.c.notify, wj.c.queue_name)
+
+TERMINAL = ("completed", "partial", "failed", "cancelled")
+SUBJECTS = {"completed": "Processing Complete", "partial": "Processing Partially Complete",
+            "failed": "Processing Failed", "cancelled": "Processing Cancelled"}
+_TYPE_NOUN = {"video": "Video", "image": "Image", "audio": "Audio", "document": "Document",
+              "video_analysis": "Video Analysis"}
+
+
+@dataclass
+class Claimed:
+    queue_id: int
+    attempts: int
+    job: dict[str, Any]
+
+
+@dataclass
+class StepRecord:
+    """A step execution to insert (inline steps are recorded at the end, in the job's final batch)."""
+
+    step_id: int
+    step_name: str
+    action: str
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+    retry_attempt: int = 0
+    error_message: str | None = None
+    error_class: str | None = None
+    stderr_tail: str | None = None
+    output_data: str | None = None
+    run_number: int = 1
+
+
+@dataclass
+class Finish:
+    """A job's terminal outcome, written in one guarded transaction."""
+
+    job: dict[str, Any]
+    status: str  # completed | partial | failed | cancelled
+    workflow_code: str
+    workflow_type: str
+    workflow_version: int
+    total_steps: int
+    steps: list[StepRecord] = field(default_factory=list)
+    error_message: str | None = None
+    error_class: str | None = None
+    stderr_tail: str | None = None
+    failed_step: str | None = None
+    poison: bool = False
+
+
+def lease_until(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- claim
+def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float,
+          exclude: Sequence[str] = ()) -> list[Claimed]:
+    """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+    now = utcnow()
+    pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
+            .order_by(mq.c.priority.desc(), mq.c.scheduled_time, mq.c.id).limit(limit))
+    if queue is not None:
+        pick = pick.where(mq.c.queue_name == queue)
+    elif exclude:
+        pick = pick.where(mq.c.queue_name.not_in(list(exclude)))
+    if conn.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    rows = conn.execute(
+        mq.update().where(mq.c.id.in_(pick.scalar_subquery()))
+        .values(status="processing", worker_id=worker_id, picked_up_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
+                wait_reason=None)
+        .returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()
+    if not rows:
+        return []
+    by_job = {r.job_id: r for r in rows}
+    jobs = conn.execute(
+        wj.update().where(wj.c.id.in_(list(by_job)), wj.c.status.in_(("queued", "pending")))
+        .values(status="processing", started_at=sa.func.coalesce(wj.c.started_at, now), updated_at=now)
+        .returning(*CLAIM_FIELDS)).mappings().all()
+    got = {j["id"] for j in jobs}
+    orphans = [r.id for r in rows if r.job_id not in got]
+    if orphans:  # the job was finished or cancelled behind the queue's back
+        conn.execute(mq.delete().where(mq.c.id.in_(orphans)))
+    if jobs:
+        conn.execute(job_events.insert(), [
+            {"job_id": j["id"], "tenant_id": j["tenant_id"], "event_type": "status", "created_at": now,
+             "data": {"status": "processing", "worker": worker_id, "attempt": by_job[j["id"]].attempts}}
+            for j in jobs])
+    return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, dict(j)) for j in jobs]
+
+
+# ----------------------------------------------------------------------------- ownership
+def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+    """Check the claim is still ours and extend its lease (the guard of every step write)."""
+    res = conn.execute(mq.update().where(mq.c.job_id == job_id, mq.c.worker_id == worker_id,
+                                         mq.c.status == "processing")
+                       .values(lease_expires_at=lease_until(lease_seconds)))
+    return res.rowcount == 1
+
+
+def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float) -> int:
+    res = conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing")
+                       .values(lease_expires_at=lease_until(lease_seconds)))
+    return res.rowcount
+
+
+# ----------------------------------------------------------------------------- steps
+def start_step(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
+               step_number: int, attempt: int, worker_id: str) -> int:
+    now = utcnow()
+    exec_id = conn.execute(se.insert().values(
+        job_id=job["id"], step_id=step_id, status="running", started_at=now, retry_attempt=attempt,
+        action=action, step_name=step_name, worker_id=worker_id, run_number=job["run_number"] or 1,
+        progress_percent=0).returning(se.c.id)).scalar_one()
+    conn.execute(wj.update().where(wj.c.id == job["id"]).values(current_step=step_number, updated_at=now))
+    add_event(conn, job, "step", step_name, {"status": "running", "action": action, "attempt": attempt,
+                                             "execution_id": exec_id})
+    return int(exec_id)
+
+
+def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_name: str, status: str,
+                started_at: datetime | None, output_data: str | None = None, error_message: str | None = None,
+                error_class: str | None = None, stderr_tail: str | None = None,
+                outputs: Sequence[dict[str, Any]] = (), progress: float | None = None) -> None:
+    now = utcnow()
+    start = started_at or now
+    duration = (now - start).total_seconds()
+    conn.execute(se.update().where(se.c.id == exec_id).values(
+        status=status, completed_at=now, duration_seconds=round(duration), duration_ms=round(duration * 1000),
+        output_data=output_data, error_message=error_message, error_class=error_class, stderr_tail=stderr_tail,
+        progress_percent=100 if status == "completed" else None))
+    if outputs:
+        names = [o["name"] for o in outputs]
+        conn.execute(job_outputs.delete().where(job_outputs.c.job_id == job["id"], job_outputs.c.name.in_(names)))
+        conn.execute(job_outputs.insert(), [{**o, "job_id": job["id"], "step_execution_id": exec_id,
+                                             "step_name": step_name, "tenant_id": job["tenant_id"],
+                                             "created_at": now} for o in outputs])
+    values: dict[str, Any] = {"updated_at": now}
+    if progress is not None:
+        values["progress_percent"] = round(progress, 2)
+    conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
+    data: dict[str, Any] = {"status": status, "execution_id": exec_id, "duration_ms": round(duration * 1000)}
+    if error_message:
+        data.update(error_class=error_class, error=error_message[:500])
+    if outputs:
+        data["outputs"] = [o["name"] for o in outputs]
+    add_event(conn, job, "step", step_name, data)
+
+
+def add_event(conn: Connection, job: dict[str, Any], event_type: str, step_name: str | None,
+              data: dict[str, Any]) -> None:
+    conn.execute(job_events.insert().values(job_id=job["id"], tenant_id=job["tenant_id"], event_type=event_type,
+                                            step_name=step_name, data=data, created_at=utcnow()))
+
+
+def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, percent: float,
+                 step_percent: float, exec_id: int | None) -> None:
+    conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
+    if exec_id is not None:
+        conn.execute(se.update().where(se.c.id == exec_id).values(progress_percent=round(step_percent, 1)))
+    add_event(conn, job, "progress", step_name, {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
+
+
+# ----------------------------------------------------------------------------- requeue
+def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, delay: float, reason: str,
+            event: dict[str, Any], count_retry: bool) -> bool:
+    """Put a claimed job back in its queue with its own priority (a retry never loses priority)."""
+    now = utcnow()
+    guard = [mq.c.job_id == job["id"], mq.c.status == "processing"]
+    if worker_id is not None:
+        guard.append(mq.c.worker_id == worker_id)
+    res = conn.execute(mq.update().where(*guard).values(
+        status="queued", worker_id=None, lease_expires_at=None, scheduled_time=now + timedelta(seconds=delay),
+        priority=job["priority"], base_priority=job["priority"], aged_at=None, wait_reason=reason[:50]))
+    if res.rowcount != 1:
+        return False
+    values: dict[str, Any] = {"status": "queued", "updated_at": now}
+    if count_retry:
+        values["retry_count"] = wj.c.retry_count + 1
+    conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
+    add_event(conn, job, "retry" if count_retry else "wait", None, {**event, "delay_seconds": round(delay, 3)})
+    add_event(conn, job, "status", None, {"status": "queued", "reason": reason})
+    return True
+
+
+# ----------------------------------------------------------------------------- finish
+def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Finish]) -> list[int]:
+    """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused)."""
+    if not finishes:
+        return []
+    ids = [f.job["id"] for f in finishes]
+    guard = [mq.c.job_id.in_(ids), mq.c.status == "processing"]
+    if worker_id is not None:
+        guard.append(mq.c.worker_id == worker_id)
+    owned = set(conn.execute(mq.delete().where(*guard).returning(mq.c.job_id)).scalars())
+    accepted = [f for f in finishes if f.job["id"] in owned]
+    if accepted:
+        _write_finishes(conn, accepted, worker_id)
+    return [f.job["id"] for f in accepted]
+
+
+def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str | None) -> None:
+    now = utcnow()
+    conn.execute(wj.update().where(wj.c.id == sa.bindparam("_id"),
+                                   sa.or_(wj.c.status == "processing", wj.c.status == "queued"))
+                 .values(status=sa.bindparam("_status"), completed_at=sa.bindparam("_completed"),
+                         progress_percent=sa.bindparam("_progress"), current_step=sa.bindparam("_current"),
+                         error_message=sa.bindparam("_error"), error_class=sa.bindparam("_class"), updated_at=now),
+                 [{"_id": f.job["id"], "_status": f.status,
+                   "_completed": now if f.status in ("completed", "partial") else None,
+                   "_progress": 100 if f.status in ("completed", "partial") else None,
+                   "_current": f.total_steps if f.status in ("completed", "partial") else None,
+                   "_error": f.error_message, "_class": f.error_class} for f in finishes])
+    steps = [(f.job, s) for f in finishes for s in f.steps]
+    if steps:
+        for job, s in steps:
+            s.run_number = job.get("run_number") or 1
+        conn.execute(se.insert(), [_step_row(job, s, worker_id) for job, s in steps])
+    conn.execute(job_events.insert(), [
+        {"job_id": f.job["id"], "tenant_id": f.job["tenant_id"], "event_type": "status", "created_at": now,
+         "data": {"status": f.status, "final": True, "error_class": f.error_class,
+                  "error": (f.error_message or "")[:500] or None}} for f in finishes])
+    for f in finishes:
+        dl_id = _dead_letter(conn, f) if f.status == "failed" else None
+        _outbox(conn, f, now, dl_id)
+
+
+def _step_row(job: dict[str, Any], s: StepRecord, worker_id: str | None) -> dict[str, Any]:
+    dur = (s.completed_at - s.started_at).total_seconds() if s.completed_at else None
+    return {"job_id": job["id"], "step_id": s.step_id, "status": s.status, "started_at": s.started_at,
+            "completed_at": s.completed_at, "retry_attempt": s.retry_attempt, "action": s.action,
+            "step_name": s.step_name, "worker_id": worker_id, "error_message": s.error_message,
+            "error_class": s.error_class, "stderr_tail": s.stderr_tail, "output_data": s.output_data,
+            "run_number": s.run_number, "duration_seconds": round(dur) if dur is not None else None,
+            "duration_ms": round(dur * 1000) if dur is not None else None,
+            "progress_percent": 100 if s.status == "completed" else None}
+
+
+def attempt_history(conn: Connection, job_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(se.c.step_name, se.c.action, se.c.status, se.c.retry_attempt, se.c.run_number,
+                                  se.c.started_at, se.c.completed_at, se.c.error_class, se.c.error_message,
+                                  se.c.worker_id)
+                        .where(se.c.job_id == job_id).order_by(se.c.id)).mappings().all()
+    return [{**{k: v for k, v in r.items() if k not in ("started_at", "completed_at")},
+             "started_at": iso(r["started_at"]), "completed_at": iso(r["completed_at"])} for r in rows]
+
+
+def _dead_letter(conn: Connection, f: Finish) -> int:
+    return int(conn.execute(dead_letters.insert().values(
+        job_id=f.job["id"], tenant_id=f.job["tenant_id"], workflow_code=f.workflow_code,
+        workflow_version=f.workflow_version, failed_step=f.failed_step, error_class=f.error_class,
+        error_message=f.error_message, stderr_tail=f.stderr_tail, attempts=attempt_history(conn, f.job["id"]),
+        input_key=f.job.get("input_key"), created_at=utcnow()).returning(dead_letters.c.id)).scalar_one())
+
+
+def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflow_version: int,
+                error_class: str | None = None, error_message: str | None = None,
+                outputs: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    now = utcnow()
+    started = job.get("started_at")
+    return {
+        "job_id": job["id"], "job_code": job["job_code"], "workflow_code": workflow_code,
+        "workflow_version": workflow_version, "status": status, "priority": job.get("priority"),
+        "submitted_by": job.get("submitted_by"), "tenant_id": job.get("tenant_id"),
+        "error_class": error_class, "error_message": error_message, "started_at": iso(started),
+        "completed_at": iso(now), "duration_seconds": round((now - started).total_seconds(), 3) if started else None,
+        "outputs": list(outputs), "metadata": job.get("job_metadata") or {}, "notify": job.get("notify"),
+        "input_filename": job.get("input_filename"), "request_id": job.get("request_id"),
+    }
+
+
+def _outbox(conn: Connection, f: Finish, now: datetime, dl_id: int | None) -> None:
+    outs = [dict(r) for r in conn.execute(
+        sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes)
+        .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()] \
+        if f.status in ("completed", "partial") else []
+    payload = job_payload(f.job, status=f.status, workflow_code=f.workflow_code,
+                          workflow_version=f.workflow_version, error_class=f.error_class,
+                          error_message=f.error_message, outputs=outs)
+    if dl_id is not None:
+        payload["dead_letter_id"] = dl_id
+    event_type = "job.dead_lettered" if f.poison else f"job.{f.status}"
+    noun = _TYPE_NOUN.get(f.workflow_type, "Media")
+    subject = f"{noun} {SUBJECTS[f.status]}" if f.status != "failed" else SUBJECTS["failed"]
+    name = f.job.get("input_filename") or f.job["job_code"]
+    message = (f"Your {noun.lower()} {name} has been processed successfully." if f.status == "completed"
+               else f"{noun} processing {f.status}: {f.error_message or ''}".strip())
+    outbox.add_event(conn, event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
+                     payload=payload, subject=subject, message=message)
+
+
+def workflow_code_of(conn: Connection, workflow_id: int) -> str:
+    return str(conn.execute(sa.select(workflow_definitions.c.workflow_code)
+                            .where(workflow_definitions.c.id == workflow_id)).scalar_one())

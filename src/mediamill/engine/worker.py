@@ -1,0 +1,357 @@
+"""The worker: claims jobs from its pools, runs them, keeps its leases alive, rescues others' orphans.
+
+Background roles share one small protocol (a thread with a stop event):
+- ``Claimer``  claims batches in priority order when slots are free; waits on NOTIFY / in-process wake-ups
+- ``Writer``   writes fast-path outcomes of many jobs in one transaction (batched acks)
+- ``Lifeline`` heartbeats (extends leases, updates ``workers``), rescues expired leases, ages waiting
+               jobs, prunes old jobs, watches for cancellations
+- ``Listener`` (PostgreSQL) LISTEN for new work and cancellations
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from mediamill import __version__, telemetry
+from mediamill.engine import housekeeping, wakeup
+from mediamill.engine import transitions as tx
+from mediamill.engine.breakers import BreakerConfig, Breakers
+from mediamill.engine.children import ChildPool
+from mediamill.engine.inline import FastRetry, fast_eligible, run_fast
+from mediamill.engine.retry import RetryPolicy
+from mediamill.engine.runner import JobRunner
+from mediamill.runtime import Runtime
+from mediamill.store import workflow_repo
+from mediamill.store.tables import queues as queues_t
+from mediamill.store.tables import workers as workers_t
+from mediamill.store.tables import workflow_jobs
+from mediamill.store.timeutil import utcnow
+
+log = logging.getLogger("mediamill.worker")
+ANY = "*"
+
+
+class Worker:
+    """One worker process's engine. ``start()`` runs it in background threads; ``stop()`` drains it."""
+
+    def __init__(self, runtime: Runtime, *, pools: dict[str, int] | None = None, name: str | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.engine = runtime.engine
+        self.storage = runtime.storage
+        self.pools = dict(pools or self.settings.parsed_pools() or {ANY: 2})
+        host = socket.gethostname()
+        self.worker_id = f"{name or host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.scratch_dir = Path(self.settings.data_dir).resolve() / "scratch" / self.worker_id
+        self.retry_policy = RetryPolicy(self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        self.breakers = Breakers(self.engine, BreakerConfig(
+            window_seconds=self.settings.breaker_window_seconds, min_calls=self.settings.breaker_min_calls,
+            failure_rate=self.settings.breaker_failure_rate, cooldown_seconds=self.settings.breaker_cooldown_seconds))
+        slots = sum(self.pools.values())
+        self.children = ChildPool(size=self.settings.child_pool_size or slots, max_tasks=self.settings.child_max_tasks,
+                                  limits=self.settings.limits)
+        self.executor = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix="mm-job")
+        self.inflight: dict[str, int] = defaultdict(int)
+        self.running: dict[int, JobRunner] = {}
+        self.fast_hint: dict[str, bool] = defaultdict(bool)
+        self.paused: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancel_check = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pending: list[tx.Finish | FastRetry] = []
+        self._pending_cv = threading.Condition()
+        self._wf_cache: dict[tuple[int, int | None], workflow_repo.VersionedWorkflow] = {}
+        self._lock = threading.Lock()
+        self._unsubscribe = wakeup.subscribe(lambda _q: self._wake.set())
+        self.jobs_done = 0
+
+    # ================================================================== life cycle
+    def start(self) -> Worker:
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._register()
+        self.children.warm(min(2, self.children.size))
+        roles = [("claimer", self._claim_loop), ("writer", self._write_loop), ("lifeline", self._lifeline_loop),
+                 ("canceller", self._cancel_loop)]
+        if self.engine.dialect.name == "postgresql":
+            roles.append(("listener", self._listen_loop))
+        for role, target in roles:
+            t = threading.Thread(target=self._guarded(role, target), name=f"mm-{role}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("worker started", extra={"worker": self.worker_id, "pools": self.pools})
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let running jobs finish within the grace period, hand back the rest."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + grace
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for runner in list(self.running.values()):
+            runner.hand_back()
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        with self._pending_cv:
+            self._pending_cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._flush_pending()
+        self._unsubscribe()
+        self.children.close()
+        with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
+            conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
+                         .values(status="stopped", heartbeat_at=utcnow(), jobs_done=self.jobs_done))
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain gracefully."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        while not stop.wait(0.5):
+            pass
+        self.stop()
+
+    def _guarded(self, role: str, target: Any) -> Any:
+        def run() -> None:
+            backoff = 0.1
+            while not self._stop.is_set():
+                try:
+                    target()
+                    return
+                except DBAPIError as exc:  # the database went away: wait and carry on
+                    log.warning("%s: database error, retrying: %s", role, str(exc).split("\n")[0])
+                except Exception:
+                    log.exception("%s crashed; restarting", role)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+        return run
+
+    def _register(self) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(workers_t.insert().values(
+                id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(), pools=self.pools,
+                status="running", started_at=now, heartbeat_at=now, jobs_done=0, version=__version__))
+        telemetry.emit("worker.started", worker=self.worker_id, pools=self.pools)
+
+    # ================================================================== claiming
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            claimed_any = False
+            for pool, cap in self.pools.items():
+                if self._stop.is_set():
+                    return
+                claimed_any |= self._claim_pool(pool, cap)
+            if not claimed_any:
+                self._wake.wait(self.settings.poll_interval)
+
+    def _claim_pool(self, pool: str, cap: int) -> bool:
+        free = cap - self.inflight[pool]
+        if free <= 0 or (pool != ANY and pool in self.paused):
+            return False
+        with self._pending_cv:
+            if len(self._pending) > 4 * self.settings.claim_batch:
+                return False  # the writer is behind; don't claim more than it can record
+        limit = self.settings.claim_batch if self.fast_hint[pool] else min(free, self.settings.claim_batch)
+        with self.engine.begin() as conn:
+            batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=limit,
+                             lease_seconds=self.settings.lease_seconds, exclude=sorted(self.paused))
+        if not batch:
+            return False
+        all_fast = True
+        for claimed in batch:
+            all_fast &= self._dispatch(pool, claimed)
+        self.fast_hint[pool] = all_fast
+        return True
+
+    def _dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
+        wf = self.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
+        fresh = claimed.attempts <= 1 and not claimed.job["retry_count"] and not claimed.job["rescue_count"] \
+            and (claimed.job["run_number"] or 1) == 1 and not claimed.job["cancel_requested"]
+        if fresh and fast_eligible(wf):
+            outcome = run_fast(self, claimed, wf)
+            if outcome is not None:
+                with self._pending_cv:
+                    self._pending.append(outcome)
+                    self._pending_cv.notify()
+                return True
+        with self._lock:
+            self.inflight[pool] += 1
+        self.executor.submit(self._run_job, pool, claimed, wf)
+        return False
+
+    def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
+        runner = JobRunner(self, claimed, wf)
+        self.running[claimed.job["id"]] = runner
+        try:
+            if claimed.job["cancel_requested"]:
+                runner.cancel.set()
+            runner.run()
+        except Exception:
+            log.exception("job %s: runner crashed", claimed.job["id"])
+            runner.recover()
+        finally:
+            self.running.pop(claimed.job["id"], None)
+            with self._lock:
+                self.inflight[pool] -= 1
+            self._wake.set()
+
+    def workflow(self, workflow_id: int, version: int | None) -> workflow_repo.VersionedWorkflow:
+        key = (workflow_id, version)
+        got = self._wf_cache.get(key)
+        if got is None:  # versions are immutable, so the cache never goes stale
+            with self.engine.connect() as conn:
+                got = workflow_repo.get_workflow(conn, workflow_id, version)
+            if version is not None:
+                self._wf_cache[key] = got
+        return got
+
+    def wake_later(self, queue: str | None, delay: float) -> None:
+        """Wake claimers (here and, on PostgreSQL, everywhere) when a delayed job becomes due."""
+        timer = threading.Timer(max(0.0, delay) + 0.01, self._wake_due, args=(queue,))
+        timer.daemon = True
+        timer.start()
+
+    def _wake_due(self, queue: str | None) -> None:
+        self._wake.set()
+        if queue and self.engine.dialect.name == "postgresql":
+            with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
+                wakeup.notify_in_tx(conn, [queue])
+
+    def job_finished(self, job: dict[str, Any], status: str, workflow_code: str) -> None:
+        self.jobs_done += 1
+        started = job.get("started_at")
+        telemetry.emit("job.finished", workflow=workflow_code, status=status, job_id=job["id"],
+                       duration_s=(utcnow() - started).total_seconds() if started else None)
+
+    # ================================================================== batched writer
+    def _write_loop(self) -> None:
+        while True:
+            with self._pending_cv:
+                while not self._pending and not self._stop.is_set():
+                    self._pending_cv.wait(0.5)
+                if not self._pending and self._stop.is_set():
+                    return
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        with self._pending_cv:
+            batch, self._pending = self._pending[:1000], self._pending[1000:]
+        if not batch:
+            return
+        finishes = [o for o in batch if isinstance(o, tx.Finish)]
+        retries = [o for o in batch if isinstance(o, FastRetry)]
+        try:
+            with self.engine.begin() as conn:
+                accepted = tx.finish_jobs(conn, self.worker_id, finishes)
+                requeued = [r for r in retries if self._write_retry(conn, r)]
+        except DBAPIError:
+            with self._pending_cv:  # keep them; the next flush retries
+                self._pending[:0] = batch
+            raise
+        ok = set(accepted)
+        for f in finishes:
+            if f.job["id"] in ok:
+                self.job_finished(f.job, f.status, f.workflow_code)
+        for r in requeued:
+            self.wake_later(r.queue, r.delay)
+        for f in finishes:
+            for s in f.steps:
+                telemetry.emit("step.finished", action=s.action, status=s.status, error_class=s.error_class,
+                               duration_s=(s.completed_at - s.started_at).total_seconds() if s.completed_at else 0.0,
+                               workflow=f.workflow_code)
+
+    def _write_retry(self, conn: Any, r: FastRetry) -> bool:
+        failed = r.steps[-1]
+        ok = tx.requeue(conn, job=r.job, worker_id=self.worker_id, delay=r.delay, reason="retry", count_retry=True,
+                        event={"step": failed.step_name, "attempt": 1, "error_class": failed.error_class,
+                               "error": (failed.error_message or "")[:300], "ceiling_seconds": round(r.ceiling, 3)})
+        if ok:
+            conn.execute(tx.se.insert(), [tx._step_row(r.job, s, self.worker_id) for s in r.steps])
+        return ok
+
+    # ================================================================== lifeline
+    def _lifeline_loop(self) -> None:
+        hb = self.settings.effective_heartbeat_seconds
+        last_age = last_prune = last_paused = 0.0
+        while not self._stop.wait(0 if not last_paused else min(hb, 1.0)):
+            now = time.monotonic()
+            if now - last_paused >= 1.0:
+                self._refresh_paused()
+                last_paused = now
+            self._heartbeat()
+            housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
+                                              on_finish=self.job_finished)
+            if now - last_age >= max(1.0, self.settings.aging_seconds / 4):
+                housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds)
+                last_age = now
+            if self.settings.retention_days and now - last_prune >= 600:
+                housekeeping.prune_finished_jobs(self.engine, self.storage, days=self.settings.retention_days)
+                last_prune = now
+
+    def _heartbeat(self) -> None:
+        with self.engine.begin() as conn:
+            tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds)
+            conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
+                         .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
+                                 jobs_done=self.jobs_done))
+
+    def _refresh_paused(self) -> None:
+        with self.engine.connect() as conn:
+            self.paused = set(conn.execute(sa.select(queues_t.c.name).where(queues_t.c.paused.is_(True))).scalars())
+
+    def _cancel_loop(self) -> None:
+        while not self._stop.is_set():
+            self._cancel_check.wait(0.2)
+            self._cancel_check.clear()
+            ids = list(self.running)
+            if not ids:
+                continue
+            with self.engine.connect() as conn:
+                hit = conn.execute(sa.select(workflow_jobs.c.id).where(workflow_jobs.c.id.in_(ids),
+                                                                       workflow_jobs.c.cancel_requested.is_(True))
+                                   ).scalars().all()
+            for job_id in hit:
+                runner = self.running.get(job_id)
+                if runner is not None:
+                    runner.cancel.set()
+
+    # ================================================================== PostgreSQL LISTEN
+    def _listen_loop(self) -> None:
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {wakeup.CHANNEL}")
+                    conn.execute(f"LISTEN {wakeup.CANCEL_CHANNEL}")
+                    self._wake.set()  # anything that arrived while we were not listening
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.channel == wakeup.CANCEL_CHANNEL:
+                                self._cancel_check.set()
+                            else:
+                                self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("listener: %s; reconnecting", str(exc).split("\n")[0])
+                self._stop.wait(1.0)
