@@ -105,18 +105,18 @@ def _transcript(ctx: StepContext) -> dict[str, Any] | None:
 @action("build_report", family="analysis", errors=("internal",))
 def build_report(ctx: StepContext) -> StepResult:
     """report.json: metadata, scenes, transcript and thumbnails gathered from the earlier steps."""
-    scenes = ctx.prior_data("detect_scenes")
+    scenes: list[dict[str, Any]] | None = (ctx.prior_data("detect_scenes") or {}).get("scenes")
+    transcript = _transcript(ctx)
+    images = _images(ctx)
+    steps = [{"name": p.name, "action": p.action, "status": p.status} for p in ctx.previous]
     report = {
         "job": {k: ctx.job.get(k) for k in ("id", "job_code", "priority", "metadata") if k in ctx.job},
-        "metadata": _metadata(ctx),
-        "scenes": (scenes or {}).get("scenes"),
-        "transcript": _transcript(ctx),
-        "thumbnails": _images(ctx),
-        "steps": [{"name": p.name, "action": p.action, "status": p.status} for p in ctx.previous],
+        "metadata": _metadata(ctx), "scenes": scenes, "transcript": transcript, "thumbnails": images,
+        "steps": steps,
     }
     out = ctx.work_dir / "report.json"
     _write_json(out, report)
-    summary = {"scenes": len(report["scenes"] or []), "thumbnails": len(report["thumbnails"]),
-               "has_transcript": report["transcript"] is not None, "steps": len(report["steps"])}
+    summary = {"scenes": len(scenes or []), "thumbnails": len(images), "has_transcript": transcript is not None,
+               "steps": len(steps)}
     ctx.progress(100.0)
     return StepResult(outputs=[OutputFile(out.name, out, "application/json", summary)], data=summary)
