@@ -99,7 +99,7 @@ class Pipe(io.RawIOBase):
                 return
             await self._space.wait()
 
-    async def close(self) -> None:
+    async def end(self) -> None:
         await self.send(_EOF)
 
     def abort(self, exc: BaseException | None = None) -> None:
@@ -221,7 +221,7 @@ async def stream_multipart(body: AsyncIterator[bytes], boundary: bytes, pipe: Pi
             await pipe.send(b"".join(col.pending))
             col.pending.clear()
     parser.finalize()
-    await pipe.close()
+    await pipe.end()
     return col.result
 
 

@@ -363,7 +363,7 @@ async def put_content(upload_id: str, request: Request, expires: int = Query(...
             if seen > limit:
                 raise SourceTooLarge(f"more than {limit} bytes")
             await pipe.send(chunk)
-        await pipe.close()
+        await pipe.end()
         return seen
 
     info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)
