@@ -41,3 +41,14 @@ class Runtime:
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def configure_observability(runtime: Runtime, role: str) -> None:
+    """Structured logs and metrics for this process, when the observability package is present."""
+    try:
+        from mediamill.observability import logging as mm_logging
+    except ImportError:
+        return
+    configure = getattr(mm_logging, "configure", None)
+    if configure is not None:
+        configure(runtime.settings, role)

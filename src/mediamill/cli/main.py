@@ -6,7 +6,7 @@ import typer
 
 from mediamill import __version__
 from mediamill.cli import api as api_cli
-from mediamill.cli import keys, notify_cmds, workflows
+from mediamill.cli import engine_cmds, keys, notify_cmds, workflows
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
 
@@ -15,6 +15,7 @@ app = typer.Typer(help="mediamill — a self-hosted media workflow engine.", no_
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(workflows.app, name="workflows")
+engine_cmds.register(app)
 app.add_typer(keys.app, name="keys")
 app.command("api")(api_cli.api)
 notify_cmds.register(app)

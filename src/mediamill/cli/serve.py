@@ -1,21 +1,66 @@
-"""`mediamill serve`: migrate, install built-ins, run the HTTP app (and the in-process workers)."""
+"""`mediamill serve`: migrate, install built-ins, run the HTTP app, the workers and the notifier in one process."""
 
 from __future__ import annotations
+
+import contextlib
+import logging
 
 import uvicorn
 
 from mediamill.api.app import create_app
 from mediamill.cli.output import console
-from mediamill.runtime import Runtime
+from mediamill.runtime import Runtime, configure_observability
+
+log = logging.getLogger("mediamill.serve")
 
 
-def run_serve(*, host: str | None, port: int | None) -> None:
+def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> None:
     rt = Runtime()
     rt.prepare()
+    configure_observability(rt, "serve")
     bind_host = host or rt.settings.host
     bind_port = port or rt.settings.port
     app = create_app(rt)
+    login = _admin_login(rt, bind_host, bind_port)
+    background = _start_background(rt) if workers else []
     console.print(f"mediamill serving on http://{bind_host}:{bind_port} "
                   f"(database: {rt.settings.effective_database_url.split('://')[0]}, "
                   f"storage: {rt.settings.effective_storage_url})", highlight=False)
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning")
+    if login:
+        console.print(login, highlight=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    try:
+        server.run()
+    finally:
+        for component in reversed(background):
+            with contextlib.suppress(Exception):
+                component.stop()
+        rt.close()
+
+
+def _admin_login(rt: Runtime, host: str, port: int) -> str | None:
+    """On first start, create an admin key and print it with a one-time login URL."""
+    try:
+        from mediamill.store import auth_repo
+    except ImportError:
+        return None
+    key = auth_repo.ensure_admin_key(rt.engine)
+    if not key:
+        return None
+    base = rt.settings.public_url or f"http://{host}:{port}"
+    login_url = getattr(auth_repo, "login_url", None)
+    url = login_url(rt, base, key) if login_url else f"{base}/login"
+    return f"admin API key (shown once): {key}\nlog in: {url}"
+
+
+def _start_background(rt: Runtime) -> list:
+    from mediamill.engine.worker import Worker
+
+    started: list = [Worker(rt, pools=rt.settings.parsed_pools() or {"*": 2}).start()]
+    try:
+        from mediamill.notify.runner import Notifier  # type: ignore[import-not-found]
+    except ImportError:
+        return started
+    started.append(Notifier(rt).start())
+    return started

@@ -1,0 +1,301 @@
+"""Engine commands: submit, worker, jobs, job, cancel, retry, priority, queues, dlq, breakers, workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
+from mediamill.config import parse_pools
+from mediamill.engine import operations as ops
+from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
+from mediamill.errors import InvalidInput
+from mediamill.runtime import Runtime
+
+JSON = typer.Option(False, "--json", help="print JSON")
+FINAL = ("completed", "partial", "failed", "cancelled")
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--param must look like KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def submit(file: Path = typer.Argument(..., help="the media file"),
+           workflow: str | None = typer.Option(None, "--workflow", "-w", help="workflow code (default: routing)"),
+           priority: int | None = typer.Option(None, "--priority", "-p", help="higher runs sooner"),
+           param: list[str] = typer.Option([], "--param", help="KEY=VALUE job parameter (repeatable)"),
+           wait: bool = typer.Option(False, "--wait", help="follow the job until it ends"),
+           json_: bool = JSON) -> None:
+    """Submit a file as a job."""
+    _submit(file, workflow, priority, param, wait, json_)
+
+
+@handle_errors
+def _submit(file: Path, workflow: str | None, priority: int | None, param: list[str], wait: bool,
+            json_: bool) -> None:
+    rt = Runtime()
+    rt.migrate()
+    inp = store_input_file(rt.storage, file)
+    job = submit_job(rt.engine, SubmitRequest(job_input=inp, workflow_code=workflow, priority=priority,
+                                              params=_params(param), submitted_by="cli"))
+    if not wait:
+        if json_:
+            print_json(job.as_dict())
+        else:
+            console.print(f"submitted {job.job_code} (id {job.id}) to {job.workflow_code} v{job.workflow_version}, "
+                          f"queue {job.queue_name}, priority {job.priority}", highlight=False)
+        return
+    detail = _follow(rt, job.id, quiet=json_)
+    if json_:
+        print_json({**job.as_dict(), "status": detail["status"], "outputs": detail["outputs"]})
+    else:
+        _print_outputs(detail)
+    if detail["status"] in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
+    """Poll the job and draw a progress bar per step until it ends."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                        TimeElapsedColumn(), console=err_console, disable=quiet)
+    bars: dict[str, Any] = {}
+    with progress:
+        overall = progress.add_task("job", total=100)
+        while True:
+            detail = ops.get_job(rt.engine, job_id)
+            for s in detail["steps"]:
+                name = s["step_name"]
+                if name not in bars:
+                    bars[name] = progress.add_task(f"  {name}", total=100)
+                pct = 100.0 if s["status"] in ("completed", "skipped") else float(s["progress_percent"] or 0)
+                label = f"  {name} [{s['status']}]"
+                progress.update(bars[name], completed=pct, description=label)
+            progress.update(overall, completed=float(detail["progress_percent"] or 0),
+                            description=f"{detail['job_code']} [{detail['status']}]")
+            if detail["status"] in FINAL:
+                progress.update(overall, completed=100 if detail["status"] in ("completed", "partial") else None)
+                return detail
+            time.sleep(0.25)
+
+
+def _print_outputs(detail: dict[str, Any]) -> None:
+    console.print(f"{detail['job_code']}: {detail['status']}"
+                  + (f" — {detail['error_message']}" if detail.get("error_message") else ""), highlight=False)
+    if detail["outputs"]:
+        print_table(detail["outputs"], ["name", "mime_type", "bytes", "step_name", "storage_key"], title="outputs")
+
+
+def worker(pool: list[str] = typer.Option([], "--pool", help="QUEUE=N concurrency (repeatable); default *=2"),
+           name: str | None = typer.Option(None, "--name", help="a name for this worker")) -> None:
+    """Run a worker until SIGTERM (drains gracefully)."""
+    _worker(pool, name)
+
+
+@handle_errors
+def _worker(pool: list[str], name: str | None) -> None:
+    from mediamill.engine.worker import Worker
+
+    rt = Runtime()
+    rt.migrate()
+    pools = parse_pools(pool) if pool else (rt.settings.parsed_pools() or {"*": 2})
+    _setup_observability(rt, "worker")
+    w = Worker(rt, pools=pools, name=name)
+    console.print(f"worker {w.worker_id} pools {pools}", highlight=False)
+    w.run_forever()
+
+
+def _setup_observability(rt: Runtime, role: str) -> None:
+    from mediamill.runtime import configure_observability
+
+    configure_observability(rt, role)
+
+
+def jobs(status: str | None = typer.Option(None, "--status", help="e.g. failed or queued,processing"),
+         workflow: str | None = typer.Option(None, "--workflow"),
+         limit: int = typer.Option(50, "--limit"), json_: bool = JSON) -> None:
+    """List jobs, newest first."""
+    _jobs(status, workflow, limit, json_)
+
+
+@handle_errors
+def _jobs(status: str | None, workflow: str | None, limit: int, json_: bool) -> None:
+    rows = ops.list_jobs(Runtime().engine, status=status, workflow=workflow, limit=limit)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "job_code", "workflow_code", "status", "priority", "progress_percent",
+                           "submitted_at", "error_class"])
+
+
+def job(job_id: int = typer.Argument(...), json_: bool = JSON) -> None:
+    """Show a job: steps (status, attempts, duration, error), outputs, events."""
+    _job(job_id, json_)
+
+
+@handle_errors
+def _job(job_id: int, json_: bool) -> None:
+    detail = ops.get_job(Runtime().engine, job_id)
+    if json_:
+        print_json(detail)
+        return
+    console.print(f"[bold]{detail['job_code']}[/bold] {detail['workflow_code']} v{detail['workflow_version']} "
+                  f"status={detail['status']} priority={detail['priority']} progress={detail['progress_percent']}",
+                  highlight=False)
+    if detail.get("error_message"):
+        console.print(f"error ({detail['error_class']}): {detail['error_message']}", highlight=False)
+    print_table(detail["steps"], ["step_name", "action", "status", "retry_attempt", "duration_ms", "error_class",
+                                  "error_message"], title="steps")
+    if detail["outputs"]:
+        print_table(detail["outputs"], ["name", "mime_type", "bytes", "step_name"], title="outputs")
+    print_table([{**e, "data": json.dumps(e["data"])[:100]} for e in detail["events"][-30:]],
+                ["id", "created_at", "event_type", "step_name", "data"], title="events")
+
+
+@handle_errors
+def cancel(job_id: int = typer.Argument(...)) -> None:
+    """Cancel a job (a running step is killed)."""
+    state = ops.cancel_job(Runtime().engine, job_id, by="cli")
+    console.print(f"job {job_id}: {state}")
+
+
+@handle_errors
+def retry(job_id: int = typer.Argument(...), version: int | None = typer.Option(None, "--version")) -> None:
+    """Re-run a failed, partial or cancelled job (resumes at the failed step)."""
+    ops.retry_job(Runtime().engine, job_id, version=version, by="cli")
+    console.print(f"job {job_id}: queued")
+
+
+@handle_errors
+def priority(job_id: int = typer.Argument(...), value: int = typer.Argument(...)) -> None:
+    """Change the priority of a waiting job."""
+    ops.change_priority(Runtime().engine, job_id, value)
+    console.print(f"job {job_id}: priority {value}")
+
+
+queues_app = typer.Typer(help="Queues: depth, waiting, oldest wait; pause/resume.", invoke_without_command=True)
+
+
+@queues_app.callback()
+def queues_list(ctx: typer.Context, json_: bool = JSON) -> None:
+    """List queues."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = ops.queue_stats(Runtime().engine)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "depth", "waiting", "processing", "scheduled", "oldest_wait_seconds", "paused"])
+
+
+@queues_app.command("pause")
+@handle_errors
+def queue_pause(name: str) -> None:
+    ops.pause_queue(Runtime().engine, name)
+    console.print(f"queue {name}: paused")
+
+
+@queues_app.command("resume")
+@handle_errors
+def queue_resume(name: str) -> None:
+    ops.resume_queue(Runtime().engine, name)
+    console.print(f"queue {name}: resumed")
+
+
+dlq_app = typer.Typer(help="Dead-letter queue.", no_args_is_help=True)
+
+
+@dlq_app.command("list")
+@handle_errors
+def dlq_list(error_class: str | None = typer.Option(None, "--error-class"),
+             workflow: str | None = typer.Option(None, "--workflow"), json_: bool = JSON) -> None:
+    """Open dead letters."""
+    rows = ops.list_dead_letters(Runtime().engine, error_class=error_class, workflow=workflow, limit=500)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "job_id", "job_code", "workflow_code", "failed_step", "error_class",
+                           "error_message", "created_at"])
+
+
+@dlq_app.command("retry")
+@handle_errors
+def dlq_retry(dl_id: int | None = typer.Argument(None), all_: bool = typer.Option(False, "--all"),
+              error_class: str | None = typer.Option(None, "--error-class"),
+              workflow: str | None = typer.Option(None, "--workflow"),
+              version: int | None = typer.Option(None, "--version", help="run on this workflow version")) -> None:
+    """Retry one dead letter, or all matching a filter (--all)."""
+    rt = Runtime()
+    if all_:
+        n = ops.retry_dead_letters(rt.engine, error_class=error_class, workflow=workflow, version=version, by="cli")
+        console.print(f"retried {n} dead letters")
+        return
+    if dl_id is None:
+        raise InvalidInput("give a dead-letter ID or --all")
+    job_id = ops.retry_dead_letter(rt.engine, dl_id, version=version, by="cli")
+    console.print(f"dead letter {dl_id}: job {job_id} queued")
+
+
+@dlq_app.command("discard")
+@handle_errors
+def dlq_discard(dl_id: int) -> None:
+    ops.discard_dead_letter(Runtime().engine, dl_id, by="cli")
+    console.print(f"dead letter {dl_id}: discarded")
+
+
+breakers_app = typer.Typer(help="Circuit breakers.", invoke_without_command=True)
+
+
+@breakers_app.callback()
+def breakers_list(ctx: typer.Context, json_: bool = JSON) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = ops.list_breakers(Runtime().engine)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["action", "state", "failure_count", "success_count", "opened_at", "next_probe_at"])
+
+
+@breakers_app.command("reset")
+@handle_errors
+def breaker_reset(action: str) -> None:
+    ops.reset_breaker(Runtime().engine, action)
+    console.print(f"breaker {action}: closed")
+
+
+@handle_errors
+def workers(json_: bool = JSON, all_: bool = typer.Option(False, "--all", help="include stopped workers")) -> None:
+    """Live workers."""
+    rows = ops.list_workers(Runtime().engine, include_stopped=all_)
+    if json_:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "hostname", "pid", "pools", "status", "heartbeat_at", "running_jobs", "jobs_done"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(worker)
+    app.command()(jobs)
+    app.command()(job)
+    app.command()(cancel)
+    app.command()(retry)
+    app.command()(priority)
+    app.command()(workers)
+    app.add_typer(queues_app, name="queues")
+    app.add_typer(dlq_app, name="dlq")
+    app.add_typer(breakers_app, name="breakers")
