@@ -136,7 +136,7 @@ def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list
     for pool, (count, total) in sorted(per_pool.items()):
         live.add_metric([pool], count)
         slots.add_metric([pool], total)
-    total_live = GaugeMetricFamily("mediamill_workers_live_total", "Workers with a recent heartbeat")
+    total_live = GaugeMetricFamily("mediamill_workers_live_all", "Workers with a recent heartbeat, any pool")
     total_live.add_metric([], len(rows))
     return [live, slots, total_live]
 

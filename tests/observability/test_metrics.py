@@ -1,0 +1,143 @@
+"""Prometheus metrics: strict exposition format, several processes summed, database gauges true."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import Engine
+
+from mediamill.config import Settings
+from mediamill.observability import metrics
+from mediamill.store import tables as t
+from mediamill.store.timeutil import utcnow
+from notify.support import insert_job, insert_workflow
+
+
+@pytest.fixture(autouse=True)
+def fresh_metrics(settings: Settings) -> Iterator[None]:
+    metrics.reset_for_tests(Path(settings.metrics_dir))
+    metrics.configure_metrics(settings)
+    yield
+    metrics.reset_for_tests(None, wipe=False)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse the exposition strictly: name + sorted labels → value."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def check_exposition(text: str) -> None:
+    """`promtool check metrics` when installed (CI installs Debian's prometheus); the parser otherwise."""
+    list(text_string_to_metric_families(text))
+    promtool = shutil.which("promtool")
+    if promtool:
+        done = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+
+def test_import_is_side_effect_free() -> None:
+    code = ("import sys, os; import mediamill.observability.metrics, mediamill.observability.logging; "
+            "assert 'prometheus_client' not in sys.modules, 'prometheus imported'; "
+            "assert 'PROMETHEUS_MULTIPROC_DIR' not in os.environ")
+    env = {"PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_helpers_render_valid_exposition(engine: Engine) -> None:
+    metrics.job_submitted("WF-A")
+    metrics.job_finished("WF-A", "completed", 12.5)
+    metrics.job_finished("WF-A", "failed", 3.0)
+    metrics.step_finished("transcode_video", "failed", "transient", 0.4)
+    metrics.step_retried("transcode_video", "transient")
+    metrics.notification_delivered("webhook", "sent", 0.01)
+    metrics.http_request("GET", "/v1/jobs/{job_id}", 200, 0.003)
+
+    text, content_type = metrics.render(engine)
+    body = text.decode()
+    check_exposition(body)
+    got = samples(body)
+    assert content_type.startswith("text/plain")
+    assert got[("mediamill_jobs_submitted_total", (("workflow", "WF-A"),))] == 1
+    assert got[("mediamill_jobs_finished_total", (("status", "failed"), ("workflow", "WF-A")))] == 1
+    assert got[("mediamill_job_duration_seconds_bucket", (("le", "30.0"), ("status", "completed"),
+                                                          ("workflow", "WF-A")))] == 1
+    assert got[("mediamill_step_failures_total", (("action", "transcode_video"), ("error_class", "transient")))] == 1
+    assert got[("mediamill_db_up", ())] == 1
+    om, om_type = metrics.render(engine, openmetrics=True)
+    assert om_type.startswith("application/openmetrics-text") and om.decode().endswith("# EOF\n")
+
+
+def test_several_processes_are_summed(settings: Settings, engine: Engine) -> None:
+    script = textwrap.dedent(f"""
+        from mediamill.config import load_settings
+        from mediamill.observability import logging as mlog, metrics
+        s = load_settings(data_dir={str(settings.data_dir)!r}, metrics_dir={settings.metrics_dir!r},
+                          database_url={settings.database_url!r})
+        mlog.configure(s, "worker")
+        for _ in range(3):
+            metrics.job_finished("WF-MP", "completed", 1.0)
+        metrics.step_finished("noop", "completed", None, 0.01)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
+    assert all(p.wait(60) == 0 for p in procs)
+    metrics.job_finished("WF-MP", "completed", 1.0)  # this process too
+
+    got = samples(metrics.render(engine)[0].decode())
+    assert got[("mediamill_jobs_finished_total", (("status", "completed"), ("workflow", "WF-MP")))] == 7
+    assert got[("mediamill_job_duration_seconds_count", (("status", "completed"), ("workflow", "WF-MP")))] == 7
+    assert got[("mediamill_steps_finished_total", (("action", "noop"), ("status", "completed")))] == 2
+
+
+def test_database_gauges_match_the_database(engine: Engine, settings: Settings) -> None:
+    wf = insert_workflow(engine)
+    now = utcnow()
+    entries = [("video", "queued", now - timedelta(seconds=120)), ("video", "queued", now - timedelta(seconds=30)),
+               ("video", "queued", now + timedelta(seconds=600)), ("video", "processing", now),
+               ("image", "queued", None), ("image", "completed", now - timedelta(days=1))]
+    jobs = [insert_job(engine, workflow_id=wf, status=status) for _, status, _ in entries]
+    with engine.begin() as conn:
+        for job, (queue, status, scheduled) in zip(jobs, entries, strict=True):
+            conn.execute(t.media_queue.insert().values(job_id=job, queue_name=queue, status=status,
+                                                       scheduled_time=scheduled, created_at=now - timedelta(seconds=5)))
+        conn.execute(t.workers.insert().values(id="w1", pools={"video": 2, "image": 1}, heartbeat_at=now))
+        conn.execute(t.workers.insert().values(id="w2", pools=["image=4"], heartbeat_at=now))
+        conn.execute(t.workers.insert().values(id="dead", pools={"video": 8}, heartbeat_at=now - timedelta(hours=1)))
+        conn.execute(t.circuit_breakers.insert().values(action="transcode_video", state="open"))
+        conn.execute(t.circuit_breakers.insert().values(action="resize_image", state="closed"))
+        conn.execute(t.dead_letters.insert().values(job_id=jobs[0], error_class="invalid_input"))
+        conn.execute(t.queues.insert().values(name="image", paused=True))
+
+    got = samples(metrics.render(engine)[0].decode())
+    assert got[("mediamill_queue_depth", (("queue", "video"), ("state", "queued")))] == 2
+    assert got[("mediamill_queue_depth", (("queue", "video"), ("state", "delayed")))] == 1
+    assert got[("mediamill_queue_depth", (("queue", "video"), ("state", "processing")))] == 1
+    assert got[("mediamill_queue_depth", (("queue", "image"), ("state", "queued")))] == 1
+    assert 119 <= got[("mediamill_queue_oldest_wait_seconds", (("queue", "video"),))] < 140
+    assert got[("mediamill_workers_live", (("pool", "image"),))] == 2
+    assert got[("mediamill_worker_slots", (("pool", "image"),))] == 5
+    assert got[("mediamill_workers_live", (("pool", "video"),))] == 1
+    assert got[("mediamill_workers_live_all", ())] == 2
+    assert got[("mediamill_breaker_state", (("action", "transcode_video"), ("state", "open")))] == 1
+    assert got[("mediamill_breaker_state", (("action", "resize_image"), ("state", "open")))] == 0
+    assert got[("mediamill_dead_letters_open", (("error_class", "invalid_input"),))] == 1
+    assert got[("mediamill_queue_paused", (("queue", "image"),))] == 1
+
+
+def test_scrape_survives_a_missing_database(tmp_path: Path) -> None:
+    from mediamill.store.db import create_db_engine
+
+    broken = create_db_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no schema
+    got = samples(metrics.render(broken)[0].decode())
+    assert got[("mediamill_db_up", ())] == 0
