@@ -304,6 +304,7 @@ def install_telemetry_handlers() -> None:
         "job.dead_lettered": _bridge(job_dead_lettered, "workflow", "error_class"),
         "job.rescued": _bridge(job_rescued, "queue"),
         "breaker.transition": _bridge(breaker_transition, "action", "state"),
+        "breaker.state": _bridge(breaker_transition, "action", "state"),
     }
     for event, handler in bridges.items():
         # telemetry.clear() (tests) drops our handlers; re-install only what is missing
