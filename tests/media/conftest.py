@@ -182,6 +182,21 @@ class Media:
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(p)))
 
     @property
+    def video_anamorphic(self) -> Path:
+        """Stored 320×180 with 4:3 pixels: displayed 427×180."""
+        return self._once("anamorphic.mp4", lambda p: run_ff(
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=1", "-vf", "setsar=4/3",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(p)))
+
+    @property
+    def video_interlaced(self) -> Path:
+        """Interlaced H.264 (field-coded), 1 s."""
+        return self._once("interlaced.mp4", lambda p: run_ff(
+            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=50:duration=1", "-vf", "tinterlace=4",
+            "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ildct+ilme", "-x264opts", "interlaced=1",
+            "-pix_fmt", "yuv420p", str(p)))
+
+    @property
     def video_noaudio(self) -> Path:
         return self._once("noaudio.mp4", lambda p: run_ff(
             "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=2",

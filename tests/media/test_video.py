@@ -188,3 +188,23 @@ def test_identical_rungs_are_encoded_once(media, tmp_path):
     assert (a.outputs[0].name, b.outputs[0].name) == ("video_1080p.mp4", "video_720p.mp4")
     assert a.outputs[0].path.read_bytes() == b.outputs[0].path.read_bytes()
     assert probe_video(b.outputs[0].path)["height"] == 180
+
+
+def test_anamorphic_source_gets_square_pixels(media, tmp_path):
+    d = run_action("extract_video_metadata", media.video_anamorphic, tmp_path).data
+    assert (d["width"], d["height"]) == (427, 180)
+    [out] = run_action("transcode_video", media.video_anamorphic, tmp_path, {"resolution": "source"}).outputs
+    p = probe_video(out.path)
+    assert (p["width"], p["height"]) == (426, 180)
+
+
+def test_interlaced_source_is_deinterlaced(media, tmp_path):
+    d = run_action("validate_video", media.video_interlaced, tmp_path).data
+    assert d["interlaced"] is True
+    [out] = run_action("transcode_video", media.video_interlaced, tmp_path, {"resolution": "source"}).outputs
+    assert run_action("extract_video_metadata", out.path, tmp_path / "o").data["interlaced"] is False
+
+
+def test_input_size_limit(media, tmp_path):
+    with pytest.raises(SourceTooLarge, match="bytes"):
+        run_action("validate_video", media.video, tmp_path, limits=MediaLimits(max_input_bytes=1000))

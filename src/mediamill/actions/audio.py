@@ -72,7 +72,8 @@ def audio_summary(probe: AvProbe) -> dict[str, Any]:
 @action("validate_audio", params=ValidateAudioParams, family="audio", errors=("invalid_input", "internal"))
 def validate_audio(ctx: StepContext) -> StepResult:
     """Check the input carries a decodable audio stream within the duration limit."""
-    mime = require_kind(ctx.input_path, ("audio/", "video/"), "audio")
+    mime = require_kind(ctx.input_path, ("audio/", "video/"), "audio",
+                        max_bytes=ctx.limits.max_input_bytes)
     probe = _probe_audio(ctx.input_path)
     limit = min(ctx.limits.max_audio_duration_s, ctx.params.max_duration_s or float("inf"))
     if probe.duration > limit:

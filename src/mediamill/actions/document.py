@@ -42,13 +42,14 @@ class ConvertDocumentParams(_Params):
                                            description="target: pdf (DOCX needs LibreOffice) or text")
 
 
-def _kind(path: Path) -> str:
+def _kind(ctx: StepContext) -> str:
     """``pdf`` or ``docx`` from the bytes; anything else is refused with what it is."""
+    path = ctx.input_path
     mime = sniff_file(path)
     if mime == doc.OLE:
         raise UnsupportedFormat("an encrypted (password-protected) Office file or a legacy .doc; "
                                 "save it as an unprotected DOCX or PDF")
-    require_kind(path, (doc.PDF, doc.DOCX), "a PDF or DOCX document")
+    require_kind(path, (doc.PDF, doc.DOCX), "a PDF or DOCX document", max_bytes=ctx.limits.max_input_bytes)
     return "pdf" if mime == doc.PDF else "docx"
 
 
@@ -75,7 +76,7 @@ def _validate_docx(ctx: StepContext) -> dict[str, Any]:
 @action("validate_document", family="document", errors=_ERRORS)
 def validate_document(ctx: StepContext) -> StepResult:
     """Check a PDF or DOCX opens (not encrypted, not malformed) and is within the page limit."""
-    kind = _kind(ctx.input_path)
+    kind = _kind(ctx)
     info = _validate_pdf(ctx) if kind == "pdf" else _validate_docx(ctx)
     ctx.progress(100.0)
     return StepResult(data={"format": kind, "valid": True, **info})
@@ -95,7 +96,7 @@ def _pdf_pages(ctx: StepContext) -> list[str]:
 @action("extract_text", params=ExtractTextParams, family="document", errors=_ERRORS)
 def extract_text(ctx: StepContext) -> StepResult:
     """Text per page (PDF) or per paragraph (DOCX): text.txt plus text.json."""
-    kind = _kind(ctx.input_path)
+    kind = _kind(ctx)
     txt, js = ctx.work_dir / "text.txt", ctx.work_dir / "text.json"
     if kind == "pdf":
         pages = _pdf_pages(ctx)
@@ -130,7 +131,7 @@ def _pdf_for(ctx: StepContext, kind: str, scratch: Path) -> Path:
 def render_thumbnail(ctx: StepContext) -> StepResult:
     """Render one page (default the first) to PNG/JPEG/WebP; DOCX needs LibreOffice."""
     p: RenderThumbnailParams = ctx.params
-    kind = _kind(ctx.input_path)
+    kind = _kind(ctx)
     with tempfile.TemporaryDirectory(prefix="render-") as scratch, \
             doc.open_pdf(_pdf_for(ctx, kind, Path(scratch))) as pdf:
         doc.check_pages(len(pdf), ctx.limits)
@@ -148,7 +149,7 @@ def render_thumbnail(ctx: StepContext) -> StepResult:
         errors=("invalid_input", "unavailable", "timeout", "internal"))
 def convert_document(ctx: StepContext) -> StepResult:
     """DOCX → PDF with LibreOffice (``unavailable`` without it); PDF or DOCX → plain text."""
-    kind = _kind(ctx.input_path)
+    kind = _kind(ctx)
     if ctx.params.format == "text":
         return _to_text(ctx, kind)
     out = ctx.work_dir / "document.pdf"

@@ -118,7 +118,7 @@ def _write(ctx: StepContext, decoded: img.Decoded, pixels: img.Image.Image, stem
 
 # -- steps --------------------------------------------------------------------------------------------
 def _validate(ctx: StepContext, source: ImageSource) -> _Done:
-    mime = require_kind(source.path, ("image/",), "an image")
+    mime = require_kind(source.path, ("image/",), "an image", max_bytes=ctx.limits.max_input_bytes)
     header = source.header()
     img.check_limits(header, ctx.limits)
     if header.animated and ctx.params.animated == "refuse":

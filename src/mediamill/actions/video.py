@@ -137,7 +137,8 @@ def video_summary(probe: AvProbe) -> dict[str, Any]:
         v = probe.video
         out.update(width=v.width, height=v.height, fps=v.fps, codec=v.codec, rotation=v.rotation,
                    pix_fmt=v.pix_fmt, video_bitrate=v.bitrate, coded_width=v.coded_width,
-                   coded_height=v.coded_height, frames=v.frames, profile=v.profile)
+                   coded_height=v.coded_height, frames=v.frames, profile=v.profile,
+                   interlaced=v.interlaced, sample_aspect_ratio=v.sample_aspect_ratio)
     if probe.audio:
         a = probe.audio
         out.update(audio_codec=a.codec, sample_rate=a.sample_rate, channels=a.channels,
@@ -167,7 +168,7 @@ def _check_limits(ctx: StepContext, probe: AvProbe) -> None:
 @action("validate_video", params=ValidateVideoParams, family="video", errors=("invalid_input", "internal"))
 def validate_video(ctx: StepContext) -> StepResult:
     """Check the input is a decodable video within the duration and resolution limits."""
-    mime = require_kind(ctx.input_path, ("video/",), "a video")
+    mime = require_kind(ctx.input_path, ("video/",), "a video", max_bytes=ctx.limits.max_input_bytes)
     probe = _probe_video(ctx.input_path)
     _check_limits(ctx, probe)
     p: ValidateVideoParams = ctx.params

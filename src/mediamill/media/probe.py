@@ -38,6 +38,7 @@ class VideoInfo:
     sample_aspect_ratio: float
     frames: int | None
     profile: str | None
+    interlaced: bool = False  # the first frame is interlaced: renditions get deinterlaced
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _duration(container: Any) -> float:
 
 def _video_info(container: Any, stream: Any, first_frame: bool) -> VideoInfo:
     ctx = stream.codec_context
-    rotation = _first_frame_rotation(container, stream) if first_frame else 0
+    rotation, interlaced = _first_frame_facts(container, stream) if first_frame else (0, False)
     sar = float(stream.sample_aspect_ratio or 1) or 1.0
     width, height = round(ctx.width * sar), ctx.height
     if rotation in (90, 270):
@@ -136,11 +137,12 @@ def _video_info(container: Any, stream: Any, first_frame: bool) -> VideoInfo:
         rotation=rotation, fps=round(float(rate), 3) if rate else 0.0,
         pix_fmt=ctx.format.name if ctx.format else None, bitrate=ctx.bit_rate or None,
         sample_aspect_ratio=sar, frames=stream.frames or None, profile=ctx.profile or None,
+        interlaced=interlaced,
     )
 
 
-def _first_frame_rotation(container: Any, stream: Any) -> int:
-    """Decode the first frame: proves the stream decodes and reads its display rotation."""
+def _first_frame_facts(container: Any, stream: Any) -> tuple[int, bool]:
+    """Decode the first frame: proves the stream decodes; reads its rotation and interlacing."""
     for index, packet in enumerate(container.demux(stream)):
         if index >= _FIRST_FRAME_PACKETS:
             break
@@ -149,7 +151,8 @@ def _first_frame_rotation(container: Any, stream: Any) -> int:
         except av.error.FFmpegError:
             continue  # a broken leading packet; the next keyframe may still decode
         for frame in frames:
-            return round(float(getattr(frame, "rotation", 0) or 0)) % 360
+            rotation = round(float(getattr(frame, "rotation", 0) or 0)) % 360
+            return rotation, bool(getattr(frame, "interlaced_frame", False))
     raise CorruptMedia("the video stream has no decodable frame")
 
 

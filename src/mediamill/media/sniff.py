@@ -7,7 +7,7 @@ from pathlib import Path
 
 import filetype
 
-from mediamill.errors import CorruptMedia, UnsupportedFormat
+from mediamill.errors import CorruptMedia, SourceTooLarge, UnsupportedFormat
 
 _HEAD = 8192
 
@@ -127,12 +127,16 @@ def accepts(input_types: list[str], mime: str) -> bool:
     return False
 
 
-def require_kind(path: Path, prefixes: tuple[str, ...], what: str) -> str:
+def require_kind(path: Path, prefixes: tuple[str, ...], what: str, *, max_bytes: int | None = None) -> str:
     """Sniff ``path`` and refuse it unless its type starts with one of ``prefixes``.
 
-    Returns the sniffed MIME type. A zero-byte file is ``CorruptMedia``; anything else that
-    does not match is ``UnsupportedFormat`` naming what was found.
+    Returns the sniffed MIME type. A zero-byte file is ``CorruptMedia``, one over
+    ``max_bytes`` is ``SourceTooLarge``; anything else that does not match is
+    ``UnsupportedFormat`` naming what was found.
     """
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise SourceTooLarge(f"the file is {size:,} bytes; the limit is {max_bytes:,}")
     mime = sniff_file(path)
     if mime == "application/x-empty":
         raise CorruptMedia("the file is empty (0 bytes)")

@@ -94,6 +94,9 @@ def _scale_chain(probe: AvProbe, r: Rendition) -> str:
     chain = [f"scale={w}:{h}:flags=bicubic", "setsar=1", "format=yuv420p"]
     if r.max_fps and probe.video.fps > r.max_fps:
         chain.insert(0, f"fps={r.max_fps:g}")
+    if probe.video.interlaced:
+        # web players show progressive video only: deinterlace (one frame per frame) first
+        chain.insert(0, "bwdif=mode=send_frame:deint=interlaced")
     return ",".join(chain)
 
 
