@@ -8,7 +8,8 @@ from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings
 from mediamill.store.db import create_db_engine
-from notify.support import database, make_settings
+
+from .support import database, make_settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

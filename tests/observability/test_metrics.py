@@ -18,7 +18,8 @@ from mediamill.config import Settings
 from mediamill.observability import metrics
 from mediamill.store import tables as t
 from mediamill.store.timeutil import utcnow
-from notify.support import insert_job, insert_workflow
+
+from .support import insert_job, insert_workflow
 
 
 @pytest.fixture(autouse=True)
@@ -45,14 +46,6 @@ def check_exposition(text: str) -> None:
     if promtool:
         done = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
         assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
-
-
-def test_import_is_side_effect_free() -> None:
-    code = ("import sys, os; import mediamill.observability.metrics, mediamill.observability.logging; "
-            "assert 'prometheus_client' not in sys.modules, 'prometheus imported'; "
-            "assert 'PROMETHEUS_MULTIPROC_DIR' not in os.environ")
-    env = {"PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 
 def test_helpers_render_valid_exposition(engine: Engine) -> None:
