@@ -208,3 +208,10 @@ def test_interlaced_source_is_deinterlaced(media, tmp_path):
 def test_input_size_limit(media, tmp_path):
     with pytest.raises(SourceTooLarge, match="bytes"):
         run_action("validate_video", media.video, tmp_path, limits=MediaLimits(max_input_bytes=1000))
+
+
+@pytest.mark.parametrize("action", ["validate_video", "transcode_video", "extract_video_metadata",
+                                    "detect_scenes", "package_hls"])
+def test_audio_only_input_is_refused_by_video_steps(media, tmp_path, action):
+    with pytest.raises(UnsupportedFormat):
+        run_action(action, media.m4a, tmp_path)
