@@ -70,6 +70,7 @@ class StepContext:
     progress: Callable[[float], None] = lambda _pct: None
     timeout_seconds: float | None = None
     attempt: int = 0  # 0 on the first run of this step, 1 on the first retry …
+    action: str = ""  # the action this step runs (fusers use it to tell steps apart)
 
     def source_path(self, mime_prefix: str) -> tuple[Path, str]:
         """The most recent primary output whose MIME starts with ``mime_prefix``, else the input.

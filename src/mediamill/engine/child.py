@@ -65,7 +65,7 @@ def _context(task: dict[str, Any], step: dict[str, Any], index: int, conn: Conne
         input_path=Path(task["input_path"]), input_mime=task["input_mime"], work_dir=work_dir,
         params=spec.validate_params(step.get("params")), step_name=step["step_name"], job=task.get("job") or {},
         previous=[_prior(p) for p in task.get("previous", [])], limits=limits, progress=progress,
-        timeout_seconds=step.get("timeout"), attempt=step.get("attempt", 0))
+        timeout_seconds=step.get("timeout"), attempt=step.get("attempt", 0), action=step["action"])
 
 
 def _encode(result: StepResult) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def _context(*, action: str, params: dict[str, Any], step_name: str, input_path:
         raise InternalError(f"unknown action {action!r}")
     return StepContext(input_path=input_path, input_mime=input_mime, work_dir=work_dir,
                        params=spec.validate_params(params), step_name=step_name, job=job, attempt=attempt,
-                       timeout_seconds=timeout)
+                       timeout_seconds=timeout, action=action)
 
 
 def _call(ctx_args: dict[str, Any]) -> dict[str, Any]:

@@ -364,7 +364,8 @@ class JobRunner:
         steps = []
         for i in group:
             s = self.steps[i]
-            steps.append({"action": s.action, "params": s.params, "step_name": s.name, "timeout": timeout,
+            own = min(float(s.timeout_seconds), timeout)
+            steps.append({"action": s.action, "params": s.params, "step_name": s.name, "timeout": own,
                           "attempt": self.states[i].failures_total, "work_dir": str(self.scratch / f"step-{i}")})
         spec = get_action(self.steps[group[0]].action)
         return {"steps": steps, "fuse": spec.fuse if spec and len(group) > 1 else None,
@@ -430,7 +431,12 @@ class JobRunner:
     def _store_outputs(self, i: int, result: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         finalize_later = any(s.action == "finalize_job" for s in self.steps[i + 1:])
+        taken = {o["name"] for j, st in enumerate(self.states) if j != i for o in st.outputs}
         for out in result.get("outputs", []):
+            if out["name"] in taken:  # two steps made the same name: keep both, the later one suffixed
+                stem, suffix = Path(out["name"]).stem, Path(out["name"]).suffix
+                out["name"] = f"{Path(out['name']).parent / f'{stem}_step{i + 1}{suffix}'}".removeprefix("./")
+            taken.add(out["name"])
             path = Path(out["path"])
             suffix = Path(out["name"]).suffix
             info = self.w.storage.put_file(new_key("outputs", self.job["tenant_id"], suffix=suffix), path,
