@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     max_rescues: int = Field(default=3, description="rescues before a job is dead-lettered as poison")
     poll_interval: float = Field(default=1.0, description="polling fallback when no wake-up arrives")
     claim_batch: int = Field(default=64)
-    aging_seconds: int = Field(default=60, description="a queued job gains one priority point per interval")
+    aging_seconds: float = Field(default=60, description="a queued job gains one priority point per interval")
+    aging_max_priority: int = Field(default=10, description="ageing raises a waiting job's priority up to this")
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
     child_pool_size: int = 0  # 0 = sum of pool concurrencies
@@ -153,7 +154,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlSource(settings_cls, _config_file()))
 
-    @field_validator("lease_seconds", "max_rescues", "claim_batch", "aging_seconds", "port",
+    @field_validator("lease_seconds", "max_rescues", "claim_batch", "port",
                      "child_max_tasks", "breaker_window_seconds", "breaker_min_calls",
                      "breaker_cooldown_seconds", "max_upload_bytes", "max_request_bytes",
                      "submit_rate_per_minute")
@@ -163,7 +164,8 @@ class Settings(BaseSettings):
             raise ValueError(f"must be positive, got {value}")
         return value
 
-    @field_validator("poll_interval", "retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds")
+    @field_validator("poll_interval", "retry_base_seconds", "retry_max_seconds", "shutdown_grace_seconds",
+                     "aging_seconds")
     @classmethod
     def _positive_float(cls, value: float) -> float:
         if value <= 0:

@@ -81,20 +81,24 @@ def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, in
     return row[0], row[1] or "generic", job["workflow_version"] or 1
 
 
-def _age_expr(conn: Connection, now: Any, aging_seconds: int) -> Any:
+def _age_expr(conn: Connection, now: Any, aging_seconds: float, cap: int) -> Any:
     if conn.dialect.name == "postgresql":
         waited = sa.func.extract("epoch", sa.literal(now, sa.DateTime) - mq.c.scheduled_time)
+        least, greatest = sa.func.least, sa.func.greatest
     else:
         waited = (sa.func.julianday(sa.literal(now, sa.DateTime)) - sa.func.julianday(mq.c.scheduled_time)) * 86400.0
-    return mq.c.base_priority + sa.cast(sa.func.floor(waited / aging_seconds), sa.Integer)
+        least, greatest = sa.func.min, sa.func.max
+    aged = mq.c.base_priority + sa.cast(sa.func.floor(waited / aging_seconds), sa.Integer)
+    return greatest(mq.c.base_priority, least(cap, aged))
 
 
-def age_waiting_jobs(engine: Engine, *, aging_seconds: int) -> int:
-    """A queued job gains one priority point per ``aging_seconds`` waited, so low priority is never starved.
-    The job's own priority (``base_priority``) is kept for retries and reports."""
+def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> int:
+    """A queued job gains one priority point per ``aging_seconds`` waited, up to ``cap``: once every waiting job
+    has reached the cap, the oldest runs first — so low priority waits at most ``(cap - priority) × aging_seconds``
+    behind a stream of higher priority work. The job's own priority (``base_priority``) is kept for retries."""
     now = utcnow()
     with engine.begin() as conn:
-        target = _age_expr(conn, now, aging_seconds)
+        target = _age_expr(conn, now, aging_seconds, cap)
         res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
                                              mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
                                              mq.c.priority < target)

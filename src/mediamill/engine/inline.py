@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mediamill import telemetry
 from mediamill.actions.base import StepContext, get_action
 from mediamill.engine import transitions as tx
 from mediamill.errors import InternalError, MediamillError, is_retryable_class
@@ -77,6 +76,7 @@ class FastRetry:
     delay: float
     ceiling: float
     queue: str
+    workflow_code: str = ""
 
 
 def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.Finish | FastRetry | None:
@@ -105,16 +105,13 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
             rec = tx.StepRecord(wf.step_ids[i], s.name, s.action, "failed", now, utcnow(),
                                 error_message=exc.message, error_class=exc.error_class)
             records.append(rec)
-            telemetry.emit("step.finished", action=s.action, status="failed", error_class=exc.error_class,
-                           duration_s=0.0, workflow=d.code)
-            worker.breakers.record_failure(s.action, exc.error_class, False, exc.message)
             if s.on_failure == "continue":
                 partial = True
                 statuses[s.name] = {"status": "failed", "data": {}}
                 continue
             if s.on_failure == "retry" and is_retryable_class(exc.error_class) and d.step_retries(s) > 0:
                 ceiling = worker.retry_policy.ceiling(0)
-                return FastRetry(job, records, worker.retry_policy.next_delay(0), ceiling, d.queue_name)
+                return FastRetry(job, records, worker.retry_policy.next_delay(0), ceiling, d.queue_name, d.code)
             return tx.Finish(job=job, status="failed", workflow_code=d.code, workflow_type=d.type,
                              workflow_version=wf.version, total_steps=len(d.steps), steps=records,
                              error_message=f"{s.name}: {exc.message}", error_class=exc.error_class,

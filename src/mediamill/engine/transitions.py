@@ -19,6 +19,7 @@ from mediamill.store.tables import (
     job_events,
     job_outputs,
     media_queue,
+    queues,
     step_executions,
     workflow_definitions,
     workflow_jobs,
@@ -98,6 +99,8 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         pick = pick.where(mq.c.queue_name == queue)
     elif exclude:
         pick = pick.where(mq.c.queue_name.not_in(list(exclude)))
+    # a pause takes effect at once, in every process (the worker's cached list may be a second old)
+    pick = pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     rows = conn.execute(

@@ -274,11 +274,14 @@ class Worker:
                 self.job_finished(f.job, f.status, f.workflow_code)
         for r in requeued:
             self.wake_later(r.queue, r.delay)
-        for f in finishes:
-            for s in f.steps:
-                telemetry.emit("step.finished", action=s.action, status=s.status, error_class=s.error_class,
-                               duration_s=(s.completed_at - s.started_at).total_seconds() if s.completed_at else 0.0,
-                               workflow=f.workflow_code)
+        written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]
+        written += [(r.workflow_code, s) for r in requeued for s in r.steps]
+        for workflow_code, s in written:
+            telemetry.emit("step.finished", action=s.action, status=s.status, error_class=s.error_class,
+                           duration_s=(s.completed_at - s.started_at).total_seconds() if s.completed_at else 0.0,
+                           workflow=workflow_code)
+            if s.status == "failed" and s.error_class:  # counted once the execution is recorded
+                self.breakers.record_failure(s.action, s.error_class, False, s.error_message or "")
 
     def _write_retry(self, conn: Any, r: FastRetry) -> bool:
         failed = r.steps[-1]
@@ -301,8 +304,9 @@ class Worker:
             self._heartbeat()
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
-            if now - last_age >= max(1.0, self.settings.aging_seconds / 4):
-                housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds)
+            if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):
+                housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds,
+                                              cap=self.settings.aging_max_priority)
                 last_age = now
             if self.settings.retention_days and now - last_prune >= 600:
                 housekeeping.prune_finished_jobs(self.engine, self.storage, days=self.settings.retention_days)
