@@ -32,9 +32,15 @@ def _events(engine: Engine, event_type: str) -> list[dict]:
 
 
 def _jobs(engine: Engine, n: int, status: str, error_class: str | None = None) -> None:
+    """Finished jobs as the engine leaves them: a failed one has no completed_at but a dead letter."""
     wf = insert_workflow(engine)
     for _ in range(n):
-        insert_job(engine, workflow_id=wf, status=status, error_class=error_class)
+        job = insert_job(engine, workflow_id=wf, status=status, error_class=error_class)
+        if status == "failed":
+            with engine.begin() as conn:
+                conn.execute(t.workflow_jobs.update().where(t.workflow_jobs.c.id == job).values(completed_at=None))
+                conn.execute(t.dead_letters.insert().values(job_id=job, error_class=error_class,
+                                                            workflow_code="WF-VIDEO-TRANSCODE", created_at=utcnow()))
 
 
 def test_single_failure_never_fires(engine: Engine, settings: Settings) -> None:

@@ -26,7 +26,6 @@ from mediamill.store import tables as t
 from mediamill.store.timeutil import iso, utcnow
 
 _LOCK_KEY = 0x6D6D_616C_6572  # "mmaler": one alert evaluator at a time across processes
-FINISHED = ("completed", "partial", "failed")
 
 
 @dataclass(frozen=True)
@@ -65,22 +64,16 @@ def observe(conn: Connection, rule: AlertRule, settings: Settings, now: datetime
 
 
 def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
-    j, wd = t.workflow_jobs, t.workflow_definitions
     window = float(rule.param("window_seconds"))
-    query = (sa.select(j.c.status, j.c.error_class, sa.func.count())
-             .where(j.c.completed_at >= now - timedelta(seconds=window), j.c.status.in_(FINISHED))
-             .group_by(j.c.status, j.c.error_class))
-    if rule.param("workflow"):
-        query = query.where(j.c.workflow_id.in_(sa.select(wd.c.id).where(wd.c.workflow_code == rule.param("workflow"))))
-    rows = conn.execute(query).all()
-    total = sum(n for _, _, n in rows)
+    cutoff = now - timedelta(seconds=window)
+    succeeded = _succeeded_since(conn, cutoff, rule.param("workflow"))
     failures: dict[str, int] = {}
-    for status, error_class, n in rows:
-        if status == "failed":
-            key = (error_class or "internal") if rule.param("by") == "error_class" else ""
-            failures[key] = failures.get(key, 0) + n
+    for error_class, n in _failed_since(conn, cutoff, rule.param("workflow")):
+        key = (error_class or "internal") if rule.param("by") == "error_class" else ""
+        failures[key] = failures.get(key, 0) + n
     if rule.param("by") != "error_class":
         failures.setdefault("", 0)
+    total = succeeded + sum(failures.values())
     threshold, minimum = float(rule.param("threshold")), int(rule.param("min_samples"))
     out = []
     for error_class, n in failures.items():
@@ -91,6 +84,25 @@ def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) 
                                summary=f"{what}: {rate:.1%} of {total} jobs in {window:.0f}s "
                                        f"(threshold {threshold:.1%})"))
     return out
+
+
+def _succeeded_since(conn: Connection, cutoff: datetime, workflow: str | None) -> int:
+    j, wd = t.workflow_jobs, t.workflow_definitions
+    query = sa.select(sa.func.count()).where(j.c.completed_at >= cutoff, j.c.status.in_(("completed", "partial")))
+    if workflow:
+        query = query.where(j.c.workflow_id.in_(sa.select(wd.c.id).where(wd.c.workflow_code == workflow)))
+    return int(conn.execute(query).scalar_one())
+
+
+def _failed_since(conn: Connection, cutoff: datetime, workflow: str | None) -> list[tuple[str | None, int]]:
+    # A failed job keeps completed_at NULL (the seed's convention) but always gets a dead-letter row,
+    # whose created_at is the moment it failed — and it carries the error class.
+    dl = t.dead_letters
+    query = (sa.select(dl.c.error_class, sa.func.count()).where(dl.c.created_at >= cutoff)
+             .group_by(dl.c.error_class))
+    if workflow:
+        query = query.where(dl.c.workflow_code == workflow)
+    return [(c, int(n)) for c, n in conn.execute(query)]
 
 
 def _due(now: datetime) -> Any:
