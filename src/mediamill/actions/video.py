@@ -178,9 +178,15 @@ def validate_video(ctx: StepContext) -> StepResult:
     if p.require_audio and probe.audio is None:
         raise InvalidInput("the video has no audio track")
     ctx.progress(50.0)
-    if is_truncated(ctx.input_path, probe.duration):
-        raise CorruptMedia("the video is truncated: its data ends before its declared length")
+    _refuse_truncated(ctx.input_path, probe)
     return StepResult(data={**video_summary(probe), "mime": mime, "valid": True})
+
+
+def _refuse_truncated(path: Path, probe: AvProbe) -> None:
+    """ffmpeg encodes whatever a cut-short file still holds and exits 0: refuse it instead of
+    publishing a silently shorter rendition (cheap for MP4/MOV: only the sample index is read)."""
+    if is_truncated(path, probe.duration):
+        raise CorruptMedia("the video is truncated: its data ends before its declared length")
 
 
 @action("extract_video_metadata", family="video", errors=("invalid_input", "internal"))
@@ -238,6 +244,7 @@ def fuse_transcodes(ctxs: Sequence[StepContext]) -> list[StepResult]:
 def _transcode_group(source: Path, group: list[StepContext]) -> list[StepResult]:
     probe = _probe_video(source)
     assert probe.video is not None
+    _refuse_truncated(source, probe)
     renditions = [_rendition(c) for c in group]
     # "never upscale" can make rungs identical (a 360p source asked for 1080p and 720p):
     # encode each distinct rendition once and copy it for the others
@@ -365,6 +372,7 @@ def package_hls(ctx: StepContext) -> StepResult:
     p: PackageHlsParams = ctx.params
     source = ctx.source_path("video/")[0]
     probe = _probe_video(source)
+    _refuse_truncated(source, probe)
     out_dir = ctx.work_dir / "hls"
     renditions, names = _hls_ladder(p, probe, out_dir)
     for name in names:
