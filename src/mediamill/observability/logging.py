@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -122,8 +122,8 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
 class JobBinding:
     """The result of :func:`bind_job`: already bound; use as a context manager to undo on exit."""
 
-    def __init__(self, tokens: dict[str, Any]) -> None:
-        self._tokens = tokens
+    def __init__(self, tokens: Mapping[str, Any]) -> None:
+        self._tokens = dict(tokens)
 
     def __enter__(self) -> JobBinding:
         return self
