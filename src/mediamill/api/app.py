@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from mediamill import __version__
 from mediamill.api.limits import BodyLimitMiddleware
-from mediamill.api.problems import Problem, install_problem_handlers, problem
+from mediamill.api.models import JobSubmit, NotifySpec
+from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
 from mediamill.api.routes import analytics, events, health, jobs, keys, operations, uploads, workflows
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
@@ -52,6 +56,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
 
 
 def _install_fallback_handler(app: FastAPI) -> None:
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_req: Request, _exc: Exception) -> JSONResponse:
+        # a number the database cannot hold (SQLite's INTEGER, PostgreSQL's bigint) is a bad request
+        return problem(422, "Value out of range", "a number in the request is too large for this field")
+
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, _exc: Exception) -> JSONResponse:
         # never leak internals (paths, SQL) to a client; the log has the traceback
@@ -67,7 +77,28 @@ def _document_problem(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for model in (Problem, JobSubmit, NotifySpec):
+            components.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
+        _problems_everywhere(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problems_everywhere(schema: dict[str, Any]) -> None:
+    """Every operation documents its errors as problem documents (whoever wrote the route)."""
+    ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for path, item in schema.get("paths", {}).items():
+        for op in item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            codes = _ERROR_CODES if path not in _OPEN_PATHS else ()
+            for code in codes:
+                op["responses"].setdefault(str(code), {"description": HTTPStatus(code).phrase})
+            for code, response in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    response.setdefault("content", {})[PROBLEM] = ref
+
+
+_ERROR_CODES = (400, 401, 403, 404, 409, 413, 422, 429)
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

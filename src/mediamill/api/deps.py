@@ -13,6 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from mediamill.runtime import Runtime
 
 T = TypeVar("T")
+#: ids fit a SQLite INTEGER and a JSON number exactly
+MAX_ID = 2**53
+MAX_VERSION = 1_000_000
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\"\\;]")
 
 

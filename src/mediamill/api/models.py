@@ -29,7 +29,8 @@ class JobSubmit(BaseModel):
     storage_key: str | None = Field(default=None, max_length=512)
     url: str | None = Field(default=None, max_length=4000)
     workflow: str | None = Field(default=None, max_length=50, description='a workflow code, or "auto"')
-    version: int | None = Field(default=None, gt=0, description="run this version instead of the current one")
+    version: int | None = Field(default=None, gt=0, le=1_000_000,
+                                description="run this version instead of the current one")
     priority: int | None = Field(default=None, ge=0, le=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -72,7 +73,7 @@ class JobPatch(BaseModel):
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, gt=0, description="re-run on another workflow version")
+    version: int | None = Field(default=None, gt=0, le=1_000_000, description="re-run on another workflow version")
 
 
 class JobPage(BaseModel):
@@ -98,7 +99,7 @@ class PresignRequest(BaseModel):
 
     filename: str | None = Field(default=None, max_length=255)
     content_type: str | None = Field(default=None, max_length=100)
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=2**53)
     expires_in: int = Field(default=900, ge=60, le=7 * 86400)
 
 
@@ -124,7 +125,7 @@ class UploadOut(BaseModel):
 class DeadLetterRetry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, gt=0)
+    version: int | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class DeadLetterBulkRetry(BaseModel):
@@ -132,7 +133,7 @@ class DeadLetterBulkRetry(BaseModel):
 
     error_class: str | None = Field(default=None, max_length=30)
     workflow: str | None = Field(default=None, max_length=50)
-    version: int | None = Field(default=None, gt=0)
+    version: int | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class Count(BaseModel):
@@ -146,7 +147,7 @@ class JobId(BaseModel):
 class ActivateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(gt=0)
+    version: int = Field(gt=0, le=1_000_000)
 
 
 class KeyCreate(BaseModel):

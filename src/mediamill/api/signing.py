@@ -44,5 +44,5 @@ def check(settings: Settings, message: str, expires_at: int, signature: str) -> 
     """Raise Forbidden unless ``signature`` is valid and not expired."""
     if expires_at < int(time.time()):
         raise Forbidden("this upload URL has expired")
-    if not hmac.compare_digest(sign(settings, message, expires_at), signature):
+    if not hmac.compare_digest(sign(settings, message, expires_at).encode(), signature.encode("utf-8", "replace")):
         raise Forbidden("invalid upload URL signature")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import blocking, ops, runtime
+from mediamill.api.deps import MAX_ID, blocking, ops, runtime
 from mediamill.api.events import EventHub, stream
 from mediamill.api.problems import PROBLEM_RESPONSES
 
@@ -27,14 +27,14 @@ def hub(request: Request) -> EventHub:
 
 def _resume_from(last_event_id: str | None, after: int | None) -> int:
     if last_event_id and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
+        return min(int(last_event_id.strip()), MAX_ID)
     return after or 0
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
-async def job_events(job_id: int, request: Request, caller: Caller = auth.Viewer,
+async def job_events(request: Request, job_id: int = Path(..., ge=1, le=MAX_ID), caller: Caller = auth.Viewer,
                      last_event_id: str | None = Header(None, max_length=20),
-                     after: int | None = Query(None, ge=0, description="resume after this event id")
+                     after: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id")
                      ) -> StreamingResponse:
     """A job's events as SSE; the stream ends after the final status. Resumable with Last-Event-ID."""
     await blocking(ops().get_job, runtime(request).engine, job_id, tenant_id=caller.tenant_id)  # 404 first
@@ -46,7 +46,7 @@ async def job_events(job_id: int, request: Request, caller: Caller = auth.Viewer
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
 async def tenant_events(request: Request, caller: Caller = auth.Viewer,
                         last_event_id: str | None = Header(None, max_length=20),
-                        after: int | None = Query(None, ge=0)) -> StreamingResponse:
+                        after: int | None = Query(None, ge=0, le=MAX_ID)) -> StreamingResponse:
     """Every job event of the caller's tenant as SSE (new events only, unless resuming)."""
     h = hub(request)
     start = _resume_from(last_event_id, after)

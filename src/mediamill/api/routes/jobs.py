@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import base_url, blocking, ops, runtime, safe_filename
+from mediamill.api.deps import MAX_ID, base_url, blocking, ops, runtime, safe_filename
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
@@ -40,6 +40,7 @@ from mediamill.store.tables import workflow_definitions as wd
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 MAX_METADATA_BYTES = 64 * 1024
+JOB_ID = Path(..., ge=1, le=MAX_ID)
 
 SUBMIT_BODY = {
     "requestBody": {
@@ -289,7 +290,8 @@ def list_jobs(request: Request, caller: Caller = auth.Viewer,
               queue: str | None = Query(None, max_length=50), submitter: str | None = Query(None, max_length=100),
               since: str | None = Query(None, description="ISO-8601; submitted at or after"),
               until: str | None = Query(None, description="ISO-8601; submitted before"),
-              limit: int = Query(50, ge=1, le=500), before_id: int | None = Query(None, ge=1)) -> dict[str, Any]:
+              limit: int = Query(50, ge=1, le=500),
+              before_id: int | None = Query(None, ge=1, le=MAX_ID)) -> dict[str, Any]:
     """Jobs of the caller's tenant, newest first; page with ``before_id=<next_before_id>``."""
     items = ops().list_jobs(runtime(request).engine, tenant_id=caller.tenant_id, status=status, workflow=workflow,
                             queue=queue, submitter=submitter, since=_parse_time(since, "since"),
@@ -303,21 +305,21 @@ def _job(request: Request, caller: Caller, job_id: int) -> dict[str, Any]:
 
 
 @router.get("/{job_id}", response_model=Loose)
-def get_job(job_id: int, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+def get_job(request: Request, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """One job with its steps, outputs and events."""
     job = _job(request, caller, job_id)
     return {**job, "links": _links(request, job_id)}
 
 
 @router.post("/{job_id}/cancel", response_model=StatusOut)
-def cancel_job(job_id: int, request: Request, caller: Caller = auth.Submitter) -> dict[str, Any]:
+def cancel_job(request: Request, job_id: int = JOB_ID, caller: Caller = auth.Submitter) -> dict[str, Any]:
     """Cancel a job: at once when it waits, at the next step boundary when it runs."""
     status = ops().cancel_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id, by=caller.label)
     return {"id": job_id, "status": status}
 
 
 @router.post("/{job_id}/retry", status_code=202, response_model=StatusOut)
-def retry_job(job_id: int, request: Request, body: RetryRequest | None = None,
+def retry_job(request: Request, job_id: int = JOB_ID, body: RetryRequest | None = None,
               caller: Caller = auth.Operator) -> dict[str, Any]:
     """Re-run a failed, partial or cancelled job from the step that did not complete."""
     ops().retry_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id,
@@ -326,7 +328,7 @@ def retry_job(job_id: int, request: Request, body: RetryRequest | None = None,
 
 
 @router.patch("/{job_id}", response_model=Loose)
-def patch_job(job_id: int, body: JobPatch, request: Request, caller: Caller = auth.Operator) -> dict[str, Any]:
+def patch_job(body: JobPatch, request: Request, job_id: int = JOB_ID, caller: Caller = auth.Operator) -> dict[str, Any]:
     """Change the priority of a waiting job (a priority bump)."""
     ops().change_priority(runtime(request).engine, job_id, body.priority, tenant_id=caller.tenant_id)
     job = _job(request, caller, job_id)
@@ -334,7 +336,7 @@ def patch_job(job_id: int, body: JobPatch, request: Request, caller: Caller = au
 
 
 @router.get("/{job_id}/outputs", response_model=Items)
-def list_outputs(job_id: int, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
+def list_outputs(request: Request, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every file the job's steps produced, with download links."""
     job = _job(request, caller, job_id)
     root = f"{base_url(request)}/v1/jobs/{job_id}/outputs"
@@ -346,9 +348,10 @@ def _public_output(o: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/outputs/{name}", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file (its own media type)"},
                        307: {"description": "redirect to a short-lived presigned URL"}})
-def download_output(job_id: int, name: str, request: Request, caller: Caller = auth.Viewer) -> Response:
+def download_output(request: Request, name: str, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> Response:
     """Download one output (Range requests on local storage; a presigned redirect on S3)."""
     job = _job(request, caller, job_id)
     out = next((o for o in job.get("outputs", []) if o["name"] == name), None)
@@ -359,9 +362,10 @@ def download_output(job_id: int, name: str, request: Request, caller: Caller = a
 
 
 @router.get("/{job_id}/input", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file (its own media type)"},
                        307: {"description": "redirect to a short-lived presigned URL"}})
-def download_input(job_id: int, request: Request, caller: Caller = auth.Viewer) -> Response:
+def download_input(request: Request, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> Response:
     """Download the job's original input."""
     job = _job(request, caller, job_id)
     key = job.get("input_key")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import runtime
+from mediamill.api.deps import MAX_ID, runtime
 from mediamill.api.models import Items, KeyCreate, KeyCreated, Loose, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
-from mediamill.errors import Forbidden
+from mediamill.errors import Conflict, Forbidden
 from mediamill.store import auth_repo
 from mediamill.store.timeutil import iso
 
@@ -45,8 +45,11 @@ def create_key(body: KeyCreate, request: Request, caller: Caller = auth.Admin) -
 
 
 @router.delete("/keys/{key_id}", response_model=Ok)
-def revoke_key(key_id: int, request: Request, caller: Caller = auth.Admin) -> dict[str, Any]:
+def revoke_key(request: Request, key_id: int = Path(..., ge=1, le=MAX_ID),
+               caller: Caller = auth.Admin) -> dict[str, Any]:
     """Revoke a key of the tenant (immediately in this process, within seconds elsewhere)."""
+    if key_id == caller.key_id:
+        raise Conflict("a key cannot revoke itself; use another admin key")
     auth_repo.revoke_key(runtime(request).engine, key_id, tenant_id=caller.tenant_id)
     return {"ok": True}
 

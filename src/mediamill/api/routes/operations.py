@@ -8,11 +8,12 @@ from fastapi import APIRouter, Path, Query, Request
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import ops, runtime
+from mediamill.api.deps import MAX_ID, ops, runtime
 from mediamill.api.models import Count, DeadLetterBulkRetry, DeadLetterRetry, Items, JobId, Loose, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+DL_ID = Path(..., ge=1, le=MAX_ID)
 QUEUE_NAME = Path(..., pattern=r"^[a-z0-9][a-z0-9_\-]{0,49}$")
 
 
@@ -50,7 +51,7 @@ def list_dead_letters(request: Request, caller: Caller = auth.Viewer,
                       error_class: str | None = Query(None, max_length=30),
                       workflow: str | None = Query(None, max_length=50),
                       include_resolved: bool = False, limit: int = Query(50, ge=1, le=500),
-                      before_id: int | None = Query(None, ge=1)) -> dict[str, Any]:
+                      before_id: int | None = Query(None, ge=1, le=MAX_ID)) -> dict[str, Any]:
     """Failed jobs set aside with their input and attempt history (newest first)."""
     items = ops().list_dead_letters(runtime(request).engine, tenant_id=caller.tenant_id, error_class=error_class,
                                     workflow=workflow, include_resolved=include_resolved, limit=limit,
@@ -67,7 +68,7 @@ def retry_dead_letters(body: DeadLetterBulkRetry, request: Request, caller: Call
 
 
 @router.post("/dead-letters/{dl_id}/retry", response_model=JobId, tags=["dead letters"])
-def retry_dead_letter(dl_id: int, request: Request, body: DeadLetterRetry | None = None,
+def retry_dead_letter(request: Request, body: DeadLetterRetry | None = None, dl_id: int = DL_ID,
                       caller: Caller = auth.Operator) -> dict[str, Any]:
     """Re-queue one dead-lettered job (on its own version unless ``version`` is given)."""
     job_id = ops().retry_dead_letter(runtime(request).engine, dl_id, version=body.version if body else None,
@@ -76,7 +77,7 @@ def retry_dead_letter(dl_id: int, request: Request, body: DeadLetterRetry | None
 
 
 @router.post("/dead-letters/{dl_id}/discard", response_model=Ok, tags=["dead letters"])
-def discard_dead_letter(dl_id: int, request: Request, caller: Caller = auth.Operator) -> dict[str, Any]:
+def discard_dead_letter(request: Request, dl_id: int = DL_ID, caller: Caller = auth.Operator) -> dict[str, Any]:
     """Resolve a dead letter without retrying it."""
     ops().discard_dead_letter(runtime(request).engine, dl_id, tenant_id=caller.tenant_id, by=caller.label)
     return {"ok": True}

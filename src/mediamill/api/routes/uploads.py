@@ -345,8 +345,8 @@ def presign(body: PresignRequest, request: Request, caller: Caller = auth.Submit
 @router.put("/{upload_id}/content", status_code=201, response_model=UploadOut,
             openapi_extra={"requestBody": {"content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
-async def put_content(upload_id: str, request: Request, expires: int = Query(...),
-                      signature: str = Query(..., max_length=128)) -> dict[str, Any]:
+async def put_content(upload_id: str, request: Request, expires: int = Query(..., ge=0, le=2**53),
+                      signature: str = Query(..., pattern="^[0-9a-f]{64}$")) -> dict[str, Any]:
     """The target of a local presigned URL: the signature authorizes, no API key is needed."""
     rt = runtime(request)
     signing.check(rt.settings, f"upload:{upload_id}", expires, signature)

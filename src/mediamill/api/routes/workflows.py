@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import runtime
+from mediamill.api.deps import MAX_VERSION, runtime
 from mediamill.api.models import ActivateRequest, Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import Conflict, Forbidden, NotFound, WorkflowInvalid
@@ -131,7 +131,7 @@ async def update_workflow(request: Request, code: str = CODE, caller: Caller = a
 
 @router.get("/{code}", response_model=Loose)
 def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
-                 version: int | None = Query(None, ge=1)) -> dict[str, Any]:
+                 version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """One workflow's definition (the current version, or ``?version=N``)."""
     with runtime(request).engine.connect() as conn:
         _visible(conn, caller, code)
@@ -151,7 +151,8 @@ def list_versions(request: Request, code: str = CODE, caller: Caller = auth.View
 
 @router.get("/{code}/diff", response_model=Loose)
 def diff(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
-         from_: int = Query(..., alias="from", ge=1), to: int = Query(..., ge=1)) -> dict[str, Any]:
+         from_: int = Query(..., alias="from", ge=1, le=MAX_VERSION),
+         to: int = Query(..., ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """A unified diff of two versions plus steps added, removed and changed."""
     with runtime(request).engine.connect() as conn:
         _visible(conn, caller, code)
