@@ -46,7 +46,8 @@ def free_port() -> int:
 
 def _admin_engine() -> sa.engine.Engine:
     url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    # NullPool: each use opens a new connection, so a server restart during a test does not break cleanup
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,14 @@ def rt(backend_url: str, tmp_path: Path) -> Iterator[Runtime]:
 
 
 @pytest.fixture
+def pg_rt(tmp_path: Path) -> Iterator[Runtime]:
+    with database_url("postgres", tmp_path) as url:
+        runtime = make_runtime(tmp_path / "data", url, **FAST)
+        yield runtime
+        runtime.close()
+
+
+@pytest.fixture
 def input_file(tmp_path: Path) -> Path:
     path = tmp_path / "input.txt"
     path.write_text("hello mediamill\n")
