@@ -133,7 +133,10 @@ class Breakers:
         since = utcnow() - timedelta(seconds=self.config.window_seconds)
         row = conn.execute(sa.select(
             sa.func.count().filter(se.c.status == "failed", se.c.error_class.in_(tuple(BREAKER_CLASSES))),
-            sa.func.count().filter(se.c.status.in_(("completed", "failed"))))
+            # calls that say something about the action: successes and its own failures (bad input excluded)
+            sa.func.count().filter(sa.or_(se.c.status == "completed",
+                                          sa.and_(se.c.status == "failed",
+                                                  se.c.error_class.in_(tuple(BREAKER_CLASSES))))))
             .where(se.c.action == action, se.c.completed_at >= since)).one()
         return int(row[0] or 0), int(row[1] or 0)
 
