@@ -22,6 +22,7 @@ to their first frame. RGB ICC profiles are kept on every output; other metadata 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,11 @@ def decode(path: Path, limits: MediaLimits, *, scale: float = 1.0) -> Decoded:
         Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own guard agrees with ours
         if scale < 1.0 and img.format == "JPEG":
             w, h = img.size
+            # the smallest size still covering the need: draft() picks a DCT scale only when the
+            # result is at least this big, so one pixel more (4000 px → 2001 for a 2000 px
+            # need) would throw away the 1/2 decode of exactly-fitting sizes
             img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else "RGB",
-                      (max(1, int(w * scale + 1)), max(1, int(h * scale + 1))))
+                      (_at_least(w * scale), _at_least(h * scale)))
         try:
             img.seek(0)
             img.load()
@@ -156,6 +160,10 @@ def decode(path: Path, limits: MediaLimits, *, scale: float = 1.0) -> Decoded:
         image, icc = normalise(oriented, icc)
         return Decoded(image=image, icc=icc, source_format=_PIL_TO_FORMAT.get(img.format or "", "png"),
                        header=header, exif=_exif_without_orientation(oriented))
+
+
+def _at_least(pixels: float) -> int:
+    return max(1, math.ceil(pixels - 1e-6))  # 1999.9999999 is 2000, not 2001
 
 
 def _exif_without_orientation(img: Image.Image) -> bytes | None:
