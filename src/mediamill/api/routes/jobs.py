@@ -128,15 +128,17 @@ def _idempotency_hash(*parts: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ inputs
-def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> JobInput:
+def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> tuple[JobInput, bool]:
+    """The upload as a job input, and whether it still has to be linked to its first job."""
     rt = runtime(request)
     with rt.engine.connect() as conn:
         session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     if session["completed_at"] is None:
         session = _complete_presigned(request, session)
     facts = uploads_repo.server_facts(session)
-    return JobInput(storage_key=session["storage_key"], filename=session["filename"], mime=facts.get("mime"),
-                    size=session["upload_length"], checksum=facts.get("sha256"))
+    job_input = JobInput(storage_key=session["storage_key"], filename=session["filename"], mime=facts.get("mime"),
+                         size=session["upload_length"], checksum=facts.get("sha256"))
+    return job_input, session["job_id"] is None
 
 
 def _complete_presigned(request: Request, session: dict[str, Any]) -> dict[str, Any]:
@@ -177,14 +179,14 @@ def _tenant_part(tenant_id: str) -> str:
     return new_key("x", tenant_id).split("/")[1]
 
 
-def _json_input(request: Request, caller: Caller, body: JobSubmit) -> JobInput:
+def _json_input(request: Request, caller: Caller, body: JobSubmit) -> tuple[JobInput, bool]:
     name = safe_filename(body.filename)
     if body.upload_id:
         return _input_from_upload(request, caller, body.upload_id)
     if body.storage_key:
-        return _input_from_key(request, caller, body.storage_key, name)
+        return _input_from_key(request, caller, body.storage_key, name), False
     check_url(body.url or "", runtime(request).settings.url_allowlist)
-    return JobInput(url=body.url, filename=name)
+    return JobInput(url=body.url, filename=name), False
 
 
 # ------------------------------------------------------------------------------ submit
@@ -215,12 +217,12 @@ async def submit(request: Request, caller: Caller = auth.Submitter) -> Response:
 def _submit_json(request: Request, caller: Caller, body: JobSubmit) -> Any:
     _check_workflow(request, caller, body.workflow)
     notify = _check_notify(request, body.notify)
-    job_input = _json_input(request, caller, body)
+    job_input, link_upload = _json_input(request, caller, body)
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
                         params=body.params, notify=notify, job_input=job_input, version=body.version)
     req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
     job = submit_job(runtime(request).engine, req)
-    if body.upload_id and not job.replayed:
+    if link_upload and not job.replayed:
         uploads_repo.attach_job(runtime(request).engine, body.upload_id, job.id)
     return job
 
