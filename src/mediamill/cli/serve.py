@@ -58,9 +58,7 @@ def _start_background(rt: Runtime) -> list:
     from mediamill.engine.worker import Worker
 
     started: list = [Worker(rt, pools=rt.settings.parsed_pools() or {"*": 2}).start()]
-    try:
-        from mediamill.notify.runner import Notifier  # type: ignore[import-not-found]
-    except ImportError:
-        return started
-    started.append(Notifier(rt).start())
+    from mediamill.notify import Notifier
+
+    started.append(Notifier(engine=rt.engine, settings=rt.settings).start())
     return started

@@ -7,6 +7,7 @@ the store or the API is imported, so a child cannot touch the database.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import traceback
@@ -19,6 +20,25 @@ from mediamill.config import MediaLimits
 from mediamill.errors import InternalError, MediamillError, ResourceExceeded, ToolFailed
 
 load_actions()  # warm: the forkserver imports every action module once
+log = logging.getLogger("mediamill.child")
+
+
+def _bind_log(fields: dict[str, Any]) -> None:
+    """Carry the job's correlation ids (job_id, step, worker, request_id) into this process's log lines."""
+    from structlog.contextvars import bind_contextvars, clear_contextvars
+
+    clear_contextvars()
+    bind_contextvars(**fields)
+
+
+def _configure_logging() -> None:
+    try:
+        from mediamill.config import load_settings
+        from mediamill.observability.logging import configure
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):  # logging must never stop a child from running steps
+        configure(load_settings(), "child")
 
 
 def _set_limits(limits: MediaLimits) -> None:
@@ -80,6 +100,8 @@ def run_task(task: dict[str, Any], conn: Connection, limits: MediaLimits) -> dic
 
         return {"kind": "result", "ok": True, "probe": probe_input(Path(task["input_path"]), task["input_mime"])}
     steps = task["steps"]
+    _bind_log(task.get("log") or {})
+    log.info("child running %s", ", ".join(s["action"] for s in steps))
     ctxs = [_context(task, s, i, conn, limits) for i, s in enumerate(steps)]
     if task.get("fuse"):
         fuser = get_fuser(task["fuse"])
@@ -112,6 +134,7 @@ def child_main(conn: Connection, limits_raw: dict[str, Any]) -> None:
         os.setpgid(0, 0)  # own process group: killing it also kills ffmpeg & co.
     limits = MediaLimits.model_validate(limits_raw)
     _set_limits(limits)
+    _configure_logging()
     while True:
         try:
             task = conn.recv()

@@ -4,6 +4,7 @@ on_failure semantics, retries through the queue, breakers, cancel, the workflow 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from structlog.contextvars import bound_contextvars, get_contextvars
 
 from mediamill import telemetry
 from mediamill.actions.base import get_action
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from mediamill.store.workflow_repo import VersionedWorkflow
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes of one job
+log = logging.getLogger("mediamill.engine")
 
 
 class LostClaim(Exception):
@@ -87,6 +90,13 @@ class JobRunner:
 
     # ------------------------------------------------------------------ entry
     def run(self) -> None:
+        with bound_contextvars(job_id=self.job["id"], worker=self.w.worker_id,
+                               request_id=self.job.get("request_id") or None):
+            log.info("job started: %s (%s v%s, attempt %s)", self.job["job_code"], self.d.code, self.wf.version,
+                     self.attempts)
+            self._run()
+
+    def _run(self) -> None:
         try:
             self._load_history()
             self._resolve_input()
@@ -275,6 +285,10 @@ class JobRunner:
 
     # ------------------------------------------------------------------ one unit
     def _run_group(self, group: list[int]) -> None:
+        with bound_contextvars(step=" + ".join(self.steps[i].name for i in group)):
+            self._run_unit(group)
+
+    def _run_unit(self, group: list[int]) -> None:
         if self.cancel.is_set():
             raise Cancelled()
         runnable = [i for i in group if self._decide(i)]
@@ -373,7 +387,8 @@ class JobRunner:
                 "job": {"id": self.job["id"], "job_code": self.job["job_code"], "priority": self.job["priority"],
                         "metadata": self.job.get("job_metadata") or {}, "params": self.job.get("params") or {},
                         "submitter": self.job.get("submitted_by"), "workflow": self.d.code},
-                "previous": self._previous(), "cpu_seconds": int(timeout) + 5}
+                "previous": self._previous(), "cpu_seconds": int(timeout) + 5,
+                "log": {k: v for k, v in get_contextvars().items() if k in ("job_id", "step", "worker", "request_id")}}
 
     def _previous(self) -> list[dict[str, Any]]:
         prior = []
@@ -532,6 +547,8 @@ class JobRunner:
                            failed_step=failed_step)
         with self.w.engine.begin() as conn:
             accepted = tx.finish_jobs(conn, self.w.worker_id, [finish])
+        log.info("job %s: %s%s", self.job["job_code"], status if accepted else f"{status} refused (claim lost)",
+                 f" ({klass}: {message})" if klass else "")
         if accepted:
             self.w.job_finished(self.job, status, self.d.code)
 
