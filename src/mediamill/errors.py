@@ -125,12 +125,12 @@ class ToolFailed(MediamillError):
         self.stderr_tail = stderr_tail[-4000:]
         self._class = error_class
 
-    @property  # type: ignore[override]
-    def error_class(self) -> str:  # noqa: D401
+    @property
+    def error_class(self) -> str:  # type: ignore[override]
         return self._class
 
-    @property  # type: ignore[override]
-    def retryable(self) -> bool:
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
         return self._class in RETRYABLE_CLASSES
 
 

@@ -11,6 +11,7 @@ from mediamill.errors import WorkflowInvalid
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
 from mediamill.workflows.loader import dump_yaml, load_workflow_file, workflow_files
+from mediamill.workflows.models import WorkflowDef
 
 app = typer.Typer(help="Workflow definitions and their versions.", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="print JSON")
@@ -47,11 +48,12 @@ def show(code: str, version: int | None = typer.Option(None, "--version", "-v"),
     console.print(dump_yaml(got.definition), highlight=False, markup=False)
 
 
-def _validate_all(path: Path) -> list:
+def _validate_all(path: Path) -> list[tuple[Path, WorkflowDef]]:
     files = workflow_files(path)
     if not files:
         raise WorkflowInvalid(["no .yaml/.yml/.json files found"], source=str(path))
-    parsed, problems = [], []
+    parsed: list[tuple[Path, WorkflowDef]] = []
+    problems: list[str] = []
     for f in files:
         try:
             parsed.append((f, load_workflow_file(f)))

@@ -46,11 +46,11 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
 
 def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
                 on_finish: Callable[[dict[str, Any], str, str], None] | None) -> int:
-    job = conn.execute(sa.select(*tx.CLAIM_FIELDS).where(wj.c.id == job_id)).mappings().first()
-    if job is None:
+    row = conn.execute(sa.select(*tx.CLAIM_FIELDS).where(wj.c.id == job_id)).mappings().first()
+    if row is None:
         conn.execute(mq.delete().where(mq.c.job_id == job_id))
         return 0
-    job = dict(job)
+    job = dict(row)
     now = utcnow()
     reason = f"worker {owner} stopped heart-beating (lease expired)"
     conn.execute(step_executions.update().where(step_executions.c.job_id == job_id,
@@ -82,6 +82,9 @@ def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, in
 
 
 def _age_expr(conn: Connection, now: Any, aging_seconds: float, cap: int) -> Any:
+    waited: Any
+    least: Any
+    greatest: Any
     if conn.dialect.name == "postgresql":
         waited = sa.func.extract("epoch", sa.literal(now, sa.DateTime) - mq.c.scheduled_time)
         least, greatest = sa.func.least, sa.func.greatest

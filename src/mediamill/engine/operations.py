@@ -255,8 +255,8 @@ def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds:
     with engine.connect() as conn:
         q = sa.select(workers).order_by(workers.c.started_at.desc())
         rows = [dict(r) for r in conn.execute(q).mappings()]
-        busy = dict(conn.execute(sa.select(mq.c.worker_id, sa.func.count()).where(mq.c.status == "processing")
-                                 .group_by(mq.c.worker_id)).all())
+        busy_q = sa.select(mq.c.worker_id, sa.func.count()).where(mq.c.status == "processing").group_by(mq.c.worker_id)
+        busy: dict[str, int] = {str(w): int(n) for w, n in conn.execute(busy_q).all()}
     now = utcnow()
     out = []
     for r in rows:
