@@ -25,9 +25,9 @@ def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> No
     background = _start_background(rt) if workers else []
     console.print(f"mediamill serving on http://{bind_host}:{bind_port} "
                   f"(database: {rt.settings.effective_database_url.split('://')[0]}, "
-                  f"storage: {rt.settings.effective_storage_url})", highlight=False)
+                  f"storage: {rt.settings.effective_storage_url})", highlight=False, soft_wrap=True)
     if login:
-        console.print(login, highlight=False)
+        console.print(login, highlight=False, soft_wrap=True)
     server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning",
                                            timeout_graceful_shutdown=5))
     try:
