@@ -79,7 +79,11 @@ async def current_caller(request: Request,
         return cached  # type: ignore[no-any-return]
     caller: Caller | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        caller = await run_in_threadpool(_from_key, request, credentials.credentials)
+        record = auth_repo.peek_cached(credentials.credentials)
+        if record is not None:  # the common case: no thread hop, no database
+            caller = Caller(record.tenant_id, record.role, record.id, record.name)
+        else:
+            caller = await run_in_threadpool(_from_key, request, credentials.credentials)
     elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
         caller = resolve_session(request, cookie)
     if caller is None:

@@ -179,6 +179,17 @@ class KeyCache:
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 
+    def peek(self, plaintext: str) -> KeyRecord | None:
+        """A fresh cached record whose last_used_at needs no write now (no I/O: safe on the event loop)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._hits.get(_hash(plaintext))
+            if hit is None or now - hit[0] >= self.ttl:
+                return None
+            if now - self._touched.get(hit[1].id, -1e9) >= TOUCH_INTERVAL_SECONDS:
+                return None
+            return hit[1]
+
     def lookup(self, engine: Engine, plaintext: str) -> KeyRecord | None:
         digest = _hash(plaintext)
         now = time.monotonic()
@@ -224,6 +235,11 @@ _cache = KeyCache()
 def cached_lookup(engine: Engine, plaintext: str) -> KeyRecord | None:
     """Verify a key through the process-wide cache."""
     return _cache.lookup(engine, plaintext)
+
+
+def peek_cached(plaintext: str) -> KeyRecord | None:
+    """A cached verification without I/O (None: ask :func:`cached_lookup`)."""
+    return _cache.peek(plaintext)
 
 
 def clear_cache() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import datetime
+from pathlib import Path as FsPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
+from mediamill.api.batching import SubmitBatcher
 from mediamill.api.deps import MAX_ID, base_url, blocking, ops, runtime, safe_filename
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
@@ -31,7 +34,7 @@ from mediamill.api.models import (
 )
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
-from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream, submit_job
+from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.netguard import check_url
 from mediamill.storage.base import check_key
@@ -113,13 +116,30 @@ def _base_request(request: Request, caller: Caller, *, workflow: str | None, pri
         idempotency_key=request.headers.get("idempotency-key") or None, version=version)
 
 
+_owners: dict[str, tuple[float, bool, str | None]] = {}
+OWNER_CACHE_SECONDS = 5.0
+
+
+def _workflow_owner(request: Request, code: str) -> tuple[bool, str | None]:
+    """(exists, tenant) of a workflow, cached a few seconds (owners never change; codes rarely appear)."""
+    now = time.monotonic()
+    hit = _owners.get(code)
+    if hit is not None and now - hit[0] < OWNER_CACHE_SECONDS:
+        return hit[1], hit[2]
+    with runtime(request).engine.connect() as conn:
+        row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
+    if len(_owners) > 10_000:
+        _owners.clear()
+    _owners[code] = (now, row is not None, row[0] if row is not None else None)
+    return row is not None, row[0] if row is not None else None
+
+
 def _check_workflow(request: Request, caller: Caller, code: str | None) -> None:
     """Another tenant's workflow does not exist for the caller (shared ones have no tenant)."""
     if not code or code == "auto":
         return
-    with runtime(request).engine.connect() as conn:
-        row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
-    if row is None or row[0] not in (None, caller.tenant_id):
+    exists, tenant = _workflow_owner(request, code)
+    if not exists or tenant not in (None, caller.tenant_id):
         raise NotFound(f"no workflow {code!r}")
 
 
@@ -210,21 +230,31 @@ async def submit(request: Request, caller: Caller = auth.Submitter) -> Response:
     except ValidationError as exc:
         raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
                                      for e in exc.errors())) from None
-    job = await blocking(_submit_json, request, caller, body)
+    req, link_upload = await blocking(_json_request, request, caller, body)
+    job = await _batcher(request).submit(req)
+    if link_upload and body.upload_id and not job.replayed:
+        await blocking(uploads_repo.attach_job, runtime(request).engine, body.upload_id, job.id)
     return _accepted(request, job)
 
 
-def _submit_json(request: Request, caller: Caller, body: JobSubmit) -> Any:
+def _batcher(request: Request) -> SubmitBatcher:
+    batcher: SubmitBatcher | None = getattr(request.app.state, "submit_batcher", None)
+    if batcher is None:
+        rt = runtime(request)
+        lock = FsPath(rt.settings.data_dir) / "submit.lock" if rt.engine.dialect.name == "sqlite" else None
+        batcher = request.app.state.submit_batcher = SubmitBatcher(rt.engine, lock)
+    return batcher
+
+
+def _json_request(request: Request, caller: Caller, body: JobSubmit) -> tuple[SubmitRequest, bool]:
+    """Check the body and build the submission (blocking: reads the database and storage)."""
     _check_workflow(request, caller, body.workflow)
     notify = _check_notify(request, body.notify)
     job_input, link_upload = _json_input(request, caller, body)
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
                         params=body.params, notify=notify, job_input=job_input, version=body.version)
     req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
-    job = submit_job(runtime(request).engine, req)
-    if link_upload and not job.replayed:
-        uploads_repo.attach_job(runtime(request).engine, body.upload_id, job.id)
-    return job
+    return req, link_upload
 
 
 async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Response:
@@ -242,7 +272,7 @@ async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Res
         if not form.saw_file:
             raise InvalidInput("the multipart body needs a 'file' part")
         job_input.filename = safe_filename(form.filename)
-        job = await blocking(_submit_form, request, caller, form.fields, job_input)
+        job = await _batcher(request).submit(await blocking(_form_request, request, caller, form.fields, job_input))
     except BaseException:
         await blocking(rt.storage.delete, job_input.storage_key)  # leave nothing behind
         raise
@@ -251,7 +281,7 @@ async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Res
     return _accepted(request, job)
 
 
-def _submit_form(request: Request, caller: Caller, fields: dict[str, str], job_input: JobInput) -> Any:
+def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_input: JobInput) -> SubmitRequest:
     _check_workflow(request, caller, fields.get("workflow"))
     priority = fields.get("priority")
     if priority is not None and (not priority.strip().isdigit() or int(priority) > 100):
@@ -268,7 +298,7 @@ def _submit_form(request: Request, caller: Caller, fields: dict[str, str], job_i
                         notify=_check_notify(request, notify_spec), job_input=job_input)
     if req.idempotency_key:
         req.idempotency_hash = _idempotency_hash(sorted(fields.items()), job_input.checksum)
-    return submit_job(runtime(request).engine, req)
+    return req
 
 
 # ------------------------------------------------------------------------------ read
