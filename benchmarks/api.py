@@ -214,7 +214,10 @@ def upload_tus(url: str, key: str, size: int, chunk: int = 64 * MB) -> dict[str,
     location = res.headers["location"]
     with httpx.Client(timeout=600) as client:
         for offset in range(0, size, chunk):
-            res = client.patch(location, content=block[: min(chunk, size - offset)],
+            part = memoryview(block)[: min(chunk, size - offset)]
+            # streamed in 1 MiB pieces, as tus clients read a file (httpx is slow with one huge bytes body)
+            body = (bytes(part[i: i + MB]) for i in range(0, len(part), MB))
+            res = client.patch(location, content=body,
                                headers={**h, "Upload-Offset": str(offset),
                                         "Content-Type": "application/offset+octet-stream"})
             res.raise_for_status()

@@ -12,7 +12,9 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -235,50 +237,139 @@ def _checksum(request: Request) -> tuple[Any, bytes] | None:
         raise InvalidInput("Upload-Checksum value is not base64") from None
 
 
+class _RunningHash:
+    """SHA-256 of an upload kept while its bytes arrive in order, so finishing it needs no re-read.
+
+    Lost on a restart, in another process or after a discarded chunk; the file is read again then.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.digest = hashlib.sha256()
+
+
+def _hashes(request: Request) -> dict[str, _RunningHash]:
+    return request.app.state.__dict__.setdefault("_upload_hashes", {})  # type: ignore[no-any-return]
+
+
+def _running_hash(request: Request, upload_id: str, offset: int) -> _RunningHash | None:
+    hashes = _hashes(request)
+    if offset == 0:
+        hashes[upload_id] = _RunningHash()
+    h = hashes.get(upload_id)
+    if h is None or h.offset != offset:
+        hashes.pop(upload_id, None)
+        return None
+    return h
+
+
+def _writer(path: Path, offset: int, hashers: list[Any]) -> Callable[[Any], int]:
+    """The blocking half of a PATCH: append what the pipe brings at ``offset`` (in a thread, so a
+    disk under writeback pressure never stalls the event loop), updating the running hashes."""
+
+    def write(pipe: Any) -> int:
+        written = 0
+        with path.open("r+b" if path.exists() else "wb", buffering=WRITE_BUFFER) as fh:
+            fh.seek(offset)
+            while chunk := pipe.read(WRITE_BUFFER):
+                fh.write(chunk)
+                written += len(chunk)
+                for h in hashers:
+                    h.update(chunk)
+        return written
+
+    return write
+
+
 async def _receive(request: Request, s: dict[str, Any], offset: int) -> int:
     """Append the request body to the part file; returns the new offset (finishing when complete)."""
     rt = runtime(request)
     limit = s["upload_length"] if s["upload_length"] is not None else rt.settings.max_upload_bytes
     check = _checksum(request)
+    running = _running_hash(request, s["id"], offset)
+    hashers = [h for h in (check[0] if check else None, running.digest if running else None) if h is not None]
     path = _part_path(request, s["id"])
-    written, disconnected = offset, False
-    with path.open("r+b" if path.exists() else "wb", buffering=WRITE_BUFFER) as fh:
-        fh.seek(offset)
+
+    async def produce(pipe: Any) -> bool:
+        seen = 0
         try:
             async for chunk in request.stream():
-                if written + len(chunk) > limit:
-                    fh.truncate(offset)
+                seen += len(chunk)
+                if offset + seen > limit:
                     raise SourceTooLarge("more bytes than the declared Upload-Length")
-                fh.write(chunk)
-                written += len(chunk)
-                if check:
-                    check[0].update(chunk)
+                await pipe.send(chunk)
         except ClientDisconnect:
-            disconnected = True  # keep what arrived: the client resumes from HEAD's offset
-        fh.flush()
-        if check and (disconnected or check[0].digest() != check[1]):
-            fh.truncate(offset)  # a chunk that fails its checksum is discarded whole
-            fh.flush()
-            if not disconnected:
-                raise ChecksumMismatch("Upload-Checksum does not match the bytes received")
-            written = offset
+            await pipe.end()
+            return True  # keep what arrived: the client resumes from HEAD's offset
+        await pipe.end()
+        return False
+
+    try:
+        added, disconnected = await run_with_pipe(_writer(path, offset, hashers), produce)
+    except BaseException:
+        _discard(request, s["id"], path, offset)
+        raise
+    written = offset + added
+    if check and (disconnected or check[0].digest() != check[1]):
+        _discard(request, s["id"], path, offset)  # a chunk that fails its checksum is discarded whole
+        if not disconnected:
+            raise ChecksumMismatch("Upload-Checksum does not match the bytes received")
+        written = offset
+    if running:
+        running.offset = written
     if written != offset:
         await blocking(uploads_repo.advance_offset, rt.engine, s["id"], offset, written)
     if s["upload_length"] is not None and written == s["upload_length"]:
-        await blocking(_finish, request, s)
+        running = _hashes(request).pop(s["id"], None)
+        await blocking(_finish, request, s, running.digest.hexdigest() if running else None)
     return written
 
 
-def _finish(request: Request, s: dict[str, Any]) -> None:
+def _discard(request: Request, upload_id: str, path: Path, offset: int) -> None:
+    """Cut the part file back to ``offset`` (the bytes of a refused PATCH never count)."""
+    _hashes(request).pop(upload_id, None)
+    if path.exists():
+        with path.open("r+b") as fh:
+            fh.truncate(offset)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(WRITE_BUFFER):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _move_into_storage(request: Request, path: Path, key: str, sha256: str | None) -> tuple[int, str]:
+    """The part file becomes the stored object: renamed when storage is a local folder on the same
+    filesystem (no copy of a multi-GB file), else uploaded through the storage interface."""
+    storage = runtime(request).storage
+    target = storage.local_path(key)
+    if target is not None:
+        size = path.stat().st_size
+        digest = sha256 or _sha256_file(path)
+        with path.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+            return size, digest
+        except OSError:
+            pass  # another filesystem: copy through the interface below
+    info = storage.put_file(key, path)
+    return info.size, info.checksum or ""
+
+
+def _finish(request: Request, s: dict[str, Any], sha256: str | None = None) -> None:
     """Move the complete part file into storage and record what it is."""
     rt = runtime(request)
     path = _part_path(request, s["id"])
     key = new_key("uploads", s["tenant_id"])
-    info = rt.storage.put_file(key, path)
+    size, digest = _move_into_storage(request, path, key, sha256)
     try:
         mime = sniff_object(rt.storage, key)
-        uploads_repo.complete(rt.engine, s["id"], storage_key=key, size=info.size,
-                              facts={"mime": mime, "sha256": info.checksum})
+        uploads_repo.complete(rt.engine, s["id"], storage_key=key, size=size, facts={"mime": mime, "sha256": digest})
     except BaseException:
         rt.storage.delete(key)
         raise
