@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     alert_eval_seconds: float = Field(default=15.0, gt=0, description="alert evaluation interval")
 
     # api (issue 5)
-    sse_poll_seconds: float = Field(default=0.1, gt=0, description="how often the event stream reads new job events")
+    sse_poll_seconds: float = Field(default=0.05, gt=0, description="how often the event stream reads new job events")
     upload_expiry_seconds: int = Field(default=86400, gt=0, description="an unfinished tus upload expires after this")
     uploads_dir: str = Field(default="", description='where unfinished tus uploads are kept; "" = data_dir/uploads '
                                                      "(share it between API processes behind one address)")

@@ -148,6 +148,7 @@ class EventHub:
                 return
 
     def _dispatch(self, event: dict[str, Any]) -> None:
+        event["frame"] = sse_frame(event)  # rendered once, written to every subscriber
         for sub in self._by_job.get(event["job_id"], ()):
             if sub.tenant_id == event["tenant_id"]:
                 sub.offer(event)
@@ -186,23 +187,23 @@ class EventHub:
                 await self._task
 
 
-def sse_frame(event: dict[str, Any]) -> str:
+def sse_frame(event: dict[str, Any]) -> bytes:
     """One SSE message: ``id``, ``event`` (progress | step | status | …) and JSON ``data``."""
     payload = {k: event[k] for k in ("job_id", "type", "step", "data", "at")}
     return (f"id: {event['id']}\nevent: {event['type']}\nretry: {RETRY_MS}\n"
-            f"data: {json.dumps(payload, default=str)}\n\n")
+            f"data: {json.dumps(payload, default=str)}\n\n").encode()
 
 
 async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id: int,
-                 keepalive: float = 15.0) -> AsyncIterator[str]:
+                 keepalive: float = 15.0) -> AsyncIterator[bytes]:
     """The SSE body for one job (closing after its final status) or for a whole tenant."""
     sub = await hub.subscribe(tenant_id=tenant_id, job_id=job_id)
     try:
         # a comment opens the stream at once (headers flushed) without dispatching an event
-        yield ": stream open\n\n"
+        yield b": stream open\n\n"
         sent = after_id
-        backlog = await asyncio.to_thread(read_events, hub.engine, after_id=after_id, job_id=job_id,
-                                          tenant_id=tenant_id, limit=100_000)
+        backlog = [] if after_id >= hub.last_id else await asyncio.to_thread(
+            read_events, hub.engine, after_id=after_id, job_id=job_id, tenant_id=tenant_id, limit=100_000)
         for event in backlog:
             sent = event["id"]
             yield sse_frame(event)
@@ -212,12 +213,12 @@ async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id:
             return  # finished before this stream began and its final event was already delivered
         async for event in _live(sub, keepalive):
             if event is None:
-                yield ": keep-alive\n\n"
+                yield b": keep-alive\n\n"
                 continue
             if event["id"] <= sent:
                 continue
             sent = event["id"]
-            yield sse_frame(event)
+            yield event.get("frame") or sse_frame(event)
             if job_id is not None and is_final(event):
                 return
     finally:
