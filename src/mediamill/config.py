@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=0, description="0 = a third of lease_seconds")
     max_rescues: int = Field(default=3, description="rescues before a job is dead-lettered as poison")
     poll_interval: float = Field(default=1.0, description="polling fallback when no wake-up arrives")
-    claim_batch: int = Field(default=64)
+    claim_batch: int = Field(default=200, description="most jobs one claim takes (cheap inline jobs)")
     aging_seconds: float = Field(default=60, description="a queued job gains one priority point per interval")
     aging_max_priority: int = Field(default=10, description="ageing raises a waiting job's priority up to this")
     retry_base_seconds: float = 2.0

@@ -18,12 +18,19 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mediamill.config import MediaLimits
+
+
+@lru_cache(maxsize=1)
+def default_limits() -> MediaLimits:
+    """The limits from the environment, read once (reading settings is far too slow per step)."""
+    return MediaLimits()
 
 
 class NoParams(BaseModel):
@@ -66,7 +73,7 @@ class StepContext:
     step_name: str
     job: dict[str, Any] = field(default_factory=dict)  # id, job_code, priority, metadata, submitter
     previous: list[PriorStep] = field(default_factory=list)
-    limits: MediaLimits = field(default_factory=MediaLimits)
+    limits: MediaLimits = field(default_factory=lambda: default_limits())
     progress: Callable[[float], None] = lambda _pct: None
     timeout_seconds: float | None = None
     attempt: int = 0  # 0 on the first run of this step, 1 on the first retry …

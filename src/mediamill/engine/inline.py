@@ -116,11 +116,14 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
                              workflow_version=wf.version, total_steps=len(d.steps), steps=records,
                              error_message=f"{s.name}: {exc.message}", error_class=exc.error_class,
                              failed_step=s.name)
+        if result["outputs"]:
+            return None  # an inline action that makes files: the normal path stores them (steps are idempotent)
         records.append(tx.StepRecord(wf.step_ids[i], s.name, s.action, "completed", now, utcnow(),
                                      output_data=json.dumps(result["data"], default=str)))
         statuses[s.name] = {"status": "completed", "data": result["data"]}
     return tx.Finish(job=job, status="partial" if partial else "completed", workflow_code=d.code,
-                     workflow_type=d.type, workflow_version=wf.version, total_steps=len(d.steps), steps=records)
+                     workflow_type=d.type, workflow_version=wf.version, total_steps=len(d.steps), steps=records,
+                     outputs=[])
 
 
 def _when(expr: str, job: dict[str, Any], statuses: dict[str, Any], wtype: str) -> bool:

@@ -21,6 +21,7 @@ from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
 from mediamill.store import workflow_repo
+from mediamill.store.bulk import insert_many, insert_many_returning_ids
 from mediamill.store.tables import job_events, media_queue, routing_rules, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, evaluate_condition, to_cel
@@ -220,15 +221,13 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     now = utcnow()
     prepared = [_prepare(conn, r) for r in reqs]
     values = [_job_values(r, wf, now, status, queue) for r, (wf, status, queue) in zip(reqs, prepared, strict=True)]
-    ids = list(conn.execute(workflow_jobs.insert().returning(workflow_jobs.c.id, sort_by_parameter_order=True),
-                            values).scalars())
+    ids = insert_many_returning_ids(conn, workflow_jobs, values)
     queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
                    "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
                    "attempts": 0}
                   for i, v in zip(ids, values, strict=True) if v["status"] == "queued"]
-    if queue_rows:
-        conn.execute(media_queue.insert(), queue_rows)
-    conn.execute(job_events.insert(), [
+    insert_many(conn, media_queue, queue_rows)
+    insert_many(conn, job_events, [
         {"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
          "data": {"status": v["status"], "workflow": wf.definition.code, "version": wf.version,
                   "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}}

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.store import outbox
+from mediamill.store.bulk import insert_many
 from mediamill.store.tables import (
     dead_letters,
     job_events,
@@ -82,6 +83,7 @@ class Finish:
     stderr_tail: str | None = None
     failed_step: str | None = None
     poison: bool = False
+    outputs: list[dict[str, Any]] | None = None  # visible outputs when known (None: read them)
 
 
 def lease_until(seconds: float) -> datetime:
@@ -121,7 +123,7 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
     if orphans:  # the job was finished or cancelled behind the queue's back
         conn.execute(mq.delete().where(mq.c.id.in_(orphans)))
     if jobs:
-        conn.execute(job_events.insert(), [
+        insert_many(conn, job_events, [
             {"job_id": j["id"], "tenant_id": j["tenant_id"], "event_type": "status", "created_at": now,
              "data": {"status": "processing", "worker": worker_id, "attempt": by_job[j["id"]].attempts}}
             for j in jobs])
@@ -240,28 +242,29 @@ def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Fini
 
 def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str | None) -> None:
     now = utcnow()
-    conn.execute(wj.update().where(wj.c.id == sa.bindparam("_id"),
-                                   sa.or_(wj.c.status == "processing", wj.c.status == "queued"))
-                 .values(status=sa.bindparam("_status"), completed_at=sa.bindparam("_completed"),
-                         progress_percent=sa.bindparam("_progress"), current_step=sa.bindparam("_current"),
-                         error_message=sa.bindparam("_error"), error_class=sa.bindparam("_class"), updated_at=now),
-                 [{"_id": f.job["id"], "_status": f.status,
-                   "_completed": now if f.status in ("completed", "partial") else None,
-                   "_progress": 100 if f.status in ("completed", "partial") else None,
-                   "_current": f.total_steps if f.status in ("completed", "partial") else None,
-                   "_error": f.error_message, "_class": f.error_class} for f in finishes])
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for f in finishes:  # one UPDATE per distinct outcome, not one per job
+        done = f.status in ("completed", "partial")
+        key = (f.status, f.total_steps if done else None, f.error_message, f.error_class)
+        groups.setdefault(key, []).append(f.job["id"])
+    for (status, current, error, klass), ids in groups.items():
+        done = status in ("completed", "partial")
+        values: dict[str, Any] = {"status": status, "error_message": error, "error_class": klass, "updated_at": now,
+                                  "completed_at": now if done else None}
+        if done:
+            values.update(progress_percent=100, current_step=current)
+        conn.execute(wj.update().where(wj.c.id.in_(ids), wj.c.status.in_(("processing", "queued"))).values(**values))
     steps = [(f.job, s) for f in finishes for s in f.steps]
     if steps:
         for job, s in steps:
             s.run_number = job.get("run_number") or 1
-        conn.execute(se.insert(), [_step_row(job, s, worker_id) for job, s in steps])
-    conn.execute(job_events.insert(), [
+        insert_many(conn, se, [_step_row(job, s, worker_id) for job, s in steps])
+    insert_many(conn, job_events, [
         {"job_id": f.job["id"], "tenant_id": f.job["tenant_id"], "event_type": "status", "created_at": now,
          "data": {"status": f.status, "final": True, "error_class": f.error_class,
                   "error": (f.error_message or "")[:500] or None}} for f in finishes])
-    for f in finishes:
-        dl_id = _dead_letter(conn, f) if f.status == "failed" else None
-        _outbox(conn, f, now, dl_id)
+    outbox.add_events(conn, [_outbox_row(conn, f, _dead_letter(conn, f) if f.status == "failed" else None)
+                             for f in finishes])
 
 
 def _step_row(job: dict[str, Any], s: StepRecord, worker_id: str | None) -> dict[str, Any]:
@@ -308,11 +311,12 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
     }
 
 
-def _outbox(conn: Connection, f: Finish, now: datetime, dl_id: int | None) -> None:
-    outs = [dict(r) for r in conn.execute(
-        sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes)
-        .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()] \
-        if f.status in ("completed", "partial") else []
+def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any]:
+    outs: list[dict[str, Any]] = []
+    if f.status in ("completed", "partial"):
+        outs = f.outputs if f.outputs is not None else [dict(r) for r in conn.execute(
+            sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes)
+            .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()]
     payload = job_payload(f.job, status=f.status, workflow_code=f.workflow_code,
                           workflow_version=f.workflow_version, error_class=f.error_class,
                           error_message=f.error_message, outputs=outs)
@@ -324,8 +328,8 @@ def _outbox(conn: Connection, f: Finish, now: datetime, dl_id: int | None) -> No
     name = f.job.get("input_filename") or f.job["job_code"]
     message = (f"Your {noun.lower()} {name} has been processed successfully." if f.status == "completed"
                else f"{noun} processing {f.status}: {f.error_message or ''}".strip())
-    outbox.add_event(conn, event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
-                     payload=payload, subject=subject, message=message)
+    return outbox.event_row(event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
+                            payload=payload, subject=subject, message=message)
 
 
 def workflow_code_of(conn: Connection, workflow_id: int) -> str:

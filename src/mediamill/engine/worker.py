@@ -268,6 +268,7 @@ class Worker:
             with self._pending_cv:  # keep them; the next flush retries
                 self._pending[:0] = batch
             raise
+        self._wake.set()  # the claimer may be holding back until the writer caught up
         ok = set(accepted)
         for f in finishes:
             if f.job["id"] in ok:

@@ -47,10 +47,8 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-        pool_recycle=1800,
-    )
+    return sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
+                            pool_recycle=1800)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -1,0 +1,68 @@
+"""Many-row INSERTs. On PostgreSQL one ``INSERT … SELECT FROM unnest(arrays)`` statement per batch: one round
+trip, and the same statement text whatever the row count (so drivers and the server reuse its plan); elsewhere
+the driver's executemany."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+
+@lru_cache(maxsize=256)
+def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: str | None) -> str:
+    params = ", ".join(f"%s::{t}[]" for t in types)
+    cols = ", ".join(f'"{c}"' for c in columns)
+    select = ", ".join(f'CAST("{c}" AS JSON)' if t == "TEXT_JSON" else f'"{c}"'
+                       for c, t in zip(columns, types, strict=True))
+    sql = f'INSERT INTO "{table_name}" ({cols}) SELECT {select} FROM unnest({params}) '
+    if returning:  # insert in the rows' order, so the sequence hands out ids in that order
+        sql += f'WITH ORDINALITY AS t({cols}, "_ord") ORDER BY "_ord" RETURNING "{returning}"'
+    else:
+        sql += f"AS t({cols})"
+    return sql.replace("TEXT_JSON[]", "TEXT[]")
+
+
+def _pg_type(column: sa.Column[Any], conn: Connection) -> str:
+    if isinstance(column.type, sa.JSON):
+        return "TEXT_JSON"
+    return str(column.type.compile(dialect=conn.dialect))
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts of column → value; missing keys take NULL, not the column default)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), list(rows))
+        return
+    _pg_insert(conn, table, rows, None)
+
+
+def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``rows`` and return their new ids, in the rows' order."""
+    if not rows:
+        return []
+    if conn.dialect.name != "postgresql":
+        return [int(i) for i in conn.execute(
+            table.insert().returning(table.c.id, sort_by_parameter_order=True), list(rows)).scalars()]
+    # ids come from one sequence in insertion order, which ORDER BY _ord fixed to the rows' order
+    return sorted(int(i) for i in _pg_insert(conn, table, rows, "id"))
+
+
+def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], returning: str | None) -> list[Any]:
+    names = tuple(sorted({k for r in rows for k in r}))
+    cols = [table.c[n] for n in names]
+    types = tuple(_pg_type(c, conn) for c in cols)
+    arrays = []
+    for name, t in zip(names, types, strict=True):
+        values = [r.get(name) for r in rows]
+        if t == "TEXT_JSON":
+            values = [None if v is None else json.dumps(v, default=str) for v in values]
+        arrays.append(values)
+    result = conn.exec_driver_sql(_statement(table.name, names, types, returning), tuple(arrays))
+    return [r[0] for r in result] if returning else []
