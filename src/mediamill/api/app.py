@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -27,9 +28,24 @@ Errors are RFC 9457 problem documents (`application/problem+json`). Another tena
 resources answer 404."""
 
 
+UPLOAD_SWEEP_SECONDS = 600.0
+
+
+async def _sweep_uploads(app: FastAPI) -> None:
+    """Expired, unfinished uploads and their part files go away (tus expiration)."""
+    from mediamill.api.routes.uploads import remove_expired
+
+    while True:
+        await asyncio.sleep(UPLOAD_SWEEP_SECONDS)
+        with contextlib.suppress(Exception):  # a failed sweep is retried at the next one
+            await asyncio.to_thread(remove_expired, app.state.runtime)
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    sweeper = asyncio.create_task(_sweep_uploads(app))
     yield
+    sweeper.cancel()
     hub = getattr(app.state, "event_hub", None)
     if hub is not None:
         await hub.close()
