@@ -88,3 +88,10 @@ def test_unknown_workflow_and_bad_config_are_clear(data: Path) -> None:
     assert bad.returncode == 2
     assert "MEDIAMILL_LEASE_SECONDS: Value error, must be positive, got 0" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_doctor_reports_ffmpeg_from_the_wheel(data: Path) -> None:
+    report = json.loads(mm(data, "doctor", "--json").stdout)
+    assert report["ffmpeg"]["available"] and report["ffmpeg"]["version"].startswith("ffmpeg version")
+    assert report["libvips"]["available"] and report["pdfium"]["available"]
+    assert "ffmpeg" in mm(data, "doctor").stdout

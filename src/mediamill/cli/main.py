@@ -39,6 +39,23 @@ def db_upgrade() -> None:
 
 @app.command()
 @handle_errors
+def doctor(json_: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Show the media tools in use (ffmpeg and where it comes from, libvips, pdfium, models, LibreOffice)."""
+    from mediamill.cli.output import print_json, print_table
+    from mediamill.media.tools import doctor_report
+
+    report = doctor_report()
+    if json_:
+        print_json(report)
+        return
+    rows = [{"tool": name, "available": info.get("available"),
+             "detail": ", ".join(f"{k}={v}" for k, v in info.items() if k != "available" and v is not None)}
+            for name, info in report.items()]
+    print_table(rows, ["tool", "available", "detail"], title="mediamill doctor")
+
+
+@app.command()
+@handle_errors
 def serve(host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
           port: int | None = typer.Option(None, help="port (default 8000)")) -> None:
     """Run API, dashboard and workers in one process (SQLite + local storage by default)."""
