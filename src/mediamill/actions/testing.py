@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,3 +55,24 @@ def fail(ctx: StepContext) -> StepResult:
     if ctx.attempt < ctx.params.times:
         raise error_for_class(ctx.params.error_class, f"{ctx.params.message} (attempt {ctx.attempt + 1})")
     return StepResult(data={"recovered_on_attempt": ctx.attempt + 1})
+
+
+class CrashParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["segfault", "exit", "memory", "hang"] = "segfault"
+
+
+@action("crash", params=CrashParams, family="test", errors=("internal", "resource", "timeout"), idempotent=True)
+def crash(ctx: StepContext) -> StepResult:
+    """Misbehave like a broken decoder (drills isolation): segfault, exit, exhaust memory, or hang."""
+    mode = ctx.params.mode
+    if mode == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif mode == "exit":
+        os._exit(3)
+    elif mode == "memory":
+        hoard = []
+        while True:  # until the child's address-space limit says no
+            hoard.append(bytearray(64 * 1024 * 1024))
+    while True:
+        time.sleep(1)
