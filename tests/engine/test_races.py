@@ -87,7 +87,7 @@ def test_poison_job_is_dead_lettered_after_max_rescues(rt: Runtime, submit) -> N
 def test_pruning_removes_old_finished_jobs_and_their_files(rt: Runtime, submit) -> None:
     workflow(rt, "WF-RACE", [{"name": "a", "action": "noop"}])
     old, recent = submit("WF-RACE"), submit("WF-RACE")
-    for j in (old, recent):
+    for _job in (old, recent):
         c = _claim(rt, "w")
         with rt.engine.begin() as conn:
             tx.finish_jobs(conn, "w", [_finish(c.job)])
