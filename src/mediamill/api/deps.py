@@ -7,7 +7,10 @@ import unicodedata
 from types import ModuleType
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from fastapi import Request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from mediamill.runtime import Runtime
@@ -21,6 +24,38 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\"\\;]")
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def read_engine(request: Request) -> Engine:
+    """The engine for read-only work.
+
+    On SQLite every transaction of the shared engine begins IMMEDIATE (it takes the write lock
+    so writers queue instead of failing), which would make each read wait behind each write.
+    Reads here go through a second engine in autocommit mode with ``query_only`` on: WAL lets
+    them run beside the writer. On PostgreSQL it is the shared engine.
+    """
+    state = request.app.state
+    engine: Engine | None = getattr(state, "read_engine", None)
+    if engine is None:
+        engine = state.read_engine = make_read_engine(runtime(request).engine)
+    return engine
+
+
+def make_read_engine(engine: Engine) -> Engine:
+    if engine.dialect.name != "sqlite":
+        return engine
+    reader = sa.create_engine(engine.url, connect_args={"check_same_thread": False, "isolation_level": None,
+                                                        "timeout": 30}, pool_size=10, max_overflow=30)
+    event.listen(reader, "connect", _read_only_pragmas)
+    return reader
+
+
+def _read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    for pragma in ("query_only=ON", "busy_timeout=30000", "temp_store=MEMORY", "cache_size=-65536",
+                   "mmap_size=268435456"):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
 
 
 def ops() -> ModuleType:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import runtime
+from mediamill.api.deps import read_engine
 from mediamill.api.models import Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import InvalidInput
@@ -33,7 +33,7 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _run(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Any:
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         return fn(conn, **kwargs)
 
 

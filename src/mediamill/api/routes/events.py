@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import MAX_ID, blocking, ops, runtime
+from mediamill.api.deps import MAX_ID, blocking, ops, read_engine, runtime
 from mediamill.api.events import EventHub, stream
 from mediamill.api.problems import PROBLEM_RESPONSES
 
@@ -21,7 +21,8 @@ def hub(request: Request) -> EventHub:
     existing: EventHub | None = getattr(request.app.state, "event_hub", None)
     if existing is None:
         rt = runtime(request)
-        existing = request.app.state.event_hub = EventHub(rt.engine, poll_seconds=rt.settings.sse_poll_seconds)
+        existing = EventHub(read_engine(request), poll_seconds=rt.settings.sse_poll_seconds)
+        request.app.state.event_hub = existing
     return existing
 
 
@@ -37,7 +38,7 @@ async def job_events(request: Request, job_id: int = Path(..., ge=1, le=MAX_ID),
                      after: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id")
                      ) -> StreamingResponse:
     """A job's events as SSE; the stream ends after the final status. Resumable with Last-Event-ID."""
-    await blocking(ops().get_job, runtime(request).engine, job_id, tenant_id=caller.tenant_id)  # 404 first
+    await blocking(ops().get_job, read_engine(request), job_id, tenant_id=caller.tenant_id)  # 404 first
     body = stream(hub(request), tenant_id=caller.tenant_id, job_id=job_id,
                   after_id=_resume_from(last_event_id, after))
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)

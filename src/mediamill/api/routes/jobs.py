@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.batching import SubmitBatcher
-from mediamill.api.deps import MAX_ID, base_url, blocking, ops, runtime, safe_filename
+from mediamill.api.deps import MAX_ID, base_url, blocking, ops, read_engine, runtime, safe_filename
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
@@ -126,7 +126,7 @@ def _workflow_owner(request: Request, code: str) -> tuple[bool, str | None]:
     hit = _owners.get(code)
     if hit is not None and now - hit[0] < OWNER_CACHE_SECONDS:
         return hit[1], hit[2]
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
     if len(_owners) > 10_000:
         _owners.clear()
@@ -150,8 +150,7 @@ def _idempotency_hash(*parts: Any) -> str:
 # ------------------------------------------------------------------------------ inputs
 def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> tuple[JobInput, bool]:
     """The upload as a job input, and whether it still has to be linked to its first job."""
-    rt = runtime(request)
-    with rt.engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     if session["completed_at"] is None:
         session = _complete_presigned(request, session)
@@ -325,7 +324,7 @@ def list_jobs(request: Request, caller: Caller = auth.Viewer,
               limit: int = Query(50, ge=1, le=500),
               before_id: int | None = Query(None, ge=1, le=MAX_ID)) -> dict[str, Any]:
     """Jobs of the caller's tenant, newest first; page with ``before_id=<next_before_id>``."""
-    items = ops().list_jobs(runtime(request).engine, tenant_id=caller.tenant_id, status=status, workflow=workflow,
+    items = ops().list_jobs(read_engine(request), tenant_id=caller.tenant_id, status=status, workflow=workflow,
                             queue=queue, submitter=submitter, since=_parse_time(since, "since"),
                             until=_parse_time(until, "until"), limit=limit, before_id=before_id)
     next_id = items[-1]["id"] if len(items) == limit else None
@@ -333,7 +332,7 @@ def list_jobs(request: Request, caller: Caller = auth.Viewer,
 
 
 def _job(request: Request, caller: Caller, job_id: int) -> dict[str, Any]:
-    return ops().get_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id)  # type: ignore[no-any-return]
+    return ops().get_job(read_engine(request), job_id, tenant_id=caller.tenant_id)  # type: ignore[no-any-return]
 
 
 @router.get("/{job_id}", response_model=Loose)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import MAX_ID, runtime
+from mediamill.api.deps import MAX_ID, read_engine, runtime
 from mediamill.api.models import Items, KeyCreate, KeyCreated, Loose, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import Conflict, Forbidden
@@ -27,7 +27,7 @@ def _is_root(caller: Caller) -> bool:
 @router.get("/keys", response_model=Items)
 def list_keys(request: Request, caller: Caller = auth.Admin) -> dict[str, Any]:
     """The tenant's keys (never their secrets)."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         rows = auth_repo.list_keys(conn, tenant_id=caller.tenant_id)
     return {"items": [{**r, "created_at": iso(r["created_at"]), "revoked_at": iso(r["revoked_at"]),
                        "last_used_at": iso(r["last_used_at"])} for r in rows]}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import MAX_ID, ops, runtime
+from mediamill.api.deps import MAX_ID, ops, read_engine, runtime
 from mediamill.api.models import Count, DeadLetterBulkRetry, DeadLetterRetry, Items, JobId, Loose, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
 
@@ -21,7 +21,7 @@ QUEUE_NAME = Path(..., pattern=r"^[a-z0-9][a-z0-9_\-]{0,49}$")
 @router.get("/queues", response_model=Items, tags=["queues"])
 def list_queues(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every queue: depth, waiting, processing, oldest wait, paused."""
-    return {"items": ops().queue_stats(runtime(request).engine)}
+    return {"items": ops().queue_stats(read_engine(request))}
 
 
 @router.post("/queues/{name}/pause", response_model=Ok, tags=["queues"])
@@ -42,7 +42,7 @@ def resume_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth
 @router.get("/workers", response_model=Items, tags=["workers"])
 def list_workers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Workers with their pools and last heartbeat."""
-    return {"items": ops().list_workers(runtime(request).engine)}
+    return {"items": ops().list_workers(read_engine(request))}
 
 
 # ------------------------------------------------------------------------------ dead letters
@@ -53,7 +53,7 @@ def list_dead_letters(request: Request, caller: Caller = auth.Viewer,
                       include_resolved: bool = False, limit: int = Query(50, ge=1, le=500),
                       before_id: int | None = Query(None, ge=1, le=MAX_ID)) -> dict[str, Any]:
     """Failed jobs set aside with their input and attempt history (newest first)."""
-    items = ops().list_dead_letters(runtime(request).engine, tenant_id=caller.tenant_id, error_class=error_class,
+    items = ops().list_dead_letters(read_engine(request), tenant_id=caller.tenant_id, error_class=error_class,
                                     workflow=workflow, include_resolved=include_resolved, limit=limit,
                                     before_id=before_id)
     return {"items": items}
@@ -87,7 +87,7 @@ def discard_dead_letter(request: Request, dl_id: int = DL_ID, caller: Caller = a
 @router.get("/breakers", response_model=Items, tags=["breakers"])
 def list_breakers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Circuit breakers per action: state, counts, next probe."""
-    return {"items": ops().list_breakers(runtime(request).engine)}
+    return {"items": ops().list_breakers(read_engine(request))}
 
 
 @router.post("/breakers/{action}/reset", response_model=Loose, tags=["breakers"])

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from mediamill.api import auth, signing
 from mediamill.api.auth import Caller
-from mediamill.api.deps import base_url, blocking, runtime, safe_filename
+from mediamill.api.deps import base_url, blocking, read_engine, runtime, safe_filename
 from mediamill.api.models import PresignOut, PresignRequest, UploadOut
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import run_with_pipe
@@ -128,7 +128,7 @@ def _lock(request: Request, upload_id: str) -> asyncio.Lock:
 
 
 def _session(request: Request, caller: Caller, upload_id: str) -> dict[str, Any]:
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     if uploads_repo.is_expired(session):
         raise Gone(f"upload {upload_id} expired")
@@ -402,7 +402,7 @@ def _terminate(request: Request, s: dict[str, Any]) -> None:
 @router.get("/{upload_id}", response_model=UploadOut)
 def get_upload(upload_id: str, request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """An upload's state as JSON (for clients that do not speak tus)."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     return {"id": s["id"], "length": s["upload_length"], "offset": s["upload_offset"],
             "complete": s["completed_at"] is not None, "filename": s["filename"],

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import MAX_VERSION, runtime
+from mediamill.api.deps import MAX_VERSION, read_engine, runtime
 from mediamill.api.models import ActivateRequest, Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import Conflict, Forbidden, NotFound, WorkflowInvalid
@@ -79,7 +79,7 @@ async def _document(request: Request) -> WorkflowDef:
 @router.get("", response_model=Items)
 def list_workflows(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every workflow the caller can see, with its current version."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         owners = dict(conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id)).all())
         rows = workflow_repo.list_workflows(conn)
     return {"items": [_summary(r) for r in rows if owners.get(r["workflow_code"]) in (None, caller.tenant_id)]}
@@ -133,7 +133,7 @@ async def update_workflow(request: Request, code: str = CODE, caller: Caller = a
 def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
                  version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """One workflow's definition (the current version, or ``?version=N``)."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         _visible(conn, caller, code)
         got = workflow_repo.get_workflow(conn, code, version)
     return {"code": code, "version": got.version, "current_version": got.current_version,
@@ -143,7 +143,7 @@ def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewe
 @router.get("/{code}/versions", response_model=Items)
 def list_versions(request: Request, code: str = CODE, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every version: number, checksum, author, time, whether it is the current one."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         _visible(conn, caller, code)
         rows = workflow_repo.list_versions(conn, code)
     return {"items": [{**r, "created_at": iso(r["created_at"])} for r in rows]}
@@ -154,7 +154,7 @@ def diff(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
          from_: int = Query(..., alias="from", ge=1, le=MAX_VERSION),
          to: int = Query(..., ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """A unified diff of two versions plus steps added, removed and changed."""
-    with runtime(request).engine.connect() as conn:
+    with read_engine(request).connect() as conn:
         _visible(conn, caller, code)
         return workflow_repo.diff_versions(conn, code, from_, to)
 
