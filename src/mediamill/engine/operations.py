@@ -87,7 +87,7 @@ def change_priority(engine: Engine, job_id: int, priority: int, *, tenant_id: st
                      .values(priority=priority, base_priority=priority, aged_at=None))
         tx.add_event(conn, job, "priority", None, {"from": job["priority"], "to": priority})
         wakeup.notify_in_tx(conn, [job["queue_name"] or ""])
-    wakeup.after_commit([job["queue_name"] or ""])
+    wakeup.after_commit([job["queue_name"] or ""], engine)
 
 
 # ----------------------------------------------------------------------------- retry / DLQ
@@ -129,7 +129,7 @@ def retry_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, vers
         _requeue_finished(conn, job, version=version, by=by)
         conn.execute(dl.update().where(dl.c.job_id == job_id, dl.c.resolved_at.is_(None))
                      .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
-    wakeup.after_commit([job["queue_name"] or ""])
+    wakeup.after_commit([job["queue_name"] or ""], engine)
 
 
 def _dl_row(conn: Connection, dl_id: int, tenant_id: str | None) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def retry_dead_letter(engine: Engine, dl_id: int, *, version: int | None = None,
         _requeue_finished(conn, job, version=version, by=by)
         conn.execute(dl.update().where(dl.c.id == dl_id, dl.c.resolved_at.is_(None))
                      .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
-    wakeup.after_commit([job["queue_name"] or ""])
+    wakeup.after_commit([job["queue_name"] or ""], engine)
     return int(row["job_id"])
 
 
@@ -216,7 +216,7 @@ def set_queue_paused(engine: Engine, name: str, paused: bool) -> None:
         if not paused:
             wakeup.notify_in_tx(conn, [name])
     if not paused:
-        wakeup.after_commit([name])
+        wakeup.after_commit([name], engine)
 
 
 def pause_queue(engine: Engine, name: str) -> None:

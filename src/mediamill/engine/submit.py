@@ -243,7 +243,7 @@ def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[Submitted
         return []
     with engine.begin() as conn:
         jobs = _insert(conn, reqs)
-    wakeup.after_commit({j.queue_name for j in jobs})
+    wakeup.after_commit({j.queue_name for j in jobs}, engine)
     _count_submitted(jobs)
     return jobs
 
@@ -264,7 +264,7 @@ def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
         if replay is None:
             raise
         return replay
-    wakeup.after_commit([job.queue_name])
+    wakeup.after_commit([job.queue_name], engine)
     _count_submitted([job])
     return job
 

@@ -78,6 +78,7 @@ class Worker:
         self._wf_cache: dict[tuple[int, int | None], workflow_repo.VersionedWorkflow] = {}
         self._lock = threading.Lock()
         self._unsubscribe = wakeup.subscribe(lambda _q: self._wake.set())
+        self._sqlite_wake = wakeup.SqliteWakeListener(self.engine, uuid.uuid4().hex[:12], self._wake.set)
         self.jobs_done = 0
 
     # ================================================================== life cycle
@@ -89,6 +90,8 @@ class Worker:
                  ("canceller", self._cancel_loop)]
         if self.engine.dialect.name == "postgresql":
             roles.append(("listener", self._listen_loop))
+        else:
+            self._sqlite_wake.start()
         for role, target in roles:
             t = threading.Thread(target=self._guarded(role, target), name=f"mm-{role}", daemon=True)
             t.start()
@@ -113,6 +116,7 @@ class Worker:
             t.join(timeout=10)
         self._flush_pending()
         self._unsubscribe()
+        self._sqlite_wake.stop()
         self.children.close()
         with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
@@ -236,6 +240,8 @@ class Worker:
         if queue and self.engine.dialect.name == "postgresql":
             with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
                 wakeup.notify_in_tx(conn, [queue])
+        elif queue:
+            wakeup.broadcast_sqlite(self.engine)
 
     def job_finished(self, job: dict[str, Any], status: str, workflow_code: str) -> None:
         self.jobs_done += 1
