@@ -115,6 +115,31 @@ def test_submit_wait_failed_job_exits_non_zero(worker_process, data_dir, media):
     assert ": failed" in done.stdout and "truncated" in done.stdout, done.stdout
 
 
+def test_submit_refuses_a_mislabelled_file_clearly(prepared, data_dir, media):
+    clip = data_dir.parent / "notes.mp4"
+    clip.write_bytes(media.text_as_mp4.read_bytes())
+    done = mediamill(data_dir, "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE")
+    assert done.returncode != 0
+    shown = done.stdout + done.stderr
+    assert "text/plain" in shown and "WF-VIDEO-TRANSCODE" in shown and "Traceback" not in shown, shown
+
+
+@pytest.mark.xfail(strict=True, reason="CLI bug: `submit` copies the file into storage before submit_job refuses "
+                                       "it and never deletes it (src/mediamill/cli/engine_cmds.py _submit; the "
+                                       "API deletes it, routes/jobs.py)")
+def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
+    rt = Runtime(Settings(data_dir=tmp_path / "data"))
+    rt.prepare()
+    rt.close()
+    clip = tmp_path / "empty.mp4"
+    clip.write_bytes(b"")
+    done = mediamill(tmp_path / "data", "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE")
+    assert done.returncode != 0 and "empty" in done.stdout + done.stderr
+    inputs = tmp_path / "data" / "storage" / "inputs"
+    leftovers = [p.name for p in inputs.rglob("*") if p.is_file()] if inputs.exists() else []
+    assert not leftovers, leftovers
+
+
 @pytest.mark.xfail(strict=True, reason="CLI bug: `submit` and `worker` only migrate (rt.migrate()), never install "
                                        "the built-in workflows, so a fresh data dir has no WF-VIDEO-TRANSCODE "
                                        "until `mediamill serve` has run once (src/mediamill/cli/engine_cmds.py)")
