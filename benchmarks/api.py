@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mm-bench-") as tmp:
         sqlite_dir = Path(tmp) / "sqlite"
         key = _prepare(sqlite_dir, "")
-        with api_server(sqlite_dir, "", args.api_workers) as url:
+        with api_server(sqlite_dir, "", args.api_workers or 1) as url:
             if "submit_sqlite" in wanted:
                 rows.append(submit_case("submit_sqlite", url, key, args))
             if "upload_multipart" in wanted:
@@ -320,7 +320,7 @@ def _postgres_submit(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]
         return _row("submit_postgres")
     with postgres_database(args.postgres_url) as db_url:
         key = _prepare(data_dir, db_url)
-        with api_server(data_dir, db_url, args.api_workers) as url:
+        with api_server(data_dir, db_url, args.api_workers or 2) as url:
             return submit_case("submit_postgres", url, key, args)
 
 
@@ -329,7 +329,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--duration", type=int, default=10, help="seconds per submit run")
     parser.add_argument("--connections", type=int, default=32, help="concurrent submit connections")
-    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn worker processes for submit/upload")
+    parser.add_argument("--api-workers", type=int, default=0,
+                        help="uvicorn processes (default: 1 on SQLite — one writer anyway — and 2 on PostgreSQL)")
     parser.add_argument("--upload-mb", type=int, default=512)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--cases", default="", help=f"comma-separated subset of {','.join(CASES)}")

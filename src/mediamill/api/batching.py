@@ -32,8 +32,9 @@ MAX_BATCH = 256
 class SubmitBatcher:
     engine: Engine
     lock_path: Path | None = None  # SQLite: the file API processes take turns on
+    max_flushes: int = 1  # transactions in flight at once (SQLite: one writer; PostgreSQL: several)
     _pending: list[tuple[SubmitRequest, asyncio.Future[SubmittedJob]]] = field(default_factory=list)
-    _flushing: bool = False
+    _flushing: int = 0
 
     async def submit(self, req: SubmitRequest) -> SubmittedJob:
         """Submit ``req`` in the next group commit; returns its job (or raises its error)."""
@@ -41,8 +42,8 @@ class SubmitBatcher:
             return await asyncio.to_thread(submit_job, self.engine, req)
         future: asyncio.Future[SubmittedJob] = asyncio.get_running_loop().create_future()
         self._pending.append((req, future))
-        if not self._flushing:
-            self._flushing = True
+        if self._flushing < self.max_flushes:
+            self._flushing += 1
             asyncio.get_running_loop().create_task(self._flush_loop())
         return await future
 
@@ -59,7 +60,7 @@ class SubmitBatcher:
                     else:
                         future.set_result(result)
         finally:
-            self._flushing = False
+            self._flushing -= 1
 
 
 @contextlib.contextmanager

@@ -240,8 +240,10 @@ def _batcher(request: Request) -> SubmitBatcher:
     batcher: SubmitBatcher | None = getattr(request.app.state, "submit_batcher", None)
     if batcher is None:
         rt = runtime(request)
-        lock = FsPath(rt.settings.data_dir) / "submit.lock" if rt.engine.dialect.name == "sqlite" else None
-        batcher = request.app.state.submit_batcher = SubmitBatcher(rt.engine, lock)
+        sqlite = rt.engine.dialect.name == "sqlite"
+        lock = FsPath(rt.settings.data_dir) / "submit.lock" if sqlite else None
+        batcher = SubmitBatcher(rt.engine, lock, max_flushes=1 if sqlite else 4)
+        request.app.state.submit_batcher = batcher
     return batcher
 
 
