@@ -96,3 +96,16 @@ def test_workflows_are_tenant_scoped(client: TestClient, keys: Keys) -> None:
     res = client.post("/v1/jobs", headers=Keys.h(keys.submitter), files={"file": ("a", io.BytesIO(b"x" * 10))},
                       data={"workflow": "WF-BETA-ONLY"})
     assert res.status_code == 404
+
+
+def test_other_tenant_gets_404_for_channels(client: TestClient, keys: Keys) -> None:
+    res = client.post("/v1/channels", headers=Keys.h(keys.admin),
+                      json={"kind": "email", "name": "ops", "config": {"to": ["ops@example.com"]}})
+    assert res.status_code == 201, res.text
+    cid = res.json()["id"]
+    b = Keys.h(keys.other)
+    for method, url, body in (("GET", f"/v1/channels/{cid}", None), ("PATCH", f"/v1/channels/{cid}", {"name": "x"}),
+                              ("DELETE", f"/v1/channels/{cid}", None), ("POST", f"/v1/channels/{cid}/test", None),
+                              ("POST", f"/v1/channels/{cid}/rotate-secret", None)):
+        res = client.request(method, url, headers=b, json=body)
+        assert res.status_code == 404, (method, url, res.status_code)
