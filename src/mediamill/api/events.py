@@ -162,7 +162,7 @@ class EventHub:
             with contextlib.suppress(Exception):
                 raw = self.engine.raw_connection()
                 try:
-                    pg = raw.driver_connection
+                    pg: Any = raw.driver_connection
                     pg.autocommit = True
                     pg.execute(f"LISTEN {EVENT_CHANNEL}")
                     pg.execute("LISTEN mediamill_jobs")
@@ -211,15 +211,15 @@ async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id:
                 return
         if job_id is not None and await asyncio.to_thread(job_status, hub.engine, job_id) in TERMINAL:
             return  # finished before this stream began and its final event was already delivered
-        async for event in _live(sub, keepalive):
-            if event is None:
+        async for live in _live(sub, keepalive):
+            if live is None:
                 yield b": keep-alive\n\n"
                 continue
-            if event["id"] <= sent:
+            if live["id"] <= sent:
                 continue
-            sent = event["id"]
-            yield event.get("frame") or sse_frame(event)
-            if job_id is not None and is_final(event):
+            sent = live["id"]
+            yield live.get("frame") or sse_frame(live)
+            if job_id is not None and is_final(live):
                 return
     finally:
         hub.unsubscribe(sub)

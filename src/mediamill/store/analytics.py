@@ -228,7 +228,8 @@ def _grouped_percentiles(conn: Connection, *, value_sql: str, group_sql: str, fr
 
 def durations(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> dict[str, Any]:
     """p50/p95/p99 of job durations (seconds, per workflow) and step durations (ms, per action)."""
-    params = {"since": window_start(since), "t": tenant_id}
+    start = window_start(since)
+    params: dict[str, Any] = {"since": start, "t": tenant_id}
     job_seconds = _seconds(conn, "wj.completed_at", "wj.started_at")
     jobs = _grouped_percentiles(
         conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params,
@@ -240,13 +241,14 @@ def durations(conn: Connection, *, tenant_id: str, since: datetime | None = None
         conn, value_sql=step_ms, group_sql="se.action", params=params,
         from_sql="FROM step_executions se JOIN workflow_jobs wj ON wj.id = se.job_id "
                  "WHERE se.completed_at >= :since AND wj.tenant_id = :t AND se.status = 'completed'")
-    return {"since": params["since"].isoformat() + "Z", "jobs_seconds": jobs, "steps_ms": steps_}
+    return {"since": start.isoformat() + "Z", "jobs_seconds": jobs, "steps_ms": steps_}
 
 
 # ------------------------------------------------------------------------------ errors
 def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> dict[str, Any]:
     """Finished jobs in the window, failures by error class with their share, step failures by action."""
-    params = {"since": window_start(since), "t": tenant_id}
+    start = window_start(since)
+    params: dict[str, Any] = {"since": start, "t": tenant_id}
     finished = _rows(conn, "SELECT status, error_class, COUNT(*) AS n FROM workflow_jobs "
                            "WHERE completed_at >= :since AND tenant_id = :t GROUP BY status, error_class", params)
     total = sum(r["n"] for r in finished)
@@ -260,7 +262,7 @@ def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = No
                          "AND wj.tenant_id = :t AND se.status = 'failed' GROUP BY se.action, se.error_class "
                          "ORDER BY failures DESC", params)
     failed = sum(by_class.values())
-    return {"since": params["since"].isoformat() + "Z", "finished": total, "failed": failed,
+    return {"since": start.isoformat() + "Z", "finished": total, "failed": failed,
             "error_rate": failed / total if total else 0.0,
             "by_class": [{"error_class": k, "count": v, "rate": v / total if total else 0.0}
                          for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -13,7 +15,7 @@ from mediamill.api.problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=PROBLEM_RESPONSES)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_DOC = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                  "description": "an event stream (progress, step, status …)"}}
 
 

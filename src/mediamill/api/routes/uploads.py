@@ -457,7 +457,7 @@ async def put_content(upload_id: str, request: Request, expires: int = Query(...
         await pipe.end()
         return seen
 
-    info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)
+    info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)  # type: ignore[arg-type]
     await blocking(uploads_repo.complete, rt.engine, upload_id, storage_key=info.key, size=info.size,
                    facts={"mime": await blocking(sniff_object, rt.storage, info.key), "sha256": info.checksum})
     return {"id": upload_id, "length": info.size, "offset": info.size, "complete": True, "filename": s["filename"],
