@@ -126,12 +126,15 @@ def assert_outputs_stored(env: EngineEnv, detail: dict[str, Any]) -> dict[str, P
     Returns the stored files by output name.
     """
     files: dict[str, Path] = {}
+    executions = {s["id"]: s for s in detail["steps"]}
     assert detail["outputs"], "the job has no outputs"
     for row in detail["outputs"]:
         path = env.stored(row["storage_key"])
         assert row["bytes"] and row["bytes"] == path.stat().st_size, row["name"]
         assert row["checksum"] and len(row["checksum"]) == 64 and row["checksum"] == sha256_of(path), row["name"]
-        assert row["visible"] is True or row["visible"] == 1, f"{row['name']} is not visible"
+        assert row["visible"], f"{row['name']} is not visible"
+        made_by = executions[row["step_execution_id"]]  # the output belongs to its step's completed execution
+        assert made_by["step_name"] == row["step_name"] and made_by["status"] == "completed", row["name"]
         assert row["name"] not in files, f"two outputs named {row['name']}"
         files[row["name"]] = path
     return files
