@@ -124,9 +124,6 @@ def test_submit_refuses_a_mislabelled_file_clearly(prepared, data_dir, media):
     assert "text/plain" in shown and "WF-VIDEO-TRANSCODE" in shown and "Traceback" not in shown, shown
 
 
-@pytest.mark.xfail(strict=True, reason="CLI bug: `submit` copies the file into storage before submit_job refuses "
-                                       "it and never deletes it (src/mediamill/cli/engine_cmds.py _submit; the "
-                                       "API deletes it, routes/jobs.py)")
 def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
     rt = Runtime(Settings(data_dir=tmp_path / "data"))
     rt.prepare()
@@ -140,9 +137,6 @@ def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
     assert not leftovers, leftovers
 
 
-@pytest.mark.xfail(strict=True, reason="CLI bug: `submit` and `worker` only migrate (rt.migrate()), never install "
-                                       "the built-in workflows, so a fresh data dir has no WF-VIDEO-TRANSCODE "
-                                       "until `mediamill serve` has run once (src/mediamill/cli/engine_cmds.py)")
 def test_submit_on_a_fresh_data_dir_knows_the_builtin_workflows(tmp_path, media):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

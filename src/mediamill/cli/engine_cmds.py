@@ -48,10 +48,16 @@ def submit(file: Path = typer.Argument(..., help="the media file"),
 def _submit(file: Path, workflow: str | None, priority: int | None, param: list[str], wait: bool,
             json_: bool) -> None:
     rt = Runtime()
-    rt.migrate()
+    rt.prepare()
+    params = _params(param)
     inp = store_input_file(rt.storage, file)
-    job = submit_job(rt.engine, SubmitRequest(job_input=inp, workflow_code=workflow, priority=priority,
-                                              params=_params(param), submitted_by="cli"))
+    try:
+        job = submit_job(rt.engine, SubmitRequest(job_input=inp, workflow_code=workflow, priority=priority,
+                                                  params=params, submitted_by="cli"))
+    except BaseException:
+        if inp.storage_key:  # a refused job leaves nothing behind
+            rt.storage.delete(inp.storage_key)
+        raise
     if not wait:
         if json_:
             print_json(job.as_dict())
@@ -110,7 +116,7 @@ def _worker(pool: list[str], name: str | None) -> None:
     from mediamill.engine.worker import Worker
 
     rt = Runtime()
-    rt.migrate()
+    rt.prepare()
     pools = parse_pools(pool) if pool else (rt.settings.parsed_pools() or {"*": 2})
     _setup_observability(rt, "worker")
     w = Worker(rt, pools=pools, name=name)
