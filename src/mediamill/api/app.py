@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
-from mediamill import __version__
+from mediamill import __version__, dashboard
 from mediamill.api.limits import BodyLimitMiddleware
 from mediamill.api.models import JobSubmit, NotifySpec
 from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
@@ -65,6 +65,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(notify_routes.router)
     app.include_router(metrics_routes.router)
+    dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     _document_problem(app)

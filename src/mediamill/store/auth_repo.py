@@ -8,8 +8,11 @@ keeps the per-request check in the microseconds. The plaintext is returned once,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
+import os
 import secrets
 import threading
 import time
@@ -244,3 +247,77 @@ def peek_cached(plaintext: str) -> KeyRecord | None:
 
 def clear_cache() -> None:
     _cache.clear()
+
+
+# ------------------------------------------------------------------------------ dashboard sessions
+# The dashboard's session cookie and `serve`'s one-time login link are signed tokens
+# (``base64url(json).base64url(hmac)``), so no table is needed and any API process can verify them.
+LOGIN_TOKEN_SECONDS = 900
+SESSION_KEY_FILE = "session.key"
+_secrets: dict[tuple[str, str], bytes] = {}
+
+
+def session_secret(settings: Any) -> bytes:
+    """The signing key: ``MEDIAMILL_SECRET_KEY``, else a random key kept in ``data_dir`` (embedded setup).
+
+    A fleet of API processes on several machines must share ``MEDIAMILL_SECRET_KEY``.
+    """
+    cache_key = (settings.secret_key, str(settings.data_dir))
+    if cache_key not in _secrets:
+        _secrets[cache_key] = settings.secret_key.encode() if settings.secret_key else _key_file(settings.data_dir)
+    return _secrets[cache_key]
+
+
+def _key_file(data_dir: Any) -> bytes:
+    from pathlib import Path
+
+    path = Path(data_dir) / SESSION_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: when two processes start together, one writes and both read the same key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    except FileExistsError:
+        pass
+    return path.read_text().strip().encode()
+
+
+def sign_token(secret: bytes, purpose: str, payload: dict[str, Any]) -> str:
+    """``payload`` (with an ``exp`` epoch) as a token valid for ``purpose`` only."""
+    body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).rstrip(b"=")
+    mac = hmac.new(secret, purpose.encode() + b"." + body, hashlib.sha256).digest()
+    return (body + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+def read_token(secret: bytes, purpose: str, token: str) -> dict[str, Any] | None:
+    """The payload of a genuine, unexpired token for ``purpose``; None otherwise."""
+    body, _, sig = token.encode("ascii", "replace").partition(b".")
+    expected = base64.urlsafe_b64encode(hmac.new(secret, purpose.encode() + b"." + body,
+                                                 hashlib.sha256).digest()).rstrip(b"=")
+    if not body or not hmac.compare_digest(expected, sig):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int | float) or payload["exp"] < time.time():
+        return None
+    return payload
+
+
+def key_record(engine: Engine, key_id: int) -> KeyRecord | None:
+    """A live (unrevoked) key by id: what a dashboard session stands for."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(api_keys.c.id, api_keys.c.tenant_id, api_keys.c.role, api_keys.c.name)
+                           .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))).first()
+    return KeyRecord(row[0], row[1], row[2], row[3]) if row is not None else None
+
+
+def login_url(rt: Any, base: str, key: str) -> str:
+    """A one-time link (signed, expires in 15 minutes, single use) that logs the browser in as ``key``."""
+    record = cached_lookup(rt.engine, key)
+    if record is None:
+        return f"{base}/login"
+    token = sign_token(session_secret(rt.settings), "login",
+                       {"k": record.id, "exp": int(time.time()) + LOGIN_TOKEN_SECONDS, "n": secrets.token_urlsafe(12)})
+    return f"{base}/login/{token}"

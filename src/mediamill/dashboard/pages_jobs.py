@@ -1,0 +1,129 @@
+"""Pages about jobs: overview, jobs list, job detail, upload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
+
+from mediamill.dashboard import queries as q
+from mediamill.dashboard.web import WINDOWS, Page, page, render, to_datetime
+from mediamill.engine import operations as ops
+from mediamill.errors import NotFound
+from mediamill.notify import alerting
+from mediamill.store import workflow_repo
+from mediamill.store.analytics import STATUS_ORDER
+
+router = APIRouter(include_in_schema=False)
+PAGE = Depends(page)
+FINAL = frozenset({"completed", "failed", "partial", "cancelled"})
+
+
+def _window(value: str) -> tuple[str, float, int]:
+    key = value if value in WINDOWS else "24h"
+    hours, bucket = WINDOWS[key]
+    return key, hours, bucket
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLResponse:
+    """KPIs of the window and charts over time; queues, workers, breakers and alerts right now."""
+    key, hours, bucket = _window(window)
+    since, tenant = q.window_start(hours), pg.caller.tenant_id
+    with pg.engine.connect() as conn:
+        series = q.finished_series(conn, tenant_id=tenant, since=since, bucket=bucket)
+        submitted = q.submitted_series(conn, tenant_id=tenant, since=since, bucket=bucket)
+        p95 = q.job_duration_p95(conn, tenant_id=tenant, since=since)
+        live, failures = q.live_counts(conn, tenant), q.recent_failures(conn, tenant)
+        total, firing = q.estimated_jobs(conn), alerting.list_alerts(conn, state="firing", limit=20)
+    points = q.fill_buckets(series, submitted, since=since, bucket=bucket)
+    finished, failed = sum(p["finished"] for p in points), sum(p["failed"] for p in points)
+    queues = ops.queue_stats(pg.engine)
+    kpis = {"throughput": finished / hours, "finished": finished, "failed": failed, "p95": p95,
+            "error_rate": failed / finished if finished else None, "total": total,
+            "depth": sum(x["depth"] for x in queues), "waiting": sum(x["waiting"] for x in queues),
+            "workers": len(ops.list_workers(pg.engine)), "submitted": sum(p["submitted"] for p in points)}
+    breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
+    return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
+                  failures=failures, queues=queues, breakers=breakers, firing=firing)
+
+
+def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:
+    if not code:
+        return None
+    return next((i for i, c in codes.items() if c == code), -1)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs(pg: Page = PAGE, status: str | None = Query(None, max_length=20),
+         workflow: str | None = Query(None, max_length=50), queue: str | None = Query(None, max_length=50),
+         search: str | None = Query(None, alias="q", max_length=60),
+         after: str | None = Query(None, max_length=60)) -> HTMLResponse:
+    """The seed's ordering (failed, processing, queued, pending, completed; then priority), keyset-paged."""
+    status = status if status in STATUS_ORDER else None
+    with pg.engine.connect() as conn:
+        codes = q.workflow_codes(conn, pg.caller.tenant_id)
+        f = q.JobFilter(pg.caller.tenant_id, status, _workflow_id(codes, workflow), queue or None, search or None)
+        rows, cursor = q.job_page(conn, f, q.Cursor.parse(after))
+        live, total = q.live_counts(conn, pg.caller.tenant_id), q.estimated_jobs(conn)
+    for r in rows:
+        r["workflow_code"] = codes.get(r["workflow_id"], "?")
+    params = {"status": status, "workflow": workflow, "queue": queue, "q": search}
+    queues = sorted({x["name"] for x in ops.queue_stats(pg.engine)})
+    return render(pg, "jobs.html", "jobs", "Jobs", rows=rows, cursor=cursor, params=params, after=after,
+                  statuses=STATUS_ORDER, codes=sorted(codes.values()), queues=queues, live=live, total=total)
+
+
+def _preview(output: dict[str, Any]) -> str:
+    mime, name = (output.get("mime_type") or ""), output.get("name") or ""
+    if mime.startswith("image/"):
+        return "image"
+    if mime in ("video/mp4", "video/webm"):
+        return "video"
+    if mime.startswith("audio/"):
+        return "audio"
+    if "waveform" in name and (mime == "application/json" or name.endswith(".json")):
+        return "waveform"
+    return "file"
+
+
+def _load_job(pg: Page, job_id: int) -> tuple[dict[str, Any], list[Any], list[int]]:
+    job = ops.get_job(pg.engine, job_id, tenant_id=pg.caller.tenant_id)
+    with pg.engine.connect() as conn:
+        wf = workflow_repo.get_workflow(conn, job["workflow_id"], job.get("workflow_version"))
+        versions = [v["version"] for v in workflow_repo.list_versions(conn, job["workflow_code"])]
+    return job, list(wf.definition.steps), versions
+
+
+def _seconds_between(start: Any, end: Any) -> float | None:
+    a, b = to_datetime(start), to_datetime(end)
+    return (b - a).total_seconds() if a and b else None
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
+    """Step timeline, live progress, decisions, errors, output previews and actions."""
+    try:
+        job, steps, versions = _load_job(pg, job_id)
+    except NotFound:
+        return render(pg, "missing.html", "jobs", "Not found", what=f"job {job_id}")
+    for o in job["outputs"]:
+        o["preview"] = _preview(o)
+    rows = q.timeline(job, steps)
+    job["duration_seconds"] = _seconds_between(job.get("started_at"), job.get("completed_at"))
+    last_event = max((e["id"] for e in job["events"]), default=0)
+    failed_step = next((r for r in rows if r["status"] == "failed"), None)
+    return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in FINAL,
+                  decisions=q.decisions(job), events=list(reversed(job["events"][-100:])), last_event=last_event,
+                  failed_step=failed_step, versions=versions)
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload(pg: Page = PAGE) -> HTMLResponse:
+    """Drag and drop, resumable (tus), then follow the job live."""
+    with pg.engine.connect() as conn:
+        rows = workflow_repo.list_workflows(conn)
+        visible = set(q.workflow_codes(conn, pg.caller.tenant_id).values())
+    workflows = [r for r in rows if r["workflow_code"] in visible and r["is_active"]]
+    return render(pg, "upload.html", "upload", "Upload", workflows=workflows)

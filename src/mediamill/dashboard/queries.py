@@ -1,0 +1,377 @@
+"""The dashboard's reads, shaped for a million jobs: every query is an index range, a bounded
+window or a keyset page — never a ``count(*)`` over the whole jobs table (its size comes from
+``pg_class.reltuples``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mediamill.store import analytics
+from mediamill.store.analytics import STATUS_ORDER, percentiles
+from mediamill.store.tables import (
+    dead_letters,
+    step_executions,
+    workflow_definitions,
+    workflow_jobs,
+    workflow_steps,
+)
+from mediamill.store.timeutil import iso, utcnow
+
+wj, wd, dl, se, ws = workflow_jobs, workflow_definitions, dead_letters, step_executions, workflow_steps
+LIVE_STATUSES = ("processing", "queued", "pending")
+SEARCH_WINDOW = 20_000  # a partial job-code search scans this many newest jobs
+SAMPLE_LIMIT = 100_000  # rows read for percentiles on SQLite
+STEP_FIGURES = ("avg_duration_sec", "min_duration_sec", "max_duration_sec", "p50_ms", "p95_ms", "p99_ms")
+JOB_COLUMNS = (wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
+               wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
+               wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename, wj.c.workflow_id)
+
+
+def is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def estimated_jobs(conn: Connection) -> int:
+    """How many jobs there are, roughly: the planner's estimate on PostgreSQL, the top id on SQLite."""
+    if is_pg(conn):
+        value = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'workflow_jobs'")).scalar()
+        if value is not None and value >= 0:
+            return int(value)
+    return int(conn.execute(sa.select(sa.func.max(wj.c.id))).scalar() or 0)
+
+
+def workflow_codes(conn: Connection, tenant_id: str) -> dict[int, str]:
+    """id → code of the workflows the tenant can see (shared ones included)."""
+    rows = conn.execute(sa.select(wd.c.id, wd.c.workflow_code)
+                        .where(sa.or_(wd.c.tenant_id.is_(None), wd.c.tenant_id == tenant_id))
+                        .order_by(wd.c.workflow_code))
+    return {int(i): str(c) for i, c in rows}
+
+
+# ----------------------------------------------------------------------------- jobs list
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of the seed ordering ends: (status rank, priority, id)."""
+
+    rank: int
+    priority: int
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.rank}.{self.priority}.{self.id}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor | None:
+        parts = (text or "").split(".")
+        if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+            return None
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+@dataclass
+class JobFilter:
+    tenant_id: str
+    status: str | None = None
+    workflow_id: int | None = None
+    queue: str | None = None
+    search: str | None = None
+
+
+def _priorities(conn: Connection, status: str, below: int | None) -> list[int]:
+    """Distinct priorities of a status, highest first: a loose index scan on (status, priority)."""
+    start = "AND priority <= :below" if below is not None else ""
+    sql = f"""
+    WITH RECURSIVE p(priority) AS (
+      SELECT (SELECT priority FROM workflow_jobs WHERE status = :s AND priority IS NOT NULL {start}
+              ORDER BY priority DESC LIMIT 1)
+      UNION ALL
+      SELECT (SELECT priority FROM workflow_jobs WHERE status = :s AND priority < p.priority
+              ORDER BY priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL
+    ) SELECT priority FROM p WHERE priority IS NOT NULL"""
+    return [int(r[0]) for r in conn.execute(sa.text(sql), {"s": status, "below": below})]
+
+
+def _filtered(f: JobFilter) -> Any:
+    q = sa.select(*JOB_COLUMNS).where(wj.c.tenant_id == f.tenant_id)
+    if f.workflow_id is not None:
+        q = q.where(wj.c.workflow_id == f.workflow_id)
+    if f.queue:
+        q = q.where(wj.c.queue_name == f.queue)
+    return q
+
+
+def job_page(conn: Connection, f: JobFilter, after: Cursor | None, limit: int = 50
+             ) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """One page in the seed's order — failed, processing, queued, pending, (partial), completed,
+    (cancelled), then priority (high first), then newest — read (status, priority) group by group,
+    each an index range, so a page costs the same on page 1 and page 10,000."""
+    if f.search:
+        return search_jobs(conn, f, limit), None
+    rows: list[dict[str, Any]] = []
+    for rank, status in enumerate(STATUS_ORDER):
+        if (f.status and status != f.status) or (after and rank < after.rank):
+            continue
+        resume = after if after and rank == after.rank else None
+        for prio in _priorities(conn, status, resume.priority if resume else None):
+            q = _filtered(f).where(wj.c.status == status, wj.c.priority == prio)
+            if resume and prio == resume.priority:
+                q = q.where(wj.c.id < resume.id)
+            got = conn.execute(q.order_by(wj.c.id.desc()).limit(limit + 1 - len(rows))).mappings().all()
+            rows += [{**dict(r), "_rank": rank} for r in got]
+            if len(rows) > limit:
+                last = rows[limit - 1]
+                return rows[:limit], Cursor(last["_rank"], int(last["priority"]), int(last["id"]))
+    return rows, None
+
+
+def search_jobs(conn: Connection, f: JobFilter, limit: int) -> list[dict[str, Any]]:
+    """A job id, an exact job code (unique index), or part of a code among the newest jobs."""
+    term = (f.search or "").strip().upper()
+    q = _filtered(f)
+    if f.status:
+        q = q.where(wj.c.status == f.status)
+    exact = conn.execute(q.where(sa.or_(wj.c.job_code == term, wj.c.id == (int(term) if term.isdigit() else -1)))
+                         ).mappings().all()
+    if exact:
+        return [dict(r) for r in exact]
+    top = int(conn.execute(sa.select(sa.func.max(wj.c.id))).scalar() or 0)
+    like = "%" + term.replace("%", "").replace("_", "") + "%"
+    rows = conn.execute(q.where(wj.c.id > top - SEARCH_WINDOW, wj.c.job_code.like(like))
+                        .order_by(wj.c.id.desc()).limit(limit)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def live_counts(conn: Connection, tenant_id: str) -> dict[str, int]:
+    """Jobs waiting or running right now (an index range on status: small by nature)."""
+    rows = conn.execute(sa.select(wj.c.status, sa.func.count()).where(wj.c.status.in_(LIVE_STATUSES),
+                                                                       wj.c.tenant_id == tenant_id)
+                        .group_by(wj.c.status)).all()
+    return {str(s): int(n) for s, n in rows}
+
+
+# ----------------------------------------------------------------------------- overview
+def _bucket_sql(conn: Connection, col: str) -> str:
+    if is_pg(conn):
+        return f"FLOOR(EXTRACT(EPOCH FROM {col}) / :b) * :b"
+    return f"(CAST(strftime('%s', {col}) AS INTEGER) / :b) * :b"
+
+
+def _seconds_sql(conn: Connection, end: str, start: str) -> str:
+    if is_pg(conn):
+        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+def finished_series(conn: Connection, *, tenant_id: str, since: datetime, bucket: int) -> list[dict[str, Any]]:
+    """Per time bucket: jobs finished, failed, and the p95 duration of successful ones (s)."""
+    params = {"since": since, "t": tenant_id, "b": bucket}
+    dur = _seconds_sql(conn, "completed_at", "started_at")
+    ok = "status IN ('completed', 'partial') AND started_at IS NOT NULL"
+    where = "completed_at >= :since AND tenant_id = :t AND shadow_of IS NULL"
+    if is_pg(conn):
+        sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, COUNT(*) AS finished, "
+               f"COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, "
+               f"percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN {ok} THEN {dur} END) AS p95 "
+               f"FROM workflow_jobs WHERE {where} GROUP BY 1 ORDER BY 1")
+        return [{"bucket": int(float(r[0])), "finished": int(r[1]), "failed": int(r[2]),
+                 "p95": float(r[3]) if r[3] is not None else None} for r in conn.execute(sa.text(sql), params)]
+    sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, status, CASE WHEN {ok} THEN {dur} END "
+           f"FROM workflow_jobs WHERE {where} LIMIT {SAMPLE_LIMIT}")
+    groups: dict[int, dict[str, Any]] = {}
+    for b, status, seconds in conn.execute(sa.text(sql), params):
+        g = groups.setdefault(int(b), {"bucket": int(b), "finished": 0, "failed": 0, "_d": []})
+        g["finished"] += 1
+        g["failed"] += status == "failed"
+        if seconds is not None:
+            g["_d"].append(float(seconds))
+    for g in groups.values():
+        g["p95"] = percentiles(g.pop("_d"), (0.95,))["p95"]
+    return [groups[k] for k in sorted(groups)]
+
+
+def submitted_series(conn: Connection, *, tenant_id: str, since: datetime, bucket: int) -> dict[int, int]:
+    sql = (f"SELECT {_bucket_sql(conn, 'submitted_at')} AS bucket, COUNT(*) FROM workflow_jobs "
+           f"WHERE submitted_at >= :since AND tenant_id = :t GROUP BY 1")
+    return {int(float(b)): int(n) for b, n in conn.execute(sa.text(sql), {"since": since, "t": tenant_id,
+                                                                             "b": bucket})}
+
+
+def job_duration_p95(conn: Connection, *, tenant_id: str, since: datetime) -> float | None:
+    dur = _seconds_sql(conn, "completed_at", "started_at")
+    where = ("completed_at >= :since AND tenant_id = :t AND status IN ('completed', 'partial') "
+             "AND started_at IS NOT NULL AND shadow_of IS NULL")
+    params = {"since": since, "t": tenant_id}
+    if is_pg(conn):
+        value = conn.execute(sa.text(f"SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY {dur}) "
+                                     f"FROM workflow_jobs WHERE {where}"), params).scalar()
+        return float(value) if value is not None else None
+    values = [float(v) for (v,) in conn.execute(sa.text(f"SELECT {dur} FROM workflow_jobs WHERE {where} "
+                                                        f"LIMIT {SAMPLE_LIMIT}"), params) if v is not None]
+    return percentiles(values, (0.95,))["p95"]
+
+
+def fill_buckets(series: list[dict[str, Any]], submitted: dict[int, int], *, since: datetime,
+                 bucket: int) -> list[dict[str, Any]]:
+    """One entry per bucket from ``since`` to now (empty buckets included, so charts keep their time axis)."""
+    epoch = datetime(1970, 1, 1)
+    first = int((since - epoch).total_seconds()) // bucket * bucket
+    last = int((utcnow() - epoch).total_seconds()) // bucket * bucket
+    by_bucket = {s["bucket"]: s for s in series}
+    out = []
+    for b in range(first, last + bucket, bucket):
+        s = by_bucket.get(b, {})
+        finished = s.get("finished", 0)
+        out.append({"t": epoch + timedelta(seconds=b), "finished": finished, "failed": s.get("failed", 0),
+                    "p95": s.get("p95"), "submitted": submitted.get(b, 0),
+                    "error_rate": s.get("failed", 0) / finished if finished else None})
+    return out
+
+
+def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[dict[str, Any]]:
+    q = (sa.select(wj.c.id, wj.c.job_code, wj.c.error_class, wj.c.error_message, wj.c.completed_at, wj.c.priority)
+         .where(wj.c.status == "failed", wj.c.tenant_id == tenant_id).order_by(wj.c.id.desc()).limit(limit))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+# ----------------------------------------------------------------------------- step performance
+def step_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
+    """Seed step 14 (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
+
+    Executions are found through ``(action, completed_at)``: one index range per known action.
+    """
+    stats = _step_stats(conn, tenant_id=tenant_id, since=since)
+    steps = conn.execute(
+        sa.select(ws.c.id, ws.c.step_name, ws.c.step_type, ws.c.action, ws.c.version, ws.c.step_number,
+                  wd.c.workflow_code, wd.c.current_version)
+        .select_from(ws.join(wd, wd.c.id == ws.c.workflow_id))
+        .where(sa.or_(wd.c.tenant_id.is_(None), wd.c.tenant_id == tenant_id))).mappings().all()
+    out = []
+    for s in steps:
+        st = stats.get(int(s["id"]))
+        if st is None and s["version"] != (s["current_version"] or 1):
+            continue
+        out.append({**dict(s), **dict.fromkeys(STEP_FIGURES), "executions": 0, "failures": 0, **(st or {})})
+    out.sort(key=lambda r: (r.get("avg_duration_sec") is None, -(r.get("avg_duration_sec") or 0),
+                            r["workflow_code"], r["step_number"] or 0))
+    return out
+
+
+def _step_where(conn: Connection) -> tuple[str, dict[str, Any]]:
+    actions = [a for (a,) in conn.execute(sa.select(ws.c.action).distinct()) if a]
+    names = {f"a{i}": a for i, a in enumerate(actions)}
+    listed = ", ".join(f":{n}" for n in names) or "NULL"
+    return (f"(se.action IN ({listed}) OR se.action IS NULL) AND se.completed_at >= :since "
+            f"AND wj.tenant_id = :t", names)
+
+
+def _step_stats(conn: Connection, *, tenant_id: str, since: datetime) -> dict[int, dict[str, Any]]:
+    where, names = _step_where(conn)
+    params = {"since": since, "t": tenant_id, **names}
+    ms = "COALESCE(se.duration_ms, se.duration_seconds * 1000)"
+    base = "FROM step_executions se JOIN workflow_jobs wj ON wj.id = se.job_id WHERE " + where
+    if is_pg(conn):
+        sql = (f"SELECT se.step_id, COUNT(*) AS executions, AVG(se.duration_seconds) AS avg_duration_sec, "
+               f"MIN(se.duration_seconds) AS min_duration_sec, MAX(se.duration_seconds) AS max_duration_sec, "
+               f"COUNT(CASE WHEN se.status = 'failed' THEN 1 END) AS failures, "
+               f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {ms}) AS p50_ms, "
+               f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {ms}) AS p95_ms, "
+               f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {ms}) AS p99_ms {base} GROUP BY se.step_id")
+        return {int(r["step_id"]): _floats(dict(r)) for r in conn.execute(sa.text(sql), params).mappings()}
+    sql = f"SELECT se.step_id, se.status, se.duration_seconds, {ms} AS ms {base} LIMIT {SAMPLE_LIMIT}"
+    groups: dict[int, list[Any]] = {}
+    for r in conn.execute(sa.text(sql), params):
+        groups.setdefault(int(r[0]), []).append(r)
+    return {sid: _sqlite_step_stats(rows) for sid, rows in groups.items()}
+
+
+def _sqlite_step_stats(rows: list[Any]) -> dict[str, Any]:
+    secs = [float(r[2]) for r in rows if r[2] is not None]
+    pct = percentiles([float(r[3]) for r in rows if r[3] is not None])
+    return {"executions": len(rows), "failures": sum(r[1] == "failed" for r in rows),
+            "avg_duration_sec": sum(secs) / len(secs) if secs else None,
+            "min_duration_sec": min(secs) if secs else None, "max_duration_sec": max(secs) if secs else None,
+            "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"]}
+
+
+def _floats(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if v is not None and not isinstance(v, int | str) else v) for k, v in row.items()}
+
+
+# ----------------------------------------------------------------------------- workflows
+def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
+    """Seed step 15 over the window plus p50/p95/p99 job durations (s) per workflow."""
+    rows = analytics.workflows(conn, tenant_id=tenant_id, since=since)
+    pct = {r["name"]: r for r in analytics.durations(conn, tenant_id=tenant_id, since=since)["jobs_seconds"]}
+    return [{**r, **{k: pct.get(r["workflow_code"], {}).get(k) for k in ("p50", "p95", "p99")}} for r in rows]
+
+
+# ----------------------------------------------------------------------------- dead letters
+def dead_letter_groups(conn: Connection, tenant_id: str) -> list[dict[str, Any]]:
+    """Open dead letters per (error class, workflow): the triage view (partial index on open rows)."""
+    q = (sa.select(dl.c.error_class, dl.c.workflow_code, sa.func.count().label("count"),
+                   sa.func.min(dl.c.created_at).label("first"), sa.func.max(dl.c.created_at).label("last"),
+                   sa.func.max(dl.c.workflow_version).label("version"))
+         .where(dl.c.resolved_at.is_(None), dl.c.tenant_id == tenant_id)
+         .group_by(dl.c.error_class, dl.c.workflow_code).order_by(sa.func.count().desc()))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def versions_of(conn: Connection, codes: set[str]) -> dict[str, list[int]]:
+    """Every version number of each workflow code (for "retry on version …")."""
+    from mediamill.store.tables import workflow_versions as wv
+
+    if not codes:
+        return {}
+    rows = conn.execute(sa.select(wd.c.workflow_code, wv.c.version).select_from(
+        wv.join(wd, wd.c.id == wv.c.workflow_id)).where(wd.c.workflow_code.in_(codes)).order_by(wv.c.version))
+    out: dict[str, list[int]] = {}
+    for code, version in rows:
+        out.setdefault(code, []).append(int(version))
+    return out
+
+
+# ----------------------------------------------------------------------------- job detail
+def timeline(job: dict[str, Any], definition_steps: list[Any]) -> list[dict[str, Any]]:
+    """One row per step of the job's workflow version: its latest execution in the current run,
+    attempts, duration, and the outputs it produced."""
+    run = job.get("run_number") or 1
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for ex in job.get("steps", []):
+        by_name.setdefault(ex.get("step_name") or "", []).append(ex)
+    rows = []
+    for i, step in enumerate(definition_steps):
+        runs = by_name.get(step.name, [])
+        current = [e for e in runs if (e.get("run_number") or 1) == run] or runs
+        last = current[-1] if current else None
+        rows.append({"index": i + 1, "name": step.name, "action": step.action, "when": step.when,
+                     "on_failure": step.on_failure, "status": (last or {}).get("status") or "pending",
+                     "attempts": len(current), "duration_ms": (last or {}).get("duration_ms"),
+                     "started_at": (last or {}).get("started_at"), "error": (last or {}).get("error_message"),
+                     "error_class": (last or {}).get("error_class"), "stderr": (last or {}).get("stderr_tail"),
+                     "progress": (last or {}).get("progress_percent"), "history": runs})
+    return rows
+
+
+def decisions(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The routing and condition decisions of a job's event log."""
+    out = []
+    for e in job.get("events", []):
+        if e.get("event_type") == "decision":
+            data = e.get("data") or {}
+            if isinstance(data, str):
+                data = json.loads(data)
+            out.append({"step": e.get("step_name"), "at": e.get("created_at"), **data})
+    return out
+
+
+def window_start(hours: float) -> datetime:
+    return utcnow() - timedelta(hours=hours)
+
+
+__all__ = ["Cursor", "JobFilter", "estimated_jobs", "iso", "job_page"]
