@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help='print {"rows": [...]} only')
     ap.add_argument("--cases", default="image,video,doc", help="comma-separated: image, video, doc")
-    ap.add_argument("--repeat", type=int, default=5, help="runs per side for image (the best is kept)")
+    ap.add_argument("--repeat", type=int, default=10, help="runs per side for image (the best is kept)")
     ap.add_argument("--doc-repeat", type=int, default=20, help="runs per side for doc (the best is kept)")
     ap.add_argument("--video-repeat", type=int, default=3, help="runs per side for video")
     ap.add_argument("--video-seconds", type=int, default=20, help="length of the generated 1080p clip (20-60)")
