@@ -17,6 +17,7 @@ Differences from the seed's SQL, each for a reason:
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,9 +26,11 @@ from sqlalchemy.engine import Connection
 
 from mediamill.store.timeutil import utcnow
 
+_ACTION = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # safe to inline as a SQL literal
+ACTIVE = ("processing", "queued", "pending")
 STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "completed", "cancelled")
 DEFAULT_WINDOW = timedelta(hours=24)
-SAMPLE_LIMIT = 200_000  # durations read for percentiles on SQLite (the newest ones)
+SAMPLE_LIMIT = 50_000  # durations read for percentiles on SQLite (the newest of the window)
 BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
 
 
@@ -48,6 +51,25 @@ def _seconds(conn: Connection, end: str, start: str) -> str:
 
 def _epoch(conn: Connection, col: str) -> str:
     return f"EXTRACT(EPOCH FROM {col})" if _pg(conn) else f"CAST(strftime('%s', {col}) AS INTEGER)"
+
+
+def _jobs_by(conn: Connection, column: str) -> str:
+    """``workflow_jobs`` read through the index on ``column`` (a time window).
+
+    SQLite's planner otherwise likes to walk the (status, priority) index to save the
+    GROUP BY sort, which reads every job instead of the window's.
+    """
+    return f"workflow_jobs INDEXED BY ix_workflow_jobs_{column}" if not _pg(conn) else "workflow_jobs"
+
+
+def _actions_in(conn: Connection, alias: str) -> str:
+    """``alias.action IN (…every action a step uses…)``: with it the (action, completed_at) index
+    serves a time window over step_executions instead of a scan of the whole table."""
+    actions = [a for a in conn.execute(sa.text("SELECT DISTINCT action FROM workflow_steps")).scalars()
+               if a and _ACTION.match(a)]
+    listed = f"{alias}.action IN ({', '.join(repr(str(a)) for a in actions)}) OR " if actions else ""
+    # rows written by plain SQL (the seed's) carry no action
+    return f"({listed}{alias}.action IS NULL)"
 
 
 def _rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,7 +102,7 @@ SELECT wj.id, wj.job_code, wd.workflow_code, wd.workflow_name, wj.workflow_versi
        wj.error_class, wj.error_message
 FROM workflow_jobs wj JOIN workflow_definitions wd ON wj.workflow_id = wd.id
 WHERE wj.status = :status AND wj.tenant_id = :tenant {window}
-ORDER BY wj.priority DESC, wj.id DESC
+ORDER BY {order}
 LIMIT :limit
 """
 
@@ -90,16 +112,20 @@ def job_status(conn: Connection, *, tenant_id: str, since: datetime | None = Non
     """Seed step 12: jobs ordered failed, processing, queued, pending, (partial), completed,
     (cancelled), then priority — read status by status so each read is an index range.
 
-    Unfinished jobs are listed whatever their age; finished ones within the window.
+    Unfinished jobs are listed whatever their age, by priority (an index range on
+    ``(status, priority)``). Of the finished ones — millions — the newest of the window are
+    taken (newest first through ``(tenant_id, id)``, no sort of the window) and shown by priority.
     """
     start = window_start(since)
     jobs: list[dict[str, Any]] = []
     for status in STATUS_ORDER:
         if len(jobs) >= limit:
             break
-        window = "" if status in ("processing", "queued", "pending") else "AND wj.submitted_at >= :since"
-        jobs += _rows(conn, _JOB_STATUS_SQL.format(window=window),
-                      {"status": status, "tenant": tenant_id, "since": start, "limit": limit - len(jobs)})
+        active = status in ACTIVE
+        sql = _JOB_STATUS_SQL.format(window="" if active else "AND wj.submitted_at >= :since",
+                                     order="wj.priority DESC, wj.id DESC" if active else "wj.id DESC")
+        rows = _rows(conn, sql, {"status": status, "tenant": tenant_id, "since": start, "limit": limit - len(jobs)})
+        jobs += rows if active else sorted(rows, key=lambda r: (-(r["priority"] or 0), -r["id"]))
     return {"since": start.isoformat() + "Z", "counts": status_counts(conn, tenant_id=tenant_id, since=start),
             "jobs": jobs}
 
@@ -107,7 +133,8 @@ def job_status(conn: Connection, *, tenant_id: str, since: datetime | None = Non
 def status_counts(conn: Connection, *, tenant_id: str, since: datetime) -> dict[str, int]:
     """Jobs per status submitted in the window (an index range on submitted_at)."""
     rows = conn.execute(sa.text(
-        "SELECT status, COUNT(*) AS n FROM workflow_jobs WHERE submitted_at >= :since AND tenant_id = :t "
+        f"SELECT status, COUNT(*) AS n FROM {_jobs_by(conn, 'submitted_at')} WHERE submitted_at >= :since "
+        "AND tenant_id = :t "
         "GROUP BY status"), {"since": since, "t": tenant_id}).all()
     return {str(s): int(n) for s, n in rows}
 
@@ -156,13 +183,13 @@ def steps(conn: Connection, *, tenant_id: str, since: datetime | None = None) ->
     JOIN workflow_definitions wd ON wd.id = ws.workflow_id
     LEFT JOIN (SELECT s.id, s.step_id, s.status, s.duration_seconds
                FROM step_executions s JOIN workflow_jobs j ON j.id = s.job_id
-               WHERE s.completed_at >= :since AND j.tenant_id = :t) se ON se.step_id = ws.id
+               WHERE {actions} AND s.completed_at >= :since AND j.tenant_id = :t) se ON se.step_id = ws.id
     WHERE (wd.tenant_id IS NULL OR wd.tenant_id = :t)
     GROUP BY ws.id, wd.workflow_code, ws.version, ws.step_number, ws.step_name, ws.step_type, ws.action,
              wd.current_version
     HAVING COUNT(se.id) > 0 OR ws.version = COALESCE(wd.current_version, 1)
     ORDER BY avg_duration_sec DESC {nulls}, wd.workflow_code, ws.step_number
-    """.format(nulls="NULLS LAST" if _pg(conn) else "")
+    """.format(nulls="NULLS LAST" if _pg(conn) else "", actions=_actions_in(conn, "s"))
     if not _pg(conn):
         sql = sql.replace("ORDER BY avg_duration_sec DESC", "ORDER BY avg_duration_sec IS NULL, avg_duration_sec DESC")
     return _rows(conn, sql, {"since": window_start(since), "t": tenant_id})
@@ -209,7 +236,7 @@ def percentiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) 
 
 
 def _grouped_percentiles(conn: Connection, *, value_sql: str, group_sql: str, from_sql: str,
-                         params: dict[str, Any]) -> list[dict[str, Any]]:
+                         params: dict[str, Any], order_sql: str) -> list[dict[str, Any]]:
     if _pg(conn):
         sql = (f"SELECT {group_sql} AS name, COUNT(*) AS n, "
                f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {value_sql}) AS p50, "
@@ -217,7 +244,7 @@ def _grouped_percentiles(conn: Connection, *, value_sql: str, group_sql: str, fr
                f"percentile_cont(0.99) WITHIN GROUP (ORDER BY {value_sql}) AS p99, "
                f"AVG({value_sql}) AS avg {from_sql} GROUP BY {group_sql} ORDER BY {group_sql}")
         return _rows(conn, sql, params)
-    sql = f"SELECT {group_sql} AS name, {value_sql} AS v {from_sql} LIMIT {SAMPLE_LIMIT}"
+    sql = f"SELECT {group_sql} AS name, {value_sql} AS v {from_sql} ORDER BY {order_sql} DESC LIMIT {SAMPLE_LIMIT}"
     groups: dict[Any, list[float]] = {}
     for name, v in conn.execute(sa.text(sql), params).all():
         if v is not None:
@@ -232,15 +259,16 @@ def durations(conn: Connection, *, tenant_id: str, since: datetime | None = None
     params: dict[str, Any] = {"since": start, "t": tenant_id}
     job_seconds = _seconds(conn, "wj.completed_at", "wj.started_at")
     jobs = _grouped_percentiles(
-        conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params,
+        conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params, order_sql="wj.completed_at",
         from_sql="FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id "
                  "WHERE wj.completed_at >= :since AND wj.tenant_id = :t AND wj.started_at IS NOT NULL "
                  "AND wj.status IN ('completed', 'partial') AND wj.shadow_of IS NULL")
     step_ms = "COALESCE(se.duration_ms, se.duration_seconds * 1000)"
     steps_ = _grouped_percentiles(
-        conn, value_sql=step_ms, group_sql="se.action", params=params,
+        conn, value_sql=step_ms, group_sql="se.action", params=params, order_sql="se.completed_at",
         from_sql="FROM step_executions se JOIN workflow_jobs wj ON wj.id = se.job_id "
-                 "WHERE se.completed_at >= :since AND wj.tenant_id = :t AND se.status = 'completed'")
+                 f"WHERE {_actions_in(conn, 'se')} AND se.completed_at >= :since AND wj.tenant_id = :t "
+                 "AND se.status = 'completed'")
     return {"since": start.isoformat() + "Z", "jobs_seconds": jobs, "steps_ms": steps_}
 
 
@@ -249,7 +277,7 @@ def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = No
     """Finished jobs in the window, failures by error class with their share, step failures by action."""
     start = window_start(since)
     params: dict[str, Any] = {"since": start, "t": tenant_id}
-    finished = _rows(conn, "SELECT status, error_class, COUNT(*) AS n FROM workflow_jobs "
+    finished = _rows(conn, f"SELECT status, error_class, COUNT(*) AS n FROM {_jobs_by(conn, 'completed_at')} "
                            "WHERE completed_at >= :since AND tenant_id = :t GROUP BY status, error_class", params)
     total = sum(r["n"] for r in finished)
     by_class: dict[str, int] = {}
@@ -258,7 +286,8 @@ def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = No
             key = r["error_class"] or "unknown"
             by_class[key] = by_class.get(key, 0) + r["n"]
     steps_ = _rows(conn, "SELECT se.action, se.error_class, COUNT(*) AS failures FROM step_executions se "
-                         "JOIN workflow_jobs wj ON wj.id = se.job_id WHERE se.completed_at >= :since "
+                         f"JOIN workflow_jobs wj ON wj.id = se.job_id WHERE {_actions_in(conn, 'se')} "
+                         "AND se.completed_at >= :since "
                          "AND wj.tenant_id = :t AND se.status = 'failed' GROUP BY se.action, se.error_class "
                          "ORDER BY failures DESC", params)
     failed = sum(by_class.values())
@@ -288,9 +317,10 @@ def throughput(conn: Connection, *, tenant_id: str, since: datetime | None = Non
     sub_bucket = f"(({_epoch(conn, 'submitted_at')}) / :b) * :b" if not _pg(conn) else \
         f"FLOOR({_epoch(conn, 'submitted_at')} / :b) * :b"
     fin_bucket = sub_bucket.replace("submitted_at", "completed_at")
-    submitted = _rows(conn, f"SELECT {sub_bucket} AS bucket, COUNT(*) AS n FROM workflow_jobs "
+    submitted = _rows(conn, f"SELECT {sub_bucket} AS bucket, COUNT(*) AS n FROM {_jobs_by(conn, 'submitted_at')} "
                             f"WHERE submitted_at >= :since AND tenant_id = :t GROUP BY 1 ORDER BY 1", params)
-    finished = _rows(conn, f"SELECT {fin_bucket} AS bucket, status, COUNT(*) AS n FROM workflow_jobs "
+    finished = _rows(conn, f"SELECT {fin_bucket} AS bucket, status, COUNT(*) AS n "
+                           f"FROM {_jobs_by(conn, 'completed_at')} "
                            f"WHERE completed_at >= :since AND tenant_id = :t GROUP BY 1, 2 ORDER BY 1", params)
     buckets: dict[int, dict[str, Any]] = {}
     for r in submitted:
