@@ -114,3 +114,46 @@ def test_durations_errors_throughput_over_http(seeded: Runtime) -> None:
         assert sum(b["finished_total"] for b in tp["buckets"]) == 3
         for name in ("job-status", "queues", "steps", "workflows"):
             assert client.get(f"/v1/analytics/{name}{q}", headers=h).status_code == 200
+
+
+def test_reports_read_windows_through_indexes(tmp_path: Path) -> None:
+    """No report walks the whole jobs or step-executions table (SQLite query plans)."""
+    from mediamill.store import workflow_repo
+    from mediamill.workflows.loader import validate_document
+
+    from .support import TEST_WORKFLOWS
+
+    rt = Runtime(Settings(data_dir=tmp_path / "data"))
+    rt.migrate()
+    with rt.engine.begin() as conn:
+        workflow_repo.save_version(conn, validate_document(TEST_WORKFLOWS[0]), author="tests")
+        conn.exec_driver_sql(
+            "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20000) "
+            "INSERT INTO workflow_jobs (job_code, workflow_id, workflow_version, status, priority, tenant_id, "
+            "submitted_at, started_at, completed_at) SELECT 'J' || x, 1, 1, 'completed', x % 10, 'default', "
+            "datetime('now', '-' || (x * 60) || ' seconds'), datetime('now', '-' || (x * 60) || ' seconds'), "
+            "datetime('now', '-' || (x * 60 - 2) || ' seconds') FROM g")
+        conn.exec_driver_sql("INSERT INTO step_executions (job_id, step_id, status, action, completed_at, "
+                             "duration_seconds) SELECT id, 1, 'completed', 'noop', completed_at, 2 FROM workflow_jobs")
+        conn.exec_driver_sql("ANALYZE")
+    plans: list[tuple[str, object]] = []
+
+    @sa.event.listens_for(rt.engine, "before_cursor_execute")
+    def _capture(conn: object, cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "DISTINCT action" not in statement:
+            plans.append((statement, parameters))
+
+    with rt.engine.connect() as conn:
+        for fn in (analytics.steps, analytics.durations, analytics.error_rates, analytics.workflows):
+            fn(conn, tenant_id="default")
+        analytics.throughput(conn, tenant_id="default", bucket="1h")
+        analytics.status_counts(conn, tenant_id="default", since=analytics.window_start(None))
+        sa.event.remove(rt.engine, "before_cursor_execute", _capture)
+        assert len(plans) >= 8
+        for statement, parameters in plans:
+            plan = " | ".join(r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                  parameters).all())  # type: ignore[arg-type]
+            assert "SCAN workflow_jobs" not in plan and "SCAN se" not in plan.replace("SCAN se LEFT", ""), plan
+            assert "SCAN s " not in plan + " ", plan
+    rt.close()
+
