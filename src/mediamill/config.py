@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     uploads_dir: str = Field(default="", description='where unfinished tus uploads are kept; "" = data_dir/uploads '
                                                      "(share it between API processes behind one address)")
     api_workers: int = Field(default=1, gt=0, description="uvicorn worker processes of `mediamill api`")
+    cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a "
+                                                      "browser (tus-js-client / Uppy on another site); \"\" = none")
 
     @classmethod
     def settings_customise_sources(

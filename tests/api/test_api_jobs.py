@@ -92,3 +92,36 @@ def test_rate_limit_returns_429_with_retry_after(tmp_path, keys: Keys, rt: Runti
         assert codes[:10] == [202] * 10 and codes[-1] == 429
         res = submit_file(c, keys.submitter)
         assert int(res.headers["retry-after"]) >= 1
+
+
+def test_output_download_supports_ranges(client: TestClient, keys: Keys, rt: Runtime) -> None:
+    from mediamill.storage import new_key
+    from mediamill.store.tables import job_outputs
+
+    job = submit_file(client, keys.submitter).json()
+    key = new_key("outputs", "default")
+    rt.storage.put(key, io.BytesIO(b"0123456789" * 100))
+    with rt.engine.begin() as conn:
+        conn.execute(job_outputs.insert().values(job_id=job["id"], tenant_id="default", name="digits.txt",
+                                                 storage_key=key, mime_type="text/plain", bytes=1000))
+    listed = client.get(f"/v1/jobs/{job['id']}/outputs", headers=Keys.h(keys.viewer)).json()["items"]
+    assert listed[0]["name"] == "digits.txt" and "storage_key" not in listed[0]
+    url = f"/v1/jobs/{job['id']}/outputs/digits.txt"
+    part = client.get(url, headers=Keys.h(keys.viewer, Range="bytes=10-19"))
+    assert part.status_code == 206 and part.content == b"0123456789"
+    assert part.headers["content-range"] == "bytes 10-19/1000"
+    assert client.get(url, headers=Keys.h(keys.viewer)).content == b"0123456789" * 100
+    assert client.get(f"/v1/jobs/{job['id']}/outputs/nope.txt", headers=Keys.h(keys.viewer)).status_code == 404
+
+
+def test_cors_for_browser_tus_clients(tmp_path, keys: Keys, rt: Runtime) -> None:
+    from mediamill.api.app import create_app
+
+    rt.settings.cors_origins = "https://app.example.com"
+    with TestClient(create_app(rt)) as c:
+        res = c.options("/v1/uploads", headers={"Origin": "https://app.example.com",
+                                                "Access-Control-Request-Method": "PATCH",
+                                                "Access-Control-Request-Headers": "upload-offset,tus-resumable"})
+        assert res.headers["access-control-allow-origin"] == "https://app.example.com"
+        res = c.get("/v1/me", headers=Keys.h(keys.viewer, Origin="https://app.example.com"))
+        assert "Upload-Offset" in res.headers["access-control-expose-headers"]

@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     _install_fallback_handler(app)
     app.add_middleware(BodyLimitMiddleware, max_request_bytes=rt.settings.max_request_bytes,
                        max_upload_bytes=rt.settings.max_upload_bytes)
+    _install_cors(app, rt.settings.cors_origins)
     app.include_router(health.router)
     for module in (jobs, events, uploads, workflows, operations, analytics, keys):
         app.include_router(module.router)
@@ -70,6 +72,21 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
     _document_problem(app)
     return app
+
+
+TUS_EXPOSED = ["Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires",
+               "Upload-Defer-Length", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
+               "Tus-Checksum-Algorithm", "X-Request-ID", "Retry-After"]
+
+
+def _install_cors(app: FastAPI, origins: str) -> None:
+    """Browsers on the listed origins may call the API (tus clients need its headers exposed)."""
+    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    if not allowed:
+        return
+    app.add_middleware(CORSMiddleware, allow_origins=allowed, allow_credentials=False, allow_headers=["*"],
+                       allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                       expose_headers=TUS_EXPOSED, max_age=600)
 
 
 def _install_fallback_handler(app: FastAPI) -> None:
