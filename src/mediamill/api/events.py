@@ -211,23 +211,42 @@ async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id:
                 return
         if job_id is not None and await asyncio.to_thread(job_status, hub.engine, job_id) in TERMINAL:
             return  # finished before this stream began and its final event was already delivered
-        async for live in _live(sub, keepalive):
-            if live is None:
+        async for batch in _live(sub, keepalive):
+            if not batch:
                 yield b": keep-alive\n\n"
                 continue
-            if live["id"] <= sent:
-                continue
-            sent = live["id"]
-            yield live.get("frame") or sse_frame(live)
-            if job_id is not None and is_final(live):
+            frames, sent, final = _frames(batch, sent, job_id)
+            if frames:
+                yield frames  # everything that queued up goes out in one write
+            if final:
                 return
     finally:
         hub.unsubscribe(sub)
 
 
-async def _live(sub: Subscription, keepalive: float) -> AsyncIterator[dict[str, Any] | None]:
+def _frames(batch: list[dict[str, Any]], sent: int, job_id: int | None) -> tuple[bytes, int, bool]:
+    """The frames of events newer than ``sent`` (up to a job's final one), the new last id, finality."""
+    out: list[bytes] = []
+    for event in batch:
+        if event["id"] <= sent:
+            continue
+        sent = event["id"]
+        out.append(event.get("frame") or sse_frame(event))
+        if job_id is not None and is_final(event):
+            return b"".join(out), sent, True
+    return b"".join(out), sent, False
+
+
+async def _live(sub: Subscription, keepalive: float) -> AsyncIterator[list[dict[str, Any]]]:
+    """Batches of live events (an empty batch when ``keepalive`` passed in silence)."""
     while not sub.overflowed:
         try:
-            yield await asyncio.wait_for(sub.queue.get(), keepalive)
+            async with asyncio.timeout(keepalive):  # no task per wait, unlike wait_for
+                first = await sub.queue.get()
         except TimeoutError:
-            yield None
+            yield []
+            continue
+        batch = [first]
+        while not sub.queue.empty():
+            batch.append(sub.queue.get_nowait())
+        yield batch
