@@ -50,6 +50,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = getattr(app.state, "event_hub", None)
     if hub is not None:
         await hub.close()
+    reader = getattr(app.state, "read_engine", None)
+    if reader is not None and reader is not app.state.runtime.engine:
+        reader.dispose()
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
