@@ -25,10 +25,11 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> HTMLResponse:
+def _login_page(request: Request, *, error: str | None = None, status: int = 200,
+                next_url: str | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
     html = templates.get_template("login.html").render(
-        request=request, csrf=token, error=error, next=safe_next(request.query_params.get("next")))
+        request=request, csrf=token, error=error, next=safe_next(next_url or request.query_params.get("next")))
     response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
     response.set_cookie(session.LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
                         path="/login", secure=session.cookie_options(request)["secure"])
@@ -62,7 +63,8 @@ async def login(request: Request) -> Response:
     engine = request.app.state.runtime.engine
     record = await run_in_threadpool(auth_repo.cached_lookup, engine, key) if key else None
     if record is None:
-        return _login_page(request, error="That API key is not valid (or was revoked).", status=401)
+        return _login_page(request, error="That API key is not valid (or was revoked).", status=401,
+                           next_url=str(form.get("next") or "/"))
     return _signed_in(request, record.id, str(form.get("next") or "/"))
 
 
