@@ -125,6 +125,7 @@ def test_submit_refuses_a_mislabelled_file_clearly(prepared, data_dir, media):
 
 
 def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
+    """The file is copied into storage before the job is refused; the refusal must delete it."""
     rt = Runtime(Settings(data_dir=tmp_path / "data"))
     rt.prepare()
     rt.close()
@@ -138,6 +139,7 @@ def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
 
 
 def test_submit_on_a_fresh_data_dir_knows_the_builtin_workflows(tmp_path, media):
+    """`submit` on a data dir nothing else has touched installs the built-in workflows itself."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     clip = tmp_path / "clip.mp4"
