@@ -27,7 +27,9 @@ def _nice_max(value: float) -> float:
 
 
 def _label(t: datetime, span_hours: float) -> str:
-    return t.strftime("%H:%M") if span_hours <= 24 else t.strftime("%d %b")
+    if span_hours < 20:
+        return t.strftime("%H:%M")
+    return t.strftime("%d %b %H:%M") if span_hours <= 48 else t.strftime("%d %b")
 
 
 def _frame(label: str, top: str, times: Sequence[datetime], body: str) -> Markup:

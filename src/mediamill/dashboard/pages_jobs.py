@@ -32,9 +32,8 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
     key, hours, bucket = _window(window)
     since, tenant = q.window_start(hours), pg.caller.tenant_id
     with pg.engine.connect() as conn:
-        series = q.finished_series(conn, tenant_id=tenant, since=since, bucket=bucket)
-        submitted = q.submitted_series(conn, tenant_id=tenant, since=since, bucket=bucket)
-        p95 = q.job_duration_p95(conn, tenant_id=tenant, since=since)
+        w = q.window(conn, since)
+        series, submitted, p95 = _window_figures(conn, w, tenant, bucket)
         live, failures = q.live_counts(conn, tenant), q.recent_failures(conn, tenant)
         total, firing = q.estimated_jobs(conn), alerting.list_alerts(conn, state="firing", limit=20)
     points = q.fill_buckets(series, submitted, since=since, bucket=bucket)
@@ -46,7 +45,18 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
             "workers": len(ops.list_workers(pg.engine)), "submitted": sum(p["submitted"] for p in points)}
     breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
     return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
-                  failures=failures, queues=queues, breakers=breakers, firing=firing)
+                  failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)
+
+
+def _window_figures(conn: Any, w: q.Window, tenant: str, bucket: int) -> tuple[Any, dict[int, int], float | None]:
+    """(finished series, submitted per bucket, p95): exact, or estimated from a sample of a large window."""
+    if w.sampled:
+        rows = q.sampled_jobs(conn, w, tenant)
+        series, submitted = q.sampled_series(rows, w, bucket)
+        return series, submitted, q.sampled_p95(rows, w.since)
+    return (q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
+            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
+            q.job_duration_p95(conn, tenant_id=tenant, since=w.since))
 
 
 def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:

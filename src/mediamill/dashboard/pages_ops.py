@@ -15,7 +15,7 @@ from mediamill.engine import operations as ops
 from mediamill.errors import NotFound
 from mediamill.notify import alerting, channels, history
 from mediamill.notify.alert_rules import load_rules
-from mediamill.store import analytics, workflow_repo
+from mediamill.store import workflow_repo
 from mediamill.store.tables import workflow_definitions as wd
 
 router = APIRouter(include_in_schema=False)
@@ -43,13 +43,12 @@ def _window(value: str) -> tuple[str, float]:
 
 @router.get("/queues", response_class=HTMLResponse)
 def queues(pg: Page = PAGE) -> HTMLResponse:
-    """Depth, waiting, processing, oldest wait per queue (seed step 13), pause/resume."""
+    """Depth, waiting, processing, oldest wait, average priority per queue (seed step 13), pause/resume."""
     rows = ops.queue_stats(pg.engine)
     with pg.engine.connect() as conn:
-        seed = {r["queue_name"]: r for r in analytics.queues(conn, tenant_id=pg.caller.tenant_id)}
+        extras = q.queue_extras(conn)
     for r in rows:
-        r["avg_priority"] = seed.get(r["name"], {}).get("avg_priority")
-        r["next_scheduled"] = seed.get(r["name"], {}).get("next_scheduled")
+        r.update(extras.get(r["name"], {"avg_priority": None, "next_scheduled": None}))
     return render(pg, "queues.html", "queues", "Queues", queues=rows)
 
 

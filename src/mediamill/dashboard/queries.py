@@ -5,6 +5,7 @@ window or a keyset page — never a ``count(*)`` over the whole jobs table (its 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from mediamill.store import analytics
 from mediamill.store.analytics import STATUS_ORDER, percentiles
 from mediamill.store.tables import (
     dead_letters,
+    media_queue,
     step_executions,
     workflow_definitions,
     workflow_jobs,
@@ -27,6 +29,9 @@ wj, wd, dl, se, ws = workflow_jobs, workflow_definitions, dead_letters, step_exe
 LIVE_STATUSES = ("processing", "queued", "pending")
 SEARCH_WINDOW = 20_000  # a partial job-code search scans this many newest jobs
 SAMPLE_LIMIT = 100_000  # rows read for percentiles on SQLite
+SAMPLE_THRESHOLD = 40_000  # windows with more jobs than this are sampled (PostgreSQL)
+SAMPLE_TARGET = 10_000  # jobs read from a sampled window
+EPOCH = datetime(1970, 1, 1)
 STEP_FIGURES = ("avg_duration_sec", "min_duration_sec", "max_duration_sec", "p50_ms", "p95_ms", "p99_ms")
 JOB_COLUMNS = (wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
@@ -155,16 +160,79 @@ def live_counts(conn: Connection, tenant_id: str) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows}
 
 
+# ----------------------------------------------------------------------------- windows
+@dataclass(frozen=True)
+class Window:
+    """The jobs submitted since ``since``: ids ``first``…``last``; ``step`` > 1 reads every step-th one."""
+
+    since: datetime
+    first: int = 0
+    last: int = 0
+    step: int = 1
+
+    @property
+    def sampled(self) -> bool:
+        return self.step > 1
+
+
+def window(conn: Connection, since: datetime) -> Window:
+    """Exact below :data:`SAMPLE_THRESHOLD` jobs; above, a systematic sample of about
+    :data:`SAMPLE_TARGET` jobs (ids grow with submission time, so the window is an id range)."""
+    if not is_pg(conn):
+        return Window(since)
+    first = conn.execute(sa.select(wj.c.id).where(wj.c.submitted_at >= since).order_by(wj.c.submitted_at)
+                         .limit(1)).scalar()
+    last = conn.execute(sa.select(sa.func.max(wj.c.id))).scalar()
+    if first is None or last is None or last - first + 1 <= SAMPLE_THRESHOLD:
+        return Window(since)
+    return Window(since, int(first), int(last), math.ceil((last - first + 1) / SAMPLE_TARGET))
+
+
+def sampled_jobs(conn: Connection, w: Window, tenant_id: str) -> list[Any]:
+    """Every ``w.step``-th job of the window: primary-key lookups, not a scan of the window."""
+    sql = ("SELECT workflow_id, status, submitted_at, started_at, completed_at FROM workflow_jobs "
+           "WHERE id = ANY(ARRAY(SELECT generate_series(:a, :b, :k))) AND tenant_id = :t AND shadow_of IS NULL")
+    return list(conn.execute(sa.text(sql), {"a": w.first, "b": w.last, "k": w.step, "t": tenant_id}))
+
+
+def _epoch_bucket(value: datetime, bucket: int) -> int:
+    return int((value - EPOCH).total_seconds()) // bucket * bucket
+
+
+def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """``finished_series`` and ``submitted_series`` estimated from a sample (counts scaled by its step)."""
+    groups: dict[int, dict[str, Any]] = {}
+    submitted: dict[int, int] = {}
+    for _wf, status, sub, started, done in rows:
+        submitted[_epoch_bucket(sub, bucket)] = submitted.get(_epoch_bucket(sub, bucket), 0) + w.step
+        if done is None or done < w.since:
+            continue
+        g = groups.setdefault(_epoch_bucket(done, bucket), {"finished": 0, "failed": 0, "_d": []})
+        g["finished"] += w.step
+        g["failed"] += w.step if status == "failed" else 0
+        if status in ("completed", "partial") and started is not None:
+            g["_d"].append((done - started).total_seconds())
+    series = [{"bucket": b, "finished": g["finished"], "failed": g["failed"],
+               "p95": percentiles(g["_d"], (0.95,))["p95"]} for b, g in sorted(groups.items())]
+    return series, submitted
+
+
+def sampled_p95(rows: list[Any], since: datetime) -> float | None:
+    return percentiles([(done - started).total_seconds() for _w, status, _s, started, done in rows
+                        if status in ("completed", "partial") and started is not None and done is not None
+                        and done >= since], (0.95,))["p95"]
+
+
 # ----------------------------------------------------------------------------- overview
 def _bucket_sql(conn: Connection, col: str) -> str:
-    if is_pg(conn):
-        return f"FLOOR(EXTRACT(EPOCH FROM {col}) / :b) * :b"
+    if is_pg(conn):  # date_part is double precision; EXTRACT is numeric (several times slower)
+        return f"FLOOR(date_part('epoch', {col}) / :b) * :b"
     return f"(CAST(strftime('%s', {col}) AS INTEGER) / :b) * :b"
 
 
 def _seconds_sql(conn: Connection, end: str, start: str) -> str:
     if is_pg(conn):
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+        return f"date_part('epoch', {end} - {start})"
     return f"((julianday({end}) - julianday({start})) * 86400.0)"
 
 
@@ -239,6 +307,15 @@ def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[di
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def queue_extras(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Average (effective) priority and next scheduled time per queue, from the live queue rows only
+    (joining 1M jobs for the seed's AVG(wj.priority) costs a scan of the jobs table)."""
+    rows = conn.execute(sa.select(media_queue.c.queue_name, sa.func.avg(media_queue.c.priority),
+                                  sa.func.min(media_queue.c.scheduled_time))
+                        .where(media_queue.c.status.in_(("queued", "processing"))).group_by(media_queue.c.queue_name))
+    return {str(n): {"avg_priority": float(a) if a is not None else None, "next_scheduled": t} for n, a, t in rows}
+
+
 # ----------------------------------------------------------------------------- step performance
 def step_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
     """Seed step 14 (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
@@ -305,10 +382,37 @@ def _floats(row: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- workflows
 def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
-    """Seed step 15 over the window plus p50/p95/p99 job durations (s) per workflow."""
+    """Seed step 15 over the window plus p50/p95/p99 job durations (s) per workflow (estimated from
+    a sample when the window is large)."""
+    w = window(conn, since)
+    if w.sampled:
+        return sampled_workflow_report(conn, w, tenant_id)
     rows = analytics.workflows(conn, tenant_id=tenant_id, since=since)
     pct = {r["name"]: r for r in analytics.durations(conn, tenant_id=tenant_id, since=since)["jobs_seconds"]}
     return [{**r, **{k: pct.get(r["workflow_code"], {}).get(k) for k in ("p50", "p95", "p99")}} for r in rows]
+
+
+def sampled_workflow_report(conn: Connection, w: Window, tenant_id: str) -> list[dict[str, Any]]:
+    heads = conn.execute(sa.select(wd.c.id, wd.c.workflow_code, wd.c.workflow_name, wd.c.workflow_type,
+                                   wd.c.current_version)
+                         .where(wd.c.is_active.is_(True), sa.or_(wd.c.tenant_id.is_(None),
+                                                                  wd.c.tenant_id == tenant_id))).mappings().all()
+    by_wf: dict[int, list[Any]] = {}
+    for row in sampled_jobs(conn, w, tenant_id):
+        by_wf.setdefault(row[0], []).append(row)
+    out = [{**dict(h), **_workflow_figures(by_wf.get(h["id"], []), w.step), "sampled_step": w.step} for h in heads]
+    return sorted(out, key=lambda r: (-r["total_jobs"], r["workflow_code"]))
+
+
+def _workflow_figures(rows: list[Any], step: int) -> dict[str, Any]:
+    def n(*statuses: str) -> int:
+        return step * sum(r[1] in statuses for r in rows)
+
+    minutes = [(r[4] - r[3]).total_seconds() / 60 for r in rows if r[3] is not None and r[4] is not None]
+    ok = [(r[4] - r[3]).total_seconds() for r in rows if r[1] in ("completed", "partial") and r[3] and r[4]]
+    return {"total_jobs": step * len(rows), "completed": n("completed"), "failed": n("failed"),
+            "partial": n("partial"), "cancelled": n("cancelled"), "in_progress": n("pending", "queued", "processing"),
+            "avg_duration_minutes": sum(minutes) / len(minutes) if minutes else None, **percentiles(ok)}
 
 
 # ----------------------------------------------------------------------------- dead letters

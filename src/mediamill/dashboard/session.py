@@ -112,9 +112,16 @@ def check_csrf(request: Request, session: Session, submitted: str | None) -> Non
 
 
 def check_origin(request: Request) -> None:
-    """A cross-site ``Origin`` is refused even with a token (defence in depth)."""
+    """A cross-site ``Origin`` is refused even with a token (defence in depth).
+
+    Same site means the request's ``Host``, or the host of ``MEDIAMILL_PUBLIC_URL`` behind a proxy.
+    """
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+    if not origin or origin == "null":
+        return
+    public = request.app.state.runtime.settings.public_url or ""
+    allowed = {request.headers.get("host"), urlsplit(public).netloc if public else None}
+    if urlsplit(origin).netloc not in allowed:
         raise Forbidden("cross-origin request refused")
 
 
