@@ -156,3 +156,10 @@ def test_request_body_limit(client: TestClient, keys: Keys) -> None:
     big = {"storage_key": "inputs/default/x", "metadata": {"pad": "x" * (2 * 1024 * 1024)}}
     res = client.post("/v1/jobs", json=big, headers=Keys.h(keys.submitter))
     assert res.status_code == 413
+
+
+def test_empty_upload_completes_and_is_refused_as_input(client: TestClient, keys: Keys) -> None:
+    uid = _create(client, keys.submitter, 0)
+    assert client.get(f"/v1/uploads/{uid}", headers=Keys.h(keys.viewer)).json()["complete"] is True
+    res = client.post("/v1/jobs", json={"upload_id": uid, "workflow": "WF-TEST-NOOP"}, headers=Keys.h(keys.submitter))
+    assert res.status_code == 422 and "empty" in res.json()["detail"]

@@ -180,6 +180,9 @@ async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Respo
         async with _lock(request, session["id"]):
             offset = await _receive(request, {**session, "completed_at": None}, 0)
         headers["Upload-Offset"] = str(offset)
+    elif length == 0:  # nothing will ever be PATCHed: complete at once
+        await blocking(_finish, request, session)
+        headers["Upload-Offset"] = "0"
     return Response(status_code=201, headers=headers)
 
 
