@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from mediamill.store.workflow_repo import VersionedWorkflow
 
 PROGRESS_EVERY = 0.5  # seconds between progress writes of one job
+_INPUT_FIELD = re.compile(r"\binput\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
+_KNOWN_WITHOUT_PROBE = {"mime", "size", "filename", ""}
 log = logging.getLogger("mediamill.engine")
 
 
@@ -212,8 +215,9 @@ class JobRunner:
         return key
 
     def _probe_if_needed(self) -> None:
-        if self.job.get("input_metadata") or not any(s.when and "input" in s.when for s in self.steps):
-            return
+        wanted = {a or b for s in self.steps if s.when for a, b in _INPUT_FIELD.findall(s.when)}
+        if self.job.get("input_metadata") or not wanted - _KNOWN_WITHOUT_PROBE:
+            return  # mime, size and filename are on the job row already
         reply = self.w.children.run({"probe": True, "input_path": str(self.input_path),
                                      "input_mime": self.job["input_mime"] or ""},
                                     timeout=60, on_progress=lambda _i, _p: None, cancelled=self.cancel)
@@ -275,7 +279,9 @@ class JobRunner:
         if spec is None or spec.fuse is None:
             return group
         j = start + 1
-        while j < len(self.steps) and self.states[j].status == "pending" and not self.steps[j].when:
+        # a condition on the input or the job can be decided before the unit runs; one on earlier steps cannot
+        while j < len(self.steps) and self.states[j].status == "pending" and \
+                "steps" not in (self.steps[j].when or ""):
             nxt = get_action(self.steps[j].action)
             if nxt is None or nxt.fuse != spec.fuse:
                 break
@@ -291,8 +297,10 @@ class JobRunner:
     def _run_unit(self, group: list[int]) -> None:
         if self.cancel.is_set():
             raise Cancelled()
-        runnable = [i for i in group if self._decide(i)]
+        decisions = {i: self._decide(i) for i in group}
+        runnable = [i for i in group if decisions[i][0]]
         if not runnable:
+            self._record_decisions(decisions)
             return
         gates = {i: self._gate(i) for i in runnable}
         step_timeout = sum(self.steps[i].timeout_seconds for i in runnable)
@@ -312,24 +320,46 @@ class JobRunner:
             fail = StepFailure(runnable[0], exc.error_class, exc.message, getattr(exc, "stderr_tail", "") or "")
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
                 fail = StepFailure(runnable[0], "timeout", str(_workflow_timeout(self.d.timeout_minutes)))
+            if len(runnable) > 1 and fail.error_class != "invalid_input":
+                # which step of the fused unit failed is unknown: run them one by one to find out
+                self._interrupt(runnable, exec_ids, started, f"fused unit failed ({fail.message[:200]}); "
+                                                            "running its steps one by one")
+                for i in runnable:
+                    self._run_unit([i])
+                return
+            # skips after the failed step were never reached; those before it are recorded
+            self._record_decisions({i: d for i, d in decisions.items() if i < runnable[0]})
             self._handle_failure(runnable, exec_ids, started, fail, gates)
             return
         self._complete(runnable, exec_ids, started, results, gates)
+        self._record_decisions(decisions)
 
-    def _decide(self, i: int) -> bool:
+    def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
+        with self.w.engine.begin() as conn:
+            self._guard(conn)
+            for i in group:
+                tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
+                               status="interrupted", started_at=started, error_message=reason)
+                self.states[i].status = "pending"
+
+    def _decide(self, i: int) -> tuple[bool, str | None]:
+        """Evaluate step ``i``'s condition (recorded later, once the unit's fate is known)."""
         step = self.steps[i]
         if not step.when:
-            return True
+            return True, None
         try:
-            result = evaluate_condition(step.when, self._variables())
-            reason = None
+            return evaluate_condition(step.when, self._variables()), None
         except ConditionError as exc:
-            result, reason = False, str(exc)
-        if not result:
-            self._record_skip(i, reason)
-        else:
-            self._event("decision", step.name, {"when": step.when, "result": True})
-        return result
+            return False, str(exc)
+
+    def _record_decisions(self, decisions: dict[int, tuple[bool, str | None]]) -> None:
+        for i, (result, reason) in decisions.items():
+            if not self.steps[i].when:
+                continue
+            if result:
+                self._event("decision", self.steps[i].name, {"when": self.steps[i].when, "result": True})
+            else:
+                self._record_skip(i, reason)
 
     def _variables(self) -> dict[str, Any]:
         probe = json.loads(self.job["input_metadata"]) if self.job.get("input_metadata") else {}
@@ -430,8 +460,8 @@ class JobRunner:
 
     def _progress(self, i: int, pct: float, exec_id: int) -> None:
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY and pct < 100:
-            return
+        if pct >= 100 or now - self._last_progress < PROGRESS_EVERY:
+            return  # 100 % is written with the step's completion
         self._last_progress = now
         done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed"))
         overall = 100.0 * (done + pct / 100.0) / max(1, len(self.steps))
@@ -455,7 +485,9 @@ class JobRunner:
             path = Path(out["path"])
             suffix = Path(out["name"]).suffix
             info = self.w.storage.put_file(new_key("outputs", self.job["tenant_id"], suffix=suffix), path,
-                                           content_type=out["mime_type"])
+                                           content_type=out["mime_type"], move=True)
+            local = self.w.storage.local_path(info.key)
+            out["path"] = str(local if local is not None else path)
             rows.append({"name": out["name"], "storage_key": info.key, "mime_type": out["mime_type"],
                          "bytes": info.size, "checksum": info.checksum, "metadata": out.get("metadata") or {},
                          "visible": not finalize_later})
@@ -494,16 +526,21 @@ class JobRunner:
 
     def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: StepFailure,
                         status: str = "failed") -> None:
+        first, rest = group[0], group[1:]  # bad input is blamed on the unit's first step; the rest did not run
         with self.w.engine.begin() as conn:
             self._guard(conn)
-            for i in group:
-                tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
-                               status=status, started_at=started, error_message=fail.message[:4000],
-                               error_class=fail.error_class, stderr_tail=fail.stderr_tail[-4000:] or None)
-                self.states[i].status = "failed"
-                self.states[i].failures_total += 1
-                self.states[i].failures_run += 1
-        for i in group:
+            tx.finish_step(conn, job=self.job, exec_id=exec_ids[first], step_name=self.steps[first].name,
+                           status=status, started_at=started, error_message=fail.message[:4000],
+                           error_class=fail.error_class, stderr_tail=fail.stderr_tail[-4000:] or None)
+            if rest:  # they were only opened with the unit and did no work of their own: no execution is left
+                conn.execute(step_executions.delete().where(step_executions.c.id.in_([exec_ids[i] for i in rest])))
+                for i in rest:
+                    tx.add_event(conn, self.job, "step", self.steps[i].name,
+                                 {"status": "pending", "reason": f"{self.steps[first].name} failed in the same unit"})
+        self.states[first].status = "failed"
+        self.states[first].failures_total += 1
+        self.states[first].failures_run += 1
+        for i in group[:1]:
             telemetry.emit("step.finished", action=self.steps[i].action, status=status, error_class=fail.error_class,
                            duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
 
@@ -511,8 +548,10 @@ class JobRunner:
                         gates: dict[int, Gate]) -> None:
         runs_before = self.states[group[0]].failures_run
         self._record_failure(group, exec_ids, started, fail)
-        for i in group:
-            self.w.breakers.record_failure(self.steps[i].action, fail.error_class, gates[i].probe, fail.message)
+        for i in group[1:]:
+            self.states[i].status = "pending"
+        self.w.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
+                                       fail.message)
         step = self.steps[group[0]]
         if step.on_failure == "continue":
             self.partial = True

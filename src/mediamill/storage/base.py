@@ -86,7 +86,8 @@ class Storage(ABC):
         """A short-lived upload URL, when the backend can make one."""
         return None
 
-    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None, move: bool = False) -> ObjectInfo:
+        """Store a local file; with ``move`` the backend may take the file itself instead of a copy."""
         with path.open("rb") as fh:
             return self.put(key, fh, content_type=content_type)
 

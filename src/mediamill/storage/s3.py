@@ -166,7 +166,7 @@ class S3Storage(Storage):
             raise
         return dest
 
-    def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None, move: bool = False) -> ObjectInfo:
         with path.open("rb") as fh:
             return self.put(key, fh, content_type=content_type)
 
