@@ -30,6 +30,7 @@ ERRORS = ("invalid_input", "transient", "timeout", "tool_failed")
 def _workflows(rt: Runtime) -> list[dict[str, Any]]:
     with rt.engine.connect() as conn:
         rows = conn.execute(sa.select(workflow_definitions.c.id, workflow_definitions.c.queue_name,
+                                      workflow_definitions.c.workflow_code,
                                       workflow_definitions.c.current_version)).mappings().all()
         steps = conn.execute(sa.select(workflow_steps.c.id, workflow_steps.c.workflow_id, workflow_steps.c.version,
                                        workflow_steps.c.step_name, workflow_steps.c.action)
@@ -41,10 +42,11 @@ def _workflows(rt: Runtime) -> list[dict[str, Any]]:
     return [w for w in out if w["steps"]]
 
 
-def _job(i: int, n: int, wf: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+def _job(i: int, n: int, wf: dict[str, Any], rng: random.Random, *, first: int, live: bool) -> dict[str, Any]:
     now = utcnow()
-    submitted = now - timedelta(days=2) * (1 - i / n)
-    status = rng.choice(LIVE) if i > n - n // 20 and rng.random() < 0.5 else rng.choice(FINISHED)
+    submitted = now - timedelta(days=2) * (1 - (i - first) / n) - timedelta(minutes=5)
+    late = live and i - first > n - n // 20 and rng.random() < 0.5
+    status = rng.choice(LIVE) if late else rng.choice(FINISHED)
     started = submitted + timedelta(seconds=rng.random() * 20) if status not in ("queued", "pending") else None
     completed = started + timedelta(seconds=1 + rng.random() ** 2 * 120) if started and status != "processing" else None
     return {"id": i, "job_code": f"JOB-{submitted:%Y%m%d}-{i:08X}", "workflow_id": wf["id"], "workflow_version":
@@ -69,11 +71,12 @@ def _steps(job: dict[str, Any], wf: dict[str, Any], rng: random.Random) -> list[
     return out
 
 
-def seed(rt: Runtime, n: int = 3000, seed_value: int = 7) -> None:
-    """Write ``n`` jobs (ids 1…n) with their executions, events, queue entries and dead letters."""
+def seed(rt: Runtime, n: int = 3000, *, first: int = 1, live: bool = True, seed_value: int = 7) -> None:
+    """Write ``n`` jobs (ids ``first``…) of the last two days with their executions, events, queue
+    entries and dead letters; ``live=False`` writes finished jobs only (nothing for a worker to claim)."""
     rng = random.Random(seed_value)
     wfs = _workflows(rt)
-    jobs = [_job(i, n, wfs[i % len(wfs)], rng) for i in range(1, n + 1)]
+    jobs = [_job(i, n, wfs[i % len(wfs)], rng, first=first, live=live) for i in range(first, first + n)]
     by_wf = {w["id"]: w for w in wfs}
     steps = [s for j in jobs for s in _steps(j, by_wf[j["workflow_id"]], rng)]
     events = [{"job_id": j["id"], "tenant_id": "default", "event_type": "status", "data": {"status": j["status"]},
@@ -81,7 +84,9 @@ def seed(rt: Runtime, n: int = 3000, seed_value: int = 7) -> None:
     queue = [{"job_id": j["id"], "queue_name": j["queue_name"], "priority": j["priority"], "status": j["status"],
               "scheduled_time": j["submitted_at"], "created_at": j["submitted_at"]}
              for j in jobs if j["status"] in ("queued", "processing")]
-    dead = [{"job_id": j["id"], "tenant_id": "default", "workflow_code": "?", "workflow_version": j["workflow_version"],
+    codes = {w["id"]: w["workflow_code"] for w in wfs}
+    dead = [{"job_id": j["id"], "tenant_id": "default", "workflow_code": codes[j["workflow_id"]],
+             "workflow_version": j["workflow_version"],
              "error_class": j["error_class"], "error_message": "seeded failure", "created_at": j["completed_at"]}
             for j in jobs if j["status"] == "failed"]
     sent = [{"job_id": j["id"], "tenant_id": "default", "channel": "webhook", "event_type": "job.completed",

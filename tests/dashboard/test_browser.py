@@ -15,6 +15,7 @@ from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo
 from mediamill.store.tables import dead_letters, queues, workflow_definitions, workflow_jobs
+from tests.dashboard.seed import seed
 from tests.dashboard.support import Keys, LiveServer, api, login, shot
 from tests.helpers import apply_workflow, wait_until
 
@@ -58,7 +59,8 @@ def test_login_with_key_and_one_time_link(page: Any, server: LiveServer, keys: K
     assert "expired or was already used" in page.inner_text("[role=alert]")
 
 
-def test_overview(page: Any, server: LiveServer, keys: Keys, worker: Worker) -> None:
+def test_overview(page: Any, server: LiveServer, keys: Keys, worker: Worker, rt: Runtime) -> None:
+    seed(rt, 400, first=1_000_000, live=False)  # two days of history for the charts
     for _ in range(3):
         _submit_file(server, keys.admin, Path(__file__), "WF-DASH-NOOP")
     login(page, server.url, keys.admin)
@@ -70,6 +72,9 @@ def test_overview(page: Any, server: LiveServer, keys: Keys, worker: Worker) -> 
     assert page.locator("svg.chart").count() == 3
     wait_until(lambda: page.locator("#live-state[data-state=on]").count() == 1, message="live stream open")
     shot(page, "overview")
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(15, 18, 23)"
+    shot(page, "overview-dark")
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     page.click(".menu")
     assert page.is_visible("nav#nav a[href='/jobs']")

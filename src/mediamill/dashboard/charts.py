@@ -6,6 +6,7 @@ is an ``img`` with a label, and every bar or point has a ``<title>`` (the exact 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,13 +18,11 @@ PAD_L, PAD_R, PAD_T, PAD_B = 44, 8, 10, 22
 
 
 def _nice_max(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × a power of ten that is ≥ ``value`` (the top of the y axis)."""
     if value <= 0:
         return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(value)
+    magnitude = 10.0 ** math.floor(math.log10(value))
+    return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if value <= step * magnitude * (1 + 1e-9))
 
 
 def _label(t: datetime, span_hours: float) -> str:

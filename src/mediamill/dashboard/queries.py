@@ -423,7 +423,7 @@ def dead_letter_groups(conn: Connection, tenant_id: str) -> list[dict[str, Any]]
                    sa.func.max(dl.c.workflow_version).label("version"))
          .where(dl.c.resolved_at.is_(None), dl.c.tenant_id == tenant_id)
          .group_by(dl.c.error_class, dl.c.workflow_code).order_by(sa.func.count().desc()))
-    return [dict(r) for r in conn.execute(q).mappings()]
+    return [{**dict(r), "error_class": r["error_class"] or "unknown"} for r in conn.execute(q).mappings()]
 
 
 def versions_of(conn: Connection, codes: set[str]) -> dict[str, list[int]]:
