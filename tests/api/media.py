@@ -20,10 +20,10 @@ VIDEO_WORKFLOW = {
 }
 
 
-def make_video(path: Path, seconds: float = 2.0) -> Path:
-    """An H.264 + AAC MP4 from ffmpeg's test sources (320x240, 25 fps)."""
+def make_video(path: Path, seconds: float = 2.0, size: str = "320x240") -> Path:
+    """An H.264 + AAC MP4 from ffmpeg's test sources (25 fps)."""
     cmd = [ffmpeg().path, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc=size=320x240:rate=25:duration={seconds}",
+           "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration={seconds}",
            "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
            str(path)]

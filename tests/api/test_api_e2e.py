@@ -47,9 +47,10 @@ def _follow(base: str, key: str, job_id: int) -> list[Any]:
         return list(source.iter_sse())
 
 
-def _run_job(rt: Runtime, live: LiveServer, key: str, body: dict[str, Any], tmp: Path) -> None:
+def _run_job(rt: Runtime, live: LiveServer, key: str, body: dict[str, Any], tmp: Path,
+             workflow: str = "WF-TEST-VIDEO") -> list[dict[str, Any]]:
     with httpx.Client(base_url=live.url, timeout=30) as http:
-        res = http.post("/v1/jobs", json={**body, "workflow": "WF-TEST-VIDEO"}, headers=Keys.h(key))
+        res = http.post("/v1/jobs", json={**body, "workflow": workflow}, headers=Keys.h(key))
         assert res.status_code == 202, res.text
         job_id = res.json()["id"]
         worker = Worker(rt, pools={"*": 2}).start()
@@ -66,19 +67,21 @@ def _run_job(rt: Runtime, live: LiveServer, key: str, body: dict[str, Any], tmp:
                          headers=Keys.h(key, **{"Last-Event-ID": events[-2].id})) as source:
             assert [e.id for e in source.iter_sse()] == [events[-1].id]
         outputs = http.get(f"/v1/jobs/{job_id}/outputs", headers=Keys.h(key)).json()["items"]
-        video = next(o for o in outputs if o["name"].endswith(".mp4"))
-        got = http.get(video["url"], headers=Keys.h(key), follow_redirects=True)
-        assert got.status_code == 200
-        out = tmp / "out.mp4"
-        out.write_bytes(got.content)
-        info = probe(out)
-        assert info["codec"] == "h264" and info["height"] == 120 and info["width"] == 160
+        probed = []
+        for video in (o for o in outputs if o["name"].endswith(".mp4")):
+            got = http.get(video["url"], headers=Keys.h(key), follow_redirects=True)
+            assert got.status_code == 200
+            out = tmp / video["name"]
+            out.write_bytes(got.content)
+            probed.append(probe(out))
+        assert probed and all(p["codec"] == "h264" and p["height"] % 2 == 0 for p in probed)
+        return probed
 
 
 def test_tus_interrupted_resumed_then_sse_and_download(rt: Runtime, keys: Keys, live: LiveServer,
                                                        tmp_path: Path) -> None:
     _install_video_workflow(rt)
-    video = make_video(tmp_path / "clip.mp4")
+    video = make_video(tmp_path / "clip.mp4", seconds=1.0, size="1280x720")
     size = video.stat().st_size
     client = tus.TusClient(f"{live.url}/v1/uploads", headers=Keys.h(keys.submitter))
     uploader = client.uploader(str(video), chunk_size=16 * 1024, metadata={"filename": "../../etc/clip.mp4"})
@@ -97,7 +100,8 @@ def test_tus_interrupted_resumed_then_sse_and_download(rt: Runtime, keys: Keys, 
     state = httpx.get(f"{live.url}{path}", headers=Keys.h(keys.submitter)).json()
     assert state["complete"] and state["length"] == size and state["mime"] == "video/mp4"
     assert state["filename"] == "clip.mp4"  # the path in the metadata never became a path
-    _run_job(rt, live, keys.submitter, {"upload_id": state["id"]}, tmp_path)
+    probed = _run_job(rt, live, keys.submitter, {"upload_id": state["id"]}, tmp_path, "WF-VIDEO-TRANSCODE")
+    assert {p["height"] for p in probed} >= {720, 480}  # the ladder, never above the 720p source
 
 
 @pytest.fixture
@@ -134,7 +138,8 @@ def test_presigned_put_to_s3_then_job(s3_env: int, tmp_path: Path) -> None:
             assert grant["url"].startswith(f"http://127.0.0.1:{s3_env}/")
             put = httpx.put(grant["url"], content=video.read_bytes(), headers=grant["headers"])
             assert put.status_code == 200, put.text
-        _run_job(rt, live, keys.submitter, {"upload_id": grant["upload_id"]}, tmp_path)
+        probed = _run_job(rt, live, keys.submitter, {"upload_id": grant["upload_id"]}, tmp_path)
+        assert probed == [{"codec": "h264", "width": 160, "height": 120}]
         with httpx.Client(base_url=live.url, timeout=30) as http:
             job = http.get("/v1/jobs?limit=1", headers=Keys.h(keys.submitter)).json()["items"][0]
             res = http.get(f"/v1/jobs/{job['id']}/input", headers=Keys.h(keys.submitter))
