@@ -220,8 +220,8 @@ def pages(engine: sa.Engine, client: httpx.Client) -> list[str]:
     completed = f"/jobs?after={STATUS_ORDER.index('completed')}.5.{middle}"  # half-way through "completed"
     return ["/", "/?window=7d", "/jobs", deep, completed, "/jobs?status=completed", "/jobs?workflow=WF-IMAGE-PROCESS",
             f"/jobs?q={code}", "/jobs?q=ABC", f"/jobs/{job_id}", "/upload", "/queues", "/steps", "/steps?window=7d",
-            "/workflows", "/workflows/WF-VIDEO-TRANSCODE", "/dead-letters", "/breakers", "/workers",
-            "/notifications", "/alerts"]
+            "/workflows", "/workflows?window=7d", "/workflows/WF-VIDEO-TRANSCODE", "/dead-letters", "/breakers",
+            "/workers", "/notifications", "/alerts"]
 
 
 def measure(client: httpx.Client, path: str, runs: int) -> dict[str, Any]:

@@ -54,9 +54,11 @@ def _window_figures(conn: Any, w: q.Window, tenant: str, bucket: int) -> tuple[A
         rows = q.sampled_jobs(conn, w, tenant)
         series, submitted = q.sampled_series(rows, w, bucket)
         return series, submitted, q.sampled_p95(rows, w.since)
-    return (q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
-            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
-            q.job_duration_p95(conn, tenant_id=tenant, since=w.since))
+    series = q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket)
+    total = next((s for s in series if s["bucket"] == q.TOTAL), None)
+    p95 = total["p95"] if total else q.job_duration_p95(conn, tenant_id=tenant, since=w.since)
+    return ([s for s in series if s["bucket"] != q.TOTAL],
+            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket), p95)
 
 
 def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:

@@ -30,8 +30,9 @@ LIVE_STATUSES = ("processing", "queued", "pending")
 SEARCH_WINDOW = 20_000  # a partial job-code search scans this many newest jobs
 SAMPLE_LIMIT = 100_000  # rows read for percentiles on SQLite
 SAMPLE_THRESHOLD = 40_000  # windows with more jobs than this are sampled (PostgreSQL)
-SAMPLE_TARGET = 10_000  # jobs read from a sampled window
+SAMPLE_TARGET = 5_000  # jobs read from a sampled window
 EPOCH = datetime(1970, 1, 1)
+TOTAL = -1  # the bucket key of the whole-window row of finished_series on PostgreSQL
 STEP_FIGURES = ("avg_duration_sec", "min_duration_sec", "max_duration_sec", "p50_ms", "p95_ms", "p99_ms")
 JOB_COLUMNS = (wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
@@ -189,38 +190,39 @@ def window(conn: Connection, since: datetime) -> Window:
 
 
 def sampled_jobs(conn: Connection, w: Window, tenant_id: str) -> list[Any]:
-    """Every ``w.step``-th job of the window: primary-key lookups, not a scan of the window."""
-    sql = ("SELECT workflow_id, status, submitted_at, started_at, completed_at FROM workflow_jobs "
+    """Every ``w.step``-th job of the window — primary-key lookups, not a scan of the window — as
+    (workflow id, status, submitted, started, completed) with times in epoch seconds."""
+    sql = ("SELECT workflow_id, status, date_part('epoch', submitted_at), date_part('epoch', started_at), "
+           "date_part('epoch', completed_at) FROM workflow_jobs "
            "WHERE id = ANY(ARRAY(SELECT generate_series(:a, :b, :k))) AND tenant_id = :t AND shadow_of IS NULL")
     return list(conn.execute(sa.text(sql), {"a": w.first, "b": w.last, "k": w.step, "t": tenant_id}))
 
 
-def _epoch_bucket(value: datetime, bucket: int) -> int:
-    return int((value - EPOCH).total_seconds()) // bucket * bucket
-
-
 def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[str, Any]], dict[int, int]]:
     """``finished_series`` and ``submitted_series`` estimated from a sample (counts scaled by its step)."""
+    since = (w.since - EPOCH).total_seconds()
     groups: dict[int, dict[str, Any]] = {}
     submitted: dict[int, int] = {}
     for _wf, status, sub, started, done in rows:
-        submitted[_epoch_bucket(sub, bucket)] = submitted.get(_epoch_bucket(sub, bucket), 0) + w.step
-        if done is None or done < w.since:
+        b = int(sub) // bucket * bucket
+        submitted[b] = submitted.get(b, 0) + w.step
+        if done is None or done < since:
             continue
-        g = groups.setdefault(_epoch_bucket(done, bucket), {"finished": 0, "failed": 0, "_d": []})
+        g = groups.setdefault(int(done) // bucket * bucket, {"finished": 0, "failed": 0, "_d": []})
         g["finished"] += w.step
         g["failed"] += w.step if status == "failed" else 0
         if status in ("completed", "partial") and started is not None:
-            g["_d"].append((done - started).total_seconds())
+            g["_d"].append(done - started)
     series = [{"bucket": b, "finished": g["finished"], "failed": g["failed"],
                "p95": percentiles(g["_d"], (0.95,))["p95"]} for b, g in sorted(groups.items())]
     return series, submitted
 
 
 def sampled_p95(rows: list[Any], since: datetime) -> float | None:
-    return percentiles([(done - started).total_seconds() for _w, status, _s, started, done in rows
+    start = (since - EPOCH).total_seconds()
+    return percentiles([done - started for _w, status, _s, started, done in rows
                         if status in ("completed", "partial") and started is not None and done is not None
-                        and done >= since], (0.95,))["p95"]
+                        and done >= start], (0.95,))["p95"]
 
 
 # ----------------------------------------------------------------------------- overview
@@ -242,13 +244,14 @@ def finished_series(conn: Connection, *, tenant_id: str, since: datetime, bucket
     dur = _seconds_sql(conn, "completed_at", "started_at")
     ok = "status IN ('completed', 'partial') AND started_at IS NOT NULL"
     where = "completed_at >= :since AND tenant_id = :t AND shadow_of IS NULL"
-    if is_pg(conn):
+    if is_pg(conn):  # one scan: a row per bucket, and (GROUPING SETS ()) the whole window's p95
         sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, COUNT(*) AS finished, "
                f"COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, "
                f"percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN {ok} THEN {dur} END) AS p95 "
-               f"FROM workflow_jobs WHERE {where} GROUP BY 1 ORDER BY 1")
-        return [{"bucket": int(float(r[0])), "finished": int(r[1]), "failed": int(r[2]),
-                 "p95": float(r[3]) if r[3] is not None else None} for r in conn.execute(sa.text(sql), params)]
+               f"FROM workflow_jobs WHERE {where} GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST")
+        return [{"bucket": int(float(r[0])) if r[0] is not None else TOTAL, "finished": int(r[1]),
+                 "failed": int(r[2]), "p95": float(r[3]) if r[3] is not None else None}
+                for r in conn.execute(sa.text(sql), params)]
     sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, status, CASE WHEN {ok} THEN {dur} END "
            f"FROM workflow_jobs WHERE {where} LIMIT {SAMPLE_LIMIT}")
     groups: dict[int, dict[str, Any]] = {}
@@ -388,8 +391,27 @@ def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> lis
     if w.sampled:
         return sampled_workflow_report(conn, w, tenant_id)
     rows = analytics.workflows(conn, tenant_id=tenant_id, since=since)
-    pct = {r["name"]: r for r in analytics.durations(conn, tenant_id=tenant_id, since=since)["jobs_seconds"]}
-    return [{**r, **{k: pct.get(r["workflow_code"], {}).get(k) for k in ("p50", "p95", "p99")}} for r in rows]
+    pct = _workflow_percentiles(conn, tenant_id=tenant_id, since=since)
+    return [{**r, **pct.get(r["workflow_code"], dict.fromkeys(("p50", "p95", "p99")))} for r in rows]
+
+
+def _workflow_percentiles(conn: Connection, *, tenant_id: str, since: datetime) -> dict[str, dict[str, Any]]:
+    """p50/p95/p99 of successful jobs' durations (s) per workflow code, finished in the window."""
+    dur = _seconds_sql(conn, "wj.completed_at", "wj.started_at")
+    base = ("FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id "
+            "WHERE wj.completed_at >= :since AND wj.tenant_id = :t AND wj.status IN ('completed', 'partial') "
+            "AND wj.started_at IS NOT NULL AND wj.shadow_of IS NULL")
+    params = {"since": since, "t": tenant_id}
+    if is_pg(conn):
+        sql = (f"SELECT wd.workflow_code, percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {dur}) "
+               f"{base} GROUP BY wd.workflow_code")
+        return {code: dict(zip(("p50", "p95", "p99"), values or (None,) * 3, strict=True))
+                for code, values in conn.execute(sa.text(sql), params)}
+    groups: dict[str, list[float]] = {}
+    for code, v in conn.execute(sa.text(f"SELECT wd.workflow_code, {dur} {base} LIMIT {SAMPLE_LIMIT}"), params):
+        if v is not None:
+            groups.setdefault(code, []).append(float(v))
+    return {code: percentiles(values) for code, values in groups.items()}
 
 
 def sampled_workflow_report(conn: Connection, w: Window, tenant_id: str) -> list[dict[str, Any]]:
@@ -408,8 +430,8 @@ def _workflow_figures(rows: list[Any], step: int) -> dict[str, Any]:
     def n(*statuses: str) -> int:
         return step * sum(r[1] in statuses for r in rows)
 
-    minutes = [(r[4] - r[3]).total_seconds() / 60 for r in rows if r[3] is not None and r[4] is not None]
-    ok = [(r[4] - r[3]).total_seconds() for r in rows if r[1] in ("completed", "partial") and r[3] and r[4]]
+    minutes = [(r[4] - r[3]) / 60 for r in rows if r[3] is not None and r[4] is not None]
+    ok = [r[4] - r[3] for r in rows if r[1] in ("completed", "partial") and r[3] is not None and r[4] is not None]
     return {"total_jobs": step * len(rows), "completed": n("completed"), "failed": n("failed"),
             "partial": n("partial"), "cancelled": n("cancelled"), "in_progress": n("pending", "queued", "processing"),
             "avg_duration_minutes": sum(minutes) / len(minutes) if minutes else None, **percentiles(ok)}

@@ -155,7 +155,7 @@
   function startLive() {
     const live = document.getElementById("live");
     if (!live) return;
-    MM.page = new Refresher(live, location.href, 1500);
+    MM.page = new Refresher(live, location.href, Number(live.dataset.gap) || 1500);
     const src = live.dataset.live;
     if (src) MM.pageStream = MM.stream(src, () => MM.page.schedule());
   }
