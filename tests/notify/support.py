@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -23,59 +20,18 @@ from mediamill.store import outbox
 from mediamill.store.db import upgrade
 from mediamill.store.tables import workflow_definitions, workflow_jobs
 from mediamill.store.timeutil import utcnow
+from tests.helpers import database_url, postgres_database, wait_until
 
 PG_ENV = "MEDIAMILL_TEST_POSTGRES_URL"
 
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+__all__ = ["postgres_database", "wait_until"]  # shared with tests/helpers.py, re-exported here
 
 
 # --------------------------------------------------------------------------- databases
 @contextmanager
-def postgres_database(prefix: str = "mm_notify") -> Iterator[str]:
-    """Create a fresh database on the test server and drop it afterwards; yields its URL."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set (PostgreSQL tests need a server)")
-    url = sa.engine.make_url(_psycopg(base))
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def _psycopg(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-@contextmanager
 def database(kind: str, tmp_path: Path) -> Iterator[str]:
     """A migrated database URL of ``kind`` (sqlite | postgres)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mm.db'}"
-        upgrade(url)
-        yield url
-        return
-    with postgres_database() as url:
+    with database_url(kind, tmp_path) as url:
         upgrade(url)
         yield url
 

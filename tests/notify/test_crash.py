@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,8 +24,14 @@ def _start_notifier(db_url: str, tmp_path: Path, *extra: str, lock_seconds: floa
            "MEDIAMILL_NOTIFY_POLL_SECONDS": "0.05", "MEDIAMILL_NOTIFY_BACKOFF_BASE_SECONDS": "0.1",
            "MEDIAMILL_ALERT_DEFAULT_RULES": "false", "MEDIAMILL_LOG_FORMAT": "json",
            "MEDIAMILL_METRICS_DIR": str(tmp_path / "metrics")}
-    return subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", "notifier", *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / f"notifier-{uuid.uuid4().hex[:6]}.log"
+    with log.open("wb") as out:  # a file, not a pipe nobody reads: a chatty process must never block on it
+        proc = subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", "notifier", *extra], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    # signal handlers are installed by then: a SIGTERM from the test means a graceful stop, not a kill
+    wait_until(lambda: b"notifier started" in log.read_bytes() or proc.poll() is not None, timeout=60,
+               message="notifier started")
+    return proc
 
 
 def _statuses(engine: Engine) -> dict[str, set[str]]:
