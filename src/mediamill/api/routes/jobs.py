@@ -3,6 +3,7 @@ retry, priority, outputs and input downloads."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -148,8 +149,16 @@ def _idempotency_hash(*parts: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ inputs
+# An upload that is complete and linked to a job never changes again (termination refuses it, the
+# expiry sweep skips it), so its facts are kept: repeated submissions of one upload skip a read.
+_settled_uploads: dict[tuple[str, str], JobInput] = {}
+
+
 def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> tuple[JobInput, bool]:
     """The upload as a job input, and whether it still has to be linked to its first job."""
+    settled = _settled_uploads.get((caller.tenant_id, upload_id))
+    if settled is not None:
+        return dataclasses.replace(settled), False
     with read_engine(request).connect() as conn:
         session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     if session["completed_at"] is None:
@@ -157,6 +166,10 @@ def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> tupl
     facts = uploads_repo.server_facts(session)
     job_input = JobInput(storage_key=session["storage_key"], filename=session["filename"], mime=facts.get("mime"),
                          size=session["upload_length"], checksum=facts.get("sha256"))
+    if session["job_id"] is not None:
+        if len(_settled_uploads) > 10_000:
+            _settled_uploads.clear()
+        _settled_uploads[(caller.tenant_id, upload_id)] = dataclasses.replace(job_input)
     return job_input, session["job_id"] is None
 
 
