@@ -8,28 +8,35 @@ and tenant checks as any client — authenticated by the session cookie (see :mo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from mediamill.api import auth
-from mediamill.dashboard import login, pages_jobs, pages_ops, session
-from mediamill.dashboard.web import LoginRequired
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("mediamill.dashboard")
 
 
-async def _to_login(_request: Request, exc: Exception) -> Response:
-    from urllib.parse import quote
-
-    target = exc.next_url if isinstance(exc, LoginRequired) else "/"
+async def _to_login(request: Request, _exc: Exception) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
 
 
 def install(app: FastAPI) -> None:
     """Add the dashboard's pages, its static files and the session-cookie resolver to ``app``."""
+    try:
+        from mediamill.dashboard import login, pages_jobs, pages_ops, session
+        from mediamill.dashboard.web import LoginRequired
+    except ModuleNotFoundError as exc:  # the API stays up without its web pages
+        if exc.name != "jinja2":
+            raise
+        log.warning("the web dashboard needs Jinja2 (pip install jinja2); serving the API only")
+        return
     auth.set_session_resolver(session.resolve)
     app.include_router(login.router)
     app.include_router(pages_jobs.router)
