@@ -208,7 +208,7 @@ def _prepare(conn: Connection, req: SubmitRequest) -> tuple[workflow_repo.Versio
         code = route(conn, tenant_id=req.tenant_id, job_input=req.job_input, metadata=req.metadata)
         if code == REVIEW_CODE:
             _ensure_review_workflow(conn)
-    wf = workflow_repo.get_workflow(conn, code, req.version)
+    wf = workflow_repo.current_workflow(conn, code, req.version)
     if not wf.is_active and req.version is None:
         raise Conflict(f"workflow {code} is deactivated")
     if code == REVIEW_CODE:

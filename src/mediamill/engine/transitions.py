@@ -91,16 +91,13 @@ def lease_until(seconds: float) -> datetime:
 
 
 # ----------------------------------------------------------------------------- claim
-def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float,
-          exclude: Sequence[str] = ()) -> list[Claimed]:
+def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float) -> list[Claimed]:
     """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
     pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
             .order_by(mq.c.priority.desc(), mq.c.scheduled_time, mq.c.id).limit(limit))
     if queue is not None:
         pick = pick.where(mq.c.queue_name == queue)
-    elif exclude:
-        pick = pick.where(mq.c.queue_name.not_in(list(exclude)))
     # a pause takes effect at once, in every process (the worker's cached list may be a second old)
     pick = pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
     if conn.dialect.name == "postgresql":

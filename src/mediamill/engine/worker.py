@@ -36,7 +36,6 @@ from mediamill.engine.retry import RetryPolicy
 from mediamill.engine.runner import JobRunner
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
-from mediamill.store.tables import queues as queues_t
 from mediamill.store.tables import workers as workers_t
 from mediamill.store.tables import workflow_jobs
 from mediamill.store.timeutil import utcnow
@@ -68,7 +67,6 @@ class Worker:
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
         self.fast_hint: dict[str, bool] = defaultdict(bool)
-        self.paused: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancel_check = threading.Event()
@@ -170,15 +168,15 @@ class Worker:
 
     def _claim_pool(self, pool: str, cap: int) -> bool:
         free = cap - self.inflight[pool]
-        if free <= 0 or (pool != ANY and pool in self.paused):
-            return False
+        if free <= 0:
+            return False  # (paused queues are excluded by the claim itself, at once)
         with self._pending_cv:
             if len(self._pending) > 4 * self.settings.claim_batch:
                 return False  # the writer is behind; don't claim more than it can record
         limit = self.settings.claim_batch if self.fast_hint[pool] else min(free, self.settings.claim_batch)
         with self.engine.begin() as conn:
             batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=limit,
-                             lease_seconds=self.settings.lease_seconds, exclude=sorted(self.paused))
+                             lease_seconds=self.settings.lease_seconds)
         if not batch:
             return False
         all_fast = True
@@ -302,12 +300,9 @@ class Worker:
     # ================================================================== lifeline
     def _lifeline_loop(self) -> None:
         hb = self.settings.effective_heartbeat_seconds
-        last_age = last_prune = last_paused = 0.0
-        while not self._stop.wait(0 if not last_paused else min(hb, 1.0)):
+        last_age = last_prune = 0.0
+        while True:
             now = time.monotonic()
-            if now - last_paused >= 1.0:
-                self._refresh_paused()
-                last_paused = now
             self._heartbeat()
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
@@ -318,6 +313,8 @@ class Worker:
             if self.settings.retention_days and now - last_prune >= 600:
                 housekeeping.prune_finished_jobs(self.engine, self.storage, days=self.settings.retention_days)
                 last_prune = now
+            if self._stop.wait(min(hb, 1.0)):
+                return
 
     def _heartbeat(self) -> None:
         with self.engine.begin() as conn:
@@ -325,10 +322,6 @@ class Worker:
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
                          .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
                                  jobs_done=self.jobs_done))
-
-    def _refresh_paused(self) -> None:
-        with self.engine.connect() as conn:
-            self.paused = set(conn.execute(sa.select(queues_t.c.name).where(queues_t.c.paused.is_(True))).scalars())
 
     def _cancel_loop(self) -> None:
         while not self._stop.is_set():

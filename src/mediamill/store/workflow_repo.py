@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from mediamill.errors import NotFound
 from mediamill.store.tables import workflow_definitions as wd
@@ -131,6 +132,29 @@ def get_workflow(conn: Connection, code_or_id: str | int, version: int | None = 
                              head["current_version"], step_ids)
 
 
+_VERSIONS: dict[tuple[str, int, int], VersionedWorkflow] = {}
+
+
+def current_workflow(conn: Connection, code: str, version: int | None = None) -> VersionedWorkflow:
+    """Like ``get_workflow`` but one indexed lookup when the version was read before: versions are immutable,
+    so only the head row (current version, active flag) is read each time."""
+    head = conn.execute(sa.select(wd.c.id, wd.c.current_version, wd.c.is_active).where(wd.c.workflow_code == code)
+                        ).first()
+    if head is None:
+        raise NotFound(f"no workflow {code!r}")
+    want = version or head.current_version
+    key = (str(conn.engine.url), head.id, want or 0)  # ids repeat across databases
+    cached = _VERSIONS.get(key) if want is not None else None
+    if cached is None:
+        cached = get_workflow(conn, code, version)
+        if want is not None:
+            _VERSIONS[key] = cached
+    if cached.is_active != bool(head.is_active) or cached.current_version != head.current_version:
+        cached = VersionedWorkflow(cached.workflow_id, cached.version, cached.definition, bool(head.is_active),
+                                   head.current_version, cached.step_ids)
+    return cached
+
+
 def _legacy_workflow(conn: Connection, head: Any) -> VersionedWorkflow:
     """A workflow inserted by plain SQL (as the seed does): rebuilt from its workflow_steps rows."""
     rows = conn.execute(sa.select(ws).where(ws.c.workflow_id == head["id"]).order_by(ws.c.step_number)
@@ -197,13 +221,20 @@ def builtin_workflows() -> list[WorkflowDef]:
 
 
 def install_builtins(engine: Engine) -> list[SavedVersion]:
-    """Install the five seed workflows when missing (a later start creates no new versions)."""
+    """Install the five seed workflows when missing (a later start creates no new versions).
+
+    Safe when several processes start at once: whoever inserts a workflow first wins, the others skip it."""
     saved = []
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         existing = set(conn.execute(sa.select(wd.c.workflow_code)).scalars())
-        for wf in builtin_workflows():
-            if wf.code not in existing:
+    for wf in builtin_workflows():
+        if wf.code in existing:
+            continue
+        try:
+            with engine.begin() as conn:
                 saved.append(save_version(conn, wf, author="builtin", comment="built-in template"))
+        except IntegrityError:
+            continue  # another process installed it a moment ago
     return saved
 
 
