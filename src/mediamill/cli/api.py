@@ -14,8 +14,11 @@ from mediamill.runtime import Runtime
 def app_factory() -> object:
     """Uvicorn factory: each worker process builds its own runtime and app."""
     from mediamill.api.app import create_app
+    from mediamill.runtime import configure_observability
 
-    return create_app(Runtime())
+    rt = Runtime()
+    configure_observability(rt, "api")
+    return create_app(rt)
 
 
 @handle_errors

@@ -38,11 +38,13 @@ from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
 from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.netguard import check_url
+from mediamill.observability.logging import get_logger
 from mediamill.storage.base import check_key
 from mediamill.store import uploads_repo
 from mediamill.store.tables import workflow_definitions as wd
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+log = get_logger("mediamill.api")
 MAX_METADATA_BYTES = 64 * 1024
 JOB_ID = Path(..., ge=1, le=MAX_ID)
 
@@ -80,6 +82,8 @@ def _links(request: Request, job_id: int) -> dict[str, str]:
 
 def _accepted(request: Request, job: Any) -> JSONResponse:
     body = {**job.as_dict(), "replayed": job.replayed, "links": _links(request, job.id)}
+    log.info("job accepted", job_id=job.id, job_code=job.job_code, workflow=job.workflow_code,
+             replayed=job.replayed, request_id=getattr(request.state, "request_id", None))
     return JSONResponse(body, status_code=202, headers={"Location": body["links"]["self"]})
 
 
