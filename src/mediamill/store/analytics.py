@@ -146,7 +146,11 @@ def queues(conn: Connection, *, tenant_id: str) -> list[dict[str, Any]]:
     Reads only queued/processing entries, which partial indexes cover.
     """
     wait = _seconds(conn, ":now", "MIN(CASE WHEN mq.status = 'queued' THEN mq.created_at END)")
+    # the live queue rows first, then their jobs by primary key: never a scan of the whole jobs table
     sql = f"""
+    WITH live AS MATERIALIZED (
+        SELECT queue_name, status, job_id, scheduled_time, created_at FROM media_queue
+        WHERE status IN ('queued', 'processing'))
     SELECT mq.queue_name,
            COUNT(*) AS jobs_in_queue,
            COUNT(CASE WHEN mq.status = 'queued' THEN 1 END) AS waiting,
@@ -155,7 +159,7 @@ def queues(conn: Connection, *, tenant_id: str) -> list[dict[str, Any]]:
            MIN(mq.scheduled_time) AS next_scheduled,
            {wait} AS oldest_wait_seconds,
            COALESCE(MAX(CASE WHEN q.paused THEN 1 ELSE 0 END), 0) AS paused
-    FROM media_queue mq
+    FROM live mq
     INNER JOIN workflow_jobs wj ON mq.job_id = wj.id
     LEFT JOIN queues q ON q.name = mq.queue_name
     WHERE mq.status IN ('queued', 'processing') AND wj.tenant_id = :t
