@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import uvicorn
 
 from mediamill.api.app import create_app
@@ -21,8 +15,10 @@ from mediamill.errors import WorkflowInvalid
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo, workflow_repo
 from mediamill.workflows.loader import validate_document
+from tests.helpers import PG_URL, free_port, postgres_database, wait_until
 
-PG_URL = os.environ.get("MEDIAMILL_TEST_POSTGRES_URL", "")
+__all__ = ["PG_URL", "free_port", "postgres_database", "wait_until"]  # re-exported for the API tests
+
 
 TEST_WORKFLOWS = [
     {"code": "WF-TEST-NOOP", "name": "noop", "type": "generic", "queue": "test",
@@ -33,41 +29,6 @@ TEST_WORKFLOWS = [
     {"code": "WF-TEST-FAIL", "name": "fail", "type": "generic", "queue": "test", "retry_count": 0,
      "steps": [{"name": "Boom", "action": "fail", "params": {"error_class": "invalid_input"}}]},
 ]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test module (dropped afterwards)."""
-    name = f"mm_api_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    base = PG_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def make_runtime(data_dir: Path, database_url: str = "", **overrides: Any) -> Runtime:

@@ -15,10 +15,11 @@ from mediamill.api.app import create_app
 from mediamill.config import Settings
 from mediamill.runtime import Runtime
 from mediamill.store import analytics, auth_repo
+from tests.helpers import database_url
 
-from .support import PG_URL, Keys, postgres_database
+from .support import Keys
 
-HERE = Path(__file__).parent
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 SINCE = datetime(2024, 1, 1)
 
 
@@ -31,7 +32,7 @@ def _seeded(data_dir: Path, url: str = "") -> Runtime:
     rt = Runtime(Settings(data_dir=data_dir, database_url=url))
     rt.migrate()  # no built-ins: the seed brings its own workflow ids
     with rt.engine.begin() as conn:
-        for stmt in _statements(HERE / "seed_001.sql"):
+        for stmt in _statements(FIXTURES / "seed_001_inserts.sql"):
             conn.exec_driver_sql(stmt)
     auth_repo.clear_cache()
     return rt
@@ -39,14 +40,15 @@ def _seeded(data_dir: Path, url: str = "") -> Runtime:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    if request.param == "sqlite":
-        rt = _seeded(tmp_path / "data")
+    with database_url(request.param, tmp_path) as url:
+        rt = _seeded(tmp_path / "data", url if request.param == "postgres" else "")
         yield rt
         rt.close()
-        return
-    if not PG_URL:
-        pytest.skip("MEDIAMILL_TEST_POSTGRES_URL is not set")
-    with postgres_database() as url:
+
+
+@pytest.fixture
+def pg_seeded(tmp_path: Path) -> Iterator[Runtime]:
+    with database_url("postgres", tmp_path) as url:
         rt = _seeded(tmp_path / "data", url)
         yield rt
         rt.close()
@@ -79,10 +81,9 @@ def test_queue_step_and_workflow_reports(seeded: Runtime) -> None:
     assert (image["completed"], image["failed"], image["avg_duration_minutes"]) == (1, 1, pytest.approx(1.5))
 
 
-def test_seed_queries_run_unmodified_on_postgres(seeded: Runtime) -> None:
-    if seeded.engine.dialect.name != "postgresql":
-        pytest.skip("step 15 uses EXTRACT(EPOCH …): PostgreSQL only")
-    reports = _statements(HERE / "seed_001_reports.sql")
+def test_seed_queries_run_unmodified_on_postgres(pg_seeded: Runtime) -> None:
+    seeded = pg_seeded
+    reports = _statements(FIXTURES / "seed_001_queries.sql")
     with seeded.engine.connect() as conn:
         results = [conn.exec_driver_sql(q).mappings().all() for q in reports]
         ours = {w["workflow_code"]: w for w in analytics.workflows(conn, tenant_id="default", since=SINCE)}
