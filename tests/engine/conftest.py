@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,5 +83,8 @@ def worker_process(rt: Runtime, *args: str, env: dict[str, str] | None = None) -
     full_env = {**os.environ, "MEDIAMILL_DATA_DIR": str(s.data_dir), "MEDIAMILL_DATABASE_URL": s.database_url,
                 "MEDIAMILL_LEASE_SECONDS": str(s.lease_seconds), "MEDIAMILL_POLL_INTERVAL": str(s.poll_interval),
                 "MEDIAMILL_RETRY_BASE_SECONDS": str(s.retry_base_seconds), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", "worker", *args], env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = Path(s.data_dir) / f"worker-{uuid.uuid4().hex[:6]}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:  # a file, never a pipe nobody reads: a chatty worker must not block on it
+        return subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", "worker", *args], env=full_env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
