@@ -47,6 +47,7 @@ class Claimed:
     queue_id: int
     attempts: int
     job: dict[str, Any]
+    deferred: bool = False  # not marked processing: meant to finish in memory (the fast path)
 
 
 @dataclass
@@ -91,14 +92,19 @@ def lease_until(seconds: float) -> datetime:
 
 
 # ----------------------------------------------------------------------------- claim
-def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float) -> list[Claimed]:
-    """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float,
+          mark: bool = True) -> list[Claimed]:
+    """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL).
+
+    With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): the caller marks those
+    that need it (``mark_processing``); cheap in-memory jobs skip it, their one write is the final one.
+    """
     now = utcnow()
     pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
             .order_by(mq.c.priority.desc(), mq.c.scheduled_time, mq.c.id).limit(limit))
     if queue is not None:
         pick = pick.where(mq.c.queue_name == queue)
-    # a pause takes effect at once, in every process (the worker's cached list may be a second old)
+    # a pause takes effect at once, in every process
     pick = pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
     if conn.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
@@ -111,20 +117,30 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
     if not rows:
         return []
     by_job = {r.job_id: r for r in rows}
-    jobs = conn.execute(
-        wj.update().where(wj.c.id.in_(list(by_job)), wj.c.status.in_(("queued", "pending")))
-        .values(status="processing", started_at=sa.func.coalesce(wj.c.started_at, now), updated_at=now)
-        .returning(*CLAIM_FIELDS)).mappings().all()
-    got = {j["id"] for j in jobs}
-    orphans = [r.id for r in rows if r.job_id not in got]
+    jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
+        wj.c.id.in_(list(by_job)), wj.c.status.in_(("queued", "pending")))).mappings()]
+    orphans = [r.id for r in rows if r.job_id not in {j["id"] for j in jobs}]
     if orphans:  # the job was finished or cancelled behind the queue's back
         conn.execute(mq.delete().where(mq.c.id.in_(orphans)))
-    if jobs:
-        insert_many(conn, job_events, [
-            {"job_id": j["id"], "tenant_id": j["tenant_id"], "event_type": "status", "created_at": now,
-             "data": {"status": "processing", "worker": worker_id, "attempt": by_job[j["id"]].attempts}}
-            for j in jobs])
-    return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, dict(j)) for j in jobs]
+    deferred = set() if mark else {j["id"] for j in jobs}
+    for j in jobs:
+        j["started_at"] = j["started_at"] or now
+    mark_processing(conn, [j for j in jobs if j["id"] not in deferred], worker_id,
+                    {j["id"]: by_job[j["id"]].attempts for j in jobs}, now)
+    return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, j, j["id"] in deferred) for j in jobs]
+
+
+def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id: str, attempts: dict[int, int],
+                    now: datetime | None = None) -> None:
+    """Record that claimed jobs are running: status, started_at and a status event."""
+    if not jobs:
+        return
+    now = now or utcnow()
+    conn.execute(wj.update().where(wj.c.id.in_([j["id"] for j in jobs]))
+                 .values(status="processing", started_at=sa.func.coalesce(wj.c.started_at, now), updated_at=now))
+    insert_many(conn, job_events, [
+        {"job_id": j["id"], "tenant_id": j["tenant_id"], "event_type": "status", "created_at": now,
+         "data": {"status": "processing", "worker": worker_id, "attempt": attempts.get(j["id"], 1)}} for j in jobs])
 
 
 # ----------------------------------------------------------------------------- ownership
@@ -242,12 +258,13 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
     groups: dict[tuple[Any, ...], list[int]] = {}
     for f in finishes:  # one UPDATE per distinct outcome, not one per job
         done = f.status in ("completed", "partial")
-        key = (f.status, f.total_steps if done else None, f.error_message, f.error_class)
+        key = (f.status, f.total_steps if done else None, f.error_message, f.error_class, f.job.get("started_at"))
         groups.setdefault(key, []).append(f.job["id"])
-    for (status, current, error, klass), ids in groups.items():
+    for (status, current, error, klass, started), ids in groups.items():
         done = status in ("completed", "partial")
         values: dict[str, Any] = {"status": status, "error_message": error, "error_class": klass, "updated_at": now,
-                                  "completed_at": now if done else None}
+                                  "completed_at": now if done else None,
+                                  "started_at": sa.func.coalesce(wj.c.started_at, started)}
         if done:
             values.update(progress_percent=100, current_step=current)
         conn.execute(wj.update().where(wj.c.id.in_(ids), wj.c.status.in_(("processing", "queued"))).values(**values))

@@ -176,26 +176,42 @@ class Worker:
         limit = self.settings.claim_batch if self.fast_hint[pool] else min(free, self.settings.claim_batch)
         with self.engine.begin() as conn:
             batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=limit,
-                             lease_seconds=self.settings.lease_seconds)
+                             lease_seconds=self.settings.lease_seconds, mark=False)
         if not batch:
             return False
+        # jobs that finish in memory are written once, at the end; the others are marked running now
+        slow = [c for c in batch if not self._takes_fast_path(c.job, c.attempts)]
+        if slow:
+            with self.engine.begin() as conn:
+                tx.mark_processing(conn, [c.job for c in slow], self.worker_id,
+                                   {c.job["id"]: c.attempts for c in slow})
+            for c in slow:
+                c.deferred = False
         all_fast = True
         for claimed in batch:
             all_fast &= self._dispatch(pool, claimed)
         self.fast_hint[pool] = all_fast
         return True
 
+    def _takes_fast_path(self, job: dict[str, Any], attempts: int) -> bool:
+        """A fresh job whose steps all run in-process (and whose breakers are closed) finishes in memory."""
+        if attempts > 1 or job["retry_count"] or job["rescue_count"] or (job["run_number"] or 1) != 1 \
+                or job["cancel_requested"]:
+            return False
+        wf = self.workflow(job["workflow_id"], job["workflow_version"])
+        return fast_eligible(wf) and all(self.breakers.is_closed(s.action) for s in wf.definition.steps)
+
     def _dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
         wf = self.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
-        fresh = claimed.attempts <= 1 and not claimed.job["retry_count"] and not claimed.job["rescue_count"] \
-            and (claimed.job["run_number"] or 1) == 1 and not claimed.job["cancel_requested"]
-        if fresh and fast_eligible(wf):
+        if claimed.deferred:
             outcome = run_fast(self, claimed, wf)
             if outcome is not None:
                 with self._pending_cv:
                     self._pending.append(outcome)
                     self._pending_cv.notify()
                 return True
+            with self.engine.begin() as conn:  # it needs the normal path after all
+                tx.mark_processing(conn, [claimed.job], self.worker_id, {claimed.job["id"]: claimed.attempts})
         with self._lock:
             self.inflight[pool] += 1
         self.executor.submit(self._run_job, pool, claimed, wf)
