@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.store import outbox
-from mediamill.store.bulk import insert_many
+from mediamill.store.bulk import in_ids, insert_many
 from mediamill.store.tables import (
     dead_letters,
     job_events,
@@ -118,10 +118,10 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         return []
     by_job = {r.job_id: r for r in rows}
     jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
-        wj.c.id.in_(list(by_job)), wj.c.status.in_(("queued", "pending")))).mappings()]
+        in_ids(conn, wj.c.id, list(by_job)), wj.c.status.in_(("queued", "pending")))).mappings()]
     orphans = [r.id for r in rows if r.job_id not in {j["id"] for j in jobs}]
     if orphans:  # the job was finished or cancelled behind the queue's back
-        conn.execute(mq.delete().where(mq.c.id.in_(orphans)))
+        conn.execute(mq.delete().where(in_ids(conn, mq.c.id, orphans)))
     deferred = set() if mark else {j["id"] for j in jobs}
     for j in jobs:
         j["started_at"] = j["started_at"] or now
@@ -136,7 +136,7 @@ def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id:
     if not jobs:
         return
     now = now or utcnow()
-    conn.execute(wj.update().where(wj.c.id.in_([j["id"] for j in jobs]))
+    conn.execute(wj.update().where(in_ids(conn, wj.c.id, [j["id"] for j in jobs]))
                  .values(status="processing", started_at=sa.func.coalesce(wj.c.started_at, now), updated_at=now))
     insert_many(conn, job_events, [
         {"job_id": j["id"], "tenant_id": j["tenant_id"], "event_type": "status", "created_at": now,
@@ -243,7 +243,7 @@ def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Fini
     if not finishes:
         return []
     ids = [f.job["id"] for f in finishes]
-    guard = [mq.c.job_id.in_(ids), mq.c.status == "processing"]
+    guard = [in_ids(conn, mq.c.job_id, ids), mq.c.status == "processing"]
     if worker_id is not None:
         guard.append(mq.c.worker_id == worker_id)
     owned = set(conn.execute(mq.delete().where(*guard).returning(mq.c.job_id)).scalars())
@@ -267,7 +267,8 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
                                   "started_at": sa.func.coalesce(wj.c.started_at, started)}
         if done:
             values.update(progress_percent=100, current_step=current)
-        conn.execute(wj.update().where(wj.c.id.in_(ids), wj.c.status.in_(("processing", "queued"))).values(**values))
+        conn.execute(wj.update().where(in_ids(conn, wj.c.id, ids), wj.c.status.in_(("processing", "queued")))
+                     .values(**values))
     steps = [(f.job, s) for f in finishes for s in f.steps]
     if steps:
         for job, s in steps:

@@ -97,3 +97,13 @@ def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
         arrays.append(values)
     result = conn.exec_driver_sql(_statement(table.name, names, types, returning), tuple(arrays))
     return [r[0] for r in result] if returning else []
+
+
+def in_ids(conn: Connection, column: sa.ColumnElement[Any], ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL ``column = ANY(:array)``, one parameter whatever the count, so the
+    statement text (and the driver's and server's cached plan) is the same for every batch."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.bindparam(None, list(ids), type_=ARRAY(sa.BigInteger)))
+    return column.in_(list(ids))

@@ -7,7 +7,7 @@ per matching channel (same ``event_id``), then delivers those at least once.
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -29,7 +29,7 @@ _LEGACY_TYPE = {"job.completed": "completion", "job.partial": "completion", "job
 def event_row(*, event_type: str, tenant_id: str, payload: dict[str, Any], job_id: int | None = None,
               subject: str | None = None, message: str | None = None) -> dict[str, Any]:
     """The values of one pending event row (for callers that insert many at once)."""
-    event_id = "evt_" + uuid.uuid4().hex
+    event_id = "evt_" + os.urandom(16).hex()  # random like a uuid4, at a fraction of the cost
     now = utcnow()
     return {
         "job_id": job_id, "tenant_id": tenant_id, "event_id": event_id, "event_type": event_type,
