@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,3 +92,28 @@ def apply_workflow(rt: Runtime, doc: dict[str, Any] | str, author: str = "tests"
     wf = parse_workflow(doc) if isinstance(doc, str) else validate_document(doc)
     with rt.engine.begin() as conn:
         return workflow_repo.save_version(conn, wf, author=author)
+
+
+class LiveServer:
+    """The app under a real uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, rt: Runtime) -> None:
+        import uvicorn
+
+        from mediamill.api.app import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=15, message="uvicorn started")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

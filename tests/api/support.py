@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from mediamill.api.app import create_app
 from mediamill.config import Settings
 from mediamill.errors import WorkflowInvalid
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo, workflow_repo
 from mediamill.workflows.loader import validate_document
-from tests.helpers import PG_URL, free_port, postgres_database, wait_until
+from tests.helpers import PG_URL, LiveServer, free_port, postgres_database, wait_until
 
-__all__ = ["PG_URL", "free_port", "postgres_database", "wait_until"]  # re-exported for the API tests
+__all__ = ["PG_URL", "LiveServer", "free_port", "postgres_database", "wait_until"]  # re-exported for the API tests
 
 
 TEST_WORKFLOWS = [
@@ -58,24 +54,3 @@ class Keys:
     @staticmethod
     def h(key: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}", **extra}
-
-
-class LiveServer:
-    """The app under a real uvicorn on 127.0.0.1 in a background thread."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        wait_until(lambda: self.server.started, timeout=15)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

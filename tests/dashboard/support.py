@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from mediamill.api.app import create_app
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo
-from tests.helpers import free_port, wait_until
+from tests.helpers import LiveServer
+
+__all__ = ["LiveServer"]  # shared with the API tests (tests/helpers.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
@@ -47,25 +46,7 @@ class Keys:
         return cls(mk("admin"), mk("operator"), mk("viewer"))
 
 
-class LiveServer:
-    """The app under a real uvicorn on 127.0.0.1 (a background thread)."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        wait_until(lambda: self.server.started, timeout=15, message="uvicorn started")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def shot(page: Any, name: str) -> Path:

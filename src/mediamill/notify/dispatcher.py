@@ -29,9 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.config import Settings
-from mediamill.errors import InvalidInput, NotFound
+from mediamill.errors import InvalidInput
 from mediamill.notify import channels as ch
 from mediamill.notify.events import EXPANDED, JOB_EVENTS
+from mediamill.notify.history import notification_row
 from mediamill.notify.render import EventContext, email_message, subject, summary_line
 from mediamill.notify.senders import SendResult
 from mediamill.store.tables import notification_channels as nc
@@ -254,12 +255,7 @@ def cancel_claimed(conn: Connection, claimed: Claimed, reason: str, *, worker: s
 # --------------------------------------------------------------------------- replay / test / prune
 def replay(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
     """Send a delivery again as a new row (same event id, fresh attempt budget); an event row is re-expanded."""
-    query = sa.select(wn).where(wn.c.id == notification_id)
-    if tenant_id is not None:
-        query = query.where(wn.c.tenant_id == tenant_id)
-    row = conn.execute(query).mappings().first()
-    if row is None:
-        raise NotFound(f"notification {notification_id} not found")
+    row = notification_row(conn, notification_id, tenant_id=tenant_id)
     now = utcnow()
     if row["channel"] is None:
         if row["event_id"] is None:

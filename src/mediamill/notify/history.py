@@ -30,15 +30,20 @@ def list_notifications(conn: Connection, *, tenant_id: str | None, status: str |
     return [notification_view(dict(r)) for r in conn.execute(query).mappings()]
 
 
-def get_notification(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
-    """One row with its payload and full attempt log."""
+def notification_row(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
+    """The raw row of one notification in the tenant (NotFound otherwise)."""
     query = sa.select(wn).where(wn.c.id == notification_id)
     if tenant_id is not None:
         query = query.where(wn.c.tenant_id == tenant_id)
     row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound(f"notification {notification_id} not found")
-    return notification_view(dict(row), detail=True)
+    return dict(row)
+
+
+def get_notification(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
+    """One row with its payload and full attempt log."""
+    return notification_view(notification_row(conn, notification_id, tenant_id=tenant_id), detail=True)
 
 
 def notification_view(row: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
