@@ -152,8 +152,12 @@ def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds:
     return res.rowcount == 1
 
 
-def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float) -> int:
-    res = conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing")
+def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, job_ids: Sequence[int]) -> int:
+    """Extend the leases of the jobs this worker is really working on (a claim it lost track of expires)."""
+    if not job_ids:
+        return 0
+    res = conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing",
+                                         in_ids(conn, mq.c.job_id, list(job_ids)))
                        .values(lease_expires_at=lease_until(lease_seconds)))
     return res.rowcount
 

@@ -66,6 +66,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix="mm-job")
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
+        self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -179,17 +180,26 @@ class Worker:
                              lease_seconds=self.settings.lease_seconds, mark=False)
         if not batch:
             return False
-        # jobs that finish in memory are written once, at the end; the others are marked running now
-        slow = [c for c in batch if not self._takes_fast_path(c.job, c.attempts)]
-        if slow:
-            with self.engine.begin() as conn:
-                tx.mark_processing(conn, [c.job for c in slow], self.worker_id,
-                                   {c.job["id"]: c.attempts for c in slow})
-            for c in slow:
-                c.deferred = False
-        all_fast = True
-        for claimed in batch:
-            all_fast &= self._dispatch(pool, claimed)
+        with self._lock:
+            self._owned.update(c.job["id"] for c in batch)
+        handed: set[int] = set()
+        try:
+            # jobs that finish in memory are written once, at the end; the others are marked running now
+            slow = [c for c in batch if not self._takes_fast_path(c.job, c.attempts)]
+            if slow:
+                with self.engine.begin() as conn:
+                    tx.mark_processing(conn, [c.job for c in slow], self.worker_id,
+                                       {c.job["id"]: c.attempts for c in slow})
+                for c in slow:
+                    c.deferred = False
+            all_fast = True
+            for claimed in batch:
+                all_fast &= self._dispatch(pool, claimed)
+                handed.add(claimed.job["id"])
+        except BaseException:
+            with self._lock:  # jobs claimed but not handed on: let their leases lapse so they are rescued
+                self._owned.difference_update(c.job["id"] for c in batch if c.job["id"] not in handed)
+            raise
         self.fast_hint[pool] = all_fast
         return True
 
@@ -231,6 +241,7 @@ class Worker:
             self.running.pop(claimed.job["id"], None)
             with self._lock:
                 self.inflight[pool] -= 1
+                self._owned.discard(claimed.job["id"])
             self._wake.set()
 
     def workflow(self, workflow_id: int, version: int | None) -> workflow_repo.VersionedWorkflow:
@@ -288,6 +299,8 @@ class Worker:
             with self._pending_cv:  # keep them; the next flush retries
                 self._pending[:0] = batch
             raise
+        with self._lock:
+            self._owned.difference_update(o.job["id"] for o in batch)
         self._wake.set()  # the claimer may be holding back until the writer caught up
         ok = set(accepted)
         for f in finishes:
@@ -334,7 +347,10 @@ class Worker:
 
     def _heartbeat(self) -> None:
         with self.engine.begin() as conn:
-            tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds)
+            with self._lock:
+                owned = list(self._owned)
+            tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                             job_ids=owned)
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
                          .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
                                  jobs_done=self.jobs_done))
