@@ -114,8 +114,10 @@ def test_postgres_restart_under_load_loses_nothing(pg_rt: Runtime, input_file: P
         try:
             wait_until(all_done, timeout=120, interval=0.5, message="all 200 jobs completed after the restart")
         except AssertionError:
-            logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in Path(rt.settings.data_dir).glob("worker-*.log"))
-            states = {s: len(ops.list_jobs(rt.engine, status=s, limit=500)) for s in ("queued", "processing", "failed")}
+            logs = "\n".join(log.read_text(errors="replace")[-3000:]
+                              for log in Path(rt.settings.data_dir).glob("worker-*.log"))
+            states = {s: len(ops.list_jobs(rt.engine, status=s, limit=500))
+                      for s in ("queued", "processing", "failed")}
             raise AssertionError(f"jobs not completed: {states}\nworker logs:\n{logs}") from None
         assert all(p.poll() is None for p in procs)  # the workers reconnected by themselves
     finally:
