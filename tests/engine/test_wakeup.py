@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import statistics
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +23,6 @@ def test_idle_worker_process_picks_up_without_polling(rt: Runtime, input_file: P
     proc = worker_process(rt, "--pool", "ping=2", env={"MEDIAMILL_POLL_INTERVAL": "10"})
     try:
         wait_until(lambda: ops.list_workers(rt.engine), timeout=60, message="worker registered")
-        time.sleep(0.5)  # let it settle into its idle wait
         inp = store_input_file(rt.storage, input_file)
         pickups = []
         for _ in range(10):

@@ -110,7 +110,6 @@ def test_jobs_webhooks_alerts_and_metrics(rt: Runtime, tmp_path: Path, receiver:
         notifier.stop()
         worker.stop(grace=5)
 
-    time.sleep(1)
     assert _alert_events(rt) == ["alert.firing", "alert.resolved"]  # once each, not per evaluation
     by_type: dict[str, list[dict]] = {}
     for req in receiver.requests:

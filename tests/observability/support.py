@@ -1,10 +1,7 @@
-"""Re-export of the notify tests' helpers (works whether or not ``tests`` itself is a package)."""
+"""Re-export of the notify tests' helpers used by the observability tests."""
 
 from __future__ import annotations
 
-try:
-    from ..notify.support import database, insert_job, insert_workflow, make_settings
-except ImportError:  # tests/ is not a package: its sub-folders are top-level packages
-    from notify.support import database, insert_job, insert_workflow, make_settings  # type: ignore[no-redef]
+from tests.notify.support import database, insert_job, insert_workflow, make_settings
 
 __all__ = ["database", "insert_job", "insert_workflow", "make_settings"]

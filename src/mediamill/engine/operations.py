@@ -4,7 +4,7 @@ queues, workers, dead letters, breakers, job detail and listings."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -374,7 +374,3 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def stale_cutoff(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)

@@ -9,7 +9,6 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -623,5 +622,3 @@ def _error_from(reply: dict[str, Any]) -> MediamillError:
     return ToolFailed(reply.get("message") or "step failed", stderr_tail=reply.get("stderr_tail") or "",
                       error_class=reply.get("error_class") or "internal")
 
-
-Runner = Callable[[], None]

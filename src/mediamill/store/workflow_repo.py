@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -236,7 +235,3 @@ def install_builtins(engine: Engine) -> list[SavedVersion]:
         except IntegrityError:
             continue  # another process installed it a moment ago
     return saved
-
-
-def touch(conn: Connection, code: str, when: datetime | None = None) -> None:
-    conn.execute(wd.update().where(wd.c.workflow_code == code).values(updated_at=when or utcnow()))
