@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,9 @@ from mediamill.engine import operations as ops
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job, submit_many
 from mediamill.runtime import Runtime
 from mediamill.store.tables import job_outputs
-from tests.engine.conftest import worker_process, workflow
-from tests.helpers import wait_until
+from tests.engine.conftest import FAST, worker_process, workflow
+from tests.helpers import PG_SKIP_REASON, PG_URL, make_runtime, wait_until
+from tests.pgcluster import OwnCluster, own_postgres_cluster
 
 FINAL = ("completed", "partial", "failed", "cancelled")
 
@@ -84,17 +85,21 @@ def test_sigterm_finishes_short_work_and_hands_back_long_work(rt: Runtime, input
     assert [w for w in ops.list_workers(rt.engine) if w["alive"]] == []
 
 
-def _pg_cluster() -> list[str]:
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions or not shutil.which("pg_ctlcluster"):
-        pytest.fail("pg_ctlcluster is needed to restart PostgreSQL")
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
+@pytest.fixture
+def own_pg_rt(tmp_path: Path) -> Iterator[tuple[Runtime, OwnCluster]]:
+    """A runtime on a PostgreSQL cluster of the test's own (the shared server is never restarted)."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    with own_postgres_cluster() as cluster:
+        runtime = make_runtime(tmp_path / "data", cluster.url, **FAST)
+        try:
+            yield runtime, cluster
+        finally:
+            runtime.close()
 
 
-def test_postgres_restart_under_load_loses_nothing(pg_rt: Runtime, input_file: Path) -> None:
-    rt = pg_rt
-    if os.environ.get("MEDIAMILL_TEST_PG_RESTART") != "1":
-        pytest.skip("restarting the shared PostgreSQL server needs MEDIAMILL_TEST_PG_RESTART=1 (set by .ci/run)")
+def test_postgres_restart_under_load_loses_nothing(own_pg_rt: tuple[Runtime, OwnCluster], input_file: Path) -> None:
+    rt, cluster = own_pg_rt
     workflow(rt, "WF-LOAD", [{"name": "a", "action": "noop"}, {"name": "b", "action": "sleep",
                                                                  "params": {"seconds": 0.05}}], queue="load")
     inp = store_input_file(rt.storage, input_file)
@@ -102,7 +107,7 @@ def test_postgres_restart_under_load_loses_nothing(pg_rt: Runtime, input_file: P
     procs = [worker_process(rt, "--pool", "load=4") for _ in range(2)]
     try:
         wait_until(lambda: len(ops.list_jobs(rt.engine, status="completed", limit=500)) >= 20, timeout=60)
-        subprocess.run([*_pg_cluster(), "restart"], check=True, timeout=120)
+        cluster.restart()
         rt.engine.dispose()
 
         def all_done() -> bool:
