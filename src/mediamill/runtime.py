@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings, load_settings
+from mediamill.errors import ConfigError, TransientError
 from mediamill.storage import Storage, open_storage
-from mediamill.store.db import create_db_engine, upgrade
+from mediamill.store.db import create_db_engine, schema_state, upgrade
 from mediamill.store.workflow_repo import install_builtins
 
 
@@ -38,9 +40,36 @@ class Runtime:
         self.migrate()
         install_builtins(self.engine)
 
+    def require_database(self) -> None:
+        """Refuse to go on without an existing, migrated database (and create nothing trying).
+
+        Commands that only read or change an installation call this first: run from the wrong
+        directory they would otherwise make a fresh database no server watches.
+        """
+        url = self.settings.effective_database_url
+        try:
+            state = schema_state(url)
+        except sa.exc.DBAPIError as exc:
+            raise TransientError(f"cannot reach the database at {_shown(url)}: {exc.orig}".strip()) from None
+        if state == "missing":
+            raise ConfigError(f"no mediamill database at {_shown(url)}. Set MEDIAMILL_DATA_DIR (or "
+                              "MEDIAMILL_DATABASE_URL) to the server's, run this where `mediamill serve` runs, "
+                              "or create a database with `mediamill db upgrade`.")
+        if state == "empty":
+            raise ConfigError(f"the database at {_shown(url)} has no mediamill schema: run `mediamill db upgrade` "
+                              "(or check MEDIAMILL_DATA_DIR / MEDIAMILL_DATABASE_URL).")
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def _shown(url: str) -> str:
+    """The URL as a user may see it: the file path of SQLite, no password of PostgreSQL."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or url
+    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
 
 
 def configure_observability(runtime: Runtime, role: str) -> None:

@@ -138,11 +138,17 @@ def test_a_refused_submit_leaves_nothing_in_storage(tmp_path, media):
     assert not leftovers, leftovers
 
 
-def test_submit_on_a_fresh_data_dir_knows_the_builtin_workflows(tmp_path, media):
-    """`submit` on a data dir nothing else has touched installs the built-in workflows itself."""
+def test_submit_on_a_fresh_data_dir_refuses_then_knows_the_builtin_workflows(tmp_path, media):
+    """Without a database `submit` refuses (no database nobody serves); after `db upgrade` it installs
+    the built-in workflows itself."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(media.video.read_bytes())
+    refused = mediamill(data_dir, "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE", "--json")
+    assert refused.returncode == 2 and "MEDIAMILL_DATA_DIR" in refused.stderr, refused.stderr
+    assert list(data_dir.iterdir()) == []
+    assert mediamill(data_dir, "db", "upgrade").returncode == 0
     done = mediamill(data_dir, "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no live worker serves queue 'video_processing'" in " ".join(done.stderr.split())

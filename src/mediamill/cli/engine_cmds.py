@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
 from mediamill.config import parse_pools
 from mediamill.engine import operations as ops
@@ -47,7 +48,7 @@ def submit(file: Path = typer.Argument(..., help="the media file"),
 @handle_errors
 def _submit(file: Path, workflow: str | None, priority: int | None, param: list[str], wait: bool,
             json_: bool) -> None:
-    rt = Runtime()
+    rt = open_runtime()
     rt.prepare()
     params = _params(param)
     inp = store_input_file(rt.storage, file)
@@ -58,6 +59,7 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         if inp.storage_key:  # a refused job leaves nothing behind
             rt.storage.delete(inp.storage_key)
         raise
+    _warn_without_worker(rt, job.queue_name)
     if not wait:
         if json_:
             print_json(job.as_dict())
@@ -72,6 +74,14 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         _print_outputs(detail)
     if detail["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)
+
+
+def _warn_without_worker(rt: Runtime, queue: str) -> None:
+    """A job nobody will run should not look like a job that is merely waiting."""
+    if ops.live_workers_serving(rt.engine, queue):
+        return
+    err_console.print(f"warning: no live worker serves queue {queue!r}; the job waits until one starts "
+                      f"(`mediamill worker --pool {queue}=1`, or `mediamill serve`)", highlight=False, markup=False)
 
 
 def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
@@ -139,7 +149,7 @@ def jobs(status: str | None = typer.Option(None, "--status", help="e.g. failed o
 
 @handle_errors
 def _jobs(status: str | None, workflow: str | None, limit: int, json_: bool) -> None:
-    rows = ops.list_jobs(Runtime().engine, status=status, workflow=workflow, limit=limit)
+    rows = ops.list_jobs(open_runtime().engine, status=status, workflow=workflow, limit=limit)
     if json_:
         print_json(rows)
     else:
@@ -154,7 +164,7 @@ def job(job_id: int = typer.Argument(...), json_: bool = JSON) -> None:
 
 @handle_errors
 def _job(job_id: int, json_: bool) -> None:
-    detail = ops.get_job(Runtime().engine, job_id)
+    detail = ops.get_job(open_runtime().engine, job_id)
     if json_:
         print_json(detail)
         return
@@ -174,21 +184,21 @@ def _job(job_id: int, json_: bool) -> None:
 @handle_errors
 def cancel(job_id: int = typer.Argument(...)) -> None:
     """Cancel a job (a running step is killed)."""
-    state = ops.cancel_job(Runtime().engine, job_id, by="cli")
+    state = ops.cancel_job(open_runtime().engine, job_id, by="cli")
     console.print(f"job {job_id}: {state}")
 
 
 @handle_errors
 def retry(job_id: int = typer.Argument(...), version: int | None = typer.Option(None, "--version")) -> None:
     """Re-run a failed, partial or cancelled job (resumes at the failed step)."""
-    ops.retry_job(Runtime().engine, job_id, version=version, by="cli")
+    ops.retry_job(open_runtime().engine, job_id, version=version, by="cli")
     console.print(f"job {job_id}: queued")
 
 
 @handle_errors
 def priority(job_id: int = typer.Argument(...), value: int = typer.Argument(...)) -> None:
     """Change the priority of a waiting job."""
-    ops.change_priority(Runtime().engine, job_id, value)
+    ops.change_priority(open_runtime().engine, job_id, value)
     console.print(f"job {job_id}: priority {value}")
 
 
@@ -196,11 +206,12 @@ queues_app = typer.Typer(help="Queues: depth, waiting, oldest wait; pause/resume
 
 
 @queues_app.callback()
+@handle_errors
 def queues_list(ctx: typer.Context, json_: bool = JSON) -> None:
     """List queues."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = ops.queue_stats(Runtime().engine)
+    rows = ops.queue_stats(open_runtime().engine)
     if json_:
         print_json(rows)
     else:
@@ -210,14 +221,14 @@ def queues_list(ctx: typer.Context, json_: bool = JSON) -> None:
 @queues_app.command("pause")
 @handle_errors
 def queue_pause(name: str) -> None:
-    ops.pause_queue(Runtime().engine, name)
+    ops.pause_queue(open_runtime().engine, name)
     console.print(f"queue {name}: paused")
 
 
 @queues_app.command("resume")
 @handle_errors
 def queue_resume(name: str) -> None:
-    ops.resume_queue(Runtime().engine, name)
+    ops.resume_queue(open_runtime().engine, name)
     console.print(f"queue {name}: resumed")
 
 
@@ -229,7 +240,7 @@ dlq_app = typer.Typer(help="Dead-letter queue.", no_args_is_help=True)
 def dlq_list(error_class: str | None = typer.Option(None, "--error-class"),
              workflow: str | None = typer.Option(None, "--workflow"), json_: bool = JSON) -> None:
     """Open dead letters."""
-    rows = ops.list_dead_letters(Runtime().engine, error_class=error_class, workflow=workflow, limit=500)
+    rows = ops.list_dead_letters(open_runtime().engine, error_class=error_class, workflow=workflow, limit=500)
     if json_:
         print_json(rows)
     else:
@@ -244,7 +255,7 @@ def dlq_retry(dl_id: int | None = typer.Argument(None), all_: bool = typer.Optio
               workflow: str | None = typer.Option(None, "--workflow"),
               version: int | None = typer.Option(None, "--version", help="run on this workflow version")) -> None:
     """Retry one dead letter, or all matching a filter (--all)."""
-    rt = Runtime()
+    rt = open_runtime()
     if all_:
         n = ops.retry_dead_letters(rt.engine, error_class=error_class, workflow=workflow, version=version, by="cli")
         console.print(f"retried {n} dead letters")
@@ -258,7 +269,7 @@ def dlq_retry(dl_id: int | None = typer.Argument(None), all_: bool = typer.Optio
 @dlq_app.command("discard")
 @handle_errors
 def dlq_discard(dl_id: int) -> None:
-    ops.discard_dead_letter(Runtime().engine, dl_id, by="cli")
+    ops.discard_dead_letter(open_runtime().engine, dl_id, by="cli")
     console.print(f"dead letter {dl_id}: discarded")
 
 
@@ -266,10 +277,12 @@ breakers_app = typer.Typer(help="Circuit breakers.", invoke_without_command=True
 
 
 @breakers_app.callback()
+@handle_errors
 def breakers_list(ctx: typer.Context, json_: bool = JSON) -> None:
+    """Circuit breakers per action."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = ops.list_breakers(Runtime().engine)
+    rows = ops.list_breakers(open_runtime().engine)
     if json_:
         print_json(rows)
     else:
@@ -279,14 +292,14 @@ def breakers_list(ctx: typer.Context, json_: bool = JSON) -> None:
 @breakers_app.command("reset")
 @handle_errors
 def breaker_reset(action: str) -> None:
-    ops.reset_breaker(Runtime().engine, action)
+    ops.reset_breaker(open_runtime().engine, action)
     console.print(f"breaker {action}: closed")
 
 
 @handle_errors
 def workers(json_: bool = JSON, all_: bool = typer.Option(False, "--all", help="include stopped workers")) -> None:
     """Live workers."""
-    rows = ops.list_workers(Runtime().engine, include_stopped=all_)
+    rows = ops.list_workers(open_runtime().engine, include_stopped=all_)
     if json_:
         print_json(rows)
     else:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
-from mediamill.runtime import Runtime
 from mediamill.store import auth_repo
 
 app = typer.Typer(help="API keys (roles: admin, operator, submitter, viewer).", no_args_is_help=True)
@@ -18,7 +18,7 @@ def create(role: str = typer.Option(..., "--role", help="admin | operator | subm
            name: str | None = typer.Option(None, "--name", help="a label for the key"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Create a key; the plaintext is printed once and never stored."""
-    rt = Runtime()
+    rt = open_runtime()
     rt.migrate()
     created = auth_repo.create_key(rt.engine, role=role, tenant_id=tenant, name=name)
     if as_json:
@@ -34,7 +34,7 @@ def create(role: str = typer.Option(..., "--role", help="admin | operator | subm
 def list_(tenant: str | None = typer.Option(None, "--tenant", help="only this tenant"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Every key (never the secrets)."""
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         rows = auth_repo.list_keys(conn, tenant_id=tenant)
     if as_json:
@@ -48,6 +48,6 @@ def list_(tenant: str | None = typer.Option(None, "--tenant", help="only this te
 @handle_errors
 def revoke(key_id: int = typer.Argument(..., help="the key's id (see `keys list`)")) -> None:
     """Revoke a key (API processes stop accepting it within seconds)."""
-    rt = Runtime()
+    rt = open_runtime()
     auth_repo.revoke_key(rt.engine, key_id)
     console.print(f"key {key_id} revoked")

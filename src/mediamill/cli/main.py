@@ -21,11 +21,17 @@ app.command("api")(api_cli.api)
 notify_cmds.register(app)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="print the version")) -> None:
-    if version:
-        console.print(__version__)
+def _print_version(value: bool) -> None:
+    # eager: answers before Typer looks for a command (which would say "Missing command.")
+    if value:
+        console.print(f"mediamill {__version__}", highlight=False)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True,
+                                       callback=_print_version)) -> None:
+    """mediamill — a self-hosted media workflow engine."""
 
 
 @db_app.command("upgrade")

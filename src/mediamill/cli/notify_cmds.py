@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.errors import InvalidInput
 from mediamill.runtime import Runtime
@@ -68,7 +69,7 @@ def channels_list(tenant: str | None = typer.Option(None, "--tenant", help="only
     """List channels (secrets masked)."""
     from mediamill.notify.channels import list_channels
 
-    with Runtime().engine.connect() as conn:
+    with open_runtime().engine.connect() as conn:
         rows = list_channels(conn, tenant)
     if json_:
         print_json(rows)
@@ -106,7 +107,7 @@ def channels_create(kind: str = typer.Argument(..., help="webhook | email | slac
     """Create a channel; prints the webhook signing secret once."""
     from mediamill.notify.channels import create_channel
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.begin() as conn:
         created = create_channel(conn, tenant_id=tenant, kind=kind, name=name, events=event or None,
                                  workflow_code=workflow, config=_config_from_options(kind, url, to, config),
@@ -125,7 +126,7 @@ def channels_test(channel_id: int, json_: bool = JSON) -> None:
     """Send a test notification to a channel now."""
     from mediamill.notify.delivery import send_test
 
-    rt = Runtime()
+    rt = open_runtime()
     result = send_test(rt.engine, rt.settings, tenant_id=None, channel_id=channel_id)
     if json_:
         print_json(result)
@@ -143,7 +144,7 @@ def channels_delete(channel_id: int, tenant: str = TENANT) -> None:
     """Delete a channel (its pending deliveries are cancelled)."""
     from mediamill.notify.channels import delete_channel
 
-    with Runtime().engine.begin() as conn:
+    with open_runtime().engine.begin() as conn:
         delete_channel(conn, tenant, channel_id)
     console.print(f"deleted channel {channel_id}")
 
@@ -155,7 +156,7 @@ def channels_rotate(channel_id: int, overlap: int = typer.Option(86400, help="se
     """Add a new webhook signing secret; the old one keeps signing during the overlap."""
     from mediamill.notify.channels import rotate_secret
 
-    with Runtime().engine.begin() as conn:
+    with open_runtime().engine.begin() as conn:
         rotated = rotate_secret(conn, tenant, channel_id, overlap_seconds=overlap)
     console.print(f"new signing secret: {rotated['config']['secrets'][0]['secret']}", highlight=False)
 
@@ -171,7 +172,7 @@ def notifications_list(status: str | None = typer.Option(None, help="pending | s
     """The delivery log, newest first."""
     from mediamill.notify.history import list_notifications
 
-    with Runtime().engine.connect() as conn:
+    with open_runtime().engine.connect() as conn:
         rows = list_notifications(conn, tenant_id=None, status=status, event_type=event, job_id=job,
                                   include_events=events, limit=limit)
     if json_:
@@ -187,7 +188,7 @@ def notifications_replay(notification_id: int, json_: bool = JSON) -> None:
     """Send a delivery again (same event id); replaying an outbox event re-expands it."""
     from mediamill.notify.dispatcher import replay
 
-    with Runtime().engine.begin() as conn:
+    with open_runtime().engine.begin() as conn:
         result = replay(conn, notification_id, tenant_id=None)
     if json_:
         print_json(result)
@@ -202,7 +203,7 @@ def alerts(state: str | None = typer.Option(None, help="pending | firing | resol
     """Alerts, newest first (run `mediamill notifier` to evaluate the rules)."""
     from mediamill.notify.alerting import list_alerts
 
-    with Runtime().engine.connect() as conn:
+    with open_runtime().engine.connect() as conn:
         rows = list_alerts(conn, state=state, limit=limit)
     if json_:
         print_json(rows)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
 from mediamill.errors import WorkflowInvalid
-from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
 from mediamill.workflows.loader import dump_yaml, load_workflow_file, workflow_files
 from mediamill.workflows.models import WorkflowDef
@@ -21,7 +21,7 @@ JSON = typer.Option(False, "--json", help="print JSON")
 @handle_errors
 def list_cmd(json_: bool = JSON) -> None:
     """List workflows with their current version."""
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         rows = workflow_repo.list_workflows(conn)
     if json_:
@@ -35,7 +35,7 @@ def list_cmd(json_: bool = JSON) -> None:
 @handle_errors
 def show(code: str, version: int | None = typer.Option(None, "--version", "-v"), json_: bool = JSON) -> None:
     """Show a workflow's definition (current version, or --version N)."""
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         got = workflow_repo.get_workflow(conn, code, version)
         versions = workflow_repo.list_versions(conn, code)
@@ -81,7 +81,7 @@ def apply(file: Path = typer.Option(..., "-f", "--file", help="a workflow file o
           json_: bool = JSON) -> None:
     """Save each file as a new version and activate it (identical content is not a new version)."""
     parsed = _validate_all(file)
-    rt = Runtime()
+    rt = open_runtime()
     rt.migrate()
     results = []
     with rt.engine.begin() as conn:
@@ -101,7 +101,7 @@ def apply(file: Path = typer.Option(..., "-f", "--file", help="a workflow file o
 @handle_errors
 def diff(code: str, v1: int, v2: int, json_: bool = JSON) -> None:
     """Show what changed between two versions."""
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         result = workflow_repo.diff_versions(conn, code, v1, v2)
     if json_:
@@ -117,7 +117,7 @@ def diff(code: str, v1: int, v2: int, json_: bool = JSON) -> None:
 @handle_errors
 def activate(code: str, version: int) -> None:
     """Make VERSION the one new jobs run (an older version = rollback)."""
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.begin() as conn:
         workflow_repo.activate_version(conn, code, version)
     console.print(f"{code}: version {version} is active", highlight=False)

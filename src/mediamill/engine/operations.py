@@ -267,6 +267,12 @@ def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds:
     return out
 
 
+def live_workers_serving(engine: Engine, queue: str) -> list[str]:
+    """Ids of the live workers that claim from ``queue`` (a pool of that name, or ``*``)."""
+    return [w["id"] for w in list_workers(engine)
+            if isinstance(w.get("pools"), dict) and (queue in w["pools"] or "*" in w["pools"])]
+
+
 def list_breakers(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [_jsonable(dict(r)) for r in conn.execute(sa.select(circuit_breakers)

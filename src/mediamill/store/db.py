@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,40 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_state(url: str) -> str:
+    """Whether the database at ``url`` exists, without creating anything (no file, no folder).
+
+    ``"missing"``: there is no database; ``"empty"``: it exists without mediamill's schema;
+    ``"ready"``: migrations have run. A server that cannot be reached raises the driver's error.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_state(parsed.database or "")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return "ready" if sa.inspect(conn).has_table("alembic_version") else "empty"
+    except sa.exc.OperationalError as exc:
+        if "does not exist" in str(exc.orig):
+            return "missing"
+        raise
+    finally:
+        engine.dispose()
+
+
+def _sqlite_state(path: str) -> str:
+    if path in ("", ":memory:"):
+        return "ready"  # an in-memory database is whatever the process made of it
+    if not Path(path).is_file():
+        return "missing"
+    # read-only URI: opening never creates or converts the file
+    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return "empty"  # not a SQLite file at all: there is no mediamill database here
+    finally:
+        conn.close()
+    return "ready" if row else "empty"
