@@ -15,6 +15,7 @@ execution record and output.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class ActionSpec:
 
 _ACTIONS: dict[str, ActionSpec] = {}
 _FUSERS: dict[str, Fuser] = {}
+_PLUGINS: dict[str, dict[str, str]] = {}  # action name -> the entry point that registered it
 _loaded = False
 
 
@@ -164,8 +166,17 @@ def load_actions() -> dict[str, ActionSpec]:
         import mediamill.actions.builtin  # noqa: F401  (registers by import)
 
         for ep in importlib.metadata.entry_points(group="mediamill.actions"):
+            before = set(_ACTIONS)
             ep.load()
+            origin = {"package": ep.dist.name if ep.dist else "", "entry_point": f"{ep.name} = {ep.value}"}
+            _PLUGINS.update(dict.fromkeys(set(_ACTIONS) - before, origin))
     return _ACTIONS
+
+
+def plugin_of(name: str) -> dict[str, str] | None:
+    """The package and entry point that registered an action; None for built-in actions."""
+    load_actions()
+    return _PLUGINS.get(name)
 
 
 def get_action(name: str) -> ActionSpec | None:
@@ -178,13 +189,35 @@ def get_fuser(key: str) -> Fuser | None:
 
 
 def params_error(spec: ActionSpec, raw: dict[str, Any] | None) -> list[str]:
-    """Located problems with a step's params ([] when valid)."""
+    """Located problems with a step's params ([] when valid), every one of them, each actionable."""
     try:
         spec.validate_params(raw)
         return []
     except ValidationError as exc:
-        out = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            out.append(f"params.{loc}: {err['msg']}" if loc else f"params: {err['msg']}")
-        return out
+        return [_param_problem(spec, dict(err)) for err in exc.errors()]
+
+
+def _param_problem(spec: ActionSpec, err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    where = f"params.{loc}" if loc else "params"
+    valid = list(spec.params.model_fields)
+    if err["type"] == "extra_forbidden":
+        name = str(err["loc"][-1])
+        hint = did_you_mean(name, valid)
+        listing = f"{spec.name} takes {', '.join(valid)}" if valid else f"{spec.name} takes no parameters"
+        return f"{where}: unknown parameter{hint}; {listing}"
+    if err["type"] == "literal_error":
+        return f"{where}: expected {err['ctx']['expected'].replace(' or ', ', ')}, got {err['input']!r}"
+    got = err.get("input")
+    shown = f", got {got!r}" if err["type"] != "missing" and not isinstance(got, dict | list) else ""
+    return f"{where}: {err['msg']}{shown}"
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_action_message(name: str, actions: dict[str, ActionSpec]) -> str:
+    return f"unknown action {name!r}{did_you_mean(name, sorted(actions))}; `mediamill actions` lists them all"

@@ -20,7 +20,7 @@ class SleepParams(BaseModel):
 
 class FailParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    error_class: str = "transient"
+    error_class: str = Field(default="transient", json_schema_extra={"enum": list(STEP_ERROR_CLASSES)})
     message: str = "drill failure"
     times: int = Field(default=1_000_000, ge=0, description="fail the first N attempts, then succeed")
 

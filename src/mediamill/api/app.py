@@ -18,6 +18,7 @@ from mediamill import __version__, dashboard
 from mediamill.api.limits import BodyLimitMiddleware
 from mediamill.api.models import JobSubmit, NotifySpec
 from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
+from mediamill.api.routes import actions as actions_routes
 from mediamill.api.routes import analytics, events, health, jobs, keys, operations, uploads, workflows
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
@@ -73,6 +74,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     for module in (jobs, events, uploads, workflows, operations, analytics, keys):
         app.include_router(module.router)
     app.include_router(notify_routes.router)
+    app.include_router(actions_routes.router)
     app.include_router(metrics_routes.router)
     dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mediamill.errors import MediamillError
 
@@ -30,15 +31,42 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=_default, indent=2) + "\n")
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[str], *, title: str | None = None) -> None:
+#: columns that name things: shown whole, never folded or cut (``WF-VIDE…`` names two workflows)
+KEY_COLUMNS = frozenset({"id", "name", "action", "code", "step_name", "prefix", "storage_key", "tool"})
+#: below this, a folded column is no longer readable; the table grows wider than the terminal instead
+FOLD_MIN_WIDTH = 8
+
+
+def is_key_column(name: str) -> bool:
+    return name in KEY_COLUMNS or name.endswith(("_id", "_code"))
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(_default(value)) if isinstance(value, datetime) else str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Iterable[str], *, title: str | None = None,
+                keys: Iterable[str] = ()) -> None:
+    """A table that never cuts a value: ids and codes (and ``keys``) stay whole on one line, other
+    columns fold; when even that does not fit, the table is printed wider than the terminal."""
     cols = list(columns)
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    whole = set(keys) | {c for c in cols if is_key_column(c)}
     table = Table(title=title, header_style="bold")
-    for c in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*["" if r.get(c) is None else str(_default(r.get(c)) if isinstance(r.get(c), datetime)
-                                                         else r.get(c)) for c in cols])
-    console.print(table)
+    minimum = natural = 1  # the outer border; each column adds its padding and one border
+    for i, c in enumerate(cols):
+        longest = max([len(c), *(len(row[i]) for row in cells)])
+        width = longest if c in whole else min(longest, max(FOLD_MIN_WIDTH, min(len(c), 12)))
+        table.add_column(c, no_wrap=c in whole, overflow="fold", min_width=width)
+        minimum, natural = minimum + width + 3, natural + longest + 3
+    for row in cells:
+        table.add_row(*(Text(v) for v in row))  # Text: a value like "[failed]" is not Rich markup
+    if minimum <= console.width:
+        console.print(table)
+        return
+    # too narrow even folded: print the table whole, wider than the terminal, rather than cut it
+    Console(file=console.file, width=natural, height=console.height, force_terminal=console.is_terminal,
+            no_color=console.no_color).print(table)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

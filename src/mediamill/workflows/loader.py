@@ -9,13 +9,15 @@ exception.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from mediamill.actions.base import load_actions, params_error
+from mediamill.actions.base import load_actions, params_error, unknown_action_message
 from mediamill.errors import WorkflowInvalid
 from mediamill.workflows.conditions import ConditionError, check_condition
 from mediamill.workflows.models import WorkflowDef
@@ -65,37 +67,88 @@ def _parse_text(text: str) -> Any:
         raise WorkflowInvalid([f"invalid YAML: {exc}"]) from None
 
 
-def _semantic_problems(wf: WorkflowDef) -> list[str]:
-    actions = load_actions()
+@dataclass(frozen=True)
+class _RawStep:
+    """What can be read of one step even when the document as a whole does not validate."""
+
+    where: str
+    name: str | None
+    action: str | None
+    params: dict[str, Any] | None
+    when: str | None
+    needs: list[str]
+
+
+def _raw_steps(data: dict[str, Any]) -> list[_RawStep]:
+    steps = data.get("steps")
+    out: list[_RawStep] = []
+    for i, raw in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(raw, dict):
+            continue
+        params = raw.get("params", {})
+        needs = raw.get("needs")
+        out.append(_RawStep(
+            where=f"steps[{i}]", name=_text(raw.get("name")), action=_text(raw.get("action")),
+            params=(params or {}) if isinstance(params, dict | None) else None, when=_text(raw.get("when")),
+            needs=[n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _semantic_problems(data: dict[str, Any]) -> list[str]:
+    """Problems the models cannot see: actions, their params, names, conditions, needs.
+
+    Read from the raw document so they are reported together with the structural problems
+    (a bad ``on_failure`` must not hide an unknown action three steps further).
+    """
+    steps = _raw_steps(data)
     problems: list[str] = []
-    names: dict[str, int] = {}
-    step_names = [s.name for s in wf.steps]
-    for i, step in enumerate(wf.steps):
-        where = f"steps[{i}]"
-        if step.name in names:
-            problems.append(f"{where}.name: duplicate step name {step.name!r} (also steps[{names[step.name]}])")
-        names.setdefault(step.name, i)
-        spec = actions.get(step.action)
-        if spec is None:
-            problems.append(f"{where}.action: unknown action {step.action!r}")
-        else:
-            problems.extend(f"{where}.{p}" for p in params_error(spec, step.params))
-        if step.when:
-            try:
-                check_condition(step.when, wf.type, step_names[:i])
-            except ConditionError as exc:
-                problems.append(f"{where}.when: {exc}")
-        for need in step.needs or []:
-            if need not in step_names:
-                problems.append(f"{where}.needs: unknown step {need!r}")
-            elif need == step.name:
-                problems.append(f"{where}.needs: a step cannot need itself")
-    problems.extend(_cycle_problems(wf))
+    seen: dict[str, str] = {}
+    for step in steps:
+        if step.name is not None and step.name in seen:
+            problems.append(f"{step.where}.name: duplicate step name {step.name!r} (also {seen[step.name]})")
+        if step.name is not None:
+            seen.setdefault(step.name, step.where)
+        problems.extend(_action_problems(step))
+    problems.extend(_flow_problems(steps, data.get("type")))
+    problems.extend(_cycle_problems(steps))
     return problems
 
 
-def _cycle_problems(wf: WorkflowDef) -> list[str]:
-    graph = {s.name: [n for n in (s.needs or []) if n != s.name] for s in wf.steps}
+def _action_problems(step: _RawStep) -> list[str]:
+    if step.action is None:
+        return []  # missing or not a string: the model reports it
+    actions = load_actions()
+    spec = actions.get(step.action)
+    if spec is None:
+        return [f"{step.where}.action: {unknown_action_message(step.action, actions)}"]
+    if step.params is None:
+        return []  # not a mapping: the model reports it
+    return [f"{step.where}.{p}" for p in params_error(spec, step.params)]
+
+
+def _flow_problems(steps: list[_RawStep], workflow_type: Any) -> list[str]:
+    problems: list[str] = []
+    names = [s.name for s in steps if s.name is not None]
+    for i, step in enumerate(steps):
+        if step.when and isinstance(workflow_type, str):
+            try:
+                check_condition(step.when, workflow_type, [s.name for s in steps[:i] if s.name is not None])
+            except ConditionError as exc:
+                problems.append(f"{step.where}.when: {exc}")
+        for need in step.needs:
+            if need not in names:
+                problems.append(f"{step.where}.needs: unknown step {need!r}")
+            elif need == step.name:
+                problems.append(f"{step.where}.needs: a step cannot need itself")
+    return problems
+
+
+def _cycle_problems(steps: list[_RawStep]) -> list[str]:
+    graph = {s.name: [n for n in s.needs if n != s.name] for s in steps if s.name is not None}
     state: dict[str, int] = {}  # 1 = visiting, 2 = done
 
     def visit(node: str, path: list[str]) -> list[str] | None:
@@ -122,14 +175,22 @@ def validate_document(data: Any, *, source: str | None = None) -> WorkflowDef:
     if not isinstance(data, dict):
         raise WorkflowInvalid([f"(document): expected a mapping with code, name, type, steps; "
                                f"got {type(data).__name__}"], source=source)
+    problems: list[str] = []
+    wf: WorkflowDef | None = None
     try:
         wf = WorkflowDef.model_validate(data)
     except ValidationError as exc:
-        raise WorkflowInvalid(_pydantic_problems(exc), source=source) from None
-    problems = _semantic_problems(wf)
-    if problems:
-        raise WorkflowInvalid(problems, source=source)
+        problems = _pydantic_problems(exc)
+    problems += [p for p in _semantic_problems(data) if p not in problems]
+    if problems or wf is None:
+        raise WorkflowInvalid(sorted(problems, key=_document_order), source=source)
     return wf
+
+
+def _document_order(problem: str) -> tuple[int, str]:
+    """Problems of step N come after the document's own fields and before those of step N+1."""
+    match = re.match(r"steps\[(\d+)\]", problem)
+    return (int(match.group(1)) + 1 if match else 0, "")
 
 
 def parse_workflow(text: str, *, source: str | None = None) -> WorkflowDef:
