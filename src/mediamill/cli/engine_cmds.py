@@ -14,8 +14,9 @@ from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
 from mediamill.config import parse_pools
 from mediamill.engine import operations as ops
+from mediamill.engine.outputs import find_job_id, save_outputs
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
-from mediamill.errors import InvalidInput
+from mediamill.errors import InvalidInput, NotFound
 from mediamill.runtime import Runtime
 
 JSON = typer.Option(False, "--json", help="print JSON")
@@ -181,6 +182,30 @@ def _job(job_id: int, json_: bool) -> None:
                 ["id", "created_at", "event_type", "step_name", "data"], title="events")
 
 
+def outputs(job_ref: str = typer.Argument(..., metavar="JOB", help="the job's id or code"),
+            dest: Path | None = typer.Option(None, "--dest", help="folder to save into (default: ./<job code>)"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="replace files that differ"),
+            json_: bool = JSON) -> None:
+    """Download a job's outputs under their names (names with / become sub-folders)."""
+    _outputs(job_ref, dest, overwrite, json_)
+
+
+@handle_errors
+def _outputs(job_ref: str, dest: Path | None, overwrite: bool, json_: bool) -> None:
+    rt = open_runtime()
+    detail = ops.get_job(rt.engine, find_job_id(rt.engine, job_ref))
+    published = [o for o in detail["outputs"] if o.get("visible") is not False]
+    if not published:
+        raise NotFound(f"job {detail['job_code']} has no outputs (it is {detail['status']})")
+    folder = dest if dest is not None else Path(detail["job_code"])
+    rows = save_outputs(published, folder, lambda out: rt.storage.open(out["storage_key"]), overwrite=overwrite)
+    if json_:
+        print_json({"job_id": detail["id"], "job_code": detail["job_code"], "dest": str(folder), "items": rows})
+        return
+    print_table(rows, ["name", "bytes", "action", "path"], title=f"{detail['job_code']} outputs → {folder}",
+                keys=("path",))
+
+
 @handle_errors
 def cancel(job_id: int = typer.Argument(...)) -> None:
     """Cancel a job (a running step is killed)."""
@@ -311,6 +336,7 @@ def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.command()(jobs)
     app.command()(job)
+    app.command()(outputs)
     app.command()(cancel)
     app.command()(retry)
     app.command()(priority)
