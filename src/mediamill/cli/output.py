@@ -32,7 +32,7 @@ def print_json(data: Any) -> None:
 
 
 #: columns that name things: shown whole, never folded or cut (``WF-VIDE…`` names two workflows)
-KEY_COLUMNS = frozenset({"id", "name", "action", "code", "step_name", "prefix", "storage_key", "tool"})
+KEY_COLUMNS = frozenset({"id", "name", "action", "code", "step_name", "queue_name", "prefix", "storage_key", "tool"})
 #: below this, a folded column is no longer readable; the table grows wider than the terminal instead
 FOLD_MIN_WIDTH = 8
 
