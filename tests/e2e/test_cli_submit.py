@@ -15,7 +15,7 @@ import pytest
 from mediamill.config import Settings
 from mediamill.engine import operations as ops
 from mediamill.runtime import Runtime
-from tests.helpers import wait_until
+from tests.helpers import apply_workflow, wait_until
 
 STEPS = ("Validate Input", "Extract Metadata", "Transcode 1080p", "Transcode 720p", "Transcode 480p",
          "Generate Thumbnails", "Finalize Output")
@@ -79,13 +79,17 @@ def test_submit_wait_shows_steps_and_outputs(worker_process, prepared, data_dir,
     done = mediamill(data_dir, "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE", "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     shown = done.stdout + done.stderr
-    for step in STEPS:  # the per-step progress bars
-        assert step in shown, f"{step!r} not shown:\n{shown}"
+    for step in STEPS:  # the per-step progress bars, with their state in brackets (not eaten as markup)
+        assert f"{step} [completed]" in shown, f"{step!r} not shown:\n{shown}"
     assert ": completed" in done.stdout
     for name in OUTPUTS:  # the outputs table
         assert name in done.stdout, f"{name} not listed:\n{done.stdout}"
     [job] = [j for j in ops.list_jobs(prepared.engine) if j["job_code"] in done.stdout]
     assert job["status"] == "completed" and job["input_filename"] == clip.name
+    # the fused renditions (one ffmpeg run) each report progress, so each bar moves
+    events = ops.get_job(prepared.engine, job["id"])["events"]
+    moved = {e["step_name"] for e in events if e["event_type"] == "progress"}
+    assert {"Transcode 1080p", "Transcode 720p", "Transcode 480p"} <= moved, moved
 
 
 def test_submit_json(worker_process, prepared, data_dir, media):
@@ -152,3 +156,33 @@ def test_submit_on_a_fresh_data_dir_refuses_then_knows_the_builtin_workflows(tmp
     done = mediamill(data_dir, "submit", clip.name, "--workflow", "WF-VIDEO-TRANSCODE", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no live worker serves queue 'video_processing'" in " ".join(done.stderr.split())
+
+
+PARTIAL = """code: WF-CLI-PARTIAL
+name: Partial on purpose
+type: generic
+steps:
+  - name: First
+    action: noop
+  - name: Never Here
+    action: noop
+    when: job.priority > 99
+  - name: Boom
+    action: fail
+    params: {error_class: invalid_input, message: "no [decodable] frame"}
+    on_failure: continue
+  - name: Last
+    action: noop
+"""
+
+
+def test_submit_wait_shows_skipped_steps_and_why_a_job_is_partial(worker_process, prepared, data_dir):
+    apply_workflow(prepared, PARTIAL)
+    note = data_dir.parent / "note.txt"
+    note.write_text("anything")
+    done = mediamill(data_dir, "submit", note.name, "--workflow", "WF-CLI-PARTIAL", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [skipped] = [line for line in done.stderr.splitlines() if "Never Here" in line]
+    assert "[skipped]" in skipped and "100.0%" not in skipped and "skipped" in skipped.split("]", 1)[1], skipped
+    assert "Boom [failed]" in done.stderr and "Last [completed]" in done.stderr, done.stderr
+    assert ": partial — step 'Boom' failed (invalid_input): no [decodable] frame" in done.stdout, done.stdout

@@ -87,31 +87,54 @@ def _warn_without_worker(rt: Runtime, queue: str) -> None:
 
 def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
     """Poll the job and draw a progress bar per step until it ends."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                        TimeElapsedColumn(), console=err_console, disable=quiet)
+    # markup=False: "[completed]" in a label is text, not a Rich style tag that swallows it
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                        TextColumn("{task.fields[shown]}", markup=False), TimeElapsedColumn(),
+                        console=err_console, disable=quiet)
     bars: dict[str, Any] = {}
     with progress:
-        overall = progress.add_task("job", total=100)
+        overall = progress.add_task("job", total=100, shown="")
         while True:
             detail = ops.get_job(rt.engine, job_id)
-            for s in detail["steps"]:
-                name = s["step_name"]
-                if name not in bars:
-                    bars[name] = progress.add_task(f"  {name}", total=100)
-                pct = 100.0 if s["status"] in ("completed", "skipped") else float(s["progress_percent"] or 0)
-                label = f"  {name} [{s['status']}]"
-                progress.update(bars[name], completed=pct, description=label)
-            progress.update(overall, completed=float(detail["progress_percent"] or 0),
-                            description=f"{detail['job_code']} [{detail['status']}]")
+            for s in detail["steps"]:  # executions in order: a step's latest run wins
+                if s["step_name"] not in bars:
+                    bars[s["step_name"]] = progress.add_task(f"  {s['step_name']}", total=100, shown="")
+                progress.update(bars[s["step_name"]], **step_bar(s))
+            progress.update(overall, description=f"{detail['job_code']} [{detail['status']}]",
+                            **_bar(detail["status"], detail["progress_percent"]))
             if detail["status"] in FINAL:
-                progress.update(overall, completed=100 if detail["status"] in ("completed", "partial") else None)
                 return detail
             time.sleep(0.25)
 
 
+def step_bar(step: dict[str, Any]) -> dict[str, Any]:
+    """What a step's bar shows: its label, how full it is and the figure beside it."""
+    return {"description": f"  {step['step_name']} [{step['status']}]",
+            **_bar(step["status"], step["progress_percent"])}
+
+
+def _bar(status: str, percent: float | None) -> dict[str, Any]:
+    if status == "skipped":  # nothing was done: an empty bar, not a full one
+        return {"completed": 0, "shown": "skipped"}
+    if status in ("completed", "partial"):
+        percent = 100.0
+    value = float(percent or 0)
+    return {"completed": value, "shown": f"{value:5.1f}%"}
+
+
+def outcome_line(detail: dict[str, Any]) -> str:
+    """``JOB-…: status`` and why, when it did not simply complete (a partial job names its failed steps)."""
+    reason = detail.get("error_message")
+    if detail["status"] == "partial" and not reason:
+        latest = {s["step_name"]: s for s in detail["steps"]}  # a step's last execution
+        failed = [s for s in latest.values() if s["status"] == "failed"]
+        reason = "; ".join(f"step {s['step_name']!r} failed ({s['error_class']}): {s['error_message']}"
+                           for s in failed) or "a step failed"
+    return f"{detail['job_code']}: {detail['status']}" + (f" — {reason}" if reason else "")
+
+
 def _print_outputs(detail: dict[str, Any]) -> None:
-    console.print(f"{detail['job_code']}: {detail['status']}"
-                  + (f" — {detail['error_message']}" if detail.get("error_message") else ""), highlight=False)
+    console.print(outcome_line(detail), highlight=False, markup=False)
     if detail["outputs"]:
         print_table(detail["outputs"], ["name", "mime_type", "bytes", "step_name", "storage_key"], title="outputs")
 

@@ -86,7 +86,7 @@ class JobRunner:
         self.partial = False
         self.scratch = worker.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
         self.input_path: Path | None = None
-        self._last_progress = 0.0
+        self._last_progress: dict[int, float] = {}  # per step: fused steps report in the same instant
         self._lock = threading.Lock()
         self.deadline = (self.job["started_at"] or utcnow()) + timedelta(minutes=self.d.timeout_minutes)
 
@@ -459,9 +459,9 @@ class JobRunner:
 
     def _progress(self, i: int, pct: float, exec_id: int) -> None:
         now = time.monotonic()
-        if pct >= 100 or now - self._last_progress < PROGRESS_EVERY:
+        if pct >= 100 or now - self._last_progress.get(i, 0.0) < PROGRESS_EVERY:
             return  # 100 % is written with the step's completion
-        self._last_progress = now
+        self._last_progress[i] = now
         done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed"))
         overall = 100.0 * (done + pct / 100.0) / max(1, len(self.steps))
         try:
