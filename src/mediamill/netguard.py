@@ -117,8 +117,10 @@ def resolve_allowed(host: str, port: int, allow: Allowlist) -> list[str]:
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if not (is_public_ip(ip) or allow.allows_ip(ip)):
-            raise UrlRefused(f"{host} resolves to {ip}, a non-public address (allow-list it to permit)",
-                             public_message=f"{host} points to a non-public address")
+            raise UrlRefused(f"{host} resolves to {ip}, a non-public address (to permit it, add it to "
+                             "MEDIAMILL_URL_ALLOWLIST)",
+                             public_message=f"{host} points to a non-public address (an operator can allow it "
+                                            "with MEDIAMILL_URL_ALLOWLIST)")
     return addresses
 
 
