@@ -142,6 +142,14 @@ def test_postgres_database_missing_or_without_schema(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    done = _mediamill(tmp_path, "jobs", MEDIAMILL_DATABASE_URL="postgresql://mm:secret@127.0.0.1:1/mediamill")
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    assert "cannot reach the database at postgresql://mm:***@127.0.0.1:1/mediamill" in said, said
+    assert "Traceback" not in done.stderr and "secret" not in done.stderr
+
+
 # ------------------------------------------------------------------------------ submit without a worker
 @pytest.fixture
 def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:

@@ -186,3 +186,6 @@ def test_submit_wait_shows_skipped_steps_and_why_a_job_is_partial(worker_process
     assert "[skipped]" in skipped and "100.0%" not in skipped and "skipped" in skipped.split("]", 1)[1], skipped
     assert "Boom [failed]" in done.stderr and "Last [completed]" in done.stderr, done.stderr
     assert ": partial — step 'Boom' failed (invalid_input): no [decodable] frame" in done.stdout, done.stdout
+    job_id = next(j["id"] for j in ops.list_jobs(prepared.engine) if j["job_code"] in done.stdout)
+    shown = mediamill(data_dir, "job", str(job_id)).stdout
+    assert "partial — step 'Boom' failed (invalid_input): no [decodable] frame" in shown, shown

@@ -196,7 +196,9 @@ def _job(job_id: int, json_: bool) -> None:
                   f"status={detail['status']} priority={detail['priority']} progress={detail['progress_percent']}",
                   highlight=False)
     if detail.get("error_message"):
-        console.print(f"error ({detail['error_class']}): {detail['error_message']}", highlight=False)
+        console.print(f"error ({detail['error_class']}): {detail['error_message']}", highlight=False, markup=False)
+    elif detail["status"] == "partial":
+        console.print(outcome_line(detail), highlight=False, markup=False)
     print_table(detail["steps"], ["step_name", "action", "status", "retry_attempt", "duration_ms", "error_class",
                                   "error_message"], title="steps")
     if detail["outputs"]:
