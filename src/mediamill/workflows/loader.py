@@ -1,9 +1,10 @@
 """Parse and validate workflow documents (YAML or JSON) with located error messages.
 
 Messages look like ``steps[2].on_failure: expected stop|continue|retry, got 'skip'`` and,
-when a file is named, are prefixed with it. Every problem found is reported, not only the
-first; anything that is not a valid workflow raises ``WorkflowInvalid`` — never another
-exception.
+when a file is named, are prefixed with it. Every problem is reported in one pass, not only the
+first: structural ones (the models) together with the rest (unknown actions and parameters, with a
+"did you mean", conditions, needs), in document order. Anything that is not a valid workflow raises
+``WorkflowInvalid`` — never another exception.
 """
 
 from __future__ import annotations
@@ -187,10 +188,10 @@ def validate_document(data: Any, *, source: str | None = None) -> WorkflowDef:
     return wf
 
 
-def _document_order(problem: str) -> tuple[int, str]:
-    """Problems of step N come after the document's own fields and before those of step N+1."""
+def _document_order(problem: str) -> int:
+    """Problems of step N come after the document's own fields and before those of step N+1 (a stable sort)."""
     match = re.match(r"steps\[(\d+)\]", problem)
-    return (int(match.group(1)) + 1 if match else 0, "")
+    return int(match.group(1)) + 1 if match else 0
 
 
 def parse_workflow(text: str, *, source: str | None = None) -> WorkflowDef:
