@@ -203,13 +203,15 @@ def _chaos_jobs(data: Path, url: str, jobs: int) -> list[int]:
 
 
 def _worker_ids(url: str) -> dict[int, str]:
-    """pid -> worker id of the registered workers."""
+    """pid -> worker id of the workers that are ready: their first heartbeat (after warming the step children
+    and starting their loops) came after their registration."""
     import sqlalchemy as sa
 
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            return {int(pid): str(wid) for wid, pid in conn.execute(sa.text("SELECT id, pid FROM workers")).all()}
+            return {int(pid): str(wid) for wid, pid in conn.execute(sa.text(
+                "SELECT id, pid FROM workers WHERE heartbeat_at > started_at")).all()}
     finally:
         engine.dispose()
 
@@ -236,7 +238,7 @@ def _rescue_delays(url: str, kills: dict[str, float]) -> list[float]:
 
 
 class _Storm:
-    """Keeps ``n`` worker processes running and SIGKILLs a random one every ``every`` seconds."""
+    """Keeps ``n`` worker processes running and SIGKILLs a random started one every ``every`` seconds."""
 
     def __init__(self, data: Path, url: str, n: int, every: float) -> None:
         self.env = process_env(data, url, **CHAOS_SETTINGS)
@@ -252,13 +254,18 @@ class _Storm:
     def tick(self) -> None:
         if time.monotonic() < self.next_kill:
             return
-        self.next_kill += self.every
-        i = random.randrange(len(self.procs))
+        self.next_kill = time.monotonic() + self.every
+        with contextlib.suppress(Exception):  # the database may be restarting: kill at the next tick
+            ready = _worker_ids(self.url)
+            # only a worker that finished starting is a victim: on a slow machine a storm faster than start-up
+            # would otherwise kill workers before they ever claim, and nothing would progress
+            alive = [i for i, p in enumerate(self.procs) if p.pid in ready]
+            if alive:
+                self._kill(random.choice(alive), ready)
+
+    def _kill(self, i: int, registered: dict[int, str]) -> None:
         victim = self.procs[i]
-        with contextlib.suppress(Exception):  # the id is only known once the worker registered
-            wid = _worker_ids(self.url).get(victim.pid)
-            if wid:
-                self.kills[wid] = datetime.now(UTC).timestamp()
+        self.kills[registered[victim.pid]] = datetime.now(UTC).timestamp()
         victim.kill()  # the worker only: its step child is orphaned, as in a real crash
         victim.wait(timeout=10)
         self.dead.append(victim)

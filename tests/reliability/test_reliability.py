@@ -32,8 +32,8 @@ def test_spike_postgres_loses_nothing() -> None:
 def test_chaos_sigkill_storm_and_a_database_restart_lose_nothing() -> None:
     if not PG_URL:
         pytest.skip(PG_SKIP_REASON)
-    row = chaos(jobs=30, workers=3, kill_every=1.5, pg_restarts=1, timeout=180)
-    assert row["kills"] >= 3 and row["pg_restarts"] == 1, row
+    row = chaos(jobs=30, workers=3, kill_every=3.0, pg_restarts=1, timeout=240)
+    assert row["kills"] >= 2 and row["pg_restarts"] == 1, row
     assert row["completed"] == 30 and row["lost"] == 0 and row["stuck"] == 0 and row["failed"] == 0, row
     assert row["duplicated"] == 0 and row["outputs"] == 30, row
     # how fast rescues are is a figure of benchmarks/reliability.py (a shared machine makes it noisy), not a test
