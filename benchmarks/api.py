@@ -27,7 +27,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import free_port, pct, tus_upload
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = {"code": "WF-BENCH-NOOP", "name": "bench", "type": "generic", "queue": "bench",
@@ -47,12 +47,6 @@ MB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------ server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _prepare(data_dir: Path, database_url: str) -> str:
     """Migrate, install the bench workflow, return an admin key."""
     from mediamill.config import Settings
@@ -71,7 +65,7 @@ def _prepare(data_dir: Path, database_url: str) -> str:
 
 @contextlib.contextmanager
 def api_server(data_dir: Path, database_url: str, workers: int) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MEDIAMILL_DATA_DIR": str(data_dir), "MEDIAMILL_DATABASE_URL": database_url,
            "MEDIAMILL_SUBMIT_RATE_PER_MINUTE": str(10**9), "MEDIAMILL_MAX_UPLOAD_BYTES": str(64 * 1024**3),
            "MEDIAMILL_LOG_LEVEL": "WARNING", "MEDIAMILL_METRICS_DIR": "off"}
@@ -117,14 +111,6 @@ def _row(case: str, rps: float | None = None, p50: float | None = None, p99: flo
     return {"case": case, "rps": r(rps), "p50_ms": r(p50), "p99_ms": r(p99), "mb_per_s": r(mbps)}
 
 
-def _tus_upload(url: str, key: str, data: bytes) -> str:
-    h = {"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0"}
-    res = httpx.post(f"{url}/v1/uploads", headers={**h, "Upload-Length": str(len(data)),
-                                                    "Content-Type": "application/offset+octet-stream"}, content=data)
-    res.raise_for_status()
-    return str(res.headers["location"].rsplit("/", 1)[1])
-
-
 # ------------------------------------------------------------------------------ submit
 WRK_LUA = """
 wrk.method = "POST"
@@ -143,7 +129,7 @@ def _wrk_ms(text: str, label: str) -> float | None:
 
 
 def submit_case(case: str, url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
-    upload_id = _tus_upload(url, key, b"benchmark input\n" * 64)
+    upload_id = tus_upload(url, key, b"benchmark input\n" * 64)
     body = json.dumps({"upload_id": upload_id, "workflow": WORKFLOW["code"]})
     httpx.post(f"{url}/v1/jobs", content=body, headers={"Authorization": f"Bearer {key}",
                                                          "Content-Type": "application/json"}).raise_for_status()
@@ -173,14 +159,7 @@ async def _httpx_load(case: str, url: str, key: str, body: str, args: argparse.N
 
     async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=args.connections)) as client:
         await asyncio.gather(*(worker(client) for _ in range(args.connections)))
-    return _row(case, len(latencies) / args.duration, _pct(latencies, 0.5), _pct(latencies, 0.99))
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    data = sorted(values)
-    return data[min(len(data) - 1, int(q * len(data)))]
+    return _row(case, len(latencies) / args.duration, pct(latencies, 0.5), pct(latencies, 0.99))
 
 
 # ------------------------------------------------------------------------------ uploads
@@ -290,7 +269,7 @@ async def sse_case(url: str, key: str, database_url: str, data_dir: Path, subscr
         t.cancel()
     delivered = len(delays)
     print(f"sse: {delivered} of {events * subscribers} deliveries", file=sys.stderr)
-    return _row(f"sse_{subscribers}", None, _pct(delays, 0.5), _pct(delays, 0.99))
+    return _row(f"sse_{subscribers}", None, pct(delays, 0.5), pct(delays, 0.99))
 
 
 # ------------------------------------------------------------------------------ main

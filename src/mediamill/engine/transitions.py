@@ -106,10 +106,14 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         pick = pick.where(mq.c.queue_name == queue)
     # a pause takes effect at once, in every process
     pick = pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
+    picked: Any = mq.c.id.in_(pick.scalar_subquery())
     if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+        # `= ANY(ARRAY(...))` is an InitPlan: the locking pick runs exactly once. As `IN (subquery)` a nested-loop
+        # plan (chosen when statistics say the queue is small) re-runs it per scanned row, each rescan skipping
+        # the rows this statement already updated, and one claim takes the whole backlog.
+        picked = mq.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
     rows = conn.execute(
-        mq.update().where(mq.c.id.in_(pick.scalar_subquery()))
+        mq.update().where(picked)
         .values(status="processing", worker_id=worker_id, picked_up_at=now,
                 lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
                 wait_reason=None)

@@ -1,0 +1,39 @@
+"""The reliability suite's scenarios at test size (benchmarks/reliability.py runs them at full size):
+nothing accepted is lost, nothing runs twice, nothing answers 500."""
+
+from __future__ import annotations
+
+import pytest
+from benchmarks.reliability import chaos, spike
+
+from tests.helpers import PG_SKIP_REASON, PG_URL, postgres_database
+
+
+def _assert_spike_clean(row: dict) -> None:
+    assert row["internal"] == 0, row
+    assert row["accepted"] == row["submits"], row  # the limiter is raised: every submit is taken
+    assert row["lost"] == 0 and row["not_completed"] == 0 and row["duplicated"] == 0, row
+
+
+def test_spike_sqlite_loses_nothing() -> None:
+    _assert_spike_clean(spike("sqlite", submits=300, clients=8, drain_timeout=120))
+
+
+@pytest.mark.postgres
+def test_spike_postgres_loses_nothing() -> None:
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    with postgres_database("mm_spike") as url:
+        _assert_spike_clean(spike("postgres", submits=300, clients=8, admin_url=url, drain_timeout=120))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_chaos_sigkill_storm_and_a_database_restart_lose_nothing() -> None:
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    row = chaos(jobs=30, workers=3, kill_every=3.0, pg_restarts=1, timeout=240)
+    assert row["kills"] >= 2 and row["pg_restarts"] == 1, row
+    assert row["completed"] == 30 and row["lost"] == 0 and row["stuck"] == 0 and row["failed"] == 0, row
+    assert row["duplicated"] == 0 and row["outputs"] == 30, row
+    # how fast rescues are is a figure of benchmarks/reliability.py (a shared machine makes it noisy), not a test
