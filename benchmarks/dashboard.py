@@ -42,18 +42,22 @@ STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "complet
 
 SEED_JOBS = """
 INSERT INTO workflow_jobs (id, job_code, workflow_id, workflow_version, queue_name, priority, status, current_step,
-    progress_percent, submitted_by, submitted_at, started_at, completed_at, error_class, error_message, tenant_id,
-    input_filename, input_mime, input_size, updated_at, run_number, retry_count, rescue_count, cancel_requested)
+    progress_percent, submitted_by, submitted_at, started_at, completed_at, finished_at, error_class, error_message,
+    tenant_id, input_filename, input_mime, input_size, updated_at, run_number, retry_count, rescue_count,
+    cancel_requested)
 SELECT g, 'JOB-' || to_char(sub, 'YYYYMMDD') || '-' || lpad(upper(to_hex(g)), 8, '0'),
        (CAST(:wf_ids AS int[]))[1 + g % :wf_count], (CAST(:wf_versions AS int[]))[1 + g % :wf_count],
        (CAST(:wf_queues AS text[]))[1 + g % :wf_count],
        1 + floor(r3 * r3 * 10)::int, status, 3, CASE WHEN status = 'completed' THEN 100 ELSE 40 END,
-       'bench', sub, started, CASE WHEN status IN ('queued', 'pending', 'processing') THEN NULL
-                                   ELSE started + (1 + r4 * r4 * 300) * interval '1 second' END,
+       'bench', sub, started, CASE WHEN status IN ('completed', 'partial') THEN ended END, ended,
        CASE WHEN status = 'failed' THEN (ARRAY['invalid_input','transient','timeout','tool_failed'])[1 + g % 4] END,
        CASE WHEN status = 'failed' THEN 'benchmark failure' END, 'default', 'file-' || g || '.mp4', 'video/mp4',
        1000000, sub, 1, 0, 0, FALSE
 FROM (
+ SELECT g, sub, r3, status, started,
+        CASE WHEN status IN ('queued', 'pending', 'processing') THEN NULL
+             ELSE started + (1 + r4 * r4 * 300) * interval '1 second' END AS ended
+ FROM (
   SELECT g, sub, r3, r4, status,
          CASE WHEN status IN ('queued', 'pending') THEN NULL ELSE sub + r2 * interval '30 seconds' END AS started
   FROM (
@@ -65,6 +69,7 @@ FROM (
     FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3, random() AS r4
           FROM generate_series(1, :n) AS g) AS r
   ) AS s
+ ) AS t
 ) AS j
 """
 
@@ -72,20 +77,20 @@ SEED_STEPS = """
 INSERT INTO step_executions (job_id, step_id, status, started_at, completed_at, duration_seconds, duration_ms,
     retry_attempt, action, step_name, run_number, error_class, error_message, worker_id)
 SELECT wj.id, ws.id, CASE WHEN wj.status = 'failed' AND ws.step_number = 3 THEN 'failed' ELSE 'completed' END,
-       wj.started_at, wj.completed_at, ms / 1000, ms, 0, ws.action, ws.step_name, 1,
+       wj.started_at, wj.finished_at, ms / 1000, ms, 0, ws.action, ws.step_name, 1,
        CASE WHEN wj.status = 'failed' AND ws.step_number = 3 THEN wj.error_class END,
        CASE WHEN wj.status = 'failed' AND ws.step_number = 3 THEN wj.error_message END, 'bench-worker'
 FROM workflow_jobs wj
 JOIN workflow_steps ws ON ws.workflow_id = wj.workflow_id AND ws.version = wj.workflow_version AND ws.step_number <= 3
 CROSS JOIN LATERAL (SELECT (50 + random() * random() * 20000)::int + wj.id * 0 AS ms) AS d
-WHERE wj.id % 10 = 0 AND wj.completed_at IS NOT NULL
+WHERE wj.id % 10 = 0 AND wj.finished_at IS NOT NULL
 """
 
 SEED_EVENTS = """
 INSERT INTO job_events (job_id, tenant_id, event_type, step_name, data, created_at)
 SELECT wj.id, 'default', 'status', NULL, json_build_object('status', s.status), s.at
 FROM workflow_jobs wj
-CROSS JOIN LATERAL (VALUES ('queued', wj.submitted_at), (wj.status, COALESCE(wj.completed_at, wj.submitted_at)))
+CROSS JOIN LATERAL (VALUES ('queued', wj.submitted_at), (wj.status, COALESCE(wj.finished_at, wj.submitted_at)))
      AS s(status, at)
 WHERE wj.id % 5 = 0
 ORDER BY wj.id
@@ -95,11 +100,11 @@ SEED_REST = [
     """INSERT INTO dead_letters (job_id, tenant_id, workflow_code, workflow_version, failed_step, error_class,
            error_message, attempts, created_at, resolved_at, resolution, resolved_by)
        SELECT wj.id, 'default', wd.workflow_code, wj.workflow_version, 'Step 3', wj.error_class, wj.error_message,
-              '[]'::json, wj.completed_at,
-              CASE WHEN wj.completed_at < (now() AT TIME ZONE 'utc') - interval '3 days'
-                   THEN wj.completed_at + interval '1 hour' END,
-              CASE WHEN wj.completed_at < (now() AT TIME ZONE 'utc') - interval '3 days' THEN 'discarded' END,
-              CASE WHEN wj.completed_at < (now() AT TIME ZONE 'utc') - interval '3 days' THEN 'bench' END
+              '[]'::json, wj.finished_at,
+              CASE WHEN wj.finished_at < (now() AT TIME ZONE 'utc') - interval '3 days'
+                   THEN wj.finished_at + interval '1 hour' END,
+              CASE WHEN wj.finished_at < (now() AT TIME ZONE 'utc') - interval '3 days' THEN 'discarded' END,
+              CASE WHEN wj.finished_at < (now() AT TIME ZONE 'utc') - interval '3 days' THEN 'bench' END
        FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id WHERE wj.status = 'failed'""",
     """INSERT INTO media_queue (job_id, queue_name, priority, base_priority, scheduled_time, status, created_at,
            worker_id, picked_up_at, lease_expires_at, attempts)
@@ -111,8 +116,8 @@ SEED_REST = [
     """INSERT INTO workflow_notifications (job_id, tenant_id, notification_type, channel, recipient, event_type,
            event_id, status, attempts, sent_at, created_at)
        SELECT id, 'default', 'webhook', 'webhook', 'https://hooks.example.com/mediamill', 'job.' || status,
-              md5(id::text), CASE WHEN id % 50 = 0 THEN 'failed' ELSE 'sent' END, 1, completed_at, completed_at
-       FROM workflow_jobs WHERE id % 10 = 1 AND completed_at IS NOT NULL ORDER BY id""",
+              md5(id::text), CASE WHEN id % 50 = 0 THEN 'failed' ELSE 'sent' END, 1, finished_at, finished_at
+       FROM workflow_jobs WHERE id % 10 = 1 AND finished_at IS NOT NULL ORDER BY id""",
     """INSERT INTO workers (id, hostname, pid, pools, status, started_at, heartbeat_at, jobs_done, version)
        SELECT 'bench-worker-' || g, 'bench-host', 1000 + g, '{"*": 2}'::json, 'running',
               (now() AT TIME ZONE 'utc') - interval '1 day', now() AT TIME ZONE 'utc', 100000 * g, 'bench'

@@ -96,8 +96,9 @@ def test_seed_queries_run_unmodified_on_postgres(pg_seeded: Runtime) -> None:
 
 
 def test_durations_errors_throughput_over_http(seeded: Runtime) -> None:
-    with seeded.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE workflow_jobs SET completed_at = '2024-01-25 12:31:00', "
+    with seeded.engine.begin() as conn:  # finished as the engine leaves them: finished_at on every final state
+        conn.execute(sa.text("UPDATE workflow_jobs SET finished_at = completed_at WHERE status = 'completed'"))
+        conn.execute(sa.text("UPDATE workflow_jobs SET finished_at = '2024-01-25 12:31:00', "
                              "error_class = 'invalid_input'"
                              " WHERE id = 5"))
     key = auth_repo.create_key(seeded.engine, role="viewer").plaintext
@@ -131,9 +132,11 @@ def test_reports_read_windows_through_indexes(tmp_path: Path) -> None:
         conn.exec_driver_sql(
             "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20000) "
             "INSERT INTO workflow_jobs (job_code, workflow_id, workflow_version, status, priority, tenant_id, "
-            "submitted_at, started_at, completed_at) SELECT 'J' || x, 1, 1, 'completed', x % 10, 'default', "
-            "datetime('now', '-' || (x * 60) || ' seconds'), datetime('now', '-' || (x * 60) || ' seconds'), "
-            "datetime('now', '-' || (x * 60 - 2) || ' seconds') FROM g")
+            "submitted_at, started_at, completed_at, finished_at) SELECT 'J' || x, 1, 1, 'completed', x % 10, "
+            "'default', datetime('now', '-' || (x * 60) || ' seconds'), "
+            "datetime('now', '-' || (x * 60) || ' seconds'), "
+            "datetime('now', '-' || (x * 60 - 2) || ' seconds'), datetime('now', '-' || (x * 60 - 2) || ' seconds') "
+            "FROM g")
         conn.exec_driver_sql("INSERT INTO step_executions (job_id, step_id, status, action, completed_at, "
                              "duration_seconds) SELECT id, 1, 'completed', 'noop', completed_at, 2 FROM workflow_jobs")
         conn.exec_driver_sql("ANALYZE")
@@ -149,8 +152,9 @@ def test_reports_read_windows_through_indexes(tmp_path: Path) -> None:
             fn(conn, tenant_id="default")
         analytics.throughput(conn, tenant_id="default", bucket="1h")
         analytics.status_counts(conn, tenant_id="default", since=analytics.window_start(None))
+        analytics.summary(conn, tenant_id="default", window_seconds=7 * 86400)
         sa.event.remove(rt.engine, "before_cursor_execute", _capture)
-        assert len(plans) >= 8
+        assert len(plans) >= 11
         for statement, parameters in plans:
             plan = " | ".join(r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
                                                                   parameters).all())  # type: ignore[arg-type]

@@ -48,24 +48,27 @@ def _job(i: int, n: int, wf: dict[str, Any], rng: random.Random, *, first: int, 
     late = live and i - first > n - n // 20 and rng.random() < 0.5
     status = rng.choice(LIVE) if late else rng.choice(FINISHED)
     started = submitted + timedelta(seconds=rng.random() * 20) if status not in ("queued", "pending") else None
-    completed = started + timedelta(seconds=1 + rng.random() ** 2 * 120) if started and status != "processing" else None
+    ended = started + timedelta(seconds=1 + rng.random() ** 2 * 120) if started and status != "processing" else None
+    # as the engine writes them: completed_at only when it completed, finished_at on every terminal state
+    completed = ended if status in ("completed", "partial") else None
     return {"id": i, "job_code": f"JOB-{submitted:%Y%m%d}-{i:08X}", "workflow_id": wf["id"], "workflow_version":
             wf["current_version"] or 1, "queue_name": wf["queue_name"], "priority": rng.randint(1, 10),
             "status": status, "submitted_at": submitted, "started_at": started, "completed_at": completed,
+            "finished_at": ended,
             "progress_percent": 100 if status == "completed" else 40, "tenant_id": "default",
             "submitted_by": "seed", "error_class": rng.choice(ERRORS) if status == "failed" else None,
             "error_message": "seeded failure" if status == "failed" else None, "input_filename": f"file-{i}.mp4"}
 
 
 def _steps(job: dict[str, Any], wf: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
-    if job["completed_at"] is None:
+    if job["finished_at"] is None:
         return []
     out = []
     for k, s in enumerate(wf["steps"][:3]):
         ms = rng.randint(50, 5000)
         failed = job["status"] == "failed" and k == min(2, len(wf["steps"]) - 1)
         out.append({"job_id": job["id"], "step_id": s["id"], "status": "failed" if failed else "completed",
-                    "started_at": job["started_at"], "completed_at": job["completed_at"], "duration_ms": ms,
+                    "started_at": job["started_at"], "completed_at": job["finished_at"], "duration_ms": ms,
                     "duration_seconds": ms // 1000, "action": s["action"], "step_name": s["step_name"],
                     "error_class": job["error_class"] if failed else None})
     return out
@@ -80,18 +83,18 @@ def seed(rt: Runtime, n: int = 3000, *, first: int = 1, live: bool = True, seed_
     by_wf = {w["id"]: w for w in wfs}
     steps = [s for j in jobs for s in _steps(j, by_wf[j["workflow_id"]], rng)]
     events = [{"job_id": j["id"], "tenant_id": "default", "event_type": "status", "data": {"status": j["status"]},
-               "created_at": j["completed_at"] or j["submitted_at"]} for j in jobs]
+               "created_at": j["finished_at"] or j["submitted_at"]} for j in jobs]
     queue = [{"job_id": j["id"], "queue_name": j["queue_name"], "priority": j["priority"], "status": j["status"],
               "scheduled_time": j["submitted_at"], "created_at": j["submitted_at"]}
              for j in jobs if j["status"] in ("queued", "processing")]
     codes = {w["id"]: w["workflow_code"] for w in wfs}
     dead = [{"job_id": j["id"], "tenant_id": "default", "workflow_code": codes[j["workflow_id"]],
              "workflow_version": j["workflow_version"],
-             "error_class": j["error_class"], "error_message": "seeded failure", "created_at": j["completed_at"]}
+             "error_class": j["error_class"], "error_message": "seeded failure", "created_at": j["finished_at"]}
             for j in jobs if j["status"] == "failed"]
     sent = [{"job_id": j["id"], "tenant_id": "default", "channel": "webhook", "event_type": "job.completed",
-             "status": "sent", "recipient": "https://example.com/hook", "created_at": j["completed_at"], "attempts": 1}
-            for j in jobs[::10] if j["completed_at"]]
+             "status": "sent", "recipient": "https://example.com/hook", "created_at": j["finished_at"], "attempts": 1}
+            for j in jobs[::10] if j["finished_at"]]
     with rt.engine.begin() as conn:
         for table, rows in ((workflow_jobs, jobs), (step_executions, steps), (job_events, events),
                             (media_queue, queue), (dead_letters, dead), (workflow_notifications, sent)):

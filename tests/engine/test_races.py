@@ -93,7 +93,7 @@ def test_pruning_removes_old_finished_jobs_and_their_files(rt: Runtime, submit) 
             tx.finish_jobs(conn, "w", [_finish(c.job)])
     with rt.engine.begin() as conn:
         conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == old.id)
-                     .values(completed_at=utcnow() - timedelta(days=40)))
+                     .values(completed_at=utcnow() - timedelta(days=40), finished_at=utcnow() - timedelta(days=40)))
     key = ops.get_job(rt.engine, old.id)["input_key"]
     assert housekeeping.prune_finished_jobs(rt.engine, rt.storage, days=30) == 1
     assert [j["id"] for j in ops.list_jobs(rt.engine)] == [recent.id]

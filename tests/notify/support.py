@@ -61,11 +61,15 @@ def insert_workflow(engine: Engine, code: str = "WF-VIDEO-TRANSCODE", type_: str
 def insert_job(engine: Engine, *, workflow_id: int, status: str = "completed", tenant_id: str = "default",
                filename: str = "video1.mp4", request_id: str | None = None, error_class: str | None = None,
                completed_at: Any = None) -> int:
+    """A job as the engine leaves it: ``finished_at`` on every final state, ``completed_at`` on success only."""
+    ended = completed_at or utcnow()
+    final = status in ("completed", "partial", "failed", "cancelled")
     with engine.begin() as conn:
         return int(conn.execute(workflow_jobs.insert().values(
             job_code="JOB-" + uuid.uuid4().hex[:10].upper(), workflow_id=workflow_id, status=status,
             tenant_id=tenant_id, input_filename=filename, request_id=request_id, error_class=error_class,
-            started_at=utcnow(), completed_at=completed_at or utcnow(),
+            started_at=utcnow(), completed_at=ended if status in ("completed", "partial") else None,
+            finished_at=ended if final else None,
         ).returning(workflow_jobs.c.id)).scalar_one())
 
 

@@ -14,6 +14,7 @@ from mediamill.config import Settings
 from mediamill.errors import ConfigError
 from mediamill.notify.alert_rules import AlertRule, load_rules, parse_duration
 from mediamill.notify.alerting import Alerter, list_alerts
+from mediamill.store import analytics
 from mediamill.store import tables as t
 from mediamill.store.timeutil import utcnow
 
@@ -32,13 +33,12 @@ def _events(engine: Engine, event_type: str) -> list[dict]:
 
 
 def _jobs(engine: Engine, n: int, status: str, error_class: str | None = None) -> None:
-    """Finished jobs as the engine leaves them: a failed one has no completed_at but a dead letter."""
+    """Finished jobs as the engine leaves them: a failed one has finished_at (no completed_at) and a dead letter."""
     wf = insert_workflow(engine)
     for _ in range(n):
         job = insert_job(engine, workflow_id=wf, status=status, error_class=error_class)
         if status == "failed":
             with engine.begin() as conn:
-                conn.execute(t.workflow_jobs.update().where(t.workflow_jobs.c.id == job).values(completed_at=None))
                 conn.execute(t.dead_letters.insert().values(job_id=job, error_class=error_class,
                                                             workflow_code="WF-VIDEO-TRANSCODE", created_at=utcnow()))
 
@@ -90,6 +90,27 @@ def test_aggregates_by_error_class(engine: Engine, settings: Settings) -> None:
     changes = Alerter(engine=engine, settings=settings, rules=[rule]).evaluate_once()
     fired = sorted(c.labels["error_class"] for c in changes if c.state == "firing")
     assert fired == ["timeout", "transient"]
+
+
+def test_error_rate_is_the_summary_error_rate(engine: Engine, settings: Settings) -> None:
+    """failed / finished over finished_at: cancelled jobs count as finished, and a failure retried to
+    success counts once, as the success it became (its resolved dead letter is no failure)."""
+    rule = ERROR_RATE.model_copy(update={"for_seconds": 0.0, "params": {**ERROR_RATE.params, "by": None,
+                                                                        "threshold": 0.4}})
+    _jobs(engine, 3, "failed", "transient")
+    _jobs(engine, 2, "cancelled")
+    _jobs(engine, 1, "completed")
+    retried = insert_job(engine, workflow_id=insert_workflow(engine), status="completed")
+    with engine.begin() as conn:
+        conn.execute(t.dead_letters.insert().values(job_id=retried, error_class="transient", created_at=utcnow(),
+                                                    resolved_at=utcnow(), resolution="retried"))
+    changes = Alerter(engine=engine, settings=settings, rules=[rule]).evaluate_once()
+    assert [c.state for c in changes][-1] == "firing"
+    with engine.connect() as conn:
+        figures = analytics.summary(conn, tenant_id="default", window_seconds=60)
+        (alert,) = list_alerts(conn)
+    assert (figures["finished"], figures["failed"]) == (7, 3)
+    assert alert["value"] == pytest.approx(figures["error_rate"]) == pytest.approx(3 / 7)
 
 
 def test_concurrent_evaluators_fire_once(engine: Engine, settings: Settings) -> None:

@@ -81,6 +81,20 @@ class JobPage(BaseModel):
     next_before_id: int | None = None
 
 
+class AnalyticsSummary(BaseModel):
+    """The headline figures of a window; the dashboard's overview cards show the same numbers."""
+
+    window_seconds: int
+    submitted: int = Field(description="jobs submitted in the window")
+    finished: int = Field(description="jobs that reached a terminal state in the window (the four below)")
+    completed: int
+    partial: int
+    failed: int
+    cancelled: int
+    error_rate: float = Field(description="failed / finished; 0.0 when nothing finished")
+    p95_seconds: float | None = Field(description="p95 run time of the jobs that succeeded (completed or partial)")
+
+
 class Items(BaseModel):
     items: list[Loose]
 

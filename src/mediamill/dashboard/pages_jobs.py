@@ -12,7 +12,7 @@ from mediamill.dashboard.web import WINDOWS, Page, page, render, to_datetime
 from mediamill.engine import operations as ops
 from mediamill.errors import NotFound
 from mediamill.notify import alerting
-from mediamill.store import workflow_repo
+from mediamill.store import analytics, workflow_repo
 from mediamill.store.analytics import STATUS_ORDER
 
 router = APIRouter(include_in_schema=False)
@@ -28,37 +28,34 @@ def _window(value: str) -> tuple[str, float, int]:
 
 @router.get("/", response_class=HTMLResponse)
 def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLResponse:
-    """KPIs of the window and charts over time; queues, workers, breakers and alerts right now."""
+    """KPIs of the window and charts over time; queues, workers, breakers and alerts right now.
+
+    The window's cards are :func:`analytics.summary` — the very numbers of ``GET /v1/analytics/summary``."""
     key, hours, bucket = _window(window)
     since, tenant = q.window_start(hours), pg.caller.tenant_id
     with pg.engine.connect() as conn:
+        figures = analytics.summary(conn, tenant_id=tenant, window_seconds=analytics.SUMMARY_WINDOWS[key])
         w = q.window(conn, since)
-        series, submitted, p95 = _window_figures(conn, w, tenant, bucket)
+        series, submitted = _window_series(conn, w, tenant, bucket)
         live, failures = q.live_counts(conn, tenant), q.recent_failures(conn, tenant)
         total, firing = q.estimated_jobs(conn), alerting.list_alerts(conn, state="firing", limit=20)
     points = q.fill_buckets(series, submitted, since=since, bucket=bucket)
-    finished, failed = sum(p["finished"] for p in points), sum(p["failed"] for p in points)
     queues = ops.queue_stats(pg.engine)
-    kpis = {"throughput": finished / hours, "finished": finished, "failed": failed, "p95": p95,
-            "error_rate": failed / finished if finished else None, "total": total,
+    kpis = {**figures, "throughput": figures["finished"] / hours, "total": total,
             "depth": sum(x["depth"] for x in queues), "waiting": sum(x["waiting"] for x in queues),
-            "workers": len(ops.list_workers(pg.engine)), "submitted": sum(p["submitted"] for p in points)}
+            "workers": len(ops.list_workers(pg.engine))}
     breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
     return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
                   failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)
 
 
-def _window_figures(conn: Any, w: q.Window, tenant: str, bucket: int) -> tuple[Any, dict[int, int], float | None]:
-    """(finished series, submitted per bucket, p95): exact, or estimated from a sample of a large window."""
+def _window_series(conn: Any, w: q.Window, tenant: str, bucket: int) -> tuple[Any, dict[int, int]]:
+    """(finished series, submitted per bucket) for the charts: exact, or estimated from a sample of a large
+    window."""
     if w.sampled:
-        rows = q.sampled_jobs(conn, w, tenant)
-        series, submitted = q.sampled_series(rows, w, bucket)
-        return series, submitted, q.sampled_p95(rows, w.since)
-    series = q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket)
-    total = next((s for s in series if s["bucket"] == q.TOTAL), None)
-    p95 = total["p95"] if total else q.job_duration_p95(conn, tenant_id=tenant, since=w.since)
-    return ([s for s in series if s["bucket"] != q.TOTAL],
-            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket), p95)
+        return q.sampled_series(q.sampled_jobs(conn, w, tenant), w, bucket)
+    return (q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
+            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket))
 
 
 def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:
@@ -123,7 +120,7 @@ def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
     for o in job["outputs"]:
         o["preview"] = _preview(o)
     rows = q.timeline(job, steps)
-    job["duration_seconds"] = _seconds_between(job.get("started_at"), job.get("completed_at"))
+    job["duration_seconds"] = _seconds_between(job.get("started_at"), job.get("finished_at"))
     last_event = max((e["id"] for e in job["events"]), default=0)
     failed_step = next((r for r in rows if r["status"] == "failed"), None)
     return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in FINAL,

@@ -32,11 +32,11 @@ SAMPLE_LIMIT = 100_000  # rows read for percentiles on SQLite
 SAMPLE_THRESHOLD = 40_000  # windows with more jobs than this are sampled (PostgreSQL)
 SAMPLE_TARGET = 5_000  # jobs read from a sampled window
 EPOCH = datetime(1970, 1, 1)
-TOTAL = -1  # the bucket key of the whole-window row of finished_series on PostgreSQL
 STEP_FIGURES = ("avg_duration_sec", "min_duration_sec", "max_duration_sec", "p50_ms", "p95_ms", "p99_ms")
 JOB_COLUMNS = (wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
-               wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename, wj.c.workflow_id)
+               wj.c.finished_at, wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename,
+               wj.c.workflow_id)
 
 
 def is_pg(conn: Connection) -> bool:
@@ -191,9 +191,9 @@ def window(conn: Connection, since: datetime) -> Window:
 
 def sampled_jobs(conn: Connection, w: Window, tenant_id: str) -> list[Any]:
     """Every ``w.step``-th job of the window — primary-key lookups, not a scan of the window — as
-    (workflow id, status, submitted, started, completed) with times in epoch seconds."""
+    (workflow id, status, submitted, started, finished) with times in epoch seconds."""
     sql = ("SELECT workflow_id, status, date_part('epoch', submitted_at), date_part('epoch', started_at), "
-           "date_part('epoch', completed_at) FROM workflow_jobs "
+           "date_part('epoch', finished_at) FROM workflow_jobs "
            "WHERE id = ANY(ARRAY(SELECT generate_series(:a, :b, :k))) AND tenant_id = :t AND shadow_of IS NULL")
     return list(conn.execute(sa.text(sql), {"a": w.first, "b": w.last, "k": w.step, "t": tenant_id}))
 
@@ -218,13 +218,6 @@ def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[s
     return series, submitted
 
 
-def sampled_p95(rows: list[Any], since: datetime) -> float | None:
-    start = (since - EPOCH).total_seconds()
-    return percentiles([done - started for _w, status, _s, started, done in rows
-                        if status in ("completed", "partial") and started is not None and done is not None
-                        and done >= start], (0.95,))["p95"]
-
-
 # ----------------------------------------------------------------------------- overview
 def _bucket_sql(conn: Connection, col: str) -> str:
     if is_pg(conn):  # date_part is double precision; EXTRACT is numeric (several times slower)
@@ -239,20 +232,19 @@ def _seconds_sql(conn: Connection, end: str, start: str) -> str:
 
 
 def finished_series(conn: Connection, *, tenant_id: str, since: datetime, bucket: int) -> list[dict[str, Any]]:
-    """Per time bucket: jobs finished, failed, and the p95 duration of successful ones (s)."""
+    """Per time bucket: jobs finished (any terminal state), failed, and the p95 duration of successful ones (s)."""
     params = {"since": since, "t": tenant_id, "b": bucket}
-    dur = _seconds_sql(conn, "completed_at", "started_at")
+    dur = _seconds_sql(conn, "finished_at", "started_at")
     ok = "status IN ('completed', 'partial') AND started_at IS NOT NULL"
-    where = "completed_at >= :since AND tenant_id = :t AND shadow_of IS NULL"
-    if is_pg(conn):  # one scan: a row per bucket, and (GROUPING SETS ()) the whole window's p95
-        sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, COUNT(*) AS finished, "
+    where = "finished_at >= :since AND tenant_id = :t AND shadow_of IS NULL"
+    if is_pg(conn):
+        sql = (f"SELECT {_bucket_sql(conn, 'finished_at')} AS bucket, COUNT(*) AS finished, "
                f"COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, "
                f"percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN {ok} THEN {dur} END) AS p95 "
-               f"FROM workflow_jobs WHERE {where} GROUP BY GROUPING SETS ((1), ()) ORDER BY 1 NULLS LAST")
-        return [{"bucket": int(float(r[0])) if r[0] is not None else TOTAL, "finished": int(r[1]),
-                 "failed": int(r[2]), "p95": float(r[3]) if r[3] is not None else None}
-                for r in conn.execute(sa.text(sql), params)]
-    sql = (f"SELECT {_bucket_sql(conn, 'completed_at')} AS bucket, status, CASE WHEN {ok} THEN {dur} END "
+               f"FROM workflow_jobs WHERE {where} GROUP BY 1 ORDER BY 1")
+        return [{"bucket": int(float(r[0])), "finished": int(r[1]), "failed": int(r[2]),
+                 "p95": float(r[3]) if r[3] is not None else None} for r in conn.execute(sa.text(sql), params)]
+    sql = (f"SELECT {_bucket_sql(conn, 'finished_at')} AS bucket, status, CASE WHEN {ok} THEN {dur} END "
            f"FROM workflow_jobs WHERE {where} LIMIT {SAMPLE_LIMIT}")
     groups: dict[int, dict[str, Any]] = {}
     for b, status, seconds in conn.execute(sa.text(sql), params):
@@ -268,23 +260,9 @@ def finished_series(conn: Connection, *, tenant_id: str, since: datetime, bucket
 
 def submitted_series(conn: Connection, *, tenant_id: str, since: datetime, bucket: int) -> dict[int, int]:
     sql = (f"SELECT {_bucket_sql(conn, 'submitted_at')} AS bucket, COUNT(*) FROM workflow_jobs "
-           f"WHERE submitted_at >= :since AND tenant_id = :t GROUP BY 1")
+           f"WHERE submitted_at >= :since AND tenant_id = :t AND shadow_of IS NULL GROUP BY 1")
     return {int(float(b)): int(n) for b, n in conn.execute(sa.text(sql), {"since": since, "t": tenant_id,
                                                                              "b": bucket})}
-
-
-def job_duration_p95(conn: Connection, *, tenant_id: str, since: datetime) -> float | None:
-    dur = _seconds_sql(conn, "completed_at", "started_at")
-    where = ("completed_at >= :since AND tenant_id = :t AND status IN ('completed', 'partial') "
-             "AND started_at IS NOT NULL AND shadow_of IS NULL")
-    params = {"since": since, "t": tenant_id}
-    if is_pg(conn):
-        value = conn.execute(sa.text(f"SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY {dur}) "
-                                     f"FROM workflow_jobs WHERE {where}"), params).scalar()
-        return float(value) if value is not None else None
-    values = [float(v) for (v,) in conn.execute(sa.text(f"SELECT {dur} FROM workflow_jobs WHERE {where} "
-                                                        f"LIMIT {SAMPLE_LIMIT}"), params) if v is not None]
-    return percentiles(values, (0.95,))["p95"]
 
 
 def fill_buckets(series: list[dict[str, Any]], submitted: dict[int, int], *, since: datetime,
@@ -305,7 +283,7 @@ def fill_buckets(series: list[dict[str, Any]], submitted: dict[int, int], *, sin
 
 
 def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[dict[str, Any]]:
-    q = (sa.select(wj.c.id, wj.c.job_code, wj.c.error_class, wj.c.error_message, wj.c.completed_at, wj.c.priority)
+    q = (sa.select(wj.c.id, wj.c.job_code, wj.c.error_class, wj.c.error_message, wj.c.finished_at, wj.c.priority)
          .where(wj.c.status == "failed", wj.c.tenant_id == tenant_id).order_by(wj.c.id.desc()).limit(limit))
     return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -397,9 +375,9 @@ def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> lis
 
 def _workflow_percentiles(conn: Connection, *, tenant_id: str, since: datetime) -> dict[str, dict[str, Any]]:
     """p50/p95/p99 of successful jobs' durations (s) per workflow code, finished in the window."""
-    dur = _seconds_sql(conn, "wj.completed_at", "wj.started_at")
+    dur = _seconds_sql(conn, "wj.finished_at", "wj.started_at")
     base = ("FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id "
-            "WHERE wj.completed_at >= :since AND wj.tenant_id = :t AND wj.status IN ('completed', 'partial') "
+            "WHERE wj.finished_at >= :since AND wj.tenant_id = :t AND wj.status IN ('completed', 'partial') "
             "AND wj.started_at IS NOT NULL AND wj.shadow_of IS NULL")
     params = {"since": since, "t": tenant_id}
     if is_pg(conn):

@@ -110,13 +110,13 @@ def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> 
 
 
 def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:
-    """Delete finished jobs older than ``days`` (with their events, executions, outputs and files).
-    Failed jobs whose dead letter is still open are kept."""
+    """Delete jobs that finished (any terminal state, ``finished_at``) more than ``days`` ago, with their events,
+    executions, outputs and files. Failed jobs whose dead letter is still open are kept."""
     cutoff = utcnow() - timedelta(days=days)
     with engine.begin() as conn:
         open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
         ids = list(conn.execute(sa.select(wj.c.id).where(
-            wj.c.status.in_(tx.TERMINAL), sa.func.coalesce(wj.c.completed_at, wj.c.updated_at) < cutoff,
+            wj.c.status.in_(tx.TERMINAL), wj.c.finished_at < cutoff,
             wj.c.id.not_in(open_dl)).limit(batch)).scalars())
         if not ids:
             return 0

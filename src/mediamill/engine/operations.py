@@ -95,6 +95,7 @@ def _requeue_finished(conn: Connection, job: dict[str, Any], *, version: int | N
     """Put a finished job back in its queue as a new run (resumes at the failed step on the same version)."""
     now = utcnow()
     values: dict[str, Any] = {"status": "queued", "error_message": None, "error_class": None, "completed_at": None,
+                              "finished_at": None,
                               "cancel_requested": False, "retry_count": 0, "rescue_count": 0,
                               "run_number": (job["run_number"] or 1) + 1, "updated_at": now}
     queue = job["queue_name"]

@@ -270,8 +270,9 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
         groups.setdefault(key, []).append(f.job["id"])
     for (status, current, error, klass, started), ids in groups.items():
         done = status in ("completed", "partial")
+        # completed_at keeps its narrow meaning (completed or partial); finished_at marks every terminal state
         values: dict[str, Any] = {"status": status, "error_message": error, "error_class": klass, "updated_at": now,
-                                  "completed_at": now if done else None,
+                                  "completed_at": now if done else None, "finished_at": now,
                                   "started_at": sa.func.coalesce(wj.c.started_at, started)}
         if done:
             values.update(progress_percent=100, current_step=current)
@@ -328,7 +329,8 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
         "workflow_version": workflow_version, "status": status, "priority": job.get("priority"),
         "submitted_by": job.get("submitted_by"), "tenant_id": job.get("tenant_id"),
         "error_class": error_class, "error_message": error_message, "started_at": iso(started),
-        "completed_at": iso(now), "duration_seconds": round((now - started).total_seconds(), 3) if started else None,
+        "completed_at": iso(now) if status in ("completed", "partial") else None, "finished_at": iso(now),
+        "duration_seconds": round((now - started).total_seconds(), 3) if started else None,
         "outputs": list(outputs), "metadata": job.get("job_metadata") or {}, "notify": job.get("notify"),
         "input_filename": job.get("input_filename"), "request_id": job.get("request_id"),
     }

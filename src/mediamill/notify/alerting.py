@@ -64,16 +64,15 @@ def observe(conn: Connection, rule: AlertRule, settings: Settings, now: datetime
 
 
 def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
+    """Failed / finished over the window, as ``GET /v1/analytics/summary`` counts them (``finished_at``)."""
     window = float(rule.param("window_seconds"))
-    cutoff = now - timedelta(seconds=window)
-    succeeded = _succeeded_since(conn, cutoff, rule.param("workflow"))
+    total, failed = _finished_since(conn, now - timedelta(seconds=window), rule.param("workflow"))
     failures: dict[str, int] = {}
-    for error_class, n in _failed_since(conn, cutoff, rule.param("workflow")):
+    for error_class, n in failed:
         key = (error_class or "internal") if rule.param("by") == "error_class" else ""
         failures[key] = failures.get(key, 0) + n
     if rule.param("by") != "error_class":
         failures.setdefault("", 0)
-    total = succeeded + sum(failures.values())
     threshold, minimum = float(rule.param("threshold")), int(rule.param("min_samples"))
     out = []
     for error_class, n in failures.items():
@@ -86,23 +85,18 @@ def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) 
     return out
 
 
-def _succeeded_since(conn: Connection, cutoff: datetime, workflow: str | None) -> int:
+def _finished_since(conn: Connection, cutoff: datetime,
+                    workflow: str | None) -> tuple[int, list[tuple[str | None, int]]]:
+    """(jobs finished since ``cutoff``, failed ones per error class) — every terminal state carries
+    ``finished_at``, failed and cancelled jobs included."""
     j, wd = t.workflow_jobs, t.workflow_definitions
-    query = sa.select(sa.func.count()).where(j.c.completed_at >= cutoff, j.c.status.in_(("completed", "partial")))
+    query = (sa.select(j.c.status, j.c.error_class, sa.func.count())
+             .where(j.c.finished_at >= cutoff, j.c.shadow_of.is_(None)).group_by(j.c.status, j.c.error_class))
     if workflow:
         query = query.where(j.c.workflow_id.in_(sa.select(wd.c.id).where(wd.c.workflow_code == workflow)))
-    return int(conn.execute(query).scalar_one())
-
-
-def _failed_since(conn: Connection, cutoff: datetime, workflow: str | None) -> list[tuple[str | None, int]]:
-    # A failed job keeps completed_at NULL (the seed's convention) but always gets a dead-letter row,
-    # whose created_at is the moment it failed — and it carries the error class.
-    dl = t.dead_letters
-    query = (sa.select(dl.c.error_class, sa.func.count()).where(dl.c.created_at >= cutoff)
-             .group_by(dl.c.error_class))
-    if workflow:
-        query = query.where(dl.c.workflow_code == workflow)
-    return [(c, int(n)) for c, n in conn.execute(query)]
+    rows = conn.execute(query).all()
+    failed = [(klass, int(n)) for status, klass, n in rows if status == "failed"]
+    return sum(int(n) for _s, _k, n in rows), failed
 
 
 def _due(now: datetime) -> Any:

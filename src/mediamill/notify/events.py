@@ -39,7 +39,8 @@ JOB_DATA_SCHEMA: dict[str, Any] = {
         "error_class": _NULLABLE_STR,
         "error_message": _NULLABLE_STR,
         "started_at": _NULLABLE_STR,
-        "completed_at": _NULLABLE_STR,
+        "completed_at": {**_NULLABLE_STR, "description": "when it completed (completed or partial only)"},
+        "finished_at": {**_NULLABLE_STR, "description": "when it reached its terminal state (every status)"},
         "duration_seconds": _NULLABLE_NUM,
         "outputs": {"type": "array", "items": {
             "type": "object", "required": ["name"],

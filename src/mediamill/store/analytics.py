@@ -1,13 +1,19 @@
 """Analytics: the seed's four reports (steps 12–15) and the numbers an operator asks next
 (p50/p95/p99 durations, error rate by class, throughput per time bucket).
 
+:func:`summary` is the one source of the headline figures (jobs submitted and finished in a
+window, by outcome, error rate, p95 duration): ``GET /v1/analytics/summary`` and the dashboard's
+overview cards both read it, so they always agree. A job is *finished* when it reached any
+terminal state (completed, partial, failed, cancelled): windows of finished jobs read
+``finished_at``, because ``completed_at`` stays NULL on failed and cancelled jobs.
+
 Differences from the seed's SQL, each for a reason:
 
 - *version-aware*: a workflow has ``workflow_steps`` rows per version, so the seed's
   ``total_steps`` (all rows of the workflow) over-counts; here it counts the steps of the
   version the job runs. Step performance is per versioned step row (with its version).
 - *bounded*: every report reads a time window (``since``, default the last 24 hours) through
-  an index on ``submitted_at`` / ``completed_at``, or a partial index of the queue; the job
+  an index on ``submitted_at`` / ``finished_at``, or a partial index of the queue; the job
   list is per status through ``(status, priority)`` with a LIMIT. Nothing counts the whole
   jobs table, so the reports stay fast with millions of jobs.
 - *tenant-scoped*, and shadow runs (``shadow_of``) are left out of the workflow figures.
@@ -32,6 +38,9 @@ STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "complet
 DEFAULT_WINDOW = timedelta(hours=24)
 SAMPLE_LIMIT = 50_000  # durations read for percentiles on SQLite (the newest of the window)
 BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
+SUMMARY_WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400}
+FINISHED = ("completed", "partial", "failed", "cancelled")
+SUCCEEDED = ("completed", "partial")
 
 
 def window_start(since: datetime | None) -> datetime:
@@ -99,7 +108,7 @@ SELECT wj.id, wj.job_code, wd.workflow_code, wd.workflow_name, wj.workflow_versi
        (SELECT COUNT(*) FROM workflow_steps ws WHERE ws.workflow_id = wj.workflow_id
           AND ws.version = COALESCE(wj.workflow_version, 1)) AS total_steps,
        wj.progress_percent, wj.priority, wj.submitted_by, wj.submitted_at, wj.started_at, wj.completed_at,
-       wj.error_class, wj.error_message
+       wj.finished_at, wj.error_class, wj.error_message
 FROM workflow_jobs wj JOIN workflow_definitions wd ON wj.workflow_id = wd.id
 WHERE wj.status = :status AND wj.tenant_id = :tenant {window}
 ORDER BY {order}
@@ -223,6 +232,58 @@ def workflows(conn: Connection, *, tenant_id: str, since: datetime | None = None
     return _rows(conn, sql, {"since": window_start(since), "t": tenant_id})
 
 
+# ------------------------------------------------------------------------------ summary
+_FINISHED_IN_WINDOW = "finished_at >= :since AND tenant_id = :t AND shadow_of IS NULL"
+
+
+def summary(conn: Connection, *, tenant_id: str, window_seconds: int,
+            now: datetime | None = None) -> dict[str, Any]:
+    """The headline figures of the last ``window_seconds`` (shadow runs left out).
+
+    ``submitted``: jobs submitted in the window; ``finished``: jobs that reached a terminal state
+    in it, split into ``completed``, ``partial``, ``failed`` and ``cancelled`` (they add up to
+    ``finished``); ``error_rate`` = failed / finished (0.0 when nothing finished);
+    ``p95_seconds``: the p95 run time (started → finished) of the jobs that succeeded (completed
+    or partial), None when none did. Each figure is one index range, on ``submitted_at`` or
+    ``finished_at``.
+    """
+    since = (now or utcnow()) - timedelta(seconds=window_seconds)
+    params: dict[str, Any] = {"since": since, "t": tenant_id}
+    counts = _finished_counts(conn, params)
+    finished = sum(counts.values())
+    return {"window_seconds": window_seconds, "submitted": _submitted_count(conn, params), "finished": finished,
+            **{status: counts.get(status, 0) for status in FINISHED},
+            "error_rate": counts.get("failed", 0) / finished if finished else 0.0,
+            "p95_seconds": _succeeded_p95(conn, params)}
+
+
+def _submitted_count(conn: Connection, params: dict[str, Any]) -> int:
+    sql = (f"SELECT COUNT(*) FROM {_jobs_by(conn, 'submitted_at')} "
+           "WHERE submitted_at >= :since AND tenant_id = :t AND shadow_of IS NULL")
+    return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+def _finished_counts(conn: Connection, params: dict[str, Any]) -> dict[str, int]:
+    sql = (f"SELECT status, COUNT(*) FROM {_jobs_by(conn, 'finished_at')} WHERE {_FINISHED_IN_WINDOW} "
+           f"AND status IN {FINISHED!r} GROUP BY status")
+    return {str(status): int(n) for status, n in conn.execute(sa.text(sql), params)}
+
+
+def _succeeded_p95(conn: Connection, params: dict[str, Any]) -> float | None:
+    """p95 of the run time of jobs that succeeded (exact on PostgreSQL; the newest
+    :data:`SAMPLE_LIMIT` on SQLite)."""
+    seconds = _seconds(conn, "finished_at", "started_at")
+    where = f"{_FINISHED_IN_WINDOW} AND status IN {SUCCEEDED!r} AND started_at IS NOT NULL"
+    if _pg(conn):
+        value = conn.execute(sa.text(f"SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY {seconds}) "
+                                     f"FROM workflow_jobs WHERE {where}"), params).scalar()
+        return float(value) if value is not None else None
+    sql = (f"SELECT {seconds} FROM {_jobs_by(conn, 'finished_at')} WHERE {where} "
+           f"ORDER BY finished_at DESC LIMIT {SAMPLE_LIMIT}")
+    values = [float(v) for (v,) in conn.execute(sa.text(sql), params) if v is not None]
+    return percentiles(values, (0.95,))["p95"]
+
+
 # ------------------------------------------------------------------------------ percentiles
 def percentiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, float | None]:
     """Linear-interpolated percentiles (as PostgreSQL's percentile_cont)."""
@@ -261,11 +322,11 @@ def durations(conn: Connection, *, tenant_id: str, since: datetime | None = None
     """p50/p95/p99 of job durations (seconds, per workflow) and step durations (ms, per action)."""
     start = window_start(since)
     params: dict[str, Any] = {"since": start, "t": tenant_id}
-    job_seconds = _seconds(conn, "wj.completed_at", "wj.started_at")
+    job_seconds = _seconds(conn, "wj.finished_at", "wj.started_at")
     jobs = _grouped_percentiles(
-        conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params, order_sql="wj.completed_at",
+        conn, value_sql=job_seconds, group_sql="wd.workflow_code", params=params, order_sql="wj.finished_at",
         from_sql="FROM workflow_jobs wj JOIN workflow_definitions wd ON wd.id = wj.workflow_id "
-                 "WHERE wj.completed_at >= :since AND wj.tenant_id = :t AND wj.started_at IS NOT NULL "
+                 "WHERE wj.finished_at >= :since AND wj.tenant_id = :t AND wj.started_at IS NOT NULL "
                  "AND wj.status IN ('completed', 'partial') AND wj.shadow_of IS NULL")
     step_ms = "COALESCE(se.duration_ms, se.duration_seconds * 1000)"
     steps_ = _grouped_percentiles(
@@ -281,8 +342,8 @@ def error_rates(conn: Connection, *, tenant_id: str, since: datetime | None = No
     """Finished jobs in the window, failures by error class with their share, step failures by action."""
     start = window_start(since)
     params: dict[str, Any] = {"since": start, "t": tenant_id}
-    finished = _rows(conn, f"SELECT status, error_class, COUNT(*) AS n FROM {_jobs_by(conn, 'completed_at')} "
-                           "WHERE completed_at >= :since AND tenant_id = :t GROUP BY status, error_class", params)
+    finished = _rows(conn, f"SELECT status, error_class, COUNT(*) AS n FROM {_jobs_by(conn, 'finished_at')} "
+                           "WHERE finished_at >= :since AND tenant_id = :t GROUP BY status, error_class", params)
     total = sum(r["n"] for r in finished)
     by_class: dict[str, int] = {}
     for r in finished:
@@ -320,12 +381,12 @@ def throughput(conn: Connection, *, tenant_id: str, since: datetime | None = Non
     params = {"since": start, "t": tenant_id, "b": size}
     sub_bucket = f"(({_epoch(conn, 'submitted_at')}) / :b) * :b" if not _pg(conn) else \
         f"FLOOR({_epoch(conn, 'submitted_at')} / :b) * :b"
-    fin_bucket = sub_bucket.replace("submitted_at", "completed_at")
+    fin_bucket = sub_bucket.replace("submitted_at", "finished_at")
     submitted = _rows(conn, f"SELECT {sub_bucket} AS bucket, COUNT(*) AS n FROM {_jobs_by(conn, 'submitted_at')} "
                             f"WHERE submitted_at >= :since AND tenant_id = :t GROUP BY 1 ORDER BY 1", params)
     finished = _rows(conn, f"SELECT {fin_bucket} AS bucket, status, COUNT(*) AS n "
-                           f"FROM {_jobs_by(conn, 'completed_at')} "
-                           f"WHERE completed_at >= :since AND tenant_id = :t GROUP BY 1, 2 ORDER BY 1", params)
+                           f"FROM {_jobs_by(conn, 'finished_at')} "
+                           f"WHERE finished_at >= :since AND tenant_id = :t GROUP BY 1, 2 ORDER BY 1", params)
     buckets: dict[int, dict[str, Any]] = {}
     for r in submitted:
         _bucket(buckets, r["bucket"])["submitted"] = r["n"]

@@ -136,7 +136,7 @@ workflow_jobs = Table(
     Column("current_step", Integer, server_default=text("0")),
     Column("progress_percent", Numeric(5, 2), server_default=text("0")),
     Column("started_at", DateTime),
-    Column("completed_at", DateTime),
+    Column("completed_at", DateTime),  # completed or partial only
     Column("error_message", Text),
     Column("retry_count", Integer, server_default=text("0")),
     Column("submitted_by", String(100)),
@@ -163,10 +163,12 @@ workflow_jobs = Table(
     Column("updated_at", DateTime),
     Column("shadow_of", Integer),
     Column("run_number", Integer, server_default=text("1")),
+    Column("finished_at", DateTime),  # any terminal state: completed, partial, failed, cancelled
     Index("ix_workflow_jobs_status_priority", "status", "priority"),
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),
     Index("ix_workflow_jobs_completed_at", "completed_at"),
+    Index("ix_workflow_jobs_finished_at", "finished_at"),
     Index("ix_workflow_jobs_submitted_at", "submitted_at"),
     Index("uq_workflow_jobs_idempotency", "tenant_id", "idempotency_key", unique=True),
 )

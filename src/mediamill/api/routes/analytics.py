@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import read_engine
-from mediamill.api.models import Items, Loose
+from mediamill.api.models import AnalyticsSummary, Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import InvalidInput
 from mediamill.store import analytics
@@ -35,6 +35,16 @@ def _since(value: str | None) -> datetime | None:
 def _run(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Any:
     with read_engine(request).connect() as conn:
         return fn(conn, **kwargs)
+
+
+@router.get("/summary", response_model=AnalyticsSummary)
+def summary(request: Request, caller: Caller = auth.Viewer,
+            window: Literal["1h", "6h", "24h", "7d"] = Query("24h", description="the last 1h, 6h, 24h or 7d"),
+            ) -> dict[str, Any]:
+    """Jobs submitted and finished in the window by outcome, error rate (failed / finished) and the p95
+    run time of successful jobs — the figures of the dashboard's overview."""
+    return _run(request, analytics.summary, tenant_id=caller.tenant_id,  # type: ignore[no-any-return]
+                window_seconds=analytics.SUMMARY_WINDOWS[window])
 
 
 @router.get("/job-status", response_model=Loose)
