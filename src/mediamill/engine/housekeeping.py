@@ -30,7 +30,7 @@ mq, wj = media_queue, workflow_jobs
 
 
 def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
-                         on_finish: Callable[[dict[str, Any], str, str], None] | None = None) -> int:
+                         on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None = None) -> int:
     """Re-queue jobs whose owner stopped heart-beating; dead-letter a job that did it ``max_rescues`` times."""
     rescued = 0
     with engine.begin() as conn:
@@ -45,7 +45,7 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
 
 
 def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
-                on_finish: Callable[[dict[str, Any], str, str], None] | None) -> int:
+                on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None) -> int:
     row = conn.execute(sa.select(*tx.CLAIM_FIELDS).where(wj.c.id == job_id)).mappings().first()
     if row is None:
         conn.execute(mq.delete().where(mq.c.job_id == job_id))
@@ -69,7 +69,7 @@ def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: i
                                           else "cancelled by request"))
         accepted = tx.finish_jobs(conn, None, [finish])
         if accepted and on_finish:
-            on_finish(job, finish.status, code)
+            on_finish(job, finish.status, code, finish.error_class)
         return 1
     return int(tx.requeue(conn, job=job, worker_id=None, delay=0, reason="rescued", count_retry=False,
                           event={"reason": reason, "rescues": rescues}))

@@ -588,7 +588,7 @@ class JobRunner:
         log.info("job %s: %s%s", self.job["job_code"], status if accepted else f"{status} refused (claim lost)",
                  f" ({klass}: {message})" if klass else "")
         if accepted:
-            self.w.job_finished(self.job, status, self.d.code)
+            self.w.job_finished(self.job, status, self.d.code, klass)
 
     # ------------------------------------------------------------------ small records
     def _record_skip(self, i: int, reason: str | None) -> None:

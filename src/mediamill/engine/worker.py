@@ -268,11 +268,15 @@ class Worker:
         elif queue:
             wakeup.broadcast_sqlite(self.engine)
 
-    def job_finished(self, job: dict[str, Any], status: str, workflow_code: str) -> None:
+    def job_finished(self, job: dict[str, Any], status: str, workflow_code: str,
+                     error_class: str | None = None) -> None:
+        """Count a job whose terminal state was committed (every failed job was also dead-lettered)."""
         self.jobs_done += 1
         started = job.get("started_at")
         telemetry.emit("job.finished", workflow=workflow_code, status=status, job_id=job["id"],
                        duration_s=(utcnow() - started).total_seconds() if started else None)
+        if status == "failed":
+            telemetry.emit("job.dead_lettered", workflow=workflow_code, error_class=error_class, job_id=job["id"])
 
     # ================================================================== batched writer
     def _write_loop(self) -> None:
@@ -305,7 +309,7 @@ class Worker:
         ok = set(accepted)
         for f in finishes:
             if f.job["id"] in ok:
-                self.job_finished(f.job, f.status, f.workflow_code)
+                self.job_finished(f.job, f.status, f.workflow_code, f.error_class)
         for r in requeued:
             self.wake_later(r.queue, r.delay)
         written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]

@@ -3,6 +3,7 @@
 Every query here reads a small table (workers, breakers, queues, alerts) or a
 partial index (``media_queue`` where status is queued/processing, open dead letters, pending
 notifications) — never a scan of the job history — so a scrape stays cheap with millions of jobs.
+Every queue of an active workflow is exported even when idle: 0, rather than no series at all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mediamill.store import tables as t
 from mediamill.store.timeutil import utcnow
 
 BREAKER_STATES = ("closed", "half_open", "open")
+QUEUE_STATES = ("queued", "delayed", "processing")
 
 
 class DbGaugeCollector(Collector):
@@ -72,6 +74,10 @@ def collect_db_gauges(conn: Connection, *, live_seconds: float) -> list[GaugeMet
 
 
 def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
+    """Depth by state and oldest wait of every queue that has entries or serves an active workflow.
+
+    An idle queue exports 0 for each state, not nothing: a stat panel then shows 0, not "No data".
+    """
     mq = t.media_queue
     due = sa.or_(mq.c.scheduled_time.is_(None), mq.c.scheduled_time <= now)
     state = sa.case((mq.c.status == "processing", "processing"), (due, "queued"), else_="delayed")
@@ -86,24 +92,33 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
         .where(mq.c.status == "queued", due)
         .group_by(mq.c.queue_name)
     ).all()
+    counts = {(queue or "default", st): int(n) for queue, st, n in depth_rows}
+    queues = active_queues(conn) | {q for q, _ in counts}
     depth = GaugeMetricFamily("mediamill_queue_depth", "Entries in a queue by state (queued = due now)",
                               labels=["queue", "state"])
-    seen: set[str] = set()
-    for queue, st, n in depth_rows:
-        depth.add_metric([queue or "default", st], n)
-        seen.add(queue or "default")
+    for queue in sorted(queues):
+        for st in QUEUE_STATES:
+            depth.add_metric([queue, st], counts.get((queue, st), 0))
     wait = GaugeMetricFamily("mediamill_queue_oldest_wait_seconds",
                              "Seconds the oldest due entry of a queue has waited", labels=["queue"])
     waited = {q or "default": max((now - ts).total_seconds(), 0.0) for q, ts in oldest_rows if ts}
-    for queue in sorted(seen | set(waited)):
+    for queue in sorted(queues | set(waited)):
         wait.add_metric([queue], waited.get(queue, 0.0))
     return [depth, wait]
 
 
+def active_queues(conn: Connection) -> set[str]:
+    """The queues of the active workflows (a small table)."""
+    wd = t.workflow_definitions
+    rows = conn.execute(sa.select(wd.c.queue_name).where(wd.c.is_active.is_not(False)).distinct())
+    return {queue or "default" for (queue,) in rows}
+
+
 def _paused_gauge(conn: Connection) -> GaugeMetricFamily:
     g = GaugeMetricFamily("mediamill_queue_paused", "1 when a queue is paused", labels=["queue"])
-    for name, paused in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused)):
-        g.add_metric([name], 1 if paused else 0)
+    paused = {str(name): bool(p) for name, p in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused))}
+    for name in sorted(active_queues(conn) | set(paused)):
+        g.add_metric([name], 1 if paused.get(name) else 0)
     return g
 
 
