@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from mediamill.engine import operations as ops
+from mediamill.notify import dispatcher
 from mediamill.runtime import Runtime
-from mediamill.store.tables import job_events, workflow_notifications
+from mediamill.store.tables import job_events, notification_channels, workflow_notifications
 from tests.engine.conftest import workflow
 from tests.helpers import wait_until
 
@@ -58,3 +59,38 @@ def test_operator_reset(rt: Runtime, submit, workers) -> None:
     wait_until(lambda: _state(rt, "fail") == "open")
     ops.reset_breaker(rt.engine, "fail")
     assert _state(rt, "fail") == "closed"
+
+
+def test_breaker_events_reach_the_tenants_whose_jobs_wait_on_it(rt: Runtime, submit, workers) -> None:
+    workflow(rt, "WF-DOWN", [{"name": "call", "action": "fail", "params": {"error_class": "transient"}}])
+    workflow(rt, "WF-LATER", [{"name": "call", "action": "fail", "params": {"times": 0}}], queue="later")
+    workflow(rt, "WF-OTHER", [{"name": "other", "action": "noop"}], queue="later")
+    channels = {}
+    with rt.engine.begin() as conn:
+        for name, tenant, events in (("default-all", "default", None), ("default-jobs", "default", ["job.*"]),
+                                     ("beta-all", "beta", None), ("beta-breakers", "beta", ["breaker.*"]),
+                                     ("gamma-all", "gamma", None)):
+            channels[name] = conn.execute(notification_channels.insert().values(
+                tenant_id=tenant, kind="webhook", name=name, config={"url": f"http://127.0.0.1:9/{name}"},
+                events=events, enabled=True).returning(notification_channels.c.id)).scalar_one()
+    submit("WF-LATER", tenant_id="beta")  # waits (no worker serves "later") to run the action
+    submit("WF-OTHER", tenant_id="gamma")  # waits too, but never runs the action
+    failing = [submit("WF-DOWN") for _ in range(3)]
+    workers({"q": 1})
+    wait_until(lambda: all(ops.get_job(rt.engine, j.id)["status"] == "failed" for j in failing))
+    wait_until(lambda: _state(rt, "fail") == "open", message="breaker opened")
+    ops.reset_breaker(rt.engine, "fail")
+    wn = workflow_notifications
+    with rt.engine.begin() as conn:
+        events = conn.execute(sa.select(wn.c.event_type, wn.c.tenant_id).where(
+            wn.c.event_type.like("breaker.%"), wn.c.channel.is_(None)).order_by(wn.c.id)).all()
+        while dispatcher.expand_events(conn, rt.settings):
+            pass
+        deliveries = conn.execute(sa.select(wn.c.event_type, wn.c.channel_id).where(
+            wn.c.event_type.like("breaker.%"), wn.c.channel.is_not(None))).all()
+    assert sorted(events) == [("breaker.closed", "beta"), ("breaker.closed", "default"),
+                              ("breaker.opened", "beta"), ("breaker.opened", "default")]
+    expected = {channels["default-all"], channels["beta-all"], channels["beta-breakers"]}
+    for kind in ("breaker.opened", "breaker.closed"):
+        assert {c for t, c in deliveries if t == kind} == expected
+    assert len(deliveries) == 2 * len(expected)

@@ -3,6 +3,11 @@
 Only failures of classes that are the step's fault count (transient, internal); a corrupt
 upload never opens a breaker. While a breaker is open, jobs reaching the action wait in the
 queue until the next probe time — they do not fail.
+
+``breaker.opened`` / ``breaker.closed`` are notified to every tenant whose jobs wait on the
+breaker: tenants with live jobs whose workflow uses the action, and tenants whose jobs ran the
+action while the breaker was deciding (its failure window, or since it opened) — one event per
+tenant, delivered to that tenant's channels that accept it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +25,7 @@ from mediamill import telemetry
 from mediamill.errors import BREAKER_CLASSES
 from mediamill.store import outbox
 from mediamill.store.tables import circuit_breakers as cb
-from mediamill.store.tables import job_events
+from mediamill.store.tables import job_events, media_queue, workflow_jobs, workflow_steps
 from mediamill.store.tables import step_executions as se
 from mediamill.store.timeutil import utcnow
 
@@ -43,15 +48,34 @@ class Gate:
     wait_seconds: float = 0.0
 
 
-def _log(conn: Connection, action: str, state: str, data: dict[str, Any]) -> None:
+def _log(conn: Connection, action: str, state: str, data: dict[str, Any], *,
+         since: datetime | None = None) -> None:
+    """Record a transition; an opening or closing is also notified to the tenants it concerns
+    (those with jobs that ran the action since ``since``, or wait to run it)."""
     conn.execute(job_events.insert().values(job_id=None, tenant_id="system", event_type="breaker",
                                             step_name=action, data={"action": action, "state": state, **data},
                                             created_at=utcnow()))
     if state in ("open", "closed"):
-        outbox.add_event(conn, event_type=f"breaker.{'opened' if state == 'open' else 'closed'}",
-                         tenant_id="system", payload={"action": action, "state": state, **data},
-                         subject=f"Circuit breaker {action} {'opened' if state == 'open' else 'closed'}")
+        verb = "opened" if state == "open" else "closed"
+        outbox.add_events(conn, [outbox.event_row(event_type=f"breaker.{verb}", tenant_id=tenant,
+                                                  payload={"action": action, "state": state, **data},
+                                                  subject=f"Circuit breaker {action} {verb}")
+                                 for tenant in waiting_tenants(conn, action, since=since or utcnow())])
     telemetry.emit("breaker.state", action=action, state=state)
+
+
+def waiting_tenants(conn: Connection, action: str, *, since: datetime) -> list[str]:
+    """Tenants whose jobs wait on ``action``: live jobs (in the queue) whose workflow version has a step
+    running it, and jobs that ran it since ``since``. Reads the live queue and one index range."""
+    wj, ws, mq = workflow_jobs, workflow_steps, media_queue
+    live = (sa.select(wj.c.tenant_id)
+            .select_from(mq.join(wj, wj.c.id == mq.c.job_id)
+                         .join(ws, sa.and_(ws.c.workflow_id == wj.c.workflow_id,
+                                           ws.c.version == sa.func.coalesce(wj.c.workflow_version, 1))))
+            .where(mq.c.status.in_(("queued", "processing")), ws.c.action == action))
+    ran = (sa.select(wj.c.tenant_id).select_from(se.join(wj, wj.c.id == se.c.job_id))
+           .where(se.c.action == action, se.c.completed_at >= since))
+    return sorted({str(t or "default") for t in conn.execute(sa.union(live, ran)).scalars()})
 
 
 class Breakers:
@@ -107,11 +131,14 @@ class Breakers:
         if not probe and action not in self._states():
             return
         with self.engine.begin() as conn:
+            opened = _opened_at(conn, action)
             res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
                                .values(state="closed", failure_count=0, success_count=0, opened_at=None,
                                        next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
             if res.rowcount == 1:
-                _log(conn, action, "closed", {"reason": "probe succeeded"})
+                # the tenants told it opened: whoever ran the action from its failure window on
+                since = opened - timedelta(seconds=self.config.window_seconds) if opened else None
+                _log(conn, action, "closed", {"reason": "probe succeeded"}, since=since)
         self.invalidate()
 
     def record_failure(self, action: str, error_class: str, probe: bool, message: str = "") -> None:
@@ -152,7 +179,8 @@ class Breakers:
             conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "closed").values(**values))
         else:
             return
-        _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:300]})
+        _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:300]},
+             since=now - timedelta(seconds=self.config.window_seconds))
 
     def _reopen(self, action: str, message: str, immediate: bool = False) -> None:
         now = utcnow()
@@ -166,10 +194,18 @@ class Breakers:
         self.invalidate()
 
 
-def reset_breaker(conn: Connection, action: str) -> bool:
+def _opened_at(conn: Connection, action: str) -> datetime | None:
+    return conn.execute(sa.select(cb.c.opened_at).where(cb.c.action == action)).scalar()
+
+
+def reset_breaker(conn: Connection, action: str, *, window_seconds: float = BreakerConfig.window_seconds) -> bool:
+    """Close a breaker by hand (notified like a closing probe: to the tenants that ran the action from
+    ``window_seconds`` before it opened on, and those waiting)."""
+    opened = _opened_at(conn, action)
     res = conn.execute(cb.update().where(cb.c.action == action)
                        .values(state="closed", failure_count=0, success_count=0, opened_at=None,
                                next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
     if res.rowcount:
-        _log(conn, action, "closed", {"reason": "reset by operator"})
+        since = opened - timedelta(seconds=window_seconds) if opened else None
+        _log(conn, action, "closed", {"reason": "reset by operator"}, since=since)
     return bool(res.rowcount)

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -90,6 +91,7 @@ def expand_events(conn: Connection, settings: Settings, *, limit: int = 100) -> 
     events = [dict(r) for r in conn.execute(query).mappings()]
     now = utcnow()
     for event in events:
+        event["payload"] = with_download_urls(event["payload"], settings)
         ctx = event_context(conn, event, settings)
         targets = targets_for(conn, event)
         rows = [_delivery_row(event, t, ctx, now) for t in targets]
@@ -99,6 +101,28 @@ def expand_events(conn: Connection, settings: Settings, *, limit: int = 100) -> 
             status=EXPANDED, sent_at=now, attempts=len(rows), next_attempt_at=None,
             error_message=None if rows else "no matching channel"))
     return len(events)
+
+
+def api_base(settings: Settings) -> str:
+    """Where receivers reach the API: ``MEDIAMILL_PUBLIC_URL``, else the address ``serve`` listens on."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+
+
+def with_download_urls(envelope: dict[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """A job event's envelope whose outputs each carry ``url``: the API download of that output
+    (``GET /v1/jobs/{id}/outputs/{name}``, with an API key of the job's tenant)."""
+    envelope = dict(envelope or {})
+    data = envelope.get("data")
+    if not isinstance(data, dict) or not data.get("outputs") or data.get("job_id") is None:
+        return envelope
+    root = f"{api_base(settings)}/v1/jobs/{data['job_id']}/outputs"
+    outputs = [{**o, "url": f"{root}/{quote(str(o['name']), safe='/')}"} if isinstance(o, dict) and o.get("name")
+               else o for o in data["outputs"]]
+    envelope["data"] = {**data, "outputs": outputs}
+    return envelope
 
 
 def targets_for(conn: Connection, event: dict[str, Any]) -> list[Target]:

@@ -45,7 +45,8 @@ JOB_DATA_SCHEMA: dict[str, Any] = {
         "outputs": {"type": "array", "items": {
             "type": "object", "required": ["name"],
             "properties": {"name": {"type": "string"}, "mime_type": _NULLABLE_STR,
-                           "bytes": {"type": ["integer", "null"]}}}},
+                           "bytes": {"type": ["integer", "null"]},
+                           "url": {"type": "string", "description": "download (GET, with an API key)"}}}},
         "metadata": {"type": ["object", "null"]},
         "notify": {"type": ["object", "null"], "properties": {
             "webhook": _NULLABLE_STR, "email": _NULLABLE_STR}},
