@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
-STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "completed", "cancelled")  # the jobs page
+STATUS_ORDER = ("failed", "processing", "queued", "pending", "partial", "completed", "cancelled")  # /jobs?order=status
 
 SEED_JOBS = """
 INSERT INTO workflow_jobs (id, job_code, workflow_id, workflow_version, queue_name, priority, status, current_step,
@@ -218,12 +218,13 @@ def pages(engine: sa.Engine, client: httpx.Client) -> list[str]:
         job_id = conn.execute(sa.text("SELECT job_id FROM step_executions WHERE id = :i"), {"i": job_id}).scalar()
         middle = int(conn.execute(sa.text("SELECT max(id) FROM workflow_jobs")).scalar_one()) // 2
         code = conn.execute(sa.text("SELECT job_code FROM workflow_jobs WHERE id = :i"), {"i": middle}).scalar()
-    deep = "/jobs"
-    for _ in range(20):  # page 21 of the seed ordering: a keyset cursor deep into "completed"
+    deep = "/jobs?order=status"
+    for _ in range(20):  # page 21 of the by-status ordering: a keyset cursor deep into "completed"
         nxt = re.search(r'<a rel="next" href="([^"]+)"', client.get(deep).text)
         deep = nxt.group(1).replace("&amp;", "&") if nxt else deep
-    completed = f"/jobs?after={STATUS_ORDER.index('completed')}.5.{middle}"  # half-way through "completed"
-    return ["/", "/?window=7d", "/jobs", deep, completed, "/jobs?status=completed", "/jobs?workflow=WF-IMAGE-PROCESS",
+    completed = f"/jobs?order=status&after={STATUS_ORDER.index('completed')}.5.{middle}"  # half-way through
+    return ["/", "/?window=7d", "/jobs", f"/jobs?after={middle}", deep, completed, "/jobs?status=completed",
+            "/jobs?workflow=WF-IMAGE-PROCESS",
             f"/jobs?q={code}", "/jobs?q=ABC", f"/jobs/{job_id}", "/upload", "/queues", "/steps", "/steps?window=7d",
             "/workflows", "/workflows?window=7d", "/workflows/WF-VIDEO-TRANSCODE", "/dead-letters", "/breakers",
             "/workers", "/notifications", "/alerts"]

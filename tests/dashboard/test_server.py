@@ -7,6 +7,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -88,16 +89,74 @@ def _expected_order(rt: Runtime) -> list[int]:
     return [r[0] for r in sorted(rows, key=lambda r: (rank[r[1]], -r[2], -r[0]))]
 
 
-def test_jobs_follow_the_seed_order_across_keyset_pages(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:
-    login(client, seeded[1].viewer)
+def _all_pages(client: TestClient, url: str | None) -> list[int]:
     seen: list[int] = []
-    url: str | None = "/jobs"
     while url:
         html = client.get(url).text
         seen += [int(i) for i in re.findall(r'<tr data-job="(\d+)"', html)]
         nxt = re.search(r'<a rel="next" href="([^"]+)"', html)
         url = nxt.group(1).replace("&amp;", "&") if nxt else None
-    assert seen == _expected_order(seeded[0])
+    return seen
+
+
+def test_jobs_by_status_follow_the_seed_order_across_keyset_pages(client: TestClient,
+                                                                   seeded: tuple[Runtime, Keys]) -> None:
+    login(client, seeded[1].viewer)
+    assert _all_pages(client, "/jobs?order=status") == _expected_order(seeded[0])
+
+
+def test_jobs_list_defaults_to_newest_first(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:
+    login(client, seeded[1].viewer)
+    with seeded[0].engine.connect() as conn:
+        ids = sorted(conn.execute(sa.select(workflow_jobs.c.id)).scalars(), reverse=True)
+        failed = sorted(conn.execute(sa.select(workflow_jobs.c.id).where(workflow_jobs.c.status == "failed"))
+                        .scalars(), reverse=True)
+    assert _all_pages(client, "/jobs") == ids
+    assert _all_pages(client, "/jobs?status=failed") == failed
+    html = client.get("/jobs").text
+    assert '<option value="newest" selected>Newest first</option>' in html
+    assert "seed order" not in html.lower()
+    assert "seed's" not in client.get("/steps").text.lower()
+
+
+def test_failed_jobs_say_how_long_they_ran(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:
+    login(client, seeded[1].viewer)
+    with seeded[0].engine.connect() as conn:
+        job_id = conn.execute(sa.select(sa.func.max(workflow_jobs.c.id)).where(workflow_jobs.c.status == "failed",
+                                                                               workflow_jobs.c.started_at.is_not(None))
+                              ).scalar_one()
+    page = client.get(f"/jobs/{job_id}").text
+    duration = re.search(r'<div id="job-duration">(.*?)</div>', page, re.S).group(1)  # type: ignore[union-attr]
+    assert "failed after" in duration and "running since" not in page
+    rows = client.get("/jobs?status=failed").text.split("<tbody>")[1]
+    cells = re.findall(r'<td class="duration">(.*?)</td>', rows)
+    assert cells and all(c.startswith("failed after ") for c in cells)
+
+
+def test_overview_cards_are_the_summary(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:
+    login(client, seeded[1].viewer)
+    for window in ("1h", "24h", "7d"):
+        html = client.get(f"/?window={window}").text
+        summary = client.get(f"/v1/analytics/summary?window={window}",
+                             headers={"Authorization": f"Bearer {seeded[1].viewer}"}).json()
+        for name in ("failed", "finished", "submitted"):
+            shown = re.search(rf'data-figure="{name}">([^<]+)<', html).group(1)  # type: ignore[union-attr]
+            assert shown == f"{summary[name]:,}", (window, name)
+        rate = re.search(r'data-figure="error_rate" data-value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        assert float(rate) == summary["error_rate"]
+    assert summary["failed"] > 0 and summary["error_rate"] > 0  # the seed has failures in the last 7 days
+
+
+def test_a_dead_worker_is_lost_not_running(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:
+    from mediamill.store.tables import workers
+    from mediamill.store.timeutil import utcnow
+
+    with seeded[0].engine.begin() as conn:  # killed: its last word was "running", an hour ago
+        conn.execute(workers.insert().values(id="killed-worker", hostname="h", pid=1, pools={"dash": 1},
+                                             status="running", heartbeat_at=utcnow() - timedelta(hours=1)))
+    login(client, seeded[1].viewer)
+    row = re.search(r'<tr data-worker="killed-worker".*?</tr>', client.get("/workers").text, re.S).group(0)  # type: ignore[union-attr]
+    assert 'data-state="lost"' in row and ">lost<" in row and "running" not in row.replace("running_jobs", "")
 
 
 def test_search_by_job_code_and_filters(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:

@@ -353,7 +353,7 @@ def workers(json_: bool = JSON, all_: bool = typer.Option(False, "--all", help="
     if json_:
         print_json(rows)
     else:
-        print_table(rows, ["id", "hostname", "pid", "pools", "status", "heartbeat_at", "running_jobs", "jobs_done"])
+        print_table(rows, ["id", "hostname", "pid", "pools", "state", "heartbeat_at", "running_jobs", "jobs_done"])
 
 
 def register(app: typer.Typer) -> None:

@@ -14,10 +14,13 @@ from mediamill.errors import NotFound
 from mediamill.notify import alerting
 from mediamill.store import analytics, workflow_repo
 from mediamill.store.analytics import STATUS_ORDER
+from mediamill.store.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)
 PAGE = Depends(page)
 FINAL = frozenset({"completed", "failed", "partial", "cancelled"})
+#: Orders of the jobs list (the first is the default).
+ORDERS = {"newest": "Newest first", "status": "Failed first, then running, waiting, finished (by priority)"}
 
 
 def _window(value: str) -> tuple[str, float, int]:
@@ -68,20 +71,45 @@ def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:
 def jobs(pg: Page = PAGE, status: str | None = Query(None, max_length=20),
          workflow: str | None = Query(None, max_length=50), queue: str | None = Query(None, max_length=50),
          search: str | None = Query(None, alias="q", max_length=60),
+         order: str = Query("newest", max_length=10),
          after: str | None = Query(None, max_length=60)) -> HTMLResponse:
-    """The seed's ordering (failed, processing, queued, pending, completed; then priority), keyset-paged."""
+    """Jobs newest first, or by status (failed first, then running, waiting, finished; then priority),
+    keyset-paged either way."""
     status = status if status in STATUS_ORDER else None
+    order = order if order in ORDERS else "newest"
     with pg.engine.connect() as conn:
         codes = q.workflow_codes(conn, pg.caller.tenant_id)
         f = q.JobFilter(pg.caller.tenant_id, status, _workflow_id(codes, workflow), queue or None, search or None)
-        rows, cursor = q.job_page(conn, f, q.Cursor.parse(after))
+        rows, next_after = _job_rows(conn, f, order, after)
         live, total = q.live_counts(conn, pg.caller.tenant_id), q.estimated_jobs(conn)
     for r in rows:
         r["workflow_code"] = codes.get(r["workflow_id"], "?")
-    params = {"status": status, "workflow": workflow, "queue": queue, "q": search}
+        r["duration_seconds"] = _run_seconds(r)
+    params = {"status": status, "workflow": workflow, "queue": queue, "q": search,
+              "order": None if order == "newest" else order}
     queues = sorted({x["name"] for x in ops.queue_stats(pg.engine)})
-    return render(pg, "jobs.html", "jobs", "Jobs", rows=rows, cursor=cursor, params=params, after=after,
-                  statuses=STATUS_ORDER, codes=sorted(codes.values()), queues=queues, live=live, total=total)
+    return render(pg, "jobs.html", "jobs", "Jobs", rows=rows, next_after=next_after, params=params, after=after,
+                  order=order, orders=ORDERS, statuses=STATUS_ORDER, codes=sorted(codes.values()), queues=queues,
+                  live=live, total=total)
+
+
+def _job_rows(conn: Any, f: q.JobFilter, order: str, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of jobs in ``order`` and the ``after`` value of the next page."""
+    if order == "status":
+        rows, cursor = q.job_page(conn, f, q.Cursor.parse(after))
+        return rows, str(cursor) if cursor else None
+    before = int(after) if after and after.isdigit() else None
+    rows, next_before = q.newest_page(conn, f, before)
+    return rows, str(next_before) if next_before else None
+
+
+def _run_seconds(job: dict[str, Any]) -> float | None:
+    """How long a job ran: until it finished, or until now while it runs (None before it started)."""
+    started = to_datetime(job.get("started_at"))
+    if started is None:
+        return None
+    end = to_datetime(job.get("finished_at")) or (utcnow() if job.get("status") == "processing" else None)
+    return (end - started).total_seconds() if end else None
 
 
 def _preview(output: dict[str, Any]) -> str:

@@ -63,7 +63,7 @@ def workflow_codes(conn: Connection, tenant_id: str) -> dict[int, str]:
 # ----------------------------------------------------------------------------- jobs list
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page of the seed ordering ends: (status rank, priority, id)."""
+    """Where a page of the by-status ordering ends: (status rank, priority, id)."""
 
     rank: int
     priority: int
@@ -114,8 +114,8 @@ def _filtered(f: JobFilter) -> Any:
 
 def job_page(conn: Connection, f: JobFilter, after: Cursor | None, limit: int = 50
              ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """One page in the seed's order — failed, processing, queued, pending, (partial), completed,
-    (cancelled), then priority (high first), then newest — read (status, priority) group by group,
+    """One page by status — failed, processing, queued, pending, partial, completed, cancelled
+    (the seed's order), then priority (high first), then newest — read (status, priority) group by group,
     each an index range, so a page costs the same on page 1 and page 10,000."""
     if f.search:
         return search_jobs(conn, f, limit), None
@@ -134,6 +134,21 @@ def job_page(conn: Connection, f: JobFilter, after: Cursor | None, limit: int = 
                 last = rows[limit - 1]
                 return rows[:limit], Cursor(last["_rank"], int(last["priority"]), int(last["id"]))
     return rows, None
+
+
+def newest_page(conn: Connection, f: JobFilter, before: int | None, limit: int = 50
+                ) -> tuple[list[dict[str, Any]], int | None]:
+    """One page newest first (keyset on the id, through ``(tenant_id, id)``); returns the rows and the id
+    the next page starts below (None on the last page)."""
+    if f.search:
+        return search_jobs(conn, f, limit), None
+    q = _filtered(f)
+    if f.status:
+        q = q.where(wj.c.status == f.status)
+    if before is not None:
+        q = q.where(wj.c.id < before)
+    rows = [dict(r) for r in conn.execute(q.order_by(wj.c.id.desc()).limit(limit + 1)).mappings()]
+    return rows[:limit], (int(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
 
 def search_jobs(conn: Connection, f: JobFilter, limit: int) -> list[dict[str, Any]]:

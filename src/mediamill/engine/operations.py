@@ -253,6 +253,9 @@ def queue_stats(engine: Engine) -> list[dict[str, Any]]:
 
 
 def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90) -> list[dict[str, Any]]:
+    """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while they heart-beat, ``stopped``
+    when they said goodbye, ``lost`` when their heartbeat stopped without one (killed, host gone) —
+    ``status`` is only what the worker last wrote, which a dead worker never corrects."""
     with engine.connect() as conn:
         q = sa.select(workers).order_by(workers.c.started_at.desc())
         rows = [dict(r) for r in conn.execute(q).mappings()]
@@ -264,8 +267,15 @@ def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds:
         alive = r["status"] != "stopped" and r["heartbeat_at"] is not None and \
             (now - _dt(r["heartbeat_at"])).total_seconds() < live_seconds
         if alive or include_stopped:
-            out.append(_jsonable({**r, "alive": alive, "running_jobs": busy.get(r["id"], 0)}))
+            out.append(_jsonable({**r, "alive": alive, "state": _worker_state(r["status"], alive),
+                                  "running_jobs": busy.get(r["id"], 0)}))
     return out
+
+
+def _worker_state(status: str | None, alive: bool) -> str:
+    if alive:
+        return "stopping" if status == "stopping" else "live"
+    return "stopped" if status == "stopped" else "lost"
 
 
 def live_workers_serving(engine: Engine, queue: str) -> list[str]:

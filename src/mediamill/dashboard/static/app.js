@@ -54,9 +54,20 @@
     setTimeout(() => el.remove(), kind === "error" ? 8000 : 3500);
   };
 
+  /* The pill shows only while the page follows a stream: "live", "reconnecting…", or "disconnected"
+   * when the stream failed for good. "idle" (no stream, or one that ended on purpose) hides it. */
+  const LIVE_TEXT = { on: "live", retrying: "reconnecting…", off: "disconnected" };
+  const LIVE_TITLE = { on: "Live updates", retrying: "Live updates: reconnecting",
+                       off: "Live updates stopped: reload the page" };
   MM.setLive = function setLive(state) {
     const el = document.getElementById("live-state");
-    if (el) el.dataset.state = state;
+    if (!el) return;
+    el.dataset.state = state;
+    el.hidden = !(state in LIVE_TEXT);
+    if (state in LIVE_TEXT) {
+      el.textContent = LIVE_TEXT[state];
+      el.title = LIVE_TITLE[state];
+    }
   };
 
   // ---------------------------------------------------------------- relative times

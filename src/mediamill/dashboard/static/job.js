@@ -68,7 +68,7 @@
       const final = e.type === "status" && FINAL.includes((e.data || {}).status);
       if (final) {
         es.close();  // the stream ends after the final status; do not let EventSource reconnect
-        MM.setLive("off");
+        MM.setLive("idle");  // the job is final: nothing more to follow
         job.dataset.final = "true";
       }
       if (refresher) refresher.schedule(final ? 0 : 300);
