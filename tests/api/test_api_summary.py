@@ -94,6 +94,8 @@ def test_summary_counts_every_outcome_and_reads_finished_at(runtime: Runtime) ->
         assert detail["status"] == "failed" and detail["finished_at"] and detail["completed_at"] is None
         done = client.get(f"/v1/jobs/{ok[0]}", headers=Keys.h(keys.viewer)).json()
         assert done["finished_at"] == done["completed_at"] is not None
+        listed = client.get("/v1/jobs?status=failed,cancelled", headers=Keys.h(keys.viewer)).json()["items"]
+        assert len(listed) == 4 and all(j["finished_at"] for j in listed)
 
         for job_id, seconds in zip((*ok, partial), (10.0, 20.0, 30.0), strict=True):
             _set_run_time(rt, job_id, seconds)  # known run times: p95 = 20 + 0.9 * (30 - 20)

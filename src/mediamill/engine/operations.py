@@ -331,7 +331,8 @@ def list_jobs(engine: Engine, *, tenant_id: str | None = None, status: str | Non
     """Jobs, newest first, keyset-paged by id (``before_id``)."""
     q = sa.select(wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                   wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
-                  wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename, wj.c.tenant_id,
+                  wj.c.finished_at, wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename,
+                  wj.c.tenant_id,
                   workflow_definitions.c.workflow_code).select_from(
         wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id))
     conds = []
