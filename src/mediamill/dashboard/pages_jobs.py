@@ -98,7 +98,7 @@ def _job_rows(conn: Any, f: q.JobFilter, order: str, after: str | None) -> tuple
     if order == "status":
         rows, cursor = q.job_page(conn, f, q.Cursor.parse(after))
         return rows, str(cursor) if cursor else None
-    before = int(after) if after and after.isdigit() else None
+    before = min(int(after), 2**62) if after and after.isdigit() else None
     rows, next_before = q.newest_page(conn, f, before)
     return rows, str(next_before) if next_before else None
 
