@@ -106,7 +106,8 @@ def _facts(envelope: dict[str, Any], ctx: EventContext) -> list[tuple[str, str]]
         if data.get("error_class"):
             facts.append(("Error", f"{data.get('error_class')}: {data.get('error_message') or ''}"))
         for out in data.get("outputs") or []:
-            facts.append(("Output", f"{out.get('name')} ({out.get('mime_type')}, {out.get('bytes')} bytes)"))
+            where = f" {out['url']}" if out.get("url") else ""
+            facts.append(("Output", f"{out.get('name')} ({out.get('mime_type')}, {out.get('bytes')} bytes){where}"))
         return facts
     if envelope.get("type", "").startswith("alert."):
         facts = [("Rule", str(data.get("rule"))), ("Severity", str(data.get("severity"))),
