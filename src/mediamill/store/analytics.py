@@ -41,6 +41,8 @@ BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400
 SUMMARY_WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400}
 FINISHED = ("completed", "partial", "failed", "cancelled")
 SUCCEEDED = ("completed", "partial")
+P95_EXACT_LIMIT = 40_000  # successful jobs in a window above which PostgreSQL estimates their p95 from a sample
+P95_SAMPLE_TARGET = 5_000  # rows such a sample aims at
 
 
 def window_start(since: datetime | None) -> datetime:
@@ -244,8 +246,9 @@ def summary(conn: Connection, *, tenant_id: str, window_seconds: int,
     in it, split into ``completed``, ``partial``, ``failed`` and ``cancelled`` (they add up to
     ``finished``); ``error_rate`` = failed / finished (0.0 when nothing finished);
     ``p95_seconds``: the p95 run time (started → finished) of the jobs that succeeded (completed
-    or partial), None when none did. Each figure is one index range, on ``submitted_at`` or
-    ``finished_at``.
+    or partial), None when none did — estimated from a sample when more than
+    :data:`P95_EXACT_LIMIT` did (PostgreSQL). The counts are exact: index ranges on
+    ``submitted_at`` and the covering ``finished_at`` index.
     """
     since = (now or utcnow()) - timedelta(seconds=window_seconds)
     params: dict[str, Any] = {"since": since, "t": tenant_id}
@@ -263,15 +266,23 @@ def _submitted_count(conn: Connection, params: dict[str, Any]) -> int:
 
 
 def _finished_figures_pg(conn: Connection, params: dict[str, Any]) -> tuple[dict[str, int], float | None]:
-    """Jobs finished per final status and the exact p95 run time of the successful ones: one pass."""
+    """Jobs finished per final status — exact, from the covering ``finished_at`` index — and the p95 run time
+    of the successful ones: exact up to :data:`P95_EXACT_LIMIT` of them, above that estimated from a
+    repeatable block sample of about :data:`P95_SAMPLE_TARGET` (a p95 does not need 200,000 rows sorted)."""
+    counts = {str(status): int(n) for status, n in conn.execute(sa.text(
+        f"SELECT status, COUNT(*) FROM workflow_jobs WHERE {_FINISHED_IN_WINDOW} AND status IN {FINISHED!r} "
+        "GROUP BY status"), params)}
+    succeeded = sum(counts.get(status, 0) for status in SUCCEEDED)
+    if not succeeded:
+        return counts, None
+    sample = ""
+    if succeeded > P95_EXACT_LIMIT:  # SYSTEM samples pages: p % of them hold about p % of the window's rows
+        sample = f"TABLESAMPLE SYSTEM ({100.0 * P95_SAMPLE_TARGET / succeeded:.6f}) REPEATABLE (7)"
     seconds = _seconds(conn, "finished_at", "started_at")
-    counts = ", ".join(f"COUNT(*) FILTER (WHERE status = '{status}')" for status in FINISHED)
-    ok = f"status IN {SUCCEEDED!r} AND started_at IS NOT NULL"
-    row = conn.execute(sa.text(
-        f"SELECT {counts}, percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN {ok} THEN {seconds} END) "
-        f"FROM workflow_jobs WHERE {_FINISHED_IN_WINDOW}"), params).one()
-    return dict(zip(FINISHED, (int(n) for n in row[:-1]), strict=True)), \
-        (float(row[-1]) if row[-1] is not None else None)
+    value = conn.execute(sa.text(
+        f"SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY {seconds}) FROM workflow_jobs {sample} "
+        f"WHERE {_FINISHED_IN_WINDOW} AND status IN {SUCCEEDED!r} AND started_at IS NOT NULL"), params).scalar()
+    return counts, float(value) if value is not None else None
 
 
 def _finished_figures_sqlite(conn: Connection, params: dict[str, Any]) -> tuple[dict[str, int], float | None]:

@@ -168,8 +168,9 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),
     Index("ix_workflow_jobs_completed_at", "completed_at"),
-    Index("ix_workflow_jobs_finished_at", "finished_at"),
-    Index("ix_workflow_jobs_submitted_at", "submitted_at"),
+    # cover a window's figures (the overview, /v1/analytics/summary, alert rules): read from the index alone
+    Index("ix_workflow_jobs_finished_at", "finished_at", "tenant_id", "status", "shadow_of", "started_at"),
+    Index("ix_workflow_jobs_submitted_at", "submitted_at", "tenant_id", "shadow_of"),
     Index("uq_workflow_jobs_idempotency", "tenant_id", "idempotency_key", unique=True),
 )
 
