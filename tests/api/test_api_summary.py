@@ -131,3 +131,28 @@ def test_summary_leaves_shadow_runs_out(rt: Runtime, client: TestClient, keys: K
         assert conn.execute(sa.select(wj.c.finished_at).where(wj.c.id == job_id)).scalar() is not None
     got = _summary(client, keys.viewer)
     assert (got["submitted"], got["finished"], got["failed"]) == (0, 0, 0)
+
+
+def test_a_large_window_estimates_its_p95_from_a_sample_on_postgres(pg_rt: Runtime,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediamill.store import analytics
+
+    with pg_rt.engine.begin() as conn:  # 400 successful jobs that ran 1…400 s, finished a minute ago
+        conn.exec_driver_sql(
+            "INSERT INTO workflow_jobs (job_code, workflow_id, status, tenant_id, submitted_at, started_at, "
+            "finished_at, completed_at) SELECT 'S' || g, (SELECT MIN(id) FROM workflow_definitions), 'completed', "
+            "'default', now() AT TIME ZONE 'utc' - interval '1 hour', "
+            "now() AT TIME ZONE 'utc' - interval '1 minute' - g * interval '1 second', "
+            "now() AT TIME ZONE 'utc' - interval '1 minute', now() AT TIME ZONE 'utc' - interval '1 minute' "
+            "FROM generate_series(1, 400) AS g")
+    with pg_rt.engine.connect() as conn:
+        exact = analytics.summary(conn, tenant_id="default", window_seconds=3600)
+        monkeypatch.setattr(analytics, "P95_EXACT_LIMIT", 100)  # 400 successes: "large"
+        sampled = analytics.summary(conn, tenant_id="default", window_seconds=3600)
+        monkeypatch.setattr(analytics, "P95_SAMPLE_TARGET", 100)  # a quarter of the pages
+        partial = analytics.summary(conn, tenant_id="default", window_seconds=3600)
+    assert exact["p95_seconds"] == pytest.approx(380.05)
+    assert sampled == exact  # the sample covers the whole table here: the same figures
+    assert {k: v for k, v in partial.items() if k != "p95_seconds"} == \
+        {k: v for k, v in exact.items() if k != "p95_seconds"}  # counts stay exact
+    assert partial["p95_seconds"] is None or 1 <= partial["p95_seconds"] <= 400

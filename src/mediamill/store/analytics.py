@@ -277,7 +277,7 @@ def _finished_figures_pg(conn: Connection, params: dict[str, Any]) -> tuple[dict
         return counts, None
     sample = ""
     if succeeded > P95_EXACT_LIMIT:  # SYSTEM samples pages: p % of them hold about p % of the window's rows
-        sample = f"TABLESAMPLE SYSTEM ({100.0 * P95_SAMPLE_TARGET / succeeded:.6f}) REPEATABLE (7)"
+        sample = f"TABLESAMPLE SYSTEM ({min(100.0, 100.0 * P95_SAMPLE_TARGET / succeeded):.6f}) REPEATABLE (7)"
     seconds = _seconds(conn, "finished_at", "started_at")
     value = conn.execute(sa.text(
         f"SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY {seconds}) FROM workflow_jobs {sample} "
