@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     submit_rate_per_minute: int = 600
     url_allowlist: str = Field(default="", description="comma-separated hosts/CIDRs allowed despite the SSRF guard")
     public_url: str = ""
-    secret_key: str = ""
+    secret_key: str = Field(default="", description="the install key every secret derives from; share it between "
+                                                    "machines (\"\" = generated once in data_dir/secret_key)")
     metrics_require_key: bool = False
     log_format: str = Field(default="auto", description="auto | json | console")
     log_level: str = "INFO"
@@ -179,6 +180,13 @@ class Settings(BaseSettings):
     def _rate(cls, value: float) -> float:
         if not 0 < value <= 1:
             raise ValueError(f"must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str) -> str:
+        if value and len(value) < 32:
+            raise ValueError(f"must be at least 32 characters (e.g. `openssl rand -hex 32`), got {len(value)}")
         return value
 
     @field_validator("log_format")

@@ -175,3 +175,29 @@ def test_replay_and_test_send(engine: Engine, settings: Settings, dispatcher: Di
     result = send_test(engine, settings, tenant_id="default", channel_id=channel["id"])
     assert result["ok"] and result["status"] == "sent"
     assert receiver.requests[2].json()["type"] == "test"
+
+
+def test_job_webhook_secret_is_not_derived_from_a_constant(engine: Engine, settings: Settings,
+                                                           dispatcher: Dispatcher, receiver: Receiver,
+                                                           tmp_path) -> None:
+    """Without MEDIAMILL_SECRET_KEY the per-tenant secret comes from the install's random key: knowing the
+    tenant id is not enough to sign, and another install signs differently."""
+    import base64
+    import hashlib
+    import hmac
+
+    from mediamill.config import load_settings
+    from mediamill.notify.senders import job_webhook_secret
+
+    assert not settings.secret_key
+    add_job_event(engine, insert_job(engine, workflow_id=insert_workflow(engine)), notify={"webhook": receiver.url})
+    _drive(dispatcher, lambda: receiver.count() == 1)
+    got = receiver.requests[0]
+    Webhook(job_webhook_secret(settings, "default")).verify(got.body, got.headers)
+
+    old = hmac.new(b"mediamill-insecure-default-key", b"job-webhooks:default", hashlib.sha256).digest()
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(old).decode()).verify(got.body, got.headers)
+    other_install = load_settings(data_dir=tmp_path / "elsewhere", database_url=settings.database_url)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(job_webhook_secret(other_install, "default")).verify(got.body, got.headers)

@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import time
-from pathlib import Path
 
+from mediamill import installkey
 from mediamill.config import Settings
 from mediamill.errors import Forbidden
 
-_cache: dict[str, bytes] = {}
-
 
 def secret(settings: Settings) -> bytes:
-    """``MEDIAMILL_SECRET_KEY``, else a random key kept in ``data_dir/secret_key`` (created once, 0600)."""
-    if settings.secret_key:
-        return settings.secret_key.encode()
-    path = Path(settings.data_dir) / "secret_key"
-    cached = _cache.get(str(path))
-    if cached is not None:
-        return cached
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_bytes().strip()
-    else:
-        value = secrets.token_hex(32).encode()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(value)
-    _cache[str(path)] = value
-    return value
+    """The key signing upload URLs, derived from the install key."""
+    return installkey.derive(settings, "upload-url")
 
 
 def sign(settings: Settings, message: str, expires_at: int) -> str:
+    """The signature of ``message`` valid until ``expires_at`` (epoch seconds)."""
     return hmac.new(secret(settings), f"{message}\n{expires_at}".encode(), hashlib.sha256).hexdigest()
 
 

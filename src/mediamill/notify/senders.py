@@ -7,8 +7,6 @@ channels is the dispatcher's business.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import smtplib
@@ -23,7 +21,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from mediamill import __version__
+from mediamill import __version__, installkey
 from mediamill.config import Settings
 from mediamill.netguard import UnresolvableHost, UrlRefused
 from mediamill.notify.render import Message
@@ -55,10 +53,8 @@ def signature_header(secrets: list[str], msg_id: str, timestamp: datetime, body:
 
 
 def job_webhook_secret(settings: Settings, tenant_id: str) -> str:
-    """The secret signing per-job ``notify.webhook`` deliveries of a tenant (derived from secret_key)."""
-    key = (settings.secret_key or "mediamill-insecure-default-key").encode()
-    digest = hmac.new(key, f"job-webhooks:{tenant_id}".encode(), hashlib.sha256).digest()
-    return "whsec_" + base64.b64encode(digest).decode()
+    """The secret signing per-job ``notify.webhook`` deliveries of a tenant (derived from the install key)."""
+    return "whsec_" + base64.b64encode(installkey.derive(settings, f"job-webhooks:{tenant_id}")).decode()
 
 
 def send_webhook(client: httpx.Client, *, url: str, secrets: list[str], envelope: dict[str, Any],

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -23,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from mediamill import installkey
 from mediamill.errors import InvalidInput, NotFound
 from mediamill.store.tables import api_keys, tenants
 from mediamill.store.timeutil import utcnow
@@ -253,33 +253,14 @@ def clear_cache() -> None:
 # The dashboard's session cookie and `serve`'s one-time login link are signed tokens
 # (``base64url(json).base64url(hmac)``), so no table is needed and any API process can verify them.
 LOGIN_TOKEN_SECONDS = 900
-SESSION_KEY_FILE = "session.key"
-_secrets: dict[tuple[str, str], bytes] = {}
 
 
 def session_secret(settings: Any) -> bytes:
-    """The signing key: ``MEDIAMILL_SECRET_KEY``, else a random key kept in ``data_dir`` (embedded setup).
+    """The key signing sessions, login links and CSRF tokens (derived from the install key).
 
     A fleet of API processes on several machines must share ``MEDIAMILL_SECRET_KEY``.
     """
-    cache_key = (settings.secret_key, str(settings.data_dir))
-    if cache_key not in _secrets:
-        _secrets[cache_key] = settings.secret_key.encode() if settings.secret_key else _key_file(settings.data_dir)
-    return _secrets[cache_key]
-
-
-def _key_file(data_dir: Any) -> bytes:
-    from pathlib import Path
-
-    path = Path(data_dir) / SESSION_KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # O_EXCL: when two processes start together, one writes and both read the same key
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
-    except FileExistsError:
-        pass
-    return path.read_text().strip().encode()
+    return installkey.derive(settings, "session")
 
 
 def sign_token(secret: bytes, purpose: str, payload: dict[str, Any]) -> str:

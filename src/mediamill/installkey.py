@@ -1,0 +1,93 @@
+"""The install key: the one root secret every other secret of an installation derives from.
+
+It is ``MEDIAMILL_SECRET_KEY`` when set (a fleet of API processes and workers on several
+machines must share it), otherwise 32 random bytes generated on first start and kept in
+``data_dir/secret_key`` with mode 0600. Nothing is ever derived from a constant: two
+installations always sign differently.
+
+Each use gets its own sub-key, ``HMAC-SHA256(install key, "mediamill/" + purpose)``, so a
+value signed for one purpose (an upload URL) can never pass for another (a session cookie),
+and rotating the install key rotates everything at once:
+
+* ``session`` — dashboard session cookies, one-time login links, CSRF tokens;
+* ``upload-url`` — signed direct-upload URLs;
+* ``job-webhooks:<tenant>`` — the per-tenant secret signing ``notify.webhook`` deliveries;
+* ``channel-secrets`` — the Fernet key that encrypts webhook channel secrets at rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from mediamill.errors import ConfigError
+
+KEY_FILE = "secret_key"
+LEGACY_KEY_FILE = "session.key"  # the dashboard's key file before there was one install key
+_cache: dict[tuple[str, str], bytes] = {}
+_lock = threading.Lock()
+
+
+def install_key(settings: Any) -> bytes:
+    """The root secret: ``MEDIAMILL_SECRET_KEY``, else the key file in ``data_dir`` (created once, 0600)."""
+    cache_key = (settings.secret_key or "", str(settings.data_dir))
+    with _lock:
+        if cache_key not in _cache:
+            _cache[cache_key] = (settings.secret_key.encode() if settings.secret_key
+                                 else _key_file(Path(settings.data_dir)))
+        return _cache[cache_key]
+
+
+def derive(settings: Any, purpose: str) -> bytes:
+    """The 32-byte sub-key of ``purpose`` (see the module docstring for the purposes in use)."""
+    return hmac.new(install_key(settings), b"mediamill/" + purpose.encode(), hashlib.sha256).digest()
+
+
+def fernet_key(settings: Any, purpose: str) -> bytes:
+    """A Fernet key (url-safe base64 of 32 bytes) derived for ``purpose``."""
+    return base64.urlsafe_b64encode(derive(settings, purpose))
+
+
+def forget() -> None:
+    """Drop cached keys (tests that switch data directories or keys)."""
+    with _lock:
+        _cache.clear()
+
+
+def _key_file(data_dir: Path) -> bytes:
+    path = data_dir / KEY_FILE
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _adopt_legacy(data_dir, path)
+    try:  # O_EXCL: when two processes start together, one writes and both read the same key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    if path.stat().st_mode & 0o077:  # a copied or restored file: only the owner may read it
+        os.chmod(path, 0o600)
+    value = path.read_text().strip()
+    if len(value) < 16:
+        raise ConfigError(f"{path} holds no usable key (delete it to generate a new one, "
+                          "or set MEDIAMILL_SECRET_KEY)")
+    return value.encode()
+
+
+def _adopt_legacy(data_dir: Path, path: Path) -> None:
+    """An older install kept the dashboard's random key in ``session.key``: keep using it."""
+    legacy = data_dir / LEGACY_KEY_FILE
+    if path.exists() or not legacy.exists():
+        return
+    try:
+        os.link(legacy, path)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o600)
+    legacy.unlink(missing_ok=True)
