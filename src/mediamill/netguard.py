@@ -170,7 +170,9 @@ def guarded_client(allowlist: Allowlist | str | None, *, timeout: float = 15.0, 
     allow = allowlist if isinstance(allowlist, Allowlist) else Allowlist.parse(allowlist)
     transport = httpx.HTTPTransport(retries=0)
     pool = getattr(transport, "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        pool._network_backend = GuardedBackend(allow)
+    if pool is None or not hasattr(pool, "_network_backend"):
+        # never fall back to an unguarded client: a new httpx/httpcore layout must fail loudly
+        raise RuntimeError("cannot install the SSRF guard on this httpx version")
+    pool._network_backend = GuardedBackend(allow)
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False,
                         **kwargs)

@@ -1,4 +1,10 @@
-"""Fetching URL inputs (by the worker), behind the SSRF guard."""
+"""Fetching URL inputs (by the worker), behind the SSRF guard.
+
+Every hop goes through :func:`mediamill.netguard.guarded_client`: the address a connection is
+actually made to is the one that was checked (a DNS answer that changes between the check and
+the connect cannot reach a private host), redirects are re-checked one by one, and proxy
+environment variables are ignored so a ``HTTP_PROXY`` cannot route around the guard.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from mediamill import netguard
 from mediamill.errors import InvalidInput, SourceTooLarge, TransientError
 from mediamill.media.sniff import sniff_file
 from mediamill.storage import new_key
@@ -14,13 +21,8 @@ from mediamill.storage import new_key
 if TYPE_CHECKING:
     from mediamill.runtime import Runtime
 
-
-def _check_url(runtime: Runtime, url: str) -> None:
-    try:
-        from mediamill import netguard
-    except ImportError:  # pragma: no cover - the guard module ships with the notifier
-        raise InvalidInput("URL inputs are not available") from None
-    netguard.check_url(url, allowlist=runtime.settings.url_allowlist)
+FETCH_TIMEOUT_SECONDS = 30.0
+MAX_REDIRECTS = 5
 
 
 def fetch_to_storage(runtime: Runtime, url: str, tenant_id: str, scratch: Path) -> tuple[str, str, int]:
@@ -29,9 +31,10 @@ def fetch_to_storage(runtime: Runtime, url: str, tenant_id: str, scratch: Path) 
     scratch.mkdir(parents=True, exist_ok=True)
     dest = scratch / "fetched"
     current = url
-    with httpx.Client(timeout=httpx.Timeout(30.0), follow_redirects=False) as client:
-        for _ in range(5):
-            _check_url(runtime, current)
+    allow = netguard.Allowlist.parse(runtime.settings.url_allowlist)
+    with netguard.guarded_client(allow, timeout=FETCH_TIMEOUT_SECONDS) as client:
+        for _ in range(MAX_REDIRECTS):
+            netguard.check_url(current, allow)  # a clear error before connecting; the client re-checks the dial
             try:
                 with client.stream("GET", current) as resp:
                     if resp.is_redirect:
