@@ -85,7 +85,7 @@ async def current_caller(request: Request,
         else:
             caller = await run_in_threadpool(_from_key, request, credentials.credentials)
     elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
-        caller = resolve_session(request, cookie)
+        caller = await run_in_threadpool(resolve_session, request, cookie)  # reads the database
     if caller is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer mm_…)")
     request.state.caller = caller

@@ -84,7 +84,7 @@ async def logout(request: Request) -> Response:
     found = session.caller_of(request, request.cookies.get(SESSION_COOKIE))
     if found is not None:
         session.check_csrf(request, found[1], str(form.get(session.CSRF_FIELD) or ""))
-        session.end(found[1])
+        await run_in_threadpool(session.end, request, found[1])
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

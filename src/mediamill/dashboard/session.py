@@ -18,7 +18,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,33 +44,6 @@ class Session:
     expires: float
 
 
-class _SpentTokens:
-    """Nonces that may not be used again (redeemed login links, logged-out sessions) until they expire.
-
-    Process-local: ``serve`` is one process; a fleet relies on the short expiry of login links.
-    """
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def spend(self, nonce: str, until: float) -> bool:
-        """Mark ``nonce`` spent; False when it already was."""
-        now = time.time()
-        with self._lock:
-            if len(self._until) > 10_000:
-                self._until = {n: t for n, t in self._until.items() if t > now}
-            if self._until.get(nonce, 0) > now:
-                return False
-            self._until[nonce] = until
-            return True
-
-    def spent(self, nonce: str) -> bool:
-        with self._lock:
-            return self._until.get(nonce, 0) > time.time()
-
-
-_spent = _SpentTokens()
 _keys: dict[int, tuple[float, auth_repo.KeyRecord | None]] = {}
 
 
@@ -89,14 +61,16 @@ def issue(request: Request, key_id: int) -> tuple[str, Session]:
 
 def read(request: Request, value: str) -> Session | None:
     payload = auth_repo.read_token(_secret(request), "session", value)
-    if payload is None or not isinstance(payload.get("k"), int) or _spent.spent(str(payload.get("n"))):
+    if payload is None or not isinstance(payload.get("k"), int):
+        return None
+    if auth_repo.is_spent(request.app.state.runtime.engine, "session:" + str(payload.get("n"))):
         return None
     return Session(payload["k"], str(payload["n"]), float(payload["exp"]))
 
 
-def end(session: Session) -> None:
-    """Log out: the cookie is cleared, and its nonce refused until it would have expired anyway."""
-    _spent.spend(session.nonce, session.expires)
+def end(request: Request, session: Session) -> None:
+    """Log out: the cookie is cleared, and its nonce refused by every process until it would have expired."""
+    auth_repo.spend_token(request.app.state.runtime.engine, "session:" + session.nonce, session.expires)
 
 
 def csrf_token(request: Request, session: Session) -> str:
@@ -167,7 +141,8 @@ def redeem_login_token(request: Request, token: str) -> int | None:
     payload = auth_repo.read_token(_secret(request), "login", token)
     if payload is None or not isinstance(payload.get("k"), int):
         return None
-    if not _spent.spend("login:" + str(payload.get("n")), float(payload["exp"])):
+    engine = request.app.state.runtime.engine
+    if not auth_repo.spend_token(engine, "login:" + str(payload.get("n")), float(payload["exp"])):
         return None
     return int(payload["k"])
 

@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mediamill import installkey
 from mediamill.errors import InvalidInput, NotFound
-from mediamill.store.tables import api_keys, tenants
+from mediamill.store.tables import api_keys, spent_tokens, tenants
 from mediamill.store.timeutil import utcnow
 
 ROLES = ("viewer", "submitter", "operator", "admin")  # weakest first
@@ -251,7 +252,9 @@ def clear_cache() -> None:
 
 # ------------------------------------------------------------------------------ dashboard sessions
 # The dashboard's session cookie and `serve`'s one-time login link are signed tokens
-# (``base64url(json).base64url(hmac)``), so no table is needed and any API process can verify them.
+# (``base64url(json).base64url(hmac)``) any API process can verify. What a signature cannot say —
+# "this session was logged out", "this link was used" — is in ``spent_tokens``, shared by every
+# process and kept across restarts until the token would have expired anyway.
 LOGIN_TOKEN_SECONDS = 900
 
 
@@ -261,6 +264,40 @@ def session_secret(settings: Any) -> bytes:
     A fleet of API processes on several machines must share ``MEDIAMILL_SECRET_KEY``.
     """
     return installkey.derive(settings, "session")
+
+
+def spend_token(engine: Engine, token: str, expires_at: float) -> bool:
+    """Mark ``token`` (a session or login-link nonce) spent until ``expires_at`` (epoch seconds).
+
+    False when it already was: the primary key makes a race between two processes have one winner.
+    """
+    until = datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None)
+    try:
+        with engine.begin() as conn:
+            conn.execute(spent_tokens.insert().values(token=token, expires_at=until, created_at=utcnow()))
+    except IntegrityError:
+        with engine.begin() as conn:  # an expired row not yet pruned does not block a new spend
+            result = conn.execute(spent_tokens.update().where(spent_tokens.c.token == token,
+                                                              spent_tokens.c.expires_at <= utcnow())
+                                  .values(expires_at=until, created_at=utcnow()))
+        return bool(result.rowcount)
+    return True
+
+
+def is_spent(engine: Engine, token: str) -> bool:
+    """True while ``token`` is spent and not yet expired."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(spent_tokens.c.token).where(spent_tokens.c.token == token,
+                                                                  spent_tokens.c.expires_at > utcnow())).first()
+    return row is not None
+
+
+def prune_spent_tokens(engine: Engine, *, batch: int = 5000) -> int:
+    """Forget spent tokens past their expiry (the signature refuses them by then)."""
+    with engine.begin() as conn:
+        expired = sa.select(spent_tokens.c.token).where(spent_tokens.c.expires_at <= utcnow()).limit(batch)
+        result = conn.execute(spent_tokens.delete().where(spent_tokens.c.token.in_(expired.scalar_subquery())))
+    return int(result.rowcount or 0)
 
 
 def sign_token(secret: bytes, purpose: str, payload: dict[str, Any]) -> str:

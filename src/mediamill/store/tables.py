@@ -60,6 +60,15 @@ api_keys = Table(
     Column("last_used_at", DateTime),
 )
 
+# Dashboard session nonces that were logged out and one-time login links already redeemed: refused
+# by every API process until the token would have expired anyway (then pruned).
+spent_tokens = Table(
+    "spent_tokens", metadata,
+    Column("token", String(100), primary_key=True),
+    Column("expires_at", DateTime, nullable=False, index=True),
+    Column("created_at", DateTime, server_default=NOW),
+)
+
 # --------------------------------------------------------------------------- seed step 1
 workflow_definitions = Table(
     "workflow_definitions", metadata,
