@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 20 * 1024**3
     max_request_bytes: int = 1024**2
     submit_rate_per_minute: int = 600
+    auth_failures_per_address: int = Field(default=30, gt=0, description="failed API-key/login attempts a minute "
+                                                                        "from one client address before 429")
+    auth_failures_per_key: int = Field(default=10, gt=0, description="failed attempts a minute on one key prefix "
+                                                                    "before 429")
     url_allowlist: str = Field(default="", description="comma-separated hosts/CIDRs allowed despite the SSRF guard")
     public_url: str = ""
     secret_key: str = Field(default="", description="the install key every secret derives from; share it between "

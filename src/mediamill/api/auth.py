@@ -6,6 +6,10 @@ Every route but ``/healthz``, ``/readyz`` and ``/metrics`` depends on :func:`cur
 Sessions: the dashboard sets a cookie named :data:`SESSION_COOKIE` after a key login and
 registers the resolver with :func:`set_session_resolver`. Until it does, a cookie resolves
 to "no session" and only bearer keys authenticate.
+
+Failed key checks are braked per client address and per key prefix
+(:mod:`mediamill.api.authlimit`): past the limit an attempt is answered 429 with ``Retry-After``,
+logged, and counted in ``mediamill_auth_failures_total``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from mediamill.api.authlimit import AuthFailureLimiter, TooManyAuthFailures, client_address
 from mediamill.errors import Forbidden, Unauthorized
+from mediamill.observability import metrics
+from mediamill.observability.logging import get_logger
 from mediamill.store import auth_repo
+
+log = get_logger("mediamill.auth")
 
 SESSION_COOKIE = "mm_session"
 bearer = HTTPBearer(auto_error=False, description="An API key: `mm_<prefix>_<secret>`")
@@ -63,12 +72,41 @@ def resolve_session(request: Request, value: str) -> Caller | None:
     return _session_resolver(request, value)
 
 
-def _from_key(request: Request, token: str) -> Caller | None:
-    engine = request.app.state.runtime.engine
-    record = auth_repo.cached_lookup(engine, token)
+def _limiter(request: Request) -> AuthFailureLimiter:
+    """The app's failure brake (one per process, sized by the settings)."""
+    state = request.app.state
+    limiter = getattr(state, "auth_limiter", None)
+    if limiter is None:
+        settings = state.runtime.settings
+        limiter = state.auth_limiter = AuthFailureLimiter(per_address=settings.auth_failures_per_address,
+                                                          per_key=settings.auth_failures_per_key)
+    return limiter  # type: ignore[no-any-return]
+
+
+async def check_key(request: Request, key: str, *, surface: str) -> auth_repo.KeyRecord | None:
+    """Verify an API key behind the failure brake: the key's record, None when it is not valid.
+
+    Raises :class:`TooManyAuthFailures` (429) while the client's address or the key's prefix is braked.
+    """
+    limiter = _limiter(request)
+    address = client_address(request.client.host if request.client else None)
+    parts = auth_repo.split_key(key)
+    prefix = parts[0] if parts else None
+    try:
+        limiter.check(address, prefix, key)
+    except TooManyAuthFailures as exc:
+        metrics.auth_failure(surface, "rate_limited")
+        log.warning("authentication refused: too many failures", surface=surface, client=address,
+                    key_prefix=prefix, retry_after=exc.retry_after)
+        raise
+    record = await run_in_threadpool(auth_repo.cached_lookup, request.app.state.runtime.engine, key)
     if record is None:
-        return None
-    return Caller(record.tenant_id, record.role, record.id, record.name)
+        limiter.failed(address, prefix)
+        metrics.auth_failure(surface, "invalid")
+        log.info("authentication failed", surface=surface, client=address, key_prefix=prefix)
+    else:
+        limiter.verified(key)
+    return record
 
 
 async def current_caller(request: Request,
@@ -83,7 +121,8 @@ async def current_caller(request: Request,
         if record is not None:  # the common case: no thread hop, no database
             caller = Caller(record.tenant_id, record.role, record.id, record.name)
         else:
-            caller = await run_in_threadpool(_from_key, request, credentials.credentials)
+            found = await check_key(request, credentials.credentials, surface="api")
+            caller = Caller(found.tenant_id, found.role, found.id, found.name) if found else None
     elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
         caller = await run_in_threadpool(resolve_session, request, cookie)  # reads the database
     if caller is None:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mediamill.api.auth import SESSION_COOKIE
+from mediamill.api.auth import SESSION_COOKIE, check_key
+from mediamill.api.authlimit import TooManyAuthFailures
 from mediamill.dashboard import session
 from mediamill.dashboard.web import templates
 from mediamill.errors import Forbidden
-from mediamill.store import auth_repo
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,8 +60,13 @@ async def login(request: Request) -> Response:
         raise Forbidden("missing or invalid CSRF token; reload the login page")
     session.check_origin(request)
     key = str(form.get("key") or "").strip()
-    engine = request.app.state.runtime.engine
-    record = await run_in_threadpool(auth_repo.cached_lookup, engine, key) if key else None
+    try:
+        record = await check_key(request, key, surface="dashboard") if key else None
+    except TooManyAuthFailures as exc:
+        page = _login_page(request, error=f"Too many failed attempts. Try again in {exc.retry_after} s.",
+                           status=429, next_url=str(form.get("next") or "/"))
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     if record is None:
         return _login_page(request, error="That API key is not valid (or was revoked).", status=401,
                            next_url=str(form.get("next") or "/"))

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # keep the import cheap: prometheus_client and SQLAlchemy loa
 
 __all__ = [
     "alert_transition",
+    "auth_failure",
     "breaker_transition",
     "configure_metrics",
     "ensure_configured",
@@ -74,6 +75,7 @@ class _Metrics:
     deliveries: Any
     delivery_duration: Any
     alert_transitions: Any
+    auth_failures: Any
     http_requests: Any
     http_duration: Any
 
@@ -187,6 +189,8 @@ def _build() -> _Metrics:
                                     ["channel"], DELIVERY_BUCKETS),
         alert_transitions=counter("mediamill_alert_transitions", "Alert state changes",
                                   ["rule", "severity", "state"]),
+        auth_failures=counter("mediamill_auth_failures", "Failed authentication attempts (API keys, dashboard "
+                              "login) by outcome: invalid or rate_limited", ["surface", "reason"]),
         http_requests=counter("mediamill_http_requests", "HTTP requests", ["method", "route", "status"]),
         http_duration=histogram("mediamill_http_request_duration_seconds", "HTTP request time",
                                 ["method", "route"], HTTP_BUCKETS),
@@ -250,6 +254,11 @@ def job_rescued(queue: str | None) -> None:
 def breaker_transition(action: str, state: str) -> None:
     """A circuit breaker changed state (open | half_open | closed)."""
     _m().breaker_transitions.labels(action, state).inc()
+
+
+def auth_failure(surface: str, reason: str) -> None:
+    """An authentication attempt failed (surface: api | dashboard; reason: invalid | rate_limited)."""
+    _m().auth_failures.labels(surface, reason).inc()
 
 
 def notification_delivered(channel: str, result: str, duration_s: float | None = None) -> None:
