@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_bytes: int = 20 * 1024**3
     max_request_bytes: int = 1024**2
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="request line + headers larger than "
+                                                                          "this are refused with 431")
+    max_header_count: int = Field(default=100, ge=10, description="requests with more header fields: 431")
     submit_rate_per_minute: int = 600
     auth_failures_per_address: int = Field(default=30, gt=0, description="failed API-key/login attempts a minute "
                                                                         "from one client address before 429")

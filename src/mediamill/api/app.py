@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from mediamill import __version__, dashboard
+from mediamill.api import headers as head_limits
+from mediamill.api.headers import HeaderLimitMiddleware
 from mediamill.api.limits import BodyLimitMiddleware
 from mediamill.api.models import JobSubmit, NotifySpec
 from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
@@ -77,6 +79,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     _install_fallback_handler(app)
     app.add_middleware(BodyLimitMiddleware, max_request_bytes=rt.settings.max_request_bytes,
                        max_upload_bytes=rt.settings.max_upload_bytes)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=rt.settings.max_header_bytes,
+                       max_count=rt.settings.max_header_count)
+    head_limits.configure(rt.settings)  # the same caps while the head arrives (CappedHttpToolsProtocol)
     _install_cors(app, rt.settings.cors_origins)
     app.include_router(health.router)
     for module in (jobs, events, uploads, workflows, operations, analytics, keys):

@@ -41,4 +41,5 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
     console.print(f"mediamill API on http://{bind_host}:{bind_port} ({count} process(es))", highlight=False)
     os.environ.setdefault("MEDIAMILL_PROCESS_ROLE", "api")
     uvicorn.run("mediamill.cli.api:app_factory", factory=True, host=bind_host, port=bind_port, workers=count,
-                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10)
+                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10,
+                http="mediamill.api.headers:CappedHttpToolsProtocol")  # 431 for oversized heads

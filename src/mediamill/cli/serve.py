@@ -8,6 +8,7 @@ import logging
 import uvicorn
 
 from mediamill.api.app import create_app
+from mediamill.api.headers import CappedHttpToolsProtocol
 from mediamill.cli.output import console
 from mediamill.runtime import Runtime, configure_observability
 
@@ -29,7 +30,7 @@ def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> No
     if login:
         console.print(login, highlight=False, soft_wrap=True)
     server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=5, http=CappedHttpToolsProtocol))
     try:
         server.run()
     finally:
