@@ -109,3 +109,22 @@ def test_other_tenant_gets_404_for_channels(client: TestClient, keys: Keys) -> N
                               ("POST", f"/v1/channels/{cid}/rotate-secret", None)):
         res = client.request(method, url, headers=b, json=body)
         assert res.status_code == 404, (method, url, res.status_code)
+
+
+def test_root_admin_revokes_keys_of_any_tenant(client: TestClient, keys: Keys) -> None:
+    root, beta = Keys.h(keys.admin), Keys.h(keys.other)
+    made = client.post("/v1/keys", json={"role": "submitter", "tenant": "beta", "name": "leaked"}, headers=root)
+    assert made.status_code == 201
+    leaked = made.json()
+    assert client.get("/v1/me", headers=Keys.h(leaked["key"])).status_code == 200
+    listed = client.get("/v1/keys", params={"tenant": "beta"}, headers=root).json()["items"]
+    assert leaked["id"] in [k["id"] for k in listed] and {k["tenant_id"] for k in listed} == {"beta"}
+    every = client.get("/v1/keys", params={"tenant": "*"}, headers=root).json()["items"]
+    assert {k["tenant_id"] for k in every} == {"default", "beta"}
+    assert client.delete(f"/v1/keys/{leaked['id']}", headers=root).status_code == 200
+    assert client.get("/v1/me", headers=Keys.h(leaked["key"])).status_code == 401
+    # a tenant's admin stays inside its tenant
+    default_key = client.post("/v1/keys", json={"role": "viewer"}, headers=root).json()
+    assert client.delete(f"/v1/keys/{default_key['id']}", headers=beta).status_code == 404
+    assert client.get("/v1/keys", params={"tenant": "default"}, headers=beta).status_code == 403
+    assert client.get("/v1/me", headers=Keys.h(default_key["key"])).status_code == 200

@@ -46,8 +46,10 @@ def list_(tenant: str | None = typer.Option(None, "--tenant", help="only this te
 
 @app.command("revoke")
 @handle_errors
-def revoke(key_id: int = typer.Argument(..., help="the key's id (see `keys list`)")) -> None:
-    """Revoke a key (API processes stop accepting it within seconds)."""
+def revoke(key_id: int = typer.Argument(..., help="the key's id (see `keys list`)"),
+           tenant: str | None = typer.Option(None, "--tenant", help="refuse unless the key belongs to this tenant")
+           ) -> None:
+    """Revoke a key of any tenant (API processes stop accepting it within seconds)."""
     rt = open_runtime()
-    auth_repo.revoke_key(rt.engine, key_id)
+    auth_repo.revoke_key(rt.engine, key_id, tenant_id=tenant)
     console.print(f"key {key_id} revoked")

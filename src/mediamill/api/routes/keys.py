@@ -1,11 +1,12 @@
 """API keys and tenants (admins only). An admin manages keys of its own tenant; an admin of the
-``default`` tenant may create keys for any tenant (that is how tenants come to exist)."""
+``default`` tenant (the root admin) may list, create and revoke keys of any tenant (that is how
+tenants come to exist, and how a leaked key of any tenant is stopped)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from mediamill.api import auth
@@ -25,10 +26,16 @@ def _is_root(caller: Caller) -> bool:
 
 
 @router.get("/keys", response_model=Items)
-def list_keys(request: Request, caller: Caller = auth.Admin) -> dict[str, Any]:
+def list_keys(request: Request, caller: Caller = auth.Admin,
+              tenant: str | None = Query(None, max_length=64, description="root admin only: another tenant's "
+                                                                          "keys, or `*` for every tenant")
+              ) -> dict[str, Any]:
     """The tenant's keys (never their secrets)."""
+    wanted = tenant or caller.tenant_id
+    if wanted != caller.tenant_id and not _is_root(caller):
+        raise Forbidden("only an admin of the default tenant lists keys of other tenants")
     with read_engine(request).connect() as conn:
-        rows = auth_repo.list_keys(conn, tenant_id=caller.tenant_id)
+        rows = auth_repo.list_keys(conn, tenant_id=None if wanted == "*" else wanted)
     return {"items": [{**r, "created_at": iso(r["created_at"]), "revoked_at": iso(r["revoked_at"]),
                        "last_used_at": iso(r["last_used_at"])} for r in rows]}
 
@@ -47,10 +54,11 @@ def create_key(body: KeyCreate, request: Request, caller: Caller = auth.Admin) -
 @router.delete("/keys/{key_id}", response_model=Ok)
 def revoke_key(request: Request, key_id: int = Path(..., ge=1, le=MAX_ID),
                caller: Caller = auth.Admin) -> dict[str, Any]:
-    """Revoke a key of the tenant (immediately in this process, within seconds elsewhere)."""
+    """Revoke a key of the tenant — of any tenant for the root admin (immediately in this process,
+    within seconds elsewhere)."""
     if key_id == caller.key_id:
         raise Conflict("a key cannot revoke itself; use another admin key")
-    auth_repo.revoke_key(runtime(request).engine, key_id, tenant_id=caller.tenant_id)
+    auth_repo.revoke_key(runtime(request).engine, key_id, tenant_id=None if _is_root(caller) else caller.tenant_id)
     return {"ok": True}
 
 
