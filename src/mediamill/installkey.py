@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamill.errors import ConfigError
+from mediamill.fsmode import private_dir
 
 KEY_FILE = "secret_key"
 LEGACY_KEY_FILE = "session.key"  # the dashboard's key file before there was one install key
@@ -62,7 +63,7 @@ def forget() -> None:
 
 def _key_file(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(data_dir)
     _adopt_legacy(data_dir, path)
     try:  # O_EXCL: when two processes start together, one writes and both read the same key
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

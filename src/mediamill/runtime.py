@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings, load_settings
 from mediamill.errors import ConfigError, TransientError
+from mediamill.fsmode import private_dir
 from mediamill.storage import Storage, open_storage
 from mediamill.store.db import create_db_engine, schema_state, upgrade
 from mediamill.store.workflow_repo import install_builtins
@@ -32,7 +33,7 @@ class Runtime:
         return self.engine.dialect.name == "postgresql"
 
     def migrate(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
         upgrade(self.settings.effective_database_url)
 
     def prepare(self) -> None:

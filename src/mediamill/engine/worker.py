@@ -34,6 +34,7 @@ from mediamill.engine.children import ChildPool
 from mediamill.engine.inline import FastRetry, fast_eligible, run_fast
 from mediamill.engine.retry import RetryPolicy
 from mediamill.engine.runner import JobRunner
+from mediamill.fsmode import private_dir
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
 from mediamill.store.tables import workers as workers_t
@@ -82,7 +83,7 @@ class Worker:
 
     # ================================================================== life cycle
     def start(self) -> Worker:
-        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.scratch_dir)
         self._register()
         self.children.warm(min(2, self.children.size))
         roles = [("claimer", self._claim_loop), ("writer", self._write_loop), ("lifeline", self._lifeline_loop),

@@ -126,11 +126,13 @@ def configure_metrics(settings: Settings) -> Path | None:
 def _switch_directory(directory: Path | None) -> None:
     from prometheus_client import values
 
+    from mediamill.fsmode import private_dir
+
     if directory is None:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         values.ValueClass = values.MutexValue
     else:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         # prometheus_client picks its value class when it is first imported; pick it again now
         # that the directory is known (this is what the environment variable would have done).

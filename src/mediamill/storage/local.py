@@ -1,4 +1,4 @@
-"""Local-folder storage: atomic writes (temp file + fsync + rename)."""
+"""Local-folder storage: atomic writes (temp file + fsync + rename), folders 0700 and files 0600."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mediamill.errors import NotFound
+from mediamill.fsmode import private_dir
 from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
 
 
@@ -17,8 +18,7 @@ class LocalStorage(Storage):
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / ".tmp").mkdir(exist_ok=True)
+        private_dir(self.root / ".tmp")
 
     def _path(self, key: str) -> Path:
         path = (self.root / check_key(key)).resolve()
@@ -28,7 +28,7 @@ class LocalStorage(Storage):
 
     def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         digest, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root / ".tmp")
         try:
@@ -49,7 +49,7 @@ class LocalStorage(Storage):
         if not move:
             return super().put_file(key, path, content_type=content_type)
         dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         digest, size = hashlib.sha256(), 0
         with path.open("rb") as fh:  # hash and make durable in place, then a rename instead of a copy
             while chunk := fh.read(CHUNK):

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from mediamill.fsmode import create_private_file
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -39,7 +41,7 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(path))  # 0600 before SQLite creates it with the umask's mode
         engine = sa.create_engine(
             url, echo=echo, connect_args={"check_same_thread": False, "isolation_level": None,
                                           "timeout": 30},

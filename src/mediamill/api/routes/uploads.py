@@ -32,6 +32,7 @@ from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import run_with_pipe
 from mediamill.engine.submit import sniff_object
 from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, SourceTooLarge
+from mediamill.fsmode import private_dir
 from mediamill.storage import new_key
 from mediamill.store import uploads_repo
 from mediamill.store.timeutil import iso
@@ -109,8 +110,7 @@ def _encode_metadata(meta: dict[str, Any]) -> str:
 def _uploads_dir(request: Request) -> Path:
     settings = runtime(request).settings
     path = Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return private_dir(path)
 
 
 def _part_path(request: Request, upload_id: str) -> Path:
@@ -354,7 +354,7 @@ def _move_into_storage(request: Request, path: Path, key: str, sha256: str | Non
         digest = sha256 or _sha256_file(path)
         with path.open("rb+") as fh:
             os.fsync(fh.fileno())
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         try:
             os.replace(path, target)
             return size, digest
