@@ -92,3 +92,46 @@ def _adopt_legacy(data_dir: Path, path: Path) -> None:
         return
     os.chmod(path, 0o600)
     legacy.unlink(missing_ok=True)
+
+
+class SecretBox:
+    """Small secrets encrypted at rest (Fernet: AES-128-CBC + HMAC-SHA256) under a sub-key of the install key.
+
+    A sealed value reads ``enc:v1:<token>``. A value without the prefix is a plaintext stored
+    before encryption existed: :meth:`open` passes it through, so nothing breaks while such
+    rows wait for :func:`mediamill.notify.channels.seal_plaintext_secrets`.
+    """
+
+    PREFIX = "enc:v1:"
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.fernet import Fernet
+
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def for_settings(cls, settings: Any, purpose: str = "channel-secrets") -> SecretBox:
+        """The box of ``purpose`` for this installation."""
+        return cls(fernet_key(settings, purpose))
+
+    @classmethod
+    def is_sealed(cls, value: str) -> bool:
+        return value.startswith(cls.PREFIX)
+
+    def seal(self, plaintext: str) -> str:
+        """Encrypt ``plaintext`` (sealing a sealed value returns it unchanged)."""
+        if self.is_sealed(plaintext):
+            return plaintext
+        return self.PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, value: str) -> str:
+        """The plaintext of a sealed value (a legacy plaintext as is); ConfigError under another install key."""
+        from cryptography.fernet import InvalidToken
+
+        if not self.is_sealed(value):
+            return value
+        try:
+            return self._fernet.decrypt(value[len(self.PREFIX):].encode()).decode()
+        except InvalidToken:
+            raise ConfigError("a stored secret was encrypted under another install key: give every process the "
+                              "same MEDIAMILL_SECRET_KEY (or data_dir/secret_key)") from None

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from mediamill.config import Settings, load_settings
 from mediamill.errors import ConfigError, TransientError
 from mediamill.fsmode import private_dir
+from mediamill.installkey import SecretBox
 from mediamill.storage import Storage, open_storage
 from mediamill.store.db import create_db_engine, schema_state, upgrade
 from mediamill.store.workflow_repo import install_builtins
@@ -32,9 +33,18 @@ class Runtime:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    @cached_property
+    def secret_box(self) -> SecretBox:
+        """Encrypts secrets stored in the database (webhook channel secrets) under the install key."""
+        return SecretBox.for_settings(self.settings)
+
     def migrate(self) -> None:
+        """Bring the schema up to date, and encrypt webhook secrets an older version stored in plain text."""
+        from mediamill.notify.channels import seal_plaintext_secrets
+
         private_dir(self.settings.data_dir)
         upgrade(self.settings.effective_database_url)
+        seal_plaintext_secrets(self.engine, self.secret_box)
 
     def prepare(self) -> None:
         """Migrate and install the built-in workflows (what ``serve`` does on start)."""

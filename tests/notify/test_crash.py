@@ -12,10 +12,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mediamill.installkey import SecretBox
 from mediamill.notify import channels as ch
 from mediamill.store.tables import workflow_notifications as wn
 
-from .support import Receiver, add_job_event, insert_job, insert_workflow, wait_until
+from .support import Receiver, add_job_event, insert_job, insert_workflow, make_settings, wait_until
+
+
+def _box(tmp_path: Path, db_url: str) -> SecretBox:
+    """The secret box of the notifier processes below (same data dir: same install key)."""
+    return SecretBox.for_settings(make_settings(tmp_path, db_url))
 
 
 def _start_notifier(db_url: str, tmp_path: Path, *extra: str, lock_seconds: float = 30) -> subprocess.Popen[bytes]:
@@ -48,7 +54,7 @@ def test_killed_notifier_loses_nothing(engine: Engine, db_url: str, tmp_path: Pa
     try:
         with engine.begin() as conn:
             ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": receiver.url},
-                              allowlist="127.0.0.1")
+                              allowlist="127.0.0.1", box=_box(tmp_path, db_url))
         wf = insert_workflow(engine)
         first = [add_job_event(engine, insert_job(engine, workflow_id=wf)) for _ in range(3)]
 
@@ -77,7 +83,7 @@ def test_two_notifiers_share_without_double_sending(engine: Engine, db_url: str,
     try:
         with engine.begin() as conn:
             ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": receiver.url},
-                              allowlist="127.0.0.1")
+                              allowlist="127.0.0.1", box=_box(tmp_path, db_url))
         wf = insert_workflow(engine)
         procs = [_start_notifier(db_url, tmp_path, "--no-alerts") for _ in range(2)]
         try:

@@ -84,7 +84,7 @@ def _alert_events(rt: Runtime) -> list[str]:
 def test_jobs_webhooks_alerts_and_metrics(rt: Runtime, tmp_path: Path, receiver: Receiver) -> None:
     with rt.engine.begin() as conn:
         channel = ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": receiver.url},
-                                    allowlist=rt.settings.url_allowlist)
+                                    allowlist=rt.settings.url_allowlist, box=rt.secret_box)
     secret = channel["config"]["secrets"][0]["secret"]
     worker = Worker(rt, pools={"e2e": 4}).start()
     notifier = Notifier(engine=rt.engine, settings=rt.settings).start()

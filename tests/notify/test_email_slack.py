@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 
+from mediamill.installkey import SecretBox
 from mediamill.notify import channels as ch
 from mediamill.notify.delivery import Dispatcher
 
@@ -55,7 +56,8 @@ def test_completion_and_failure_emails(engine: Engine, db_url: str, tmp_path: Pa
     inbox, port = smtp
     settings = make_settings(tmp_path, db_url, smtp_host="127.0.0.1", smtp_port=port)
     with engine.begin() as conn:
-        ch.create_channel(conn, tenant_id="default", kind="email", config={"to": ["ops@example.com"]},
+        ch.create_channel(conn, box=SecretBox.for_settings(settings),
+                         tenant_id="default", kind="email", config={"to": ["ops@example.com"]},
                           events=["job.completed", "job.failed"])
     video = insert_workflow(engine)
     image = insert_workflow(engine, "WF-IMAGE-PROCESS", "image")
@@ -104,7 +106,8 @@ def test_smtp_down_is_retried_not_lost(engine: Engine, db_url: str, tmp_path: Pa
 def test_slack_block_kit(engine: Engine, db_url: str, tmp_path: Path, receiver: Receiver) -> None:
     settings = make_settings(tmp_path, db_url)
     with engine.begin() as conn:
-        ch.create_channel(conn, tenant_id="default", kind="slack", config={"url": receiver.url},
+        ch.create_channel(conn, box=SecretBox.for_settings(settings),
+                         tenant_id="default", kind="slack", config={"url": receiver.url},
                           allowlist=settings.url_allowlist)
     job = insert_job(engine, workflow_id=insert_workflow(engine, "WF-IMAGE-PROCESS", "image"), status="failed")
     add_job_event(engine, job, event_type="job.failed", workflow_code="WF-IMAGE-PROCESS",

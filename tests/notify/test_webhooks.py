@@ -11,6 +11,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from mediamill.config import Settings
 from mediamill.errors import InvalidInput
+from mediamill.installkey import SecretBox
 from mediamill.notify import channels as ch
 from mediamill.notify.delivery import Dispatcher, send_test
 from mediamill.store.tables import notification_channels, workflow_notifications
@@ -27,7 +28,8 @@ def dispatcher(engine: Engine, settings: Settings) -> Iterator[Dispatcher]:
 
 def _webhook_channel(engine: Engine, settings: Settings, url: str, **kw: object) -> dict:
     with engine.begin() as conn:
-        return ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": url},
+        return ch.create_channel(conn, box=SecretBox.for_settings(settings),
+                         tenant_id="default", kind="webhook", config={"url": url},
                                  allowlist=settings.url_allowlist, **kw)
 
 
@@ -105,7 +107,7 @@ def test_rotation_signs_with_both_secrets(engine: Engine, settings: Settings, di
     channel = _webhook_channel(engine, settings, receiver.url)
     old = channel["config"]["secrets"][0]["secret"]
     with engine.begin() as conn:
-        rotated = ch.rotate_secret(conn, "default", channel["id"])
+        rotated = ch.rotate_secret(conn, "default", channel["id"], box=SecretBox.for_settings(settings))
     new = rotated["config"]["secrets"][0]["secret"]
     assert new != old and len(rotated["config"]["secrets"]) == 2
     add_job_event(engine, insert_job(engine, workflow_id=insert_workflow(engine)))
@@ -153,7 +155,8 @@ def test_per_job_notify_webhook_and_ssrf_guard(engine: Engine, settings: Setting
     assert "non-public" in refused["error_message"] and refused["attempts"] == 1
 
     with engine.begin() as conn, pytest.raises(InvalidInput, match="non-public"):
-        ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": "http://169.254.169.254/x"},
+        ch.create_channel(conn, box=SecretBox.for_settings(settings),
+                         tenant_id="default", kind="webhook", config={"url": "http://169.254.169.254/x"},
                           allowlist=settings.url_allowlist)
 
 
@@ -201,3 +204,65 @@ def test_job_webhook_secret_is_not_derived_from_a_constant(engine: Engine, setti
     other_install = load_settings(data_dir=tmp_path / "elsewhere", database_url=settings.database_url)
     with pytest.raises(WebhookVerificationError):
         Webhook(job_webhook_secret(other_install, "default")).verify(got.body, got.headers)
+
+
+def _stored_secrets(engine: Engine, channel_id: int) -> list[dict]:
+    with engine.connect() as conn:
+        config = conn.execute(sa.select(notification_channels.c.config)
+                              .where(notification_channels.c.id == channel_id)).scalar_one()
+    return config["secrets"]
+
+
+def test_channel_secrets_are_encrypted_at_rest(engine: Engine, settings: Settings, dispatcher: Dispatcher,
+                                               receiver: Receiver, tmp_path) -> None:
+    from mediamill.config import load_settings
+    from mediamill.errors import ConfigError
+
+    channel = _webhook_channel(engine, settings, receiver.url)
+    secret = channel["config"]["secrets"][0]["secret"]
+    stored = _stored_secrets(engine, channel["id"])
+    assert stored[0]["secret"].startswith("enc:v1:") and secret not in str(stored)
+    assert stored[0]["hint"] == secret[:10]
+    with engine.connect() as conn:
+        masked = ch.list_channels(conn, "default")[0]["config"]["secrets"][0]
+    assert masked["secret"] == secret[:10] + "…" and "hint" not in masked
+
+    add_job_event(engine, insert_job(engine, workflow_id=insert_workflow(engine)))
+    _drive(dispatcher, lambda: receiver.count() == 1)
+    got = receiver.requests[0]
+    Webhook(secret).verify(got.body, got.headers)  # still an HMAC secret once opened
+
+    with engine.begin() as conn:
+        rotated = ch.rotate_secret(conn, "default", channel["id"], box=SecretBox.for_settings(settings))
+    assert [s["secret"] for s in rotated["config"]["secrets"]][1] == secret
+    assert all(s["secret"].startswith("enc:v1:") for s in _stored_secrets(engine, channel["id"]))
+    elsewhere = SecretBox.for_settings(load_settings(data_dir=tmp_path / "other-install"))
+    with pytest.raises(ConfigError, match="another install key"):
+        ch.signing_secrets({"secrets": stored}, elsewhere)
+
+
+def test_plaintext_secrets_of_an_older_version_are_encrypted_by_migrate(engine: Engine, settings: Settings,
+                                                                         dispatcher: Dispatcher,
+                                                                         receiver: Receiver) -> None:
+    from mediamill.runtime import Runtime
+
+    secret = ch.new_secret()
+    with engine.begin() as conn:  # a row as the previous version wrote it
+        channel_id = conn.execute(notification_channels.insert().values(
+            tenant_id="default", kind="webhook", name="old", enabled=True,
+            config={"url": receiver.url, "secrets": [{"secret": secret, "created_at": "2026-01-01T00:00:00Z"}]},
+        ).returning(notification_channels.c.id)).scalar_one()
+    add_job_event(engine, insert_job(engine, workflow_id=insert_workflow(engine)))
+    _drive(dispatcher, lambda: receiver.count() == 1)  # a plaintext row keeps working until migrated
+    Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
+
+    rt = Runtime(settings=settings)
+    rt.migrate()
+    rt.migrate()  # a no-op the second time
+    rt.close()
+    stored = _stored_secrets(engine, channel_id)
+    assert stored[0]["secret"].startswith("enc:v1:") and stored[0]["hint"] == secret[:10]
+    assert ch.signing_secrets({"secrets": stored}, SecretBox.for_settings(settings)) == [secret]
+    add_job_event(engine, insert_job(engine, workflow_id=insert_workflow(engine)))
+    _drive(dispatcher, lambda: receiver.count() == 2)
+    Webhook(secret).verify(receiver.requests[1].body, receiver.requests[1].headers)

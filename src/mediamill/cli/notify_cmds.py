@@ -111,7 +111,7 @@ def channels_create(kind: str = typer.Argument(..., help="webhook | email | slac
     with rt.engine.begin() as conn:
         created = create_channel(conn, tenant_id=tenant, kind=kind, name=name, events=event or None,
                                  workflow_code=workflow, config=_config_from_options(kind, url, to, config),
-                                 allowlist=rt.settings.url_allowlist)
+                                 allowlist=rt.settings.url_allowlist, box=rt.secret_box)
     if json_:
         print_json(created)
         return
@@ -156,8 +156,9 @@ def channels_rotate(channel_id: int, overlap: int = typer.Option(86400, help="se
     """Add a new webhook signing secret; the old one keeps signing during the overlap."""
     from mediamill.notify.channels import rotate_secret
 
-    with open_runtime().engine.begin() as conn:
-        rotated = rotate_secret(conn, tenant, channel_id, overlap_seconds=overlap)
+    rt = open_runtime()
+    with rt.engine.begin() as conn:
+        rotated = rotate_secret(conn, tenant, channel_id, overlap_seconds=overlap, box=rt.secret_box)
     console.print(f"new signing secret: {rotated['config']['secrets'][0]['secret']}", highlight=False)
 
 

@@ -1,6 +1,10 @@
 """Notification channels (``notification_channels``): per tenant, optionally per workflow, with an
 event filter. Config is validated per kind; webhook secrets are generated here and rotated with
 two active secrets during the overlap.
+
+Webhook signing secrets are stored encrypted (:class:`mediamill.installkey.SecretBox`, a key
+derived from the install key) next to a ``hint`` — their first characters — that masked views
+show; only the creating and rotating answers, and the sender, ever open them.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from mediamill.errors import InvalidInput, NotFound
+from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, check_url
 from mediamill.notify.events import EVENT_TYPES, event_matches
 from mediamill.store.tables import notification_channels as nc
@@ -112,16 +117,16 @@ def _validate_events(events: list[str] | None) -> list[str] | None:
 
 
 # --------------------------------------------------------------------------- repository
-def create_channel(conn: Connection, *, tenant_id: str, kind: str, config: dict[str, Any],
+def create_channel(conn: Connection, *, tenant_id: str, kind: str, config: dict[str, Any], box: SecretBox,
                    name: str | None = None, events: list[str] | None = None, workflow_code: str | None = None,
                    allowlist: Allowlist | str | None = None) -> dict[str, Any]:
     """Create a channel; the returned dict shows the webhook secret (the only time it is shown)."""
-    clean = validate_config(kind, config, allowlist=allowlist)
+    clean = seal_secrets(validate_config(kind, config, allowlist=allowlist), box)
     row_id = conn.execute(nc.insert().values(
         tenant_id=tenant_id, kind=kind, name=name or kind, config=clean, events=_validate_events(events),
         workflow_code=workflow_code, enabled=True, created_at=utcnow(),
     ).returning(nc.c.id)).scalar_one()
-    return public_view(get_channel(conn, tenant_id, row_id), reveal=True)
+    return public_view(get_channel(conn, tenant_id, row_id), reveal=box)
 
 
 def get_channel(conn: Connection, tenant_id: str | None, channel_id: int) -> dict[str, Any]:
@@ -143,16 +148,16 @@ def list_channels(conn: Connection, tenant_id: str | None) -> list[dict[str, Any
     return [public_view(dict(r)) for r in conn.execute(query).mappings()]
 
 
-def update_channel(conn: Connection, tenant_id: str, channel_id: int, *,
+def update_channel(conn: Connection, tenant_id: str, channel_id: int, *, box: SecretBox,
                    allowlist: Allowlist | str | None = None, **changes: Any) -> dict[str, Any]:
     """Change name, config, events, workflow_code or enabled (re-enabling clears the disabled reason)."""
     current = get_channel(conn, tenant_id, channel_id)
     values: dict[str, Any] = {}
     if changes.get("config") is not None:
         config = dict(changes["config"])
-        if current["kind"] == "webhook" and "secrets" not in config:
-            config["secrets"] = current["config"].get("secrets", [])  # keep secrets across edits
-        values["config"] = validate_config(current["kind"], config, allowlist=allowlist)
+        if current["kind"] == "webhook" and "secrets" not in config:  # keep secrets across edits
+            config["secrets"] = _opened(current["config"].get("secrets", []), box)
+        values["config"] = seal_secrets(validate_config(current["kind"], config, allowlist=allowlist), box)
     if "events" in changes:
         values["events"] = _validate_events(changes["events"])
     for key in ("name", "workflow_code"):
@@ -186,7 +191,7 @@ def cancel_pending(conn: Connection, channel_id: int, reason: str) -> int:
     return int(result.rowcount or 0)
 
 
-def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *,
+def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *, box: SecretBox,
                   overlap_seconds: int = 86400) -> dict[str, Any]:
     """Add a new signing secret; the current ones stay valid for ``overlap_seconds`` (two signatures)."""
     channel = get_channel(conn, tenant_id, channel_id)
@@ -197,14 +202,54 @@ def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *,
     kept = [dict(s, expires_at=s.get("expires_at") or expires) for s in active_secrets(channel["config"], now)]
     config = dict(channel["config"])
     config["secrets"] = [{"secret": new_secret(), "created_at": iso(now)}, *kept]
-    conn.execute(nc.update().where(nc.c.id == channel_id).values(config=config))
-    return public_view(get_channel(conn, tenant_id, channel_id), reveal=True)
+    conn.execute(nc.update().where(nc.c.id == channel_id).values(config=seal_secrets(config, box)))
+    return public_view(get_channel(conn, tenant_id, channel_id), reveal=box)
 
 
 def active_secrets(config: dict[str, Any], now: datetime | None = None) -> list[dict[str, Any]]:
-    """The webhook secrets not yet expired, newest first."""
+    """The webhook secrets not yet expired, newest first (as stored: sealed)."""
     moment = iso(now or utcnow()) or ""
     return [s for s in config.get("secrets", []) if not s.get("expires_at") or s["expires_at"] > moment]
+
+
+def signing_secrets(config: dict[str, Any], box: SecretBox) -> list[str]:
+    """The plaintext ``whsec_`` secrets that sign a delivery now (newest first)."""
+    return [box.open(s["secret"]) for s in active_secrets(config)]
+
+
+def seal_secrets(config: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    """``config`` with every webhook secret encrypted and a short hint kept beside it."""
+    if "secrets" not in config:
+        return config
+    sealed = [s if SecretBox.is_sealed(s["secret"]) else {**s, "secret": box.seal(s["secret"]), "hint": _hint(s)}
+              for s in config["secrets"]]
+    return {**config, "secrets": sealed}
+
+
+def seal_plaintext_secrets(engine: Engine, box: SecretBox) -> int:
+    """Encrypt the webhook secrets stored in plain text before encryption at rest existed; returns the
+    number of channels changed (run on every migrate: a no-op once done)."""
+    changed = 0
+    with engine.begin() as conn:
+        for row in conn.execute(sa.select(nc.c.id, nc.c.config).where(nc.c.kind == "webhook")).all():
+            config = row.config or {}
+            if any(not SecretBox.is_sealed(s["secret"]) for s in config.get("secrets", [])):
+                conn.execute(nc.update().where(nc.c.id == row.id).values(config=seal_secrets(config, box)))
+                changed += 1
+    return changed
+
+
+def _hint(secret: dict[str, Any]) -> str:
+    return str(secret["secret"])[:10]
+
+
+def _masked(secrets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k != "hint"} | {"secret": (s.get("hint") or _hint(s)) + "…"}
+            for s in secrets]
+
+
+def _opened(secrets: list[dict[str, Any]], box: SecretBox) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k != "hint"} | {"secret": box.open(s["secret"])} for s in secrets]
 
 
 def matching_channels(conn: Connection, *, tenant_id: str, event_type: str,
@@ -218,11 +263,11 @@ def matching_channels(conn: Connection, *, tenant_id: str, event_type: str,
     return [dict(r) for r in rows if event_matches(r["events"], event_type)]
 
 
-def public_view(channel: dict[str, Any], *, reveal: bool = False) -> dict[str, Any]:
-    """A channel for the API / CLI: secrets masked unless ``reveal``."""
+def public_view(channel: dict[str, Any], *, reveal: SecretBox | None = None) -> dict[str, Any]:
+    """A channel for the API / CLI: secrets masked, unless a box to ``reveal`` them is given."""
     config = dict(channel["config"] or {})
-    if "secrets" in config and not reveal:
-        config["secrets"] = [dict(s, secret=s["secret"][:10] + "…") for s in config["secrets"]]
+    if "secrets" in config:
+        config["secrets"] = _opened(config["secrets"], reveal) if reveal is not None else _masked(config["secrets"])
     return {"id": channel["id"], "tenant_id": channel["tenant_id"], "kind": channel["kind"],
             "name": channel["name"], "workflow_code": channel["workflow_code"], "events": channel["events"],
             "enabled": bool(channel["enabled"]), "disabled_reason": channel["disabled_reason"],

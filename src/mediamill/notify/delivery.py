@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings
+from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, guarded_client
 from mediamill.notify import channels as ch
 from mediamill.notify import dispatcher as dp
@@ -43,6 +44,7 @@ class Dispatcher:
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
         self._allow = Allowlist.parse(settings.url_allowlist)
+        self._box = SecretBox.for_settings(settings)
         self._client = guarded_client(self._allow, timeout=settings.notify_timeout_seconds)
         self._pool = ThreadPoolExecutor(max_workers=settings.notify_concurrency,
                                         thread_name_prefix="mediamill-notify")
@@ -101,7 +103,7 @@ class Dispatcher:
             secrets = [job_webhook_secret(self.settings, claimed.tenant_id)]
             url = claimed.recipient
         else:
-            secrets = [s["secret"] for s in ch.active_secrets(config)]
+            secrets = ch.signing_secrets(config, self._box)
             url = config.get("url", claimed.recipient)
         return send_webhook(self._client, url=url, secrets=secrets, envelope=claimed.payload,
                             extra_headers=config.get("headers"))

@@ -59,7 +59,7 @@ def create_channel(body: ChannelIn, request: Request, caller: Caller = Operator)
     with rt.engine.begin() as conn:
         return channels.create_channel(conn, tenant_id=caller.tenant_id, kind=body.kind, name=body.name,
                                        config=body.config, events=body.events, workflow_code=body.workflow_code,
-                                       allowlist=rt.settings.url_allowlist)
+                                       allowlist=rt.settings.url_allowlist, box=rt.secret_box)
 
 
 @router.get("/v1/channels/{channel_id}")
@@ -76,7 +76,7 @@ def update_channel(channel_id: int, body: ChannelPatch, request: Request, caller
     changes = body.model_dump(exclude_unset=True)
     with rt.engine.begin() as conn:
         return channels.update_channel(conn, caller.tenant_id, channel_id, allowlist=rt.settings.url_allowlist,
-                                       **changes)
+                                       box=rt.secret_box, **changes)
 
 
 @router.delete("/v1/channels/{channel_id}", status_code=204)
@@ -100,8 +100,10 @@ def test_channel(channel_id: int, request: Request, caller: Caller = Operator) -
 def rotate_secret(channel_id: int, request: Request, caller: Caller = Operator,
                   overlap_seconds: int = Query(86400, ge=0, le=30 * 86400)) -> dict[str, Any]:
     """Add a new signing secret; the old one keeps signing (two signatures) during the overlap."""
-    with _rt(request).engine.begin() as conn:
-        return channels.rotate_secret(conn, caller.tenant_id, channel_id, overlap_seconds=overlap_seconds)
+    rt = _rt(request)
+    with rt.engine.begin() as conn:
+        return channels.rotate_secret(conn, caller.tenant_id, channel_id, overlap_seconds=overlap_seconds,
+                                      box=rt.secret_box)
 
 
 # --------------------------------------------------------------------------- delivery log
