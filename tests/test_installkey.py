@@ -13,6 +13,7 @@ from mediamill.api import signing
 from mediamill.config import load_settings
 from mediamill.errors import ConfigError
 from mediamill.store import auth_repo
+from tests.helpers import BACKENDS, database_url, make_runtime
 
 SHARED = "x" * 40
 
@@ -82,3 +83,21 @@ def test_legacy_session_key_is_adopted(tmp_path: Path) -> None:
     key = installkey.install_key(load_settings(data_dir=tmp_path, secret_key=""))
     assert key == b"legacy-" + b"l" * 40
     assert not (tmp_path / installkey.LEGACY_KEY_FILE).exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_process_with_another_install_key_is_refused(backend: str, tmp_path: Path) -> None:
+    """Replicas must share the key: one without it would fail every session, link and secret later."""
+    with database_url(backend, tmp_path) as url:
+        first = make_runtime(tmp_path / "one", url)  # records its key's fingerprint
+        (tmp_path / "two").mkdir()
+        (tmp_path / "two" / installkey.KEY_FILE).write_bytes(installkey.install_key(first.settings))
+        same = make_runtime(tmp_path / "two", url, migrate=False)
+        same.migrate()  # a copy of the key file is the same key
+        stranger = make_runtime(tmp_path / "three", url, migrate=False)
+        with pytest.raises(ConfigError, match="same MEDIAMILL_SECRET_KEY"):
+            stranger.migrate()
+        with pytest.raises(ConfigError, match="not the one this database was set up with"):
+            stranger.check_install_key()
+        for rt in (first, same, stranger):
+            rt.close()

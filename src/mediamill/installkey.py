@@ -50,6 +50,11 @@ def derive(settings: Any, purpose: str) -> bytes:
     return hmac.new(install_key(settings), b"mediamill/" + purpose.encode(), hashlib.sha256).digest()
 
 
+def key_check(settings: Any) -> str:
+    """A fingerprint of the install key (safe to store: it reveals nothing about the key)."""
+    return derive(settings, "key-check").hex()[:32]
+
+
 def fernet_key(settings: Any, purpose: str) -> bytes:
     """A Fernet key (url-safe base64 of 32 bytes) derived for ``purpose``."""
     return base64.urlsafe_b64encode(derive(settings, purpose))

@@ -8,12 +8,14 @@ from functools import cached_property
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mediamill import installkey
 from mediamill.config import Settings, load_settings
 from mediamill.errors import ConfigError, TransientError
 from mediamill.fsmode import private_dir
 from mediamill.installkey import SecretBox
 from mediamill.storage import Storage, open_storage
 from mediamill.store.db import create_db_engine, schema_state, upgrade
+from mediamill.store.installation import check_install_key
 from mediamill.store.workflow_repo import install_builtins
 
 
@@ -39,12 +41,18 @@ class Runtime:
         return SecretBox.for_settings(self.settings)
 
     def migrate(self) -> None:
-        """Bring the schema up to date, and encrypt webhook secrets an older version stored in plain text."""
+        """Bring the schema up to date, check the install key, and encrypt webhook secrets an older version
+        stored in plain text."""
         from mediamill.notify.channels import seal_plaintext_secrets
 
         private_dir(self.settings.data_dir)
         upgrade(self.settings.effective_database_url)
+        self.check_install_key()
         seal_plaintext_secrets(self.engine, self.secret_box)
+
+    def check_install_key(self) -> None:
+        """ConfigError unless this process has the install key the database was set up with."""
+        check_install_key(self.engine, installkey.key_check(self.settings))
 
     def prepare(self) -> None:
         """Migrate and install the built-in workflows (what ``serve`` does on start)."""

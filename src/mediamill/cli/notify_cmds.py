@@ -40,6 +40,7 @@ def notifier(no_alerts: bool = typer.Option(False, "--no-alerts", help="deliver 
     from mediamill.observability.logging import configure
 
     rt = Runtime()
+    rt.check_install_key()  # it signs with the install key: a replica without the shared key must not start
     configure(rt.settings, "notifier")
     if once:
         dispatcher = Dispatcher(engine=rt.engine, settings=rt.settings)

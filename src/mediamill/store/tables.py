@@ -62,6 +62,16 @@ api_keys = Table(
 
 # Dashboard session nonces that were logged out and one-time login links already redeemed: refused
 # by every API process until the token would have expired anyway (then pruned).
+# One row: a fingerprint of the install key the database was set up with, so a process started
+# with another key (a replica without the shared MEDIAMILL_SECRET_KEY) is refused at start instead
+# of failing every session, signed URL and encrypted secret later.
+installation = Table(
+    "installation", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_check", String(64), nullable=False),
+    Column("created_at", DateTime, server_default=NOW),
+)
+
 spent_tokens = Table(
     "spent_tokens", metadata,
     Column("token", String(100), primary_key=True),

@@ -1,4 +1,4 @@
-"""spent_tokens: logged-out sessions and redeemed login links, shared by every API process
+"""spent_tokens (logged-out sessions, redeemed login links) and installation (install key check)
 
 Revision ID: 0002_sec_auth
 Revises: 0001
@@ -14,6 +14,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('installation',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('key_check', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_installation'))
+    )
     op.create_table('spent_tokens',
     sa.Column('token', sa.String(length=100), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
@@ -28,3 +34,4 @@ def downgrade() -> None:
     with op.batch_alter_table('spent_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_spent_tokens_expires_at'))
     op.drop_table('spent_tokens')
+    op.drop_table('installation')
