@@ -108,6 +108,8 @@ class Settings(BaseSettings):
                                                                         "from one client address before 429")
     auth_failures_per_key: int = Field(default=10, gt=0, description="failed attempts a minute on one key prefix "
                                                                     "before 429")
+    outbound_proxy: str = Field(default="", description="an HTTP proxy for URL inputs, webhooks and http_request "
+                                                        "(proxy environment variables are ignored)")
     url_allowlist: str = Field(default="", description="comma-separated hosts/CIDRs allowed despite the SSRF guard")
     public_url: str = ""
     secret_key: str = Field(default="", description="the install key every secret derives from; share it between "

@@ -165,10 +165,18 @@ class GuardedBackend(httpcore.SyncBackend):
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
 
 
-def guarded_client(allowlist: Allowlist | str | None, *, timeout: float = 15.0, **kwargs: Any) -> httpx.Client:
-    """An httpx client that never follows redirects, ignores proxy variables and guards every dial."""
+def guarded_client(allowlist: Allowlist | str | None, *, timeout: float = 15.0, proxy: str | None = None,
+                   **kwargs: Any) -> httpx.Client:
+    """An httpx client that never follows redirects, ignores proxy variables and guards every dial.
+
+    ``proxy`` (``MEDIAMILL_OUTBOUND_PROXY``) is the one way to send requests through a proxy: the
+    proxy may then be a private address, and as it resolves the targets itself, the connect-time
+    check moves to its egress policy (URLs are still checked before each request).
+    """
     allow = allowlist if isinstance(allowlist, Allowlist) else Allowlist.parse(allowlist)
-    transport = httpx.HTTPTransport(retries=0)
+    if proxy:
+        allow = Allowlist(allow.hosts | {(urlsplit(proxy).hostname or "").lower()}, allow.suffixes, allow.networks)
+    transport = httpx.HTTPTransport(retries=0, proxy=proxy or None)
     pool = getattr(transport, "_pool", None)
     if pool is None or not hasattr(pool, "_network_backend"):
         # never fall back to an unguarded client: a new httpx/httpcore layout must fail loudly

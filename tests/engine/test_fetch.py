@@ -103,3 +103,18 @@ def test_proxy_variables_are_ignored(tmp_path: Path, internal: _Recorder, monkey
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_a_configured_proxy_is_used(tmp_path: Path) -> None:
+    """MEDIAMILL_OUTBOUND_PROXY is the opt-in: the proxy (private itself) gets the request for a public URL."""
+    proxy = _Recorder()
+    try:
+        rt = make_runtime(tmp_path, migrate=False, outbound_proxy=f"http://127.0.0.1:{proxy.port}")
+        _key, _mime, size = fetch_to_storage(rt, f"http://{PUBLIC}/file.bin", "default", tmp_path / "scratch")
+        assert size == len(b"internal secret") and proxy.paths == [f"http://{PUBLIC}/file.bin"]
+        with pytest.raises(UrlRefused, match="non-public"):  # targets are still checked before the proxy
+            fetch_to_storage(rt, "http://10.1.2.3/x", "default", tmp_path / "scratch")
+        assert len(proxy.paths) == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -57,11 +57,11 @@ def _classify(response: httpx.Response) -> None:
     raise InvalidInput(reason)
 
 
-def _send(ctx: StepContext, allowlist: str) -> httpx.Response:
+def _send(ctx: StepContext, allowlist: str, proxy: str | None) -> httpx.Response:
     p: HttpRequestParams = ctx.params
     body = json.dumps(_payload(ctx), default=str)
     headers = {"content-type": "application/json", "user-agent": "mediamill", **p.headers}
-    with guarded_client(allowlist, timeout=p.timeout) as client:
+    with guarded_client(allowlist, timeout=p.timeout, proxy=proxy) as client:
         if p.method in ("GET", "DELETE"):
             params = {"job_id": str(ctx.job.get("id", "")), "job_code": str(ctx.job.get("job_code", ""))}
             return client.request(p.method, p.url, headers=headers, params=params)
@@ -72,10 +72,11 @@ def _send(ctx: StepContext, allowlist: str) -> httpx.Response:
         errors=("invalid_input", "transient", "timeout"))
 def http_request(ctx: StepContext) -> StepResult:
     """Send the job's metadata to a URL (GET query or JSON body); non-2xx fails with a class."""
-    allowlist = load_settings().url_allowlist
+    settings = load_settings()
+    allowlist = settings.url_allowlist
     try:
         check_url(ctx.params.url, allowlist)
-        response = _send(ctx, allowlist)
+        response = _send(ctx, allowlist, settings.outbound_proxy or None)
     except UnresolvableHost as exc:
         raise TransientError(exc.message) from exc
     except httpx.TimeoutException as exc:

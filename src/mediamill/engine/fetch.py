@@ -3,7 +3,8 @@
 Every hop goes through :func:`mediamill.netguard.guarded_client`: the address a connection is
 actually made to is the one that was checked (a DNS answer that changes between the check and
 the connect cannot reach a private host), redirects are re-checked one by one, and proxy
-environment variables are ignored so a ``HTTP_PROXY`` cannot route around the guard.
+environment variables are ignored so a ``HTTP_PROXY`` cannot route around the guard (an operator
+chooses a proxy with ``MEDIAMILL_OUTBOUND_PROXY``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def fetch_to_storage(runtime: Runtime, url: str, tenant_id: str, scratch: Path) 
     dest = scratch / "fetched"
     current = url
     allow = netguard.Allowlist.parse(runtime.settings.url_allowlist)
-    with netguard.guarded_client(allow, timeout=FETCH_TIMEOUT_SECONDS) as client:
+    proxy = runtime.settings.outbound_proxy or None
+    with netguard.guarded_client(allow, timeout=FETCH_TIMEOUT_SECONDS, proxy=proxy) as client:
         for _ in range(MAX_REDIRECTS):
             netguard.check_url(current, allow)  # a clear error before connecting; the client re-checks the dial
             try:

@@ -45,7 +45,8 @@ class Dispatcher:
         self.worker_id = worker_id or default_worker_id()
         self._allow = Allowlist.parse(settings.url_allowlist)
         self._box = SecretBox.for_settings(settings)
-        self._client = guarded_client(self._allow, timeout=settings.notify_timeout_seconds)
+        self._client = guarded_client(self._allow, timeout=settings.notify_timeout_seconds,
+                                      proxy=settings.outbound_proxy or None)
         self._pool = ThreadPoolExecutor(max_workers=settings.notify_concurrency,
                                         thread_name_prefix="mediamill-notify")
 
