@@ -134,3 +134,15 @@ def test_client_address_groups_ipv6_by_64() -> None:
     assert client_address("::ffff:192.0.2.7") == "192.0.2.7"
     assert client_address("192.0.2.7") == "192.0.2.7"
     assert client_address(None) == "unknown"
+
+
+def test_memory_stays_bounded_under_a_flood_of_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(authlimit, "MAX_TRACKED", 100)
+    limiter = AuthFailureLimiter(per_address=5, per_key=5)
+    for i in range(1000):
+        limiter.failed(f"10.0.{i // 250}.{i % 250}", f"{i:08x}")
+    assert len(limiter._buckets) <= 100
+    for _ in range(5):
+        limiter.failed("192.0.2.1", None)
+    with pytest.raises(TooManyAuthFailures):  # the newest, emptiest buckets are the ones kept
+        limiter.check("192.0.2.1", None, "k")

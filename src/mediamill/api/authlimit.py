@@ -123,9 +123,14 @@ class AuthFailureLimiter:
         self._buckets[kind_key] = bucket
 
     def _forget_full(self, now: float) -> None:
+        """Drop refilled buckets; if a flood of distinct addresses/prefixes keeps them all busy, keep the
+        emptiest three quarters (a dropped bucket starts full again: the brake weakens, memory stays bounded)."""
         for kind_key in list(self._buckets):
             if self._refill(kind_key, now).tokens >= self._limits[kind_key[0]]:
                 del self._buckets[kind_key]
+        if len(self._buckets) > MAX_TRACKED:
+            keep = sorted(self._buckets.items(), key=lambda item: item[1].tokens)[: MAX_TRACKED * 3 // 4]
+            self._buckets = dict(keep)
 
 
 def _digest(key: str) -> str:
