@@ -105,3 +105,10 @@ def test_the_app_refuses_oversized_heads_under_any_server(tmp_path: Path) -> Non
         big = client.get("/healthz", headers={"x-big": "a" * 5000})
         assert big.status_code == 431 and "larger than 4096 bytes" in big.json()["detail"]
     rt.close()
+
+
+def test_caps_count_per_request_on_a_kept_alive_connection(api_port: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{api_port}") as client:
+        headers = {f"x-f{i}": "v" * 500 for i in range(60)}  # 60 fields, ~30 KiB: three of them exceed both caps
+        assert [client.get("/healthz", headers=headers).status_code for _ in range(3)] == [200, 200, 200]
+        assert client.get("/healthz", headers={f"x-f{i}": "v" for i in range(120)}).status_code == 431
