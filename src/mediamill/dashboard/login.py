@@ -86,7 +86,7 @@ def login_link(request: Request, token: str) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     form = await request.form()
-    found = session.caller_of(request, request.cookies.get(SESSION_COOKIE))
+    found = await run_in_threadpool(session.caller_of, request, request.cookies.get(SESSION_COOKIE))
     if found is not None:
         session.check_csrf(request, found[1], str(form.get(session.CSRF_FIELD) or ""))
         await run_in_threadpool(session.end, request, found[1])

@@ -2,7 +2,10 @@
 
 The cookie holds ``{k: key id, n: session nonce, exp}`` signed with the server secret
 (:func:`mediamill.store.auth_repo.session_secret`); every request re-checks that the key is
-still live, so revoking a key ends its sessions within :data:`KEY_CACHE_SECONDS`.
+still live, so revoking a key ends its sessions within :data:`KEY_CACHE_SECONDS`. Logging out
+and redeeming a one-time login link spend the token's nonce in the database
+(:func:`mediamill.store.auth_repo.spend_token`): every API process refuses it from then on,
+across restarts, until it would have expired anyway.
 
 CSRF: the synchronizer token is ``HMAC(secret, "csrf." + nonce)`` — bound to the session,
 stored nowhere. Pages carry it in a ``<meta>`` tag and in every form; scripts send it as
