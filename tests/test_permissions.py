@@ -35,6 +35,9 @@ def test_fresh_install_is_private(tmp_path: Path) -> None:
     rt.prepare()
     key = auth_repo.create_key(rt.engine, role="submitter").plaintext
     rt.storage.put("inputs/default/ab/cd/clip.bin", io.BytesIO(b"x" * 10))
+    scratch = tmp_path / "scratch.bin"
+    scratch.write_bytes(b"y" * 10)  # 0644 under the umask: moved into storage, it becomes 0600
+    rt.storage.put_file("outputs/default/ef/out.bin", scratch, move=True)
     installkey.install_key(rt.settings)
     with TestClient(create_app(rt)) as client:
         created = client.post("/v1/uploads", headers={"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0",
@@ -47,6 +50,7 @@ def test_fresh_install_is_private(tmp_path: Path) -> None:
     for folder in ("storage", "storage/.tmp", "storage/inputs", "storage/inputs/default/ab/cd", "uploads"):
         assert _mode(data / folder) == 0o700, folder
     assert _mode(data / "storage/inputs/default/ab/cd/clip.bin") == 0o600
+    assert _mode(data / "storage/outputs/default/ef/out.bin") == 0o600
     rt.close()
 
 

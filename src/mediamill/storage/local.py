@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mediamill.errors import NotFound
-from mediamill.fsmode import private_dir
+from mediamill.fsmode import PRIVATE_FILE, private_dir
 from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
 
 
@@ -57,6 +57,7 @@ class LocalStorage(Storage):
                 size += len(chunk)
             os.fsync(fh.fileno())
         try:
+            os.chmod(path, PRIVATE_FILE)  # a scratch file made under the umask; stored objects are 0600
             os.replace(path, dest)
         except OSError:  # another filesystem: copy after all
             return super().put_file(key, path, content_type=content_type)
