@@ -1,14 +1,14 @@
 """spent_tokens (logged-out sessions, redeemed login links) and installation (install key check)
 
 Revision ID: 0002_sec_auth
-Revises: 0001
+Revises: 0002_ops_numbers
 Create Date: 2026-11-29 22:40:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0002_sec_auth'
-down_revision = '0001'
+down_revision = '0002_ops_numbers'
 branch_labels = None
 depends_on = None
 
