@@ -30,7 +30,7 @@ def test_webhook_outputs_carry_a_download_url(tmp_path: Path, db_url: str, recei
     with rt.engine.begin() as conn:
         workflow_repo.save_version(conn, validate_document(MANIFEST), author="tests")
         channel = ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": receiver.url},
-                                    allowlist=rt.settings.url_allowlist)
+                                    allowlist=rt.settings.url_allowlist, box=rt.secret_box)
     key = auth_repo.create_key(rt.engine, role="viewer").plaintext
     source = tmp_path / "input.txt"
     source.write_text("hello\n")
