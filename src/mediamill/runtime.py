@@ -14,7 +14,7 @@ from mediamill.errors import ConfigError, TransientError
 from mediamill.fsmode import private_dir
 from mediamill.installkey import SecretBox
 from mediamill.storage import Storage, open_storage
-from mediamill.store.db import create_db_engine, schema_state, upgrade
+from mediamill.store.db import check_schema_version, create_db_engine, schema_state, upgrade
 from mediamill.store.installation import check_install_key
 from mediamill.store.workflow_repo import install_builtins
 
@@ -54,9 +54,19 @@ class Runtime:
         """ConfigError unless this process has the install key the database was set up with."""
         check_install_key(self.engine, installkey.key_check(self.settings))
 
-    def prepare(self) -> None:
-        """Migrate and install the built-in workflows (what ``serve`` does on start)."""
-        self.migrate()
+    def prepare(self, *, migrate: bool = True) -> None:
+        """Migrate and install the built-in workflows (what ``serve``, ``worker`` and ``api`` do on start).
+
+        ``migrate=False`` (``--no-migrate``: a migrate job owns the schema) changes no schema and
+        refuses to start unless the database is exactly at this code's schema revision.
+        Either way a database migrated by newer code is refused, naming both revisions.
+        """
+        if migrate:
+            self.migrate()
+        else:
+            self.require_database()
+            check_schema_version(self.settings.effective_database_url, allow_behind=False)
+            self.check_install_key()
         install_builtins(self.engine)
 
     def require_database(self) -> None:

@@ -25,11 +25,11 @@ def app_factory() -> object:
 def api(host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
         port: int | None = typer.Option(None, help="port (default 8000)"),
         workers: int | None = typer.Option(None, help="worker processes (default MEDIAMILL_API_WORKERS or 1)"),
-        migrate: bool = typer.Option(True, help="apply migrations and install built-ins first")) -> None:
+        migrate: bool = typer.Option(True, help="apply migrations first (--no-migrate: a migrate job owns the "
+                                              "schema; refuse to start unless it is at this version's)")) -> None:
     """Serve the HTTP API only; run workers with `mediamill worker`."""
     rt = Runtime()
-    if migrate:
-        rt.prepare()
+    rt.prepare(migrate=migrate)
     from mediamill.store.auth_repo import ensure_admin_key
 
     key = ensure_admin_key(rt.engine)

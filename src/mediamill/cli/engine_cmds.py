@@ -140,17 +140,20 @@ def _print_outputs(detail: dict[str, Any]) -> None:
 
 
 def worker(pool: list[str] = typer.Option([], "--pool", help="QUEUE=N concurrency (repeatable); default *=2"),
-           name: str | None = typer.Option(None, "--name", help="a name for this worker")) -> None:
+           name: str | None = typer.Option(None, "--name", help="a name for this worker"),
+           migrate: bool = typer.Option(True, help="apply migrations first (--no-migrate: a migrate job owns "
+                                                   "the schema; refuse to start unless it is at this version's)"),
+           ) -> None:
     """Run a worker until SIGTERM (drains gracefully)."""
-    _worker(pool, name)
+    _worker(pool, name, migrate)
 
 
 @handle_errors
-def _worker(pool: list[str], name: str | None) -> None:
+def _worker(pool: list[str], name: str | None, migrate: bool) -> None:
     from mediamill.engine.worker import Worker
 
     rt = Runtime()
-    rt.prepare()
+    rt.prepare(migrate=migrate)
     pools = parse_pools(pool) if pool else (rt.settings.parsed_pools() or {"*": 2})
     _setup_observability(rt, "worker")
     w = Worker(rt, pools=pools, name=name)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from mediamill import __version__
+from mediamill.errors import ConfigError
 from mediamill.fsmode import create_private_file
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -67,11 +73,126 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+#: Key of the PostgreSQL advisory lock migrations hold (any constant bigint; "mmmigrat" in ASCII).
+MIGRATION_LOCK_KEY = 0x6D6D6D6967726174
+
+
+class SchemaTooNew(ConfigError):
+    """The database carries a schema revision this code does not know: newer code migrated it."""
+
+
+class SchemaBehind(ConfigError):
+    """The database's schema is older than this code's and migrations were not allowed to run."""
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations (``mediamill db upgrade``; ``serve`` runs it on start)."""
+    """Apply Alembic migrations (``mediamill db upgrade``; ``serve``, ``worker`` and ``api`` run it on start).
+
+    Holds the migration lock, so processes started at once on a fresh database take turns: the
+    first creates the schema, the others find it done. Refuses a database migrated by newer code.
+    """
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    with migration_lock(url):
+        check_schema_version(url, allow_behind=True)
+        command.upgrade(alembic_config(url), revision)
+
+
+@contextlib.contextmanager
+def migration_lock(url: str, *, timeout: float = 600.0) -> Iterator[None]:
+    """Serialize schema changes between processes, possibly on different hosts.
+
+    PostgreSQL: a session-level advisory lock on its own connection (released when the block
+    ends or the connection drops, so a killed migrator never leaves it held). SQLite: an
+    exclusive ``flock`` on ``<database>.migrate.lock`` next to the file (SQLite is one host).
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with _sqlite_file_lock(parsed.database or "", timeout):
+            yield
+        return
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            # lock_timeout bounds the wait for the advisory lock too (set_config: SET takes no parameters)
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}ms"})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(path: str, timeout: float) -> Iterator[None]:
+    if path in ("", ":memory:"):
+        yield  # a private in-memory database has no other process to race
+        return
+    lock_path = Path(f"{path}.migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with lock_path.open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"waited {timeout:.0f} s for the migration lock {lock_path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def code_head() -> str:
+    """The newest schema revision this code knows."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def known_revision(revision: str) -> bool:
+    """Whether ``revision`` is part of this code's migration history."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision) is not None
+    except (CommandError, KeyError):
+        return False
+
+
+def check_schema_version(url: str, *, allow_behind: bool) -> str | None:
+    """Refuse to run this code against a database schema it does not know; return the database's revision.
+
+    A revision missing from this code's history means newer code migrated the database: running
+    older code on it could write rows the newer schema does not expect, so it stops with both
+    revisions named. ``allow_behind=False`` (``--no-migrate``) also refuses a database that is
+    not migrated up to this code's head.
+    """
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        db_rev = current_revision(engine)
+    finally:
+        engine.dispose()
+    head = code_head()
+    if db_rev is not None and not known_revision(db_rev):
+        raise SchemaTooNew(
+            f"the database schema is at revision {db_rev!r}, which this mediamill {__version__} does not know "
+            f"(its newest is {head!r}): newer code migrated this database. Run the mediamill version that "
+            "migrated it (or newer); do not run older code against a newer schema.")
+    if not allow_behind and db_rev != head:
+        shown = "no schema" if db_rev is None else f"revision {db_rev!r}"
+        raise SchemaBehind(
+            f"the database schema is at {shown} but this mediamill {__version__} needs {head!r}, and "
+            "--no-migrate was given: run `mediamill db upgrade` (or the migrate job) first.")
+    return db_rev
 
 
 def current_revision(engine: Engine) -> str | None:
