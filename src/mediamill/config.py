@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     breaker_failure_rate: float = 0.5
     breaker_cooldown_seconds: int = 30
     pools: str = Field(default="", description='default pools for serve/worker, e.g. "video=1,image=4"')
+    # PostgreSQL network timeouts (a cut host must not hold row locks until TCP gives up, ~2 h);
+    # 0 turns one off. Migrations run without the statement timeout.
+    db_connect_timeout_seconds: int = Field(default=10, ge=0, description="give up connecting after this long")
+    db_keepalives_idle_seconds: int = Field(default=30, ge=0, description="TCP keepalive probes start after this "
+                                                                          "much silence (0 = no keepalives)")
+    db_keepalives_interval_seconds: int = Field(default=10, gt=0, description="seconds between keepalive probes")
+    db_keepalives_count: int = Field(default=3, gt=0, description="unanswered probes before the link is dead")
+    db_idle_in_transaction_timeout_seconds: float = Field(
+        default=60, ge=0, description="the server ends a session idle inside a transaction this long")
+    db_statement_timeout_seconds: float = Field(
+        default=300, ge=0, description="the server cancels a statement running longer than this")
     # api
     host: str = "127.0.0.1"
     port: int = 8000

@@ -14,7 +14,7 @@ from mediamill.errors import ConfigError, TransientError
 from mediamill.fsmode import private_dir
 from mediamill.installkey import SecretBox
 from mediamill.storage import Storage, open_storage
-from mediamill.store.db import check_schema_version, create_db_engine, schema_state, upgrade
+from mediamill.store.db import PgNetwork, check_schema_version, create_db_engine, schema_state, upgrade
 from mediamill.store.installation import check_install_key
 from mediamill.store.workflow_repo import install_builtins
 
@@ -25,7 +25,9 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return create_db_engine(self.settings.effective_database_url)
+        network = pg_network(self.settings)
+        return create_db_engine(network.apply(self.settings.effective_database_url),
+                                pg_options=network.session_options())
 
     @cached_property
     def storage(self) -> Storage:
@@ -91,6 +93,16 @@ class Runtime:
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def pg_network(settings: Settings) -> PgNetwork:
+    """The PostgreSQL network timeouts of ``settings``."""
+    return PgNetwork(connect_timeout=settings.db_connect_timeout_seconds,
+                     keepalives_idle=settings.db_keepalives_idle_seconds,
+                     keepalives_interval=settings.db_keepalives_interval_seconds,
+                     keepalives_count=settings.db_keepalives_count,
+                     idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
+                     statement_timeout=settings.db_statement_timeout_seconds)
 
 
 def _shown(url: str) -> str:

@@ -7,6 +7,7 @@ import fcntl
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,12 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Create an engine for a sqlite:// or postgresql+psycopg:// URL."""
+def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False, pg_options: str = "") -> Engine:
+    """Create an engine for a sqlite:// or postgresql+psycopg:// URL.
+
+    ``pg_options``: server settings for every PostgreSQL session (libpq ``options``); ``options``
+    given in the URL come after them, so they win.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -56,8 +61,58 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    connect_args: dict[str, Any] = {}
+    if pg_options:
+        given = sa.engine.make_url(url).query.get("options")
+        connect_args["options"] = " ".join([pg_options, *([given] if isinstance(given, str) else given or ())])
     return sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                            pool_recycle=1800)
+                            pool_recycle=1800, connect_args=connect_args)
+
+
+@dataclass(frozen=True)
+class PgNetwork:
+    """Network timeouts of PostgreSQL connections, as libpq connection parameters.
+
+    The client-side ones (connect timeout, keepalives) travel in the URL's query string, so
+    every connection made from the engine's URL gets them — the pool and the LISTEN connections
+    built from ``engine.url``. The server-side ones go in the startup packet's ``options`` of
+    pooled connections. Parameters already in the configured URL win.
+    """
+
+    connect_timeout: int = 10
+    keepalives_idle: int = 30
+    keepalives_interval: int = 10
+    keepalives_count: int = 3
+    idle_in_transaction_timeout: float = 60
+    statement_timeout: float = 300
+
+    def url_parameters(self) -> dict[str, str]:
+        """Client-side libpq parameters."""
+        params: dict[str, str] = {}
+        if self.connect_timeout:
+            params["connect_timeout"] = str(self.connect_timeout)
+        if self.keepalives_idle:
+            params.update(keepalives="1", keepalives_idle=str(self.keepalives_idle),
+                          keepalives_interval=str(self.keepalives_interval),
+                          keepalives_count=str(self.keepalives_count),
+                          # unacknowledged writes count too: a link cut mid-send is dead as soon as probes say so
+                          tcp_user_timeout=str(1000 * (self.keepalives_idle
+                                                       + self.keepalives_interval * self.keepalives_count)))
+        return params
+
+    def session_options(self) -> str:
+        """Server settings of each session, as libpq ``options`` (``-c name=value`` …)."""
+        return " ".join(f"-c {name}={int(seconds * 1000)}" for name, seconds in
+                        (("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout),
+                         ("statement_timeout", self.statement_timeout)) if seconds)
+
+    def apply(self, url: str) -> str:
+        """``url`` with the client-side parameters added (PostgreSQL only; other URLs are returned unchanged)."""
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() != "postgresql":
+            return url
+        merged = {**self.url_parameters(), **dict(parsed.query)}
+        return parsed.set(query=merged).render_as_string(hide_password=False)
 
 
 def is_postgres(engine: Engine) -> bool:
