@@ -106,6 +106,8 @@ class Settings(BaseSettings):
         default=60, ge=0, description="the server ends a session idle inside a transaction this long")
     db_statement_timeout_seconds: float = Field(
         default=300, ge=0, description="the server cancels a statement running longer than this")
+    s3_public_endpoint: str = Field(default="", description="S3 address presigned links handed to clients use "
+                                                            "(when it differs from AWS_ENDPOINT_URL)")
     # api
     host: str = "127.0.0.1"
     port: int = 8000
@@ -229,6 +231,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("file://", "s3://", "/", ".")):
             raise ValueError(f"expected a local path, file:// or s3:// URL, got {value!r}")
         return value
+
+    @field_validator("s3_public_endpoint")
+    @classmethod
+    def _s3_public_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
 
     # -- derived -------------------------------------------------------------------------
     @cached_property

@@ -31,7 +31,8 @@ class Runtime:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.effective_storage_url)
+        return open_storage(self.settings.effective_storage_url,
+                            s3_public_endpoint=self.settings.s3_public_endpoint or None)
 
     @property
     def is_postgres(self) -> bool:

@@ -100,12 +100,18 @@ class Storage(ABC):
         return dest
 
 
-def open_storage(url: str) -> Storage:
-    """Open the backend a storage URL names: a path / file:// URL, or s3://bucket/prefix."""
+def open_storage(url: str, *, s3_public_endpoint: str | None = None) -> Storage:
+    """Open the backend a storage URL names: a path / file:// URL, or s3://bucket/prefix.
+
+    ``s3_public_endpoint``: where presigned S3 links point (None = ``MEDIAMILL_S3_PUBLIC_ENDPOINT``).
+    """
     if url.startswith("s3://"):
         from mediamill.storage.s3 import S3Storage
 
-        return S3Storage.from_url(url)
+        storage = S3Storage.from_url(url)
+        if s3_public_endpoint:
+            storage.public_endpoint_url = s3_public_endpoint
+        return storage
     from mediamill.storage.local import LocalStorage
 
     path = url[len("file://"):] if url.startswith("file://") else url

@@ -5,6 +5,12 @@ variables (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION`` /
 ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, profiles …), so
 nothing secret ever sits in mediamill's own configuration. Large objects go up as multipart
 uploads (boto3's managed transfer), downloads stream.
+
+Presigned links handed to clients may need another address than the one mediamill's own
+processes use (``http://minio:9000`` inside a cluster, ``https://media.example.com`` outside):
+``MEDIAMILL_S3_PUBLIC_ENDPOINT`` names it. A signature covers the host, so links are signed
+for the public endpoint itself, not rewritten afterwards; whatever answers there (a load
+balancer, an ingress, a proxy) must pass the request on with its Host header unchanged.
 """
 
 from __future__ import annotations
@@ -50,16 +56,23 @@ def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _client() -> Any:
+def public_endpoint() -> str | None:
+    """``MEDIAMILL_S3_PUBLIC_ENDPOINT``: the S3 address clients reach, when it differs from the internal one."""
+    value = os.environ.get("MEDIAMILL_S3_PUBLIC_ENDPOINT", "").strip().rstrip("/")
+    return value or None
+
+
+def _client(endpoint: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
+    endpoint = endpoint or _endpoint()
     # path-style addressing for custom endpoints: self-hosted servers rarely have wildcard DNS
-    style = "path" if _endpoint() else "auto"
+    style = "path" if endpoint else "auto"
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     config = Config(s3={"addressing_style": style}, signature_version="s3v4",
                     retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
-    return boto3.client("s3", endpoint_url=_endpoint(), region_name=region, config=config)
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -72,10 +85,25 @@ class S3Storage(Storage):
 
     scheme = "s3"
 
-    def __init__(self, *, bucket: str, prefix: str = "", client: Any = None) -> None:
+    def __init__(self, *, bucket: str, prefix: str = "", client: Any = None,
+                 public_endpoint_url: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client if client is not None else _client()
+        self.public_endpoint_url = public_endpoint_url if public_endpoint_url is not None else public_endpoint()
+        self._presigner: Any = None
+
+    @property
+    def presigner(self) -> Any:
+        """The client that signs links for clients: one bound to the public endpoint when there is one.
+
+        It only computes signatures (no request goes through it), with the same credentials.
+        """
+        if not self.public_endpoint_url:
+            return self.client
+        if self._presigner is None:
+            self._presigner = _client(self.public_endpoint_url)
+        return self._presigner
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -175,13 +203,13 @@ class S3Storage(Storage):
         if filename:
             safe = filename.replace('"', "").replace("\\", "")
             params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
-        return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires))
+        return str(self.presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires))
 
     def presign_put(self, key: str, *, expires: int = 900, content_type: str | None = None) -> str | None:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._k(key)}
         if content_type:
             params["ContentType"] = content_type
-        return str(self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
+        return str(self.presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
 
     def ensure_bucket(self) -> None:
         """Create the bucket when missing (tests, first start against an empty MinIO)."""
