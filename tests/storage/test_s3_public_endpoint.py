@@ -78,7 +78,7 @@ class _VerifyingProxy(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(res.content)
 
-    do_GET = do_PUT = _handle  # noqa: N815 — the names http.server dispatches to
+    do_GET = do_PUT = _handle  # the names http.server dispatches to
 
     def log_message(self, *_: Any) -> None:
         pass
