@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # observability (issue 6)
     metrics_dir: str = Field(default="", description='shared multiprocess metrics dir; "" = data_dir/metrics, '
                                                      '"off" = this process only')
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="worker/api/notifier: serve /metrics, "
+                                                                     "/healthz and /readyz on this port (0 = off)")
+    metrics_host: str = Field(default="", description='bind address of the metrics port ("" = MEDIAMILL_HOST)')
     metrics_db_cache_seconds: float = Field(default=5.0, ge=0, description="database gauges are reused this long")
     # notifications (issue 6)
     notify_poll_seconds: float = Field(default=1.0, gt=0, description="dispatcher polling interval")

@@ -7,6 +7,7 @@ import os
 import typer
 import uvicorn
 
+from mediamill.cli import observe
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
 
@@ -26,10 +27,13 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
         port: int | None = typer.Option(None, help="port (default 8000)"),
         workers: int | None = typer.Option(None, help="worker processes (default MEDIAMILL_API_WORKERS or 1)"),
         migrate: bool = typer.Option(True, help="apply migrations first (--no-migrate: a migrate job owns the "
-                                              "schema; refuse to start unless it is at this version's)")) -> None:
+                                              "schema; refuse to start unless it is at this version's)"),
+        metrics_port: int | None = observe.metrics_port_option()) -> None:
     """Serve the HTTP API only; run workers with `mediamill worker`."""
     rt = Runtime()
     rt.prepare(migrate=migrate)
+    port_for_metrics = observe.resolve_port(rt, metrics_port)
+    observe.isolate_metrics(rt, "api", port_for_metrics)  # shared by this command's uvicorn processes only
     from mediamill.store.auth_repo import ensure_admin_key
 
     key = ensure_admin_key(rt.engine)
@@ -40,6 +44,14 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
     count = workers or rt.settings.api_workers
     console.print(f"mediamill API on http://{bind_host}:{bind_port} ({count} process(es))", highlight=False)
     os.environ.setdefault("MEDIAMILL_PROCESS_ROLE", "api")
+    if port_for_metrics:
+        from mediamill.runtime import configure_observability
+
+        configure_observability(rt, "api")
+        # the database gauges come from the API: one answer per replica, dashboards take the max
+        endpoint = observe.start_endpoint(rt, "api", port_for_metrics, db_gauges=True)
+        assert endpoint is not None
+        console.print(f"metrics on {endpoint.url}/metrics", highlight=False)
     uvicorn.run("mediamill.cli.api:app_factory", factory=True, host=bind_host, port=bind_port, workers=count,
                 log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10,
                 http="mediamill.api.headers:CappedHttpToolsProtocol")  # 431 for oversized heads

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mediamill.cli import observe
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
 from mediamill.config import parse_pools
@@ -143,22 +144,32 @@ def worker(pool: list[str] = typer.Option([], "--pool", help="QUEUE=N concurrenc
            name: str | None = typer.Option(None, "--name", help="a name for this worker"),
            migrate: bool = typer.Option(True, help="apply migrations first (--no-migrate: a migrate job owns "
                                                    "the schema; refuse to start unless it is at this version's)"),
-           ) -> None:
+           metrics_port: int | None = observe.metrics_port_option()) -> None:
     """Run a worker until SIGTERM (drains gracefully)."""
-    _worker(pool, name, migrate)
+    _worker(pool, name, migrate, metrics_port)
 
 
 @handle_errors
-def _worker(pool: list[str], name: str | None, migrate: bool) -> None:
+def _worker(pool: list[str], name: str | None, migrate: bool, metrics_port: int | None) -> None:
     from mediamill.engine.worker import Worker
+    from mediamill.observability.endpoint import worker_gauges
 
     rt = Runtime()
     rt.prepare(migrate=migrate)
     pools = parse_pools(pool) if pool else (rt.settings.parsed_pools() or {"*": 2})
+    port = observe.resolve_port(rt, metrics_port)
+    observe.isolate_metrics(rt, "worker", port)
     _setup_observability(rt, "worker")
     w = Worker(rt, pools=pools, name=name)
-    console.print(f"worker {w.worker_id} pools {pools}", highlight=False)
-    w.run_forever()
+    endpoint = observe.start_endpoint(rt, "worker", port, worker=w.worker_id, health=w.health,
+                                      gauges=worker_gauges(w))
+    shown = f", metrics on {endpoint.url}/metrics" if endpoint else ""
+    console.print(f"worker {w.worker_id} pools {pools}{shown}", highlight=False)
+    try:
+        w.run_forever()
+    finally:
+        if endpoint:
+            endpoint.stop()
 
 
 def _setup_observability(rt: Runtime, role: str) -> None:

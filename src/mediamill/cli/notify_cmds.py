@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from mediamill.cli import observe
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.errors import InvalidInput
@@ -32,7 +33,8 @@ def register(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------- notifier
 @handle_errors
 def notifier(no_alerts: bool = typer.Option(False, "--no-alerts", help="deliver only; do not evaluate alerts"),
-             once: bool = typer.Option(False, "--once", help="run one delivery + alert round and exit")) -> None:
+             once: bool = typer.Option(False, "--once", help="run one delivery + alert round and exit"),
+             metrics_port: int | None = observe.metrics_port_option()) -> None:
     """Run the notification dispatcher and the alert evaluator (several may run at once)."""
     from mediamill.notify.alerting import Alerter
     from mediamill.notify.delivery import Dispatcher
@@ -41,6 +43,8 @@ def notifier(no_alerts: bool = typer.Option(False, "--no-alerts", help="deliver 
 
     rt = Runtime()
     rt.check_install_key()  # it signs with the install key: a replica without the shared key must not start
+    port = 0 if once else observe.resolve_port(rt, metrics_port)
+    observe.isolate_metrics(rt, "notifier", port)
     configure(rt.settings, "notifier")
     if once:
         dispatcher = Dispatcher(engine=rt.engine, settings=rt.settings)
@@ -55,9 +59,14 @@ def notifier(no_alerts: bool = typer.Option(False, "--no-alerts", help="deliver 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     runner = Notifier(engine=rt.engine, settings=rt.settings, alerts=not no_alerts).start()
+    endpoint = observe.start_endpoint(rt, "notifier", port)
+    if endpoint:
+        console.print(f"notifier metrics on {endpoint.url}/metrics", highlight=False)
     try:
         stop.wait()
     finally:
+        if endpoint:
+            endpoint.stop()
         runner.stop()
         rt.close()
 

@@ -132,6 +132,12 @@ class Worker:
             pass
         self.stop()
 
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness for probes: every loop thread is alive and the worker is not stopping."""
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        ok = not dead and not self._stop.is_set()
+        return ok, {"worker": self.worker_id, "running_jobs": len(self.running), "dead_threads": dead}
+
     def _guarded(self, role: str, target: Any) -> Any:
         def run() -> None:
             backoff = 0.1

@@ -326,8 +326,12 @@ def install_telemetry_handlers() -> None:
 
 
 # --------------------------------------------------------------------------- exposition
-def render(engine: Engine | None = None, *, openmetrics: bool = False) -> tuple[bytes, str]:
-    """The exposition text of every process's events plus the database gauges, and its content type."""
+def render(engine: Engine | None = None, *, openmetrics: bool = False,
+           extra: Iterable[Any] = ()) -> tuple[bytes, str]:
+    """The exposition text of every process's events plus the database gauges, and its content type.
+
+    ``extra``: more collectors (the per-process gauges of a scrape endpoint).
+    """
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     from prometheus_client.openmetrics import exposition as om
 
@@ -340,6 +344,8 @@ def render(engine: Engine | None = None, *, openmetrics: bool = False) -> tuple[
         registry.register(_ForwardCollector(_m().registry))
     if engine is not None:
         registry.register(_db_collector(engine))
+    for collector in extra:
+        registry.register(collector)
     if openmetrics:
         return om.generate_latest(registry), om.CONTENT_TYPE_LATEST
     return generate_latest(registry), CONTENT_TYPE_LATEST
