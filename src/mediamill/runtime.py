@@ -72,6 +72,11 @@ class Runtime:
             self.check_install_key()
         install_builtins(self.engine)
 
+    def refuse_newer_schema(self) -> None:
+        """Stop when newer code migrated the database (for processes that never migrate, like the notifier)."""
+        if schema_state(self.settings.effective_database_url) == "ready":
+            check_schema_version(self.settings.effective_database_url, allow_behind=True)
+
     def require_database(self) -> None:
         """Refuse to go on without an existing, migrated database (and create nothing trying).
 

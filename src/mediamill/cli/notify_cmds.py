@@ -43,6 +43,7 @@ def notifier(no_alerts: bool = typer.Option(False, "--no-alerts", help="deliver 
 
     rt = Runtime()
     rt.check_install_key()  # it signs with the install key: a replica without the shared key must not start
+    rt.refuse_newer_schema()
     port = 0 if once else observe.resolve_port(rt, metrics_port)
     observe.isolate_metrics(rt, "notifier", port)
     configure(rt.settings, "notifier")

@@ -80,8 +80,7 @@ class MetricsEndpoint:
     @property
     def url(self) -> str:
         assert self._server is not None, "not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.bind}:{self._server.server_port}"
 
     def start(self) -> MetricsEndpoint:
         endpoint = self
