@@ -166,12 +166,19 @@ def test_dashboard_against_three_targets_with_promtool(tmp_path: Path) -> None:
         values: '0+60x20'
       - series: 'mediamill_jobs_finished_total{job="mediamill-worker",instance="w-2",workflow="WF",status="completed"}'
         values: '0+120x20'
+      - series: 'mediamill_worker_jobs_running{job="mediamill-worker",instance="w-1",worker="a-1",host="h1"}'
+        values: '1x20'
+      - series: 'mediamill_worker_jobs_running{job="mediamill-worker",instance="w-2",worker="b-1",host="h2"}'
+        values: '2x20'
+      - series: 'mediamill_worker_jobs_running{job="mediamill-worker",instance="w-3",worker="b-2",host="h2"}'
+        values: '1x20'
     """
     exprs = {e for e in _dashboard_exprs()}
     jobs_per_min = next(e for e in exprs if e.startswith("sum(rate(mediamill_jobs_finished_total") and "* 60" in e)
     waiting = next(e for e in exprs if "mediamill_queue_depth{state=\"queued\"}" in e)
     live = next(e for e in exprs if "mediamill_workers_live_all" in e)
     depth = next(e for e in exprs if e.startswith("max by (queue, state) (mediamill_queue_depth"))
+    per_host = next(e for e in exprs if "mediamill_worker_jobs_running" in e)
     tests = f"""
 rule_files: []
 evaluation_interval: 1m
@@ -191,6 +198,9 @@ tests:
       - expr: {json.dumps(depth)}
         eval_time: 10m
         exp_samples: [{{labels: '{{queue="video",state="queued"}}', value: 7}}]
+      - expr: {json.dumps(per_host)}
+        eval_time: 10m
+        exp_samples: [{{labels: '{{host="h1"}}', value: 1}}, {{labels: '{{host="h2"}}', value: 3}}]
 """
     (tmp_path / "dashboard_test.yml").write_text(tests)
     done = subprocess.run(["promtool", "test", "rules", "dashboard_test.yml"], cwd=tmp_path, capture_output=True,
@@ -199,7 +209,7 @@ tests:
     # and every query of the dashboard evaluates against those targets (promtool parses each)
     lines = "\n".join(f"      - expr: {json.dumps(e)}\n        eval_time: 10m\n        exp_samples: []"
                       for e in sorted(exprs) if "mediamill_queue_depth" not in e and "jobs_finished" not in e
-                      and "workers_live_all" not in e)
+                      and "workers_live_all" not in e and "worker_jobs_running" not in e)
     (tmp_path / "all_test.yml").write_text(tests.split("    promql_expr_test:")[0] + "    promql_expr_test:\n"
                                            + lines + "\n")
     done = subprocess.run(["promtool", "test", "rules", "all_test.yml"], cwd=tmp_path, capture_output=True,

@@ -7,6 +7,7 @@ No image is built and no cluster is used here (see docs/deploy.md for what stays
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -35,7 +36,7 @@ def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     helm = shutil.which("helm")
     if helm is None:
         return render_chart(CHART, release="mm", values=values)
-    sets = [arg for k, v in _flatten(values).items() for arg in ("--set-json", f"{k}={yaml.safe_dump(v)}")]
+    sets = [arg for k, v in _flatten(values).items() for arg in ("--set-json", f"{k}={json.dumps(v)}")]
     out = subprocess.run([helm, "template", "mm", str(CHART), *sets], capture_output=True, text=True, check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 

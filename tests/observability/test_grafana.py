@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings
 from mediamill.observability import metrics
+from mediamill.observability.endpoint import MetricsEndpoint, endpoint_collector, worker_gauges
 from mediamill.store import tables as t
 from mediamill.store.timeutil import utcnow
 
@@ -29,7 +31,10 @@ def _exposed(engine: Engine) -> set[str]:
     with engine.begin() as conn:
         conn.execute(t.workers.insert().values(id="w", pools={"video": 1}, heartbeat_at=utcnow()))
         conn.execute(t.circuit_breakers.insert().values(action="noop", state="open"))
-    text = metrics.render(engine)[0].decode()
+    # what a worker's own scrape endpoint adds (mediamill worker --metrics-port)
+    worker = SimpleNamespace(worker_id="w", pools={"video": 1}, running={})
+    endpoint = MetricsEndpoint(role="worker", port=0, worker="w", gauges=worker_gauges(worker))
+    text = metrics.render(engine, extra=[endpoint_collector(endpoint)])[0].decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples} | {
         f.name for f in text_string_to_metric_families(text)}
 

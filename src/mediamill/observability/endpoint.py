@@ -111,7 +111,7 @@ class MetricsEndpoint:
             if path == "/metrics":
                 openmetrics = "application/openmetrics-text" in req.headers.get("Accept", "")
                 body, content_type = metrics.render(self.engine if self.db_gauges else None,
-                                                    openmetrics=openmetrics, extra=[_Collector(self)])
+                                                    openmetrics=openmetrics, extra=[endpoint_collector(self)])
                 self._send(req, 200, body, content_type)
             elif path == "/healthz":
                 ok, detail = self.health() if self.health else (True, {})
@@ -165,6 +165,11 @@ class _Collector:
         yield info
         if self._endpoint.gauges is not None:
             yield from self._endpoint.gauges()
+
+
+def endpoint_collector(endpoint: MetricsEndpoint) -> Any:
+    """The collector of an endpoint's per-process series (``mediamill_process_info`` and the role's gauges)."""
+    return _Collector(endpoint)
 
 
 def worker_gauges(worker: Any) -> Gauges:
