@@ -19,7 +19,7 @@ from mediamill.runtime import Runtime
 from tests.fleet.support import log_of, mediamill_process, stop
 from tests.helpers import PG_SKIP_REASON, PG_URL, apply_workflow, free_port, postgres_database, wait_until
 
-pytestmark = pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
+needs_postgres = pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "mediamill.json"
 
 
@@ -78,6 +78,7 @@ def _up(port: int) -> bool:
         return False
 
 
+@needs_postgres
 def test_each_process_is_a_scrape_target(fleet: dict[str, object], tmp_path: Path) -> None:
     rt: Runtime = fleet["rt"]  # type: ignore[assignment]
     ports: dict[str, int] = fleet["ports"]  # type: ignore[assignment]
