@@ -44,6 +44,8 @@ def test_three_workers_started_at_once_on_a_fresh_database_all_come_up(backend: 
                 codes = conn.execute(sa.text("SELECT workflow_code FROM workflow_definitions")).scalars().all()
             engine.dispose()
             assert rows == [code_head()]
+            if backend == "sqlite":  # the lock lives next to the database file
+                assert Path(url.split("///", 1)[1] + ".migrate.lock").is_file()
             assert len(codes) == len(set(codes)) == 5  # built-ins installed once, not thrice
         finally:
             for p in procs:
