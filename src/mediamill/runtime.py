@@ -47,16 +47,16 @@ class Runtime:
         """Bring the schema up to date, check the install key, and encrypt webhook secrets an older version
         stored in plain text."""
         from mediamill.notify.channels import seal_plaintext_secrets
+
         private_dir(self.settings.data_dir)
-        upgrade(self.settings.effective_database_url)
+        # under the migration lock; with the connect timeout and keepalives but no statement timeout
+        upgrade(pg_network(self.settings).apply(self.settings.effective_database_url))
         self.check_install_key()
         seal_plaintext_secrets(self.engine, self.secret_box)
+
     def check_install_key(self) -> None:
         """ConfigError unless this process has the install key the database was set up with."""
         check_install_key(self.engine, installkey.key_check(self.settings))
-        """Apply migrations under the migration lock (connect timeout and keepalives, no statement timeout)."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(pg_network(self.settings).apply(self.settings.effective_database_url))
 
     def prepare(self, *, migrate: bool = True) -> None:
         """Migrate and install the built-in workflows (what ``serve``, ``worker`` and ``api`` do on start).
