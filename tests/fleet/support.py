@@ -10,13 +10,16 @@ from pathlib import Path
 
 from tests.helpers import wait_until
 
+#: The install key every process of a test fleet shares (as a real fleet must).
+FLEET_SECRET_KEY = "fleet-test-install-key-0123456789abcdef"
+
 
 def mediamill_process(cmd: list[str], *, data_dir: Path, database_url: str, log_name: str,
                       env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``mediamill <cmd>`` with its output in ``data_dir/<log_name>.log`` (a file: never a full pipe)."""
     full_env = {**os.environ, "MEDIAMILL_DATA_DIR": str(data_dir), "MEDIAMILL_DATABASE_URL": database_url,
                 "MEDIAMILL_STORAGE_URL": "", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1",
-                "MEDIAMILL_POLL_INTERVAL": "0.2", **(env or {})}
+                "MEDIAMILL_POLL_INTERVAL": "0.2", "MEDIAMILL_SECRET_KEY": FLEET_SECRET_KEY, **(env or {})}
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / f"{log_name}.log").open("wb") as out:
         return subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", *cmd], env=full_env,

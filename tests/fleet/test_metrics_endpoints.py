@@ -16,7 +16,7 @@ from mediamill.config import Settings
 from mediamill.engine import operations as ops
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.runtime import Runtime
-from tests.fleet.support import log_of, mediamill_process, stop
+from tests.fleet.support import FLEET_SECRET_KEY, log_of, mediamill_process, stop
 from tests.helpers import PG_SKIP_REASON, PG_URL, apply_workflow, free_port, postgres_database, wait_until
 
 needs_postgres = pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
@@ -43,7 +43,7 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, object]]:
     with postgres_database("mm_metrics") as url:
         data = tmp_path / "data"  # one data dir for all three: private metrics dirs keep their counts apart
         env = {"MEDIAMILL_STORAGE_URL": f"file://{tmp_path / 'storage'}"}
-        rt = Runtime(Settings(data_dir=tmp_path / "client", database_url=url,
+        rt = Runtime(Settings(data_dir=tmp_path / "client", database_url=url, secret_key=FLEET_SECRET_KEY,
                               storage_url=env["MEDIAMILL_STORAGE_URL"]))
         rt.prepare()
         apply_workflow(rt, {"code": "WF-M", "name": "m", "type": "generic", "queue": "m",
