@@ -6,6 +6,7 @@ The engine, the API and the CLI read these fields; nobody matches on message str
 
     MediamillError                      class        retried  HTTP
     ├── InvalidInput                    invalid_input  no     422
+    │   ├── InvalidCondition                           no     422 — carries the position
     │   ├── UnsupportedFormat                          no     415
     │   ├── UnsupportedCodec                           no     422
     │   ├── SourceTooLarge                             no     413
@@ -62,6 +63,17 @@ class InvalidInput(MediamillError):
     error_class = "invalid_input"
     http_status = 422
     title = "Invalid input"
+
+
+class InvalidCondition(InvalidInput):
+    """A CEL condition that does not parse or type-check; ``position`` locates a syntax error."""
+
+    title = "Invalid condition"
+
+    def __init__(self, message: str, *, position: dict[str, int] | None = None) -> None:
+        super().__init__(f"condition: {message}")
+        self.position = position
+        self.problem_fields = {"errors": [f"condition: {message}"], "position": position}
 
 
 class UnsupportedFormat(InvalidInput):

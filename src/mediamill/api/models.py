@@ -61,6 +61,8 @@ class JobAccepted(BaseModel):
     queue: str
     priority: int
     replayed: bool = False
+    routing: dict[str, Any] | None = Field(default=None, description="how a job without a workflow was routed: "
+                                           "decision, workflow, rule, reason, candidates")
     links: JobLinks
 
 
@@ -74,6 +76,15 @@ class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int | None = Field(default=None, gt=0, le=1_000_000, description="re-run on another workflow version")
+
+
+class RouteRequest(BaseModel):
+    """Where a job waiting in review goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_\-]{1,49}$")
+    version: int | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class JobPage(BaseModel):

@@ -30,6 +30,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {"error_class": exc.error_class}
         if isinstance(exc, WorkflowInvalid):
             extra["errors"] = exc.problems
+        extra.update(getattr(exc, "problem_fields", None) or {})
         return problem(exc.http_status, exc.title, exc.public_message, headers=_headers_for(exc),
                        type_=f"https://mediamill.dev/problems/{exc.error_class}", **extra)
 

@@ -68,6 +68,8 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         else:
             console.print(f"submitted {job.job_code} (id {job.id}) to {job.workflow_code} v{job.workflow_version}, "
                           f"queue {job.queue_name}, priority {job.priority}", highlight=False)
+            if job.routing:
+                console.print(f"  routed: {job.routing['reason']}", highlight=False, markup=False)
         return
     detail = _follow(rt, job.id, quiet=json_)
     if json_:

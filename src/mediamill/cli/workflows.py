@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
+from mediamill.engine.routing import ambiguity_warnings
 from mediamill.errors import WorkflowInvalid
 from mediamill.store import workflow_repo
 from mediamill.workflows.loader import dump_yaml, load_workflow_file, workflow_files
@@ -83,18 +85,22 @@ def apply(file: Path = typer.Option(..., "-f", "--file", help="a workflow file o
     parsed = _validate_all(file)
     rt = open_runtime()
     rt.migrate()
-    results = []
+    results: list[dict[str, Any]] = []
     with rt.engine.begin() as conn:
         for f, wf in parsed:
             saved = workflow_repo.save_version(conn, wf, source=f.read_text(), author=author)
             results.append({"file": str(f), "code": saved.code, "version": saved.version,
                             "created": saved.created})
+        for r in results:
+            r["warnings"] = ambiguity_warnings(conn, r["code"], None)
     if json_:
         print_json(results)
         return
     for r in results:
         state = "created version" if r["created"] else "unchanged, version"
         console.print(f"{r['code']}: {state} {r['version']} (active)", highlight=False)
+        for warning in r["warnings"]:
+            err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from mediamill.engine import wakeup
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.store import workflow_repo
+from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.tables import (
     circuit_breakers,
     dead_letters,
@@ -127,6 +128,9 @@ def retry_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, vers
               by: str | None = None) -> None:
     with engine.begin() as conn:
         job = _job_row(conn, job_id, tenant_id)
+        if job["status"] == "pending" and job["queue_name"] == REVIEW_QUEUE:
+            raise Conflict(f"job {job_id} waits in review, it has not run: route it to a workflow "
+                           f"(mediamill route {job_id} WORKFLOW, or POST /v1/jobs/{job_id}/route)")
         _requeue_finished(conn, job, version=version, by=by)
         conn.execute(dl.update().where(dl.c.job_id == job_id, dl.c.resolved_at.is_(None))
                      .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
@@ -241,6 +245,7 @@ def queue_stats(engine: Engine) -> list[dict[str, Any]]:
             .group_by(mq.c.queue_name)).mappings().all()
         paused = dict(conn.execute(sa.select(queues.c.name, queues.c.paused)).all())
         known = {r[0] for r in conn.execute(sa.select(workflow_definitions.c.queue_name).distinct()) if r[0]}
+        in_review, review_since = review_backlog(conn)
     out = {r["queue_name"]: {"name": r["queue_name"], "depth": r["depth"], "waiting": r["waiting"],
                              "processing": r["processing"], "scheduled": r["scheduled"],
                              "oldest_wait_seconds": round((now - _dt(r["oldest"])).total_seconds(), 3)
@@ -249,6 +254,12 @@ def queue_stats(engine: Engine) -> list[dict[str, Any]]:
     for name in (known | set(paused)) - set(out):
         out[name] = {"name": name, "depth": 0, "waiting": 0, "processing": 0, "scheduled": 0,
                      "oldest_wait_seconds": 0.0, "paused": bool(paused.get(name, False))}
+    if in_review or REVIEW_QUEUE in out:  # review jobs wait for a person, not in media_queue
+        out[REVIEW_QUEUE] = {**out.get(REVIEW_QUEUE, {"name": REVIEW_QUEUE, "processing": 0, "scheduled": 0,
+                                                       "paused": False}),
+                             "depth": in_review, "waiting": in_review,
+                             "oldest_wait_seconds": round((now - _dt(review_since)).total_seconds(), 3)
+                             if review_since else 0.0}
     return sorted(out.values(), key=lambda r: r["name"] or "")
 
 

@@ -17,18 +17,16 @@ from sqlalchemy.exc import IntegrityError
 
 from mediamill import telemetry
 from mediamill.engine import wakeup
+from mediamill.engine.routing import REVIEW_CODE, REVIEW_QUEUE, RoutingDecision, RoutingFacts, decide
 from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
 from mediamill.store import workflow_repo
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
-from mediamill.store.tables import job_events, media_queue, routing_rules, workflow_jobs
+from mediamill.store.tables import job_events, media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
-from mediamill.workflows.conditions import ConditionError, evaluate_condition, to_cel
 from mediamill.workflows.models import WorkflowDef
 
-REVIEW_CODE = "WF-REVIEW"
-REVIEW_QUEUE = "review"
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -70,11 +68,15 @@ class SubmittedJob:
     queue_name: str
     priority: int
     replayed: bool = False  # an Idempotency-Key replay returned an existing job
+    routing: dict[str, Any] | None = None  # how it was routed, when submitted without a workflow
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "job_code": self.job_code, "status": self.status,
-                "workflow": self.workflow_code, "workflow_version": self.workflow_version,
-                "queue": self.queue_name, "priority": self.priority}
+        out = {"id": self.id, "job_code": self.job_code, "status": self.status,
+               "workflow": self.workflow_code, "workflow_version": self.workflow_version,
+               "queue": self.queue_name, "priority": self.priority}
+        if self.routing is not None:
+            out["routing"] = self.routing
+        return out
 
 
 def new_job_code(now: datetime | None = None) -> str:
@@ -116,32 +118,12 @@ def sniff_object(storage: Storage, key: str) -> str:
 
 
 # ------------------------------------------------------------------------------ routing
-def route(conn: Connection, *, tenant_id: str, job_input: JobInput, metadata: dict[str, Any]) -> str:
-    """Pick a workflow for a job submitted without one: rules first, then the only workflow
-    that accepts the type; no match goes to the review queue (never dropped)."""
-    variables = {"input": to_cel({"mime": job_input.mime or "", "size": job_input.size or 0,
-                                  "filename": job_input.filename or ""}),
-                 "job": to_cel({"metadata": metadata, "tenant": tenant_id}), "steps": to_cel({})}
-    rules = conn.execute(sa.select(routing_rules.c.condition, routing_rules.c.workflow_code)
-                         .where(routing_rules.c.enabled.is_(True),
-                                sa.or_(routing_rules.c.tenant_id.is_(None),
-                                       routing_rules.c.tenant_id == tenant_id))
-                         .order_by(routing_rules.c.position, routing_rules.c.id)).all()
-    for condition, code in rules:
-        try:
-            if evaluate_condition(condition, variables):
-                return str(code)
-        except ConditionError:
-            continue
-    candidates = [w["workflow_code"] for w in workflow_repo.list_workflows(conn)
-                  if w["is_active"] and w["workflow_code"] != REVIEW_CODE
-                  and _accepts_any(conn, w["workflow_code"], job_input.mime)]
-    return candidates[0] if len(candidates) == 1 else REVIEW_CODE
-
-
-def _accepts_any(conn: Connection, code: str, mime: str | None) -> bool:
-    wf = workflow_repo.get_workflow(conn, code).definition
-    return bool(mime) and "*/*" not in wf.input_types and accepts(wf.input_types, mime or "")
+def route(conn: Connection, req: SubmitRequest) -> RoutingDecision:
+    """Pick a workflow for a job submitted without one (see ``mediamill.engine.routing``)."""
+    inp = req.job_input
+    facts = RoutingFacts(mime=inp.mime, size=inp.size, filename=inp.filename, metadata=req.metadata,
+                         submitter=req.submitted_by, priority=req.priority, params=req.params)
+    return decide(conn, tenant_id=req.tenant_id, facts=facts)
 
 
 def _ensure_review_workflow(conn: Connection) -> None:
@@ -169,11 +151,11 @@ def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | N
     code = conn.execute(sa.text("SELECT workflow_code FROM workflow_definitions WHERE id = :i"),
                         {"i": row["workflow_id"]}).scalar_one()
     return SubmittedJob(row["id"], row["job_code"], row["status"], code, row["workflow_version"] or 1,
-                        row["queue_name"] or "", row["priority"] or 0, replayed=True)
+                        row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 
 
-def _job_values(req: SubmitRequest, wf: workflow_repo.VersionedWorkflow, now: datetime,
-                status: str, queue: str) -> dict[str, Any]:
+def _job_values(req: SubmitRequest, prep: Prepared, now: datetime) -> dict[str, Any]:
+    wf, status, queue = prep.wf, prep.status, prep.queue
     d = wf.definition
     inp = req.job_input
     return {
@@ -186,6 +168,7 @@ def _job_values(req: SubmitRequest, wf: workflow_repo.VersionedWorkflow, now: da
         "job_metadata": req.metadata or {}, "notify": req.notify, "request_id": req.request_id,
         "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
         "retry_count": 0, "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now,
+        "routing": prep.routing.as_dict() if prep.routing else None,
     }
 
 
@@ -200,41 +183,62 @@ def _check_type(d: WorkflowDef, inp: JobInput) -> None:
             f"(detected from its content)")
 
 
-def _prepare(conn: Connection, req: SubmitRequest) -> tuple[workflow_repo.VersionedWorkflow, str, str]:
+@dataclass(frozen=True)
+class Prepared:
+    """A checked submission: the workflow version it runs, its first status and queue, its routing."""
+
+    wf: workflow_repo.VersionedWorkflow
+    status: str
+    queue: str
+    routing: RoutingDecision | None = None
+
+
+def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
     if req.job_input.storage_key is None and req.job_input.url is None:
         raise InvalidInput("a job needs an input: a stored file, an upload or a URL")
-    code = req.workflow_code
+    code, version, routing = req.workflow_code, req.version, None
     if not code or code == "auto":
-        code = route(conn, tenant_id=req.tenant_id, job_input=req.job_input, metadata=req.metadata)
+        routing = route(conn, req)
+        code, version = routing.workflow, version or routing.version
         if code == REVIEW_CODE:
             _ensure_review_workflow(conn)
-    wf = workflow_repo.current_workflow(conn, code, req.version)
-    if not wf.is_active and req.version is None:
+    wf = workflow_repo.current_workflow(conn, code, version)
+    if not wf.is_active and version is None:
         raise Conflict(f"workflow {code} is deactivated")
     if code == REVIEW_CODE:
-        return wf, "pending", REVIEW_QUEUE
+        return Prepared(wf, "pending", REVIEW_QUEUE, routing)
     _check_type(wf.definition, req.job_input)
-    return wf, "queued", wf.definition.queue_name
+    return Prepared(wf, "queued", wf.definition.queue_name, routing)
+
+
+def _status_event(v: dict[str, Any], prep: Prepared) -> dict[str, Any]:
+    data = {"status": v["status"], "workflow": prep.wf.definition.code, "version": prep.wf.version,
+            "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}
+    if prep.status == "pending" and prep.routing is not None:
+        data["reason"] = prep.routing.reason
+    return data
 
 
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
     now = utcnow()
     prepared = [_prepare(conn, r) for r in reqs]
-    values = [_job_values(r, wf, now, status, queue) for r, (wf, status, queue) in zip(reqs, prepared, strict=True)]
+    values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
     ids = insert_many_returning_ids(conn, workflow_jobs, values)
     queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
                    "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
                    "attempts": 0}
                   for i, v in zip(ids, values, strict=True) if v["status"] == "queued"]
     insert_many(conn, media_queue, queue_rows)
-    insert_many(conn, job_events, [
-        {"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
-         "data": {"status": v["status"], "workflow": wf.definition.code, "version": wf.version,
-                  "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}}
-        for i, v, (wf, _s, _q) in zip(ids, values, prepared, strict=True)])
+    events = [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "routing", "created_at": now,
+               "data": prep.routing.event()}
+              for i, v, prep in zip(ids, values, prepared, strict=True) if prep.routing is not None]
+    events += [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
+                "data": _status_event(v, prep)} for i, v, prep in zip(ids, values, prepared, strict=True)]
+    insert_many(conn, job_events, events)
     wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
-    return [SubmittedJob(i, v["job_code"], v["status"], wf.definition.code, wf.version, v["queue_name"],
-                         v["priority"]) for i, v, (wf, _s, _q) in zip(ids, values, prepared, strict=True)]
+    return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
+                         v["priority"], routing=v["routing"])
+            for i, v, prep in zip(ids, values, prepared, strict=True)]
 
 
 def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:

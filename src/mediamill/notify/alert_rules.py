@@ -30,7 +30,7 @@ from mediamill.errors import ConfigError
 from mediamill.store.tables import alert_rules
 
 RuleKind = Literal["error_rate", "queue_wait", "queue_depth", "dead_letter_growth", "no_live_worker",
-                   "breaker_open"]
+                   "breaker_open", "review_wait"]
 Severity = Literal["P1", "P2", "P3"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -43,6 +43,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "dead_letter_growth": {"window_seconds": 900, "threshold": 10, "by": None},
     "no_live_worker": {"queue": None},
     "breaker_open": {"action": None},
+    "review_wait": {"threshold_seconds": 3600},
 }
 
 
@@ -104,6 +105,12 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
      "runbook": "A step's circuit breaker is open: jobs needing this action wait instead of failing. Read the "
                 "breaker's last error (Breakers page), fix the dependency (tool missing, service down), then let "
                 "the half-open probe close it or reset the breaker."},
+    {"name": "review-waiting-too-long", "kind": "review_wait", "severity": "P3", "for": "0s",
+     "params": {"threshold_seconds": 3600},
+     "runbook": "A job submitted without a workflow has waited in review for more than an hour: routing found no "
+                "rule and several (or no) workflows for its type. Route it from its job page or with "
+                "`mediamill route JOB WORKFLOW`, and add a routing rule (`mediamill routes add`) so the next ones "
+                "go straight through."},
 )
 
 

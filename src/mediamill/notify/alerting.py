@@ -23,6 +23,7 @@ from mediamill.notify.alert_rules import AlertRule, load_rules
 from mediamill.observability.dbgauges import parse_pools_column
 from mediamill.store import outbox
 from mediamill.store import tables as t
+from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import iso, utcnow
 
 _LOCK_KEY = 0x6D6D_616C_6572  # "mmaler": one alert evaluator at a time across processes
@@ -186,9 +187,20 @@ def _breaker_open(conn: Connection, rule: AlertRule, _s: Settings, _now: datetim
             for action, state, failures, err in conn.execute(query)]
 
 
+def _review_wait(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
+    threshold = float(rule.param("threshold_seconds"))
+    count, oldest = review_backlog(conn, rule.tenant_id)
+    if not count:
+        return []
+    wait = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
+    return [Observation({"queue": REVIEW_QUEUE}, wait, wait > threshold, threshold=threshold,
+                        summary=f"{count} jobs wait in review; the oldest for {wait:.0f}s — route them and add a "
+                                "routing rule")]
+
+
 _OBSERVERS = {"error_rate": _error_rate, "queue_wait": _queue_wait, "queue_depth": _queue_depth,
               "dead_letter_growth": _dead_letter_growth, "no_live_worker": _no_live_worker,
-              "breaker_open": _breaker_open}
+              "breaker_open": _breaker_open, "review_wait": _review_wait}
 
 
 # --------------------------------------------------------------------------- state machine

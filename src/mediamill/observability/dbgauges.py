@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.store import tables as t
+from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import utcnow
 
 BREAKER_STATES = ("closed", "half_open", "open")
@@ -93,6 +94,9 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
         .group_by(mq.c.queue_name)
     ).all()
     counts = {(queue or "default", st): int(n) for queue, st, n in depth_rows}
+    in_review, review_since = review_backlog(conn)
+    if in_review:  # jobs waiting for a person to route them are not in media_queue
+        counts[(REVIEW_QUEUE, "queued")] = in_review
     queues = active_queues(conn) | {q for q, _ in counts}
     depth = GaugeMetricFamily("mediamill_queue_depth", "Entries in a queue by state (queued = due now)",
                               labels=["queue", "state"])
@@ -102,6 +106,8 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
     wait = GaugeMetricFamily("mediamill_queue_oldest_wait_seconds",
                              "Seconds the oldest due entry of a queue has waited", labels=["queue"])
     waited = {q or "default": max((now - ts).total_seconds(), 0.0) for q, ts in oldest_rows if ts}
+    if in_review and review_since is not None:
+        waited[REVIEW_QUEUE] = max((now - review_since).total_seconds(), 0.0)
     for queue in sorted(queues | set(waited)):
         wait.add_metric([queue], waited.get(queue, 0.0))
     return [depth, wait]

@@ -180,9 +180,11 @@ workflow_jobs = Table(
     Column("rescue_count", Integer, server_default=text("0")),
     Column("deadline_at", DateTime),
     Column("updated_at", DateTime),
-    Column("shadow_of", Integer),
+    Column("shadow_of", Integer),  # a shadow run: the id of the primary job it mirrors
     Column("run_number", Integer, server_default=text("1")),
     Column("finished_at", DateTime),  # any terminal state: completed, partial, failed, cancelled
+    Column("routing", JSON),  # how a job submitted without a workflow was routed
+    Column("rerun", JSON),  # {"run": N, "steps": [...]}: the steps a reprocess run re-executes
     Index("ix_workflow_jobs_status_priority", "status", "priority"),
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),
@@ -191,6 +193,7 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_finished_at", "finished_at", "tenant_id", "status", "shadow_of", "started_at"),
     Index("ix_workflow_jobs_submitted_at", "submitted_at", "tenant_id", "shadow_of"),
     Index("uq_workflow_jobs_idempotency", "tenant_id", "idempotency_key", unique=True),
+    Index("ix_workflow_jobs_shadow_of", "shadow_of"),
 )
 
 # --------------------------------------------------------------------------- seed step 4
@@ -402,6 +405,30 @@ routing_rules = Table(
     Column("workflow_code", String(50), nullable=False),
     Column("enabled", Boolean, server_default=text("TRUE")),
     Column("created_at", DateTime, server_default=NOW),
+    Column("name", String(200)),
+    Column("version", Integer),  # pin: route to this version instead of the current one
+    Column("created_by", String(100)),
+    Column("updated_at", DateTime),
+    Index("ix_routing_rules_tenant_position", "tenant_id", "position"),
+)
+
+# a staged rollout (kind canary) or a shadow run (kind shadow) of a candidate version, per tenant
+workflow_rollouts = Table(
+    "workflow_rollouts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", String(64), nullable=False, server_default=text("'default'")),
+    Column("workflow_id", Integer, ForeignKey("workflow_definitions.id"), nullable=False),
+    Column("kind", String(10), nullable=False),  # canary | shadow
+    Column("version", Integer, nullable=False),  # the candidate
+    Column("base_version", Integer),  # the version active when it started
+    Column("percent", Float, nullable=False),
+    Column("guard", JSON),  # canary: {"max_failure_delta", "min_jobs"}
+    Column("state", String(20), nullable=False, server_default=text("'active'")),  # active|promoted|aborted|stopped
+    Column("created_by", String(100)),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("end_reason", Text),
+    Index("ix_workflow_rollouts_live", "workflow_id", "kind", "state"),
 )
 
 alert_rules = Table(

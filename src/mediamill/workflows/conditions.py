@@ -34,7 +34,19 @@ INPUT_SCHEMAS["video_analysis"] = INPUT_SCHEMAS["video"]
 
 
 class ConditionError(ValueError):
-    pass
+    """A condition that does not parse, type-check or evaluate; ``line``/``column`` locate a syntax error."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+    @property
+    def position(self) -> dict[str, int] | None:
+        """Where the expression went wrong (1-based), when the parser said."""
+        if self.line is None or self.column is None:
+            return None
+        return {"line": self.line, "column": self.column}
 
 
 def input_schema(workflow_type: str) -> dict[str, Any]:
@@ -55,7 +67,9 @@ def compile_condition(expr: str) -> Any:
     try:
         return _ENV.program(_ENV.compile(expr))
     except celpy.CELParseError as exc:
-        raise ConditionError(f"syntax error: {str(exc).splitlines()[0]}") from None
+        line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+        where = f" at line {line}, column {column}" if line and column else ""
+        raise ConditionError(f"syntax error{where}: {str(exc).splitlines()[0]}", line=line, column=column) from None
 
 
 def to_cel(value: Any) -> Any:
@@ -89,13 +103,13 @@ def check_condition(expr: str, workflow_type: str, step_names: list[str]) -> Non
         raise ConditionError(f"must be a bool expression, got {type(result).__name__.replace('Type', '').lower()}")
 
 
-def _explain(exc: Exception, expr: str, workflow_type: str) -> None:
+def _explain(exc: Exception, expr: str, workflow_type: str, fields: dict[str, Any] | None = None) -> None:
     text = str(exc.args[0]) if exc.args else str(exc)
     missing = re.search(r"no such member in mapping: '([^']+)'", text)
     if missing:
         field = missing.group(1)
         if re.search(rf"\binput\s*\.\s*{re.escape(field)}\b", expr):
-            known = ", ".join(sorted(input_schema(workflow_type)))
+            known = ", ".join(sorted(fields if fields is not None else input_schema(workflow_type)))
             raise ConditionError(f"unknown field input.{field} (known: {known})")
         return  # job.metadata.* and steps.* are only known at run time
     undeclared = re.search(r"undeclared reference to '([^']+)'", text)
@@ -108,7 +122,41 @@ def _explain(exc: Exception, expr: str, workflow_type: str) -> None:
 
 def evaluate_condition(expr: str, variables: dict[str, Any]) -> bool:
     """Evaluate at run time; an evaluation error raises ConditionError (the engine logs it)."""
-    result = compile_condition(expr).evaluate(variables)
+    try:
+        result = compile_condition(expr).evaluate(variables)
+    except celpy.CELEvalError as exc:  # raised, not returned, for a missing map key
+        raise ConditionError(str(exc.args[0]) if exc.args else str(exc)) from None
     if isinstance(result, celpy.CELEvalError):
         raise ConditionError(str(result.args[0]) if result.args else str(result))
     return bool(result)
+
+
+# ------------------------------------------------------------------------------ routing rules
+#: What a routing rule knows of the input: the facts read at submission (nothing is probed yet).
+ROUTING_INPUT: dict[str, Any] = {"mime": "", "size": 0, "filename": "", "extension": ""}
+
+
+def routing_variables(*, mime: str, size: int, filename: str, metadata: dict[str, Any], tenant: str,
+                      submitter: str = "", priority: int | None = None,
+                      params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variables of a routing condition: ``input`` (submission facts) and ``job``."""
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return {"input": to_cel({"mime": mime, "size": size, "filename": filename, "extension": ext}),
+            "job": to_cel({"metadata": metadata, "tenant": tenant, "submitter": submitter,
+                           "priority": priority if priority is not None else -1, "params": params or {}})}
+
+
+def check_routing_condition(expr: str) -> None:
+    """Like ``check_condition`` for a routing rule: only submission facts exist, no ``steps``."""
+    program = compile_condition(expr)
+    sample = routing_variables(mime="", size=0, filename="", metadata={}, tenant="")
+    try:
+        result = program.evaluate(sample)
+    except celpy.CELEvalError as exc:
+        _explain(exc, expr, "generic", ROUTING_INPUT)
+        return
+    if isinstance(result, celpy.CELEvalError):
+        _explain(result, expr, "generic", ROUTING_INPUT)
+        return
+    if not isinstance(result, celtypes.BoolType):
+        raise ConditionError(f"must be a bool expression, got {type(result).__name__.replace('Type', '').lower()}")

@@ -31,10 +31,12 @@ from mediamill.api.models import (
     Loose,
     NotifySpec,
     RetryRequest,
+    RouteRequest,
     StatusOut,
 )
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
+from mediamill.engine import review
 from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.netguard import check_url
@@ -375,6 +377,14 @@ def retry_job(request: Request, job_id: int = JOB_ID, body: RetryRequest | None 
     ops().retry_job(runtime(request).engine, job_id, tenant_id=caller.tenant_id,
                     version=body.version if body else None, by=caller.label)
     return {"id": job_id, "status": "queued"}
+
+
+@router.post("/{job_id}/route", status_code=202, response_model=Loose)
+def route_job(body: RouteRequest, request: Request, job_id: int = JOB_ID,
+              caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Move a job waiting in review into a workflow's queue (same id, same input)."""
+    return review.route_job(runtime(request).engine, job_id, body.workflow, version=body.version,
+                            tenant_id=caller.tenant_id, by=caller.label)
 
 
 @router.patch("/{job_id}", response_model=Loose)

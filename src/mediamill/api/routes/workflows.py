@@ -20,6 +20,7 @@ from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_VERSION, read_engine, runtime
 from mediamill.api.models import ActivateRequest, Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.engine.routing import ambiguity_warnings
 from mediamill.errors import Conflict, Forbidden, NotFound, WorkflowInvalid
 from mediamill.store import workflow_repo
 from mediamill.store.tables import workflow_definitions as wd
@@ -108,11 +109,14 @@ async def create_workflow(request: Request, caller: Caller = auth.Operator,
             raise Conflict(f"workflow {wf.code} exists; PUT /v1/workflows/{wf.code} saves a new version")
         saved = workflow_repo.save_version(conn, wf, source=None, author=caller.label,
                                            tenant_id=None if shared else caller.tenant_id, comment=comment)
-    return JSONResponse(_saved(saved), status_code=201)
+        warnings = ambiguity_warnings(conn, wf.code, caller.tenant_id)
+    return JSONResponse(_saved(saved, warnings), status_code=201)
 
 
-def _saved(saved: workflow_repo.SavedVersion) -> dict[str, Any]:
-    return {"code": saved.code, "version": saved.version, "created": saved.created, "active": saved.active}
+def _saved(saved: workflow_repo.SavedVersion, warnings: list[str]) -> dict[str, Any]:
+    """The saved version, and what it changed for routing (a type now accepted by several workflows)."""
+    return {"code": saved.code, "version": saved.version, "created": saved.created, "active": saved.active,
+            "warnings": warnings}
 
 
 @router.put("/{code}", response_model=Loose, openapi_extra=DOC_BODY)
@@ -126,7 +130,8 @@ async def update_workflow(request: Request, code: str = CODE, caller: Caller = a
     with runtime(request).engine.begin() as conn:
         _writable(conn, caller, code)
         saved = workflow_repo.save_version(conn, wf, author=caller.label, activate=activate, comment=comment)
-    return _saved(saved)
+        warnings = ambiguity_warnings(conn, code, caller.tenant_id) if saved.active else []
+    return _saved(saved, warnings)
 
 
 @router.get("/{code}", response_model=Loose)
