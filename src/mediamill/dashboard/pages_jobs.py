@@ -10,10 +10,12 @@ from fastapi.responses import HTMLResponse
 from mediamill.dashboard import queries as q
 from mediamill.dashboard.web import WINDOWS, Page, page, render, to_datetime
 from mediamill.engine import operations as ops
+from mediamill.engine import review
 from mediamill.errors import NotFound
 from mediamill.notify import alerting
 from mediamill.store import analytics, workflow_repo
 from mediamill.store.analytics import STATUS_ORDER
+from mediamill.store.routing_repo import REVIEW_QUEUE
 from mediamill.store.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)
@@ -151,9 +153,11 @@ def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
     job["duration_seconds"] = _seconds_between(job.get("started_at"), job.get("finished_at"))
     last_event = max((e["id"] for e in job["events"]), default=0)
     failed_step = next((r for r in rows if r["status"] == "failed"), None)
+    in_review = job["status"] == "pending" and job["queue_name"] == REVIEW_QUEUE
+    candidates = review.review_candidates(pg.engine, job) if in_review else []
     return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in FINAL,
                   decisions=q.decisions(job), events=list(reversed(job["events"][-100:])), last_event=last_event,
-                  failed_step=failed_step, versions=versions)
+                  failed_step=failed_step, versions=versions, in_review=in_review, candidates=candidates)
 
 
 @router.get("/upload", response_class=HTMLResponse)

@@ -24,6 +24,7 @@ from mediamill.store.timeutil import utcnow
 HERE = Path(__file__).parent
 NAV = (("overview", "/", "Overview"), ("jobs", "/jobs", "Jobs"), ("upload", "/upload", "Upload"),
        ("queues", "/queues", "Queues"), ("steps", "/steps", "Steps"), ("workflows", "/workflows", "Workflows"),
+       ("routing", "/routing", "Routing"),
        ("dead-letters", "/dead-letters", "Dead letters"), ("breakers", "/breakers", "Breakers"),
        ("workers", "/workers", "Workers"), ("notifications", "/notifications", "Notifications"),
        ("alerts", "/alerts", "Alerts"))
