@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -85,6 +86,33 @@ class RouteRequest(BaseModel):
 
     workflow: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_\-]{1,49}$")
     version: int | None = Field(default=None, gt=0, le=1_000_000)
+
+
+FinishedStatus = Literal["partial", "failed", "completed", "cancelled"]
+
+
+def _partial_only() -> list[FinishedStatus]:
+    return ["partial"]
+
+
+class ReprocessRequest(BaseModel):
+    """Which steps of a finished job run again: those that failed (default), were skipped, or all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: Literal["failed", "skipped", "all"] = "failed"
+    version: int | None = Field(default=None, gt=0, le=1_000_000, description="run on another workflow version")
+
+
+class BulkReprocess(ReprocessRequest):
+    """Reprocess every finished job matching the filters (shadow runs are never taken)."""
+
+    workflow: str | None = Field(default=None, max_length=50)
+    status: list[FinishedStatus] = Field(default_factory=_partial_only, min_length=1, max_length=4)
+    step: str | None = Field(default=None, max_length=100, description="only jobs where this step failed/skipped")
+    since: datetime | None = Field(default=None, description="submitted at or after (ISO-8601)")
+    limit: int = Field(default=1000, ge=1, le=10_000)
+    dry_run: bool = Field(default=False, description="count, change nothing")
 
 
 class JobPage(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mediamill import __version__
-from mediamill.cli import actions_cmd, engine_cmds, keys, notify_cmds, routing_cmds, workflows
+from mediamill.cli import actions_cmd, engine_cmds, keys, notify_cmds, pipeline_cmds, routing_cmds, workflows
 from mediamill.cli import api as api_cli
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
@@ -21,6 +21,7 @@ app.command("api")(api_cli.api)
 app.command("actions")(actions_cmd.actions)
 notify_cmds.register(app)
 routing_cmds.register(app)
+pipeline_cmds.register(app)
 
 
 def _print_version(value: bool) -> None:

@@ -102,7 +102,7 @@ def _requeue_finished(conn: Connection, job: dict[str, Any], *, version: int | N
     queue = job["queue_name"]
     if version is not None and version != job["workflow_version"]:
         wf = workflow_repo.get_workflow(conn, job["workflow_id"], version)
-        values.update(workflow_version=version, current_step=0, progress_percent=0)
+        values.update(workflow_version=version, current_step=0, progress_percent=0, rerun=None)
         queue = wf.definition.queue_name
         values["queue_name"] = queue
         _drop_outputs(conn, job["id"])

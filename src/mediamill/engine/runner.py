@@ -152,32 +152,47 @@ class JobRunner:
     def _load_history(self) -> None:
         if self._fresh():
             return
-        index = {sid: i for i, sid in enumerate(self.wf.step_ids)}
         run = self.job["run_number"] or 1
         with self.w.engine.connect() as conn:
-            rows = conn.execute(sa.select(step_executions.c.step_id, step_executions.c.status,
-                                          step_executions.c.run_number, step_executions.c.output_data)
+            rows = conn.execute(sa.select(step_executions.c.step_id, step_executions.c.step_name,
+                                          step_executions.c.status, step_executions.c.run_number,
+                                          step_executions.c.output_data)
                                 .where(step_executions.c.job_id == self.job["id"])
                                 .order_by(step_executions.c.id)).all()
             outs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == self.job["id"])
                                 ).mappings().all()
-        for sid, status, row_run, output_data in rows:
-            i = index.get(sid)
-            if i is None:
-                continue
-            st = self.states[i]
-            if status in ("completed", "skipped"):
-                st.status = status
-                st.data = json.loads(output_data) if output_data else {}
-            elif status == "failed":
-                st.failures_total += 1
-                st.failures_run += 1 if (row_run or 1) == run else 0
+        rerun = self.job.get("rerun") or None
+        # after a reprocess (which may change version) executions are matched by step name, else by step id
+        index: dict[Any, int] = ({s.name: i for i, s in enumerate(self.steps)} if rerun is not None
+                                 else {sid: i for i, sid in enumerate(self.wf.step_ids)})
+        for sid, name, status, row_run, output_data in rows:
+            i = index.get(name if rerun is not None else sid)
+            if i is not None:
+                self._apply_history(i, status, row_run or 1, run, output_data, rerun)
+        if rerun is not None and any(st.status == "failed" for st in self.states):
+            self.partial = True  # a step kept as failed (not part of this reprocess): the job stays partial
         by_step = {s.name: i for i, s in enumerate(self.steps)}
         for o in outs:
             i = by_step.get(o["step_name"])
             if i is not None and self.states[i].status == "completed":
                 self.states[i].outputs.append({"name": o["name"], "key": o["storage_key"],
                                                "mime_type": o["mime_type"], "metadata": o["metadata"] or {}})
+
+    def _apply_history(self, i: int, status: str, row_run: int, run: int, output_data: str | None,
+                       rerun: dict[str, Any] | None) -> None:
+        st = self.steps[i]
+        again = rerun is not None and st.name in rerun.get("steps", []) and row_run < int(rerun.get("run", 0))
+        state = self.states[i]
+        if status == "failed":
+            state.failures_total += 1  # attempts keep counting across runs
+            state.failures_run += 1 if row_run == run else 0
+        if again:
+            return  # re-executed in this reprocess: its earlier outcome no longer stands
+        if status in ("completed", "skipped"):
+            state.status = status
+            state.data = json.loads(output_data) if output_data else {}
+        elif rerun is not None and status == "failed" and row_run < run:
+            state.status = "failed"  # kept as it was: this reprocess runs other steps
 
     def _resolve_input(self) -> None:
         key = self.job["input_key"]

@@ -33,7 +33,7 @@ CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version,
                 wj.c.input_key, wj.c.input_url, wj.c.input_mime, wj.c.input_filename, wj.c.input_size,
                 wj.c.params, wj.c.job_metadata, wj.c.input_metadata, wj.c.started_at, wj.c.retry_count,
                 wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
-                wj.c.submitted_at, wj.c.notify, wj.c.queue_name)
+                wj.c.submitted_at, wj.c.notify, wj.c.queue_name, wj.c.rerun, wj.c.shadow_of)
 
 TERMINAL = ("completed", "partial", "failed", "cancelled")
 SUBJECTS = {"completed": "Processing Complete", "partial": "Processing Partially Complete",

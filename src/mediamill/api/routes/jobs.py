@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -23,6 +23,7 @@ from mediamill.api.deps import MAX_ID, base_url, blocking, ops, read_engine, run
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
+    BulkReprocess,
     Items,
     JobAccepted,
     JobPage,
@@ -30,13 +31,14 @@ from mediamill.api.models import (
     JobSubmit,
     Loose,
     NotifySpec,
+    ReprocessRequest,
     RetryRequest,
     RouteRequest,
     StatusOut,
 )
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
-from mediamill.engine import review
+from mediamill.engine import reprocess, review
 from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.netguard import check_url
@@ -321,6 +323,16 @@ def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_
     return req
 
 
+@router.post("/reprocess", response_model=Loose)
+def reprocess_jobs(body: BulkReprocess, request: Request, caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Reprocess every finished job of the tenant matching the filters; returns how many (``count``)."""
+    since = body.since.astimezone(UTC).replace(tzinfo=None) if body.since and body.since.tzinfo else body.since
+    sel = reprocess.Selection(tenant_id=caller.tenant_id, workflow=body.workflow, status=tuple(body.status),
+                              step=body.step, since=since, limit=body.limit)
+    return reprocess.reprocess_jobs(runtime(request).engine, sel, steps=body.steps, version=body.version,
+                                    by=caller.label, dry_run=body.dry_run)
+
+
 # ------------------------------------------------------------------------------ read
 def _parse_time(value: str | None, name: str) -> datetime | None:
     if not value:
@@ -385,6 +397,16 @@ def route_job(body: RouteRequest, request: Request, job_id: int = JOB_ID,
     """Move a job waiting in review into a workflow's queue (same id, same input)."""
     return review.route_job(runtime(request).engine, job_id, body.workflow, version=body.version,
                             tenant_id=caller.tenant_id, by=caller.label)
+
+
+@router.post("/{job_id}/reprocess", status_code=202, response_model=Loose)
+def reprocess_job(request: Request, body: ReprocessRequest | None = None, job_id: int = JOB_ID,
+                  caller: Caller = auth.Operator) -> dict[str, Any]:
+    """Re-run only the failed (or skipped, or all) steps of a finished job, keeping the other steps'
+    outputs; a new run with new execution records."""
+    body = body or ReprocessRequest()
+    return reprocess.reprocess_job(runtime(request).engine, job_id, steps=body.steps, version=body.version,
+                                   tenant_id=caller.tenant_id, by=caller.label)
 
 
 @router.patch("/{job_id}", response_model=Loose)
