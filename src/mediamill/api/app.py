@@ -21,7 +21,18 @@ from mediamill.api.limits import BodyLimitMiddleware
 from mediamill.api.models import JobSubmit, NotifySpec
 from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
 from mediamill.api.routes import actions as actions_routes
-from mediamill.api.routes import analytics, events, health, jobs, keys, operations, routing, uploads, workflows
+from mediamill.api.routes import (
+    analytics,
+    events,
+    health,
+    jobs,
+    keys,
+    operations,
+    rollouts,
+    routing,
+    uploads,
+    workflows,
+)
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
 from mediamill.observability.http import HttpMetricsMiddleware
@@ -84,7 +95,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     head_limits.configure(rt.settings)  # the same caps while the head arrives (CappedHttpToolsProtocol)
     _install_cors(app, rt.settings.cors_origins)
     app.include_router(health.router)
-    for module in (jobs, events, uploads, workflows, routing, operations, analytics, keys):
+    for module in (jobs, events, uploads, workflows, rollouts, routing, operations, analytics, keys):
         app.include_router(module.router)
     app.include_router(notify_routes.router)
     app.include_router(actions_routes.router)

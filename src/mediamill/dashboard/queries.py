@@ -104,7 +104,7 @@ def _priorities(conn: Connection, status: str, below: int | None) -> list[int]:
 
 
 def _filtered(f: JobFilter) -> Any:
-    q = sa.select(*JOB_COLUMNS).where(wj.c.tenant_id == f.tenant_id)
+    q = sa.select(*JOB_COLUMNS).where(wj.c.tenant_id == f.tenant_id, wj.c.shadow_of.is_(None))
     if f.workflow_id is not None:
         q = q.where(wj.c.workflow_id == f.workflow_id)
     if f.queue:
@@ -171,7 +171,8 @@ def search_jobs(conn: Connection, f: JobFilter, limit: int) -> list[dict[str, An
 def live_counts(conn: Connection, tenant_id: str) -> dict[str, int]:
     """Jobs waiting or running right now (an index range on status: small by nature)."""
     rows = conn.execute(sa.select(wj.c.status, sa.func.count()).where(wj.c.status.in_(LIVE_STATUSES),
-                                                                       wj.c.tenant_id == tenant_id)
+                                                                       wj.c.tenant_id == tenant_id,
+                                                                       wj.c.shadow_of.is_(None))
                         .group_by(wj.c.status)).all()
     return {str(s): int(n) for s, n in rows}
 
@@ -299,7 +300,8 @@ def fill_buckets(series: list[dict[str, Any]], submitted: dict[int, int], *, sin
 
 def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[dict[str, Any]]:
     q = (sa.select(wj.c.id, wj.c.job_code, wj.c.error_class, wj.c.error_message, wj.c.finished_at, wj.c.priority)
-         .where(wj.c.status == "failed", wj.c.tenant_id == tenant_id).order_by(wj.c.id.desc()).limit(limit))
+         .where(wj.c.status == "failed", wj.c.tenant_id == tenant_id, wj.c.shadow_of.is_(None))
+         .order_by(wj.c.id.desc()).limit(limit))
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
@@ -340,7 +342,7 @@ def _step_where(conn: Connection) -> tuple[str, dict[str, Any]]:
     names = {f"a{i}": a for i, a in enumerate(actions)}
     listed = ", ".join(f":{n}" for n in names) or "NULL"
     return (f"(se.action IN ({listed}) OR se.action IS NULL) AND se.completed_at >= :since "
-            f"AND wj.tenant_id = :t", names)
+            f"AND wj.tenant_id = :t AND wj.shadow_of IS NULL", names)
 
 
 def _step_stats(conn: Connection, *, tenant_id: str, since: datetime) -> dict[int, dict[str, Any]]:

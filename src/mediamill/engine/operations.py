@@ -338,15 +338,16 @@ def get_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, events
 def list_jobs(engine: Engine, *, tenant_id: str | None = None, status: str | None = None,
               workflow: str | None = None, queue: str | None = None, submitter: str | None = None,
               since: datetime | None = None, until: datetime | None = None, limit: int = 50,
-              before_id: int | None = None, search: str | None = None) -> list[dict[str, Any]]:
-    """Jobs, newest first, keyset-paged by id (``before_id``)."""
+              before_id: int | None = None, search: str | None = None,
+              shadow: bool = False) -> list[dict[str, Any]]:
+    """Jobs, newest first, keyset-paged by id (``before_id``); shadow runs only when ``shadow`` (then only they)."""
     q = sa.select(wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                   wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
                   wj.c.finished_at, wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename,
-                  wj.c.tenant_id,
+                  wj.c.tenant_id, wj.c.shadow_of,
                   workflow_definitions.c.workflow_code).select_from(
         wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id))
-    conds = []
+    conds: list[sa.ColumnElement[bool]] = [wj.c.shadow_of.is_not(None) if shadow else wj.c.shadow_of.is_(None)]
     if tenant_id is not None:
         conds.append(wj.c.tenant_id == tenant_id)
     if status:

@@ -23,6 +23,7 @@ from mediamill.actions.base import get_action
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
+from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
 from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, is_retryable_class
 from mediamill.media.sniff import accepts
 from mediamill.storage import new_key
@@ -359,6 +360,8 @@ class JobRunner:
     def _decide(self, i: int) -> tuple[bool, str | None]:
         """Evaluate step ``i``'s condition (recorded later, once the unit's fate is known)."""
         step = self.steps[i]
+        if self.job.get("shadow_of") and acts_outside(step.action):
+            return False, SHADOW_SKIP
         if not step.when:
             return True, None
         try:
@@ -368,7 +371,7 @@ class JobRunner:
 
     def _record_decisions(self, decisions: dict[int, tuple[bool, str | None]]) -> None:
         for i, (result, reason) in decisions.items():
-            if not self.steps[i].when:
+            if not self.steps[i].when and result:
                 continue
             if result:
                 self._event("decision", self.steps[i].name, {"when": self.steps[i].when, "result": True})
@@ -498,7 +501,8 @@ class JobRunner:
             taken.add(out["name"])
             path = Path(out["path"])
             suffix = Path(out["name"]).suffix
-            info = self.w.storage.put_file(new_key("outputs", self.job["tenant_id"], suffix=suffix), path,
+            kind = "shadow" if self.job.get("shadow_of") else "outputs"  # shadow runs write into a sandbox
+            info = self.w.storage.put_file(new_key(kind, self.job["tenant_id"], suffix=suffix), path,
                                            content_type=out["mime_type"], move=True)
             local = self.w.storage.local_path(info.key)
             out["path"] = str(local if local is not None else path)
@@ -534,6 +538,8 @@ class JobRunner:
             st.data = r.get("data") or {}
             st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
                            "metadata": o.get("metadata") or {}} for o in r.get("outputs", [])]
+            if self.job.get("shadow_of"):
+                continue  # a shadow run never moves a breaker or the figures
             self.w.breakers.record_success(self.steps[i].action, gates[i].probe)
             telemetry.emit("step.finished", action=self.steps[i].action, status="completed", error_class=None,
                            duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
@@ -554,7 +560,7 @@ class JobRunner:
         self.states[first].status = "failed"
         self.states[first].failures_total += 1
         self.states[first].failures_run += 1
-        for i in group[:1]:
+        for i in group[:1] if not self.job.get("shadow_of") else []:
             telemetry.emit("step.finished", action=self.steps[i].action, status=status, error_class=fail.error_class,
                            duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
 
@@ -564,8 +570,9 @@ class JobRunner:
         self._record_failure(group, exec_ids, started, fail)
         for i in group[1:]:
             self.states[i].status = "pending"
-        self.w.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
-                                       fail.message)
+        if not self.job.get("shadow_of"):
+            self.w.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
+                                           fail.message)
         step = self.steps[group[0]]
         if step.on_failure == "continue":
             self.partial = True
@@ -617,7 +624,9 @@ class JobRunner:
                 worker_id=self.w.worker_id, run_number=self.job["run_number"] or 1,
                 error_message=reason))
             tx.add_event(conn, self.job, "decision", s.name,
-                         {"when": s.when, "result": False, "skipped": True, **({"error": reason} if reason else {})})
+                         {"when": s.when, "result": False, "skipped": True,
+                          **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
+                          **({"reason": reason} if reason == SHADOW_SKIP else {})})
         self.states[i].status = "skipped"
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from mediamill import telemetry
-from mediamill.engine import wakeup
+from mediamill.engine import rollouts, wakeup
 from mediamill.engine.routing import REVIEW_CODE, REVIEW_QUEUE, RoutingDecision, RoutingFacts, decide
 from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
@@ -211,9 +211,11 @@ def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
     return Prepared(wf, "queued", wf.definition.queue_name, routing)
 
 
-def _status_event(v: dict[str, Any], prep: Prepared) -> dict[str, Any]:
-    data = {"status": v["status"], "workflow": prep.wf.definition.code, "version": prep.wf.version,
-            "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}
+def _status_event(v: dict[str, Any], prep: Prepared, rollout_id: int | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"status": v["status"], "workflow": prep.wf.definition.code, "version": prep.wf.version,
+                            "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}
+    if rollout_id is not None:
+        data["rollout"] = rollout_id  # a canary picked this job for the candidate version
     if prep.status == "pending" and prep.routing is not None:
         data["reason"] = prep.routing.reason
     return data
@@ -224,21 +226,86 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     prepared = [_prepare(conn, r) for r in reqs]
     values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
     ids = insert_many_returning_ids(conn, workflow_jobs, values)
-    queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
-                   "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
-                   "attempts": 0}
-                  for i, v in zip(ids, values, strict=True) if v["status"] == "queued"]
-    insert_many(conn, media_queue, queue_rows)
+    live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
+                                    if prep.status == "queued"})
+    canary = _divert(conn, reqs, prepared, values, ids, live) if live else {}
     events = [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "routing", "created_at": now,
                "data": prep.routing.event()}
               for i, v, prep in zip(ids, values, prepared, strict=True) if prep.routing is not None]
     events += [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
-                "data": _status_event(v, prep)} for i, v, prep in zip(ids, values, prepared, strict=True)]
+                "data": _status_event(v, prep, canary.get(i))}
+               for i, v, prep in zip(ids, values, prepared, strict=True)]
+    rows = [(i, v) for i, v in zip(ids, values, strict=True) if v["status"] == "queued"]
+    if live:
+        shadows = _shadow_jobs(conn, reqs, prepared, values, ids, live, now)
+        rows += shadows
+        events += [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "status", "created_at": now,
+                    "data": {"status": "queued", "shadow_of": v["shadow_of"], "version": v["workflow_version"],
+                             "queue": v["queue_name"], "priority": v["priority"]}} for i, v in shadows]
+        events += [{"job_id": v["shadow_of"], "tenant_id": v["tenant_id"], "event_type": "shadow", "created_at": now,
+                    "data": {"shadow_job": i, "version": v["workflow_version"]}} for i, v in shadows]
+    queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
+                   "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
+                   "attempts": 0} for i, v in rows]
+    insert_many(conn, media_queue, queue_rows)
     insert_many(conn, job_events, events)
     wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
     return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
                          v["priority"], routing=v["routing"])
             for i, v, prep in zip(ids, values, prepared, strict=True)]
+
+
+def _divertible(req: SubmitRequest, prep: Prepared) -> bool:
+    """A job may run a candidate version unless its version was asked for (by the client or a rule)."""
+    pinned = req.version is not None or (prep.routing is not None and prep.routing.version is not None)
+    return prep.status == "queued" and not pinned
+
+
+def _candidate(conn: Connection, prep: Prepared, rollout: dict[str, Any] | None, job_id: int,
+               mime: str | None) -> workflow_repo.VersionedWorkflow | None:
+    """The candidate version when the rollout picks this job and the candidate accepts its input."""
+    if rollout is None or not rollouts.picked(rollout, job_id):
+        return None
+    cand = workflow_repo.current_workflow(conn, prep.wf.definition.code, int(rollout["version"]))
+    return cand if not mime or accepts(cand.definition.input_types, mime) else None
+
+
+def _divert(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prepared], values: list[dict[str, Any]],
+            ids: list[int], live: dict[tuple[int, str, str], dict[str, Any]]) -> dict[int, int]:
+    """Canary: move the picked jobs to the candidate version (decided by job id); returns job id → rollout id."""
+    moved: dict[int, int] = {}
+    for k, (req, prep, job_id) in enumerate(zip(reqs, prepared, ids, strict=True)):
+        rollout = live.get((prep.wf.workflow_id, req.tenant_id, "canary")) if _divertible(req, prep) else None
+        cand = _candidate(conn, prep, rollout, job_id, req.job_input.mime)
+        if cand is None or rollout is None:
+            continue
+        values[k].update(workflow_version=cand.version, queue_name=cand.definition.queue_name)
+        prepared[k] = Prepared(cand, prep.status, cand.definition.queue_name, prep.routing)
+        conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == job_id)
+                     .values(workflow_version=cand.version, queue_name=cand.definition.queue_name))
+        moved[job_id] = int(rollout["id"])
+    return moved
+
+
+SHADOW_PRIORITY = 0  # shadow jobs run when nothing else waits on their queue
+
+
+def _shadow_jobs(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prepared],
+                 values: list[dict[str, Any]], ids: list[int], live: dict[tuple[int, str, str], dict[str, Any]],
+                 now: datetime) -> list[tuple[int, dict[str, Any]]]:
+    """Shadow runs: the picked primaries also run on the candidate as separate jobs (``shadow_of``)."""
+    rows = []
+    for req, prep, v, job_id in zip(reqs, prepared, values, ids, strict=True):
+        rollout = live.get((prep.wf.workflow_id, req.tenant_id, "shadow")) if prep.status == "queued" else None
+        cand = _candidate(conn, prep, rollout, job_id, req.job_input.mime)
+        if cand is None:
+            continue
+        rows.append({**v, "job_code": new_job_code(now), "workflow_version": cand.version,
+                     "queue_name": cand.definition.queue_name, "priority": SHADOW_PRIORITY, "shadow_of": job_id,
+                     "notify": None, "idempotency_key": None, "idempotency_hash": None, "routing": None})
+    if not rows:
+        return []
+    return list(zip(insert_many_returning_ids(conn, workflow_jobs, rows), rows, strict=True))
 
 
 def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:

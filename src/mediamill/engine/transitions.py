@@ -287,8 +287,9 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
         {"job_id": f.job["id"], "tenant_id": f.job["tenant_id"], "event_type": "status", "created_at": now,
          "data": {"status": f.status, "final": True, "error_class": f.error_class,
                   "error": (f.error_message or "")[:500] or None}} for f in finishes])
+    # shadow runs notify nobody and leave no dead letter: their failure never touches the primary
     outbox.add_events(conn, [_outbox_row(conn, f, _dead_letter(conn, f) if f.status == "failed" else None)
-                             for f in finishes])
+                             for f in finishes if not f.job.get("shadow_of")])
 
 
 def _step_row(job: dict[str, Any], s: StepRecord, worker_id: str | None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from mediamill import __version__, telemetry
-from mediamill.engine import housekeeping, wakeup
+from mediamill.engine import housekeeping, rollouts, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import BreakerConfig, Breakers
 from mediamill.engine.children import ChildPool
@@ -213,7 +213,7 @@ class Worker:
     def _takes_fast_path(self, job: dict[str, Any], attempts: int) -> bool:
         """A fresh job whose steps all run in-process (and whose breakers are closed) finishes in memory."""
         if attempts > 1 or job["retry_count"] or job["rescue_count"] or (job["run_number"] or 1) != 1 \
-                or job["cancel_requested"]:
+                or job["cancel_requested"] or job.get("shadow_of"):
             return False
         wf = self.workflow(job["workflow_id"], job["workflow_version"])
         return fast_eligible(wf) and all(self.breakers.is_closed(s.action) for s in wf.definition.steps)
@@ -279,6 +279,8 @@ class Worker:
                      error_class: str | None = None) -> None:
         """Count a job whose terminal state was committed (every failed job was also dead-lettered)."""
         self.jobs_done += 1
+        if job.get("shadow_of"):
+            return  # shadow runs stay out of the figures
         started = job.get("started_at")
         telemetry.emit("job.finished", workflow=workflow_code, status=status, job_id=job["id"],
                        duration_s=(utcnow() - started).total_seconds() if started else None)
@@ -344,6 +346,7 @@ class Worker:
         while True:
             now = time.monotonic()
             self._heartbeat()
+            rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
             if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):

@@ -16,7 +16,8 @@ from typing import Any
 JOB_EVENTS = ("job.completed", "job.partial", "job.failed", "job.cancelled", "job.dead_lettered")
 BREAKER_EVENTS = ("breaker.opened", "breaker.closed")
 ALERT_EVENTS = ("alert.firing", "alert.resolved")
-EVENT_TYPES = (*JOB_EVENTS, *BREAKER_EVENTS, *ALERT_EVENTS)
+ROLLOUT_EVENTS = ("rollout.aborted", "rollout.promoted")
+EVENT_TYPES = (*JOB_EVENTS, *BREAKER_EVENTS, *ALERT_EVENTS, *ROLLOUT_EVENTS)
 #: Statuses of a delivery row (``workflow_notifications`` with a channel).
 DELIVERY_STATUSES = ("pending", "sent", "failed", "cancelled")
 #: Status of an outbox event row once it has been expanded into deliveries.

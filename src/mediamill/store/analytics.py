@@ -112,7 +112,7 @@ SELECT wj.id, wj.job_code, wd.workflow_code, wd.workflow_name, wj.workflow_versi
        wj.progress_percent, wj.priority, wj.submitted_by, wj.submitted_at, wj.started_at, wj.completed_at,
        wj.finished_at, wj.error_class, wj.error_message
 FROM workflow_jobs wj JOIN workflow_definitions wd ON wj.workflow_id = wd.id
-WHERE wj.status = :status AND wj.tenant_id = :tenant {window}
+WHERE wj.status = :status AND wj.tenant_id = :tenant AND wj.shadow_of IS NULL {window}
 ORDER BY {order}
 LIMIT :limit
 """

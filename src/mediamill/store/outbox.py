@@ -19,7 +19,8 @@ from mediamill.store.timeutil import utcnow
 #: Event types the system emits (documented with JSON Schema by the notifier).
 EVENT_TYPES = (
     "job.completed", "job.partial", "job.failed", "job.cancelled", "job.dead_lettered",
-    "breaker.opened", "breaker.closed", "alert.firing", "alert.resolved", "test",
+    "breaker.opened", "breaker.closed", "alert.firing", "alert.resolved", "rollout.aborted", "rollout.promoted",
+    "test",
 )
 
 _LEGACY_TYPE = {"job.completed": "completion", "job.partial": "completion", "job.failed": "failure",

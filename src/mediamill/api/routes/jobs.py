@@ -355,11 +355,12 @@ def list_jobs(request: Request, caller: Caller = auth.Viewer,
               since: str | None = Query(None, description="ISO-8601; submitted at or after"),
               until: str | None = Query(None, description="ISO-8601; submitted before"),
               limit: int = Query(50, ge=1, le=500),
-              before_id: int | None = Query(None, ge=1, le=MAX_ID)) -> dict[str, Any]:
+              before_id: int | None = Query(None, ge=1, le=MAX_ID),
+              shadow: bool = Query(False, description="list shadow runs (only them) instead")) -> dict[str, Any]:
     """Jobs of the caller's tenant, newest first; page with ``before_id=<next_before_id>``."""
     items = ops().list_jobs(read_engine(request), tenant_id=caller.tenant_id, status=status, workflow=workflow,
                             queue=queue, submitter=submitter, since=_parse_time(since, "since"),
-                            until=_parse_time(until, "until"), limit=limit, before_id=before_id)
+                            until=_parse_time(until, "until"), limit=limit, before_id=before_id, shadow=shadow)
     next_id = items[-1]["id"] if len(items) == limit else None
     return {"items": items, "next_before_id": next_id}
 
