@@ -209,3 +209,29 @@ def test_shadow_runs_are_invisible_silent_and_compared(hooked: tuple[Runtime, Re
         assert client.delete("/v1/workflows/WF-TEST-THUMBS/shadow", headers=op).json()["state"] == "stopped"
         assert "shadow_of" not in str(post_job(client, keys.submitter, "WF-TEST-THUMBS", image((1, 2, 3)), "q.png"))
         assert len(client.get("/v1/jobs?shadow=true", headers=op).json()["items"]) == 4
+
+
+def test_cli_rollout_and_shadow(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mediamill.cli.main import app as cli
+
+    save(rt, noop_doc("WF-TEST-NOOP", "Renamed"), activate=False)
+    monkeypatch.setenv("MEDIAMILL_DATA_DIR", str(rt.settings.data_dir))
+    run = CliRunner().invoke
+    result = run(cli, ["rollout", "start", "WF-TEST-NOOP", "--version", "2", "--percent", "25",
+                       "--guard-delta", "0.2"])
+    assert result.exit_code == 0 and "v2 gets 25 % of new jobs" in result.output, result.output
+    result = run(cli, ["rollout", "status", "WF-TEST-NOOP", "--json"])
+    assert '"max_failure_delta": 0.2' in result.output and '"state": "active"' in result.output
+    assert run(cli, ["rollout", "abort", "WF-TEST-NOOP"]).exit_code == 0
+    result = run(cli, ["rollout", "status", "WF-TEST-NOOP"])
+    assert "aborted" in result.output
+    assert run(cli, ["rollout", "promote", "WF-TEST-NOOP"]).exit_code == 1  # nothing active
+    result = run(cli, ["shadow", "start", "WF-TEST-NOOP", "--version", "2", "--percent", "10"])
+    assert result.exit_code == 0 and "shadowing 10 %" in result.output
+    result = run(cli, ["shadow", "report", "WF-TEST-NOOP"])
+    assert result.exit_code == 0 and "0 shadowed jobs" in result.output
+    assert run(cli, ["shadow", "promote", "WF-TEST-NOOP"]).exit_code == 0
+    with rt.engine.connect() as conn:
+        assert workflow_repo.get_workflow(conn, "WF-TEST-NOOP").current_version == 2

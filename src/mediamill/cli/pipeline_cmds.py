@@ -1,14 +1,17 @@
 """`mediamill reprocess` (re-run the missing parts of finished jobs), `mediamill rollout …` (canary) and
-`mediamill shadow …` (shadow runs and their comparison report)."""
+`mediamill shadow …` (shadow runs and their comparison report). They act on the database directly, as
+the other engine commands do."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 
-from mediamill.cli.output import console, handle_errors, print_json
+from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.engine import reprocess as rp
+from mediamill.engine import rollouts, shadow
 from mediamill.errors import InvalidInput
 from mediamill.runtime import Runtime
 
@@ -60,5 +63,134 @@ def reprocess(job_id: int | None = typer.Argument(None, help="one job (or use th
         console.print(f"{result['count']} jobs re-queued ({result['skipped']} had nothing to re-run)", highlight=False)
 
 
+rollout_app = typer.Typer(help="Staged rollouts: send a share of new jobs to a candidate version.",
+                          no_args_is_help=True)
+shadow_app = typer.Typer(help="Shadow runs: also run a share of new jobs on a candidate, invisibly; compare.",
+                         no_args_is_help=True)
+TENANT = typer.Option("default", "--tenant", help="whose new jobs")
+
+
+def _print_status(out: dict[str, Any], json_: bool) -> None:
+    if json_:
+        print_json(out)
+        return
+    r = out["rollout"]
+    if r is None:
+        console.print(f"{out['workflow']}: none (active version {out['active_version']})", highlight=False)
+        return
+    console.print(f"{out['workflow']}: {r['kind']} of v{r['version']} at {r['percent']:g} % — {r['state']}"
+                  + (f" ({r['end_reason']})" if r["end_reason"] else ""), highlight=False, markup=False)
+    rows = [{"version": v, **{k: f.get(k) for k in ("jobs", "finished", "failed", "failure_rate", "p50_seconds",
+                                                    "p95_seconds")}} for v, f in out["figures"].items()]
+    if rows:
+        print_table(rows, ["version", "jobs", "finished", "failed", "failure_rate", "p50_seconds", "p95_seconds"])
+
+
+@rollout_app.command("start")
+@handle_errors
+def rollout_start(code: str, version: int = typer.Option(..., "--version", help="the candidate"),
+                  percent: float = typer.Option(..., "--percent", help="share of new jobs, 0-100"),
+                  guard_delta: float | None = typer.Option(None, "--guard-delta",
+                                                           help="abort when the candidate fails this much more "
+                                                                "(0.1 = ten points)"),
+                  guard_min_jobs: int = typer.Option(20, "--guard-min-jobs", help="…once it has this many jobs"),
+                  tenant: str = TENANT, json_: bool = JSON) -> None:
+    """Send PERCENT of new jobs of CODE to VERSION (again: change the share)."""
+    guard = {"max_failure_delta": guard_delta, "min_jobs": guard_min_jobs} if guard_delta is not None else None
+    out = rollouts.start(Runtime().engine, code, kind="canary", version=version, percent=percent, tenant_id=tenant,
+                         by="cli", guard=guard)
+    if json_:
+        print_json(out)
+    else:
+        console.print(f"{code}: v{version} gets {percent:g} % of new jobs", highlight=False)
+
+
+@rollout_app.command("status")
+@handle_errors
+def rollout_status(code: str, tenant: str = TENANT, json_: bool = JSON) -> None:
+    """The rollout and its live figures per version."""
+    _print_status(rollouts.status(Runtime().engine, code, kind="canary", tenant_id=tenant), json_)
+
+
+@rollout_app.command("promote")
+@handle_errors
+def rollout_promote(code: str, tenant: str = TENANT) -> None:
+    """Activate the candidate for every new job."""
+    out = rollouts.promote(Runtime().engine, code, kind="canary", tenant_id=tenant, by="cli")
+    console.print(f"{code}: v{out['version']} is active", highlight=False)
+
+
+@rollout_app.command("abort")
+@handle_errors
+def rollout_abort(code: str, tenant: str = TENANT) -> None:
+    """Stop sending new jobs to the candidate."""
+    rollouts.stop(Runtime().engine, code, kind="canary", tenant_id=tenant, by="cli", reason="aborted by request")
+    console.print(f"{code}: rollout aborted", highlight=False)
+
+
+@shadow_app.command("start")
+@handle_errors
+def shadow_start(code: str, version: int = typer.Option(..., "--version", help="the candidate"),
+                 percent: float = typer.Option(..., "--percent", help="share of new jobs also run on it, 0-100"),
+                 tenant: str = TENANT) -> None:
+    """Also run PERCENT of new jobs of CODE on VERSION as shadow jobs."""
+    rollouts.start(Runtime().engine, code, kind="shadow", version=version, percent=percent, tenant_id=tenant,
+                   by="cli")
+    console.print(f"{code}: shadowing {percent:g} % of new jobs on v{version}", highlight=False)
+
+
+@shadow_app.command("stop")
+@handle_errors
+def shadow_stop(code: str, tenant: str = TENANT) -> None:
+    """Stop creating shadow jobs."""
+    rollouts.stop(Runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    console.print(f"{code}: shadow run stopped", highlight=False)
+
+
+@shadow_app.command("promote")
+@handle_errors
+def shadow_promote(code: str, tenant: str = TENANT) -> None:
+    """Activate the shadowed candidate."""
+    out = rollouts.promote(Runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    console.print(f"{code}: v{out['version']} is active", highlight=False)
+
+
+@shadow_app.command("report")
+@handle_errors
+def shadow_report(code: str, version: int | None = typer.Option(None, "--version"),
+                  tenant: str = TENANT, json_: bool = JSON) -> None:
+    """Compare the active version with the shadowed candidate over the shadowed jobs."""
+    rt = Runtime()
+    out = shadow.report(rt.engine, rt.storage, code, tenant_id=tenant, version=version)
+    if json_:
+        print_json(out)
+        return
+    rows = [{"side": side, **{k: v.get(k) for k in ("versions", "jobs", "failed", "failures_by_class",
+                                                   "p50_seconds", "p95_seconds")}}
+            for side, v in out["versions"].items()]
+    print_table(rows, ["side", "versions", "jobs", "failed", "failures_by_class", "p50_seconds", "p95_seconds"],
+                title=f"{code}: {out['pairs_total']} shadowed jobs")
+    diffs = [{"primary job": p["primary"]["id"], "step": o["step"], "primary": (o["primary"] or {}).get("name"),
+              "candidate": (o["candidate"] or {}).get("name"), "difference": _summary(o.get("difference"))}
+             for p in out["pairs"] for o in p["outputs"]]
+    print_table(diffs, ["primary job", "step", "primary", "candidate", "difference"], title="outputs")
+
+
+def _summary(diff: dict[str, Any] | None) -> str:
+    if not diff:
+        return "—"
+    if diff["kind"] == "image":
+        p, c = diff["primary"], diff["candidate"]
+        return f"{p['width']}×{p['height']} → {c['width']}×{c['height']}, hash {diff['hash_distance']}, " \
+               f"SSIM {diff['ssim']}"
+    if diff["kind"] == "av":
+        return f"duration {diff['duration_delta']:+}s, same resolution: {diff['same_resolution']}"
+    if diff["kind"] == "text":
+        return f"similarity {diff['similarity']}"
+    return ", ".join(f"{k}={v}" for k, v in diff.items() if k != "kind")
+
+
 def register(root: typer.Typer) -> None:
     root.command("reprocess")(reprocess)
+    root.add_typer(rollout_app, name="rollout")
+    root.add_typer(shadow_app, name="shadow")
