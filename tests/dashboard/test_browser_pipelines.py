@@ -11,7 +11,7 @@ import pytest
 from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from tests.dashboard.support import Keys, LiveServer, api, login, shot
-from tests.helpers import wait_until
+from tests.helpers import apply_workflow, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -84,3 +84,52 @@ def test_routing_rules_page_adds_reorders_and_explains(page: Any, server: LiveSe
         for r in client.get("/v1/routing-rules").json()["items"]:
             client.delete(f"/v1/routing-rules/{r['id']}")
     shot(page, "routing-rules")
+
+
+THUMBS = {"code": "WF-DASH-THUMBS", "name": "thumbnails", "type": "image", "queue": "dash",
+          "input_types": ["image/png"],
+          "steps": [{"name": "Thumb", "action": "create_thumbnail", "params": {"size": 64}}]}
+
+
+def test_shadow_report_renders_beside_the_editor(page: Any, server: LiveServer, keys: Keys, worker: Worker,
+                                                 rt: Runtime, tmp_path: Path) -> None:
+    from PIL import Image
+
+    apply_workflow(rt, THUMBS)
+    with rt.engine.begin() as conn:
+        from mediamill.store import workflow_repo
+        from mediamill.workflows.loader import validate_document
+
+        candidate = {**THUMBS, "steps": [{**THUMBS["steps"][0], "params": {"size": 40}}]}
+        workflow_repo.save_version(conn, validate_document(candidate), author="tests", activate=False)
+    login(page, server.url, keys.admin, "/workflows/WF-DASH-THUMBS")
+    assert "No shadow run" in page.inner_text("#shadow")
+    page.select_option("#shadow-form select[name=version]", "2")
+    page.fill("#shadow-form input[name=sample_percent]", "100")
+    page.click("#shadow-form button[type=submit]")
+    page.wait_for_selector("#shadow p[data-state=active]")
+
+    ids = []
+    for i, color in enumerate([(220, 20, 20), (20, 20, 220)]):
+        path = tmp_path / f"pic{i}.png"
+        Image.new("RGB", (200, 150), color).save(path)
+        ids.append(_submit(server, keys.admin, path, "WF-DASH-THUMBS")["id"])
+    with api(server.url, keys.admin) as client:
+        def all_done() -> bool:
+            shadows = [j for j in client.get("/v1/jobs?shadow=true&workflow=WF-DASH-THUMBS").json()["items"]]
+            return len(shadows) == 2 and all(_status(server, keys.admin, j) == "completed"
+                                             for j in ids + [s["id"] for s in shadows])
+        wait_until(all_done, timeout=90, message="primaries and shadows completed")
+
+    page.reload()
+    page.wait_for_selector("#shadow-report")
+    assert page.locator("#shadow-report tr[data-side=primary] td").first.inner_text() == "2"
+    assert page.locator("#shadow-report tr[data-side=candidate] td").first.inner_text() == "2"
+    pairs = page.inner_text("#shadow-pairs")
+    assert "64×48 → 40×30" in pairs and "SSIM" in pairs and "hash distance" in pairs
+    shot(page, "shadow-report")
+    page.click("#shadow button:has-text('Roll out v2 to 10 %')")
+    page.wait_for_selector("#rollout p[data-state=active]")
+    assert "gets 10" in page.inner_text("#rollout")
+    page.click("#rollout button:has-text('Abort')")
+    page.wait_for_selector("#rollout p[data-state=aborted]")

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from mediamill.dashboard import queries as q
 from mediamill.dashboard.web import WINDOWS, Page, page, render
 from mediamill.engine import operations as ops
+from mediamill.engine import rollouts, shadow
 from mediamill.errors import NotFound
 from mediamill.notify import alerting, channels, history
 from mediamill.notify.alert_rules import load_rules
@@ -103,7 +104,18 @@ def editor(code: str, pg: Page = PAGE, version: int | None = Query(None, ge=1, l
     shared = owner[0] is None
     return render(pg, "editor.html", "workflows", code, code=code, source=source, versions=list(reversed(versions)),
                   version=got.version, current=got.current_version, writable=_writable(pg, shared), shared=shared,
-                  wf_active=got.is_active)
+                  wf_active=got.is_active, **_rollout_context(pg, code))
+
+
+def _rollout_context(pg: Page, code: str) -> dict[str, Any]:
+    """The canary and the shadow run of this workflow (for the caller's tenant), with the shadow report."""
+    tenant = pg.caller.tenant_id
+    shadow_status = rollouts.status(pg.engine, code, kind="shadow", tenant_id=tenant)
+    report = None
+    if shadow_status["rollout"] is not None:
+        report = shadow.report(pg.engine, pg.request.app.state.runtime.storage, code, tenant_id=tenant, limit=50)
+    return {"canary": rollouts.status(pg.engine, code, kind="canary", tenant_id=tenant),
+            "shadow_status": shadow_status, "report": report}
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)
