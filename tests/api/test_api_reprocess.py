@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +18,16 @@ from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from tests.helpers import apply_workflow
 
+from .backends import BACKENDS, runtime_on
 from .support import Keys, wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=BACKENDS)
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """The API tests' runtime, once on SQLite and once on PostgreSQL."""
+    yield from runtime_on(request.param, tmp_path / "data")
 FINAL = ("completed", "partial", "failed", "cancelled")
 REPAIR = {
     "code": "WF-TEST-REPAIR", "name": "thumbnail with a flaky step", "type": "image", "queue": "test",
@@ -129,6 +137,7 @@ def test_bulk_reprocess_and_cli(rt: Runtime, client: TestClient, keys: Keys, wor
 
     # the CLI: one job, then --all with filters (the third one is already done)
     monkeypatch.setenv("MEDIAMILL_DATA_DIR", str(rt.settings.data_dir))
+    monkeypatch.setenv("MEDIAMILL_DATABASE_URL", rt.settings.database_url)  # "" = the SQLite file
     finished(client, keys.viewer, ids[2], run=2)
     result = CliRunner().invoke(cli, ["reprocess", str(ids[2]), "--steps", "skipped"])
     assert result.exit_code == 0, result.output

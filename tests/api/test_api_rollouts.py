@@ -23,9 +23,16 @@ from mediamill.store.tables import job_events, workflow_jobs, workflow_notificat
 from mediamill.workflows.loader import validate_document
 from tests.notify.support import Receiver
 
-from .support import Keys, make_runtime, wait_until
+from .backends import BACKENDS, runtime_on
+from .support import Keys, wait_until
 
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(params=BACKENDS)
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """The API tests' runtime, once on SQLite and once on PostgreSQL."""
+    yield from runtime_on(request.param, tmp_path / "data")
 FINAL = ("completed", "partial", "failed", "cancelled")
 
 
@@ -129,13 +136,12 @@ THUMBS = {"code": "WF-TEST-THUMBS", "name": "thumbnails", "type": "image", "queu
                      "on_failure": "continue"}]}
 
 
-@pytest.fixture
-def hooked(tmp_path: Path) -> Iterator[tuple[Runtime, Receiver]]:
+@pytest.fixture(params=BACKENDS)
+def hooked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Runtime, Receiver]]:
     receiver = Receiver()
-    runtime = make_runtime(tmp_path / "hooked", url_allowlist="127.0.0.1", notify_poll_seconds=0.05,
-                           notify_backoff_base_seconds=0.1, notify_backoff_max_seconds=0.3)
-    yield runtime, receiver
-    runtime.close()
+    yield from ((runtime, receiver) for runtime in runtime_on(
+        request.param, tmp_path / "hooked", url_allowlist="127.0.0.1", notify_poll_seconds=0.05,
+        notify_backoff_base_seconds=0.1, notify_backoff_max_seconds=0.3))
     receiver.server.shutdown()
 
 
@@ -218,6 +224,7 @@ def test_cli_rollout_and_shadow(rt: Runtime, monkeypatch: pytest.MonkeyPatch) ->
 
     save(rt, noop_doc("WF-TEST-NOOP", "Renamed"), activate=False)
     monkeypatch.setenv("MEDIAMILL_DATA_DIR", str(rt.settings.data_dir))
+    monkeypatch.setenv("MEDIAMILL_DATABASE_URL", rt.settings.database_url)  # "" = the SQLite file
     run = CliRunner().invoke
     result = run(cli, ["rollout", "start", "WF-TEST-NOOP", "--version", "2", "--percent", "25",
                        "--guard-delta", "0.2"])

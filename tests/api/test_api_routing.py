@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,17 @@ from mediamill.notify.alerting import apply_rule, observe
 from mediamill.runtime import Runtime
 from mediamill.store.timeutil import utcnow
 
+from .backends import BACKENDS, runtime_on
 from .media import make_video
 from .support import Keys, wait_until
 
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(params=BACKENDS)
+def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """The API tests' runtime, once on SQLite and once on PostgreSQL."""
+    yield from runtime_on(request.param, tmp_path / "data")
 
 
 def png_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
