@@ -169,6 +169,7 @@ def test_rules_are_ordered_patched_reordered_and_deleted(client: TestClient, key
 
     assert decide({"kind": "analysis"})["rule"] == "vip-analyze"
     assert decide({})["rule"] == "videos"  # a missing metadata key is an error, not a match
+    assert decide({"kind": "analysis", "n": 10**30})["rule"] == "vip-analyze"  # beyond CEL's int64: a double
     assert "error" in decide({})["evaluated"][0]
 
     reordered = client.post("/v1/routing-rules/reorder", headers=op, json={"ids": [second, first]})

@@ -125,6 +125,9 @@ def _evaluate(conn: Connection, rule: dict[str, Any], variables: dict[str, Any],
     except ConditionError as exc:
         out.update(result=None, error=str(exc)[:300])
         return out
+    except Exception as exc:  # a rule must never fail a submission: it just does not match
+        out.update(result=None, error=f"{type(exc).__name__}: {exc}"[:300])
+        return out
     if out["result"] and rule["workflow_code"] not in visible:
         out["skipped"] = f"{rule['workflow_code']} is not an active workflow"
     elif out["result"] and mime and not _accepts_loose(conn, rule["workflow_code"], mime):

@@ -72,8 +72,27 @@ def compile_condition(expr: str) -> Any:
         raise ConditionError(f"syntax error{where}: {str(exc).splitlines()[0]}", line=line, column=column) from None
 
 
+_INT64 = 2**63
+
+
 def to_cel(value: Any) -> Any:
-    return celpy.json_to_cel(value)
+    """JSON-like data as CEL values; integers beyond 64 bits (CEL's int) become doubles instead of failing."""
+    try:
+        return celpy.json_to_cel(value)
+    except (ValueError, OverflowError):
+        return celpy.json_to_cel(_fit_ints(value))
+
+
+def _fit_ints(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else float(value)
+    if isinstance(value, dict):
+        return {k: _fit_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_fit_ints(v) for v in value]
+    return value
 
 
 def activation(*, input: dict[str, Any], job: dict[str, Any], steps: dict[str, Any],
@@ -148,13 +167,20 @@ def routing_variables(*, mime: str, size: int, filename: str, metadata: dict[str
 
 def check_routing_condition(expr: str) -> None:
     """Like ``check_condition`` for a routing rule: only submission facts exist, no ``steps``."""
-    program = compile_condition(expr)
+    try:
+        program = compile_condition(expr)
+    except ConditionError:
+        raise
+    except Exception as exc:  # the parser can fail in other ways on hostile input (nesting depth …)
+        raise ConditionError(f"invalid expression ({type(exc).__name__})") from None
     sample = routing_variables(mime="", size=0, filename="", metadata={}, tenant="")
     try:
         result = program.evaluate(sample)
     except celpy.CELEvalError as exc:
         _explain(exc, expr, "generic", ROUTING_INPUT)
         return
+    except Exception as exc:
+        raise ConditionError(f"invalid expression ({type(exc).__name__})") from None
     if isinstance(result, celpy.CELEvalError):
         _explain(result, expr, "generic", ROUTING_INPUT)
         return
