@@ -15,6 +15,7 @@ from PIL import Image
 from mediamill.engine.worker import Worker
 from mediamill.notify.alert_rules import load_rules
 from mediamill.notify.alerting import apply_rule, observe
+from mediamill.observability.dbgauges import collect_db_gauges
 from mediamill.runtime import Runtime
 from mediamill.store.timeutil import utcnow
 
@@ -70,6 +71,9 @@ def test_video_without_workflow_waits_in_review_then_is_routed(rt: Runtime, clie
 
     review = queue(client, keys.viewer, "review")
     assert review is not None and review["depth"] == 1 and review["waiting"] == 1
+    with rt.engine.connect() as conn:  # the Prometheus gauge counts it too
+        depth = next(f for f in collect_db_gauges(conn, live_seconds=90) if f.name == "mediamill_queue_depth")
+    assert [s.value for s in depth.samples if s.labels == {"queue": "review", "state": "queued"}] == [1]
     refused = client.post(f"/v1/jobs/{accepted['id']}/retry", headers=Keys.h(keys.operator))
     assert refused.status_code == 409 and "route" in refused.json()["detail"]
     assert client.post(f"/v1/jobs/{accepted['id']}/route", json={"workflow": "WF-TEST-NOPE"},
@@ -227,3 +231,37 @@ def test_review_waiting_too_long_fires_the_alert_template(rt: Runtime, client: T
         assert obs.active and obs.labels == {"queue": "review"} and "1 jobs wait in review" in obs.summary
         transitions = apply_rule(conn, rule, [obs], later)
     assert [t.state for t in transitions][-1] == "firing"
+
+
+def test_cli_routes_route_and_apply_warning(rt: Runtime, client: TestClient, keys: Keys, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mediamill.cli.main import app as cli
+
+    monkeypatch.setenv("MEDIAMILL_DATA_DIR", str(rt.settings.data_dir))
+    monkeypatch.setenv("MEDIAMILL_DATABASE_URL", rt.settings.database_url)
+    run = CliRunner().invoke
+    clip = make_video(tmp_path / "clip.mp4", seconds=1)
+    result = run(cli, ["routes", "explain", str(clip)])
+    assert result.exit_code == 0 and "→ WF-REVIEW [review]" in result.output
+    bad = run(cli, ["routes", "add", "--name", "v", "--condition", "input.mime ==", "--workflow", "WF-VIDEO-ANALYZE"])
+    assert bad.exit_code == 1 and "syntax error at line 1" in bad.output
+    added = run(cli, ["routes", "add", "--name", "analysis", "--condition", "job.metadata.kind == 'analysis'",
+                      "--workflow", "WF-VIDEO-ANALYZE"])
+    assert added.exit_code == 0, added.output
+    result = run(cli, ["routes", "explain", str(clip), "--metadata", "kind=analysis"])
+    assert "→ WF-VIDEO-ANALYZE [rule]" in result.output and "analysis: job.metadata.kind" in result.output
+    assert "analysis" in run(cli, ["routes", "list"]).output
+    assert run(cli, ["routes", "remove", "analysis"]).exit_code == 0
+    assert run(cli, ["routes", "list", "--json"]).output.strip() == "[]"
+
+    waiting = submit(client, keys.submitter, "clip.mp4", clip.read_bytes())
+    result = run(cli, ["route", str(waiting["id"]), "WF-VIDEO-ANALYZE"])
+    assert result.exit_code == 0 and "queued on WF-VIDEO-ANALYZE" in result.output
+    assert run(cli, ["route", str(waiting["id"]), "WF-VIDEO-ANALYZE"]).exit_code == 1  # no longer in review
+
+    doc = tmp_path / "thumbs.yaml"
+    doc.write_text(IMAGE_THUMBS)
+    result = run(cli, ["workflows", "apply", "-f", str(doc)])
+    assert result.exit_code == 0 and "warning:" in result.output and "mediamill routes add" in result.output

@@ -70,7 +70,7 @@ def add(name: str = typer.Option(..., "--name", help="a name shown on the jobs i
         print_json(rule)
     else:
         console.print(f"rule {rule['id']} {rule['name']!r}: {rule['condition']} → {rule['workflow']} "
-                      f"(position {rule['position']})", highlight=False, markup=False)
+                      f"(position {rule['position']})", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("remove")
@@ -80,7 +80,7 @@ def remove(rule: str = typer.Argument(..., help="the rule's id or name"), tenant
     with Runtime().engine.begin() as conn:
         found = routing_repo.find_rule(conn, tenant, rule)
         routing_repo.delete_rule(conn, found["id"], tenant)
-    console.print(f"rule {found['id']} {found['name']!r} removed", highlight=False, markup=False)
+    console.print(f"rule {found['id']} {found['name']!r} removed", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("explain")
@@ -100,10 +100,10 @@ def explain(file: Path = typer.Argument(..., help="a media file (its type is sni
         return
     console.print(f"{file.name} ({facts.mime}) → {decision.workflow} [{decision.decision}]", highlight=False,
                   markup=False)
-    console.print(f"  {decision.reason}", highlight=False, markup=False)
+    console.print(f"  {decision.reason}", highlight=False, markup=False, soft_wrap=True)
     for e in decision.evaluated:
         result = e.get("error") or e.get("skipped") or e["result"]
-        console.print(f"  {e['rule']}: {e['condition']} → {result}", highlight=False, markup=False)
+        console.print(f"  {e['rule']}: {e['condition']} → {result}", highlight=False, markup=False, soft_wrap=True)
 
 
 @handle_errors

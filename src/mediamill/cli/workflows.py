@@ -100,7 +100,7 @@ def apply(file: Path = typer.Option(..., "-f", "--file", help="a workflow file o
         state = "created version" if r["created"] else "unchanged, version"
         console.print(f"{r['code']}: {state} {r['version']} (active)", highlight=False)
         for warning in r["warnings"]:
-            err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
