@@ -242,3 +242,24 @@ def test_cli_rollout_and_shadow(rt: Runtime, monkeypatch: pytest.MonkeyPatch) ->
     assert run(cli, ["shadow", "promote", "WF-TEST-NOOP"]).exit_code == 0
     with rt.engine.connect() as conn:
         assert workflow_repo.get_workflow(conn, "WF-TEST-NOOP").current_version == 2
+
+
+def test_shadow_jobs_are_not_aged_up_to_real_work(rt: Runtime, client: TestClient, keys: Keys) -> None:
+    import time
+
+    from mediamill.engine.housekeeping import age_waiting_jobs
+    from mediamill.store.tables import media_queue
+
+    save(rt, noop_doc("WF-TEST-NOOP", "Renamed"), activate=False)
+    admin = Keys.h(keys.admin)
+    assert client.post("/v1/workflows/WF-TEST-NOOP/shadow", json={"version": 2, "sample_percent": 100},
+                       headers=admin).status_code == 200
+    primary = post_job(client, keys.submitter, "WF-TEST-NOOP")
+    time.sleep(0.05)
+    assert age_waiting_jobs(rt.engine, aging_seconds=0.01, cap=10) == 1  # the primary only
+    with rt.engine.connect() as conn:
+        rows = dict(conn.execute(sa.select(workflow_jobs.c.shadow_of.is_not(None), media_queue.c.priority)
+                                 .select_from(media_queue.join(workflow_jobs,
+                                                               workflow_jobs.c.id == media_queue.c.job_id))).all())
+    assert rows == {False: 10, True: 0}, rows
+    assert primary["priority"] == 5

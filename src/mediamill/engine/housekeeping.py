@@ -121,7 +121,11 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
         if not ids:
             return 0
         keys = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids))).scalars())
-        keys += [k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k]
+        inputs = {k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k}
+        if inputs:  # a shadow run (or a primary) kept beyond this batch still reads the same input
+            inputs -= set(conn.execute(sa.select(wj.c.input_key).where(wj.c.input_key.in_(inputs),
+                                                                       wj.c.id.not_in(ids))).scalars())
+        keys += sorted(inputs)
         for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
             conn.execute(table.delete().where(table.c.job_id.in_(ids)))
         conn.execute(wj.delete().where(wj.c.id.in_(ids)))

@@ -244,9 +244,10 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
                              "queue": v["queue_name"], "priority": v["priority"]}} for i, v in shadows]
         events += [{"job_id": v["shadow_of"], "tenant_id": v["tenant_id"], "event_type": "shadow", "created_at": now,
                     "data": {"shadow_job": i, "version": v["workflow_version"]}} for i, v in shadows]
+    # a shadow entry has no base priority, so aging never lifts it to the level of real work
     queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
-                   "base_priority": v["priority"], "scheduled_time": now, "status": "queued", "created_at": now,
-                   "attempts": 0} for i, v in rows]
+                   "base_priority": None if v.get("shadow_of") else v["priority"], "scheduled_time": now,
+                   "status": "queued", "created_at": now, "attempts": 0} for i, v in rows]
     insert_many(conn, media_queue, queue_rows)
     insert_many(conn, job_events, events)
     wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])

@@ -233,7 +233,8 @@ def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, del
         guard.append(mq.c.worker_id == worker_id)
     res = conn.execute(mq.update().where(*guard).values(
         status="queued", worker_id=None, lease_expires_at=None, scheduled_time=now + timedelta(seconds=delay),
-        priority=job["priority"], base_priority=job["priority"], aged_at=None, wait_reason=reason[:50]))
+        priority=job["priority"], base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None,
+        wait_reason=reason[:50]))
     if res.rowcount != 1:
         return False
     values: dict[str, Any] = {"status": "queued", "updated_at": now}
