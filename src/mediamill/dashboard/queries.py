@@ -483,12 +483,20 @@ def decisions(job: dict[str, Any]) -> list[dict[str, Any]]:
     """The routing and condition decisions of a job's event log."""
     out = []
     for e in job.get("events", []):
+        data = e.get("data") or {}
+        if isinstance(data, str):
+            data = json.loads(data)
         if e.get("event_type") == "decision":
-            data = e.get("data") or {}
-            if isinstance(data, str):
-                data = json.loads(data)
             out.append({"step": e.get("step_name"), "at": e.get("created_at"), **data})
+        elif e.get("event_type") == "routing":  # each rule evaluated when the job was submitted
+            out += [_routing_row(e, r) for r in data.get("evaluated") or []]
     return out
+
+
+def _routing_row(event: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
+    return {"step": "routing", "at": event.get("created_at"), "rule": rule.get("condition"),
+            "result": rule.get("result"), "error": rule.get("error") or rule.get("skipped"),
+            "workflow": f"rule {rule.get('rule')} → {rule.get('workflow')}"}
 
 
 def window_start(hours: float) -> datetime:
