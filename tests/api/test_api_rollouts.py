@@ -16,6 +16,7 @@ from mediamill.api.app import create_app
 from mediamill.engine import rollouts
 from mediamill.engine.worker import Worker
 from mediamill.notify import channels as ch
+from mediamill.notify.render import EventContext, subject, summary_line
 from mediamill.notify.runner import Notifier
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo, workflow_repo
@@ -123,6 +124,8 @@ def test_guard_aborts_a_candidate_whose_step_always_fails(rt: Runtime, client: T
                              .where(workflow_notifications.c.event_type == "rollout.aborted")).scalars().all()
         events = conn.execute(sa.select(job_events.c.data).where(job_events.c.event_type == "rollout")).scalars().all()
     assert len(notes) == 1 and notes[0]["data"]["workflow_code"] == "WF-TEST-CANARY"
+    assert subject(notes[0], EventContext()) == "Rollout aborted: WF-TEST-CANARY v2"
+    assert "candidate failure rate" in summary_line(notes[0], EventContext())
     assert any(e["state"] == "aborted" and e["by"] == "guard" for e in events)
     after = [post_job(client, keys.submitter, "WF-TEST-CANARY")["workflow_version"] for _ in range(10)]
     assert after == [1] * 10  # nothing goes to the candidate any more

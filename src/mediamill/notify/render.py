@@ -64,6 +64,10 @@ def subject(envelope: dict[str, Any], ctx: EventContext) -> str:
     if kind.startswith("alert."):
         tag = f"FIRING {data.get('severity', '')}".strip() if kind == "alert.firing" else "RESOLVED"
         return f"[{tag}] {data.get('rule', 'alert')}: {data.get('summary', '')}".rstrip(": ")
+    if kind == "rollout.aborted":
+        return f"Rollout aborted: {data.get('workflow_code', '?')} v{data.get('version', '?')}"
+    if kind == "rollout.promoted":
+        return f"Rollout promoted: {data.get('workflow_code', '?')} v{data.get('version', '?')}"
     if kind == "test":
         return "mediamill test notification"
     return kind
@@ -90,6 +94,11 @@ def summary_line(envelope: dict[str, Any], ctx: EventContext) -> str:
                 f"{data.get('last_error') or ''}").strip()
     if kind.startswith("alert."):
         return str(data.get("summary") or data.get("rule") or "alert")
+    if kind == "rollout.aborted":
+        return f"The staged rollout of {data.get('workflow_code')} v{data.get('version')} was aborted: " \
+               f"{data.get('reason') or 'by request'}"
+    if kind == "rollout.promoted":
+        return f"Version {data.get('version')} of {data.get('workflow_code')} is now active for every new job."
     if kind == "test":
         return "This is a test notification from mediamill: the channel works."
     return kind
