@@ -148,3 +148,22 @@ def test_bulk_reprocess_and_cli(rt: Runtime, client: TestClient, keys: Keys, wor
     assert result.exit_code == 0 and "3 jobs would be reprocessed" in result.output
     result = CliRunner().invoke(cli, ["reprocess"])
     assert result.exit_code == 1 and "--all" in result.output
+
+
+def test_reprocess_on_a_new_version_reruns_failed_and_changed_steps(rt: Runtime, client: TestClient, keys: Keys,
+                                                                      worker: Worker) -> None:
+    job_id = submit(client, keys.submitter)
+    assert finished(client, keys.viewer, job_id)["status"] == "partial"
+    fixed = {**REPAIR, "steps": [REPAIR["steps"][0], {"name": "Flaky", "action": "noop"},
+                                 REPAIR["steps"][2], {"name": "Done", "action": "noop", "params": {}},
+                                 {"name": "Extra", "action": "noop"}]}
+    version = apply_workflow(rt, fixed).version
+    res = client.post(f"/v1/jobs/{job_id}/reprocess", json={"steps": "failed", "version": version},
+                      headers=Keys.h(keys.operator))
+    assert res.status_code == 202, res.text
+    assert res.json()["steps"] == ["Flaky", "Extra"]  # failed (and changed) + new; Thumb and Done are the same
+    done = finished(client, keys.viewer, job_id, run=2)
+    assert done["status"] == "completed" and done["workflow_version"] == version
+    assert runs(done)["Thumb"] == [(1, "completed")] and runs(done)["Extra"] == [(2, "completed")]
+    assert client.post(f"/v1/jobs/{job_id}/reprocess", json={"version": 99},
+                       headers=Keys.h(keys.operator)).status_code == 404
