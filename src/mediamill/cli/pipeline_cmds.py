@@ -9,11 +9,11 @@ from typing import Any
 
 import typer
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.engine import reprocess as rp
 from mediamill.engine import rollouts, shadow
 from mediamill.errors import InvalidInput
-from mediamill.runtime import Runtime
 
 JSON = typer.Option(False, "--json", help="print JSON")
 
@@ -40,7 +40,7 @@ def reprocess(job_id: int | None = typer.Argument(None, help="one job (or use th
               dry_run: bool = typer.Option(False, "--dry-run", help="count the jobs, change nothing"),
               json_: bool = JSON) -> None:
     """Re-run only the failed (or skipped, or all) steps of finished jobs, keeping the other outputs."""
-    engine = Runtime().engine
+    engine = open_runtime().engine
     if job_id is not None and all_:
         raise InvalidInput("give a job id or --all, not both")
     if job_id is not None:
@@ -97,7 +97,7 @@ def rollout_start(code: str, version: int = typer.Option(..., "--version", help=
                   tenant: str = TENANT, json_: bool = JSON) -> None:
     """Send PERCENT of new jobs of CODE to VERSION (again: change the share)."""
     guard = {"max_failure_delta": guard_delta, "min_jobs": guard_min_jobs} if guard_delta is not None else None
-    out = rollouts.start(Runtime().engine, code, kind="canary", version=version, percent=percent, tenant_id=tenant,
+    out = rollouts.start(open_runtime().engine, code, kind="canary", version=version, percent=percent, tenant_id=tenant,
                          by="cli", guard=guard)
     if json_:
         print_json(out)
@@ -109,14 +109,14 @@ def rollout_start(code: str, version: int = typer.Option(..., "--version", help=
 @handle_errors
 def rollout_status(code: str, tenant: str = TENANT, json_: bool = JSON) -> None:
     """The rollout and its live figures per version."""
-    _print_status(rollouts.status(Runtime().engine, code, kind="canary", tenant_id=tenant), json_)
+    _print_status(rollouts.status(open_runtime().engine, code, kind="canary", tenant_id=tenant), json_)
 
 
 @rollout_app.command("promote")
 @handle_errors
 def rollout_promote(code: str, tenant: str = TENANT) -> None:
     """Activate the candidate for every new job."""
-    out = rollouts.promote(Runtime().engine, code, kind="canary", tenant_id=tenant, by="cli")
+    out = rollouts.promote(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli")
     console.print(f"{code}: v{out['version']} is active", highlight=False)
 
 
@@ -124,7 +124,7 @@ def rollout_promote(code: str, tenant: str = TENANT) -> None:
 @handle_errors
 def rollout_abort(code: str, tenant: str = TENANT) -> None:
     """Stop sending new jobs to the candidate."""
-    rollouts.stop(Runtime().engine, code, kind="canary", tenant_id=tenant, by="cli", reason="aborted by request")
+    rollouts.stop(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli", reason="aborted by request")
     console.print(f"{code}: rollout aborted", highlight=False)
 
 
@@ -134,7 +134,7 @@ def shadow_start(code: str, version: int = typer.Option(..., "--version", help="
                  percent: float = typer.Option(..., "--percent", help="share of new jobs also run on it, 0-100"),
                  tenant: str = TENANT) -> None:
     """Also run PERCENT of new jobs of CODE on VERSION as shadow jobs."""
-    rollouts.start(Runtime().engine, code, kind="shadow", version=version, percent=percent, tenant_id=tenant,
+    rollouts.start(open_runtime().engine, code, kind="shadow", version=version, percent=percent, tenant_id=tenant,
                    by="cli")
     console.print(f"{code}: shadowing {percent:g} % of new jobs on v{version}", highlight=False)
 
@@ -143,7 +143,7 @@ def shadow_start(code: str, version: int = typer.Option(..., "--version", help="
 @handle_errors
 def shadow_stop(code: str, tenant: str = TENANT) -> None:
     """Stop creating shadow jobs."""
-    rollouts.stop(Runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    rollouts.stop(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
     console.print(f"{code}: shadow run stopped", highlight=False)
 
 
@@ -151,7 +151,7 @@ def shadow_stop(code: str, tenant: str = TENANT) -> None:
 @handle_errors
 def shadow_promote(code: str, tenant: str = TENANT) -> None:
     """Activate the shadowed candidate."""
-    out = rollouts.promote(Runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    out = rollouts.promote(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
     console.print(f"{code}: v{out['version']} is active", highlight=False)
 
 
@@ -160,7 +160,7 @@ def shadow_promote(code: str, tenant: str = TENANT) -> None:
 def shadow_report(code: str, version: int | None = typer.Option(None, "--version"),
                   tenant: str = TENANT, json_: bool = JSON) -> None:
     """Compare the active version with the shadowed candidate over the shadowed jobs."""
-    rt = Runtime()
+    rt = open_runtime()
     out = shadow.report(rt.engine, rt.storage, code, tenant_id=tenant, version=version)
     if json_:
         print_json(out)

@@ -9,12 +9,12 @@ from typing import Any
 
 import typer
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.engine import review
 from mediamill.engine.routing import RoutingFacts, decide, validate_rule
 from mediamill.errors import InvalidInput
 from mediamill.media.sniff import sniff_file
-from mediamill.runtime import Runtime
 from mediamill.store import routing_repo
 
 app = typer.Typer(help="Routing rules: where a job submitted without --workflow goes.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, Any]:
 @handle_errors
 def list_cmd(tenant: str = TENANT, json_: bool = JSON) -> None:
     """List the rules in the order they are evaluated."""
-    with Runtime().engine.connect() as conn:
+    with open_runtime().engine.connect() as conn:
         rules = routing_repo.list_rules(conn, tenant)
     if json_:
         print_json(rules)
@@ -61,8 +61,7 @@ def add(name: str = typer.Option(..., "--name", help="a name shown on the jobs i
     """Add a rule; the condition is type-checked first."""
     values = {"name": name, "condition": condition, "workflow": workflow, "version": version,
               "position": position, "enabled": not disabled}
-    rt = Runtime()
-    rt.prepare()
+    rt = open_runtime()
     with rt.engine.begin() as conn:
         validate_rule(conn, tenant, values)
         rule = routing_repo.create_rule(conn, tenant, values, by="cli")
@@ -77,7 +76,7 @@ def add(name: str = typer.Option(..., "--name", help="a name shown on the jobs i
 @handle_errors
 def remove(rule: str = typer.Argument(..., help="the rule's id or name"), tenant: str = TENANT) -> None:
     """Remove a rule."""
-    with Runtime().engine.begin() as conn:
+    with open_runtime().engine.begin() as conn:
         found = routing_repo.find_rule(conn, tenant, rule)
         routing_repo.delete_rule(conn, found["id"], tenant)
     console.print(f"rule {found['id']} {found['name']!r} removed", highlight=False, markup=False, soft_wrap=True)
@@ -89,11 +88,12 @@ def explain(file: Path = typer.Argument(..., help="a media file (its type is sni
             metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE job metadata (repeatable)"),
             tenant: str = TENANT, json_: bool = JSON) -> None:
     """Show where submitting FILE without --workflow would go, and why."""
+    engine = open_runtime().engine
     if not file.is_file():
         raise InvalidInput(f"no such file: {file}")
     facts = RoutingFacts(mime=sniff_file(file), size=file.stat().st_size, filename=file.name,
                          metadata=_pairs(metadata, "--metadata"), submitter="cli")
-    with Runtime().engine.connect() as conn:
+    with engine.connect() as conn:
         decision = decide(conn, tenant_id=tenant, facts=facts)
     if json_:
         print_json({**decision.event(), "mime": facts.mime})
@@ -112,7 +112,7 @@ def route(job_id: int = typer.Argument(..., help="a job waiting in review"),
           version: int | None = typer.Option(None, "--version", help="a version other than the current one"),
           json_: bool = JSON) -> None:
     """Route a job waiting in review to WORKFLOW (same id, same input)."""
-    out = review.route_job(Runtime().engine, job_id, workflow, version=version, by="cli")
+    out = review.route_job(open_runtime().engine, job_id, workflow, version=version, by="cli")
     if json_:
         print_json(out)
     else:
