@@ -191,6 +191,7 @@ def _summary(diff: dict[str, Any] | None) -> str:
 
 
 def register(root: typer.Typer) -> None:
+    """Add `reprocess`, `rollout` and `shadow` to the root command."""
     root.command("reprocess")(reprocess)
     root.add_typer(rollout_app, name="rollout")
     root.add_typer(shadow_app, name="shadow")

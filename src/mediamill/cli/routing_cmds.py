@@ -121,5 +121,6 @@ def route(job_id: int = typer.Argument(..., help="a job waiting in review"),
 
 
 def register(root: typer.Typer) -> None:
+    """Add `routes` and `route` to the root command."""
     root.add_typer(app, name="routes")
     root.command("route")(route)

@@ -61,11 +61,13 @@ def bucket(rollout_id: int, job_id: int) -> float:
 
 
 def picked(rollout: dict[str, Any], job_id: int) -> bool:
+    """Does this rollout take this job (its share, decided by the job id)?"""
     return bucket(rollout["id"], job_id) < float(rollout["percent"])
 
 
 # ------------------------------------------------------------------------------ reads
 def live(conn: Connection, workflow_id: int, tenant_id: str, kind: str) -> dict[str, Any] | None:
+    """The active rollout of ``kind`` for a workflow and tenant, if any."""
     row = conn.execute(sa.select(ro).where(ro.c.workflow_id == workflow_id, ro.c.tenant_id == tenant_id,
                                            ro.c.kind == kind, ro.c.state == "active")
                        .order_by(ro.c.id.desc())).mappings().first()
@@ -83,6 +85,7 @@ def live_for(conn: Connection, pairs: set[tuple[int, str]]) -> dict[tuple[int, s
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A rollout as the API shows it."""
     return {"id": row["id"], "kind": row["kind"], "version": row["version"], "base_version": row["base_version"],
             "percent": row["percent"], "guard": row["guard"], "state": row["state"], "created_by": row["created_by"],
             "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]), "end_reason": row["end_reason"]}

@@ -33,6 +33,7 @@ def list_rules(conn: Connection, tenant_id: str) -> list[dict[str, Any]]:
 
 
 def get_rule(conn: Connection, rule_id: int, tenant_id: str) -> dict[str, Any]:
+    """One rule of the tenant (NotFound otherwise)."""
     row = conn.execute(sa.select(rr).where(rr.c.id == rule_id, rr.c.tenant_id == tenant_id)).mappings().first()
     if row is None:
         raise NotFound(f"no routing rule {rule_id}")
@@ -54,6 +55,7 @@ def create_rule(conn: Connection, tenant_id: str, values: dict[str, Any], *, by:
 
 
 def update_rule(conn: Connection, rule_id: int, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change some fields of a rule (``workflow`` is stored as ``workflow_code``)."""
     get_rule(conn, rule_id, tenant_id)
     columns = {("workflow_code" if k == "workflow" else k): v for k, v in changes.items() if k in FIELDS}
     if columns:
@@ -63,12 +65,14 @@ def update_rule(conn: Connection, rule_id: int, tenant_id: str, changes: dict[st
 
 
 def delete_rule(conn: Connection, rule_id: int, tenant_id: str) -> None:
+    """Delete one rule of the tenant."""
     res = conn.execute(rr.delete().where(rr.c.id == rule_id, rr.c.tenant_id == tenant_id))
     if res.rowcount == 0:
         raise NotFound(f"no routing rule {rule_id}")
 
 
 def name_taken(conn: Connection, tenant_id: str, name: str, except_id: int | None = None) -> bool:
+    """Does another rule of the tenant have this name?"""
     q = sa.select(rr.c.id).where(rr.c.tenant_id == tenant_id, rr.c.name == name)
     if except_id is not None:
         q = q.where(rr.c.id != except_id)

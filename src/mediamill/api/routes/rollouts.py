@@ -33,6 +33,8 @@ class GuardIn(BaseModel):
 
 
 class RolloutIn(BaseModel):
+    """A staged rollout: ``percent`` of new jobs run ``version``."""
+
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1, le=MAX_VERSION, description="the candidate")
     percent: float = Field(gt=0, le=100, description="share of new jobs that run the candidate")
@@ -40,6 +42,8 @@ class RolloutIn(BaseModel):
 
 
 class ShadowIn(BaseModel):
+    """A shadow run: ``sample_percent`` of new jobs also run on ``version``."""
+
     model_config = ConfigDict(extra="forbid")
     version: int = Field(ge=1, le=MAX_VERSION, description="the candidate")
     sample_percent: float = Field(gt=0, le=100, description="share of new jobs also run on the candidate")

@@ -38,6 +38,8 @@ class RuleIn(BaseModel):
 
 
 class RulePatch(BaseModel):
+    """The fields of a rule to change (``version: null`` removes a pin)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, pattern=NAME)
     condition: str | None = Field(default=None, min_length=1, max_length=2000)
@@ -48,6 +50,8 @@ class RulePatch(BaseModel):
 
 
 class Reorder(BaseModel):
+    """The new evaluation order."""
+
     model_config = ConfigDict(extra="forbid")
     ids: list[int] = Field(min_length=1, max_length=1000, description="every rule id, in the new order")
 
@@ -103,6 +107,7 @@ def explain(body: ExplainIn, request: Request, caller: Caller = auth.Viewer) -> 
 
 @router.get("/{rule_id}", response_model=Loose)
 def get_rule(request: Request, rule_id: int = RULE_ID, caller: Caller = auth.Viewer) -> dict[str, Any]:
+    """One rule of the caller's tenant."""
     with read_engine(request).connect() as conn:
         return routing_repo.get_rule(conn, rule_id, caller.tenant_id)
 
@@ -122,6 +127,7 @@ def patch_rule(body: RulePatch, request: Request, rule_id: int = RULE_ID,
 
 @router.delete("/{rule_id}", status_code=204, response_class=Response)
 def delete_rule(request: Request, rule_id: int = RULE_ID, caller: Caller = auth.Operator) -> Response:
+    """Delete a rule (jobs it routed keep its name in their ``routing``)."""
     with runtime(request).engine.begin() as conn:
         routing_repo.delete_rule(conn, rule_id, caller.tenant_id)
     return Response(status_code=204)
