@@ -256,6 +256,11 @@ def test_cli_routes_route_and_apply_warning(rt: Runtime, client: TestClient, key
     assert run(cli, ["routes", "remove", "analysis"]).exit_code == 0
     assert run(cli, ["routes", "list", "--json"]).output.strip() == "[]"
 
+    result = run(cli, ["submit", str(clip), "--wait"])  # a person routes it: no waiting for a worker forever
+    said = " ".join((result.output + result.stderr).split())
+    assert result.exit_code == 1 and "waits in review" in said and "mediamill route" in said, said
+    assert "WF-VIDEO-TRANSCODE" in said and "WF-VIDEO-ANALYZE" in said and "no live worker" not in said
+
     waiting = submit(client, keys.submitter, "clip.mp4", clip.read_bytes())
     result = run(cli, ["route", str(waiting["id"]), "WF-VIDEO-ANALYZE"])
     assert result.exit_code == 0 and "queued on WF-VIDEO-ANALYZE" in result.output

@@ -61,7 +61,12 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         if inp.storage_key:  # a refused job leaves nothing behind
             rt.storage.delete(inp.storage_key)
         raise
-    _warn_without_worker(rt, job.queue_name)
+    if job.status == "pending" and job.routing:  # in review: a person routes it, no worker will
+        _explain_review(job.id, job.routing, waiting=wait and not json_)
+        if wait:
+            raise typer.Exit(1)
+    else:
+        _warn_without_worker(rt, job.queue_name)
     if not wait:
         if json_:
             print_json(job.as_dict())
@@ -78,6 +83,14 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         _print_outputs(detail)
     if detail["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)
+
+
+def _explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> None:
+    """Say why a job waits in review and how it gets out (rather than waiting for a worker forever)."""
+    hint = f"route it: mediamill route {job_id} {(routing.get('candidates') or ['WORKFLOW'])[0]}"
+    err_console.print(f"job {job_id} waits in review ({routing['reason']}); {hint}, or add a routing rule "
+                      "(mediamill routes add)" + ("; not waiting for it" if waiting else ""),
+                      highlight=False, markup=False, soft_wrap=True)
 
 
 def _warn_without_worker(rt: Runtime, queue: str) -> None:
