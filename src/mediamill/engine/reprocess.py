@@ -89,7 +89,8 @@ def _requeue(conn: Connection, job: dict[str, Any], p: Plan, mode: str, by: str 
     now = utcnow()
     run = (job["run_number"] or 1) + 1
     res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status.in_(REPROCESSABLE)).values(
-        status="queued", error_message=None, error_class=None, completed_at=None, cancel_requested=False,
+        status="queued", error_message=None, error_class=None, completed_at=None, finished_at=None,
+        cancel_requested=False,
         retry_count=0, rescue_count=0, run_number=run, workflow_version=p.version, queue_name=p.queue,
         current_step=0, rerun={"run": run, "steps": p.steps, "mode": mode}, updated_at=now))
     if res.rowcount != 1:
