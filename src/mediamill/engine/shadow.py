@@ -49,7 +49,7 @@ def _rollout(conn: Connection, workflow_id: int, tenant_id: str, version: int | 
 def _pairs(conn: Connection, workflow_id: int, tenant_id: str, version: int, limit: int) -> list[tuple[Any, Any]]:
     shadow = wj.alias("shadow")
     cols = (wj.c.id, wj.c.job_code, wj.c.workflow_version, wj.c.status, wj.c.error_class, wj.c.started_at,
-            wj.c.completed_at)
+            wj.c.completed_at, wj.c.finished_at)
     q = (sa.select(*cols, *(shadow.c[c.name].label(f"s_{c.name}") for c in cols))
          .select_from(shadow.join(wj, wj.c.id == shadow.c.shadow_of))
          .where(shadow.c.workflow_id == workflow_id, shadow.c.tenant_id == tenant_id,
@@ -111,10 +111,11 @@ def report(engine: Engine, storage: Storage, code: str, *, tenant_id: str, versi
 
 
 def _job_view(j: dict[str, Any]) -> dict[str, Any]:
-    done = j["completed_at"] is not None and j["started_at"] is not None
+    end = j["finished_at"] or j["completed_at"]  # a failed run has a duration too
+    done = end is not None and j["started_at"] is not None
     return {"id": j["id"], "job_code": j["job_code"], "version": j["workflow_version"], "status": j["status"],
             "error_class": j["error_class"],
-            "duration_seconds": round((j["completed_at"] - j["started_at"]).total_seconds(), 3) if done else None}
+            "duration_seconds": round((end - j["started_at"]).total_seconds(), 3) if done else None}
 
 
 def _pair(storage: Storage, p: dict[str, Any], s: dict[str, Any], p_outs: list[dict[str, Any]],
