@@ -164,7 +164,7 @@ def test_shadow_runs_are_invisible_silent_and_compared(hooked: tuple[Runtime, Re
     save(rt, candidate, activate=False)
     with rt.engine.begin() as conn:
         ch.create_channel(conn, tenant_id="default", kind="webhook", config={"url": receiver.url},
-                          allowlist=rt.settings.url_allowlist)
+                          allowlist=rt.settings.url_allowlist, box=rt.secret_box)
     with TestClient(create_app(rt)) as client:
         op = Keys.h(keys.admin)  # the test workflows are shared: only an admin changes them
         res = client.post("/v1/workflows/WF-TEST-THUMBS/shadow", json={"version": 2, "sample_percent": 100},

@@ -2,13 +2,13 @@
 staged rollouts and shadow runs
 
 Revision ID: 0002_pipelines
-Revises: 0002_ops_numbers
+Revises: 0002_sec_auth
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0002_pipelines'
-down_revision = '0002_ops_numbers'
+down_revision = '0002_sec_auth'
 branch_labels = None
 depends_on = None
 
