@@ -274,7 +274,7 @@ def parse_pools(items: list[str]) -> dict[str, int]:
     pools: dict[str, int] = {}
     for item in items:
         name, sep, count = item.strip().partition("=")
-        if not sep or not name or not count.isdigit() or int(count) <= 0:
+        if not sep or not name or not (count.isascii() and count.isdigit()) or int(count) <= 0:
             raise ConfigError(f"pool must look like QUEUE=N with N > 0, got {item!r}")
         pools[name] = int(count)
     return pools

@@ -7,6 +7,7 @@ The engine, the API and the CLI read these fields; nobody matches on message str
     MediamillError                      class        retried  HTTP
     ├── InvalidInput                    invalid_input  no     422
     │   ├── InvalidCondition                           no     422 — carries the position
+    │   ├── InvalidField                               no     422 — names the field (``loc``)
     │   ├── UnsupportedFormat                          no     415
     │   ├── UnsupportedCodec                           no     422
     │   ├── SourceTooLarge                             no     413
@@ -74,6 +75,28 @@ class InvalidCondition(InvalidInput):
         super().__init__(f"condition: {message}")
         self.position = position
         self.problem_fields = {"errors": [f"condition: {message}"], "position": position}
+
+
+class InvalidField(InvalidInput):
+    """A client value that is wrong where it stands: ``loc`` says where (``header.Upload-Length``,
+    ``body.metadata.size``), and the message starts with the field's name."""
+
+    def __init__(self, loc: str, message: str) -> None:
+        super().__init__(message)
+        locate(self, loc)
+
+
+def locate(exc: MediamillError, loc: str) -> MediamillError:
+    """Say where a client error is: sets ``exc.loc`` (``body.url``) and prefixes its messages with the
+    field (``url: …``). The API lists located errors as ``errors: [{loc, msg}]``."""
+    field = loc.split(".", 1)[-1]
+    exc.loc = loc  # type: ignore[attr-defined]
+    exc.msg = exc.public_message  # type: ignore[attr-defined]
+    exc.message = f"{field}: {exc.message}"
+    if exc._public is not None:
+        exc._public = f"{field}: {exc._public}"
+    exc.args = (exc.message,)
+    return exc
 
 
 class UnsupportedFormat(InvalidInput):

@@ -91,10 +91,13 @@ def check_url(url: str, allowlist: Allowlist | str | None = None, *, resolve: bo
               schemes: tuple[str, ...] = ("http", "https")) -> str:
     """Validate an outbound URL; returns it unchanged or raises :class:`UrlRefused`."""
     allow = allowlist if isinstance(allowlist, Allowlist) else Allowlist.parse(allowlist)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # unbalanced brackets, an IPv4 address in brackets …
+        raise UrlRefused(f"URL is malformed: {exc}") from None
     if parts.scheme.lower() not in schemes:
         raise UrlRefused(f"URL scheme must be {' or '.join(schemes)}, got {parts.scheme or 'none'!r}")
-    host = parts.hostname
     if not host:
         raise UrlRefused("URL has no host")
     if parts.username or parts.password:
@@ -134,7 +137,7 @@ def _literal_ip(host: str) -> IPAddress | None:
 def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a label IDNA cannot encode, a NUL in the name
         raise UnresolvableHost(f"cannot resolve {host}: {exc}") from None
     seen: list[str] = []
     for info in infos:

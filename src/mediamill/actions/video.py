@@ -35,7 +35,7 @@ def _check_resolution(value: str) -> str:
     value = value.strip().lower()
     if value == "source" or value in vid.RESOLUTIONS:
         return value
-    if value.rstrip("p").isdigit() and int(value.rstrip("p")) >= 16:
+    if value.rstrip("p").isascii() and value.rstrip("p").isdigit() and int(value.rstrip("p")) >= 16:
         return f"{int(value.rstrip('p'))}p"
     raise ValueError(f"expected one of {', '.join(vid.RESOLUTIONS)}, a height like '600p', or 'source'")
 

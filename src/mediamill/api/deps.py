@@ -13,12 +13,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from mediamill.errors import InvalidField
 from mediamill.runtime import Runtime
 
 T = TypeVar("T")
 #: ids fit a SQLite INTEGER and a JSON number exactly
 MAX_ID = 2**53
 MAX_VERSION = 1_000_000
+#: the largest integer every database column and CEL accepts (a signed 64-bit integer)
+MAX_INT64 = 2**63 - 1
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\"\\;]")
 
 
@@ -86,3 +89,34 @@ def base_url(request: Request) -> str:
     """The public base URL (``MEDIAMILL_PUBLIC_URL`` when set, else what the request says)."""
     configured = runtime(request).settings.public_url
     return (configured or str(request.base_url)).rstrip("/")
+
+
+def client_int(value: str, loc: str, *, maximum: int = MAX_INT64) -> int:
+    """A non-negative integer a client sent as text (a header, a form field).
+
+    Only ASCII digits count: ``str.isdigit`` also accepts "²" (which ``int`` refuses) and ``int``
+    accepts other scripts' digits, neither of which belongs in an HTTP header.
+    """
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):
+        raise InvalidField(loc, f"must be a non-negative integer in ASCII digits, got {value[:40]!r}")
+    number = int(text)
+    if number > maximum:
+        raise InvalidField(loc, f"must be at most {maximum}, got {number}")
+    return number
+
+
+def check_json_integers(value: Any, loc: str) -> None:
+    """Refuse integers outside the signed 64-bit range anywhere in a JSON value: conditions (CEL)
+    and both databases hold no larger ones, and the error names the exact place."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_INT64 - 1 <= value <= MAX_INT64:
+            raise InvalidField(loc, "integer out of range (a signed 64-bit integer at most)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json_integers(item, f"{loc}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_json_integers(item, f"{loc}.{i}")

@@ -30,6 +30,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {"error_class": exc.error_class}
         if isinstance(exc, WorkflowInvalid):
             extra["errors"] = exc.problems
+        elif getattr(exc, "loc", None):  # a located client error (errors.locate)
+            extra["errors"] = [{"loc": exc.loc, "msg": exc.msg}]  # type: ignore[attr-defined]
         extra.update(getattr(exc, "problem_fields", None) or {})
         return problem(exc.http_status, exc.title, exc.public_message, headers=_headers_for(exc),
                        type_=f"https://mediamill.dev/problems/{exc.error_class}", **extra)
@@ -42,8 +44,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return problem(422, "Request validation failed", errors[0]["msg"] if errors else None,
-                       errors=errors)
+        detail = f"{errors[0]['loc']}: {errors[0]['msg']}" if errors else None
+        return problem(422, "Request validation failed", detail, errors=errors)
 
 
 def _headers_for(exc: MediamillError) -> dict[str, str] | None:

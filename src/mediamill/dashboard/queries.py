@@ -75,7 +75,7 @@ class Cursor:
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
         parts = (text or "").split(".")
-        if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+        if len(parts) != 3 or not all(p.lstrip("-").isascii() and p.lstrip("-").isdigit() for p in parts):
             return None
         return cls(int(parts[0]), int(parts[1]), int(parts[2]))
 
@@ -157,7 +157,8 @@ def search_jobs(conn: Connection, f: JobFilter, limit: int) -> list[dict[str, An
     q = _filtered(f)
     if f.status:
         q = q.where(wj.c.status == f.status)
-    exact = conn.execute(q.where(sa.or_(wj.c.job_code == term, wj.c.id == (int(term) if term.isdigit() else -1)))
+    as_id = int(term) if term.isascii() and term.isdigit() and len(term) < 16 else -1  # "²" is a digit to isdigit()
+    exact = conn.execute(q.where(sa.or_(wj.c.job_code == term, wj.c.id == as_id))
                          ).mappings().all()
     if exact:
         return [dict(r) for r in exact]

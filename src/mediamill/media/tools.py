@@ -111,7 +111,8 @@ def _progress_reader(duration_s: float | None, on_progress: Callable[[float], No
     """Turn ``-progress`` key=value lines into percentages of ``duration_s``."""
     def feed(line: str) -> None:
         key, _, value = line.partition("=")
-        if on_progress is None or not duration_s or key != "out_time_us" or not value.strip().isdigit():
+        value = value.strip()
+        if on_progress is None or not duration_s or key != "out_time_us" or not (value.isascii() and value.isdigit()):
             return
         on_progress(min(99.0, 100.0 * int(value) / 1e6 / duration_s))
     return feed

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import Connection, Engine
 
-from mediamill.errors import InvalidInput, NotFound
+from mediamill.errors import InvalidInput, NotFound, locate
 from mediamill.installkey import SecretBox
-from mediamill.netguard import Allowlist, check_url
+from mediamill.netguard import Allowlist, UrlRefused, check_url
 from mediamill.notify.events import EVENT_TYPES, event_matches
 from mediamill.store.tables import notification_channels as nc
 from mediamill.store.tables import workflow_notifications as wn
@@ -100,7 +100,10 @@ def validate_config(kind: str, config: dict[str, Any], *, allowlist: Allowlist |
         raise InvalidInput(f"{kind} channel config.{where}: {first['msg']}") from None
     url = getattr(model, "url", None)
     if url:
-        check_url(url, allowlist)
+        try:
+            check_url(url, allowlist)
+        except UrlRefused as exc:
+            raise locate(exc, "body.config.url") from None
     if isinstance(model, WebhookConfig) and not model.secrets:
         model.secrets = [SigningSecret(secret=new_secret(), created_at=iso(utcnow()))]
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -97,7 +97,7 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) 
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
-    if value and value.strip().isdigit():
+    if value and value.strip().isascii() and value.strip().isdigit():
         return float(value.strip())
     return None
 

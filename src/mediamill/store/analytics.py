@@ -382,7 +382,7 @@ def bucket_seconds(bucket: str) -> int:
     """``1m`` / ``5m`` / ``15m`` / ``1h`` / ``6h`` / ``1d`` (or a number of seconds ≥ 10)."""
     if bucket in BUCKETS:
         return BUCKETS[bucket]
-    if bucket.isdigit() and int(bucket) >= 10:
+    if bucket.isascii() and bucket.isdigit() and int(bucket) >= 10:
         return int(bucket)
     raise ValueError(f"bucket must be one of {', '.join(BUCKETS)} or seconds >= 10, got {bucket!r}")
 

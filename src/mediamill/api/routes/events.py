@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import MAX_ID, blocking, ops, read_engine, runtime
+from mediamill.api.deps import MAX_ID, blocking, client_int, ops, read_engine, runtime
 from mediamill.api.events import EventHub, stream
 from mediamill.api.problems import PROBLEM_RESPONSES
 
@@ -17,6 +17,10 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=PROBLEM_RESPONSES)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                  "description": "an event stream (progress, step, status …)"}}
+
+
+LAST_EVENT_ID = Header(None, max_length=20, pattern=r"^ *[0-9]{1,16} *$",
+                       description="resume after this event id (what the stream last sent as `id:`)")
 
 
 def hub(request: Request) -> EventHub:
@@ -29,14 +33,14 @@ def hub(request: Request) -> EventHub:
 
 
 def _resume_from(last_event_id: str | None, after: int | None) -> int:
-    if last_event_id and last_event_id.strip().isdigit():
-        return min(int(last_event_id.strip()), MAX_ID)
+    if last_event_id and last_event_id.strip():
+        return client_int(last_event_id, "header.Last-Event-ID", maximum=MAX_ID)
     return after or 0
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses=SSE_DOC)
 async def job_events(request: Request, job_id: int = Path(..., ge=1, le=MAX_ID), caller: Caller = auth.Viewer,
-                     last_event_id: str | None = Header(None, max_length=20),
+                     last_event_id: str | None = LAST_EVENT_ID,
                      after: int | None = Query(None, ge=0, le=MAX_ID, description="resume after this event id")
                      ) -> StreamingResponse:
     """A job's events as SSE; the stream ends after the final status. Resumable with Last-Event-ID."""
@@ -48,7 +52,7 @@ async def job_events(request: Request, job_id: int = Path(..., ge=1, le=MAX_ID),
 
 @router.get("/events", response_class=StreamingResponse, responses=SSE_DOC)
 async def tenant_events(request: Request, caller: Caller = auth.Viewer,
-                        last_event_id: str | None = Header(None, max_length=20),
+                        last_event_id: str | None = LAST_EVENT_ID,
                         after: int | None = Query(None, ge=0, le=MAX_ID)) -> StreamingResponse:
     """Every job event of the caller's tenant as SSE (new events only, unless resuming)."""
     h = hub(request)

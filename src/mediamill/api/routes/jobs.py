@@ -19,7 +19,17 @@ from pydantic import ValidationError
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.batching import SubmitBatcher
-from mediamill.api.deps import MAX_ID, base_url, blocking, ops, read_engine, runtime, safe_filename
+from mediamill.api.deps import (
+    MAX_ID,
+    base_url,
+    blocking,
+    check_json_integers,
+    client_int,
+    ops,
+    read_engine,
+    runtime,
+    safe_filename,
+)
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
@@ -40,8 +50,8 @@ from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
 from mediamill.engine import reprocess, review
 from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
-from mediamill.errors import Conflict, InvalidInput, NotFound
-from mediamill.netguard import check_url
+from mediamill.errors import Conflict, InvalidInput, NotFound, locate
+from mediamill.netguard import UrlRefused, check_url
 from mediamill.observability.logging import get_logger
 from mediamill.storage.base import check_key
 from mediamill.store import uploads_repo
@@ -109,15 +119,24 @@ def _check_notify(request: Request, notify: NotifySpec | None) -> dict[str, Any]
     if notify is None:
         return None
     if notify.webhook:
-        check_url(notify.webhook, runtime(request).settings.url_allowlist)
+        _check_url(request, notify.webhook, "body.notify.webhook")
     if notify.email and ("@" not in notify.email or any(c in notify.email for c in "\r\n ,;")):
         raise InvalidInput("notify.email must be one e-mail address")
     return notify.model_dump(exclude_none=True) or None
 
 
+def _check_url(request: Request, url: str, loc: str) -> None:
+    try:
+        check_url(url, runtime(request).settings.url_allowlist)
+    except UrlRefused as exc:
+        raise locate(exc, loc) from None
+
+
 def _base_request(request: Request, caller: Caller, *, workflow: str | None, priority: int | None,
                   metadata: dict[str, Any], params: dict[str, Any], notify: dict[str, Any] | None,
                   job_input: JobInput, version: int | None = None) -> SubmitRequest:
+    check_json_integers(metadata, "body.metadata")
+    check_json_integers(params, "body.params")
     return SubmitRequest(
         job_input=job_input, workflow_code=workflow, tenant_id=caller.tenant_id, priority=priority,
         params=params, metadata=metadata, notify=notify, submitted_by=caller.label,
@@ -225,7 +244,7 @@ def _json_input(request: Request, caller: Caller, body: JobSubmit) -> tuple[JobI
         return _input_from_upload(request, caller, body.upload_id)
     if body.storage_key:
         return _input_from_key(request, caller, body.storage_key, name), False
-    check_url(body.url or "", runtime(request).settings.url_allowlist)
+    _check_url(request, body.url or "", "body.url")
     return JobInput(url=body.url, filename=name), False
 
 
@@ -270,6 +289,8 @@ def _batcher(request: Request) -> SubmitBatcher:
 
 def _json_request(request: Request, caller: Caller, body: JobSubmit) -> tuple[SubmitRequest, bool]:
     """Check the body and build the submission (blocking: reads the database and storage)."""
+    check_json_integers(body.metadata, "body.metadata")  # the cheap checks first: no lookups for a bad body
+    check_json_integers(body.params, "body.params")
     _check_workflow(request, caller, body.workflow)
     notify = _check_notify(request, body.notify)
     job_input, link_upload = _json_input(request, caller, body)
@@ -305,16 +326,14 @@ async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Res
 
 def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_input: JobInput) -> SubmitRequest:
     _check_workflow(request, caller, fields.get("workflow"))
-    priority = fields.get("priority")
-    if priority is not None and (not priority.strip().isdigit() or int(priority) > 100):
-        raise InvalidInput("priority must be an integer 0-100")
+    priority = client_int(fields["priority"], "body.priority", maximum=100) if "priority" in fields else None
     try:
         notify_spec = NotifySpec.model_validate(_json_object(fields.get("notify"), "notify")) \
             if fields.get("notify") else None
     except ValidationError:
         raise InvalidInput("notify must be a JSON object with webhook and/or email") from None
     req = _base_request(request, caller, workflow=fields.get("workflow") or None,
-                        priority=int(priority) if priority is not None else None,
+                        priority=priority,
                         metadata=_json_object(fields.get("metadata"), "metadata"),
                         params=_json_object(fields.get("params"), "params"),
                         notify=_check_notify(request, notify_spec), job_input=job_input)

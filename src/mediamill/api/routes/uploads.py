@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from mediamill.api import auth, signing
 from mediamill.api.auth import Caller
-from mediamill.api.deps import base_url, blocking, read_engine, runtime, safe_filename
+from mediamill.api.deps import base_url, blocking, client_int, read_engine, runtime, safe_filename
 from mediamill.api.models import PresignOut, PresignRequest, UploadOut
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import run_with_pipe
@@ -152,11 +152,10 @@ def _declared_length(request: Request) -> int | None:
         if request.headers.get("upload-defer-length") != "1":
             raise InvalidInput("send Upload-Length (or Upload-Defer-Length: 1)")
         return None
-    if not length.isdigit():
-        raise InvalidInput("Upload-Length must be a non-negative integer")
-    if int(length) > runtime(request).settings.max_upload_bytes:
+    declared = client_int(length, "header.Upload-Length")
+    if declared > runtime(request).settings.max_upload_bytes:
         raise SourceTooLarge(f"uploads are limited to {runtime(request).settings.max_upload_bytes} bytes")
-    return int(length)
+    return declared
 
 
 @router.post("", status_code=201, response_class=Response, openapi_extra={"parameters": [
@@ -212,9 +211,7 @@ async def tus_patch(upload_id: str, request: Request, caller: Caller = auth.Subm
     _require_tus(request)
     if not request.headers.get("content-type", "").startswith(OCTETS):
         raise UnsupportedMediaType(f"PATCH needs Content-Type: {OCTETS}")
-    claimed = request.headers.get("upload-offset", "")
-    if not claimed.isdigit():
-        raise InvalidInput("Upload-Offset must be a non-negative integer")
+    claimed = client_int(request.headers.get("upload-offset", ""), "header.Upload-Offset")
     async with _lock(request, upload_id):
         s = await blocking(_session, request, caller, upload_id)
         if s["completed_at"] is not None or int(claimed) != s["upload_offset"]:
