@@ -394,6 +394,9 @@ upload_sessions = Table(
     Column("expires_at", DateTime),
     Column("completed_at", DateTime),
     Column("job_id", Integer),
+    # the PATCH writing the part file now (any API process): its token and lease
+    Column("patch_token", String(64)),
+    Column("patch_until", DateTime),
 )
 
 routing_rules = Table(

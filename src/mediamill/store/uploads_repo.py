@@ -53,19 +53,75 @@ def is_expired(session: dict[str, Any], now: datetime | None = None) -> bool:
             and session["expires_at"] < (now or utcnow()))
 
 
-def set_length(engine: Engine, upload_id: str, length: int) -> None:
+def claim_patch(engine: Engine, upload_id: str, *, tenant_id: str, offset: int | None,
+                length: int | None = None, lease_seconds: float) -> tuple[str, dict[str, Any]]:
+    """Make this request the only writer of an upload, in every API process: returns a claim
+    token and the session.
+
+    The row is locked for the check (``FOR UPDATE`` on PostgreSQL; the shared SQLite engine
+    begins every transaction IMMEDIATE, which holds the database's write lock), so two
+    requests cannot both see the upload unclaimed. Conflict when another request holds an
+    unexpired claim, when ``offset`` (if given) is not the upload's offset, or when ``length``
+    contradicts what is stored (a deferred length below the bytes already received, or a
+    second, different length). Nothing changes on a Conflict. The length is saved with the claim.
+    """
+    now = utcnow()
     with engine.begin() as conn:
-        conn.execute(us.update().where(us.c.id == upload_id, us.c.upload_length.is_(None))
-                     .values(upload_length=length))
+        row = conn.execute(sa.select(us).where(us.c.id == upload_id, us.c.tenant_id == tenant_id)
+                           .with_for_update()).mappings().first()
+        if row is None:
+            raise NotFound(f"no upload {upload_id!r}")
+        session = dict(row)
+        _check_claimable(session, now, offset, length)
+        token = secrets.token_hex(16)
+        values: dict[str, Any] = {"patch_token": token, "patch_until": now + timedelta(seconds=lease_seconds)}
+        if length is not None and session["upload_length"] is None:
+            values["upload_length"] = session["upload_length"] = length
+        conn.execute(us.update().where(us.c.id == upload_id).values(**values))
+    return token, session
 
 
-def advance_offset(engine: Engine, upload_id: str, old: int, new: int) -> None:
-    """Move the offset from ``old`` to ``new``; Conflict when another request moved it first."""
+def _check_claimable(session: dict[str, Any], now: datetime, offset: int | None, length: int | None) -> None:
+    if session["patch_token"] is not None and session["patch_until"] is not None and session["patch_until"] > now:
+        raise Conflict("another request is writing this upload; retry after it ends (HEAD gives the offset)")
+    if session["completed_at"] is not None:
+        raise Conflict("the upload is complete")
+    current = session["upload_offset"]
+    if offset is not None and offset != current:
+        raise Conflict(f"the upload is at offset {current}, not {offset}")
+    stored = session["upload_length"]
+    if length is not None and stored is not None and length != stored:
+        raise Conflict(f"Upload-Length is already {stored}; it cannot change")
+    if length is not None and length < current:
+        raise Conflict(f"Upload-Length {length} is below the {current} bytes already received")
+
+
+def extend_patch(engine: Engine, upload_id: str, token: str, lease_seconds: float) -> bool:
+    """Keep a claim while its bytes still flow (False when it was lost)."""
     with engine.begin() as conn:
-        res = conn.execute(us.update().where(us.c.id == upload_id, us.c.upload_offset == old)
-                           .values(upload_offset=new))
+        res = conn.execute(us.update().where(us.c.id == upload_id, us.c.patch_token == token)
+                           .values(patch_until=utcnow() + timedelta(seconds=lease_seconds)))
+    return res.rowcount == 1
+
+
+def release_patch(engine: Engine, upload_id: str, token: str, *, old: int, new: int, keep: bool = False) -> None:
+    """Move the offset from ``old`` to ``new`` and end the claim (``keep``: hold it on, to finish the
+    upload); Conflict when the claim was lost (its lease ran out and another request took it)."""
+    values: dict[str, Any] = {"upload_offset": new}
+    if not keep:
+        values.update(patch_token=None, patch_until=None)
+    with engine.begin() as conn:
+        res = conn.execute(us.update().where(us.c.id == upload_id, us.c.patch_token == token,
+                                             us.c.upload_offset == old).values(**values))
     if res.rowcount != 1:
-        raise Conflict("the upload offset changed under this request")
+        raise Conflict("the upload changed under this request")
+
+
+def end_patch(engine: Engine, upload_id: str, token: str) -> None:
+    """Drop a claim without touching the offset (a refused or finished PATCH)."""
+    with engine.begin() as conn:
+        conn.execute(us.update().where(us.c.id == upload_id, us.c.patch_token == token)
+                     .values(patch_token=None, patch_until=None))
 
 
 def complete(engine: Engine, upload_id: str, *, storage_key: str, size: int,

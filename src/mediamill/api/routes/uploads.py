@@ -8,9 +8,9 @@ stored as data: it never names a path.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import time
@@ -43,6 +43,8 @@ TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,terminatio
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 OCTETS = "application/offset+octet-stream"
 WRITE_BUFFER = 1024 * 1024
+#: how long a PATCH's claim on an upload lasts without renewal (renewed while bytes arrive)
+PATCH_LEASE_SECONDS = 60.0
 TUS_HEADERS = {
     "Tus-Resumable": {"schema": {"type": "string", "enum": [TUS_VERSION]}, "required": True},
 }
@@ -119,14 +121,6 @@ def _part_path(request: Request, upload_id: str) -> Path:
     return _uploads_dir(request) / f"{upload_id}.part"
 
 
-def _lock(request: Request, upload_id: str) -> asyncio.Lock:
-    locks: dict[str, asyncio.Lock] = request.app.state.__dict__.setdefault("_upload_locks", {})
-    if len(locks) > 10_000:
-        for key in [k for k, v in locks.items() if not v.locked()]:
-            locks.pop(key, None)
-    return locks.setdefault(upload_id, asyncio.Lock())
-
-
 def _session(request: Request, caller: Caller, upload_id: str) -> dict[str, Any]:
     with read_engine(request).connect() as conn:
         session = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
@@ -147,10 +141,16 @@ def tus_options(request: Request) -> Response:
 
 # ------------------------------------------------------------------------------ creation
 def _declared_length(request: Request) -> int | None:
+    length = _length_header(request)
+    if length is None and request.headers.get("upload-defer-length") != "1":
+        raise InvalidInput("send Upload-Length (or Upload-Defer-Length: 1)")
+    return length
+
+
+def _length_header(request: Request) -> int | None:
+    """``Upload-Length`` when sent (a size over the limit is 413)."""
     length = request.headers.get("upload-length")
     if length is None:
-        if request.headers.get("upload-defer-length") != "1":
-            raise InvalidInput("send Upload-Length (or Upload-Defer-Length: 1)")
         return None
     declared = client_int(length, "header.Upload-Length")
     if declared > runtime(request).settings.max_upload_bytes:
@@ -176,9 +176,8 @@ async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Respo
     headers = _tus_headers(request, Location=f"{base_url(request)}/v1/uploads/{session['id']}",
                            Upload_Expires=_http_date(session["expires_at"]))
     if request.headers.get("content-type", "").startswith(OCTETS):
-        async with _lock(request, session["id"]):
-            offset = await _receive(request, {**session, "completed_at": None}, 0)
-        headers["Upload-Offset"] = str(offset)
+        token, claimed = await _claim(request, caller, session["id"], offset=0)
+        headers["Upload-Offset"] = str(await _receive(request, claimed, 0, token))
     elif length == 0:  # nothing will ever be PATCHed: complete at once
         await blocking(_finish, request, session)
         headers["Upload-Offset"] = "0"
@@ -212,16 +211,20 @@ async def tus_patch(upload_id: str, request: Request, caller: Caller = auth.Subm
     if not request.headers.get("content-type", "").startswith(OCTETS):
         raise UnsupportedMediaType(f"PATCH needs Content-Type: {OCTETS}")
     claimed = client_int(request.headers.get("upload-offset", ""), "header.Upload-Offset")
-    async with _lock(request, upload_id):
-        s = await blocking(_session, request, caller, upload_id)
-        if s["completed_at"] is not None or int(claimed) != s["upload_offset"]:
-            raise Conflict(f"the upload is at offset {s['upload_offset']}, not {claimed}")
-        if s["upload_length"] is None and request.headers.get("upload-length"):
-            s["upload_length"] = _declared_length(request)
-            await blocking(uploads_repo.set_length, runtime(request).engine, upload_id, s["upload_length"])
-        offset = await _receive(request, s, int(claimed))
+    length = _length_header(request)
+    await blocking(_session, request, caller, upload_id)  # 404 / 410 first
+    token, s = await _claim(request, caller, upload_id, offset=claimed, length=length)
+    offset = await _receive(request, s, claimed, token)
     return Response(status_code=204, headers=_tus_headers(request, Upload_Offset=offset,
                                                           Upload_Expires=_http_date(s["expires_at"])))
+
+
+async def _claim(request: Request, caller: Caller, upload_id: str, *, offset: int | None,
+                 length: int | None = None) -> tuple[str, dict[str, Any]]:
+    """This request becomes the upload's only writer in every API process (409 otherwise)."""
+    return await blocking(uploads_repo.claim_patch, runtime(request).engine, upload_id,  # type: ignore[no-any-return]
+                          tenant_id=caller.tenant_id, offset=offset, length=length,
+                          lease_seconds=PATCH_LEASE_SECONDS)
 
 
 def _checksum(request: Request) -> tuple[Any, bytes] | None:
@@ -281,14 +284,27 @@ def _writer(path: Path, offset: int, hashers: list[Any]) -> Callable[[Any], int]
     return write
 
 
-async def _receive(request: Request, s: dict[str, Any], offset: int) -> int:
-    """Append the request body to the part file; returns the new offset (finishing when complete)."""
+async def _receive(request: Request, s: dict[str, Any], offset: int, token: str) -> int:
+    """Append the request body to the part file under the claim ``token``; returns the new offset
+    (finishing the upload when complete). The claim ends here, whatever happens."""
+    try:
+        written = await _append(request, s, offset, token)
+    except BaseException:
+        with contextlib.suppress(Exception):  # else the lease runs out
+            await blocking(uploads_repo.end_patch, runtime(request).engine, s["id"], token)
+        raise
+    return written
+
+
+async def _append(request: Request, s: dict[str, Any], offset: int, token: str) -> int:
     rt = runtime(request)
     limit = s["upload_length"] if s["upload_length"] is not None else rt.settings.max_upload_bytes
     check = _checksum(request)
     running = _running_hash(request, s["id"], offset)
     hashers = [h for h in (check[0] if check else None, running.digest if running else None) if h is not None]
     path = _part_path(request, s["id"])
+
+    lease = _Lease(rt.engine, s["id"], token)
 
     async def produce(pipe: Any) -> bool:
         seen = 0
@@ -297,6 +313,7 @@ async def _receive(request: Request, s: dict[str, Any], offset: int) -> int:
                 seen += len(chunk)
                 if offset + seen > limit:
                     raise SourceTooLarge("more bytes than the declared Upload-Length")
+                await lease.keep()
                 await pipe.send(chunk)
         except ClientDisconnect:
             await pipe.end()
@@ -317,12 +334,32 @@ async def _receive(request: Request, s: dict[str, Any], offset: int) -> int:
         written = offset
     if running:
         running.offset = written
-    if written != offset:
-        await blocking(uploads_repo.advance_offset, rt.engine, s["id"], offset, written)
-    if s["upload_length"] is not None and written == s["upload_length"]:
+    complete = s["upload_length"] is not None and written == s["upload_length"]
+    await blocking(uploads_repo.release_patch, rt.engine, s["id"], token, old=offset, new=written, keep=complete)
+    if complete:
         running = _hashes(request).pop(s["id"], None)
-        await blocking(_finish, request, s, running.digest.hexdigest() if running else None)
+        try:
+            await blocking(_finish, request, s, running.digest.hexdigest() if running else None)
+        finally:
+            await blocking(uploads_repo.end_patch, rt.engine, s["id"], token)
     return written
+
+
+class _Lease:
+    """Renews a PATCH's claim while its bytes flow (a stalled client loses it: the idle timeout
+    ends the request, or the lease runs out if the process died)."""
+
+    def __init__(self, engine: Any, upload_id: str, token: str) -> None:
+        self.engine, self.upload_id, self.token = engine, upload_id, token
+        self.renewed = time.monotonic()
+
+    async def keep(self) -> None:
+        if time.monotonic() - self.renewed < PATCH_LEASE_SECONDS / 4:
+            return
+        self.renewed = time.monotonic()
+        if not await blocking(uploads_repo.extend_patch, self.engine, self.upload_id, self.token,
+                              PATCH_LEASE_SECONDS):
+            raise Conflict("this request lost its claim on the upload")
 
 
 def _discard(request: Request, upload_id: str, path: Path, offset: int) -> None:
@@ -381,13 +418,14 @@ def _finish(request: Request, s: dict[str, Any], sha256: str | None = None) -> N
 async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Submitter) -> Response:
     """tus termination: forget the upload and its bytes (409 once it is a job's input)."""
     _require_tus(request)
-    async with _lock(request, upload_id):
-        rt = runtime(request)
-        with rt.engine.connect() as conn:
-            s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
-        if s["job_id"] is not None:
-            raise Conflict(f"upload {upload_id} is the input of job {s['job_id']}")
-        await blocking(_terminate, request, s)
+    rt = runtime(request)
+    with rt.engine.connect() as conn:
+        s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
+    if s["job_id"] is not None:
+        raise Conflict(f"upload {upload_id} is the input of job {s['job_id']}")
+    if s["completed_at"] is None:  # no PATCH may be writing the part file we remove
+        _token, s = await _claim(request, caller, upload_id, offset=None)
+    await blocking(_terminate, request, s)
     return Response(status_code=204, headers=_tus_headers(request))
 
 
