@@ -13,12 +13,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
 from mediamill.storage import Storage
+from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.tables import (
     dead_letters,
     job_events,
     job_outputs,
     media_queue,
     step_executions,
+    upload_sessions,
     workflow_definitions,
     workflow_jobs,
     workflow_notifications,
@@ -111,7 +113,12 @@ def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> 
 
 def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:
     """Delete jobs that finished (any terminal state, ``finished_at``) more than ``days`` ago, with their events,
-    executions, outputs and files. Failed jobs whose dead letter is still open are kept."""
+    executions, outputs and files.
+
+    Failed jobs whose dead letter is still open are kept. An input object goes only when nothing
+    refers to it any more (another job, an open dead letter, an upload younger than ``days``):
+    checked and deleted under the key's lock inside the transaction (see ``store.inputs``).
+    """
     cutoff = utcnow() - timedelta(days=days)
     with engine.begin() as conn:
         open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
@@ -120,18 +127,33 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
             wj.c.id.not_in(open_dl)).limit(batch)).scalars())
         if not ids:
             return 0
-        keys = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids))).scalars())
-        inputs = {k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k}
-        if inputs:  # a shadow run (or a primary) kept beyond this batch still reads the same input
-            inputs -= set(conn.execute(sa.select(wj.c.input_key).where(wj.c.input_key.in_(inputs),
-                                                                       wj.c.id.not_in(ids))).scalars())
-        keys += sorted(inputs)
+        outputs = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids)))
+                       .scalars())
+        inputs = sorted({k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k})
         for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
             conn.execute(table.delete().where(table.c.job_id.in_(ids)))
         conn.execute(wj.delete().where(wj.c.id.in_(ids)))
+        _delete_files(storage, outputs + _unreferenced(conn, inputs, cutoff))
+    return len(ids)
+
+
+def _unreferenced(conn: Connection, keys: list[str], cutoff: Any) -> list[str]:
+    """The input keys nothing refers to any more, each locked until the transaction ends. Uploads
+    that finished before ``cutoff`` go with their last job."""
+    us = upload_sessions
+    free = []
+    for key in keys:
+        lock_input(conn, key)
+        conn.execute(us.delete().where(us.c.storage_key == key, us.c.completed_at < cutoff))
+        if not input_referenced(conn, key):
+            free.append(key)
+    return free
+
+
+def _delete_files(storage: Storage, keys: list[str]) -> None:
+    # inside the transaction: a submit reusing one of these keys waits for it, then finds no reference
     for key in keys:
         try:
             storage.delete(key)
         except Exception:  # a missing file must not stop pruning
             log.warning("prune: could not delete %s", key)
-    return len(ids)

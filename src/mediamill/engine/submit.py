@@ -23,6 +23,7 @@ from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
 from mediamill.store import workflow_repo
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
+from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.tables import job_events, media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import WorkflowDef
@@ -40,6 +41,8 @@ class JobInput:
     mime: str | None = None  # sniffed from the bytes, never a client's claim
     size: int | None = None
     checksum: str | None = None
+    #: an object already in storage that other jobs or an upload may share (upload_id, storage_key)
+    reused: bool = False
 
 
 @dataclass
@@ -196,6 +199,8 @@ class Prepared:
 def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
     if req.job_input.storage_key is None and req.job_input.url is None:
         raise InvalidInput("a job needs an input: a stored file, an upload or a URL")
+    if req.job_input.reused and req.job_input.storage_key:
+        _check_still_stored(conn, req.job_input.storage_key)
     code, version, routing = req.workflow_code, req.version, None
     if not code or code == "auto":
         routing = route(conn, req)
@@ -219,6 +224,14 @@ def _status_event(v: dict[str, Any], prep: Prepared, rollout_id: int | None = No
     if prep.status == "pending" and prep.routing is not None:
         data["reason"] = prep.routing.reason
     return data
+
+
+def _check_still_stored(conn: Connection, key: str) -> None:
+    """A shared object is only reused while something refers to it: once the last reference is
+    pruned its file is gone (or going, under the same lock)."""
+    lock_input(conn, key)
+    if not input_referenced(conn, key):
+        raise NotFound(f"no object {key!r} (it was removed by retention)")
 
 
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:

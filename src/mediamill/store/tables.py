@@ -194,6 +194,7 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_submitted_at", "submitted_at", "tenant_id", "shadow_of"),
     Index("uq_workflow_jobs_idempotency", "tenant_id", "idempotency_key", unique=True),
     Index("ix_workflow_jobs_shadow_of", "shadow_of"),
+    Index("ix_workflow_jobs_input_key", "input_key"),  # who else shares an input (retention)
 )
 
 # --------------------------------------------------------------------------- seed step 4
@@ -397,6 +398,7 @@ upload_sessions = Table(
     # the PATCH writing the part file now (any API process): its token and lease
     Column("patch_token", String(64)),
     Column("patch_until", DateTime),
+    Index("ix_upload_sessions_storage_key", "storage_key"),
 )
 
 routing_rules = Table(

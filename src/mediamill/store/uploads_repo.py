@@ -141,7 +141,11 @@ def attach_job(engine: Engine, upload_id: str, job_id: int) -> None:
 
 def delete_session(engine: Engine, upload_id: str) -> None:
     with engine.begin() as conn:
-        conn.execute(us.delete().where(us.c.id == upload_id))
+        delete_session_conn(conn, upload_id)
+
+
+def delete_session_conn(conn: Connection, upload_id: str) -> None:
+    conn.execute(us.delete().where(us.c.id == upload_id))
 
 
 def expired_sessions(conn: Connection, *, limit: int = 500) -> list[dict[str, Any]]:

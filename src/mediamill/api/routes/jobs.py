@@ -192,7 +192,7 @@ def _input_from_upload(request: Request, caller: Caller, upload_id: str) -> tupl
         session = _complete_presigned(request, session)
     facts = uploads_repo.server_facts(session)
     job_input = JobInput(storage_key=session["storage_key"], filename=session["filename"], mime=facts.get("mime"),
-                         size=session["upload_length"], checksum=facts.get("sha256"))
+                         size=session["upload_length"], checksum=facts.get("sha256"), reused=True)
     if session["job_id"] is not None:
         if len(_settled_uploads) > 10_000:
             _settled_uploads.clear()
@@ -229,7 +229,8 @@ def _input_from_key(request: Request, caller: Caller, key: str, filename: str | 
     storage = runtime(request).storage
     if not storage.exists(key):
         raise NotFound(f"no object {key!r}")
-    return JobInput(storage_key=key, filename=filename, mime=sniff_object(storage, key), size=storage.size(key))
+    return JobInput(storage_key=key, filename=filename, mime=sniff_object(storage, key), size=storage.size(key),
+                    reused=True)
 
 
 def _tenant_part(tenant_id: str) -> str:

@@ -35,6 +35,7 @@ from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, S
 from mediamill.fsmode import private_dir
 from mediamill.storage import new_key
 from mediamill.store import uploads_repo
+from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.timeutil import iso
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=PROBLEM_RESPONSES)
@@ -432,9 +433,13 @@ async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Sub
 def _terminate(request: Request, s: dict[str, Any]) -> None:
     rt = runtime(request)
     _part_path(request, s["id"]).unlink(missing_ok=True)
-    if s["storage_key"]:
-        rt.storage.delete(s["storage_key"])
-    uploads_repo.delete_session(rt.engine, s["id"])
+    with rt.engine.begin() as conn:
+        uploads_repo.delete_session_conn(conn, s["id"])
+        key = s["storage_key"]
+        if key:  # jobs may name the object by its storage_key: it stays while one does
+            lock_input(conn, key)
+            if not input_referenced(conn, key):
+                rt.storage.delete(key)
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
