@@ -46,12 +46,13 @@ def test_queues_workers_breakers(client: TestClient, keys: Keys, worker: Worker)
     wait_until(lambda: _status(client, keys.viewer, job["id"]) == "completed")
     workers = client.get("/v1/workers", headers=Keys.h(keys.viewer)).json()["items"]
     assert any(w["id"] == worker.worker_id for w in workers)
-    assert client.post("/v1/queues/test/pause", headers=Keys.h(keys.operator)).status_code == 200
+    assert client.post("/v1/queues/test/pause", headers=Keys.h(keys.admin)).status_code == 200
     queues = {q["name"]: q for q in client.get("/v1/queues", headers=Keys.h(keys.viewer)).json()["items"]}
     assert queues["test"]["paused"] is True
-    assert client.post("/v1/queues/test/resume", headers=Keys.h(keys.operator)).status_code == 200
+    assert client.post("/v1/queues/test/resume", headers=Keys.h(keys.admin)).status_code == 200
     assert client.get("/v1/breakers", headers=Keys.h(keys.viewer)).status_code == 200
-    assert client.post("/v1/breakers/noop/reset", headers=Keys.h(keys.operator)).status_code in (200, 404)
+    assert client.post("/v1/breakers/noop/reset", headers=Keys.h(keys.operator)).status_code == 403
+    assert client.post("/v1/breakers/noop/reset", headers=Keys.h(keys.admin)).status_code in (200, 404)
     outputs = client.get(f"/v1/jobs/{job['id']}/outputs", headers=Keys.h(keys.viewer)).json()
     assert outputs["items"] == []
 

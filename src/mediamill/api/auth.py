@@ -46,6 +46,18 @@ class Caller:
         return auth_repo.role_rank(self.role) >= auth_repo.role_rank(role)
 
     @property
+    def is_root(self) -> bool:
+        """The root admin: an admin of the ``default`` tenant, who runs the install (shared queues,
+        breakers, every tenant's keys)."""
+        return self.tenant_id == auth_repo.DEFAULT_TENANT and self.can("admin")
+
+    @property
+    def scope(self) -> str | None:
+        """The tenant whose share of the shared machinery (queues, workers, alerts) this caller sees;
+        None for the ``default`` tenant, which runs the install and sees all of it."""
+        return None if self.tenant_id == auth_repo.DEFAULT_TENANT else self.tenant_id
+
+    @property
     def label(self) -> str:
         """How the caller shows in ``submitted_by`` and audit fields."""
         return f"key:{self.key_id}" + (f" ({self.name})" if self.name else "") if self.key_id else self.name or "?"

@@ -43,12 +43,14 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
         w = q.window(conn, since)
         series, submitted = _window_series(conn, w, tenant, bucket)
         live, failures = q.live_counts(conn, tenant), q.recent_failures(conn, tenant)
-        total, firing = q.estimated_jobs(conn), alerting.list_alerts(conn, state="firing", limit=20)
+        total = q.estimated_jobs(conn, pg.caller.scope)
+        firing = alerting.alerts_for(pg.request.app.state.runtime.settings, conn, pg.caller.scope, state="firing",
+                                     limit=20)
     points = q.fill_buckets(series, submitted, since=since, bucket=bucket)
-    queues = ops.queue_stats(pg.engine)
+    queues = ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)
     kpis = {**figures, "throughput": figures["finished"] / hours, "total": total,
             "depth": sum(x["depth"] for x in queues), "waiting": sum(x["waiting"] for x in queues),
-            "workers": len(ops.list_workers(pg.engine))}
+            "workers": len(ops.list_workers(pg.engine, tenant_id=pg.caller.scope))}
     breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
     return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
                   failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)
@@ -83,13 +85,13 @@ def jobs(pg: Page = PAGE, status: str | None = Query(None, max_length=20),
         codes = q.workflow_codes(conn, pg.caller.tenant_id)
         f = q.JobFilter(pg.caller.tenant_id, status, _workflow_id(codes, workflow), queue or None, search or None)
         rows, next_after = _job_rows(conn, f, order, after)
-        live, total = q.live_counts(conn, pg.caller.tenant_id), q.estimated_jobs(conn)
+        live, total = q.live_counts(conn, pg.caller.tenant_id), q.estimated_jobs(conn, pg.caller.scope)
     for r in rows:
         r["workflow_code"] = codes.get(r["workflow_id"], "?")
         r["duration_seconds"] = _run_seconds(r)
     params = {"status": status, "workflow": workflow, "queue": queue, "q": search,
               "order": None if order == "newest" else order}
-    queues = sorted({x["name"] for x in ops.queue_stats(pg.engine)})
+    queues = sorted({x["name"] for x in ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)})
     return render(pg, "jobs.html", "jobs", "Jobs", rows=rows, next_after=next_after, params=params, after=after,
                   order=order, orders=ORDERS, statuses=STATUS_ORDER, codes=sorted(codes.values()), queues=queues,
                   live=live, total=total)

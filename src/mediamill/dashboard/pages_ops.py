@@ -12,10 +12,9 @@ from fastapi.responses import HTMLResponse
 from mediamill.dashboard import queries as q
 from mediamill.dashboard.web import WINDOWS, Page, page, render
 from mediamill.engine import operations as ops
-from mediamill.engine import rollouts, shadow
+from mediamill.engine import rollouts, shadow, tenancy
 from mediamill.errors import NotFound
 from mediamill.notify import alerting, channels, history
-from mediamill.notify.alert_rules import load_rules
 from mediamill.store import workflow_repo
 from mediamill.store.tables import workflow_definitions as wd
 
@@ -45,11 +44,15 @@ def _window(value: str) -> tuple[str, float]:
 @router.get("/queues", response_class=HTMLResponse)
 def queues(pg: Page = PAGE) -> HTMLResponse:
     """Depth, waiting, processing, oldest wait, average priority per queue (seed step 13), pause/resume."""
-    rows = ops.queue_stats(pg.engine)
+    rows = ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)
     with pg.engine.connect() as conn:
-        extras = q.queue_extras(conn)
+        extras = q.queue_extras(conn, pg.caller.scope)
     for r in rows:
         r.update(extras.get(r["name"], {"avg_priority": None, "next_scheduled": None}))
+    with pg.engine.connect() as conn:
+        owners = tenancy.queue_owners(conn)
+    for r in rows:  # the Pause button shows where the API would allow it
+        r["pausable"] = pg.caller.is_root or (pg.can("operator") and owners.get(r["name"]) == {pg.caller.tenant_id})
     return render(pg, "queues.html", "queues", "Queues", queues=rows)
 
 
@@ -136,12 +139,15 @@ def dead_letters(pg: Page = PAGE, error_class: str | None = Query(None, max_leng
 
 @router.get("/breakers", response_class=HTMLResponse)
 def breakers(pg: Page = PAGE) -> HTMLResponse:
-    return render(pg, "breakers.html", "breakers", "Circuit breakers", breakers=ops.list_breakers(pg.engine))
+    rows = ops.list_breakers(pg.engine)
+    if pg.caller.scope is not None:  # maybe another tenant's failure message
+        rows = [{**b, "last_error": None} for b in rows]
+    return render(pg, "breakers.html", "breakers", "Circuit breakers", breakers=rows)
 
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers(pg: Page = PAGE) -> HTMLResponse:
-    rows = ops.list_workers(pg.engine, include_stopped=True)[:200]
+    rows = ops.list_workers(pg.engine, include_stopped=True, tenant_id=pg.caller.scope)[:200]
     return render(pg, "workers.html", "workers", "Workers", workers=rows)
 
 
@@ -162,11 +168,11 @@ def notifications(pg: Page = PAGE, status: str | None = Query(None, max_length=2
 @router.get("/alerts", response_class=HTMLResponse)
 def alerts(pg: Page = PAGE) -> HTMLResponse:
     """Active alerts, recent history, and the rules in force with their runbooks."""
-    rt = pg.request.app.state.runtime
+    settings, scope = pg.request.app.state.runtime.settings, pg.caller.scope
     with pg.engine.connect() as conn:
-        active = alerting.list_alerts(conn, state="active", limit=100)
-        recent = alerting.list_alerts(conn, state="resolved", limit=30)
-        rules = load_rules(rt.settings, conn)
+        active = alerting.alerts_for(settings, conn, scope, state="active", limit=100)
+        recent = alerting.alerts_for(settings, conn, scope, state="resolved", limit=30)
+        rules = alerting.rules_for(settings, conn, scope)
     runbooks = {r.name: r.runbook for r in rules}
     return render(pg, "alerts.html", "alerts", "Alerts", active=active, recent=recent, rules=rules,
                   runbooks=runbooks)

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.engine import tenancy
 from mediamill.store import analytics
 from mediamill.store.analytics import STATUS_ORDER, percentiles
 from mediamill.store.tables import (
@@ -43,8 +44,11 @@ def is_pg(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def estimated_jobs(conn: Connection) -> int:
-    """How many jobs there are, roughly: the planner's estimate on PostgreSQL, the top id on SQLite."""
+def estimated_jobs(conn: Connection, tenant_id: str | None = None) -> int:
+    """How many jobs there are, roughly: the planner's estimate on PostgreSQL, the top id on SQLite.
+    A tenant's own jobs are counted exactly (the install-wide figure is the root admin's)."""
+    if tenant_id is not None:
+        return int(conn.execute(sa.select(sa.func.count()).where(wj.c.tenant_id == tenant_id)).scalar() or 0)
     if is_pg(conn):
         value = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE relname = 'workflow_jobs'")).scalar()
         if value is not None and value >= 0:
@@ -306,11 +310,13 @@ def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[di
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def queue_extras(conn: Connection) -> dict[str, dict[str, Any]]:
+def queue_extras(conn: Connection, tenant_id: str | None = None) -> dict[str, dict[str, Any]]:
     """Average (effective) priority and next scheduled time per queue, from the live queue rows only
-    (joining 1M jobs for the seed's AVG(wj.priority) costs a scan of the jobs table)."""
-    rows = conn.execute(sa.select(media_queue.c.queue_name, sa.func.avg(media_queue.c.priority),
-                                  sa.func.min(media_queue.c.scheduled_time))
+    (joining 1M jobs for the seed's AVG(wj.priority) costs a scan of the jobs table); a tenant's
+    own jobs only when ``tenant_id`` is given."""
+    query = sa.select(media_queue.c.queue_name, sa.func.avg(media_queue.c.priority),
+                      sa.func.min(media_queue.c.scheduled_time)).select_from(media_queue)
+    rows = conn.execute(tenancy.scoped_jobs(query, tenant_id)
                         .where(media_queue.c.status.in_(("queued", "processing"))).group_by(media_queue.c.queue_name))
     return {str(n): {"avg_priority": float(a) if a is not None else None, "next_scheduled": t} for n, a, t in rows}
 

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mediamill.engine import tenancy, wakeup
 from mediamill.engine import transitions as tx
-from mediamill.engine import wakeup
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.store import workflow_repo
@@ -224,34 +224,50 @@ def set_queue_paused(engine: Engine, name: str, paused: bool) -> None:
         wakeup.after_commit([name], engine)
 
 
-def pause_queue(engine: Engine, name: str) -> None:
+def pause_queue(engine: Engine, name: str, *, tenant_id: str | None = None) -> None:
+    """Pause a queue; ``tenant_id`` (not the root view) must own it (see engine.tenancy)."""
+    _check_may_pause(engine, name, tenant_id)
     set_queue_paused(engine, name, True)
 
 
-def resume_queue(engine: Engine, name: str) -> None:
+def resume_queue(engine: Engine, name: str, *, tenant_id: str | None = None) -> None:
+    _check_may_pause(engine, name, tenant_id)
     set_queue_paused(engine, name, False)
 
 
-def queue_stats(engine: Engine) -> list[dict[str, Any]]:
-    """Depth, waiting, processing and oldest wait per queue (reads only the live queue rows)."""
+def _check_may_pause(engine: Engine, name: str, tenant_id: str | None) -> None:
+    if tenant_id is not None:
+        with engine.connect() as conn:
+            tenancy.check_may_pause(conn, name, tenant_id=tenant_id, root=False)
+
+
+def queue_stats(engine: Engine, *, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Depth, waiting, processing and oldest wait per queue (reads only the live queue rows).
+
+    With ``tenant_id``: the tenant's queues only, counting its own jobs (engine.tenancy)."""
     now = utcnow()
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(
+        q = sa.select(
             mq.c.queue_name, sa.func.count().label("depth"),
             sa.func.count().filter(mq.c.status == "queued").label("waiting"),
             sa.func.count().filter(mq.c.status == "processing").label("processing"),
             sa.func.min(sa.case((mq.c.status == "queued", mq.c.created_at))).label("oldest"),
             sa.func.count().filter(mq.c.status == "queued", mq.c.scheduled_time > now).label("scheduled"))
-            .group_by(mq.c.queue_name)).mappings().all()
+        rows = conn.execute(tenancy.scoped_jobs(q.select_from(mq), tenant_id).group_by(mq.c.queue_name)
+                            ).mappings().all()
         paused = dict(conn.execute(sa.select(queues.c.name, queues.c.paused)).all())
-        known = {r[0] for r in conn.execute(sa.select(workflow_definitions.c.queue_name).distinct()) if r[0]}
+        if tenant_id is None:
+            known = {r[0] for r in conn.execute(sa.select(workflow_definitions.c.queue_name).distinct()) if r[0]}
+            known |= set(paused)
+        else:
+            known = tenancy.visible_queues(conn, tenant_id)
         in_review, review_since = review_backlog(conn)
     out = {r["queue_name"]: {"name": r["queue_name"], "depth": r["depth"], "waiting": r["waiting"],
                              "processing": r["processing"], "scheduled": r["scheduled"],
                              "oldest_wait_seconds": round((now - _dt(r["oldest"])).total_seconds(), 3)
                              if r["oldest"] else 0.0, "paused": bool(paused.get(r["queue_name"], False))}
            for r in rows}
-    for name in (known | set(paused)) - set(out):
+    for name in known - set(out):
         out[name] = {"name": name, "depth": 0, "waiting": 0, "processing": 0, "scheduled": 0,
                      "oldest_wait_seconds": 0.0, "paused": bool(paused.get(name, False))}
     if in_review or REVIEW_QUEUE in out:  # review jobs wait for a person, not in media_queue
@@ -263,22 +279,29 @@ def queue_stats(engine: Engine) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda r: r["name"] or "")
 
 
-def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90) -> list[dict[str, Any]]:
+def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90,
+                 tenant_id: str | None = None) -> list[dict[str, Any]]:
     """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while they heart-beat, ``stopped``
     when they said goodbye, ``lost`` when their heartbeat stopped without one (killed, host gone) —
-    ``status`` is only what the worker last wrote, which a dead worker never corrects."""
+    ``status`` is only what the worker last wrote, which a dead worker never corrects.
+
+    With ``tenant_id``: those serving the tenant's queues, its own running jobs only, no install-wide
+    figures (engine.tenancy)."""
     with engine.connect() as conn:
         q = sa.select(workers).order_by(workers.c.started_at.desc())
         rows = [dict(r) for r in conn.execute(q).mappings()]
-        busy_q = sa.select(mq.c.worker_id, sa.func.count()).where(mq.c.status == "processing").group_by(mq.c.worker_id)
+        busy_q = tenancy.scoped_jobs(sa.select(mq.c.worker_id, sa.func.count()).select_from(mq), tenant_id)
+        busy_q = busy_q.where(mq.c.status == "processing").group_by(mq.c.worker_id)
         busy: dict[str, int] = {str(w): int(n) for w, n in conn.execute(busy_q).all()}
+        visible = tenancy.visible_queues(conn, tenant_id) if tenant_id is not None else None
     now = utcnow()
     out = []
     for r in rows:
         alive = r["status"] != "stopped" and r["heartbeat_at"] is not None and \
             (now - _dt(r["heartbeat_at"])).total_seconds() < live_seconds
-        if alive or include_stopped:
-            out.append(_jsonable({**r, "alive": alive, "state": _worker_state(r["status"], alive),
+        seen = tenancy.worker_view(r, visible)
+        if seen is not None and (alive or include_stopped):
+            out.append(_jsonable({**seen, "alive": alive, "state": _worker_state(r["status"], alive),
                                   "running_jobs": busy.get(r["id"], 0)}))
     return out
 

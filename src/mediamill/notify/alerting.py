@@ -310,15 +310,36 @@ def _take_lock(conn: Connection) -> bool:
     return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))).scalar())
 
 
-def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """Alerts, newest first (``state``: pending | firing | resolved | active = pending or firing)."""
+def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100,
+                rules: set[str] | None = None) -> list[dict[str, Any]]:
+    """Alerts, newest first (``state``: pending | firing | resolved | active = pending or firing;
+    ``rules``: only alerts of these rule names)."""
     a = t.alerts
     query = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+    if rules is not None:
+        query = query.where(a.c.rule_name.in_(sorted(rules)))
     if state == "active":
         query = query.where(a.c.state.in_(("pending", "firing")))
     elif state:
         query = query.where(a.c.state == state)
     return [alert_view(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def rules_for(settings: Settings, conn: Connection, tenant_id: str | None) -> list[AlertRule]:
+    """The rules a tenant sees: its own. Install-wide rules watch every tenant's figures, so they
+    are for the tenant that runs the install (``tenant_id`` None: every rule)."""
+    rules = load_rules(settings, conn)
+    return rules if tenant_id is None else [r for r in rules if r.tenant_id == tenant_id]
+
+
+def alerts_for(settings: Settings, conn: Connection, tenant_id: str | None, *, state: str | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts of the rules ``tenant_id`` sees (None: all), newest first, each with its runbook."""
+    rules = rules_for(settings, conn, tenant_id)
+    names = None if tenant_id is None else {r.name for r in rules}
+    runbooks = {r.name: r.runbook for r in rules}
+    return [{**a, "runbook": runbooks.get(a["rule"])}
+            for a in list_alerts(conn, state=state, limit=limit, rules=names)]
 
 
 def alert_view(row: dict[str, Any]) -> dict[str, Any]:

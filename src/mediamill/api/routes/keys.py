@@ -21,10 +21,6 @@ from mediamill.store.timeutil import iso
 router = APIRouter(prefix="/v1", tags=["auth"], responses=PROBLEM_RESPONSES)
 
 
-def _is_root(caller: Caller) -> bool:
-    return caller.tenant_id == auth_repo.DEFAULT_TENANT and caller.can("admin")
-
-
 @router.get("/keys", response_model=Items)
 def list_keys(request: Request, caller: Caller = auth.Admin,
               tenant: str | None = Query(None, max_length=64, description="root admin only: another tenant's "
@@ -32,7 +28,7 @@ def list_keys(request: Request, caller: Caller = auth.Admin,
               ) -> dict[str, Any]:
     """The tenant's keys (never their secrets)."""
     wanted = tenant or caller.tenant_id
-    if wanted != caller.tenant_id and not _is_root(caller):
+    if wanted != caller.tenant_id and not caller.is_root:
         raise Forbidden("only an admin of the default tenant lists keys of other tenants")
     with read_engine(request).connect() as conn:
         rows = auth_repo.list_keys(conn, tenant_id=None if wanted == "*" else wanted)
@@ -44,7 +40,7 @@ def list_keys(request: Request, caller: Caller = auth.Admin,
 def create_key(body: KeyCreate, request: Request, caller: Caller = auth.Admin) -> JSONResponse:
     """Create a key; its plaintext is in this response only."""
     tenant = body.tenant or caller.tenant_id
-    if tenant != caller.tenant_id and not _is_root(caller):
+    if tenant != caller.tenant_id and not caller.is_root:
         raise Forbidden("only an admin of the default tenant creates keys for other tenants")
     created = auth_repo.create_key(runtime(request).engine, role=body.role, tenant_id=tenant, name=body.name)
     return JSONResponse({"id": created.id, "tenant": created.tenant_id, "role": created.role, "name": created.name,
@@ -58,7 +54,7 @@ def revoke_key(request: Request, key_id: int = Path(..., ge=1, le=MAX_ID),
     within seconds elsewhere)."""
     if key_id == caller.key_id:
         raise Conflict("a key cannot revoke itself; use another admin key")
-    auth_repo.revoke_key(runtime(request).engine, key_id, tenant_id=None if _is_root(caller) else caller.tenant_id)
+    auth_repo.revoke_key(runtime(request).engine, key_id, tenant_id=None if caller.is_root else caller.tenant_id)
     return {"ok": True}
 
 

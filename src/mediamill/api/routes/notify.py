@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mediamill.api.auth import Caller, require
 from mediamill.notify import alerting, channels, dispatcher, history
-from mediamill.notify.alert_rules import load_rules
 from mediamill.notify.events import event_schemas
 from mediamill.runtime import Runtime
 
@@ -152,23 +151,20 @@ def replay_notification(notification_id: int, request: Request, caller: Caller =
 
 # --------------------------------------------------------------------------- alerts
 @router.get("/v1/alerts")
-def list_alerts(request: Request, _caller: Caller = Viewer,
+def list_alerts(request: Request, caller: Caller = Viewer,
                 state: Literal["pending", "firing", "resolved", "active"] | None = None,
                 limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    """Alerts, newest first, each with its rule's runbook."""
+    """Alerts of the caller's rules (the root admin: every rule's), newest first, each with its runbook."""
     rt = _rt(request)
     with rt.engine.connect() as conn:
-        items = alerting.list_alerts(conn, state=state, limit=limit)
-        runbooks = {r.name: r.runbook for r in load_rules(rt.settings, conn)}
-    for item in items:
-        item["runbook"] = runbooks.get(item["rule"])
-    return {"items": items}
+        return {"items": alerting.alerts_for(rt.settings, conn, caller.scope, state=state, limit=limit)}
 
 
 @router.get("/v1/alerts/rules")
-def list_alert_rules(request: Request, _caller: Caller = Viewer) -> dict[str, Any]:
-    """The rules in force (built-in, file, environment and database)."""
+def list_alert_rules(request: Request, caller: Caller = Viewer) -> dict[str, Any]:
+    """The rules in force for the caller: its tenant's (the root admin: built-in, file, environment and
+    database rules)."""
     rt = _rt(request)
     with rt.engine.connect() as conn:
-        rules = load_rules(rt.settings, conn)
+        rules = alerting.rules_for(rt.settings, conn, caller.scope)
     return {"items": [r.model_dump(by_alias=True) for r in rules]}

@@ -11,6 +11,7 @@ from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_ID, ops, read_engine, runtime
 from mediamill.api.models import Count, DeadLetterBulkRetry, DeadLetterRetry, Items, JobId, Loose, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.errors import Forbidden
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 DL_ID = Path(..., ge=1, le=MAX_ID)
@@ -20,29 +21,32 @@ QUEUE_NAME = Path(..., pattern=r"^[a-z0-9][a-z0-9_\-]{0,49}$")
 # ------------------------------------------------------------------------------ queues
 @router.get("/queues", response_model=Items, tags=["queues"])
 def list_queues(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
-    """Every queue: depth, waiting, processing, oldest wait, paused."""
-    return {"items": ops().queue_stats(read_engine(request))}
+    """The caller's queues (its workflows' and the shared ones): depth, waiting, processing, oldest
+    wait — counting the tenant's own jobs — and paused. The ``default`` tenant sees every queue and job."""
+    return {"items": ops().queue_stats(read_engine(request), tenant_id=caller.scope)}
 
 
 @router.post("/queues/{name}/pause", response_model=Ok, tags=["queues"])
 def pause_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth.Operator) -> dict[str, Any]:
-    """Stop workers from claiming this queue's jobs (running ones finish)."""
-    ops().pause_queue(runtime(request).engine, name)
+    """Stop workers from claiming this queue's jobs (running ones finish). A queue of the tenant's
+    own workflows only: its operators; a shared queue (built-in workflows, several tenants): the root admin."""
+    ops().pause_queue(runtime(request).engine, name, tenant_id=None if caller.is_root else caller.tenant_id)
     return {"ok": True}
 
 
 @router.post("/queues/{name}/resume", response_model=Ok, tags=["queues"])
 def resume_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth.Operator) -> dict[str, Any]:
-    """Let workers claim from this queue again."""
-    ops().resume_queue(runtime(request).engine, name)
+    """Let workers claim from this queue again (who may: as for pause)."""
+    ops().resume_queue(runtime(request).engine, name, tenant_id=None if caller.is_root else caller.tenant_id)
     return {"ok": True}
 
 
 # ------------------------------------------------------------------------------ workers
 @router.get("/workers", response_model=Items, tags=["workers"])
 def list_workers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
-    """Workers with their pools and last heartbeat."""
-    return {"items": ops().list_workers(read_engine(request))}
+    """Workers serving the caller's queues: those pools, last heartbeat, the tenant's running jobs
+    (the ``default`` tenant: every worker with host, pid and jobs done)."""
+    return {"items": ops().list_workers(read_engine(request), tenant_id=caller.scope)}
 
 
 # ------------------------------------------------------------------------------ dead letters
@@ -86,13 +90,20 @@ def discard_dead_letter(request: Request, dl_id: int = DL_ID, caller: Caller = a
 # ------------------------------------------------------------------------------ breakers
 @router.get("/breakers", response_model=Items, tags=["breakers"])
 def list_breakers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
-    """Circuit breakers per action: state, counts, next probe."""
-    return {"items": ops().list_breakers(read_engine(request))}
+    """Circuit breakers per action: state, counts, next probe. A breaker guards an action for every
+    tenant: its last error (maybe another tenant's failure) is shown to the ``default`` tenant only."""
+    items = ops().list_breakers(read_engine(request))
+    if caller.scope is not None:
+        items = [{**b, "last_error": None} for b in items]
+    return {"items": items}
 
 
 @router.post("/breakers/{action}/reset", response_model=Loose, tags=["breakers"])
 def reset_breaker(request: Request, action: str = Path(..., max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$"),
-                  caller: Caller = auth.Operator) -> dict[str, Any]:
-    """Close a breaker by hand (jobs waiting on it become claimable)."""
+                  caller: Caller = auth.Admin) -> dict[str, Any]:
+    """Close a breaker by hand (jobs waiting on it become claimable). Breakers are shared by every
+    tenant: the root admin resets them."""
+    if not caller.is_root:
+        raise Forbidden("breakers are shared by every tenant: only the root admin resets one")
     ops().reset_breaker(runtime(request).engine, action)
     return {"ok": True, "action": action}

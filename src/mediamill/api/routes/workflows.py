@@ -100,12 +100,18 @@ async def validate(request: Request, caller: Caller = auth.Viewer) -> dict[str, 
 async def create_workflow(request: Request, caller: Caller = auth.Operator,
                           comment: str | None = Query(None, max_length=500),
                           shared: bool = Query(False, description="admins: visible to every tenant")) -> JSONResponse:
-    """Create a workflow (version 1). An existing code is ``409``: update it with PUT."""
+    """Create a workflow (version 1). A code the caller can see is ``409``: update it with PUT.
+
+    Codes are one namespace for the install; a code another tenant holds answers exactly like
+    ``GET /v1/workflows/{code}`` does (404), so this route never confirms another tenant's workflow."""
     wf = await _document(request)
     if shared and not caller.can("admin"):
         raise Forbidden("only an admin creates shared workflows")
     with runtime(request).engine.begin() as conn:
-        if _owner(conn, wf.code)[0]:
+        exists, tenant = _owner(conn, wf.code)
+        if exists and tenant is not None and tenant != caller.tenant_id:
+            raise NotFound(f"no workflow {wf.code!r}")
+        if exists:
             raise Conflict(f"workflow {wf.code} exists; PUT /v1/workflows/{wf.code} saves a new version")
         saved = workflow_repo.save_version(conn, wf, source=None, author=caller.label,
                                            tenant_id=None if shared else caller.tenant_id, comment=comment)
