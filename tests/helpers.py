@@ -101,11 +101,13 @@ class LiveServer:
         import uvicorn
 
         from mediamill.api.app import create_app
+        from mediamill.api.server import server_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(rt), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
+        self.app = create_app(rt)
+        config = server_config(self.app, host="127.0.0.1", port=self.port, settings=rt.settings,
+                               log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

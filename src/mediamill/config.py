@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=1, gt=0, description="uvicorn worker processes of `mediamill api`")
     cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a "
                                                       "browser (tus-js-client / Uppy on another site); \"\" = none")
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description="a request head (line and headers) must "
+                                                                          "arrive within this; slower clients are cut")
+    keepalive_timeout_seconds: float = Field(default=5.0, gt=0, description="an idle keep-alive connection closes")
+    body_idle_timeout_seconds: float = Field(default=60.0, gt=0, description="a request body that sends nothing "
+                                                                             "for this long is answered 408")
+    max_uploads_per_key: int = Field(default=8, gt=0, description="concurrent uploads of one API key (429 above)")
 
     @classmethod
     def settings_customise_sources(

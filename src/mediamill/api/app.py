@@ -89,7 +89,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     install_problem_handlers(app)
     _install_fallback_handler(app)
     app.add_middleware(BodyLimitMiddleware, max_request_bytes=rt.settings.max_request_bytes,
-                       max_upload_bytes=rt.settings.max_upload_bytes)
+                       max_upload_bytes=rt.settings.max_upload_bytes,
+                       body_idle_seconds=rt.settings.body_idle_timeout_seconds)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=rt.settings.max_header_bytes,
                        max_count=rt.settings.max_header_count)
     head_limits.configure(rt.settings)  # the same caps while the head arrives (CappedHttpToolsProtocol)

@@ -120,3 +120,16 @@ def check_json_integers(value: Any, loc: str) -> None:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             check_json_integers(item, f"{loc}.{i}")
+
+
+def upload_slot(request: Request, holder: Any) -> Any:
+    """A context manager holding one of ``holder``'s concurrent upload slots (429 / 503 when none is free)."""
+    from mediamill.api.limits import UploadSlots
+    from mediamill.api.streaming import STREAM_THREADS
+
+    state = request.app.state
+    slots: UploadSlots | None = getattr(state, "upload_slots", None)
+    if slots is None:
+        slots = state.upload_slots = UploadSlots(per_key=runtime(request).settings.max_uploads_per_key,
+                                                 total=STREAM_THREADS)
+    return slots.hold(holder)

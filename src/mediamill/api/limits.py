@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -31,8 +33,8 @@ class RateLimited(MediamillError):
     http_status = 429
     title = "Too many requests"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"submit rate limit reached; retry in {retry_after} s")
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message or f"submit rate limit reached; retry in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -46,15 +48,25 @@ def _is_upload(scope: Scope) -> bool:
     return False
 
 
+class BodyTimeout(MediamillError):
+    error_class = "timeout"
+    http_status = 408
+    title = "Request body timeout"
+
+
 class BodyLimitMiddleware:
     """413 for bodies over the limit: ``max_upload_bytes`` on upload routes, ``max_request_bytes``
-    elsewhere. Checks Content-Length first and counts streamed bytes as a backstop."""
+    elsewhere. Checks Content-Length first and counts streamed bytes as a backstop.
+
+    A body that sends nothing for ``body_idle_seconds`` ends its request with 408: a stalled
+    client must not hold a connection, an upload slot and a thread forever."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, max_request_bytes: int,
-                 max_upload_bytes: int) -> None:
+                 max_upload_bytes: int, body_idle_seconds: float = 60.0) -> None:
         self.app = app
         self.max_request = max_request_bytes
         self.max_upload = max_upload_bytes + MULTIPART_OVERHEAD
+        self.idle = body_idle_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,13 +77,19 @@ class BodyLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > limit:
             await _reject(send, limit)
             return
-        seen = 0
+        seen, done = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done:  # after the body, receive() only waits for a disconnect (streaming responses)
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle)
+            except TimeoutError:
+                raise BodyTimeout(f"no request body bytes for {self.idle:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if seen > limit:
                     raise BodyTooLarge(f"the request body is larger than {limit} bytes")
             return message
@@ -108,3 +126,51 @@ class RateLimiter:
                 self._buckets[key] = (tokens, now)
                 raise RateLimited(max(1, math.ceil((1.0 - tokens) / self.rate)))
             self._buckets[key] = (tokens - 1.0, now)
+
+
+class UploadsBusy(MediamillError):
+    error_class = "busy"
+    http_status = 503
+    title = "Upload capacity reached"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UploadSlots:
+    """Concurrent uploads: at most ``per_key`` per API key (429 beyond) and ``total`` in the process
+    (503 beyond; ``total`` is the size of the thread pool that writes upload bytes, so an upload is
+    refused at once instead of waiting for a thread). Both answers carry Retry-After."""
+
+    def __init__(self, *, per_key: int, total: int) -> None:
+        self.per_key, self.total = per_key, total
+        self._held: dict[Any, int] = {}
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, key: Any) -> Any:
+        self._take(key)
+        try:
+            yield
+        finally:
+            self._give(key)
+
+    def _take(self, key: Any) -> None:
+        with self._lock:
+            if self._held.get(key, 0) >= self.per_key:
+                raise RateLimited(2, f"{self.per_key} uploads of this key are in progress; retry when one ends")
+            if self._count >= self.total:
+                raise UploadsBusy(f"the server is receiving {self.total} uploads; retry shortly", 2)
+            self._held[key] = self._held.get(key, 0) + 1
+            self._count += 1
+
+    def _give(self, key: Any) -> None:
+        with self._lock:
+            self._count -= 1
+            left = self._held.get(key, 1) - 1
+            if left:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)

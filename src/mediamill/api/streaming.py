@@ -109,7 +109,10 @@ class Pipe(io.RawIOBase):
         self._offer(exc or PipeAborted("upload aborted"), force=True)
 
 
-_executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="mm-stream")
+#: threads that write upload bytes (one per upload in flight; ``api.limits.UploadSlots`` keeps the
+#: number of uploads at or below it, so an upload never queues for a thread)
+STREAM_THREADS = 64
+_executor = ThreadPoolExecutor(max_workers=STREAM_THREADS, thread_name_prefix="mm-stream")
 
 
 async def run_with_pipe(consume: Callable[[Pipe], T], produce: Callable[[Pipe], Awaitable[R]]) -> tuple[T, R]:

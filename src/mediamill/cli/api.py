@@ -7,6 +7,7 @@ import os
 import typer
 import uvicorn
 
+from mediamill.api.server import server_options
 from mediamill.cli import observe
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
@@ -15,10 +16,12 @@ from mediamill.runtime import Runtime
 def app_factory() -> object:
     """Uvicorn factory: each worker process builds its own runtime and app."""
     from mediamill.api.app import create_app
+    from mediamill.api.server import configure_protocol
     from mediamill.runtime import configure_observability
 
     rt = Runtime()
     configure_observability(rt, "api")
+    configure_protocol(rt.settings)  # this worker process's header deadline
     return create_app(rt)
 
 
@@ -54,4 +57,4 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
         console.print(f"metrics on {endpoint.url}/metrics", highlight=False)
     uvicorn.run("mediamill.cli.api:app_factory", factory=True, host=bind_host, port=bind_port, workers=count,
                 log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10,
-                http="mediamill.api.headers:CappedHttpToolsProtocol")  # 431 for oversized heads
+                **server_options(rt.settings))  # head deadline and caps (431 for oversized heads)

@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from mediamill.api.app import create_app
-from mediamill.api.headers import CappedHttpToolsProtocol
+from mediamill.api.server import server_config
 from mediamill.cli.output import console
 from mediamill.runtime import Runtime, configure_observability
 
@@ -29,8 +29,8 @@ def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> No
                   f"storage: {rt.settings.effective_storage_url})", highlight=False, soft_wrap=True)
     if login:
         console.print(login, highlight=False, soft_wrap=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning",
-                                           timeout_graceful_shutdown=5, http=CappedHttpToolsProtocol))
+    server = uvicorn.Server(server_config(app, host=bind_host, port=bind_port, settings=rt.settings,
+                                          log_level="warning", timeout_graceful_shutdown=5))
     try:
         server.run()
     finally:

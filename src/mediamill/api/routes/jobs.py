@@ -29,6 +29,7 @@ from mediamill.api.deps import (
     read_engine,
     runtime,
     safe_filename,
+    upload_slot,
 )
 from mediamill.api.downloads import send_object
 from mediamill.api.limits import RateLimiter
@@ -311,7 +312,8 @@ async def _submit_multipart(request: Request, caller: Caller, ctype: str) -> Res
     async def produce(pipe: Any) -> Any:
         return await stream_multipart(request.stream(), boundary, pipe, max_file_bytes=rt.settings.max_upload_bytes)
 
-    job_input, form = await run_with_pipe(consume, produce)
+    with upload_slot(request, caller.key_id or caller.label):
+        job_input, form = await run_with_pipe(consume, produce)
     try:
         if not form.saw_file:
             raise InvalidInput("the multipart body needs a 'file' part")

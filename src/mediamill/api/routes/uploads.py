@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from mediamill.api import auth, signing
 from mediamill.api.auth import Caller
-from mediamill.api.deps import base_url, blocking, client_int, read_engine, runtime, safe_filename
+from mediamill.api.deps import base_url, blocking, client_int, read_engine, runtime, safe_filename, upload_slot
 from mediamill.api.models import PresignOut, PresignRequest, UploadOut
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.api.streaming import run_with_pipe
@@ -177,8 +177,9 @@ async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Respo
     headers = _tus_headers(request, Location=f"{base_url(request)}/v1/uploads/{session['id']}",
                            Upload_Expires=_http_date(session["expires_at"]))
     if request.headers.get("content-type", "").startswith(OCTETS):
-        token, claimed = await _claim(request, caller, session["id"], offset=0)
-        headers["Upload-Offset"] = str(await _receive(request, claimed, 0, token))
+        with upload_slot(request, caller.key_id or caller.label):
+            token, claimed = await _claim(request, caller, session["id"], offset=0)
+            headers["Upload-Offset"] = str(await _receive(request, claimed, 0, token))
     elif length == 0:  # nothing will ever be PATCHed: complete at once
         await blocking(_finish, request, session)
         headers["Upload-Offset"] = "0"
@@ -214,8 +215,9 @@ async def tus_patch(upload_id: str, request: Request, caller: Caller = auth.Subm
     claimed = client_int(request.headers.get("upload-offset", ""), "header.Upload-Offset")
     length = _length_header(request)
     await blocking(_session, request, caller, upload_id)  # 404 / 410 first
-    token, s = await _claim(request, caller, upload_id, offset=claimed, length=length)
-    offset = await _receive(request, s, claimed, token)
+    with upload_slot(request, caller.key_id or caller.label):
+        token, s = await _claim(request, caller, upload_id, offset=claimed, length=length)
+        offset = await _receive(request, s, claimed, token)
     return Response(status_code=204, headers=_tus_headers(request, Upload_Offset=offset,
                                                           Upload_Expires=_http_date(s["expires_at"])))
 
@@ -500,7 +502,8 @@ async def put_content(upload_id: str, request: Request, expires: int = Query(...
         await pipe.end()
         return seen
 
-    info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)  # type: ignore[arg-type]
+    with upload_slot(request, f"tenant:{s['tenant_id']}"):
+        info, _n = await run_with_pipe(lambda pipe: rt.storage.put(s["storage_key"], pipe), produce)  # type: ignore[arg-type]
     await blocking(uploads_repo.complete, rt.engine, upload_id, storage_key=info.key, size=info.size,
                    facts={"mime": await blocking(sniff_object, rt.storage, info.key), "sha256": info.checksum})
     return {"id": upload_id, "length": info.size, "offset": info.size, "complete": True, "filename": s["filename"],
