@@ -18,7 +18,7 @@ from mediamill import __version__, dashboard
 from mediamill.api import headers as head_limits
 from mediamill.api.headers import HeaderLimitMiddleware
 from mediamill.api.limits import BodyLimitMiddleware
-from mediamill.api.models import JobSubmit, NotifySpec
+from mediamill.api.models import JobEvent, JobSubmit, NotifySpec
 from mediamill.api.problems import PROBLEM, Problem, install_problem_handlers, problem
 from mediamill.api.routes import actions as actions_routes
 from mediamill.api.routes import (
@@ -104,7 +104,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of a request carries its id
-    _document_problem(app)
+    _document_problem(app, rt.settings.max_upload_bytes)
     return app
 
 
@@ -136,7 +136,7 @@ def _install_fallback_handler(app: FastAPI) -> None:
         return problem(500, "Internal Server Error", "an unexpected error occurred")
 
 
-def _document_problem(app: FastAPI) -> None:
+def _document_problem(app: FastAPI, max_upload_bytes: int) -> None:
     """Make sure the Problem schema is in the OpenAPI components (routes reference it by $ref)."""
     original = app.openapi
 
@@ -145,9 +145,11 @@ def _document_problem(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (Problem, JobSubmit, NotifySpec):
+        for model in (Problem, JobSubmit, NotifySpec, JobEvent):
             components.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
         _problems_everywhere(schema)
+        _parameters_without_null(schema)
+        _upload_limits(schema, max_upload_bytes)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -170,3 +172,37 @@ def _problems_everywhere(schema: dict[str, Any]) -> None:
 
 _ERROR_CODES = (400, 401, 403, 404, 409, 413, 422, 429)
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _parameters_without_null(schema: dict[str, Any]) -> None:
+    """An optional query or header parameter is left out, never sent as null: ``anyOf [X, null]``
+    becomes X (a generated client would otherwise send the text "null")."""
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if isinstance(op, dict) and "parameters" in op:
+                op["parameters"] = [_without_null(p) for p in op["parameters"]]
+
+
+def _without_null(param: dict[str, Any]) -> dict[str, Any]:
+    options = param.get("schema", {}).get("anyOf")
+    if not (options and len(options) == 2 and {"type": "null"} in options):
+        return param
+    kept = next(o for o in options if o != {"type": "null"})
+    return {**param, "schema": {**kept, **{k: v for k, v in param["schema"].items() if k != "anyOf"}}}
+
+
+def _upload_limits(schema: dict[str, Any], max_upload_bytes: int) -> None:
+    """Sizes above this install's upload limit are refused (413): the schema says so."""
+    paths = schema.get("paths", {})
+    for op in (paths.get("/v1/uploads", {}).get("post"), paths.get("/v1/uploads/{upload_id}", {}).get("patch")):
+        if op is None:
+            continue
+        # new objects, not edits: route parameters come from module-level dicts that every app shares
+        op["parameters"] = [{**p, "schema": {**p["schema"], "maximum": max_upload_bytes}}
+                            if p.get("name") == "Upload-Length" else p for p in op.get("parameters", [])]
+    presign = schema.get("components", {}).get("schemas", {}).get("PresignRequest", {})
+    size = presign.get("properties", {}).get("size")
+    if size is not None:  # a fresh schema per app (pydantic builds it on each call)
+        for option in size.get("anyOf", [size]):
+            if option.get("type") == "integer":
+                option["maximum"] = max_upload_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -133,3 +134,31 @@ def upload_slot(request: Request, holder: Any) -> Any:
         slots = state.upload_slots = UploadSlots(per_key=runtime(request).settings.max_uploads_per_key,
                                                  total=STREAM_THREADS)
     return slots.hold(holder)
+
+
+_DATETIME: Any = None
+_DATE_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_time(value: str | None, loc: str) -> datetime | None:
+    """An RFC 3339 / ISO-8601 time from a query string as naive UTC (the database's timestamps);
+    a time without an offset is UTC. Documented as ``format: date-time``."""
+    global _DATETIME
+    if value is None:
+        return None
+    if _DATETIME is None:
+        from pydantic import TypeAdapter
+
+        _DATETIME = TypeAdapter(datetime)
+    try:
+        if not _DATE_START.match(value):  # pydantic would also read a number as a Unix time
+            raise ValueError(value)
+        parsed: datetime = _DATETIME.validate_python(value)
+    except ValueError:
+        raise InvalidField(loc, f"must be an RFC 3339 time such as 2026-01-31T12:00:00Z, got {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        return parsed
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable UTC instant
+        return datetime.min if parsed.year == 1 else datetime.max

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 
 class Loose(BaseModel):
@@ -14,25 +14,47 @@ class Loose(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+#: request bodies: unknown fields refused, and no coercion (``"priority": false`` is not 0)
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON number with no fraction: ``15`` and ``15.0`` (both integers in JSON Schema), not
+    ``true`` or ``"15"``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value
+
+
+#: an integer field of a request body (see ``_json_integer``)
+JsonInt = Annotated[int, Strict(False), BeforeValidator(_json_integer)]
+
+
 class NotifySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     webhook: str | None = Field(default=None, max_length=2000, description="POSTed when the job finishes")
     email: str | None = Field(default=None, max_length=320)
 
 
+def _exactly_one_input(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                       for name in ("upload_id", "storage_key", "url")]
+
+
 class JobSubmit(BaseModel):
-    """A job whose input is already somewhere: an upload, a stored object, or a URL."""
+    """A job whose input is already somewhere: exactly one of an upload, a stored object, or a URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_exactly_one_input)
 
-    upload_id: str | None = Field(default=None, max_length=64)
-    storage_key: str | None = Field(default=None, max_length=512)
-    url: str | None = Field(default=None, max_length=4000)
+    upload_id: str | None = Field(default=None, min_length=1, max_length=64)
+    storage_key: str | None = Field(default=None, min_length=1, max_length=512)
+    url: str | None = Field(default=None, min_length=1, max_length=4000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
+                            description="an http(s) URL the worker fetches (public addresses only)")
     workflow: str | None = Field(default=None, max_length=50, description='a workflow code, or "auto"')
-    version: int | None = Field(default=None, gt=0, le=1_000_000,
+    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000,
                                 description="run this version instead of the current one")
-    priority: int | None = Field(default=None, ge=0, le=100)
+    priority: JsonInt | None = Field(default=None, ge=0, le=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     notify: NotifySpec | None = None
@@ -68,15 +90,25 @@ class JobAccepted(BaseModel):
 
 
 class JobPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    priority: int = Field(ge=0, le=100)
+    priority: JsonInt = Field(ge=0, le=100)
 
 
 class RetryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    version: int | None = Field(default=None, gt=0, le=1_000_000, description="re-run on another workflow version")
+    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000, description="re-run on another workflow version")
+
+
+class JobEvent(BaseModel):
+    """One job event: the JSON ``data`` of a Server-Sent Event (its SSE ``event`` is ``type``)."""
+
+    job_id: int | None
+    type: str = Field(description="status | step | progress | decision | retry | rescue | priority | …")
+    step: str | None
+    data: dict[str, Any] | None
+    at: str | None = Field(description="when it happened (RFC 3339, UTC)")
 
 
 class RouteRequest(BaseModel):
@@ -148,12 +180,12 @@ class Ok(BaseModel):
 
 
 class PresignRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     filename: str | None = Field(default=None, max_length=255)
     content_type: str | None = Field(default=None, max_length=100)
-    size: int | None = Field(default=None, ge=0, le=2**53)
-    expires_in: int = Field(default=900, ge=60, le=7 * 86400)
+    size: JsonInt | None = Field(default=None, ge=0, le=2**53)
+    expires_in: JsonInt = Field(default=900, ge=60, le=7 * 86400)
 
 
 class PresignOut(BaseModel):
@@ -176,17 +208,17 @@ class UploadOut(BaseModel):
 
 
 class DeadLetterRetry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    version: int | None = Field(default=None, gt=0, le=1_000_000)
+    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class DeadLetterBulkRetry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     error_class: str | None = Field(default=None, max_length=30)
     workflow: str | None = Field(default=None, max_length=50)
-    version: int | None = Field(default=None, gt=0, le=1_000_000)
+    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class Count(BaseModel):
@@ -198,13 +230,13 @@ class JobId(BaseModel):
 
 
 class ActivateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    version: int = Field(gt=0, le=1_000_000)
+    version: JsonInt = Field(gt=0, le=1_000_000)
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     role: str = Field(pattern="^(admin|operator|submitter|viewer)$")
     tenant: str | None = Field(default=None, max_length=64, pattern="^[a-z0-9_-]+$")

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from mediamill.errors import MediamillError, WorkflowInvalid
 
@@ -37,15 +38,35 @@ def install_problem_handlers(app: FastAPI) -> None:
                        type_=f"https://mediamill.dev/problems/{exc.error_class}", **extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and not isinstance(exc, MethodNotAllowed):
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(req))}
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail) if exc.detail else None,
-                       headers=getattr(exc, "headers", None))
+                       headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         detail = f"{errors[0]['loc']}: {errors[0]['msg']}" if errors else None
         return problem(422, "Request validation failed", detail, errors=errors)
+
+
+class MethodNotAllowed(StarletteHTTPException):
+    """A 405 whose route knows its ``Allow`` better than the path matching does."""
+
+    def __init__(self, allow: str) -> None:
+        super().__init__(405, headers={"Allow": allow})
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None) and getattr(route, "include_in_schema", True):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def _headers_for(exc: MediamillError) -> dict[str, str] | None:

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
-from mediamill.api.deps import read_engine
+from mediamill.api.deps import parse_time, read_engine
 from mediamill.api.models import AnalyticsSummary, Items, Loose
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import InvalidInput
 from mediamill.store import analytics
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"], responses=PROBLEM_RESPONSES)
-SINCE = Query(None, description="ISO-8601 start of the window (default: 24 hours ago)", max_length=40)
+SINCE = Query(None, description="start of the window, RFC 3339 (default: 24 hours ago)", max_length=40,
+              json_schema_extra={"format": "date-time"})
 
 
 def _since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput("since must be an ISO-8601 time") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    return parse_time(value, "query.since")
 
 
 def _run(request: Request, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -15,11 +15,24 @@ from mediamill.api.problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=PROBLEM_RESPONSES)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                 "description": "an event stream (progress, step, status …)"}}
+#: each Server-Sent Event (OpenAPI 3.1 describes one event with the media type's schema): a numeric
+#: ``id`` to resume from, the event ``type``, the client's reconnection delay, and a JSON ``JobEvent``
+SSE_EVENT = {
+    "type": "object", "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "pattern": "^[a-z_]{1,30}$"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/JobEvent"}},
+    },
+}
+SSE_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+                 "description": "an event stream: one event per job event (progress, step, status …); "
+                                "comment lines keep it alive"}}
 
 
-LAST_EVENT_ID = Header(None, max_length=20, pattern=r"^ *[0-9]{1,16} *$",
+LAST_EVENT_ID = Header(None, max_length=16, pattern=r"^[0-9]{1,16}$",
                        description="resume after this event id (what the stream last sent as `id:`)")
 
 

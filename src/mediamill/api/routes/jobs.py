@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -26,6 +26,7 @@ from mediamill.api.deps import (
     check_json_integers,
     client_int,
     ops,
+    parse_time,
     read_engine,
     runtime,
     safe_filename,
@@ -356,33 +357,21 @@ def reprocess_jobs(body: BulkReprocess, request: Request, caller: Caller = auth.
 
 
 # ------------------------------------------------------------------------------ read
-def _parse_time(value: str | None, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{name} must be an ISO-8601 time") from None
-    if parsed.tzinfo is not None:
-        from datetime import UTC
-
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
-
-
 @router.get("", response_model=JobPage)
 def list_jobs(request: Request, caller: Caller = auth.Viewer,
               status: str | None = Query(None, max_length=20), workflow: str | None = Query(None, max_length=50),
               queue: str | None = Query(None, max_length=50), submitter: str | None = Query(None, max_length=100),
-              since: str | None = Query(None, description="ISO-8601; submitted at or after"),
-              until: str | None = Query(None, description="ISO-8601; submitted before"),
+              since: str | None = Query(None, description="RFC 3339; submitted at or after", max_length=40,
+                                        json_schema_extra={"format": "date-time"}),
+              until: str | None = Query(None, description="RFC 3339; submitted before", max_length=40,
+                                        json_schema_extra={"format": "date-time"}),
               limit: int = Query(50, ge=1, le=500),
               before_id: int | None = Query(None, ge=1, le=MAX_ID),
               shadow: bool = Query(False, description="list shadow runs (only them) instead")) -> dict[str, Any]:
     """Jobs of the caller's tenant, newest first; page with ``before_id=<next_before_id>``."""
     items = ops().list_jobs(read_engine(request), tenant_id=caller.tenant_id, status=status, workflow=workflow,
-                            queue=queue, submitter=submitter, since=_parse_time(since, "since"),
-                            until=_parse_time(until, "until"), limit=limit, before_id=before_id, shadow=shadow)
+                            queue=queue, submitter=submitter, since=parse_time(since, "query.since"),
+                            until=parse_time(until, "query.until"), limit=limit, before_id=before_id, shadow=shadow)
     next_id = items[-1]["id"] if len(items) == limit else None
     return {"items": items, "next_before_id": next_id}
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as FPath
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediamill.api.auth import Caller, require
@@ -15,6 +16,8 @@ from mediamill.runtime import Runtime
 router = APIRouter(tags=["notifications"])
 Viewer = Depends(require("viewer"))
 Operator = Depends(require("operator"))
+ChannelId = Annotated[int, FPath(ge=1, le=2**53)]
+NotificationId = Annotated[int, FPath(ge=1, le=2**53)]
 
 
 def _rt(request: Request) -> Runtime:
@@ -62,14 +65,15 @@ def create_channel(body: ChannelIn, request: Request, caller: Caller = Operator)
 
 
 @router.get("/v1/channels/{channel_id}")
-def get_channel(channel_id: int, request: Request, caller: Caller = Viewer) -> dict[str, Any]:
+def get_channel(channel_id: ChannelId, request: Request, caller: Caller = Viewer) -> dict[str, Any]:
     """One channel (secrets masked)."""
     with _rt(request).engine.connect() as conn:
         return channels.public_view(channels.get_channel(conn, caller.tenant_id, channel_id))
 
 
 @router.patch("/v1/channels/{channel_id}")
-def update_channel(channel_id: int, body: ChannelPatch, request: Request, caller: Caller = Operator) -> dict[str, Any]:
+def update_channel(channel_id: ChannelId, body: ChannelPatch, request: Request,
+                   caller: Caller = Operator) -> dict[str, Any]:
     """Change a channel; ``{"enabled": true}`` re-enables one that a 410 disabled."""
     rt = _rt(request)
     changes = body.model_dump(exclude_unset=True)
@@ -79,7 +83,7 @@ def update_channel(channel_id: int, body: ChannelPatch, request: Request, caller
 
 
 @router.delete("/v1/channels/{channel_id}", status_code=204)
-def delete_channel(channel_id: int, request: Request, caller: Caller = Operator) -> Response:
+def delete_channel(channel_id: ChannelId, request: Request, caller: Caller = Operator) -> Response:
     """Delete a channel; its pending deliveries are cancelled."""
     with _rt(request).engine.begin() as conn:
         channels.delete_channel(conn, caller.tenant_id, channel_id)
@@ -87,7 +91,7 @@ def delete_channel(channel_id: int, request: Request, caller: Caller = Operator)
 
 
 @router.post("/v1/channels/{channel_id}/test")
-def test_channel(channel_id: int, request: Request, caller: Caller = Operator) -> dict[str, Any]:
+def test_channel(channel_id: ChannelId, request: Request, caller: Caller = Operator) -> dict[str, Any]:
     """Send a ``test`` event to the channel now; answers with the outcome of the attempt."""
     from mediamill.notify.delivery import send_test
 
@@ -96,7 +100,7 @@ def test_channel(channel_id: int, request: Request, caller: Caller = Operator) -
 
 
 @router.post("/v1/channels/{channel_id}/rotate-secret")
-def rotate_secret(channel_id: int, request: Request, caller: Caller = Operator,
+def rotate_secret(channel_id: ChannelId, request: Request, caller: Caller = Operator,
                   overlap_seconds: int = Query(86400, ge=0, le=30 * 86400)) -> dict[str, Any]:
     """Add a new signing secret; the old one keeps signing (two signatures) during the overlap."""
     rt = _rt(request)
@@ -109,9 +113,11 @@ def rotate_secret(channel_id: int, request: Request, caller: Caller = Operator,
 @router.get("/v1/notifications")
 def list_notifications(request: Request, caller: Caller = Viewer,
                        status: Literal["pending", "sent", "failed", "cancelled", "dispatched"] | None = None,
-                       event_type: str | None = None, job_id: int | None = None, channel_id: int | None = None,
-                       event_id: str | None = None, include_events: bool = False,
-                       before: int | None = Query(None, description="keyset: rows with a smaller id"),
+                       event_type: str | None = Query(None, max_length=50),
+                       job_id: int | None = Query(None, ge=1, le=2**53),
+                       channel_id: int | None = Query(None, ge=1, le=2**53),
+                       event_id: str | None = Query(None, max_length=64), include_events: bool = False,
+                       before: int | None = Query(None, ge=1, le=2**53, description="keyset: rows with a smaller id"),
                        limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
     """The delivery log, newest first; page with ``before=<next_before>``."""
     with _rt(request).engine.connect() as conn:
@@ -136,14 +142,14 @@ def job_webhook_secret(request: Request, caller: Caller = Operator) -> dict[str,
 
 
 @router.get("/v1/notifications/{notification_id}")
-def get_notification(notification_id: int, request: Request, caller: Caller = Viewer) -> dict[str, Any]:
+def get_notification(notification_id: NotificationId, request: Request, caller: Caller = Viewer) -> dict[str, Any]:
     """One delivery with its payload and every attempt."""
     with _rt(request).engine.connect() as conn:
         return history.get_notification(conn, notification_id, tenant_id=caller.tenant_id)
 
 
 @router.post("/v1/notifications/{notification_id}/replay", status_code=202)
-def replay_notification(notification_id: int, request: Request, caller: Caller = Operator) -> dict[str, Any]:
+def replay_notification(notification_id: NotificationId, request: Request, caller: Caller = Operator) -> dict[str, Any]:
     """Deliver again with the same event id (a new delivery row; an outbox event is re-expanded)."""
     with _rt(request).engine.begin() as conn:
         return dispatcher.replay(conn, notification_id, tenant_id=caller.tenant_id)

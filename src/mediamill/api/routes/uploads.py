@@ -28,10 +28,10 @@ from mediamill.api import auth, signing
 from mediamill.api.auth import Caller
 from mediamill.api.deps import base_url, blocking, client_int, read_engine, runtime, safe_filename, upload_slot
 from mediamill.api.models import PresignOut, PresignRequest, UploadOut
-from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.problems import PROBLEM_RESPONSES, Problem
 from mediamill.api.streaming import run_with_pipe
 from mediamill.engine.submit import sniff_object
-from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, SourceTooLarge
+from mediamill.errors import Conflict, InvalidField, InvalidInput, MediamillError, NotFound, SourceTooLarge
 from mediamill.fsmode import private_dir
 from mediamill.storage import new_key
 from mediamill.store import uploads_repo
@@ -46,8 +46,29 @@ OCTETS = "application/offset+octet-stream"
 WRITE_BUFFER = 1024 * 1024
 #: how long a PATCH's claim on an upload lasts without renewal (renewed while bytes arrive)
 PATCH_LEASE_SECONDS = 60.0
-TUS_HEADERS = {
-    "Tus-Resumable": {"schema": {"type": "string", "enum": [TUS_VERSION]}, "required": True},
+#: the tus request headers as OpenAPI parameters (Upload-Checksum, Upload-Defer-Length and a body on
+#: creation are tus extensions, described on their routes)
+_TUS_RESUMABLE = {"in": "header", "name": "Tus-Resumable", "required": True,
+                  "schema": {"type": "string", "enum": [TUS_VERSION]}, "description": "the tus protocol version"}
+_UPLOAD_METADATA = {"in": "header", "name": "Upload-Metadata", "required": False,
+                    "description": "comma-separated `key base64value` pairs (filename …)",
+                    "schema": {"type": "string", "maxLength": 4096, "pattern": r"^([A-Za-z0-9_.\-]{1,100}"
+                               r"( (?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)?"
+                               r"(,[A-Za-z0-9_.\-]{1,100}( (?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|"
+                               r"[A-Za-z0-9+/]{3}=)?)?)*)?$"}}
+_OFFSET = {"in": "header", "name": "Upload-Offset", "required": True,
+           "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+           "description": "where these bytes go: the upload's current offset (409 otherwise)"}
+
+
+def _length(*, required: bool, description: str) -> dict[str, Any]:
+    return {"in": "header", "name": "Upload-Length", "required": required, "description": description,
+            "schema": {"type": "integer", "minimum": 0}}
+
+
+TUS_ERRORS: dict[int | str, dict[str, Any]] = {
+    412: {"description": "Tus-Resumable is missing or not 1.0.0 (HEAD: no body)", "model": Problem},
+    410: {"description": "the upload expired", "model": Problem},
 }
 
 
@@ -95,10 +116,12 @@ def parse_metadata(header: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     if not header:
         return out
+    if len(header) > 4096:
+        raise InvalidField("header.Upload-Metadata", "longer than 4096 characters")
     for pair in header.split(","):
         key, _, value = pair.strip().partition(" ")
-        if not key or len(key) > 100 or len(out) >= 50:
-            raise InvalidInput("malformed Upload-Metadata")
+        if not key or len(key) > 100:
+            raise InvalidField("header.Upload-Metadata", "malformed: expected `key base64value` pairs")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace") if value else ""
         except (binascii.Error, ValueError):
@@ -160,9 +183,11 @@ def _length_header(request: Request) -> int | None:
 
 
 @router.post("", status_code=201, response_class=Response, openapi_extra={"parameters": [
-    {"in": "header", "name": "Tus-Resumable", "required": True, "schema": {"type": "string", "enum": [TUS_VERSION]}},
-    {"in": "header", "name": "Upload-Length", "required": False, "schema": {"type": "integer", "minimum": 0}}]},
-    responses={201: {"description": "created; Location names the upload"}})
+    _TUS_RESUMABLE, _length(required=True, description="the total size in bytes (or send "
+                            "`Upload-Defer-Length: 1` instead and declare it on a later PATCH)"), _UPLOAD_METADATA]},
+    responses={201: {"description": "created; Location names the upload, Upload-Expires says until when",
+                     "headers": {"Location": {"schema": {"type": "string"}},
+                                 "Upload-Expires": {"schema": {"type": "string"}}}}, **TUS_ERRORS})
 async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Response:
     """tus creation (and creation-with-upload when the body carries the first bytes)."""
     _require_tus(request)
@@ -187,7 +212,9 @@ async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Respo
 
 
 # ------------------------------------------------------------------------------ core
-@router.head("/{upload_id}", response_class=Response, responses={200: {"description": "Upload-Offset header"}})
+@router.head("/{upload_id}", response_class=Response, openapi_extra={"parameters": [_TUS_RESUMABLE]},
+             responses={200: {"description": "Upload-Offset, Upload-Length (or Upload-Defer-Length), Upload-Metadata",
+                              "headers": {"Upload-Offset": {"schema": {"type": "integer"}}}}, **TUS_ERRORS})
 async def tus_head(upload_id: str, request: Request, caller: Caller = auth.Viewer) -> Response:
     """tus: where the upload stands (Upload-Offset, Upload-Length)."""
     _require_tus(request)
@@ -204,8 +231,13 @@ async def tus_head(upload_id: str, request: Request, caller: Caller = auth.Viewe
 
 
 @router.patch("/{upload_id}", status_code=204, response_class=Response,
-              responses={204: {"description": "bytes accepted; Upload-Offset is the new offset"}},
-              openapi_extra={"requestBody": {"content": {OCTETS: {"schema": {"type": "string",
+              responses={204: {"description": "bytes accepted; Upload-Offset is the new offset",
+                               "headers": {"Upload-Offset": {"schema": {"type": "integer"}}}},
+                         460: {"description": "Upload-Checksum does not match the bytes (they are discarded)",
+                               "model": Problem}, **TUS_ERRORS},
+              openapi_extra={"parameters": [_TUS_RESUMABLE, _OFFSET, _length(
+                  required=False, description="declares a deferred length (once)")],
+                  "requestBody": {"required": True, "content": {OCTETS: {"schema": {"type": "string",
                                                                               "format": "binary"}}}}})
 async def tus_patch(upload_id: str, request: Request, caller: Caller = auth.Submitter) -> Response:
     """tus: append bytes at ``Upload-Offset`` (409 when it is not the current offset)."""
@@ -417,7 +449,8 @@ def _finish(request: Request, s: dict[str, Any], sha256: str | None = None) -> N
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response,
-               responses={204: {"description": "terminated"}})
+               responses={204: {"description": "terminated"}, **TUS_ERRORS},
+               openapi_extra={"parameters": [_TUS_RESUMABLE]})
 async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Submitter) -> Response:
     """tus termination: forget the upload and its bytes (409 once it is a job's input)."""
     _require_tus(request)
@@ -461,8 +494,8 @@ def presign(body: PresignRequest, request: Request, caller: Caller = auth.Submit
     """A direct upload URL: presigned PUT on S3, a signed expiring URL of this API on local storage.
     PUT the bytes there, then submit the job with the returned ``upload_id``."""
     rt = runtime(request)
-    if body.size is not None and body.size > rt.settings.max_upload_bytes:
-        raise SourceTooLarge(f"uploads are limited to {rt.settings.max_upload_bytes} bytes")
+    if body.size is not None and body.size > rt.settings.max_upload_bytes:  # the schema's maximum: a 422
+        raise InvalidField("body.size", f"uploads are limited to {rt.settings.max_upload_bytes} bytes")
     key = new_key("uploads", caller.tenant_id)
     session = uploads_repo.create_session(
         rt.engine, tenant_id=caller.tenant_id, length=body.size, metadata={"_presigned": True},

@@ -19,9 +19,9 @@ from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_VERSION, read_engine, runtime
 from mediamill.api.models import ActivateRequest, Items, Loose
-from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.problems import PROBLEM_RESPONSES, MethodNotAllowed
 from mediamill.engine.routing import ambiguity_warnings
-from mediamill.errors import Conflict, Forbidden, NotFound, WorkflowInvalid
+from mediamill.errors import Conflict, Forbidden, InvalidField, NotFound, WorkflowInvalid
 from mediamill.store import workflow_repo
 from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.timeutil import iso
@@ -64,6 +64,8 @@ def _writable(conn: sa.Connection, caller: Caller, code: str) -> None:
 
 async def _document(request: Request) -> WorkflowDef:
     raw = await request.body()
+    if not raw.strip():  # a missing body is a bad request, not an invalid workflow
+        raise InvalidField("body", "send a workflow document (YAML or JSON)")
     ctype = request.headers.get("content-type", "")
     try:
         text = raw.decode("utf-8")
@@ -84,6 +86,12 @@ def list_workflows(request: Request, caller: Caller = auth.Viewer) -> dict[str, 
         owners = dict(conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id)).all())
         rows = workflow_repo.list_workflows(conn)
     return {"items": [_summary(r) for r in rows if owners.get(r["workflow_code"]) in (None, caller.tenant_id)]}
+
+
+@router.api_route("/validate", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def validate_other_methods() -> None:
+    """``/validate`` is not a workflow code: other methods are 405 (not a 422 for the code's pattern)."""
+    raise MethodNotAllowed("POST")
 
 
 @router.post("/validate", response_model=Loose, openapi_extra=DOC_BODY)
