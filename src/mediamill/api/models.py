@@ -26,8 +26,12 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-#: an integer field of a request body (see ``_json_integer``)
-JsonInt = Annotated[int, Strict(False), BeforeValidator(_json_integer)]
+# integer fields of request bodies (see ``_json_integer``); the bounds sit inside the type so the
+# JSON Schema carries them (minimum / exclusiveMinimum / maximum)
+Version = Annotated[int, Field(gt=0, le=1_000_000), Strict(False), BeforeValidator(_json_integer)]
+Priority = Annotated[int, Field(ge=0, le=100), Strict(False), BeforeValidator(_json_integer)]
+ByteSize = Annotated[int, Field(ge=0, le=2**53), Strict(False), BeforeValidator(_json_integer)]
+ExpirySeconds = Annotated[int, Field(ge=60, le=7 * 86400), Strict(False), BeforeValidator(_json_integer)]
 
 
 class NotifySpec(BaseModel):
@@ -52,9 +56,9 @@ class JobSubmit(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=4000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
                             description="an http(s) URL the worker fetches (public addresses only)")
     workflow: str | None = Field(default=None, max_length=50, description='a workflow code, or "auto"')
-    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000,
+    version: Version | None = Field(default=None,
                                 description="run this version instead of the current one")
-    priority: JsonInt | None = Field(default=None, ge=0, le=100)
+    priority: Priority | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     notify: NotifySpec | None = None
@@ -92,13 +96,13 @@ class JobAccepted(BaseModel):
 class JobPatch(BaseModel):
     model_config = STRICT
 
-    priority: JsonInt = Field(ge=0, le=100)
+    priority: Priority
 
 
 class RetryRequest(BaseModel):
     model_config = STRICT
 
-    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000, description="re-run on another workflow version")
+    version: Version | None = Field(default=None, description="re-run on another workflow version")
 
 
 class JobEvent(BaseModel):
@@ -184,8 +188,8 @@ class PresignRequest(BaseModel):
 
     filename: str | None = Field(default=None, max_length=255)
     content_type: str | None = Field(default=None, max_length=100)
-    size: JsonInt | None = Field(default=None, ge=0, le=2**53)
-    expires_in: JsonInt = Field(default=900, ge=60, le=7 * 86400)
+    size: ByteSize | None = None
+    expires_in: ExpirySeconds = 900
 
 
 class PresignOut(BaseModel):
@@ -210,7 +214,7 @@ class UploadOut(BaseModel):
 class DeadLetterRetry(BaseModel):
     model_config = STRICT
 
-    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000)
+    version: Version | None = None
 
 
 class DeadLetterBulkRetry(BaseModel):
@@ -218,7 +222,7 @@ class DeadLetterBulkRetry(BaseModel):
 
     error_class: str | None = Field(default=None, max_length=30)
     workflow: str | None = Field(default=None, max_length=50)
-    version: JsonInt | None = Field(default=None, gt=0, le=1_000_000)
+    version: Version | None = None
 
 
 class Count(BaseModel):
@@ -232,7 +236,7 @@ class JobId(BaseModel):
 class ActivateRequest(BaseModel):
     model_config = STRICT
 
-    version: JsonInt = Field(gt=0, le=1_000_000)
+    version: Version
 
 
 class KeyCreate(BaseModel):

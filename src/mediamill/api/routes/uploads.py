@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ _UPLOAD_METADATA = {"in": "header", "name": "Upload-Metadata", "required": False
 _OFFSET = {"in": "header", "name": "Upload-Offset", "required": True,
            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
            "description": "where these bytes go: the upload's current offset (409 otherwise)"}
+
+
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
 def _length(*, required: bool, description: str) -> dict[str, Any]:
@@ -120,8 +124,9 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         raise InvalidField("header.Upload-Metadata", "longer than 4096 characters")
     for pair in header.split(","):
         key, _, value = pair.strip().partition(" ")
-        if not key or len(key) > 100:
-            raise InvalidField("header.Upload-Metadata", "malformed: expected `key base64value` pairs")
+        if not _METADATA_KEY.match(key):
+            raise InvalidField("header.Upload-Metadata", "malformed: expected `key base64value` pairs "
+                                                        "(keys: letters, digits, . _ -)")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace") if value else ""
         except (binascii.Error, ValueError):
