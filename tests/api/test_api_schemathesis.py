@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from mediamill.runtime import Runtime
 
@@ -34,6 +35,7 @@ def _seed_jobs(live: LiveServer, keys: Keys) -> None:
                    files={"file": (f"f{i}.txt", io.BytesIO(b"seed " * 50))}, data={"workflow": "WF-TEST-NOOP"})
 
 
+@pytest.mark.timeout(900)  # ~2,300 cases: about four minutes on a busy 2-core machine
 def test_schemathesis_all_phases_all_checks_no_failures(rt: Runtime, keys: Keys, live: LiveServer) -> None:
     _seed_jobs(live, keys)
     st = str(Path(sys.executable).with_name("st"))
