@@ -254,3 +254,140 @@ class KeyCreated(BaseModel):
     name: str | None
     prefix: str
     key: str = Field(description="the plaintext key; shown once")
+
+
+# ------------------------------------------------------------------------------ typed responses
+class Me(BaseModel):
+    tenant: str
+    role: str
+    key_id: int | None
+    name: str | None
+
+
+class BreakerReset(BaseModel):
+    ok: bool = True
+    action: str
+
+
+class Breaker(BaseModel):
+    action: str
+    state: str = Field(description="closed | open | half_open")
+    failure_count: int | None = None
+    success_count: int | None = None
+    opened_at: str | None = None
+    next_probe_at: str | None = None
+    probe_job_id: int | None = None
+    updated_at: str | None = None
+    last_error: str | None = Field(default=None, description="shown to the default tenant only")
+
+
+class BreakerList(BaseModel):
+    items: list[Breaker]
+
+
+class QueueStats(BaseModel):
+    name: str
+    depth: int
+    waiting: int
+    processing: int
+    scheduled: int = Field(description="waiting for a later time (retry back-off)")
+    oldest_wait_seconds: float
+    paused: bool
+
+
+class QueueList(BaseModel):
+    items: list[QueueStats]
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str | None = Field(description="the default tenant only")
+    pid: int | None = Field(description="the default tenant only")
+    pools: dict[str, int] | None = Field(description="queue → concurrency (a tenant sees its queues only)")
+    status: str | None
+    started_at: str | None
+    heartbeat_at: str | None
+    jobs_done: int | None = Field(description="the default tenant only")
+    version: str | None
+    alive: bool
+    running_jobs: int
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class JobPriority(BaseModel):
+    id: int
+    priority: int | None
+    status: str | None
+
+
+class WorkflowSummary(BaseModel):
+    code: str
+    name: str | None
+    type: str | None
+    queue: str | None
+    priority: int | None
+    active: bool
+    current_version: int | None
+    versions: int
+    updated_at: str | None
+
+
+class WorkflowList(BaseModel):
+    items: list[WorkflowSummary]
+
+
+class WorkflowValidation(BaseModel):
+    valid: bool
+    problems: list[str] = Field(description="located messages, every problem of the document")
+    code: str | None = None
+    steps: int | None = None
+    checksum: str | None = None
+
+
+class WorkflowSaved(BaseModel):
+    code: str
+    version: int
+    created: bool = Field(description="false when identical content already existed as this version")
+    active: bool
+
+
+class WorkflowOut(BaseModel):
+    code: str
+    version: int
+    current_version: int | None
+    active: bool
+    definition: dict[str, Any]
+
+
+class WorkflowVersion(BaseModel):
+    version: int
+    checksum: str
+    created_by: str | None
+    created_at: str | None
+    comment: str | None
+    active: bool
+
+
+class WorkflowVersionList(BaseModel):
+    items: list[WorkflowVersion]
+
+
+class WorkflowDiff(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    code: str
+    from_: int = Field(alias="from")
+    to: int
+    diff: str
+    steps_added: list[str]
+    steps_removed: list[str]
+    steps_changed: list[str]
+
+
+class WorkflowActivation(BaseModel):
+    code: str
+    version: int | None = None
+    active: bool

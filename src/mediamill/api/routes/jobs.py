@@ -40,6 +40,7 @@ from mediamill.api.models import (
     JobAccepted,
     JobPage,
     JobPatch,
+    JobPriority,
     JobSubmit,
     Loose,
     NotifySpec,
@@ -421,7 +422,7 @@ def reprocess_job(request: Request, body: ReprocessRequest | None = None, job_id
                                    tenant_id=caller.tenant_id, by=caller.label)
 
 
-@router.patch("/{job_id}", response_model=Loose)
+@router.patch("/{job_id}", response_model=JobPriority)
 def patch_job(body: JobPatch, request: Request, job_id: int = JOB_ID, caller: Caller = auth.Operator) -> dict[str, Any]:
     """Change the priority of a waiting job (a priority bump)."""
     ops().change_priority(runtime(request).engine, job_id, body.priority, tenant_id=caller.tenant_id)

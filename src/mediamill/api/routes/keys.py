@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_ID, read_engine, runtime
-from mediamill.api.models import Items, KeyCreate, KeyCreated, Loose, Ok
+from mediamill.api.models import Items, KeyCreate, KeyCreated, Me, Ok
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import Conflict, Forbidden
 from mediamill.store import auth_repo
@@ -58,7 +58,7 @@ def revoke_key(request: Request, key_id: int = Path(..., ge=1, le=MAX_ID),
     return {"ok": True}
 
 
-@router.get("/me", response_model=Loose)
+@router.get("/me", response_model=Me)
 def whoami(caller: Caller = auth.Viewer) -> dict[str, Any]:
     """The caller: tenant, role and key id."""
     return {"tenant": caller.tenant_id, "role": caller.role, "key_id": caller.key_id, "name": caller.name}

@@ -9,7 +9,18 @@ from fastapi import APIRouter, Path, Query, Request
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_ID, ops, read_engine, runtime
-from mediamill.api.models import Count, DeadLetterBulkRetry, DeadLetterRetry, Items, JobId, Loose, Ok
+from mediamill.api.models import (
+    BreakerList,
+    BreakerReset,
+    Count,
+    DeadLetterBulkRetry,
+    DeadLetterRetry,
+    Items,
+    JobId,
+    Ok,
+    QueueList,
+    WorkerList,
+)
 from mediamill.api.problems import PROBLEM_RESPONSES
 from mediamill.errors import Forbidden
 
@@ -19,7 +30,7 @@ QUEUE_NAME = Path(..., pattern=r"^[a-z0-9][a-z0-9_\-]{0,49}$")
 
 
 # ------------------------------------------------------------------------------ queues
-@router.get("/queues", response_model=Items, tags=["queues"])
+@router.get("/queues", response_model=QueueList, tags=["queues"])
 def list_queues(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """The caller's queues (its workflows' and the shared ones): depth, waiting, processing, oldest
     wait — counting the tenant's own jobs — and paused. The ``default`` tenant sees every queue and job."""
@@ -42,7 +53,7 @@ def resume_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth
 
 
 # ------------------------------------------------------------------------------ workers
-@router.get("/workers", response_model=Items, tags=["workers"])
+@router.get("/workers", response_model=WorkerList, tags=["workers"])
 def list_workers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Workers serving the caller's queues: those pools, last heartbeat, the tenant's running jobs
     (the ``default`` tenant: every worker with host, pid and jobs done)."""
@@ -88,7 +99,7 @@ def discard_dead_letter(request: Request, dl_id: int = DL_ID, caller: Caller = a
 
 
 # ------------------------------------------------------------------------------ breakers
-@router.get("/breakers", response_model=Items, tags=["breakers"])
+@router.get("/breakers", response_model=BreakerList, tags=["breakers"])
 def list_breakers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Circuit breakers per action: state, counts, next probe. A breaker guards an action for every
     tenant: its last error (maybe another tenant's failure) is shown to the ``default`` tenant only."""
@@ -98,7 +109,7 @@ def list_breakers(request: Request, caller: Caller = auth.Viewer) -> dict[str, A
     return {"items": items}
 
 
-@router.post("/breakers/{action}/reset", response_model=Loose, tags=["breakers"])
+@router.post("/breakers/{action}/reset", response_model=BreakerReset, tags=["breakers"])
 def reset_breaker(request: Request, action: str = Path(..., max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$"),
                   caller: Caller = auth.Admin) -> dict[str, Any]:
     """Close a breaker by hand (jobs waiting on it become claimable). Breakers are shared by every

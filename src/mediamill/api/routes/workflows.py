@@ -18,7 +18,16 @@ from fastapi.responses import JSONResponse
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_VERSION, read_engine, runtime
-from mediamill.api.models import ActivateRequest, Items, Loose
+from mediamill.api.models import (
+    ActivateRequest,
+    WorkflowActivation,
+    WorkflowDiff,
+    WorkflowList,
+    WorkflowOut,
+    WorkflowSaved,
+    WorkflowValidation,
+    WorkflowVersionList,
+)
 from mediamill.api.problems import PROBLEM_RESPONSES, MethodNotAllowed
 from mediamill.engine.routing import ambiguity_warnings
 from mediamill.errors import Conflict, Forbidden, InvalidField, NotFound, WorkflowInvalid
@@ -79,7 +88,7 @@ async def _document(request: Request) -> WorkflowDef:
     return parse_workflow(text)
 
 
-@router.get("", response_model=Items)
+@router.get("", response_model=WorkflowList)
 def list_workflows(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every workflow the caller can see, with its current version."""
     with read_engine(request).connect() as conn:
@@ -94,7 +103,7 @@ def validate_other_methods() -> None:
     raise MethodNotAllowed("POST")
 
 
-@router.post("/validate", response_model=Loose, openapi_extra=DOC_BODY)
+@router.post("/validate", response_model=WorkflowValidation, openapi_extra=DOC_BODY)
 async def validate(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Dry run: validate a document without saving it; ``problems`` are located messages."""
     try:
@@ -104,7 +113,7 @@ async def validate(request: Request, caller: Caller = auth.Viewer) -> dict[str, 
     return {"valid": True, "problems": [], "code": wf.code, "steps": len(wf.steps), "checksum": wf.checksum()}
 
 
-@router.post("", status_code=201, response_model=Loose, openapi_extra=DOC_BODY)
+@router.post("", status_code=201, response_model=WorkflowSaved, openapi_extra=DOC_BODY)
 async def create_workflow(request: Request, caller: Caller = auth.Operator,
                           comment: str | None = Query(None, max_length=500),
                           shared: bool = Query(False, description="admins: visible to every tenant")) -> JSONResponse:
@@ -133,7 +142,7 @@ def _saved(saved: workflow_repo.SavedVersion, warnings: list[str]) -> dict[str, 
             "warnings": warnings}
 
 
-@router.put("/{code}", response_model=Loose, openapi_extra=DOC_BODY)
+@router.put("/{code}", response_model=WorkflowSaved, openapi_extra=DOC_BODY)
 async def update_workflow(request: Request, code: str = CODE, caller: Caller = auth.Operator,
                           comment: str | None = Query(None, max_length=500),
                           activate: bool = Query(True, description="make the new version current")) -> dict[str, Any]:
@@ -148,7 +157,7 @@ async def update_workflow(request: Request, code: str = CODE, caller: Caller = a
     return _saved(saved, warnings)
 
 
-@router.get("/{code}", response_model=Loose)
+@router.get("/{code}", response_model=WorkflowOut)
 def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
                  version: int | None = Query(None, ge=1, le=MAX_VERSION)) -> dict[str, Any]:
     """One workflow's definition (the current version, or ``?version=N``)."""
@@ -159,7 +168,7 @@ def get_workflow(request: Request, code: str = CODE, caller: Caller = auth.Viewe
             "active": got.is_active, "definition": got.definition.model_dump(mode="json", exclude_none=True)}
 
 
-@router.get("/{code}/versions", response_model=Items)
+@router.get("/{code}/versions", response_model=WorkflowVersionList)
 def list_versions(request: Request, code: str = CODE, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every version: number, checksum, author, time, whether it is the current one."""
     with read_engine(request).connect() as conn:
@@ -168,7 +177,7 @@ def list_versions(request: Request, code: str = CODE, caller: Caller = auth.View
     return {"items": [{**r, "created_at": iso(r["created_at"])} for r in rows]}
 
 
-@router.get("/{code}/diff", response_model=Loose)
+@router.get("/{code}/diff", response_model=WorkflowDiff, response_model_by_alias=True)
 def diff(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
          from_: int = Query(..., alias="from", ge=1, le=MAX_VERSION),
          to: int = Query(..., ge=1, le=MAX_VERSION)) -> dict[str, Any]:
@@ -178,7 +187,7 @@ def diff(request: Request, code: str = CODE, caller: Caller = auth.Viewer,
         return workflow_repo.diff_versions(conn, code, from_, to)
 
 
-@router.post("/{code}/activate", response_model=Loose)
+@router.post("/{code}/activate", response_model=WorkflowActivation)
 def activate(body: ActivateRequest, request: Request, code: str = CODE,
              caller: Caller = auth.Operator) -> dict[str, Any]:
     """Make a version current (an older one = a rollback); also re-activates a deactivated workflow."""
@@ -188,7 +197,7 @@ def activate(body: ActivateRequest, request: Request, code: str = CODE,
     return {"code": code, "version": body.version, "active": True}
 
 
-@router.post("/{code}/deactivate", response_model=Loose)
+@router.post("/{code}/deactivate", response_model=WorkflowActivation)
 def deactivate(request: Request, code: str = CODE, caller: Caller = auth.Operator) -> dict[str, Any]:
     """Refuse new jobs for this workflow (jobs already submitted still run)."""
     with runtime(request).engine.begin() as conn:
