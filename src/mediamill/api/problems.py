@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from mediamill.errors import MediamillError, WorkflowInvalid
 
@@ -60,13 +60,31 @@ class MethodNotAllowed(StarletteHTTPException):
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE and getattr(route, "methods", None) and getattr(route, "include_in_schema", True):
-            methods |= set(route.methods)
-    return sorted(methods)
+    """The methods the API documents for this path (Starlette's 405 names only the first route's).
+
+    The most specific documented path wins: ``/v1/uploads/presign`` over ``/v1/uploads/{upload_id}``.
+    """
+    matches = [(template.count("{"), methods) for template, (pattern, methods) in _path_table(request).items()
+               if pattern.match(request.url.path)]
+    if not matches:
+        return []
+    methods = min(matches, key=lambda m: m[0])[1]
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+
+
+def _path_table(request: Request) -> dict[str, tuple[re.Pattern[str], set[str]]]:
+    table: dict[str, tuple[re.Pattern[str], set[str]]] | None = getattr(request.app.state, "path_table", None)
+    if table is None:
+        table = {}
+        for template, item in request.app.openapi().get("paths", {}).items():
+            regex = "^" + "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                                  for part in re.split(r"(\{[^}/]+\})", template)) + "$"
+            table[template] = (re.compile(regex), {m.upper() for m in item if m in _METHODS})
+        request.app.state.path_table = table
+    return table
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 def _headers_for(exc: MediamillError) -> dict[str, str] | None:

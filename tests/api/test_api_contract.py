@@ -43,3 +43,26 @@ def test_job_events_match_the_documented_event_schema(rt: Runtime, keys: Keys, l
         jsonschema.validate(event, event_schema)
         assert event_schema["properties"]["data"]["contentMediaType"] == "application/json"
         jsonschema.validate(json.loads(frame["data"]), payload_schema)
+
+
+def test_405_lists_every_method_of_the_path(client: object, keys: Keys) -> None:
+    for path, documented in (("/v1/jobs", {"GET", "POST"}), ("/v1/channels/1", {"GET", "PATCH", "DELETE"}),
+                             ("/v1/uploads/abc", {"HEAD", "PATCH", "DELETE", "GET"}),
+                             ("/v1/workflows/validate", {"POST"})):
+        res = client.options(path, headers=Keys.h(keys.admin))  # type: ignore[attr-defined]
+        assert res.status_code == 405, path
+        allowed = {m.strip() for m in res.headers["allow"].split(",")}
+        assert documented <= allowed and allowed <= documented | {"HEAD"}, (path, allowed)
+
+
+def test_tus_routes_document_their_headers_and_412(client: object) -> None:
+    doc = client.get("/openapi.json").json()  # type: ignore[attr-defined]
+    for method, path in (("post", "/v1/uploads"), ("head", "/v1/uploads/{upload_id}"),
+                         ("patch", "/v1/uploads/{upload_id}"), ("delete", "/v1/uploads/{upload_id}")):
+        op = doc["paths"][path][method]
+        headers = {p["name"]: p for p in op["parameters"] if p["in"] == "header"}
+        assert headers["Tus-Resumable"]["required"] and headers["Tus-Resumable"]["schema"]["enum"] == ["1.0.0"]
+        assert "412" in op["responses"], (method, path)
+    patch = doc["paths"]["/v1/uploads/{upload_id}"]["patch"]
+    assert {p["name"] for p in patch["parameters"]} >= {"Upload-Offset", "Upload-Length"}
+    assert "460" in patch["responses"]
