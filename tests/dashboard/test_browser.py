@@ -198,8 +198,13 @@ def _paused(rt: Runtime, name: str) -> bool:
 
 
 def test_pause_and_resume_queue(page: Any, server: LiveServer, keys: Keys, rt: Runtime) -> None:
-    login(page, server.url, keys.operator, "/queues")
+    login(page, server.url, keys.operator, "/queues")  # "dash" serves shared workflows: not the operator's to pause
     row = page.locator("tr[data-queue='dash']")
+    assert row.get_by_role("button", name="Pause").count() == 0
+    assert "the root admin pauses it" in row.inner_text()
+    page.click("text=Log out")
+    page.wait_for_url(re.compile(r"/login"))
+    login(page, server.url, keys.admin, "/queues")
     row.get_by_role("button", name="Pause").click()
     row.locator(".badge.s-paused").wait_for()
     assert _paused(rt, "dash")
