@@ -52,7 +52,8 @@ def _done(rt: Runtime, job_id: int) -> dict:
 def _age(rt: Runtime, job_id: int, days: int = 40) -> None:
     with rt.engine.begin() as conn:
         conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == job_id)
-                     .values(completed_at=utcnow() - timedelta(days=days), updated_at=utcnow() - timedelta(days=days)))
+                     .values(completed_at=utcnow() - timedelta(days=days), finished_at=utcnow() - timedelta(days=days),
+                             updated_at=utcnow() - timedelta(days=days)))
 
 
 def _age_upload(rt: Runtime, upload_id: str, days: int = 40) -> None:

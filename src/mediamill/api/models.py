@@ -310,6 +310,7 @@ class WorkerOut(BaseModel):
     jobs_done: int | None = Field(description="the default tenant only")
     version: str | None
     alive: bool
+    state: str = Field(description="live | stopping | stopped | lost (heartbeat stopped without a goodbye)")
     running_jobs: int
 
 
