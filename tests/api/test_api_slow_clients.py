@@ -36,6 +36,20 @@ def slow_live(slow_rt: Runtime) -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.fixture
+def upload_rt(tmp_path: Path) -> Iterator[Runtime]:
+    """Slow uploads that must stay open for the whole test (a body idle timeout well above its length)."""
+    runtime = make_runtime(tmp_path / "data", body_idle_timeout_seconds=60, max_uploads_per_key=3)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def upload_live(upload_rt: Runtime) -> Iterator[LiveServer]:
+    with LiveServer(upload_rt) as server:
+        yield server
+
+
 def _connect(live: LiveServer) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", live.port), timeout=10)
     sock.settimeout(0.2)
@@ -129,7 +143,8 @@ def _status_now(sock: socket.socket) -> int | None:
     return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1") else None
 
 
-def test_slow_uploads_of_one_key_do_not_block_another_tenant(slow_live: LiveServer, slow_rt: Runtime) -> None:
+def test_slow_uploads_of_one_key_do_not_block_another_tenant(upload_live: LiveServer, upload_rt: Runtime) -> None:
+    slow_live, slow_rt = upload_live, upload_rt
     noisy = auth_repo.create_key(slow_rt.engine, role="submitter", tenant_id="noisy").plaintext
     quiet = auth_repo.create_key(slow_rt.engine, role="submitter", tenant_id="quiet").plaintext
     socks = [_slow_multipart(slow_live, noisy) for _ in range(5)]
@@ -153,7 +168,8 @@ def test_slow_uploads_of_one_key_do_not_block_another_tenant(slow_live: LiveServ
             s.close()
 
 
-def test_a_full_upload_pool_refuses_with_503(slow_live: LiveServer, slow_rt: Runtime) -> None:
+def test_a_full_upload_pool_refuses_with_503(upload_live: LiveServer, upload_rt: Runtime) -> None:
+    slow_live, slow_rt = upload_live, upload_rt
     slow_live.app.state.upload_slots = UploadSlots(per_key=8, total=2)  # a small pool, the same rule as 64
     keys = [auth_repo.create_key(slow_rt.engine, role="submitter", tenant_id=f"t{i}").plaintext for i in range(3)]
     socks = [_slow_multipart(slow_live, k) for k in keys[:2]]
