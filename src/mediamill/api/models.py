@@ -353,6 +353,8 @@ class WorkflowSaved(BaseModel):
     version: int
     created: bool = Field(description="false when identical content already existed as this version")
     active: bool
+    warnings: list[str] = Field(default_factory=list, description="types this workflow now shares with others "
+                                                                  "with no routing rule deciding (add the named rule)")
 
 
 class WorkflowOut(BaseModel):
