@@ -49,7 +49,7 @@ from mediamill.api.models import (
     RouteRequest,
     StatusOut,
 )
-from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.problems import PROBLEM_RESPONSES, MethodNotAllowed
 from mediamill.api.streaming import boundary_of, run_with_pipe, stream_multipart
 from mediamill.engine import reprocess, review
 from mediamill.engine.submit import JobInput, SubmitRequest, sniff_object, store_input_stream
@@ -345,6 +345,12 @@ def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_
     if req.idempotency_key:
         req.idempotency_hash = _idempotency_hash(sorted(fields.items()), job_input.checksum)
     return req
+
+
+@router.api_route("/reprocess", methods=["GET", "PATCH", "DELETE"], include_in_schema=False)
+def _reprocess_takes_post_only() -> None:
+    """``reprocess`` is an action, not a job id: other methods are 405 (not a 422 for the id)."""
+    raise MethodNotAllowed("POST")
 
 
 @router.post("/reprocess", response_model=Loose)

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import MAX_ID, MAX_VERSION, read_engine, runtime
-from mediamill.api.models import Items, Loose
-from mediamill.api.problems import PROBLEM_RESPONSES
+from mediamill.api.models import ByteSize, Items, Loose
+from mediamill.api.problems import PROBLEM_RESPONSES, MethodNotAllowed
 from mediamill.engine.routing import RoutingFacts, decide, validate_rule
 from mediamill.errors import InvalidInput
 from mediamill.store import routing_repo
@@ -62,7 +62,7 @@ class ExplainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str | None = Field(default=None, max_length=255)
     mime: str | None = Field(default=None, max_length=100)
-    size: int | None = Field(default=None, ge=0, le=2**53)
+    size: ByteSize | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -80,6 +80,13 @@ def create_rule(body: RuleIn, request: Request, caller: Caller = auth.Operator) 
         validate_rule(conn, caller.tenant_id, body.model_dump())
         rule = routing_repo.create_rule(conn, caller.tenant_id, body.model_dump(), by=caller.label)
     return JSONResponse(rule, status_code=201, headers={"Location": f"/v1/routing-rules/{rule['id']}"})
+
+
+@router.api_route("/reorder", methods=["GET", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/explain", methods=["GET", "PATCH", "DELETE"], include_in_schema=False)
+def _actions_take_post_only() -> None:
+    """``reorder`` and ``explain`` are actions, not rule ids: other methods are 405 (not a 422 for the id)."""
+    raise MethodNotAllowed("POST")
 
 
 @router.post("/reorder", response_model=Items)
