@@ -137,7 +137,7 @@ class ReprocessRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: Literal["failed", "skipped", "all"] = "failed"
-    version: int | None = Field(default=None, gt=0, le=1_000_000, description="run on another workflow version")
+    version: Version | None = Field(default=None, description="run on another workflow version")
 
 
 class BulkReprocess(ReprocessRequest):
@@ -147,8 +147,8 @@ class BulkReprocess(ReprocessRequest):
     status: list[FinishedStatus] = Field(default_factory=_partial_only, min_length=1, max_length=4)
     step: str | None = Field(default=None, max_length=100, description="only jobs where this step failed/skipped")
     since: datetime | None = Field(default=None, description="submitted at or after (ISO-8601)")
-    limit: int = Field(default=1000, ge=1, le=10_000)
-    dry_run: bool = Field(default=False, description="count, change nothing")
+    limit: Annotated[int, Field(ge=1, le=10_000), Strict(False), BeforeValidator(_json_integer)] = 1000
+    dry_run: Annotated[bool, Strict()] = Field(default=False, description="count, change nothing")
 
 
 class JobPage(BaseModel):
