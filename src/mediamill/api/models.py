@@ -26,6 +26,13 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+def _json_time(value: Any) -> Any:
+    """A time is an RFC 3339 string in JSON (not a number read as a Unix time)."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 time string")
+    return value
+
+
 # integer fields of request bodies (see ``_json_integer``); the bounds sit inside the type so the
 # JSON Schema carries them (minimum / exclusiveMinimum / maximum)
 Version = Annotated[int, Field(gt=0, le=1_000_000), Strict(False), BeforeValidator(_json_integer)]
@@ -146,7 +153,8 @@ class BulkReprocess(ReprocessRequest):
     workflow: str | None = Field(default=None, max_length=50)
     status: list[FinishedStatus] = Field(default_factory=_partial_only, min_length=1, max_length=4)
     step: str | None = Field(default=None, max_length=100, description="only jobs where this step failed/skipped")
-    since: datetime | None = Field(default=None, description="submitted at or after (ISO-8601)")
+    since: Annotated[datetime, BeforeValidator(_json_time)] | None = Field(
+        default=None, description="submitted at or after (RFC 3339)")
     limit: Annotated[int, Field(ge=1, le=10_000), Strict(False), BeforeValidator(_json_integer)] = 1000
     dry_run: Annotated[bool, Strict()] = Field(default=False, description="count, change nothing")
 
