@@ -24,7 +24,7 @@ from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
 from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
-from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, is_retryable_class
+from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, classify_exception, is_retryable_class
 from mediamill.media.sniff import accepts
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
@@ -514,7 +514,16 @@ class JobRunner:
 
     def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
                   gates: dict[int, Gate]) -> None:
-        stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
+        try:
+            stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
+        except OSError as exc:
+            err = classify_exception(exc)
+            if err.error_class != "resource":
+                raise
+            # storage is full: the step's work is lost, its failure is a resource one (retried after back-off)
+            self._handle_failure(group, exec_ids, started, StepFailure(group[0], err.error_class, err.message,
+                                                                       err.stderr_tail), gates)
+            return
         try:
             with self.w.engine.begin() as conn:
                 self._guard(conn)

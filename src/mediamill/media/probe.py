@@ -17,6 +17,7 @@ from typing import Any
 import av
 
 from mediamill.errors import CorruptMedia, InvalidInput, UnsupportedFormat
+from mediamill.media.decoders import plain_reason
 
 #: packets we read looking for a first decodable frame before calling the stream broken
 _FIRST_FRAME_PACKETS = 300
@@ -87,8 +88,7 @@ def open_container(path: Path) -> Iterator[Any]:
 
 def _av_reason(exc: BaseException) -> str:
     # PyAV messages embed the file path; keep only the library's reason
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(": '")[0]
+    return plain_reason(exc)
 
 
 def probe_av(path: Path, *, first_frame: bool = True) -> AvProbe:
