@@ -70,9 +70,30 @@ def docx_part(name: str, part: str, content: bytes) -> Damage:
 COMMON = (truncated(0.1), truncated(0.5), truncated(0.9), zeroed(0.05, 0.3), zeroed(0.4, 0.2),
           zeroed(0.6, 0.4), wrong_magic_after_header(16), wrong_magic_after_header(64))
 
+def nth_replaced(name: str, old: bytes, new: bytes, n: int) -> Damage:
+    """Only the ``n``-th (1-based) ``old`` replaced by ``new``."""
+    def apply(b: bytes) -> bytes:
+        at = -1
+        for _ in range(n):
+            at = b.index(old, at + 1)
+        return b[:at] + new + b[at + len(old):]
+    return Damage(name, apply)
+
+
+#: a PDF that opens, but whose page objects are damaged: pdfium fails on the pages
+#: ("Failed to get page size by index", "Failed to load page")
+PDF_PAGES = (
+    replaced("pdf-page-objects", b"/Type /Page /Parent", b"/Type /Pxge /Parent"),
+    nth_replaced("pdf-first-page-type", b"/Type /Page /Parent", b"/Type /Pxge /Parent", 1),
+    nth_replaced("pdf-last-page-type", b"/Type /Page /Parent", b"/Type /Pxge /Parent", 3),
+    replaced("pdf-kids-key", b"/Kids [", b"/Kidz ["),
+    replaced("pdf-page-count", b"/Count 3", b"/Count 9"),
+    replaced("pdf-kid-reference", b"/Kids [3 0 R", b"/Kids [99 0 R"),
+    nth_replaced("pdf-page-dict", b"<< /Type /Page /Parent", b"[[ /Type /Page /Parent", 1),
+)
 PDF = (
     *COMMON,
-    replaced("pdf-page-objects", b"/Type /Page /Parent", b"/Type /Pxge /Parent"),
+    *PDF_PAGES,
     replaced("pdf-mediabox", b"/MediaBox [0 0 612 792]", b"/MediaBox [0 0 612 7x2]"),
     replaced("pdf-no-xref", b"xref", b"xxxx"),
     replaced("pdf-content-streams", b"stream\nBT", b"stream\n\x00\x00"),
