@@ -157,7 +157,8 @@ def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=ago, duration=duration, ms=ms, number=number, pct=pct, timetag=timetag,
-                       isotime=isotime, tojson_attr=tojson_attr, urlpart=lambda v: quote(str(v), safe=""))
+                       isotime=isotime, tojson_attr=tojson_attr, urlpart=lambda v: quote(str(v), safe=""),
+                       urlpath=lambda v: quote(str(v), safe="/"))
     env.globals.update(nav=NAV, version=__version__, charts=charts, qs=qs, windows=WINDOWS, duration_fmt=duration,
                        pct_fmt=pct)
     return env

@@ -20,7 +20,13 @@ from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.batching import SubmitBatcher
 from mediamill.api.deps import MAX_ID, base_url, blocking, ops, read_engine, runtime, safe_filename
-from mediamill.api.downloads import send_object
+from mediamill.api.downloads import (
+    PLAYLIST_TYPES,
+    is_plain_output_name,
+    output_url_path,
+    send_object,
+    send_playlist,
+)
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
     BulkReprocess,
@@ -423,23 +429,34 @@ def list_outputs(request: Request, job_id: int = JOB_ID, caller: Caller = auth.V
     """Every file the job's steps produced, with download links."""
     job = _job(request, caller, job_id)
     root = f"{base_url(request)}/v1/jobs/{job_id}/outputs"
-    return {"items": [{**_public_output(o), "url": f"{root}/{o['name']}"} for o in job.get("outputs", [])]}
+    return {"items": [{**_public_output(o), "url": f"{root}/{output_url_path(o['name'])}"}
+                      for o in job.get("outputs", [])]}
 
 
 def _public_output(o: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in o.items() if k not in ("storage_key", "tenant_id")}
 
 
-@router.get("/{job_id}/outputs/{name}", response_class=Response,
+@router.get("/{job_id}/outputs/{name:path}", response_class=Response,
             responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the file (its own media type)"},
                        307: {"description": "redirect to a short-lived presigned URL"}})
 def download_output(request: Request, name: str, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> Response:
-    """Download one output (Range requests on local storage; a presigned redirect on S3)."""
+    """Download one output (Range requests on local storage; a presigned redirect on S3).
+
+    Names may contain ``/`` (an HLS ladder's ``hls/360p/index.m3u8`` and its segments), so the
+    master playlist's URL plays straight from here: its relative URIs resolve to their siblings.
+    The name is only ever compared with the job's recorded output names, never joined to a path;
+    ``.``/``..`` segments are refused outright.
+    """
+    if not is_plain_output_name(name):
+        raise NotFound(f"job {job_id} has no output {name!r}")
     job = _job(request, caller, job_id)
     out = next((o for o in job.get("outputs", []) if o["name"] == name), None)
     if out is None:
         raise NotFound(f"job {job_id} has no output {name!r}")
+    if out.get("mime_type") in PLAYLIST_TYPES:
+        return send_playlist(runtime(request).storage, out["storage_key"], media_type=out["mime_type"])
     return send_object(request, runtime(request).storage, out["storage_key"], filename=out["name"],
                        media_type=out.get("mime_type"))
 
