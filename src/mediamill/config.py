@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./mediamill-data")
     database_url: str = ""  # default: sqlite file in data_dir
     storage_url: str = ""  # default: storage/ folder in data_dir
+    storage_min_free_mb: int = Field(default=512, ge=0, description="below this much free space on local storage "
+                                     "new inputs are refused (HTTP 507) and /readyz answers 503; 0 = no floor")
     # engine
     lease_seconds: int = Field(default=30, description="how long a claim lives without a heartbeat")
     heartbeat_seconds: float = Field(default=0, description="0 = a third of lease_seconds")

@@ -11,9 +11,11 @@ The engine, the API and the CLI read these fields; nobody matches on message str
     │   ├── UnsupportedCodec                           no     422
     │   ├── SourceTooLarge                             no     413
     │   └── CorruptMedia                               no     422
-    ├── TransientError                  transient      yes    503
     ├── StepTimeout                     timeout        yes    504
-    ├── ResourceExceeded                resource       no     507
+    ├── TransientError                  transient      yes    503
+    │   └── ServiceUnavailable                         yes    503 — database / bucket down (Retry-After)
+    ├── ResourceExceeded                resource       yes    507
+    │   └── StorageFull                                yes    507 — below the free-space floor (Retry-After)
     ├── Unavailable                     unavailable    no     501
     ├── ToolFailed                      (given)        (by class)   — carries the stderr tail
     ├── InternalError                   internal       yes    500
@@ -118,6 +120,20 @@ class ResourceExceeded(MediamillError):
     retryable = True
     http_status = 507
     title = "Resource limit exceeded"
+
+
+class StorageFull(ResourceExceeded):
+    """Storage has less free space than the configured floor, or the disk filled up (HTTP 507)."""
+
+    title = "Insufficient storage"
+    retry_after = 60
+
+
+class ServiceUnavailable(TransientError):
+    """A dependency the request needs (the database, the storage bucket) is not answering (HTTP 503)."""
+
+    title = "Service unavailable"
+    retry_after = 5
 
 
 class Unavailable(MediamillError):

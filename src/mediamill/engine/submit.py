@@ -92,6 +92,7 @@ def store_input_file(storage: Storage, path: Path, *, tenant_id: str = "default"
     if not path.is_file():
         raise InvalidInput(f"no such file: {path}")
     mime = sniff_file(path)
+    storage.check_room()
     info = storage.put_file(new_key("inputs", tenant_id), path)
     return JobInput(storage_key=info.key, filename=filename or path.name, mime=mime, size=info.size,
                     checksum=info.checksum)
@@ -99,6 +100,7 @@ def store_input_file(storage: Storage, path: Path, *, tenant_id: str = "default"
 
 def store_input_stream(storage: Storage, stream: BinaryIO, *, tenant_id: str = "default",
                        filename: str | None = None) -> JobInput:
+    storage.check_room()
     info = storage.put(new_key("inputs", tenant_id), stream)
     return JobInput(storage_key=info.key, filename=filename, mime=sniff_object(storage, info.key),
                     size=info.size, checksum=info.checksum)
