@@ -238,3 +238,13 @@ def test_full_disk_answers_507_and_loses_nothing(tmp_path: Path) -> None:
                     assert stored is not None and stored.read_bytes() == content
         finally:
             rt.close()
+
+
+def test_a_database_on_a_full_disk_is_507_not_503() -> None:
+    import sqlite3
+
+    from mediamill.api.app import database_disk_full
+
+    full = sa.exc.OperationalError("INSERT …", {}, sqlite3.OperationalError("database or disk is full"))
+    down = sa.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("unable to open database file"))
+    assert database_disk_full(full) and not database_disk_full(down)
