@@ -1,10 +1,12 @@
 """Acceptance, through a real ``mediamill serve`` process: seven PDFs with damaged page objects,
-then a good one. The seven end ``failed`` / ``invalid_input``, no breaker
-opens, the good PDF completes at once, and the seven wait in the dead-letter queue."""
+then a good one. The seven end ``failed`` / ``invalid_input`` with ``finished_at`` set, no breaker
+opens, the good PDF completes at once; the analytics summary counts the failures and the
+dead-letter counter on ``/metrics`` reads 7."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +62,11 @@ def _wait(http: httpx.Client, job_id: int, timeout: float = 60) -> dict[str, Any
     return wait_until(done, timeout=timeout, interval=0.1, message=f"job {job_id} finished")  # type: ignore[no-any-return]
 
 
+def _dead_lettered(metrics: str) -> float:
+    samples = re.findall(r"^mediamill_jobs_dead_lettered_total(?:\{[^}]*\})? ([0-9.e+]+)$", metrics, re.M)
+    return sum(float(v) for v in samples)
+
+
 def test_seven_damaged_pdfs_then_a_good_one_through_serve(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     rt = make_runtime(data, migrate=False)
@@ -81,6 +88,7 @@ def test_seven_damaged_pdfs_then_a_good_one_through_serve(tmp_path: Path) -> Non
                 assert job["status"] == "failed", (job["status"], job["error_message"])
                 assert job["error_class"] == "invalid_input", job["error_message"]
                 assert job["error_message"].startswith("Validate Document: ") and "Pdfium" not in job["error_message"]
+                assert job["finished_at"] is not None
                 assert job["retry_count"] == 0
             breakers = http.get("/v1/breakers").json()["items"]
             assert all(b["state"] == "closed" for b in breakers), breakers
@@ -90,7 +98,13 @@ def test_seven_damaged_pdfs_then_a_good_one_through_serve(tmp_path: Path) -> Non
             assert ok["status"] == "completed", ok["error_message"]
             assert time.monotonic() - started < 15  # at once: nothing waits on a breaker
             assert not any(e["event_type"] == "wait" for e in ok.get("events", []))
+
+            summary = http.get("/v1/analytics/summary", params={"window": "24h"})
+            assert summary.status_code == 200, summary.text
+            figures = summary.json()
+            assert figures["failed"] >= 7 and figures["error_rate"] > 0, figures
             metrics = http.get("/metrics").text
+            assert _dead_lettered(metrics) == 7, [ln for ln in metrics.splitlines() if "dead_letter" in ln]
             assert 'mediamill_dead_letters_open{error_class="invalid_input"} 7.0' in metrics
     finally:
         out = _stop(proc)
