@@ -24,7 +24,14 @@ from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
 from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
-from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, classify_exception, is_retryable_class
+from mediamill.errors import (
+    InvalidInput,
+    MediamillError,
+    ResourceExceeded,
+    UnsupportedFormat,
+    classify_exception,
+    is_retryable_class,
+)
 from mediamill.media.sniff import accepts
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
@@ -516,7 +523,7 @@ class JobRunner:
                   gates: dict[int, Gate]) -> None:
         try:
             stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
-        except OSError as exc:
+        except (OSError, ResourceExceeded) as exc:  # local storage reports a full disk as StorageFull
             err = classify_exception(exc)
             if err.error_class != "resource":
                 raise
