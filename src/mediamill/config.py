@@ -173,6 +173,20 @@ class Settings(BaseSettings):
     cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a "
                                                       "browser (tus-js-client / Uppy on another site); \"\" = none")
 
+    # sources (watch folders and buckets)
+    run_sources: bool = Field(default=True, description="serve runs the sources (one process per source is elected)")
+    source_poll_seconds: float = Field(default=10.0, gt=0, description="folder scan / bucket listing interval "
+                                                                        "(file-system events wake folders sooner)")
+    source_settle_seconds: float = Field(default=5.0, ge=0, description="a file is taken once its size and mtime "
+                                                                         "held this long")
+    source_max_queue: int = Field(default=500, gt=0, description="a source stops taking files while its "
+                                                                 "workflow's queue is this deep")
+    source_tick_seconds: float = Field(default=1.0, gt=0, description="how often a source takes pending files "
+                                                                      "and finishes taken ones")
+    source_rescan_seconds: float = Field(default=3600.0, gt=0, description="a bucket is listed from the start "
+                                                                           "this often (else from its high-water "
+                                                                           "mark)")
+
     @classmethod
     def settings_customise_sources(
         cls,

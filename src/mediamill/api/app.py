@@ -37,6 +37,7 @@ from mediamill.api.routes import (
 )
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
+from mediamill.api.routes import sources as sources_routes
 from mediamill.errors import StorageFull
 from mediamill.observability.http import HttpMetricsMiddleware
 from mediamill.observability.logging import RequestIdMiddleware
@@ -107,6 +108,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(notify_routes.router)
     app.include_router(actions_routes.router)
+    app.include_router(sources_routes.router)
     app.include_router(metrics_routes.router)
     dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)

@@ -1,4 +1,5 @@
-"""`mediamill serve`: migrate, install built-ins, run the HTTP app, the workers and the notifier in one process."""
+"""`mediamill serve`: migrate, install built-ins, run the HTTP app, the workers, the notifier and the sources in
+one process."""
 
 from __future__ import annotations
 
@@ -82,4 +83,8 @@ def _start_background(rt: Runtime) -> list:
     from mediamill.notify import Notifier
 
     started.append(Notifier(engine=rt.engine, settings=rt.settings).start())
+    if rt.settings.run_sources:
+        from mediamill.sources.manager import SourceManager
+
+        started.append(SourceManager(rt).start())
     return started

@@ -343,6 +343,20 @@ def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
     return job
 
 
+def submit_in(conn: Connection, req: SubmitRequest) -> SubmittedJob:
+    """Submit one job inside the caller's transaction (so the caller's own writes commit with it);
+    after the commit, call :func:`announce` with the result."""
+    replay = _idempotent_replay(conn, req)
+    return replay if replay is not None else _insert(conn, [req])[0]
+
+
+def announce(engine: Engine, jobs: Sequence[SubmittedJob]) -> None:
+    """Wake workers for, and count, jobs whose submit transaction has committed."""
+    fresh = [j for j in jobs if not j.replayed]
+    wakeup.after_commit({j.queue_name for j in fresh}, engine)
+    _count_submitted(fresh)
+
+
 def _count_submitted(jobs: Sequence[SubmittedJob]) -> None:
     for j in jobs:
         telemetry.emit("job.submitted", workflow=j.workflow_code, job_id=j.id, tenant=None)

@@ -63,6 +63,11 @@ def public_endpoint() -> str | None:
     return value or None
 
 
+def s3_client() -> Any:
+    """A boto3 S3 client configured from the environment (what storage, sources and deliveries use)."""
+    return _client()
+
+
 def _client(endpoint: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
@@ -257,6 +262,21 @@ class S3Storage(Storage):
         except Exception as exc:
             return f"bucket {self.bucket!r} is not writable ({_error_code(exc) or type(exc).__name__})"
         return None
+
+    def object_ref(self, key: str) -> tuple[str, str]:
+        """(bucket, full key) of a stored object, for server-side copies to and from other buckets."""
+        return self.bucket, self._k(key)
+
+    def copy_in(self, key: str, *, bucket: str, source_key: str) -> ObjectInfo:
+        """Store a copy of another bucket's object under ``key`` without moving its bytes through us."""
+        try:
+            self.client.copy({"Bucket": bucket, "Key": source_key}, self.bucket, self._k(key),
+                             Config=self._transfer_config())
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no object s3://{bucket}/{source_key}") from exc
+            raise
+        return ObjectInfo(key=key, size=self.size(key))
 
     def ensure_bucket(self) -> None:
         """Create the bucket when missing (tests, first start against an empty MinIO)."""

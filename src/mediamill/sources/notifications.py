@@ -1,0 +1,74 @@
+"""S3 / MinIO bucket event notifications posted to ``/v1/sources/{id}/events``.
+
+The body is the S3 event format (``{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3":
+{"bucket": {"name": …}, "object": {"key": …, "size": …, "eTag": …}}}]}``), as MinIO's webhook
+target and AWS (through SNS/EventBridge → HTTPS) send it. Each source has its own secret; a
+request proves it knows it either way:
+
+* ``Authorization: Bearer <secret>`` — MinIO's webhook ``auth_token``;
+* ``X-Mediamill-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with the secret>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+from urllib.parse import unquote_plus
+
+from mediamill.errors import InvalidInput, Unauthorized
+from mediamill.sources.backends import FileVersion, version_of
+
+SIGNATURE_HEADER = "x-mediamill-signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Mediamill-Signature`` value of a body (what a sender computes)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str | None, body: bytes, headers: Any) -> None:
+    """Raise Unauthorized unless the request carries the source's secret or a valid signature of the body."""
+    if not secret:
+        raise Unauthorized("this source does not accept events")
+    auth = headers.get("authorization") or ""
+    if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip().encode(), secret.encode()):
+        return
+    given = headers.get(SIGNATURE_HEADER) or ""
+    if given and hmac.compare_digest(given.strip().encode(), sign(secret, body).encode()):
+        return
+    raise Unauthorized("the event is not signed with this source's secret")
+
+
+def created_objects(document: Any, bucket: str) -> tuple[list[FileVersion], int]:
+    """Object-created records of ``bucket`` as file versions, and how many records were ignored."""
+    if not isinstance(document, dict):
+        raise InvalidInput("expected an S3 event notification (a JSON object with Records)")
+    records = document.get("Records")
+    if records is None:
+        return [], 0  # MinIO's and AWS's test events carry no records
+    if not isinstance(records, list):
+        raise InvalidInput("Records must be a list")
+    found: list[FileVersion] = []
+    ignored = 0
+    for record in records:
+        version = _version(record, bucket)
+        if version is None:
+            ignored += 1
+        else:
+            found.append(version)
+    return found, ignored
+
+
+def _version(record: Any, bucket: str) -> FileVersion | None:
+    if not isinstance(record, dict) or "ObjectCreated" not in str(record.get("eventName", "")):
+        return None
+    s3 = record.get("s3") or {}
+    if (s3.get("bucket") or {}).get("name") != bucket:
+        return None
+    obj = s3.get("object") or {}
+    key = obj.get("key")
+    if not isinstance(key, str) or not key:
+        return None
+    size = obj.get("size")
+    return version_of(unquote_plus(key), obj.get("eTag") or obj.get("etag"), int(size) if size is not None else None)
