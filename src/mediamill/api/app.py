@@ -35,6 +35,7 @@ from mediamill.api.routes import (
     uploads,
     workflows,
 )
+from mediamill.api.routes import delivery as delivery_routes
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
 from mediamill.api.routes import sources as sources_routes
@@ -109,6 +110,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(notify_routes.router)
     app.include_router(actions_routes.router)
     app.include_router(sources_routes.router)
+    app.include_router(delivery_routes.router)
     app.include_router(metrics_routes.router)
     dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)

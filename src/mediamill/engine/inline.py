@@ -14,6 +14,7 @@ from mediamill.engine import transitions as tx
 from mediamill.errors import InternalError, MediamillError, classify_exception, is_retryable_class
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
     from mediamill.engine.runner import JobRunner
@@ -59,7 +60,7 @@ def fast_eligible(wf: VersionedWorkflow) -> bool:
     """Every step inline, sequential, no fusion, no condition on the probed input."""
     for s in wf.definition.steps:
         spec = get_action(s.action)
-        if spec is None or spec.isolated or spec.fuse or s.needs is not None:
+        if spec is None or spec.isolated or spec.fuse or s.needs is not None or s.action == DELIVER_ACTION:
             return False
         if s.when and "input" in s.when:
             return False

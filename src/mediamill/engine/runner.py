@@ -37,7 +37,7 @@ from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
-from mediamill.workflows.models import StepDef
+from mediamill.workflows.models import DELIVER_ACTION, StepDef
 
 if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
@@ -468,6 +468,10 @@ class JobRunner:
 
     def _execute(self, group: list[int], timeout: float, exec_ids: dict[int, int]) -> list[dict[str, Any]]:
         spec = get_action(self.steps[group[0]].action)
+        if self.steps[group[0]].action == DELIVER_ACTION:
+            from mediamill.engine.delivery import deliver_outputs
+
+            return [deliver_outputs(self, group[0], exec_ids[group[0]])]
         if spec is not None and not spec.isolated and len(group) == 1:
             return [self._inline(group[0], timeout)]
         reply = self.w.children.run(self._task(group, timeout), timeout=timeout + 5,

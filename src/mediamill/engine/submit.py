@@ -56,6 +56,7 @@ class SubmitRequest:
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
     version: int | None = None
+    deliver: dict[str, Any] | None = None  # overrides the workflow's deliver: (checked by the caller)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ def _job_values(req: SubmitRequest, prep: Prepared, now: datetime) -> dict[str, 
         "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
         "retry_count": 0, "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now,
         "routing": prep.routing.as_dict() if prep.routing else None,
+        "deliver": req.deliver,
     }
 
 
@@ -207,6 +209,8 @@ def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
     wf = workflow_repo.current_workflow(conn, code, version)
     if not wf.is_active and version is None:
         raise Conflict(f"workflow {code} is deactivated")
+    if req.deliver is not None and wf.definition.deliver is None:
+        raise InvalidInput(f"workflow {code} has no deliver: step, so a job cannot override it")
     if code == REVIEW_CODE:
         return Prepared(wf, "pending", REVIEW_QUEUE, routing)
     _check_type(wf.definition, req.job_input)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mediamill.workflows.naming import render_template
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 #: files no watcher should take: editors' and downloaders' temporary names
 TEMPORARY = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.swp", "*.filepart", "*.!qB")
 
@@ -145,25 +145,6 @@ def file_fields(relative: str, *, size: int | None, source: str) -> dict[str, An
     p = PurePosixPath(relative)
     return {"name": p.name, "stem": p.stem, "ext": p.suffix.lstrip("."), "path": relative,
             "dir": "" if str(p.parent) == "." else str(p.parent), "size": size, "source": source}
-
-
-def render_template(template: str, fields: dict[str, Any], *, strict: bool = True) -> str:
-    """Replace ``{field}`` (and ``{metadata.key}``) by its value; only plain names, never attribute access.
-
-    An unknown name is an error with ``strict`` (so a typo fails loudly), else it is left as written.
-    """
-
-    def one(m: re.Match[str]) -> str:
-        value: Any = fields
-        for part in m.group(1).split("."):
-            if not isinstance(value, dict) or part not in value:
-                if strict:
-                    raise KeyError(m.group(1))
-                return m.group(0)
-            value = value[part]
-        return "" if value is None else str(value)
-
-    return _FIELD.sub(one, template)
 
 
 def render_metadata(template: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:

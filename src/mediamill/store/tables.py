@@ -187,6 +187,7 @@ workflow_jobs = Table(
     Column("finished_at", DateTime),  # any terminal state: completed, partial, failed, cancelled
     Column("routing", JSON),  # how a job submitted without a workflow was routed
     Column("rerun", JSON),  # {"run": N, "steps": [...]}: the steps a reprocess run re-executes
+    Column("deliver", JSON),  # a per-job override of the workflow's ``deliver:``
     Index("ix_workflow_jobs_status_priority", "status", "priority"),
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),

@@ -158,6 +158,15 @@ def _check_workflow(request: Request, caller: Caller, code: str | None) -> None:
         raise NotFound(f"no workflow {code!r}")
 
 
+def _check_deliver(request: Request, caller: Caller, raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    from mediamill.engine.delivery import check_override
+
+    with read_engine(request).connect() as conn:
+        return check_override(conn, caller.tenant_id, raw)
+
+
 def _idempotency_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -281,6 +290,7 @@ def _json_request(request: Request, caller: Caller, body: JobSubmit) -> tuple[Su
     job_input, link_upload = _json_input(request, caller, body)
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
                         params=body.params, notify=notify, job_input=job_input, version=body.version)
+    req.deliver = _check_deliver(request, caller, body.deliver)
     req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
     return req, link_upload
 
@@ -324,6 +334,9 @@ def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_
                         metadata=_json_object(fields.get("metadata"), "metadata"),
                         params=_json_object(fields.get("params"), "params"),
                         notify=_check_notify(request, notify_spec), job_input=job_input)
+    if fields.get("deliver"):
+        raw = fields["deliver"].strip()
+        req.deliver = _check_deliver(request, caller, _json_object(raw, "deliver") if raw.startswith("{") else raw)
     if req.idempotency_key:
         req.idempotency_hash = _idempotency_hash(sorted(fields.items()), job_input.checksum)
     return req

@@ -1,14 +1,14 @@
 """sources (watch folders, buckets) and delivered outputs
 
 Revision ID: 0002_sources
-Revises: 0001
+Revises: 0002_ops_numbers
 Create Date: 2026-11-29 22:22:50.663920
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0002_sources'
-down_revision = '0001'
+down_revision = '0002_ops_numbers'
 branch_labels = None
 depends_on = None
 
@@ -65,6 +65,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('delivered_url', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('delivered_at', sa.DateTime(), nullable=True))
 
+    with op.batch_alter_table('workflow_jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('deliver', sa.JSON(), nullable=True))
+
     with op.batch_alter_table('tenants', schema=None) as batch_op:
         batch_op.add_column(sa.Column('deliver_prefixes', sa.JSON(), nullable=True))
 
@@ -73,6 +76,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('tenants', schema=None) as batch_op:
         batch_op.drop_column('deliver_prefixes')
+
+    with op.batch_alter_table('workflow_jobs', schema=None) as batch_op:
+        batch_op.drop_column('deliver')
 
     with op.batch_alter_table('job_outputs', schema=None) as batch_op:
         batch_op.drop_column('delivered_at')
