@@ -71,6 +71,7 @@ def collect_db_gauges(conn: Connection, *, live_seconds: float) -> list[GaugeMet
         _dead_letter_gauge(conn),
         _pending_notifications_gauge(conn),
         _alerts_gauge(conn),
+        *_source_gauges(conn, now),
     ]
 
 
@@ -215,3 +216,24 @@ def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
         g.add_metric([rule, severity or "P3"], n)
     return g
 
+
+
+def _source_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
+    """Per source: files waiting to be taken, and the lag — how long the oldest of them has waited."""
+    sf, src = t.source_files, t.sources
+    lag = GaugeMetricFamily("mediamill_source_lag_seconds", "Age of the oldest file a source has seen but not yet "
+                            "turned into a job (0 when it is caught up)", labels=["source"])
+    waiting = GaugeMetricFamily("mediamill_source_files_waiting", "Files a source has seen but not yet taken",
+                                labels=["source"])
+    held = GaugeMetricFamily("mediamill_source_backpressure", "1 while a source waits for its queue to drain",
+                             labels=["source"])
+    rows = conn.execute(sa.select(src.c.name, src.c.waiting_reason, sa.func.count(sf.c.id),
+                                  sa.func.min(sf.c.first_seen_at))
+                        .select_from(src.outerjoin(sf, sa.and_(sf.c.source_id == src.c.id,
+                                                                sf.c.status.in_(("pending", "claimed")))))
+                        .where(src.c.enabled.is_(True)).group_by(src.c.id, src.c.name, src.c.waiting_reason))
+    for name, reason, n, oldest in rows:
+        lag.add_metric([name], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        waiting.add_metric([name], n)
+        held.add_metric([name], 1 if reason else 0)
+    return [lag, waiting, held]
