@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 NAV = (("overview", "/", "Overview"), ("jobs", "/jobs", "Jobs"), ("upload", "/upload", "Upload"),
        ("queues", "/queues", "Queues"), ("steps", "/steps", "Steps"), ("workflows", "/workflows", "Workflows"),
        ("routing", "/routing", "Routing"),
+       ("sources", "/sources", "Sources"),
        ("dead-letters", "/dead-letters", "Dead letters"), ("breakers", "/breakers", "Breakers"),
        ("workers", "/workers", "Workers"), ("notifications", "/notifications", "Notifications"),
        ("alerts", "/alerts", "Alerts"))
