@@ -183,9 +183,10 @@ class Settings(BaseSettings):
                                                                  "workflow's queue is this deep")
     source_tick_seconds: float = Field(default=1.0, gt=0, description="how often a source takes pending files "
                                                                       "and finishes taken ones")
-    source_rescan_seconds: float = Field(default=3600.0, gt=0, description="a bucket is listed from the start "
+    source_rescan_seconds: float = Field(default=600.0, gt=0, description="a bucket is listed from the start "
                                                                            "this often (else from its high-water "
-                                                                           "mark)")
+                                                                           "mark, which misses keys that sort "
+                                                                           "before it)")
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,7 @@ from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.sources")
 TAKE_BATCH = 50
+LIST_PAGE = 1000  # keys per bucket listing request (the S3 maximum)
 SKIPPED_EVENT = "source.file_skipped"
 
 
@@ -130,7 +131,7 @@ class SourceRunner:
         start_after = None if full else self._high_water()
         token: str | None = None
         while True:
-            versions, token, last = backend.list_page(start_after=start_after, token=token)
+            versions, token, last = backend.list_page(start_after=start_after, token=token, page_size=LIST_PAGE)
             with self.rt.engine.begin() as conn:
                 sources_repo.record_files(conn, self.row, [v.as_row() for v in versions], "listing")
                 mark = max(filter(None, (last, self._high_water())), default=None)
