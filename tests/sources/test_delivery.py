@@ -152,7 +152,8 @@ def test_per_job_overrides_only_to_allowed_prefixes(drt: Runtime, photo: Path, t
         put = httpx.put(f"{server.url}/v1/delivery/prefixes", headers=h,
                         json={"prefixes": [str(tmp_path / "public"), "s3://cdn-allowed/videos"]})
         assert put.status_code == 200, put.text
-        sneaky = _submit(server, admin, photo, "WF-DELIVER-DEFAULT", deliver=str(tmp_path / "public-other" / "{output}"))
+        elsewhere = str(tmp_path / "public-other" / "{output}")
+        sneaky = _submit(server, admin, photo, "WF-DELIVER-DEFAULT", deliver=elsewhere)
         assert sneaky.status_code == 403  # /public does not allow /public-other
         res = _submit(server, admin, photo, "WF-DELIVER-DEFAULT", deliver=override, metadata='{"slug": "../../etc"}')
         assert res.status_code == 202, res.text
@@ -172,7 +173,8 @@ def test_templates_stay_inside_their_prefix() -> None:
     spec = DeliverDef.model_validate("/srv/media/{metadata.slug}/{input_stem}/{output}")
     target = resolve_target(spec, output_fields(job, "WF", out))
     assert target.path == Path("/srv/media/root/x_y/hls/seg_1.ts")
-    s3 = resolve_target(DeliverDef.model_validate("s3://b/v/{job_code}/{metadata.n}/{ext}"), output_fields(job, "W", out))
+    spec = DeliverDef.model_validate("s3://b/v/{job_code}/{metadata.n}/{ext}")
+    s3 = resolve_target(spec, output_fields(job, "W", out))
     assert (s3.bucket, s3.key, s3.url) == ("b", "v/JOB-1/3/ts", "s3://b/v/JOB-1/3/ts")
     assert DeliverDef.model_validate("s3://b/prefix").to == "s3://b/prefix/{job_code}/{output}"
     with pytest.raises(ValueError, match="unknown field"):
