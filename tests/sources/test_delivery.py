@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -25,6 +26,7 @@ from mediamill.errors import InvalidInput
 from mediamill.runtime import Runtime
 from mediamill.storage.s3 import S3Storage
 from mediamill.store import auth_repo
+from mediamill.store.tables import workflow_notifications
 from mediamill.workflows.models import DeliverDef
 from tests.helpers import LiveServer, apply_workflow, make_runtime, wait_until
 
@@ -105,6 +107,32 @@ def test_every_output_lands_at_its_templated_key(drt: Runtime, photo: Path) -> N
     assert sorted(o["Key"] for o in listed) == sorted(f"videos/holiday_photo/{n}" for n in OUTPUTS)
     steps = [s["step_name"] for s in job["steps"]]
     assert steps[-1] == "Deliver" and steps.count("Deliver") == 1
+    with drt.engine.connect() as conn:  # the job.completed webhook tells where each output went
+        payload = conn.execute(sa.select(workflow_notifications.c.payload).where(
+            workflow_notifications.c.event_type == "job.completed",
+            workflow_notifications.c.job_id == job["id"])).scalar_one()
+    assert {o["name"]: o["delivered_url"] for o in payload["data"]["outputs"]} == delivered
+
+
+def test_overwrite_policies(drt: Runtime, photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "www"
+    for policy in ("skip", "fail", "replace"):
+        apply_workflow(drt, _workflow(f"WF-OVERWRITE-{policy.upper()}", {
+            "to": str(out / policy / "{output}"), "overwrite": policy, "outputs": ["*.webp"], "retry_count": 0}))
+        (out / policy).mkdir(parents=True)
+        (out / policy / "image.webp").write_bytes(b"already there")
+    key = auth_repo.create_key(drt.engine, role="submitter").plaintext
+    with LiveServer(drt) as server, _worker(drt):
+        jobs = {p: _submit(server, key, photo, f"WF-OVERWRITE-{p.upper()}").json()["id"]
+                for p in ("skip", "fail", "replace")}
+        done = {p: _wait_final(drt, j) for p, j in jobs.items()}
+    assert done["skip"]["status"] == "completed"
+    assert (out / "skip" / "image.webp").read_bytes() == b"already there"
+    assert done["fail"]["status"] == "failed" and "overwrite: fail" in done["fail"]["error_message"]
+    assert (out / "fail" / "image.webp").read_bytes() == b"already there"
+    assert done["replace"]["status"] == "completed"
+    assert (out / "replace" / "image.webp").read_bytes()[:4] == b"RIFF"  # the WebP replaced it
+    assert {o["name"] for o in done["replace"]["outputs"] if o["delivered_url"]} == {"image.webp"}
 
 
 def test_a_failed_delivery_is_retried_and_shows_on_the_job_page(drt: Runtime, photo: Path) -> None:

@@ -342,7 +342,7 @@ def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any
     outs: list[dict[str, Any]] = []
     if f.status in ("completed", "partial"):
         outs = f.outputs if f.outputs is not None else [dict(r) for r in conn.execute(
-            sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes)
+            sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes, job_outputs.c.delivered_url)
             .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()]
     payload = job_payload(f.job, status=f.status, workflow_code=f.workflow_code,
                           workflow_version=f.workflow_version, error_class=f.error_class,

@@ -48,7 +48,8 @@ JOB_DATA_SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["name"],
             "properties": {"name": {"type": "string"}, "mime_type": _NULLABLE_STR,
                            "bytes": {"type": ["integer", "null"]},
-                           "url": {"type": "string", "description": "download (GET, with an API key)"}}}},
+                           "url": {"type": "string", "description": "download (GET, with an API key)"},
+                           "delivered_url": {**_NULLABLE_STR, "description": "where deliver: put it"}}}},
         "metadata": {"type": ["object", "null"]},
         "notify": {"type": ["object", "null"], "properties": {
             "webhook": _NULLABLE_STR, "email": _NULLABLE_STR}},

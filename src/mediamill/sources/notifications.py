@@ -1,8 +1,9 @@
 """S3 / MinIO bucket event notifications posted to ``/v1/sources/{id}/events``.
 
 The body is the S3 event format (``{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3":
-{"bucket": {"name": …}, "object": {"key": …, "size": …, "eTag": …}}}]}``), as MinIO's webhook
-target and AWS (through SNS/EventBridge → HTTPS) send it. Each source has its own secret; a
+{"bucket": {"name": …}, "object": {"key": …, "size": …, "eTag": …}}}]}``) as MinIO's webhook
+target sends it, or that document wrapped by SNS (``Message``) or an EventBridge "Object Created"
+event, as AWS delivers it over HTTPS. Each source has its own secret; a
 request proves it knows it either way:
 
 * ``Authorization: Bearer <secret>`` — MinIO's webhook ``auth_token``;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -44,6 +46,7 @@ def created_objects(document: Any, bucket: str) -> tuple[list[FileVersion], int]
     """Object-created records of ``bucket`` as file versions, and how many records were ignored."""
     if not isinstance(document, dict):
         raise InvalidInput("expected an S3 event notification (a JSON object with Records)")
+    document = _unwrap(document)
     records = document.get("Records")
     if records is None:
         return [], 0  # MinIO's and AWS's test events carry no records
@@ -58,6 +61,23 @@ def created_objects(document: Any, bucket: str) -> tuple[list[FileVersion], int]
         else:
             found.append(version)
     return found, ignored
+
+
+def _unwrap(document: dict[str, Any]) -> dict[str, Any]:
+    """AWS delivers through SNS (the S3 event is a JSON string in ``Message``) or EventBridge (``detail``)."""
+    if document.get("Type") == "Notification" and isinstance(document.get("Message"), str):
+        try:
+            inner = json.loads(document["Message"])
+        except ValueError:
+            raise InvalidInput("the SNS Message is not JSON") from None
+        return inner if isinstance(inner, dict) else {}
+    detail = document.get("detail")
+    if document.get("detail-type") == "Object Created" and isinstance(detail, dict):
+        obj = detail.get("object") or {}
+        return {"Records": [{"eventName": "ObjectCreated:EventBridge", "s3": {
+            "bucket": detail.get("bucket") or {}, "object": {"key": obj.get("key"), "size": obj.get("size"),
+                                                             "eTag": obj.get("etag")}}}]}
+    return document
 
 
 def _version(record: Any, bucket: str) -> FileVersion | None:
