@@ -139,3 +139,16 @@ def test_dashboard_page_and_metrics_show_sources(client: TestClient, srt: Runtim
     lag = re.search(r'mediamill_source_lag_seconds\{source="inbox"\} ([0-9.e+-]+)', text)
     assert lag and float(lag.group(1)) > 0  # one file still waits behind the backpressure
     assert 'mediamill_source_backpressure{source="inbox"} 1.0' in text
+
+
+def test_another_tenants_workflow_cannot_be_named(client: TestClient, srt: Runtime, tmp_path: Path) -> None:
+    from mediamill.store import workflow_repo
+    from mediamill.workflows.loader import validate_document
+
+    with srt.engine.begin() as conn:
+        workflow_repo.save_version(conn, validate_document({**ANYTHING, "code": "WF-BETA-ONLY"}), tenant_id="beta")
+    keys = Keys(srt)
+    mine = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-BETA-ONLY"), headers=Keys.h(keys.operator))
+    assert mine.status_code == 422 and "no workflow" in mine.text
+    theirs = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-BETA-ONLY"), headers=Keys.h(keys.other))
+    assert theirs.status_code == 201

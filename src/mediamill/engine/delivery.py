@@ -134,9 +134,12 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
     """Run the deliver step of a job; returns the step's result (its data lists what went where)."""
     job = runner.job
     with runner.w.engine.connect() as conn:
-        override = conn.execute(sa.select(workflow_jobs.c.deliver).where(workflow_jobs.c.id == job["id"])).scalar()
+        override, shadow_of = conn.execute(sa.select(workflow_jobs.c.deliver, workflow_jobs.c.shadow_of)
+                                           .where(workflow_jobs.c.id == job["id"])).one()
         rows = [dict(r) for r in conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == job["id"])
                                               .order_by(job_outputs.c.id)).mappings()]
+    if shadow_of is not None:  # a shadow run of a candidate version must not touch what users are served
+        return {"outputs": [], "data": {"delivered": [], "reason": "shadow run: not delivered"}}
     spec = effective_spec(runner.d.deliver, override)
     if spec is None:
         return {"outputs": [], "data": {"delivered": [], "reason": "no deliver: destination"}}

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.errors import InvalidInput, NotFound, Unauthorized
 from mediamill.sources.models import SourcePatch, SourceSpec, split_s3_url
 from mediamill.sources.notifications import created_objects, verify
-from mediamill.store import sources_repo, workflow_repo
+from mediamill.store import sources_repo
+from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.timeutil import utcnow
 
 
@@ -24,19 +26,19 @@ def _validated(data: dict[str, Any]) -> SourceSpec:
         raise InvalidInput("invalid source: " + "; ".join(problems)) from None
 
 
-def _check_workflow(conn: Connection, spec: SourceSpec) -> None:
+def _check_workflow(conn: Connection, spec: SourceSpec, tenant_id: str) -> None:
+    """The workflow exists for the tenant (its own, or a shared one; another tenant's does not exist)."""
     if spec.workflow in ("", "auto"):
         return
-    try:
-        workflow_repo.current_workflow(conn, spec.workflow)
-    except NotFound:
-        raise InvalidInput(f"workflow: no workflow {spec.workflow!r}") from None
+    owner = conn.execute(sa.select(wd.c.id, wd.c.tenant_id).where(wd.c.workflow_code == spec.workflow)).first()
+    if owner is None or owner.tenant_id not in (None, tenant_id):
+        raise InvalidInput(f"workflow: no workflow {spec.workflow!r}")
 
 
 def create(conn: Connection, *, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
     """Create a source; the answer is the only one that shows its event secret."""
     spec = _validated(data)
-    _check_workflow(conn, spec)
+    _check_workflow(conn, spec, tenant_id)
     row = sources_repo.create_source(conn, tenant_id=tenant_id, name=spec.name, kind=spec.kind,
                                      location=spec.location, config=spec.config(), enabled=spec.enabled)
     return {**public_view(conn, row), "secret": row["secret"]}
@@ -47,7 +49,7 @@ def update(conn: Connection, source_id: int, *, tenant_id: str, patch: SourcePat
     current = SourceSpec.from_row(row).model_dump()
     changes = patch.model_dump(exclude_unset=True)
     spec = _validated({**current, **changes})
-    _check_workflow(conn, spec)
+    _check_workflow(conn, spec, tenant_id)
     row = sources_repo.update_source(conn, source_id, tenant_id=tenant_id, values={
         "name": spec.name, "location": spec.location, "config": spec.config(), "enabled": spec.enabled})
     return public_view(conn, row)
