@@ -81,8 +81,7 @@ class SourceRunner:
             self.wake.clear()
             recheck = self.discover()
             self._next_scan = now + min(self.timing.poll, recheck if recheck is not None else self.timing.poll)
-        with self.rt.engine.begin() as conn:
-            sources_repo.release_stale_claims(conn, self.row["id"], self.owner, self.rt.settings.lease_seconds)
+        self._release_stale()
         took = self.take()
         self.finish()
         if took >= TAKE_BATCH:
@@ -149,11 +148,24 @@ class SourceRunner:
         room = self._room()
         if room <= 0:
             return 0
+        with self.rt.engine.connect() as conn:  # read first: an idle source takes no write lock
+            ids = sources_repo.pending_ids(conn, self.row["id"], min(room, TAKE_BATCH))
+        if not ids:
+            return 0
         with self.rt.engine.begin() as conn:
-            claimed = sources_repo.claim_pending(conn, self.row["id"], self.owner, min(room, TAKE_BATCH))
+            claimed = sources_repo.claim_pending(conn, ids, self.owner)
         for row in claimed:
             self._take_one(row)
         return len(claimed)
+
+    def _release_stale(self) -> None:
+        """Files another process claimed and never finished (it died) go back to pending."""
+        lease = self.rt.settings.lease_seconds
+        with self.rt.engine.connect() as conn:
+            if not sources_repo.has_stale_claims(conn, self.row["id"], self.owner, lease):
+                return
+        with self.rt.engine.begin() as conn:
+            sources_repo.release_stale_claims(conn, self.row["id"], self.owner, lease)
 
     def _queue_name(self) -> str | None:
         if self.spec.workflow in ("", "auto"):

@@ -148,17 +148,30 @@ def known_versions(conn: Connection, source_id: int) -> set[tuple[str, str]]:
 def release_stale_claims(conn: Connection, source_id: int, owner: str, older_than: float) -> int:
     """Claims of another (dead or demoted) process go back to pending, so the file is not lost."""
     cutoff = utcnow() - timedelta(seconds=older_than)
-    return int(conn.execute(source_files.update().where(
+    stale = (source_files.c.source_id == source_id, source_files.c.status == "claimed",
+             sa.or_(source_files.c.claimed_by.is_(None), source_files.c.claimed_by != owner),
+             source_files.c.claimed_at < cutoff)
+    return int(conn.execute(source_files.update().where(*stale)
+                            .values(status="pending", claimed_by=None, claimed_at=None)).rowcount)
+
+
+def has_stale_claims(conn: Connection, source_id: int, owner: str, older_than: float) -> bool:
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    return conn.execute(sa.select(source_files.c.id).where(
         source_files.c.source_id == source_id, source_files.c.status == "claimed",
         sa.or_(source_files.c.claimed_by.is_(None), source_files.c.claimed_by != owner),
-        source_files.c.claimed_at < cutoff).values(status="pending", claimed_by=None, claimed_at=None)).rowcount)
+        source_files.c.claimed_at < cutoff).limit(1)).first() is not None
 
 
-def claim_pending(conn: Connection, source_id: int, owner: str, limit: int) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` pending files, oldest first; each row is won by exactly one process."""
-    ids = [r for (r,) in conn.execute(sa.select(source_files.c.id).where(
+def pending_ids(conn: Connection, source_id: int, limit: int) -> list[int]:
+    """Pending files, oldest first (a read: the claim itself is :func:`claim_pending`)."""
+    return [r for (r,) in conn.execute(sa.select(source_files.c.id).where(
         source_files.c.source_id == source_id, source_files.c.status == "pending")
         .order_by(source_files.c.id).limit(limit))]
+
+
+def claim_pending(conn: Connection, ids: Sequence[int], owner: str) -> list[dict[str, Any]]:
+    """Claim pending files; each row is won by exactly one process (the others' guarded updates miss)."""
     won = []
     now = utcnow()
     for file_id in ids:
