@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from mediamill.runtime import Runtime
 from mediamill.store.tables import source_files
-from tests.helpers import PG_SKIP_REASON, PG_URL, apply_workflow, free_port, make_runtime, postgres_database, wait_until
+from tests.helpers import BACKENDS, apply_workflow, database_url, free_port, make_runtime, wait_until
 
 from .conftest import ANYTHING
 from .support import add_source, jobs_by_path, write_slowly
@@ -142,12 +142,13 @@ def test_serve_restarted_while_files_land_takes_each_once(sqlite_setup: tuple[Ru
     _check_outcome(rt, inbox)
 
 
-@pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)
-def test_two_serve_processes_on_one_folder_take_each_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_serve_processes_on_one_folder_take_each_once(tmp_path: Path, backend: str) -> None:
     inbox, staging = tmp_path / "inbox", tmp_path / "staging"
     inbox.mkdir()
     staging.mkdir()
-    with postgres_database() as url:
+    (tmp_path / "shared").mkdir()
+    with database_url(backend, tmp_path / "shared") as url:
         rt = make_runtime(tmp_path / "shared", url)
         procs: list[subprocess.Popen[str]] = []
         try:
