@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from mediamill.errors import InvalidInput, Unauthorized
-from mediamill.sources.notifications import created_objects, sign, verify
+from mediamill.sources.notifications import created_objects, sign, subscription_url, verify
 
 S3_EVENT = {"Records": [
     {"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "up"},
@@ -38,9 +39,18 @@ def test_signatures() -> None:
     body = b'{"Records": []}'
     verify("s3cret", body, {"authorization": "Bearer s3cret"})
     verify("s3cret", body, {"x-mediamill-signature": sign("s3cret", body)})
+    verify("s3cret", body, {"authorization": "Basic " + base64.b64encode(b"sns:s3cret").decode()})
     for headers in ({}, {"authorization": "Bearer s3cre"}, {"authorization": "Basic s3cret"},
-                    {"x-mediamill-signature": sign("s3cret", body + b"\n")}, {"x-mediamill-signature": "sha256=00"}):
+                    {"x-mediamill-signature": sign("s3cret", body + b"\n")}, {"x-mediamill-signature": "sha256=00"},
+                    {"authorization": "Basic " + base64.b64encode(b"sns:nope").decode()},
+                    {"authorization": "Basic %%"}):
         with pytest.raises(Unauthorized):
             verify("s3cret", body, headers)
     with pytest.raises(Unauthorized):
         verify(None, body, {"authorization": "Bearer "})
+
+
+def test_sns_subscription_confirmation_is_handed_to_the_operator() -> None:
+    doc = {"Type": "SubscriptionConfirmation", "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=x"}
+    assert subscription_url(doc) == doc["SubscribeURL"]
+    assert subscription_url({"Records": []}) is None

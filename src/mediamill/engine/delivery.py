@@ -150,20 +150,21 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
         target = resolve_target(spec, output_fields(job, runner.d.code, row))
         if row["delivered_url"] != target.url:
             outcome = _deliver_one(runner.w.storage, row, target, spec)
-            _record(runner, row, target, outcome)
+            _record(runner, runner.steps[index].name, row, target, outcome)
             (delivered if outcome == "copied" else kept).append({"name": row["name"], "url": target.url})
         runner._progress(index, 100.0 * (i + 1) / max(1, len(wanted)), exec_id)
     return {"outputs": [], "data": {"delivered": delivered, "kept_existing": kept,
                                     "already_delivered": len(wanted) - len(delivered) - len(kept)}}
 
 
-def _record(runner: JobRunner, row: dict[str, Any], target: Target, outcome: str) -> None:
+def _record(runner: JobRunner, step: str, row: dict[str, Any], target: Target, outcome: str) -> None:
+    """The output's delivered URL and a ``delivery`` event, as soon as it is there (a retry skips it)."""
     with runner.w.engine.begin() as conn:
         runner._guard(conn)
         conn.execute(job_outputs.update().where(job_outputs.c.id == row["id"])
                      .values(delivered_url=target.url, delivered_at=utcnow()))
-        tx.add_event(conn, runner.job, "delivery", runner.steps[-1].name if runner.steps else None,
-                     {"output": row["name"], "url": target.url, "outcome": outcome})
+        tx.add_event(conn, runner.job, "delivery", step, {"output": row["name"], "url": target.url,
+                                                          "outcome": outcome})
 
 
 def _deliver_one(storage: Storage, row: dict[str, Any], target: Target, spec: DeliverDef) -> str:

@@ -174,13 +174,20 @@ class BucketBackend:
     """An S3-compatible prefix, listed in key order from a stored high-water mark."""
 
     def __init__(self, spec: SourceSpec, *, client: Any | None = None) -> None:
-        from mediamill.storage.s3 import s3_client
-
         self.spec = spec
         self.bucket, self.prefix = split_s3_url(spec.url or "")
-        self.client = client if client is not None else s3_client()
+        self._client = client
         self._skip = tuple(p for p in (self._prefix_of(spec.done_location()), self._prefix_of(spec.failed_location()))
                            if p)
+
+    @property
+    def client(self) -> Any:
+        """The S3 client, made on first use (deciding which keys are wanted needs none)."""
+        if self._client is None:
+            from mediamill.storage.s3 import s3_client
+
+            self._client = s3_client()
+        return self._client
 
     def _prefix_of(self, url: str) -> str:
         bucket, prefix = split_s3_url(url)

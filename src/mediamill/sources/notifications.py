@@ -7,11 +7,15 @@ event, as AWS delivers it over HTTPS. Each source has its own secret; a
 request proves it knows it either way:
 
 * ``Authorization: Bearer <secret>`` — MinIO's webhook ``auth_token``;
+* ``Authorization: Basic …`` with the secret as the password — SNS, from an endpoint URL like
+  ``https://sns:<secret>@host/v1/sources/1/events``;
 * ``X-Mediamill-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with the secret>``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -36,10 +40,28 @@ def verify(secret: str | None, body: bytes, headers: Any) -> None:
     auth = headers.get("authorization") or ""
     if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip().encode(), secret.encode()):
         return
+    if auth.lower().startswith("basic ") and hmac.compare_digest(_basic_password(auth[6:]), secret.encode()):
+        return
     given = headers.get(SIGNATURE_HEADER) or ""
     if given and hmac.compare_digest(given.strip().encode(), sign(secret, body).encode()):
         return
     raise Unauthorized("the event is not signed with this source's secret")
+
+
+def _basic_password(value: str) -> bytes:
+    """The password of HTTP basic credentials (SNS puts the user:password of the endpoint URL there)."""
+    try:
+        return base64.b64decode(value.strip(), validate=True).partition(b":")[2]
+    except (ValueError, binascii.Error):
+        return b""
+
+
+def subscription_url(document: Any) -> str | None:
+    """An SNS subscription confirmation's SubscribeURL (an operator opens it; mediamill fetches no URL it is
+    sent)."""
+    if isinstance(document, dict) and document.get("Type") == "SubscriptionConfirmation":
+        return str(document.get("SubscribeURL") or "") or None
+    return None
 
 
 def created_objects(document: Any, bucket: str) -> tuple[list[FileVersion], int]:

@@ -4,6 +4,7 @@ and the dashboard call."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,11 +12,14 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.errors import InvalidInput, NotFound, Unauthorized
-from mediamill.sources.models import SourcePatch, SourceSpec, split_s3_url
-from mediamill.sources.notifications import created_objects, verify
+from mediamill.sources.backends import BucketBackend
+from mediamill.sources.models import SourcePatch, SourceSpec
+from mediamill.sources.notifications import created_objects, subscription_url, verify
 from mediamill.store import sources_repo
 from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.timeutil import utcnow
+
+log = logging.getLogger("mediamill.sources")
 
 
 def _validated(data: dict[str, Any]) -> SourceSpec:
@@ -102,17 +106,13 @@ def record_event(engine: Engine, source_id: int, body: bytes, headers: Any) -> d
         document = json.loads(body or b"{}")
     except ValueError:
         raise InvalidInput("the body is not JSON") from None
-    from mediamill.sources.backends import BucketBackend
-
-    spec = SourceSpec.from_row(row)
-    bucket, _prefix = split_s3_url(spec.url or "")
-    versions, ignored = created_objects(document, bucket)
-    backend = BucketBackend(spec, client=_NoClient())
+    confirm = subscription_url(document)
+    if confirm:
+        log.warning("source %s: SNS asks to confirm its subscription: open %s", row["name"], confirm)
+        return {"accepted": 0, "new": 0, "ignored": 0, "subscribe_url": confirm}
+    backend = BucketBackend(SourceSpec.from_row(row))
+    versions, ignored = created_objects(document, backend.bucket)
     wanted = [v for v in versions if backend.wanted(v.path)]
     with engine.begin() as conn:
         new = sources_repo.record_files(conn, row, [v.as_row() for v in wanted], "event")
     return {"accepted": len(wanted), "new": new, "ignored": ignored + len(versions) - len(wanted)}
-
-
-class _NoClient:
-    """Deciding which keys a source wants needs no S3 connection."""
