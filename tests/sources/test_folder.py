@@ -197,3 +197,32 @@ def test_backpressure_waits_while_the_queue_is_full_then_resumes(rt: Runtime, in
         worker.stop()
         manager.stop()
     assert all(len(v) == 1 for v in jobs_by_path(rt).values())
+
+
+def test_a_file_closed_after_writing_is_taken_without_waiting_to_settle(rt: Runtime, inbox: Path) -> None:
+    src = add_source(rt, name="closer", kind="folder", path=str(inbox), settle_seconds=60)
+    polled = add_source(rt, name="poller", kind="folder", path=str(inbox), settle_seconds=60, polling=True,
+                        workflow="auto")
+    manager = SourceManager(rt).start()
+    try:
+        wait_until(lambda: sorted(manager.leading) == sorted([src["id"], polled["id"]]), timeout=10)
+        with (inbox / "recording.bin").open("wb") as fh:  # the writer keeps it open between chunks
+            for _ in range(4):
+                fh.write(os.urandom(50_000))
+                fh.flush()
+                time.sleep(0.4)
+            time.sleep(1.0)
+            assert jobs_by_path(rt) == {}  # still open: not taken, however quiet it is
+        started = time.monotonic()
+        wait_until(lambda: files(rt, src["id"]), timeout=10, message="taken once closed")
+        assert time.monotonic() - started < 10  # far sooner than the 60 s settle time
+        staged = inbox.parent / "staged.tmp"
+        staged.write_bytes(b"renamed into place")
+        os.replace(staged, inbox / "moved-in.bin")  # how rsync and atomic writers finish a file
+        wait_until(lambda: len(files(rt, src["id"])) == 2, timeout=10, message="the moved-in file taken")
+        assert files(rt, polled["id"]) == []  # polling only: these files wait for the 60 s rule
+    finally:
+        manager.stop()
+    with rt.engine.connect() as conn:
+        sizes = dict(conn.execute(sa.select(workflow_jobs.c.input_filename, workflow_jobs.c.input_size)).all())
+    assert sizes == {"recording.bin": 200_000, "moved-in.bin": 18}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class FolderBackend:
         self.root = Path(spec.path or "/")
         self.settle = settle
         self._watch: dict[str, tuple[int, int, float]] = {}  # path → (size, mtime_ns, unchanged since)
+        self._closed: dict[str, tuple[int, int]] = {}  # path → (size, mtime_ns) right after its writer closed it
+        self._closed_lock = threading.Lock()
         self._skip_dirs = {Path(d).resolve() for d in (spec.done_location(), spec.failed_location())}
 
     def _walk(self) -> Iterator[Path]:
@@ -82,13 +85,29 @@ class FolderBackend:
             prev = self._watch.get(rel)
             since = prev[2] if prev and prev[:2] == (size, mtime_ns) else now
             self._watch[rel] = (size, mtime_ns, since)
-            left = self.settle - (now - since)
+            with self._closed_lock:
+                closed = self._closed.get(rel) == (size, mtime_ns)
+            left = 0.0 if closed else self.settle - (now - since)
             if left <= 0:
                 settled.append(FileVersion(rel, fingerprint, size=size if size >= 0 else None, mtime=mtime_ns / 1e9))
             else:
                 next_check = left if next_check is None else min(next_check, left)
         self._watch = {k: v for k, v in self._watch.items() if k in seen}
+        with self._closed_lock:
+            self._closed = {k: v for k, v in self._closed.items() if k in seen}
         return settled, next_check
+
+    def closed_after_writing(self, full: Path) -> None:
+        """The writer closed the file (or renamed it into place): it is complete as long as it stays as it is
+        now, so the next scan takes it without waiting for it to settle."""
+        try:
+            rel = full.relative_to(self.root).as_posix()
+            st = full.stat()
+        except (ValueError, OSError):
+            return
+        if stat.S_ISREG(st.st_mode):
+            with self._closed_lock:
+                self._closed[rel] = (st.st_size, st.st_mtime_ns)
 
     def _current(self, row: dict[str, Any]) -> Path:
         full = self.root / row["path"]

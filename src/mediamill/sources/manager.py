@@ -3,9 +3,10 @@
 Every process that runs sources (``mediamill serve``, ``mediamill sources run``) asks, every
 few seconds, for the lease of each enabled source. The one holding a source's lease runs it;
 the others stand by and take over when the lease lapses (a dead process) or is released (a
-stopped one). Folder sources are woken by file-system events through ``watchfiles`` and
-scanned on a timer as well — the timer alone where events do not exist (``polling: true``,
-network mounts, or when the watcher cannot start).
+stopped one). Folder sources are woken by file-system events through ``watchfiles`` (and, on
+Linux, take a file as soon as its writer closed it — :mod:`.closewatch`) and are scanned on a
+timer as well — the timer alone where events do not exist (``polling: true``, network mounts,
+or when the watcher cannot start).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mediamill.runtime import Runtime
+from mediamill.sources import closewatch
 from mediamill.sources.backends import FolderBackend
 from mediamill.sources.intake import SourceRunner, guarded_round
 from mediamill.store import sources_repo
@@ -38,15 +40,34 @@ class _Running:
         self.version = version
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"mediamill-source-{runner.name}", daemon=True)
-        self.watcher: threading.Thread | None = None
+        self.watchers: list[threading.Thread] = []
 
     def start(self) -> None:
         self.thread.start()
         backend = self.runner.backend
         if isinstance(backend, FolderBackend) and not self.runner.spec.polling:
-            self.watcher = threading.Thread(target=self._watch, args=(backend.watch_root(),),
-                                            name=f"mediamill-watch-{self.runner.name}", daemon=True)
-            self.watcher.start()
+            self._spawn("watch", self._watch, backend.watch_root())
+            if closewatch.available():
+                self._spawn("close", self._watch_closes, backend)
+
+    def _spawn(self, kind: str, target: Any, arg: Any) -> None:
+        thread = threading.Thread(target=target, args=(arg,), name=f"mediamill-{kind}-{self.runner.name}",
+                                  daemon=True)
+        thread.start()
+        self.watchers.append(thread)
+
+    def _watch_closes(self, backend: FolderBackend) -> None:
+        """Files closed after writing are taken without waiting for them to settle (Linux inotify)."""
+
+        def done(path: Path) -> None:
+            backend.closed_after_writing(path)
+            self.runner.wake.set()
+
+        try:
+            closewatch.CloseWatcher(backend.watch_root(), recursive=self.runner.spec.recursive, on_done=done
+                                    ).run(self.stop)
+        except Exception as exc:  # e.g. the inotify watch limit: the size-and-mtime rule still holds
+            log.warning("source %s: close-after-write events unavailable (%s)", self.runner.name, exc)
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -70,8 +91,8 @@ class _Running:
         self.stop.set()
         self.runner.wake.set()
         self.thread.join(timeout)
-        if self.watcher is not None:
-            self.watcher.join(timeout)
+        for watcher in self.watchers:
+            watcher.join(timeout)
 
 
 class SourceManager:
