@@ -8,10 +8,11 @@ import threading
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
+from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.errors import InvalidInput
-from mediamill.runtime import Runtime
 
 JSON = typer.Option(False, "--json", help="print JSON")
 TENANT = typer.Option("default", "--tenant", help="tenant id")
@@ -38,7 +39,7 @@ def list_(tenant: str = TENANT, as_json: bool = JSON) -> None:
     """Every source of the tenant with its state (who runs it, files by status, lag, last error)."""
     from mediamill.sources import service
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         views = service.list_views(conn, tenant_id=tenant)
     if as_json:
@@ -54,7 +55,7 @@ def show(ref: str = typer.Argument(..., help="id or name"), tenant: str = TENANT
     from mediamill.sources import service
     from mediamill.store import sources_repo
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         view = service.public_view(conn, sources_repo.find_source(conn, ref, tenant_id=tenant))
     if as_json:
@@ -98,6 +99,7 @@ def add(name: str = typer.Argument(..., help="a name for the source"),
     """Create a folder (--folder) or bucket (--bucket) source. A bucket source's event secret is printed once."""
     from mediamill.sources import service
 
+    rt = open_runtime()
     if bool(folder) == bool(bucket):
         raise InvalidInput("name one of --folder PATH or --bucket s3://bucket/prefix")
     data: dict[str, Any] = {
@@ -107,8 +109,6 @@ def add(name: str = typer.Argument(..., help="a name for the source"),
     optional = {"done_dir": done_dir, "failed_dir": failed_dir, "priority": priority, "settle_seconds": settle,
                 "poll_seconds": poll, "max_queue": max_queue}
     data.update({k: v for k, v in optional.items() if v is not None})
-    rt = Runtime()
-    rt.prepare()  # the built-in workflows a new source may name
     with rt.engine.begin() as conn:
         view = service.create(conn, tenant_id=tenant, data=data)
     if as_json:
@@ -130,6 +130,7 @@ def update(ref: str = typer.Argument(..., help="id or name"),
     from mediamill.sources import SourcePatch, service
     from mediamill.store import sources_repo
 
+    rt = open_runtime()
     changes: dict[str, Any] = {} if enable is None else {"enabled": enable}
     for item in set_:
         key, sep, raw = item.partition("=")
@@ -141,9 +142,9 @@ def update(ref: str = typer.Argument(..., help="id or name"),
             changes[key] = raw
     try:
         patch = SourcePatch.model_validate(changes)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-    rt = Runtime()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"--set: {problems}") from None
     with rt.engine.begin() as conn:
         row = sources_repo.find_source(conn, ref, tenant_id=tenant)
         view = service.update(conn, row["id"], tenant_id=tenant, patch=patch)
@@ -159,7 +160,7 @@ def delete(ref: str = typer.Argument(..., help="id or name"), tenant: str = TENA
     """Delete a source and its file log (the jobs it created stay)."""
     from mediamill.store import sources_repo
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.begin() as conn:
         row = sources_repo.find_source(conn, ref, tenant_id=tenant)
         sources_repo.delete_source(conn, row["id"], tenant_id=tenant)
@@ -175,7 +176,7 @@ def files(ref: str = typer.Argument(..., help="id or name"),
     from mediamill.sources import service
     from mediamill.store import sources_repo
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         row = sources_repo.find_source(conn, ref, tenant_id=tenant)
         rows = [service.file_view(r) for r in sources_repo.list_files(conn, row["id"], status=status, limit=limit)]
@@ -192,7 +193,7 @@ def rotate_secret(ref: str = typer.Argument(..., help="id or name"), tenant: str
     """Replace a bucket source's event secret (printed once)."""
     from mediamill.store import sources_repo
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.begin() as conn:
         row = sources_repo.find_source(conn, ref, tenant_id=tenant)
         secret = sources_repo.rotate_secret(conn, row["id"], tenant_id=tenant)
@@ -206,8 +207,7 @@ def run() -> None:
     from mediamill.runtime import configure_observability
     from mediamill.sources.manager import SourceManager
 
-    rt = Runtime()
-    rt.prepare()
+    rt = open_runtime()  # the database exists: sources are configured in it
     configure_observability(rt, "sources")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -228,7 +228,7 @@ def prefixes(tenant: str = TENANT, as_json: bool = JSON) -> None:
     """Where the tenant's jobs may deliver when they override their workflow's deliver:."""
     from mediamill.store import tenant_settings
 
-    rt = Runtime()
+    rt = open_runtime()
     with rt.engine.connect() as conn:
         found = tenant_settings.deliver_prefixes(conn, tenant)
     if as_json:
@@ -256,11 +256,10 @@ def disallow(prefix: list[str] = typer.Argument(..., help="a prefix on the list"
 def _change(tenant: str, *, add: list[str] | None = None, remove: list[str] | None = None) -> None:
     from mediamill.store import tenant_settings
 
+    rt = open_runtime()
     for p in add or []:
         if not (p.startswith("s3://") or p.startswith("/")):
-            raise InvalidInput(f"expected s3://bucket[/prefix] or an absolute folder path, got {p!r}")
-    rt = Runtime()
-    rt.migrate()
+            raise InvalidInput(f"expected s3://bucket/prefix or an absolute folder path, got {p!r}")
     with rt.engine.begin() as conn:
         current = set(tenant_settings.deliver_prefixes(conn, tenant))
         new = tenant_settings.set_deliver_prefixes(conn, tenant, sorted((current | set(add or [])) - set(remove or [])))

@@ -33,6 +33,6 @@ def put_prefixes(body: Prefixes, request: Request, caller: Caller = auth.Admin) 
     """Replace the allow-list (admins only: it decides where jobs may write)."""
     for p in body.prefixes:
         if not ((p.startswith("s3://") and len(p) > 5) or p.startswith("/")):
-            raise InvalidInput(f"prefixes: expected s3://bucket[/prefix] or an absolute folder path, got {p!r}")
+            raise InvalidInput(f"prefixes: expected s3://bucket/prefix or an absolute folder path, got {p!r}")
     with runtime(request).engine.begin() as conn:
         return {"prefixes": tenant_settings.set_deliver_prefixes(conn, caller.tenant_id, body.prefixes)}
