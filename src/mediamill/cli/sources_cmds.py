@@ -98,6 +98,7 @@ def add(name: str = typer.Argument(..., help="a name for the source"),
         tenant: str = TENANT, as_json: bool = JSON) -> None:
     """Create a folder (--folder) or bucket (--bucket) source. A bucket source's event secret is printed once."""
     from mediamill.sources import service
+    from mediamill.store.workflow_repo import install_builtins
 
     rt = open_runtime()
     if bool(folder) == bool(bucket):
@@ -109,6 +110,7 @@ def add(name: str = typer.Argument(..., help="a name for the source"),
     optional = {"done_dir": done_dir, "failed_dir": failed_dir, "priority": priority, "settle_seconds": settle,
                 "poll_seconds": poll, "max_queue": max_queue}
     data.update({k: v for k, v in optional.items() if v is not None})
+    install_builtins(rt.engine)  # a source may name a built-in workflow before `serve` first ran
     with rt.engine.begin() as conn:
         view = service.create(conn, tenant_id=tenant, data=data)
     if as_json:

@@ -80,6 +80,7 @@ class _Running:
         try:
             from watchfiles import watch
 
+            logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not a log line per change it sees
             for _changes in watch(root, stop_event=self.stop, recursive=self.runner.spec.recursive,
                                   debounce=200, rust_timeout=1000, yield_on_timeout=False, raise_interrupt=False):
                 self.runner.wake.set()
