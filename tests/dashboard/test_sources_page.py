@@ -25,7 +25,7 @@ def test_sources_page_shows_state_skipped_files_and_pauses(page: Any, server: Li
     (inbox / "take me.txt").write_text("hello")
     (inbox / "lost.mov").symlink_to(inbox / "gone.mov")
     with rt.engine.begin() as conn:
-        src = service.create(conn, tenant_id="default", data={
+        src = service.create(conn, rt.settings, tenant_id="default", data={
             "name": "dash-inbox", "kind": "folder", "path": str(inbox), "workflow": "auto", "settle_seconds": 0})
     with rt.engine.connect() as conn:
         row = sources_repo.get_source(conn, src["id"])

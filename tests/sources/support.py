@@ -18,7 +18,7 @@ from mediamill.store.tables import source_files, workflow_jobs
 def add_source(rt: Runtime, **data: Any) -> dict[str, Any]:
     data.setdefault("workflow", "WF-INTAKE")
     with rt.engine.begin() as conn:
-        return service.create(conn, tenant_id="default", data=data)
+        return service.create(conn, rt.settings, tenant_id="default", data=data)
 
 
 def source_row(rt: Runtime, source_id: int) -> dict[str, Any]:

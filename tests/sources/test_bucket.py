@@ -20,6 +20,7 @@ from mediamill.sources import intake
 from mediamill.sources.manager import SourceManager
 from mediamill.sources.notifications import sign
 from mediamill.storage.s3 import S3Storage
+from mediamill.store import auth_repo
 from tests.helpers import LiveServer, apply_workflow, make_runtime, wait_until
 
 from .conftest import ANYTHING, FAST
@@ -127,4 +128,12 @@ def test_badly_signed_events_are_refused(bucket_rt: Runtime, bucket: str) -> Non
         other = httpx.post(url, content=json.dumps(_event("in/y.txt", "d", 1, bucket="other")).encode(),
                            headers={"Authorization": f"Bearer {src['secret']}"})
         assert other.json() == {"accepted": 0, "new": 0, "ignored": 1}
+        operator = {"Authorization": f"Bearer {auth_repo.create_key(rt.engine, role='operator').plaintext}"}
+        rotated = httpx.post(f"{server.url}/v1/sources/{src['id']}/rotate-secret", headers=operator).json()["secret"]
+        assert rotated != src["secret"]
+        old = httpx.post(url, content=body, headers={"Authorization": f"Bearer {src['secret']}"})
+        assert old.status_code == 401  # the old secret stops working at once
+        assert httpx.post(url, content=body, headers={"Authorization": f"Bearer {rotated}"}).status_code == 202
+    stored = source_row(rt, src["id"])["secret"]
+    assert stored not in (src["secret"], rotated) and stored not in rotated  # the database never holds it
     assert [f["path"] for f in files(rt, src["id"])] == ["in/x.txt"]

@@ -112,7 +112,7 @@ def add(name: str = typer.Argument(..., help="a name for the source"),
     data.update({k: v for k, v in optional.items() if v is not None})
     install_builtins(rt.engine)  # a source may name a built-in workflow before `serve` first ran
     with rt.engine.begin() as conn:
-        view = service.create(conn, tenant_id=tenant, data=data)
+        view = service.create(conn, rt.settings, tenant_id=tenant, data=data)
     if as_json:
         print_json(view)
         return
@@ -193,12 +193,13 @@ def files(ref: str = typer.Argument(..., help="id or name"),
 @handle_errors
 def rotate_secret(ref: str = typer.Argument(..., help="id or name"), tenant: str = TENANT) -> None:
     """Replace a bucket source's event secret (printed once)."""
+    from mediamill.sources import service
     from mediamill.store import sources_repo
 
     rt = open_runtime()
     with rt.engine.begin() as conn:
         row = sources_repo.find_source(conn, ref, tenant_id=tenant)
-        secret = sources_repo.rotate_secret(conn, row["id"], tenant_id=tenant)
+        secret = service.rotate(conn, rt.settings, row["id"], tenant_id=tenant)
     console.print(secret, highlight=False)
 
 

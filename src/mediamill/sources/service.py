@@ -3,6 +3,9 @@ and the dashboard call."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -11,6 +14,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
+from mediamill import installkey
 from mediamill.errors import InvalidInput, NotFound, Unauthorized
 from mediamill.sources.backends import BucketBackend
 from mediamill.sources.models import SourcePatch, SourceSpec
@@ -39,13 +43,26 @@ def _check_workflow(conn: Connection, spec: SourceSpec, tenant_id: str) -> None:
         raise InvalidInput(f"workflow: no workflow {spec.workflow!r}")
 
 
-def create(conn: Connection, *, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
+def event_secret(settings: Any, row: dict[str, Any]) -> str:
+    """The secret bucket events of a source are signed with: derived from the install key, the source's id
+    and its stored salt (rotating the salt rotates the secret)."""
+    mac = hmac.new(installkey.derive(settings, "source-events"), f"{row['id']}:{row['secret']}".encode(),
+                   hashlib.sha256).digest()
+    return "srcsec_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def rotate(conn: Connection, settings: Any, source_id: int, *, tenant_id: str) -> str:
+    """A new event secret (the old one stops working at once)."""
+    return event_secret(settings, sources_repo.rotate_secret(conn, source_id, tenant_id=tenant_id))
+
+
+def create(conn: Connection, settings: Any, *, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
     """Create a source; the answer is the only one that shows its event secret."""
     spec = _validated(data)
     _check_workflow(conn, spec, tenant_id)
     row = sources_repo.create_source(conn, tenant_id=tenant_id, name=spec.name, kind=spec.kind,
                                      location=spec.location, config=spec.config(), enabled=spec.enabled)
-    return {**public_view(conn, row), "secret": row["secret"]}
+    return {**public_view(conn, row), "secret": event_secret(settings, row)}
 
 
 def update(conn: Connection, source_id: int, *, tenant_id: str, patch: SourcePatch) -> dict[str, Any]:
@@ -91,7 +108,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
-def record_event(engine: Engine, source_id: int, body: bytes, headers: Any) -> dict[str, Any]:
+def record_event(engine: Engine, settings: Any, source_id: int, body: bytes, headers: Any) -> dict[str, Any]:
     """A signed bucket notification: its new objects become pending files of the source (taken by the
     process that runs it, exactly once like listed ones)."""
     try:
@@ -99,7 +116,7 @@ def record_event(engine: Engine, source_id: int, body: bytes, headers: Any) -> d
             row = sources_repo.get_source(conn, source_id)
     except NotFound:  # the same answer as a bad signature: ids are not for probing
         raise Unauthorized("the event is not signed with this source's secret") from None
-    verify(row["secret"], body, headers)  # before anything else is revealed about the source
+    verify(event_secret(settings, row), body, headers)  # before anything else is revealed about the source
     if row["kind"] != "bucket":
         raise InvalidInput("only bucket sources take bucket events")
     try:

@@ -30,7 +30,9 @@ TERMINAL_JOB = ("completed", "partial", "failed", "cancelled")
 
 # ------------------------------------------------------------------------------ sources
 def new_secret() -> str:
-    return "srcsec_" + secrets.token_urlsafe(24)
+    """A fresh salt of a source's event secret (the secret itself is derived from it and the install key,
+    so the database alone does not reveal it)."""
+    return secrets.token_urlsafe(24)
 
 
 def create_source(conn: Connection, *, tenant_id: str, name: str, kind: str, location: str,
@@ -95,11 +97,11 @@ def delete_source(conn: Connection, source_id: int, *, tenant_id: str) -> None:
     conn.execute(sources.delete().where(sources.c.id == source_id))
 
 
-def rotate_secret(conn: Connection, source_id: int, *, tenant_id: str) -> str:
+def rotate_secret(conn: Connection, source_id: int, *, tenant_id: str) -> dict[str, Any]:
+    """A new salt, hence a new event secret; returns the changed row."""
     get_source(conn, source_id, tenant_id=tenant_id)
-    secret = new_secret()
-    conn.execute(sources.update().where(sources.c.id == source_id).values(secret=secret, updated_at=utcnow()))
-    return secret
+    conn.execute(sources.update().where(sources.c.id == source_id).values(secret=new_secret(), updated_at=utcnow()))
+    return get_source(conn, source_id, tenant_id=tenant_id)
 
 
 def set_state(conn: Connection, source_id: int, **values: Any) -> None:

@@ -477,7 +477,7 @@ sources = Table(
     Column("location", Text, nullable=False),  # a folder path, or s3://bucket/prefix
     Column("config", JSON, nullable=False),  # patterns, recursive, after, workflow, priority, metadata, limits
     Column("enabled", Boolean, nullable=False, server_default=text("TRUE")),
-    Column("secret", String(100)),  # signs bucket event notifications
+    Column("secret", String(100)),  # salt of the event secret (derived with the install key; never stored)
     Column("high_water", Text),  # the last key an incremental bucket listing finished
     Column("owner", String(100)),  # the process elected to run the source
     Column("lease_expires_at", DateTime),

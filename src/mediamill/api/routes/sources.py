@@ -28,7 +28,8 @@ def list_sources(request: Request, caller: Caller = auth.Viewer) -> dict[str, An
 def create_source(request: Request, body: SourceSpec = Body(...), caller: Caller = auth.Operator) -> dict[str, Any]:
     """Create a source. A bucket source's answer carries its event ``secret`` (shown only here and on rotation)."""
     with runtime(request).engine.begin() as conn:
-        return service.create(conn, tenant_id=caller.tenant_id, data=body.model_dump(exclude_unset=True))
+        return service.create(conn, runtime(request).settings, tenant_id=caller.tenant_id,
+                              data=body.model_dump(exclude_unset=True))
 
 
 @router.get("/{source_id}")
@@ -72,7 +73,7 @@ def list_files(request: Request, source_id: int = SOURCE_ID, caller: Caller = au
 def rotate_secret(request: Request, source_id: int = SOURCE_ID, caller: Caller = auth.Operator) -> dict[str, str]:
     """A new event secret (the old one stops working at once)."""
     with runtime(request).engine.begin() as conn:
-        return {"secret": sources_repo.rotate_secret(conn, source_id, tenant_id=caller.tenant_id)}
+        return {"secret": service.rotate(conn, runtime(request).settings, source_id, tenant_id=caller.tenant_id)}
 
 
 @router.post("/{source_id}/events", status_code=202, openapi_extra={"security": []})
@@ -83,6 +84,7 @@ async def bucket_events(request: Request, source_id: int = SOURCE_ID) -> dict[st
     webhook ``auth_token``) or ``X-Mediamill-Signature: sha256=<HMAC-SHA256 of the body>``. New objects
     become jobs like listed ones (exactly once, whichever way they were seen first)."""
     body = await request.body()
-    result: dict[str, Any] = await blocking(service.record_event, runtime(request).engine, source_id, body,
+    rt = runtime(request)
+    result: dict[str, Any] = await blocking(service.record_event, rt.engine, rt.settings, source_id, body,
                                             request.headers)
     return result
