@@ -26,6 +26,7 @@ from .conftest import ANYTHING
 from .support import add_source, jobs_by_path, write_slowly
 
 SLOW, QUICK = 20, 5
+SECRET_KEY = "sources-acceptance-install-key-0123456789abcdef"  # one installation: one key on every node
 GOOD_QUICK = [f"quick-{i}.bin" for i in range(3)]
 BAD_QUICK = ["bad-0.bin", "bad-1.bin"]
 
@@ -35,7 +36,7 @@ def _serve(data: Path, db_url: str, port: int, storage: Path) -> subprocess.Pope
            "MEDIAMILL_STORAGE_URL": str(storage), "MEDIAMILL_POOLS": "intake=2", "MEDIAMILL_LEASE_SECONDS": "3",
            "MEDIAMILL_SOURCE_SETTLE_SECONDS": "1.0", "MEDIAMILL_SOURCE_POLL_SECONDS": "0.5",
            "MEDIAMILL_SOURCE_TICK_SECONDS": "0.2", "MEDIAMILL_POLL_INTERVAL": "0.2", "MEDIAMILL_METRICS_DIR": "off",
-           "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+           "MEDIAMILL_SECRET_KEY": SECRET_KEY, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mediamill.cli.main", "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -111,7 +112,7 @@ def _check_outcome(rt: Runtime, inbox: Path) -> None:
 @pytest.fixture
 def sqlite_setup(tmp_path: Path) -> Iterator[tuple[Runtime, str]]:
     url = f"sqlite:///{tmp_path / 'data' / 'mediamill.db'}"
-    rt = make_runtime(tmp_path / "data", url)
+    rt = make_runtime(tmp_path / "data", url, secret_key=SECRET_KEY)
     yield rt, url
     rt.close()
 
@@ -149,7 +150,7 @@ def test_two_serve_processes_on_one_folder_take_each_once(tmp_path: Path, backen
     staging.mkdir()
     (tmp_path / "shared").mkdir()
     with database_url(backend, tmp_path / "shared") as url:
-        rt = make_runtime(tmp_path / "shared", url)
+        rt = make_runtime(tmp_path / "shared", url, secret_key=SECRET_KEY)
         procs: list[subprocess.Popen[str]] = []
         try:
             procs = [_serve(tmp_path / f"node-{n}", url, free_port(), tmp_path / "shared-storage") for n in range(2)]
