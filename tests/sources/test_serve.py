@@ -167,7 +167,8 @@ def test_two_serve_processes_on_one_folder_take_each_once(tmp_path: Path, backen
             dropper.join()
             for w in writers:
                 w.join()
-                wait_until(lambda: _finished(rt, src["id"]), timeout=120, interval=0.2, message="all 25 files finished")
+                wait_until(lambda: _finished(rt, src["id"]), timeout=240, interval=0.2,
+                       message=f"all 25 files finished ({_state(rt)})")
             owners = {f for (f,) in _claimers(rt, src["id"])}
             assert len(owners) == 2, owners  # the survivor took over from the dead leader
         finally:
@@ -175,6 +176,15 @@ def test_two_serve_processes_on_one_folder_take_each_once(tmp_path: Path, backen
                 _stop(p)
         _check_outcome(rt, inbox)
         rt.close()
+
+
+def _state(rt: Runtime) -> str:
+    """What is left, for a failure message: files by status, jobs by status."""
+    with rt.engine.connect() as conn:
+        files = conn.execute(sa.text("SELECT status, count(*) FROM source_files GROUP BY status")).all()
+        jobs = conn.execute(sa.text("SELECT status, count(*) FROM workflow_jobs GROUP BY status")).all()
+        owner = conn.execute(sa.text("SELECT owner, last_error FROM sources")).all()
+    return f"files {dict(files)}, jobs {dict(jobs)}, source {owner}"
 
 
 def _owner(rt: Runtime, source_id: int) -> str:
