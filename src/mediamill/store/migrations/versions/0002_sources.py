@@ -1,14 +1,14 @@
 """sources (watch folders, buckets) and delivered outputs
 
 Revision ID: 0002_sources
-Revises: 0002_sec_auth
+Revises: 0002_pipelines
 Create Date: 2026-11-29 22:22:50.663920
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0002_sources'
-down_revision = '0002_sec_auth'
+down_revision = '0002_pipelines'
 branch_labels = None
 depends_on = None
 
