@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mediamill.client.errors import APIError, MediamillClientError
 from mediamill.errors import MediamillError
 
 console = Console()
@@ -74,6 +75,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def exit_code(error_class: str | None) -> int:
+    """2 for a bad workflow document or configuration, 1 for every other failure."""
+    return 2 if error_class in ("invalid_workflow", "config") else 1
+
+
 def handle_errors(fn: F) -> F:
     """Turn mediamill errors into a message and a non-zero exit, never a traceback."""
 
@@ -83,6 +89,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except MediamillError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(2 if exc.error_class in ("invalid_workflow", "config") else 1) from None
+            raise typer.Exit(exit_code(exc.error_class)) from None
+        except MediamillClientError as exc:  # remote mode: the server's problem, same message and code
+            message = exc.message if isinstance(exc, APIError) else str(exc)
+            err_console.print(f"[red]error:[/red] {message}", highlight=False)
+            raise typer.Exit(exit_code(exc.error_class if isinstance(exc, APIError) else None)) from None
 
     return wrapper  # type: ignore[return-value]
