@@ -251,6 +251,7 @@ class WorkflowSaved(Model):
     version: int
     created: bool
     active: bool | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class WorkflowValidation(Model):

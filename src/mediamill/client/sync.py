@@ -352,7 +352,8 @@ class Client:
     def reset_breaker(self, action: str) -> None:
         self._call("breaker_reset", action=action)
 
-    def keys(self) -> list[dict[str, Any]]:
+    def list_keys(self) -> list[dict[str, Any]]:
+        """The API keys of the caller's tenant (never their secrets)."""
         return list(self._call("keys")["items"])
 
     def create_key(self, role: str, *, tenant: str | None = None, name: str | None = None) -> m.KeyCreated:
