@@ -304,7 +304,8 @@ class Client:
 
     # ------------------------------------------------------------------ downloads
     def download(self, job_id: int, name: str, dest: str | os.PathLike[str] | BinaryIO) -> Path | None:
-        """Download one output to ``dest`` (a folder, a file path or a binary file object), following
+        """Download one output to ``dest`` (an existing folder or a str ending in "/", a file path, or a
+        binary file object), following
         a presigned redirect (to S3) without sending the API key there. Returns the path written."""
         return self._download(c.path_of("download", job_id=job_id, name=name), name, dest)
 
