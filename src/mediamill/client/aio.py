@@ -373,13 +373,13 @@ class AsyncDeadLetters:
 
     async def retry(self, dl_id: int, version: int | None = None) -> int:
         body = {"version": version} if version is not None else None
-        return int((await self._c._call("dead_letter_retry", dl_id=dl_id, json=body))["job_id"])
+        return m.JobId.from_api(await self._c._call("dead_letter_retry", dl_id=dl_id, json=body)).job_id
 
     async def retry_all(self, *, error_class: str | None = None, workflow: str | None = None,
                         version: int | None = None) -> int:
         body = {k: v for k, v in {"error_class": error_class, "workflow": workflow, "version": version}.items()
                 if v is not None}
-        return int((await self._c._call("dead_letters_retry", json=body))["count"])
+        return m.Count.from_api(await self._c._call("dead_letters_retry", json=body)).count
 
     async def discard(self, dl_id: int) -> None:
         await self._c._call("dead_letter_discard", dl_id=dl_id)

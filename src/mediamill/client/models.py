@@ -284,6 +284,27 @@ class DeadLetter(Model):
     resolution: str | None = None
 
 
+class JobId(Model):
+    """The job a dead letter was re-queued as."""
+
+    __schema__ = "JobId"
+    job_id: int
+
+
+class Count(Model):
+    """How many things an operation touched."""
+
+    __schema__ = "Count"
+    count: int
+
+
+class Ok(Model):
+    """An operation that has nothing to report but success."""
+
+    __schema__ = "Ok"
+    ok: bool = True
+
+
 class Queue(Model):
     name: str
     depth: int = 0

@@ -476,14 +476,14 @@ class DeadLetters:
     def retry(self, dl_id: int, version: int | None = None) -> int:
         """Re-queue one dead-lettered job; returns its job id."""
         body = {"version": version} if version is not None else None
-        return int(self._c._call("dead_letter_retry", dl_id=dl_id, json=body)["job_id"])
+        return m.JobId.from_api(self._c._call("dead_letter_retry", dl_id=dl_id, json=body)).job_id
 
     def retry_all(self, *, error_class: str | None = None, workflow: str | None = None,
                   version: int | None = None) -> int:
         """Retry every open dead letter matching the filter; returns how many."""
         body = {k: v for k, v in {"error_class": error_class, "workflow": workflow, "version": version}.items()
                 if v is not None}
-        return int(self._c._call("dead_letters_retry", json=body)["count"])
+        return m.Count.from_api(self._c._call("dead_letters_retry", json=body)).count
 
     def discard(self, dl_id: int) -> None:
         self._c._call("dead_letter_discard", dl_id=dl_id)
