@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mediamill.client.errors import APIError, MediamillClientError
 from mediamill.errors import MediamillError
 
 console = Console()
@@ -90,9 +89,13 @@ def handle_errors(fn: F) -> F:
         except MediamillError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
             raise typer.Exit(exit_code(exc.error_class)) from None
-        except MediamillClientError as exc:  # remote mode: the server's problem, same message and code
-            message = exc.message if isinstance(exc, APIError) else str(exc)
-            err_console.print(f"[red]error:[/red] {message}", highlight=False)
-            raise typer.Exit(exit_code(exc.error_class if isinstance(exc, APIError) else None)) from None
+        except Exception as exc:
+            client_errors = sys.modules.get("mediamill.client.errors")  # loaded only in remote mode
+            if client_errors is None or not isinstance(exc, client_errors.MediamillClientError):
+                raise
+            # remote mode: the server's problem, with local mode's message and exit code
+            api_error = isinstance(exc, client_errors.APIError)
+            err_console.print(f"[red]error:[/red] {exc.message if api_error else exc}", highlight=False)
+            raise typer.Exit(exit_code(exc.error_class if api_error else None)) from None
 
     return wrapper  # type: ignore[return-value]
