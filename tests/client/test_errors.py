@@ -91,3 +91,30 @@ def test_401_and_unreachable_server(sqlite_server: Server) -> None:
     assert info.value.status == 401
     with Client(f"http://127.0.0.1:{free_port()}", "k") as mm, pytest.raises(APIConnectionError):
         mm.job(1)
+
+
+def test_wait_times_out_on_a_job_that_cannot_start(sqlite_server: Server, small_jpeg: Path) -> None:
+    """A job in a paused queue sends no events: wait() still returns at its deadline."""
+    from mediamill.client import AsyncClient, WaitTimeout
+
+    with Client(sqlite_server.url, sqlite_server.admin_key) as mm:
+        mm.pause_queue("image_processing")
+        try:
+            job = mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS")
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout) as info:
+                mm.wait(job.id, timeout=2)
+            assert 1.9 <= time.monotonic() - started < 8
+            assert info.value.job.status == "queued"
+
+            async def async_wait() -> None:
+                async with AsyncClient(sqlite_server.url, sqlite_server.admin_key) as amm:
+                    await amm.wait(job.id, timeout=1)
+
+            import asyncio
+
+            with pytest.raises(WaitTimeout):
+                asyncio.run(async_wait())
+        finally:
+            mm.resume_queue("image_processing")
+        assert mm.wait(job.id, timeout=120).status == "completed"

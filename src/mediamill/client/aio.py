@@ -205,14 +205,13 @@ class AsyncClient:
         return [m.Output.from_api(o) for o in (await self._call("outputs", job_id=job_id))["items"]]
 
     # ------------------------------------------------------------------ events / wait
-    async def events(self, job_id: int, *, after: int | None = None,
-                     read_timeout: float | None = None) -> AsyncIterator[m.Event]:
+    async def events(self, job_id: int, *, after: int | None = None) -> AsyncIterator[m.Event]:
         """A job's events, live, until its final status; reconnects with ``Last-Event-ID``."""
         last, failures = after, 0
         while True:
             decoder = c.SSEDecoder()
             try:
-                async for event in self._stream_once(job_id, last, decoder, read_timeout):
+                async for event in self._stream_once(job_id, last, decoder):
                     last, failures = event.id, 0
                     yield event
                     if isinstance(event, m.StatusEvent) and event.final:
@@ -226,12 +225,11 @@ class AsyncClient:
                     return
             await asyncio.sleep(min(decoder.retry_ms or 1000, 5000) / 1000)
 
-    async def _stream_once(self, job_id: int, last: int | None, decoder: c.SSEDecoder,
-                           read_timeout: float | None) -> AsyncIterator[m.Event]:
+    async def _stream_once(self, job_id: int, last: int | None, decoder: c.SSEDecoder) -> AsyncIterator[m.Event]:
         headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last:
             headers["Last-Event-ID"] = str(last)
-        timeout = httpx.Timeout(10.0, read=read_timeout or DEFAULT_READ)
+        timeout = httpx.Timeout(10.0, read=DEFAULT_READ)
         async with self._http.stream("GET", self.url + c.path_of("events", job_id=job_id), headers=headers,
                                      timeout=timeout) as response:
             if response.status_code >= 400:

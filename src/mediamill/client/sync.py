@@ -241,34 +241,40 @@ class Client:
         return [m.Output.from_api(o) for o in self._call("outputs", job_id=job_id)["items"]]
 
     # ------------------------------------------------------------------ events / wait
-    def events(self, job_id: int, *, after: int | None = None,
-               read_timeout: float | None = None) -> Iterator[m.Event]:
+    def events(self, job_id: int, *, after: int | None = None) -> Iterator[m.Event]:
         """A job's events, live, ending after its final status. A dropped stream reconnects with
-        ``Last-Event-ID``: no event is missed or repeated."""
+        ``Last-Event-ID``: no event is missed or repeated. ``after`` resumes after that event id."""
+        return self._events(job_id, after, None)
+
+    def _events(self, job_id: int, after: int | None, deadline: float | None) -> Iterator[m.Event]:
+        """``events``, stopping quietly at ``deadline`` (a ``time.monotonic()`` value) when one is given."""
         last, failures = after, 0
-        while True:
+        while not _passed(deadline):
             decoder = c.SSEDecoder()
             try:
-                for event in self._stream_once(job_id, last, decoder, read_timeout):
+                for event in self._stream_once(job_id, last, decoder, deadline):
                     last, failures = event.id, 0
                     yield event
                     if isinstance(event, m.StatusEvent) and event.final:
                         return
             except httpx.TransportError as exc:
+                if _passed(deadline):
+                    return
                 failures += 1
                 if failures > self.max_reconnects:
                     raise APIConnectionError(f"the event stream of job {job_id} keeps failing: {exc}") from exc
             else:
-                if self.job(job_id).done:  # ended cleanly after the final event was delivered earlier
+                if _passed(deadline) or self.job(job_id).done:  # the final event was delivered earlier
                     return
-            time.sleep(min(decoder.retry_ms or 1000, 5000) / 1000)
+            time.sleep(min(decoder.retry_ms or 1000, 5000, _left(deadline) * 1000) / 1000)
 
     def _stream_once(self, job_id: int, last: int | None, decoder: c.SSEDecoder,
-                     read_timeout: float | None) -> Iterator[m.Event]:
+                     deadline: float | None) -> Iterator[m.Event]:
         headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last:
             headers["Last-Event-ID"] = str(last)
-        timeout = httpx.Timeout(10.0, read=read_timeout or 60.0)  # the server sends a keep-alive every 15 s
+        # the server sends a keep-alive every 15 s, so a minute of silence is a dead connection
+        timeout = httpx.Timeout(10.0, read=max(0.1, min(60.0, _left(deadline))))
         with self._http.stream("GET", self.url + c.path_of("events", job_id=job_id), headers=headers,
                                timeout=timeout) as response:
             if response.status_code >= 400:
@@ -280,23 +286,19 @@ class Client:
                 if event is not None and (last is None or event.id > last):
                     last = event.id
                     yield event
+                if _passed(deadline):
+                    return
 
     def wait(self, job_id: int, timeout: float | None = None,
              on_event: Callable[[m.Event], None] | None = None) -> m.Job:
         """Follow the job's events until it ends and return it (``WaitTimeout`` after ``timeout`` s)."""
         deadline = time.monotonic() + timeout if timeout is not None else None
-        if self.job(job_id).done:
-            return self.job(job_id)
-        read_timeout = None if deadline is None else max(0.5, deadline - time.monotonic())
-        try:
-            for event in self.events(job_id, read_timeout=read_timeout):
-                if on_event:
-                    on_event(event)
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-        except APIConnectionError:
-            if deadline is None or time.monotonic() < deadline:
-                raise
+        job = self.job(job_id)
+        if job.done:
+            return job
+        for event in self._events(job_id, None, deadline):
+            if on_event:
+                on_event(event)
         job = self.job(job_id)
         if not job.done:
             raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout} s", job)
@@ -487,6 +489,15 @@ class DeadLetters:
 
     def discard(self, dl_id: int) -> None:
         self._c._call("dead_letter_discard", dl_id=dl_id)
+
+
+def _left(deadline: float | None) -> float:
+    """Seconds until ``deadline`` (infinite without one)."""
+    return float("inf") if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _document(document: Document) -> tuple[bytes, str]:
