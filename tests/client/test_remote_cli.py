@@ -80,7 +80,7 @@ def test_remote_cli_end_to_end(server: Server, tmp_path: Path, small_jpeg: Path)
     assert {job_id, accepted["id"]} <= {j["id"] for j in listed}
 
     # errors: same message and exit code as local mode
-    for args in (["job", "999999"], ["cancel", str(job_id)], ["retry", "999999"]):
+    for args in (["job", "999999"], ["cancel", str(job_id)], ["retry", "999999"], ["submit", "nope.jpg"]):
         r, loc = remote(*args), local(*args)
         assert (r.returncode, r.stderr) == (loc.returncode, loc.stderr), (args, r.stderr, loc.stderr)
         assert r.returncode == 1 and r.stderr.startswith("error:")

@@ -221,7 +221,8 @@ def jobs(status: str | None = typer.Option(None, "--status", help="e.g. failed o
 def _jobs(status: str | None, workflow: str | None, limit: int, json_: bool) -> None:
     mm = remote.client()
     if mm is not None:
-        rows = [j.to_dict() for j in mm.jobs(status=status, workflow=workflow, limit=limit, page_size=limit)]
+        rows = [j.to_dict() for j in mm.jobs(status=status, workflow=workflow, limit=min(limit, 500),
+                                             page_size=min(limit, 500))]
     else:
         rows = ops.list_jobs(open_runtime().engine, status=status, workflow=workflow, limit=limit)
     if json_:

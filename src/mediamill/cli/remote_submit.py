@@ -31,7 +31,7 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
     if not file.is_file():
         from mediamill.errors import InvalidInput
 
-        raise InvalidInput(f"no file {file}")
+        raise InvalidInput(f"no such file: {file}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         console=err_console, disable=json_, transient=True)
     with progress:
