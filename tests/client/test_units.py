@@ -62,3 +62,18 @@ def test_problem_documents_become_the_matching_exception() -> None:
     assert isinstance(plain, ServerError) and plain.detail == "bad gateway"
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert retry_after_seconds("soon") is None
+
+
+def test_async_client_has_every_method_of_the_sync_client() -> None:
+    import inspect
+
+    from mediamill.client import AsyncClient, Client
+    from mediamill.client.aio import AsyncDeadLetters, AsyncWorkflows
+    from mediamill.client.sync import DeadLetters, Workflows
+
+    for sync_cls, async_cls in ((Client, AsyncClient), (Workflows, AsyncWorkflows), (DeadLetters, AsyncDeadLetters)):
+        public = {n for n, f in vars(sync_cls).items() if callable(f) and not n.startswith("_")} - {"close"}
+        for name in sorted(public):
+            fn = getattr(async_cls, name, None)
+            assert fn is not None, f"{async_cls.__name__}.{name} is missing"
+            assert inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), f"{async_cls.__name__}.{name}"

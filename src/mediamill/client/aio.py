@@ -313,6 +313,47 @@ class AsyncClient:
     async def me(self) -> dict[str, Any]:
         return dict(await self._call("me"))
 
+    async def list_keys(self) -> list[dict[str, Any]]:
+        return list((await self._call("keys"))["items"])
+
+    async def create_key(self, role: str, *, tenant: str | None = None, name: str | None = None) -> m.KeyCreated:
+        body = {k: v for k, v in {"role": role, "tenant": tenant, "name": name}.items() if v is not None}
+        return m.KeyCreated.from_api(await self._call("key_create", json=body))
+
+    async def revoke_key(self, key_id: int) -> None:
+        await self._call("key_revoke", key_id=key_id)
+
+    async def channels(self) -> list[dict[str, Any]]:
+        return list((await self._call("channels"))["items"])
+
+    async def create_channel(self, kind: str, config: dict[str, Any], *, name: str | None = None,
+                             events: list[str] | None = None, workflow_code: str | None = None) -> dict[str, Any]:
+        body = {"kind": kind, "config": config, "name": name, "events": events, "workflow_code": workflow_code}
+        return dict(await self._call("channel_create", json={k: v for k, v in body.items() if v is not None}))
+
+    async def delete_channel(self, channel_id: int) -> None:
+        await self._call("channel_delete", channel_id=channel_id)
+
+    async def test_channel(self, channel_id: int) -> dict[str, Any]:
+        return dict(await self._call("channel_test", channel_id=channel_id))
+
+    async def rotate_channel_secret(self, channel_id: int, overlap_seconds: int = 86400) -> dict[str, Any]:
+        return dict(await self._call("channel_rotate", channel_id=channel_id,
+                                     params={"overlap_seconds": overlap_seconds}))
+
+    async def notifications(self, *, status: str | None = None, event_type: str | None = None,
+                            job_id: int | None = None, include_events: bool = False,
+                            limit: int = 50) -> list[dict[str, Any]]:
+        params = c.query(status=status, event_type=event_type, job_id=job_id,
+                         include_events=include_events or None, limit=limit)
+        return list((await self._call("notifications", params=params))["items"])
+
+    async def replay_notification(self, notification_id: int) -> dict[str, Any]:
+        return dict(await self._call("notification_replay", notification_id=notification_id))
+
+    async def alerts(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return list((await self._call("alerts", params=c.query(state=state, limit=limit)))["items"])
+
 
 class AsyncWorkflows:
     """``client.workflows`` of the async client."""
@@ -357,6 +398,9 @@ class AsyncWorkflows:
     async def activate(self, code: str, version: int) -> dict[str, Any]:
         return dict(await self._c._call("workflow_activate", code=code, json={"version": version}))
 
+    async def deactivate(self, code: str) -> dict[str, Any]:
+        return dict(await self._c._call("workflow_deactivate", code=code))
+
 
 class AsyncDeadLetters:
     """``client.dead_letters`` of the async client."""
@@ -365,9 +409,24 @@ class AsyncDeadLetters:
         self._c = client
 
     async def list(self, *, error_class: str | None = None, workflow: str | None = None,
-                   limit: int = 100) -> list[m.DeadLetter]:
-        params = c.query(error_class=error_class, workflow=workflow, limit=limit)
-        return [m.DeadLetter.from_api(d) for d in (await self._c._call("dead_letters", params=params))["items"]]
+                   include_resolved: bool = False, page_size: int = 100,
+                   limit: int | None = None) -> AsyncIterator[m.DeadLetter]:
+        """Dead letters newest first over keyset pages (``async for dl in mm.dead_letters.list(): …``)."""
+        before: int | None = None
+        seen = 0
+        while True:
+            size = min(page_size, limit - seen) if limit is not None else page_size
+            if size <= 0:
+                return
+            page = (await self._c._call("dead_letters", params=c.query(
+                error_class=error_class, workflow=workflow, include_resolved=include_resolved or None, limit=size,
+                before_id=before)))["items"]
+            for item in page:
+                seen += 1
+                yield m.DeadLetter.from_api(item)
+            if len(page) < size:
+                return
+            before = page[-1]["id"]
 
     async def retry(self, dl_id: int, version: int | None = None) -> int:
         body = {"version": version} if version is not None else None
