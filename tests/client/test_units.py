@@ -77,3 +77,14 @@ def test_async_client_has_every_method_of_the_sync_client() -> None:
             fn = getattr(async_cls, name, None)
             assert fn is not None, f"{async_cls.__name__}.{name} is missing"
             assert inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), f"{async_cls.__name__}.{name}"
+
+
+def test_the_sdk_imports_nothing_of_the_server() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, mediamill.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'fastapi', 'av', 'pyvips', "
+            "'boto3', 'alembic') or m.startswith(('mediamill.engine', 'mediamill.store', 'mediamill.api'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
