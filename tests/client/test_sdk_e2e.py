@@ -9,6 +9,8 @@ import hashlib
 import itertools
 from pathlib import Path
 
+import httpx
+
 from mediamill.client import AsyncClient, Client, StatusEvent
 from tests.client.conftest import FIFTY_MB, Server
 from tests.client.proxy import Cuts, CuttingProxy
@@ -93,3 +95,21 @@ def test_jobs_iterates_keyset_pages(sqlite_server: Server, small_jpeg: Path) -> 
         assert [j.id for j in mm.jobs(page_size=2, limit=3)] == paged[:3]
         for job_id in ids:
             assert mm.wait(job_id, timeout=120).done
+
+
+def test_upload_started_elsewhere_continues_from_the_server_offset(sqlite_server: Server, small_jpeg: Path) -> None:
+    data = small_jpeg.read_bytes()
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {sqlite_server.admin_key}"}
+    created = httpx.post(f"{sqlite_server.url}/v1/uploads", headers={**tus, "Upload-Length": str(len(data))})
+    upload_id = created.headers["location"].rsplit("/", 1)[-1]
+    half = len(data) // 2
+    first = httpx.patch(f"{sqlite_server.url}/v1/uploads/{upload_id}", content=data[:half],
+                        headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert first.status_code == 204
+    progress: list[int] = []
+    with Client(sqlite_server.url, sqlite_server.admin_key) as mm:
+        assert mm.upload_offset(upload_id) == half
+        assert mm.upload(small_jpeg, upload_id=upload_id, on_progress=lambda s, _t: progress.append(s)) == upload_id
+        state = mm.request("GET", f"/v1/uploads/{upload_id}").json()
+    assert progress[0] == half and progress[-1] == len(data)
+    assert state["complete"] and state["length"] == len(data) and state["mime"] == "image/jpeg"

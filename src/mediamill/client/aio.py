@@ -110,18 +110,23 @@ class AsyncClient:
         return m.JobAccepted.from_api(await self._call("submit", json=body,
                                                        headers=c.idempotency_headers(idempotency_key)))
 
-    async def upload(self, source: Source, *, filename: str | None = None,
-                     on_progress: Progress | None = None) -> str:
+    async def upload(self, source: Source, *, filename: str | None = None, on_progress: Progress | None = None,
+                     upload_id: str | None = None) -> str:
+        """Upload with tus (resuming after dropped connections; ``upload_id`` continues an earlier upload)."""
         fh, size, name, owned = c.upload_source(source, filename)
         try:
             start = fh.tell()
-            created = await self.request("POST", c.path_of("upload_create"), headers={
-                "Tus-Resumable": c.TUS_VERSION, "Upload-Length": str(size),
-                "Upload-Metadata": c.tus_metadata({"filename": name})})
-            upload_id = c.upload_id_of(created.headers.get("location", ""))
+            if upload_id is None:
+                created = await self.request("POST", c.path_of("upload_create"), headers={
+                    "Tus-Resumable": c.TUS_VERSION, "Upload-Length": str(size),
+                    "Upload-Metadata": c.tus_metadata({"filename": name})})
+                upload_id = c.upload_id_of(created.headers.get("location", ""))
+                offset = 0
+            else:
+                offset = await self.upload_offset(upload_id)
             if on_progress:
-                on_progress(0, size)
-            offset, failures = 0, 0
+                on_progress(offset, size)
+            failures = 0
             while offset < size:
                 try:
                     offset = await self._patch(upload_id, fh, start, offset, min(self.chunk_size, size - offset),

@@ -129,18 +129,26 @@ class Client:
         return m.JobAccepted.from_api(self._call("submit", json=body,
                                                  headers=c.idempotency_headers(idempotency_key)))
 
-    def upload(self, source: Source, *, filename: str | None = None, on_progress: Progress | None = None) -> str:
-        """Upload a file with tus and return the upload id (resuming after dropped connections)."""
+    def upload(self, source: Source, *, filename: str | None = None, on_progress: Progress | None = None,
+               upload_id: str | None = None) -> str:
+        """Upload a file with tus and return the upload id (resuming after dropped connections).
+
+        ``upload_id`` continues an upload an earlier process started (from the server's offset).
+        """
         fh, size, name, owned = c.upload_source(source, filename)
         try:
             start = fh.tell()
-            created = self.request("POST", c.path_of("upload_create"), headers={
-                "Tus-Resumable": c.TUS_VERSION, "Upload-Length": str(size),
-                "Upload-Metadata": c.tus_metadata({"filename": name})})
-            upload_id = c.upload_id_of(created.headers.get("location", ""))
+            if upload_id is None:
+                created = self.request("POST", c.path_of("upload_create"), headers={
+                    "Tus-Resumable": c.TUS_VERSION, "Upload-Length": str(size),
+                    "Upload-Metadata": c.tus_metadata({"filename": name})})
+                upload_id = c.upload_id_of(created.headers.get("location", ""))
+                offset = 0
+            else:
+                offset = self.upload_offset(upload_id)
             if on_progress:
-                on_progress(0, size)
-            self._send_upload(upload_id, fh, start, size, on_progress)
+                on_progress(offset, size)
+            self._send_upload(upload_id, fh, start, size, on_progress, offset)
             return upload_id
         finally:
             if owned:
@@ -152,8 +160,9 @@ class Client:
                                 headers={"Tus-Resumable": c.TUS_VERSION})
         return c.offset_of(response)
 
-    def _send_upload(self, upload_id: str, fh: BinaryIO, start: int, size: int, on_progress: Progress | None) -> None:
-        offset, failures = 0, 0
+    def _send_upload(self, upload_id: str, fh: BinaryIO, start: int, size: int, on_progress: Progress | None,
+                     offset: int) -> None:
+        failures = 0
         while offset < size:
             length = min(self.chunk_size, size - offset)
             try:
