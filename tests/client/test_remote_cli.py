@@ -85,9 +85,25 @@ def test_remote_cli_end_to_end(server: Server, tmp_path: Path, small_jpeg: Path)
         assert (r.returncode, r.stderr) == (loc.returncode, loc.stderr), (args, r.stderr, loc.stderr)
         assert r.returncode == 1 and r.stderr.startswith("error:")
 
+    # outputs by code: the same files as local mode saves, checked against size and sha256
+    saved = json.loads(remote("outputs", finished["job_code"], "--dest", "got", "--json").stdout)
+    local_saved = json.loads(local("outputs", str(job_id), "--dest", str(tmp_path / "got-local"), "--json").stdout)
+    assert [(r["name"], r["sha256"], r["action"]) for r in saved["items"]] == \
+        [(r["name"], r["sha256"], r["action"]) for r in local_saved["items"]]
+    for row in saved["items"]:
+        assert (elsewhere / "got" / row["name"]).read_bytes() == (tmp_path / "got-local" / row["name"]).read_bytes()
+    again = remote("outputs", finished["job_code"], "--dest", "got")
+    assert again.returncode == 0 and "unchanged" in again.stdout
+
+    # actions: the server's catalogue, the same document as local mode on the server's machine
+    assert remote("actions", "--json").stdout == local("actions", "--json").stdout
+    assert "max_dimension" in remote("actions", "resize_image").stdout
+    unknown, unknown_local = remote("actions", "resize_imag"), local("actions", "resize_imag")
+    assert (unknown.returncode, unknown.stderr) == (unknown_local.returncode, unknown_local.stderr)
+
     _workflows(remote, local, elsewhere)
     _operations(remote, job_id)
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["client-thumbs.yaml", "photo.jpg"]  # no data dir
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["client-thumbs.yaml", "got", "photo.jpg"]  # no data dir
 
 
 def _workflows(remote, local, elsewhere: Path) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
                     bars[s["step_name"]] = progress.add_task(f"  {s['step_name']}", total=100, shown="")
                 progress.update(bars[s["step_name"]], **step_bar(s))
             progress.update(overall, description=f"{detail['job_code']} [{detail['status']}]",
-                            **_bar(detail["status"], detail["progress_percent"]))
+                            **bar_fields(detail["status"], detail["progress_percent"]))
             if detail["status"] in FINAL:
                 return detail
             time.sleep(0.25)
@@ -143,10 +144,11 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
 def step_bar(step: dict[str, Any]) -> dict[str, Any]:
     """What a step's bar shows: its label, how full it is and the figure beside it."""
     return {"description": f"  {step['step_name']} [{step['status']}]",
-            **_bar(step["status"], step["progress_percent"])}
+            **bar_fields(step["status"], step["progress_percent"])}
 
 
-def _bar(status: str, percent: float | None) -> dict[str, Any]:
+def bar_fields(status: str, percent: float | None) -> dict[str, Any]:
+    """How full a bar is and the figure beside it, for a job or step in ``status`` at ``percent``."""
     if status == "skipped":  # nothing was done: an empty bar, not a full one
         return {"completed": 0, "shown": "skipped"}
     if status in ("completed", "partial"):
@@ -272,13 +274,25 @@ def outputs(job_ref: str = typer.Argument(..., metavar="JOB", help="the job's id
 
 @handle_errors
 def _outputs(job_ref: str, dest: Path | None, overwrite: bool, json_: bool) -> None:
-    rt = open_runtime()
-    detail = ops.get_job(rt.engine, find_job_id(rt.engine, job_ref))
+    mm = remote.client()
+    opener: Callable[[dict[str, Any]], Any]
+    if mm is not None:  # a code is looked up through the jobs of the day it names
+        from mediamill.cli.remote_submit import output_opener
+
+        job_id = int(job_ref) if job_ref.isdigit() else mm.find_job(job_ref).id
+        detail = mm.job(job_id).to_dict()
+        opener = output_opener(mm, job_id)
+    else:
+        rt = open_runtime()
+        detail = ops.get_job(rt.engine, find_job_id(rt.engine, job_ref))
+
+        def opener(out: dict[str, Any]) -> Any:
+            return rt.storage.open(out["storage_key"])
     published = [o for o in detail["outputs"] if o.get("visible") is not False]
     if not published:
         raise NotFound(f"job {detail['job_code']} has no outputs (it is {detail['status']})")
     folder = dest if dest is not None else Path(detail["job_code"])
-    rows = save_outputs(published, folder, lambda out: rt.storage.open(out["storage_key"]), overwrite=overwrite)
+    rows = save_outputs(published, folder, opener, overwrite=overwrite)
     if json_:
         print_json({"job_id": detail["id"], "job_code": detail["job_code"], "dest": str(folder), "items": rows})
         return

@@ -3,8 +3,10 @@ job and one per step, live from the job's event stream."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rich.progress import (
     BarColumn,
@@ -53,30 +55,58 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
     finish_submit(accepted.to_dict() if json_ else job, detail, json_)
 
 
+def output_opener(mm: Client, job_id: int) -> Callable[[dict[str, Any]], BinaryIO]:
+    """Opens an output of the job as a file object (downloaded to a spooled temporary file first)."""
+
+    def open_output(out: dict[str, Any]) -> BinaryIO:
+        buffer = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 - the caller closes it
+        mm.download(job_id, out["name"], buffer)  # type: ignore[arg-type]
+        buffer.seek(0)
+        return buffer  # type: ignore[return-value]
+
+    return open_output
+
+
 def follow(mm: Client, job_id: int, job_code: str, *, quiet: bool) -> None:
-    """Draw the job's bar and one per step from its event stream until it ends."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                        TimeElapsedColumn(), console=err_console, disable=quiet)
-    bars: dict[str, TaskID] = {}
+    """Draw the job's bar and one per step, as local mode does, from the job's event stream until it ends."""
+    from mediamill.cli.engine_cmds import bar_fields
+
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                        TextColumn("{task.fields[shown]}", markup=False), TimeElapsedColumn(),
+                        console=err_console, disable=quiet)
+    state = _Bars(progress, bar_fields, job_code)
     with progress:
-        overall = progress.add_task(f"{job_code} [queued]", total=100)
         for event in mm.events(job_id):
-            _draw(progress, bars, overall, job_code, event)
+            state.draw(event)
 
 
-def _draw(progress: Progress, bars: dict[str, TaskID], overall: TaskID, job_code: str, event: m.Event) -> None:
-    step = event.step
-    if step and step not in bars:
-        bars[step] = progress.add_task(f"  {step}", total=100)
-    if isinstance(event, m.ProgressEvent):
-        progress.update(overall, completed=event.percent)
-        if step:
-            progress.update(bars[step], completed=event.step_percent)
-    elif isinstance(event, m.StepEvent) and step:
-        progress.update(bars[step], description=f"  {step} [{event.status}]")
-        if event.status in ("completed", "skipped"):
-            progress.update(bars[step], completed=100.0)
-    elif isinstance(event, m.StatusEvent):
-        progress.update(overall, description=f"{job_code} [{event.status}]")
-        if event.status in ("completed", "partial"):
-            progress.update(overall, completed=100)
+class _Bars:
+    """The bars of one job: the job's own and one per step, fed by its events."""
+
+    def __init__(self, progress: Progress, bar_fields: Callable[[str, float | None], dict[str, Any]],
+                 job_code: str) -> None:
+        self.progress, self.bar_fields, self.job_code = progress, bar_fields, job_code
+        self.steps: dict[str, tuple[TaskID, str, float]] = {}
+        self.status, self.percent = "queued", 0.0
+        self.overall = progress.add_task(f"{job_code} [queued]", total=100, shown="")
+
+    def draw(self, event: m.Event) -> None:
+        step = event.step
+        if isinstance(event, m.ProgressEvent):
+            self.percent = event.percent
+            if step:
+                self._step(step, None, event.step_percent)
+        elif isinstance(event, m.StepEvent) and step:
+            self._step(step, event.status, None)
+        elif isinstance(event, m.StatusEvent):
+            self.status = event.status
+        self.progress.update(self.overall, description=f"{self.job_code} [{self.status}]",
+                             **self.bar_fields(self.status, self.percent))
+
+    def _step(self, name: str, status: str | None, percent: float | None) -> None:
+        if name not in self.steps:
+            self.steps[name] = (self.progress.add_task(f"  {name}", total=100, shown=""), "running", 0.0)
+        task, old_status, old_percent = self.steps[name]
+        status, percent = status or old_status, old_percent if percent is None else percent
+        self.steps[name] = (task, status, percent)
+        self.progress.update(task, description=f"  {name} [{status}]", **self.bar_fields(status, percent))

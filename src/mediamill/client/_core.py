@@ -77,6 +77,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "key_create": Endpoint("POST", "/v1/keys", m.KeyCreated),
     "key_revoke": Endpoint("DELETE", "/v1/keys/{key_id}", m.Ok),
     "me": Endpoint("GET", "/v1/me"),
+    "actions": Endpoint("GET", "/v1/actions", m.ActionInfo, ("family",)),
+    "action": Endpoint("GET", "/v1/actions/{name}", m.ActionInfo),
     "channels": Endpoint("GET", "/v1/channels"),
     "channel_create": Endpoint("POST", "/v1/channels"),
     "channel_delete": Endpoint("DELETE", "/v1/channels/{channel_id}"),

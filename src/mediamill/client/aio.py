@@ -18,6 +18,7 @@ from mediamill.client.errors import (
     APIConnectionError,
     APIError,
     ConflictError,
+    NotFoundError,
     UploadError,
     WaitTimeout,
     error_from_response,
@@ -314,6 +315,30 @@ class AsyncClient:
 
     async def reset_breaker(self, action: str) -> None:
         await self._call("breaker_reset", action=action)
+
+    async def actions(self, family: str | None = None) -> list[m.ActionInfo]:
+        return [m.ActionInfo.from_api(a) for a in (await self._call("actions", params=c.query(family=family)))["items"]]
+
+    async def action(self, name: str) -> m.ActionInfo:
+        return m.ActionInfo.from_api(await self._call("action", name=name))
+
+    async def find_job(self, code: str) -> m.JobSummary:
+        """A job by its code (see ``Client.find_job``)."""
+        import datetime as dt
+
+        parts = code.strip().upper().split("-")
+        try:
+            day = dt.datetime.strptime(parts[1], "%Y%m%d") if len(parts) == 3 and parts[0] == "JOB" else None
+        except ValueError:
+            day = None
+        if day is None:  # not a job code: no job has it
+            raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
+        since, until = (day - dt.timedelta(days=1)).strftime("%Y-%m-%d"), (day + dt.timedelta(days=2)).strftime(
+            "%Y-%m-%d")
+        async for job in self.jobs(since=since, until=until, page_size=500):
+            if job.job_code == code.strip().upper():
+                return job
+        raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
 
     async def me(self) -> dict[str, Any]:
         return dict(await self._call("me"))

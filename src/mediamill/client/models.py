@@ -330,6 +330,35 @@ class Breaker(Model):
     success_count: int | None = None
 
 
+class ParamInfo(Model):
+    """One parameter of an action."""
+
+    __schema__ = "ParamInfo"
+    name: str
+    type: str
+    required: bool
+    default: Any = None
+    allowed: list[Any] | None = None
+    bounds: str = ""
+    description: str = ""
+
+
+class ActionInfo(Model):
+    """What a workflow step can do: an action, its parameters and the error classes it fails with."""
+
+    __schema__ = "ActionInfo"
+    name: str
+    family: str
+    description: str
+    params_schema: dict[str, Any]
+    params: list[ParamInfo]
+    errors: list[str]
+    isolated: bool
+    idempotent: bool
+    fuse: str | None
+    plugin: dict[str, str] | None
+
+
 class KeyCreated(Model):
     """A new API key; ``key`` is its plaintext, shown this once."""
 

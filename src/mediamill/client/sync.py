@@ -19,6 +19,7 @@ from mediamill.client.errors import (
     APIConnectionError,
     APIError,
     ConflictError,
+    NotFoundError,
     UploadError,
     WaitTimeout,
     error_from_response,
@@ -374,6 +375,33 @@ class Client:
 
     def revoke_key(self, key_id: int) -> None:
         self._call("key_revoke", key_id=key_id)
+
+    def actions(self, family: str | None = None) -> list[m.ActionInfo]:
+        """Every action the server's workers can run (built-in and plug-in), with its parameters."""
+        return [m.ActionInfo.from_api(a) for a in self._call("actions", params=c.query(family=family))["items"]]
+
+    def action(self, name: str) -> m.ActionInfo:
+        """One action (404 names the closest ones)."""
+        return m.ActionInfo.from_api(self._call("action", name=name))
+
+    def find_job(self, code: str) -> m.JobSummary:
+        """A job by its code (``JOB-YYYYMMDD-…``): the date in the code narrows the search to one day."""
+        import datetime as dt
+
+        parts = code.strip().upper().split("-")
+        try:
+            day = dt.datetime.strptime(parts[1], "%Y%m%d") if len(parts) == 3 and parts[0] == "JOB" else None
+        except ValueError:
+            day = None
+        if day is None:  # not a job code: no job has it
+            raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
+        # a day either side: the code's date is the submitter's clock's, the filter the server's
+        since, until = (day - dt.timedelta(days=1)).strftime("%Y-%m-%d"), (day + dt.timedelta(days=2)).strftime(
+            "%Y-%m-%d")
+        for job in self.jobs(since=since, until=until, page_size=500):
+            if job.job_code == code.strip().upper():
+                return job
+        raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
 
     def me(self) -> dict[str, Any]:
         """Who the key belongs to: tenant, role, key id."""
