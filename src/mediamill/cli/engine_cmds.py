@@ -400,16 +400,24 @@ def dlq_retry(dl_id: int | None = typer.Argument(None), all_: bool = typer.Optio
               version: int | None = typer.Option(None, "--version", help="run on this workflow version")) -> None:
     """Retry one dead letter, or all matching a filter (--all)."""
     mm = remote.client()
-    if all_:
-        n = mm.dead_letters.retry_all(error_class=error_class, workflow=workflow, version=version) \
-            if mm is not None else ops.retry_dead_letters(open_runtime().engine, error_class=error_class,
-                                                          workflow=workflow, version=version, by="cli")
-        console.print(f"retried {n} dead letters")
-        return
-    if dl_id is None:
-        raise InvalidInput("give a dead-letter ID or --all")
-    job_id = mm.dead_letters.retry(dl_id, version=version) if mm is not None \
-        else ops.retry_dead_letter(open_runtime().engine, dl_id, version=version, by="cli")
+    if mm is not None:
+        if all_:
+            n = mm.dead_letters.retry_all(error_class=error_class, workflow=workflow, version=version)
+            console.print(f"retried {n} dead letters")
+            return
+        if dl_id is None:
+            raise InvalidInput("give a dead-letter ID or --all")
+        job_id = mm.dead_letters.retry(dl_id, version=version)
+    else:
+        rt = open_runtime()
+        if all_:
+            n = ops.retry_dead_letters(rt.engine, error_class=error_class, workflow=workflow, version=version,
+                                       by="cli")
+            console.print(f"retried {n} dead letters")
+            return
+        if dl_id is None:
+            raise InvalidInput("give a dead-letter ID or --all")
+        job_id = ops.retry_dead_letter(rt.engine, dl_id, version=version, by="cli")
     console.print(f"dead letter {dl_id}: job {job_id} queued")
 
 
