@@ -9,6 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mediamill.cli import remote
 from tests.client.conftest import Server, clean_env, mediamill_cmd
 
@@ -89,3 +91,38 @@ def test_completion_scripts_and_completing(tmp_path: Path) -> None:
         env={**env, "PATH": f"{Path(mediamill_cmd()[0]).parent}:{env['PATH']}"}, capture_output=True, text=True,
         timeout=120, check=False)
     assert {"worker", "workers", "workflows"} <= set(completed.stdout.split()), completed.stdout + completed.stderr
+
+
+def test_remote_submit_warns_when_no_worker_serves_the_queue(sqlite_server: Server, small_jpeg: Path,
+                                                             tmp_path: Path) -> None:
+    from mediamill.client import Client
+
+    with Client(sqlite_server.url, sqlite_server.admin_key) as mm:
+        mm.workflows.apply("code: WF-NOBODY\nname: nobody\ntype: image\nqueue: nobody_serves\nsteps:\n"
+                           "  - name: Validate\n    type: validation\n    action: validate_image\n")
+    (tmp_path / "photo.jpg").write_bytes(small_jpeg.read_bytes())
+    env = clean_env(MEDIAMILL_URL=sqlite_server.url, MEDIAMILL_API_KEY=sqlite_server.admin_key,
+                    XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    out = run(["submit", "photo.jpg", "-w", "WF-NOBODY"], env, tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("submitted JOB-"), out.stdout + out.stderr
+    assert "warning: no live worker serves queue 'nobody_serves'" in " ".join(out.stderr.split())
+    job_id = out.stdout.split("(id ")[1].split(")")[0]
+    assert run(["cancel", job_id], env, tmp_path).stdout.strip() == f"job {job_id}: cancelled"
+    quiet = run(["submit", "photo.jpg", "-w", "WF-IMAGE-PROCESS"], env, tmp_path)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_without_database_or_server_the_refusal_says_how_to_reach_a_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mediamill.cli.main import app
+
+    for name in [n for n in os.environ if n.startswith("MEDIAMILL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["jobs"])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "no mediamill database" in said and "mediamill login URL" in said, said
+    assert list(tmp_path.iterdir()) == []

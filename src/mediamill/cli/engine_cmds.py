@@ -113,8 +113,12 @@ def _explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> N
 
 def _warn_without_worker(rt: Runtime, queue: str) -> None:
     """A job nobody will run should not look like a job that is merely waiting."""
-    if ops.live_workers_serving(rt.engine, queue):
-        return
+    if not ops.live_workers_serving(rt.engine, queue):
+        warn_no_worker(queue)
+
+
+def warn_no_worker(queue: str) -> None:
+    """The warning `submit` prints when no live worker serves the job's queue (local and remote mode)."""
     err_console.print(f"warning: no live worker serves queue {queue!r}; the job waits until one starts "
                       f"(`mediamill worker --pool {queue}=1`, or `mediamill serve`)", highlight=False, markup=False)
 

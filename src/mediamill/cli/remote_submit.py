@@ -41,6 +41,7 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
         accepted = mm.submit(file, workflow=workflow, priority=priority, params=params or None,
                              on_upload_progress=lambda sent, total: progress.update(task, completed=sent,
                                                                                     total=total))
+    _warn_without_worker(mm, accepted.queue)
     job = accepted.to_dict()
     job.pop("links", None)
     job.pop("replayed", None)
@@ -53,6 +54,14 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
     follow(mm, accepted.id, accepted.job_code, quiet=json_)
     detail = {k: v for k, v in mm.job(accepted.id).to_dict().items() if k != "links"}
     finish_submit(accepted.to_dict() if json_ else job, detail, json_)
+
+
+def _warn_without_worker(mm: Client, queue: str) -> None:
+    from mediamill.cli.engine_cmds import warn_no_worker
+
+    pools = [w.to_dict().get("pools") for w in mm.workers()]
+    if not any(isinstance(p, dict) and (queue in p or "*" in p) for p in pools):
+        warn_no_worker(queue)
 
 
 def output_opener(mm: Client, job_id: int) -> Callable[[dict[str, Any]], BinaryIO]:
