@@ -7,12 +7,20 @@ import json
 import os
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mediamill.cli import remote
-from tests.client.conftest import Server, clean_env, mediamill_cmd
+from tests.client.conftest import Server, clean_env, mediamill_cmd, run_serve
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's server runs workers for the image queue only (so another queue has none)."""
+    with run_serve(tmp_path_factory.mktemp("serve"), MEDIAMILL_POOLS="image_processing=1") as server:
+        yield server
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[str]:
