@@ -90,11 +90,15 @@ def test_jobs_iterates_keyset_pages(sqlite_server: Server, small_jpeg: Path) -> 
     with Client(sqlite_server.url, sqlite_server.admin_key) as mm:
         ids = [mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS").id for _ in range(3)]
         paged = [j.id for j in mm.jobs(page_size=2)]
+        summary = mm.summary("1h")
+        assert summary.window_seconds == 3600 and summary.submitted >= 3
         assert paged == sorted(paged, reverse=True)
         assert set(ids) <= set(paged)
         assert [j.id for j in mm.jobs(page_size=2, limit=3)] == paged[:3]
         for job_id in ids:
             assert mm.wait(job_id, timeout=120).done
+        finished = next(mm.jobs(status="completed", limit=1))
+        assert finished.finished_at is not None and finished.finished_at >= finished.submitted_at
 
 
 def test_upload_started_elsewhere_continues_from_the_server_offset(sqlite_server: Server, small_jpeg: Path) -> None:

@@ -77,6 +77,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "key_create": Endpoint("POST", "/v1/keys", m.KeyCreated),
     "key_revoke": Endpoint("DELETE", "/v1/keys/{key_id}", m.Ok),
     "me": Endpoint("GET", "/v1/me"),
+    "summary": Endpoint("GET", "/v1/analytics/summary", m.Summary, ("window",)),
     "actions": Endpoint("GET", "/v1/actions", m.ActionInfo, ("family",)),
     "action": Endpoint("GET", "/v1/actions/{name}", m.ActionInfo),
     "channels": Endpoint("GET", "/v1/channels"),

@@ -340,6 +340,10 @@ class AsyncClient:
                 return job
         raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
 
+    async def summary(self, window: str = "24h") -> m.Summary:
+        """Jobs submitted and finished in the last ``window`` (1h, 6h, 24h, 7d), error rate and p95 run time."""
+        return m.Summary.from_api(await self._call("summary", params={"window": window}))
+
     async def me(self) -> dict[str, Any]:
         return dict(await self._call("me"))
 

@@ -112,6 +112,7 @@ class JobSummary(Model):
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    finished_at: datetime | None = None
     error_class: str | None = None
     error_message: str | None = None
     input_filename: str | None = None
@@ -282,6 +283,21 @@ class DeadLetter(Model):
     created_at: datetime | None = None
     resolved_at: datetime | None = None
     resolution: str | None = None
+
+
+class Summary(Model):
+    """The headline figures of a time window: jobs submitted and finished by outcome, error rate, p95."""
+
+    __schema__ = "AnalyticsSummary"
+    window_seconds: int
+    submitted: int
+    finished: int
+    completed: int
+    partial: int
+    failed: int
+    cancelled: int
+    error_rate: float
+    p95_seconds: float | None
 
 
 class JobId(Model):

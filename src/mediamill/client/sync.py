@@ -403,6 +403,10 @@ class Client:
                 return job
         raise NotFoundError(404, title="Not found", detail=f"no job {code!r}")
 
+    def summary(self, window: str = "24h") -> m.Summary:
+        """Jobs submitted and finished in the last ``window`` (1h, 6h, 24h, 7d), error rate and p95 run time."""
+        return m.Summary.from_api(self._call("summary", params={"window": window}))
+
     def me(self) -> dict[str, Any]:
         """Who the key belongs to: tenant, role, key id."""
         return dict(self._call("me"))
