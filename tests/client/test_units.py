@@ -88,3 +88,11 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
             "'boto3', 'alembic') or m.startswith(('mediamill.engine', 'mediamill.store', 'mediamill.api'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_upload_backoff_waits_out_retry_after() -> None:
+    from mediamill.client._core import upload_backoff
+
+    assert upload_backoff(1, RateLimitError(429, retry_after=3)) == 3
+    assert upload_backoff(1, RateLimitError(429, retry_after=600)) == 60
+    assert upload_backoff(1, APIError(409)) == 0.2 and upload_backoff(9, APIError(409)) == 5

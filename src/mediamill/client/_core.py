@@ -206,6 +206,15 @@ def upload_source(source: str | os.PathLike[str] | BinaryIO, filename: str | Non
     return source, size, name, False
 
 
+def upload_backoff(failures: int, error: Exception) -> float:
+    """Seconds before resuming an upload: the server's ``Retry-After`` when it sent one (at most a
+    minute), else a back-off growing from 0.2 s to 5 s."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        return float(min(60.0, retry_after))
+    return float(min(5.0, 0.2 * 2 ** (failures - 1)))
+
+
 def upload_id_of(location: str) -> str:
     return location.rstrip("/").rsplit("/", 1)[-1]
 

@@ -19,6 +19,8 @@ from mediamill.client.errors import (
     APIError,
     ConflictError,
     NotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
     UploadError,
     WaitTimeout,
     error_from_response,
@@ -134,11 +136,13 @@ class AsyncClient:
                                                size, on_progress)
                     failures = 0
                     continue
-                except (APIConnectionError, ConflictError) as exc:
+                except (APIConnectionError, ConflictError, RateLimitError, ServiceUnavailableError) as exc:
+                    # a broken connection, another writer still finishing, or "busy, come back": resume
                     failures += 1
                     if failures > self.max_reconnects:
                         raise UploadError(f"upload {upload_id} stopped at byte {offset} of {size}: {exc}") from exc
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** (failures - 1)))
+                    wait = c.upload_backoff(failures, exc)
+                await asyncio.sleep(wait)
                 offset = await self.upload_offset(upload_id)
                 if on_progress:
                     on_progress(offset, size)

@@ -20,6 +20,8 @@ from mediamill.client.errors import (
     APIError,
     ConflictError,
     NotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
     UploadError,
     WaitTimeout,
     error_from_response,
@@ -170,11 +172,13 @@ class Client:
                 offset = self._patch(upload_id, fh, start, offset, length, size, on_progress)
                 failures = 0
                 continue
-            except (APIConnectionError, ConflictError) as exc:
+            except (APIConnectionError, ConflictError, RateLimitError, ServiceUnavailableError) as exc:
+                # a broken connection, another writer still finishing, or "busy, come back": resume from the offset
                 failures += 1
                 if failures > self.max_reconnects:
                     raise UploadError(f"upload {upload_id} stopped at byte {offset} of {size}: {exc}") from exc
-            time.sleep(min(5.0, 0.2 * 2 ** (failures - 1)))
+                wait = c.upload_backoff(failures, exc)
+            time.sleep(wait)
             offset = self._resume_offset(upload_id, failures)
             if on_progress:
                 on_progress(offset, size)
