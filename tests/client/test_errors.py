@@ -50,7 +50,9 @@ def test_409_conflict(sqlite_server: Server, small_jpeg: Path) -> None:
         with pytest.raises(ConflictError) as info:
             mm.cancel(job.id)
         assert info.value.status == 409 and info.value.detail == f"job {job.id} is already completed"
-        mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS", idempotency_key="k-409", metadata={"n": 1})
+        first = mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS", idempotency_key="k-409", metadata={"n": 1})
+        again = mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS", idempotency_key="k-409", metadata={"n": 1})
+        assert (again.id, again.replayed, first.replayed) == (first.id, True, False)  # a retry, uploaded anew
         with pytest.raises(ConflictError):  # the same key with another request
             mm.submit(small_jpeg, workflow="WF-IMAGE-PROCESS", idempotency_key="k-409", metadata={"n": 2})
 
