@@ -47,13 +47,16 @@ def _mutated(doc: dict[str, Any], change: str) -> dict[str, Any]:
         schemas["JobDetail"] = {"type": "object", "properties": {"id": {"type": "integer"}}}
         ok = doc["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]
         ok["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/JobDetail"}
+    elif change == "pending endpoint lands without its parameter":
+        doc["paths"]["/v1/workflows/{code}/shadow/report"] = {"get": {"parameters": [], "responses": {}}}
     elif change == "submit field gone":
         del schemas["JobSubmit"]["properties"]["metadata"]
     return doc
 
 
 @pytest.mark.parametrize("change", ["field removed", "field added", "field retyped", "endpoint moved",
-                                    "query renamed", "response newly named", "submit field gone"])
+                                    "query renamed", "response newly named", "submit field gone",
+                                    "pending endpoint lands without its parameter"])
 def test_drift_is_caught(openapi: dict[str, Any], change: str) -> None:
     problems = drift(_mutated(openapi, change))
     assert problems, f"{change} went unnoticed"

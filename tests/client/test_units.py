@@ -67,11 +67,11 @@ def test_problem_documents_become_the_matching_exception() -> None:
 def test_async_client_has_every_method_of_the_sync_client() -> None:
     import inspect
 
-    from mediamill.client import AsyncClient, Client
-    from mediamill.client.aio import AsyncDeadLetters, AsyncWorkflows
-    from mediamill.client.sync import DeadLetters, Workflows
+    from mediamill.client import AsyncClient, Client, aio, sync
 
-    for sync_cls, async_cls in ((Client, AsyncClient), (Workflows, AsyncWorkflows), (DeadLetters, AsyncDeadLetters)):
+    pairs = [(Client, AsyncClient)] + [(getattr(sync, n), getattr(aio, f"Async{n}"))
+                                       for n in ("Workflows", "DeadLetters", "Routes", "Rollouts", "Shadows")]
+    for sync_cls, async_cls in pairs:
         public = {n for n, f in vars(sync_cls).items() if callable(f) and not n.startswith("_")} - {"close"}
         for name in sorted(public):
             fn = getattr(async_cls, name, None)

@@ -59,6 +59,9 @@ class Client:
         self._headers = c.base_headers(self.api_key, user_agent)
         self.workflows = Workflows(self)
         self.dead_letters = DeadLetters(self)
+        self.routes = Routes(self)
+        self.rollouts = Rollouts(self)
+        self.shadows = Shadows(self)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -350,6 +353,26 @@ class Client:
                 return _write_body(response, dest, filename or "download")
         raise APIError(310, title="too many redirects", detail=f"{path} redirected more than 5 times")
 
+    # ------------------------------------------------------------------ review and reprocess
+    def route(self, job_id: int, workflow: str, version: int | None = None) -> dict[str, Any]:
+        """Send a job waiting in review to ``workflow`` (same id, same input)."""
+        body = {k: v for k, v in {"workflow": workflow, "version": version}.items() if v is not None}
+        return dict(self._call("route", job_id=job_id, json=body))
+
+    def reprocess(self, job_id: int, steps: str = "failed", version: int | None = None) -> dict[str, Any]:
+        """Re-run the failed (or ``skipped``, or ``all``) steps of a finished job, keeping the others' outputs."""
+        body = {k: v for k, v in {"steps": steps, "version": version}.items() if v is not None}
+        return dict(self._call("reprocess", job_id=job_id, json=body))
+
+    def reprocess_many(self, *, workflow: str | None = None, status: list[str] | None = None,
+                       step: str | None = None, since: str | None = None, steps: str = "failed",
+                       version: int | None = None, limit: int | None = None,
+                       dry_run: bool = False) -> dict[str, Any]:
+        """Reprocess every finished job matching the filters (``dry_run`` counts them); returns ``count``."""
+        body = {"workflow": workflow, "status": status, "step": step, "since": since, "steps": steps,
+                "version": version, "limit": limit, "dry_run": dry_run or None}
+        return dict(self._call("reprocess_many", json={k: v for k, v in body.items() if v is not None}))
+
     # ------------------------------------------------------------------ operations
     def queues(self) -> list[m.Queue]:
         return [m.Queue.from_api(q) for q in self._call("queues")["items"]]
@@ -585,4 +608,90 @@ def _write_body(response: httpx.Response, dest: str | os.PathLike[str] | BinaryI
     return target
 
 
-__all__ = ["Client", "DeadLetters", "Workflows"]
+__all__ = ["Client", "DeadLetters", "Rollouts", "Routes", "Shadows", "Workflows"]
+
+
+class Routes:
+    """``client.routes``: the tenant's routing rules (where a job without a workflow goes)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        """The rules in the order they are evaluated (first match wins)."""
+        return builtins.list(self._c._call("routing_rules")["items"])
+
+    def create(self, name: str, condition: str, workflow: str, *, version: int | None = None,
+               position: int | None = None, enabled: bool = True) -> dict[str, Any]:
+        """Add a rule (a broken condition is a 422 naming its position)."""
+        body = {"name": name, "condition": condition, "workflow": workflow, "version": version,
+                "position": position, "enabled": enabled}
+        return dict(self._c._call("routing_rule_create", json={k: v for k, v in body.items() if v is not None}))
+
+    def get(self, rule_id: int) -> dict[str, Any]:
+        return dict(self._c._call("routing_rule", rule_id=rule_id))
+
+    def update(self, rule_id: int, **changes: Any) -> dict[str, Any]:
+        """Change some fields (name, condition, workflow, version, position, enabled)."""
+        return dict(self._c._call("routing_rule_update", rule_id=rule_id, json=changes))
+
+    def delete(self, rule_id: int) -> None:
+        self._c._call("routing_rule_delete", rule_id=rule_id)
+
+    def reorder(self, ids: builtins.list[int]) -> builtins.list[dict[str, Any]]:
+        """Set the evaluation order (every rule id once)."""
+        return builtins.list(self._c._call("routing_reorder", json={"ids": ids})["items"])
+
+    def explain(self, *, filename: str | None = None, mime: str | None = None, size: int | None = None,
+                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Where a submission like this would go now, with every condition evaluated on the way."""
+        body = {"filename": filename, "mime": mime, "size": size, "metadata": metadata}
+        return dict(self._c._call("routing_explain", json={k: v for k, v in body.items() if v is not None}))
+
+
+class Rollouts:
+    """``client.rollouts``: staged rollouts of a candidate version (a share of new jobs runs it)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def start(self, code: str, version: int, percent: float, *, max_failure_delta: float | None = None,
+              min_jobs: int = 20) -> dict[str, Any]:
+        """Send ``percent`` of new jobs to ``version`` (again: change the share); the guard aborts by itself."""
+        body: dict[str, Any] = {"version": version, "percent": percent}
+        if max_failure_delta is not None:
+            body["guard"] = {"max_failure_delta": max_failure_delta, "min_jobs": min_jobs}
+        return dict(self._c._call("rollout_start", code=code, json=body))
+
+    def status(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("rollout", code=code))
+
+    def promote(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("rollout_promote", code=code))
+
+    def abort(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("rollout_abort", code=code) or {})
+
+
+class Shadows:
+    """``client.shadows``: shadow runs (a share of new jobs also runs, invisibly, on a candidate)."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def start(self, code: str, version: int, percent: float) -> dict[str, Any]:
+        body = {"version": version, "sample_percent": percent}
+        return dict(self._c._call("shadow_start", code=code, json=body))
+
+    def status(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("shadow", code=code))
+
+    def stop(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("shadow_stop", code=code) or {})
+
+    def promote(self, code: str) -> dict[str, Any]:
+        return dict(self._c._call("shadow_promote", code=code))
+
+    def report(self, code: str, version: int | None = None) -> dict[str, Any]:
+        """The active version and the candidate compared over the shadowed jobs."""
+        return dict(self._c._call("shadow_report", code=code, params=c.query(version=version)))
