@@ -103,6 +103,7 @@ def test_remote_cli_end_to_end(server: Server, tmp_path: Path, small_jpeg: Path)
 
     _workflows(remote, local, elsewhere)
     _operations(remote, job_id)
+    _pipelines(remote, local, elsewhere)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["client-thumbs.yaml", "got", "photo.jpg"]  # no data dir
 
 
@@ -111,7 +112,7 @@ def _workflows(remote, local, elsewhere: Path) -> None:  # type: ignore[no-untyp
     doc.write_text(WORKFLOW.format(width=64))
     assert "✓" in remote("workflows", "validate", "-f", str(doc)).stdout
     first = json.loads(remote("workflows", "apply", "-f", str(doc), "--json").stdout)
-    assert first == [{"file": str(doc), "code": "WF-CLIENT-THUMBS", "version": 1, "created": True}]
+    assert first == [{"file": str(doc), "code": "WF-CLIENT-THUMBS", "version": 1, "created": True, "warnings": []}]
     doc.write_text(WORKFLOW.format(width=96))
     assert "created version 2" in remote("workflows", "apply", "-f", str(doc)).stdout
     assert "unchanged, version 2" in remote("workflows", "apply", "-f", str(doc)).stdout
@@ -145,3 +146,32 @@ def _operations(remote, job_id: int) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(remote("channels", "list", "--json").stdout) == []
     assert json.loads(remote("alerts", "--json").stdout) is not None
     assert remote("priority", str(job_id), "5").returncode == 1  # a finished job keeps its priority
+
+
+def _pipelines(remote, local, elsewhere: Path) -> None:  # type: ignore[no-untyped-def]
+    added = remote("routes", "add", "--name", "photos", "-c", "input.mime.startsWith('image/')",
+                   "-w", "WF-IMAGE-PROCESS", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["workflow"] == "WF-IMAGE-PROCESS"
+    assert remote("routes", "list", "--json").stdout == local("routes", "list", "--json").stdout
+    explained = json.loads(remote("routes", "explain", str(elsewhere / "photo.jpg"), "--json").stdout)
+    assert (explained["workflow"], explained["rule"], explained["mime"]) == ("WF-IMAGE-PROCESS", "photos",
+                                                                            "image/jpeg")
+    assert "→ WF-IMAGE-PROCESS" in remote("routes", "explain", str(elsewhere / "photo.jpg")).stdout
+    # without --workflow the server's rule decides
+    routed = json.loads(remote("submit", "photo.jpg", "--json").stdout)
+    assert routed["workflow"] == "WF-IMAGE-PROCESS" and routed["routing"]["rule"] == "photos"
+    expected = local_removed_message(remote)
+    assert remote("routes", "remove", "photos").stdout.strip() == expected
+    gone = remote("routes", "remove", "photos")
+    assert gone.returncode == 1 and "no routing rule 'photos'" in gone.stderr
+    counted = [json.loads(run_mode("--all", "--workflow", "WF-IMAGE-PROCESS", "--status", "completed",
+                                   "--dry-run", "--json").stdout)["count"] for run_mode in (
+        lambda *a: remote("reprocess", *a), lambda *a: local("reprocess", *a))]
+    assert counted[0] == counted[1] >= 2
+
+
+def local_removed_message(remote) -> str:  # type: ignore[no-untyped-def]
+    rules = json.loads(remote("routes", "list", "--json").stdout)
+    rule = next(r for r in rules if r["name"] == "photos")
+    return f"rule {rule['id']} 'photos' removed"

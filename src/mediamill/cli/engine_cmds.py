@@ -70,7 +70,7 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
             rt.storage.delete(inp.storage_key)
         raise
     if job.status == "pending" and job.routing:  # in review: a person routes it, no worker will
-        _explain_review(job.id, job.routing, waiting=wait and not json_)
+        explain_review(job.id, job.routing, waiting=wait and not json_)
         if wait:
             raise typer.Exit(1)
     else:
@@ -103,7 +103,7 @@ def finish_submit(job: dict[str, Any], detail: dict[str, Any], json_: bool) -> N
         raise typer.Exit(1)
 
 
-def _explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> None:
+def explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> None:
     """Say why a job waits in review and how it gets out (rather than waiting for a worker forever)."""
     hint = f"route it: mediamill route {job_id} {(routing.get('candidates') or ['WORKFLOW'])[0]}"
     err_console.print(f"job {job_id} waits in review ({routing['reason']}); {hint}, or add a routing rule "

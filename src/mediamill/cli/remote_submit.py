@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import typer
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int | None, params: dict[str, Any],
                   wait: bool, json_: bool) -> None:
     """Upload ``file``, submit it, and print what local mode prints (``--json``: the API's JSON)."""
-    from mediamill.cli.engine_cmds import finish_submit, print_submitted
+    from mediamill.cli.engine_cmds import explain_review, finish_submit, print_submitted
 
     if not file.is_file():
         from mediamill.errors import InvalidInput
@@ -41,7 +42,12 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
         accepted = mm.submit(file, workflow=workflow, priority=priority, params=params or None,
                              on_upload_progress=lambda sent, total: progress.update(task, completed=sent,
                                                                                     total=total))
-    _warn_without_worker(mm, accepted.queue)
+    if accepted.status == "pending" and accepted.routing:  # in review: a person routes it, no worker will
+        explain_review(accepted.id, accepted.routing, waiting=wait and not json_)
+        if wait:
+            raise typer.Exit(1)
+    else:
+        _warn_without_worker(mm, accepted.queue)
     job = accepted.to_dict()
     job.pop("links", None)
     job.pop("replayed", None)

@@ -34,15 +34,15 @@ class Endpoint:
     path: str
     model: type[m.Model] | None = None
     query: tuple[str, ...] = ()
-    #: an operation of a server newer than the document this SDK was last checked against (review
-    #: routing, reprocess, routing rules, rollouts, shadow runs): checked as soon as the document has it
+    #: an operation of a server newer than the document this SDK was last checked against: skipped by the
+    #: drift check until the document has it, then checked like the rest
     pending: bool = False
 
 
 ENDPOINTS: dict[str, Endpoint] = {
     "submit": Endpoint("POST", "/v1/jobs", m.JobAccepted),
     "jobs": Endpoint("GET", "/v1/jobs", m.JobSummary,
-                     ("status", "workflow", "queue", "submitter", "since", "until", "limit", "before_id")),
+                     ("status", "workflow", "queue", "submitter", "since", "until", "limit", "before_id", "shadow")),
     "job": Endpoint("GET", "/v1/jobs/{job_id}", m.Job),
     "set_priority": Endpoint("PATCH", "/v1/jobs/{job_id}"),
     "cancel": Endpoint("POST", "/v1/jobs/{job_id}/cancel", m.StatusResult),
@@ -80,25 +80,25 @@ ENDPOINTS: dict[str, Endpoint] = {
     "key_create": Endpoint("POST", "/v1/keys", m.KeyCreated),
     "key_revoke": Endpoint("DELETE", "/v1/keys/{key_id}", m.Ok),
     "me": Endpoint("GET", "/v1/me"),
-    "route": Endpoint("POST", "/v1/jobs/{job_id}/route", pending=True),
-    "reprocess": Endpoint("POST", "/v1/jobs/{job_id}/reprocess", pending=True),
-    "reprocess_many": Endpoint("POST", "/v1/jobs/reprocess", pending=True),
-    "routing_rules": Endpoint("GET", "/v1/routing-rules", pending=True),
-    "routing_rule_create": Endpoint("POST", "/v1/routing-rules", pending=True),
-    "routing_rule": Endpoint("GET", "/v1/routing-rules/{rule_id}", pending=True),
-    "routing_rule_update": Endpoint("PATCH", "/v1/routing-rules/{rule_id}", pending=True),
-    "routing_rule_delete": Endpoint("DELETE", "/v1/routing-rules/{rule_id}", pending=True),
-    "routing_reorder": Endpoint("POST", "/v1/routing-rules/reorder", pending=True),
-    "routing_explain": Endpoint("POST", "/v1/routing-rules/explain", pending=True),
-    "rollout_start": Endpoint("POST", "/v1/workflows/{code}/rollout", pending=True),
-    "rollout": Endpoint("GET", "/v1/workflows/{code}/rollout", pending=True),
-    "rollout_promote": Endpoint("POST", "/v1/workflows/{code}/rollout/promote", pending=True),
-    "rollout_abort": Endpoint("DELETE", "/v1/workflows/{code}/rollout", pending=True),
-    "shadow_start": Endpoint("POST", "/v1/workflows/{code}/shadow", pending=True),
-    "shadow": Endpoint("GET", "/v1/workflows/{code}/shadow", pending=True),
-    "shadow_stop": Endpoint("DELETE", "/v1/workflows/{code}/shadow", pending=True),
-    "shadow_promote": Endpoint("POST", "/v1/workflows/{code}/shadow/promote", pending=True),
-    "shadow_report": Endpoint("GET", "/v1/workflows/{code}/shadow/report", query=("version",), pending=True),
+    "route": Endpoint("POST", "/v1/jobs/{job_id}/route"),
+    "reprocess": Endpoint("POST", "/v1/jobs/{job_id}/reprocess"),
+    "reprocess_many": Endpoint("POST", "/v1/jobs/reprocess"),
+    "routing_rules": Endpoint("GET", "/v1/routing-rules"),
+    "routing_rule_create": Endpoint("POST", "/v1/routing-rules"),
+    "routing_rule": Endpoint("GET", "/v1/routing-rules/{rule_id}"),
+    "routing_rule_update": Endpoint("PATCH", "/v1/routing-rules/{rule_id}"),
+    "routing_rule_delete": Endpoint("DELETE", "/v1/routing-rules/{rule_id}"),
+    "routing_reorder": Endpoint("POST", "/v1/routing-rules/reorder"),
+    "routing_explain": Endpoint("POST", "/v1/routing-rules/explain"),
+    "rollout_start": Endpoint("POST", "/v1/workflows/{code}/rollout"),
+    "rollout": Endpoint("GET", "/v1/workflows/{code}/rollout"),
+    "rollout_promote": Endpoint("POST", "/v1/workflows/{code}/rollout/promote"),
+    "rollout_abort": Endpoint("DELETE", "/v1/workflows/{code}/rollout"),
+    "shadow_start": Endpoint("POST", "/v1/workflows/{code}/shadow"),
+    "shadow": Endpoint("GET", "/v1/workflows/{code}/shadow"),
+    "shadow_stop": Endpoint("DELETE", "/v1/workflows/{code}/shadow"),
+    "shadow_promote": Endpoint("POST", "/v1/workflows/{code}/shadow/promote"),
+    "shadow_report": Endpoint("GET", "/v1/workflows/{code}/shadow/report", query=("version",)),
     "summary": Endpoint("GET", "/v1/analytics/summary", m.Summary, ("window",)),
     "actions": Endpoint("GET", "/v1/actions", m.ActionInfo, ("family",)),
     "action": Endpoint("GET", "/v1/actions/{name}", m.ActionInfo),

@@ -186,7 +186,8 @@ class AsyncClient:
 
     async def jobs(self, *, status: str | None = None, workflow: str | None = None, queue: str | None = None,
                    submitter: str | None = None, since: str | None = None, until: str | None = None,
-                   page_size: int = 100, limit: int | None = None) -> AsyncIterator[m.JobSummary]:
+                   shadow: bool = False, page_size: int = 100,
+                   limit: int | None = None) -> AsyncIterator[m.JobSummary]:
         """Jobs newest first over keyset pages (``async for job in mm.jobs(): …``)."""
         before: int | None = None
         seen = 0
@@ -196,7 +197,7 @@ class AsyncClient:
                 return
             page = await self._call("jobs", params=c.query(status=status, workflow=workflow, queue=queue,
                                                            submitter=submitter, since=since, until=until,
-                                                           limit=size, before_id=before))
+                                                           limit=size, before_id=before, shadow=shadow or None))
             for item in page["items"]:
                 seen += 1
                 yield m.JobSummary.from_api(item)

@@ -56,6 +56,7 @@ class JobAccepted(Model):
     queue: str
     priority: int
     replayed: bool = False
+    routing: dict[str, Any] | None = None  # how a job without a workflow was routed
     links: JobLinks
 
 

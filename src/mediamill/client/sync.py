@@ -222,7 +222,7 @@ class Client:
 
     def jobs(self, *, status: str | None = None, workflow: str | None = None, queue: str | None = None,
              submitter: str | None = None, since: str | None = None, until: str | None = None,
-             page_size: int = 100, limit: int | None = None) -> Iterator[m.JobSummary]:
+             shadow: bool = False, page_size: int = 100, limit: int | None = None) -> Iterator[m.JobSummary]:
         """Jobs newest first, fetched a keyset page at a time (``limit`` caps the total)."""
         before: int | None = None
         seen = 0
@@ -232,7 +232,7 @@ class Client:
                 return
             page = self._call("jobs", params=c.query(status=status, workflow=workflow, queue=queue,
                                                      submitter=submitter, since=since, until=until, limit=size,
-                                                     before_id=before))
+                                                     before_id=before, shadow=shadow or None))
             for item in page["items"]:
                 seen += 1
                 yield m.JobSummary.from_api(item)
