@@ -134,3 +134,31 @@ def test_without_database_or_server_the_refusal_says_how_to_reach_a_server(
     said = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "no mediamill database" in said and "mediamill login URL" in said, said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remote_rollout_and_shadow_commands(sqlite_server: Server, tmp_path: Path) -> None:
+    from mediamill.client import Client
+
+    doc = ("code: WF-CANARY\nname: canary\ntype: image\nqueue: image_processing\nsteps:\n"
+           "  - name: Validate\n    type: validation\n    action: validate_image\n")
+    with Client(sqlite_server.url, sqlite_server.admin_key) as mm:
+        mm.workflows.apply(doc)
+        candidate = mm.workflows.apply(doc.replace("name: canary", "name: canary two"), activate=False)
+    assert candidate.version == 2
+    env = clean_env(MEDIAMILL_URL=sqlite_server.url, MEDIAMILL_API_KEY=sqlite_server.admin_key,
+                    XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        out = run(list(args), env, tmp_path)
+        assert out.returncode == 0, (args, out.stdout, out.stderr)
+        return out
+
+    assert cli("rollout", "start", "WF-CANARY", "--version", "2", "--percent", "20").stdout.strip() == \
+        "WF-CANARY: v2 gets 20 % of new jobs"
+    status = json.loads(cli("rollout", "status", "WF-CANARY", "--json").stdout)
+    assert status["rollout"]["version"] == 2 and status["rollout"]["percent"] == 20
+    assert cli("rollout", "abort", "WF-CANARY").stdout.strip() == "WF-CANARY: rollout aborted"
+    assert cli("shadow", "start", "WF-CANARY", "--version", "2", "--percent", "50").stdout.strip() == \
+        "WF-CANARY: shadowing 50 % of new jobs on v2"
+    assert json.loads(cli("shadow", "report", "WF-CANARY", "--json").stdout)["pairs_total"] == 0
+    assert cli("shadow", "stop", "WF-CANARY").stdout.strip() == "WF-CANARY: shadow run stopped"
