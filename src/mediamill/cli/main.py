@@ -7,10 +7,12 @@ import typer
 from mediamill import __version__
 from mediamill.cli import (
     actions_cmd,
+    client_cmds,
     engine_cmds,
     keys,
     notify_cmds,
     pipeline_cmds,
+    remote,
     routing_cmds,
     sources_cmds,
     workflows,
@@ -32,6 +34,7 @@ notify_cmds.register(app)
 routing_cmds.register(app)
 pipeline_cmds.register(app)
 sources_cmds.register(app)
+client_cmds.register(app)
 
 
 def _print_version(value: bool) -> None:
@@ -43,8 +46,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True,
-                                       callback=_print_version)) -> None:
+                                       callback=_print_version),
+          url: str | None = typer.Option(None, "--url", envvar="MEDIAMILL_URL",
+                                         help="a mediamill server: commands go through its API (remote mode)"),
+          api_key: str | None = typer.Option(None, "--api-key", envvar="MEDIAMILL_API_KEY",
+                                             help="the API key for --url"),
+          local: bool = typer.Option(False, "--local", help="use the local database even when a server is set")
+          ) -> None:
     """mediamill — a self-hosted media workflow engine."""
+    remote.configure(url=url, api_key=api_key, local=local)
 
 
 @db_app.command("upgrade")

@@ -291,7 +291,13 @@ def _json_request(request: Request, caller: Caller, body: JobSubmit) -> tuple[Su
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
                         params=body.params, notify=notify, job_input=job_input, version=body.version)
     req.deliver = _check_deliver(request, caller, body.deliver)
-    req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
+    if req.idempotency_key:
+        described = body.model_dump(mode="json")
+        if body.upload_id and job_input.checksum:
+            # the same bytes uploaded again (a client retrying after a lost answer) are the same request,
+            # as they are for a multipart submission
+            described["upload_id"] = f"sha256:{job_input.checksum}"
+        req.idempotency_hash = _idempotency_hash(described)
     return req, link_upload
 
 
