@@ -216,11 +216,21 @@ def add_event(conn: Connection, job: dict[str, Any], event_type: str, step_name:
 
 
 def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, percent: float,
-                 step_percent: float, exec_id: int | None) -> None:
+                 step_percent: float, exec_id: int | None, worker_id: str, lease_seconds: float,
+                 event: bool = True) -> bool:
+    """Record a running step's progress, only while the claim is ours (False: it was lost, nothing written).
+
+    The ownership check locks the queue row until commit, so no rescue can slip in between it and the writes.
+    """
+    if not still_owner(conn, job_id=job["id"], worker_id=worker_id, lease_seconds=lease_seconds):
+        return False
     conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
     if exec_id is not None:
         conn.execute(se.update().where(se.c.id == exec_id).values(progress_percent=round(step_percent, 1)))
-    add_event(conn, job, "progress", step_name, {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
+    if event:
+        add_event(conn, job, "progress", step_name,
+                  {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
+    return True
 
 
 # ----------------------------------------------------------------------------- requeue

@@ -319,6 +319,9 @@ class Worker:
         for f in finishes:
             if f.job["id"] in ok:
                 self.job_finished(f.job, f.status, f.workflow_code, f.error_class)
+            else:
+                log.warning("job %s: this worker lost its claim (rescued or finished elsewhere); dropping the job",
+                            f.job["job_code"])
         for r in requeued:
             self.wake_later(r.queue, r.delay)
         written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]
