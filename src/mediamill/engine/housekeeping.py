@@ -72,7 +72,7 @@ def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: i
             on_finish(job, finish.status, code, finish.error_class)
         return 1
     return int(tx.requeue(conn, job=job, worker_id=None, delay=0, reason="rescued", count_retry=False,
-                          event={"reason": reason, "rescues": rescues}))
+                          event={"reason": reason, "rescues": rescues}, keep_place=True))
 
 
 def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:

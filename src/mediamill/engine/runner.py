@@ -162,7 +162,7 @@ class JobRunner:
         now = utcnow()
         with self.w.engine.begin() as conn:
             if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
-                              count_retry=False, event={"reason": reason}):
+                              count_retry=False, event={"reason": reason}, keep_place=True):
                 return
             conn.execute(step_executions.update()
                          .where(step_executions.c.job_id == self.job["id"], step_executions.c.status == "running")

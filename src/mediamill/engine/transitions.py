@@ -235,16 +235,23 @@ def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, perce
 
 # ----------------------------------------------------------------------------- requeue
 def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, delay: float, reason: str,
-            event: dict[str, Any], count_retry: bool) -> bool:
-    """Put a claimed job back in its queue with its own priority (a retry never loses priority)."""
+            event: dict[str, Any], count_retry: bool, keep_place: bool = False) -> bool:
+    """Put a claimed job back in its queue with its own priority (a retry never loses priority).
+
+    ``keep_place``: a job that did nothing wrong (rescued from a lost worker, handed back by a stopping one,
+    released unstarted) keeps its place: its queue row's priority (aged or not) and its time in the queue are
+    left as they were, so it runs before the jobs that arrived after it. A retry or a hold waits ``delay``.
+    """
     now = utcnow()
     guard = [mq.c.job_id == job["id"], mq.c.status == "processing"]
     if worker_id is not None:
         guard.append(mq.c.worker_id == worker_id)
-    res = conn.execute(mq.update().where(*guard).values(
-        status="queued", worker_id=None, lease_expires_at=None, scheduled_time=now + timedelta(seconds=delay),
-        priority=job["priority"], base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None,
-        wait_reason=reason[:50]))
+    values: dict[str, Any] = {"status": "queued", "worker_id": None, "lease_expires_at": None,
+                              "wait_reason": reason[:50]}
+    if not keep_place:
+        values.update(scheduled_time=now + timedelta(seconds=delay), priority=job["priority"],
+                      base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None)
+    res = conn.execute(mq.update().where(*guard).values(**values))
     if res.rowcount != 1:
         return False
     values: dict[str, Any] = {"status": "queued", "updated_at": now}
