@@ -147,6 +147,18 @@ def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id:
          "data": {"status": "processing", "worker": worker_id, "attempt": attempts.get(j["id"], 1)}} for j in jobs])
 
 
+def release(conn: Connection, *, worker_id: str, queue_ids: Sequence[int]) -> int:
+    """Give back claimed entries that were never started (claimed deferred, not marked processing): they keep
+    their place (priority, time in the queue) and the attempt the claim counted is taken back."""
+    if not queue_ids:
+        return 0
+    res = conn.execute(mq.update().where(in_ids(conn, mq.c.id, list(queue_ids)), mq.c.worker_id == worker_id,
+                                         mq.c.status == "processing")
+                       .values(status="queued", worker_id=None, lease_expires_at=None, picked_up_at=None,
+                               attempts=mq.c.attempts - 1))
+    return res.rowcount
+
+
 # ----------------------------------------------------------------------------- ownership
 def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds: float) -> bool:
     """Check the claim is still ours and extend its lease (the guard of every step write)."""
@@ -246,12 +258,12 @@ def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, del
     guard = [mq.c.job_id == job["id"], mq.c.status == "processing"]
     if worker_id is not None:
         guard.append(mq.c.worker_id == worker_id)
-    values: dict[str, Any] = {"status": "queued", "worker_id": None, "lease_expires_at": None,
-                              "wait_reason": reason[:50]}
+    back: dict[str, Any] = {"status": "queued", "worker_id": None, "lease_expires_at": None,
+                            "wait_reason": reason[:50]}
     if not keep_place:
-        values.update(scheduled_time=now + timedelta(seconds=delay), priority=job["priority"],
-                      base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None)
-    res = conn.execute(mq.update().where(*guard).values(**values))
+        back.update(scheduled_time=now + timedelta(seconds=delay), priority=job["priority"],
+                    base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None)
+    res = conn.execute(mq.update().where(*guard).values(**back))
     if res.rowcount != 1:
         return False
     values: dict[str, Any] = {"status": "queued", "updated_at": now}

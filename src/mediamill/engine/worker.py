@@ -43,6 +43,13 @@ from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.worker")
 ANY = "*"
+# How much work a worker takes at once. In-process (fast path) jobs run one after another in the claimer thread,
+# so one claim takes about FAST_BATCH_SECONDS of them, sized from their measured time (trivial jobs: up to
+# `claim_batch`; slower ones: fewer, so the rest stay in the queue for other workers). Jobs that need the normal
+# path (child processes) are held only for free slots: there is no prefetch, because a job waiting inside one
+# worker is invisible to idle workers, and a freed slot claims again at once (a round trip, not a job's time).
+FAST_BATCH_SECONDS = 0.25
+FAST_COST_WEIGHT = 0.2  # weight of the newest measurement in the moving average of an in-process job's time
 
 
 class Worker:
@@ -69,6 +76,7 @@ class Worker:
         self.running: dict[int, JobRunner] = {}
         self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
         self.fast_hint: dict[str, bool] = defaultdict(bool)
+        self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancel_check = threading.Event()
@@ -181,47 +189,66 @@ class Worker:
         with self._pending_cv:
             if len(self._pending) > 4 * self.settings.claim_batch:
                 return False  # the writer is behind; don't claim more than it can record
-        limit = self.settings.claim_batch if self.fast_hint[pool] else min(free, self.settings.claim_batch)
+        fast: list[tx.Claimed] = []
+        slow: list[tx.Claimed] = []
         with self.engine.begin() as conn:
-            batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=limit,
-                             lease_seconds=self.settings.lease_seconds, mark=False)
+            batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool,
+                             limit=self._claim_limit(pool, free), lease_seconds=self.settings.lease_seconds,
+                             mark=False)
+            for c in batch:
+                (fast if self._takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
+            started, extra = slow[:free], slow[free:]
+            # beyond the free slots: back in the same transaction, so no one ever sees them held; they keep their
+            # place. Jobs that finish in memory are written once, at the end; the others are marked running now.
+            tx.release(conn, worker_id=self.worker_id, queue_ids=[c.queue_id for c in extra])
+            tx.mark_processing(conn, [c.job for c in started], self.worker_id,
+                               {c.job["id"]: c.attempts for c in started})
         if not batch:
             return False
+        for c in started:
+            c.deferred = False
+        for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
+            self._wake_due(queue)
+        kept = started + fast
         with self._lock:
-            self._owned.update(c.job["id"] for c in batch)
+            self._owned.update(c.job["id"] for c in kept)
         handed: set[int] = set()
         try:
-            # jobs that finish in memory are written once, at the end; the others are marked running now
-            slow = [c for c in batch if not self._takes_fast_path(c.job, c.attempts)]
-            if slow:
-                with self.engine.begin() as conn:
-                    tx.mark_processing(conn, [c.job for c in slow], self.worker_id,
-                                       {c.job["id"]: c.attempts for c in slow})
-                for c in slow:
-                    c.deferred = False
-            all_fast = True
-            for claimed in batch:
+            all_fast = not slow
+            for claimed in kept:  # the slots start first; in-process jobs then run here
                 all_fast &= self._dispatch(pool, claimed)
                 handed.add(claimed.job["id"])
         except BaseException:
             with self._lock:  # jobs claimed but not handed on: let their leases lapse so they are rescued
-                self._owned.difference_update(c.job["id"] for c in batch if c.job["id"] not in handed)
+                self._owned.difference_update(c.job["id"] for c in kept if c.job["id"] not in handed)
             raise
         self.fast_hint[pool] = all_fast
         return True
 
-    def _takes_fast_path(self, job: dict[str, Any], attempts: int) -> bool:
+    def _claim_limit(self, pool: str, free: int) -> int:
+        """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
+        limit = free
+        cost = self.fast_cost.get(pool)
+        if self.fast_hint[pool] and cost is not None:
+            limit = max(free, int(FAST_BATCH_SECONDS / max(cost, 1e-6)))
+        return max(1, min(limit, self.settings.claim_batch))
+
+    def _takes_fast_path(self, job: dict[str, Any], attempts: int, conn: Any = None) -> bool:
         """A fresh job whose steps all run in-process (and whose breakers are closed) finishes in memory."""
         if attempts > 1 or job["retry_count"] or job["rescue_count"] or (job["run_number"] or 1) != 1 \
                 or job["cancel_requested"] or job.get("shadow_of"):
             return False
-        wf = self.workflow(job["workflow_id"], job["workflow_version"])
-        return fast_eligible(wf) and all(self.breakers.is_closed(s.action) for s in wf.definition.steps)
+        wf = self.workflow(job["workflow_id"], job["workflow_version"], conn)
+        return fast_eligible(wf) and all(self.breakers.is_closed(s.action, conn) for s in wf.definition.steps)
 
     def _dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
         wf = self.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
         if claimed.deferred:
+            began = time.perf_counter()
             outcome = run_fast(self, claimed, wf)
+            took = time.perf_counter() - began
+            prev = self.fast_cost.get(pool)
+            self.fast_cost[pool] = took if prev is None else prev + FAST_COST_WEIGHT * (took - prev)
             if outcome is not None:
                 with self._pending_cv:
                     self._pending.append(outcome)
@@ -251,14 +278,21 @@ class Worker:
                 self._owned.discard(claimed.job["id"])
             self._wake.set()
 
-    def workflow(self, workflow_id: int, version: int | None) -> workflow_repo.VersionedWorkflow:
+    def workflow(self, workflow_id: int, version: int | None,
+                 conn: Any = None) -> workflow_repo.VersionedWorkflow:
+        """A workflow version (cached), read on ``conn`` when given (inside the claim's transaction: SQLite
+        allows one writer, so a second connection would wait for this one)."""
         key = (workflow_id, version)
         got = self._wf_cache.get(key)
-        if got is None:  # versions are immutable, so the cache never goes stale
-            with self.engine.connect() as conn:
-                got = workflow_repo.get_workflow(conn, workflow_id, version)
-            if version is not None:
-                self._wf_cache[key] = got
+        if got is not None:
+            return got
+        if conn is not None:
+            got = workflow_repo.get_workflow(conn, workflow_id, version)
+        else:
+            with self.engine.connect() as own:
+                got = workflow_repo.get_workflow(own, workflow_id, version)
+        if version is not None:  # versions are immutable, so the cache never goes stale
+            self._wf_cache[key] = got
         return got
 
     def wake_later(self, queue: str | None, delay: float) -> None:
