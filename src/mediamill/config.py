@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     child_max_tasks: int = Field(default=200, description="recycle a step child after this many steps")
     shutdown_grace_seconds: float = 30.0
     retention_days: int = Field(default=30, description="finished jobs older than this are pruned (0 = keep)")
+    worker_retention_hours: float = Field(default=24, ge=0, description="rows of workers that stopped or were lost "
+                                          "are deleted this long after their last heartbeat (0 = keep)")
     breaker_window_seconds: int = 300
     breaker_min_calls: int = 5
     breaker_failure_rate: float = 0.5

@@ -177,7 +177,8 @@ def test_submit_warns_when_no_live_worker_serves_the_queue(installed: Runtime, t
     assert "warning: no live worker serves queue 'lonely'" in err and "mediamill worker --pool lonely=1" in err
     other = Worker(installed, pools={"elsewhere": 1}).start()  # alive, but for another queue
     try:
-        wait_until(lambda: ops.list_workers(installed.engine), message="the worker registered")
+        wait_until(lambda: ops.list_workers(installed.engine, lease_seconds=installed.settings.lease_seconds),
+                   message="the worker registered")
         assert "no live worker serves queue 'lonely'" in _submit(tmp_path)[2]
     finally:
         other.stop(grace=5)

@@ -113,7 +113,7 @@ def explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> No
 
 def _warn_without_worker(rt: Runtime, queue: str) -> None:
     """A job nobody will run should not look like a job that is merely waiting."""
-    if not ops.live_workers_serving(rt.engine, queue):
+    if not ops.live_workers_serving(rt.engine, queue, lease_seconds=rt.settings.lease_seconds):
         warn_no_worker(queue)
 
 
@@ -475,7 +475,8 @@ def workers(json_: bool = JSON, all_: bool = typer.Option(False, "--all", help="
             raise InvalidInput("the API lists live workers only; run `workers --all` where the database is")
         rows = [w.to_dict() for w in mm.workers()]
     else:
-        rows = ops.list_workers(open_runtime().engine, include_stopped=all_)
+        rt = open_runtime()
+        rows = ops.list_workers(rt.engine, include_stopped=all_, lease_seconds=rt.settings.lease_seconds)
     if json_:
         print_json(rows)
     else:

@@ -49,7 +49,7 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
     queues = ops.queue_stats(pg.engine)
     kpis = {**figures, "throughput": figures["finished"] / hours, "total": total,
             "depth": sum(x["depth"] for x in queues), "waiting": sum(x["waiting"] for x in queues),
-            "workers": len(ops.list_workers(pg.engine))}
+            "workers": len(ops.list_workers(pg.engine, lease_seconds=pg.settings.lease_seconds))}
     breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
     return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
                   failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)

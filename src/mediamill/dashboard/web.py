@@ -60,6 +60,10 @@ class Page:
     def engine(self) -> Any:
         return self.request.app.state.runtime.engine
 
+    @property
+    def settings(self) -> Any:
+        return self.request.app.state.runtime.settings
+
 
 def page(request: Request) -> Page:
     """The dependency of every page: the session's caller, or a redirect to the login page."""

@@ -14,7 +14,7 @@ from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
-from mediamill.store import workflow_repo
+from mediamill.store import liveness, workflow_repo
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.tables import (
     circuit_breakers,
@@ -263,10 +263,11 @@ def queue_stats(engine: Engine) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda r: r["name"] or "")
 
 
-def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90) -> list[dict[str, Any]]:
-    """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while they heart-beat, ``stopped``
-    when they said goodbye, ``lost`` when their heartbeat stopped without one (killed, host gone) —
-    ``status`` is only what the worker last wrote, which a dead worker never corrects."""
+def list_workers(engine: Engine, *, lease_seconds: float, include_stopped: bool = False) -> list[dict[str, Any]]:
+    """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while their heartbeat is newer than the
+    lease (the liveness rule of ``store.liveness``), ``stopped`` when they said goodbye, ``lost`` when their
+    heartbeat stopped without one (killed, host cut off) — ``status`` is what the worker last wrote, or ``lost``
+    once the housekeeping marked it."""
     with engine.connect() as conn:
         q = sa.select(workers).order_by(workers.c.started_at.desc())
         rows = [dict(r) for r in conn.execute(q).mappings()]
@@ -275,8 +276,8 @@ def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds:
     now = utcnow()
     out = []
     for r in rows:
-        alive = r["status"] != "stopped" and r["heartbeat_at"] is not None and \
-            (now - _dt(r["heartbeat_at"])).total_seconds() < live_seconds
+        alive = liveness.is_alive(r["status"], _dt(r["heartbeat_at"]) if r["heartbeat_at"] else None, now,
+                                  lease_seconds)
         if alive or include_stopped:
             out.append(_jsonable({**r, "alive": alive, "state": _worker_state(r["status"], alive),
                                   "running_jobs": busy.get(r["id"], 0)}))
@@ -289,9 +290,9 @@ def _worker_state(status: str | None, alive: bool) -> str:
     return "stopped" if status == "stopped" else "lost"
 
 
-def live_workers_serving(engine: Engine, queue: str) -> list[str]:
+def live_workers_serving(engine: Engine, queue: str, *, lease_seconds: float) -> list[str]:
     """Ids of the live workers that claim from ``queue`` (a pool of that name, or ``*``)."""
-    return [w["id"] for w in list_workers(engine)
+    return [w["id"] for w in list_workers(engine, lease_seconds=lease_seconds)
             if isinstance(w.get("pools"), dict) and (queue in w["pools"] or "*" in w["pools"])]
 
 

@@ -379,13 +379,17 @@ class Worker:
     # ================================================================== lifeline
     def _lifeline_loop(self) -> None:
         hb = self.settings.effective_heartbeat_seconds
-        last_age = last_prune = 0.0
+        last_age = last_prune = last_workers = 0.0
         while True:
             now = time.monotonic()
             self._heartbeat()
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
+            if now - last_workers >= self.settings.lease_seconds:
+                housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
+                                                    retention_hours=self.settings.worker_retention_hours)
+                last_workers = now
             if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):
                 housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds,
                                               cap=self.settings.aging_max_priority)

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
+from mediamill.store import liveness
 from mediamill.store import tables as t
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import utcnow
@@ -141,10 +142,7 @@ def _breaker_gauge(conn: Connection) -> GaugeMetricFamily:
 
 def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list[GaugeMetricFamily]:
     w = t.workers
-    cutoff = datetime.fromtimestamp(now.timestamp() - live_seconds)
-    rows = conn.execute(
-        sa.select(w.c.pools).where(w.c.heartbeat_at >= cutoff, w.c.status.notin_(("stopped", "dead")))
-    ).all()
+    rows = conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, live_seconds))).all()
     live = GaugeMetricFamily("mediamill_workers_live", "Workers with a recent heartbeat serving a pool",
                              labels=["pool"])
     slots = GaugeMetricFamily("mediamill_worker_slots", "Concurrent step slots of live workers per pool",

@@ -117,7 +117,7 @@ def configure_metrics(settings: Settings) -> Path | None:
     directory = metrics_dir(settings)
     with _state.lock:
         _state.db_cache_seconds = float(getattr(settings, "metrics_db_cache_seconds", 5.0))
-        _state.live_seconds = float(max(settings.lease_seconds * 2, 10))
+        _state.live_seconds = float(settings.lease_seconds)  # the liveness rule: a heartbeat within the lease
         if directory != _state.directory or _state.metrics is None:
             _switch_directory(directory)
         _state.configured = True

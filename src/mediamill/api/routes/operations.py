@@ -42,7 +42,7 @@ def resume_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth
 @router.get("/workers", response_model=Items, tags=["workers"])
 def list_workers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Workers with their pools and last heartbeat."""
-    return {"items": ops().list_workers(read_engine(request))}
+    return {"items": ops().list_workers(read_engine(request), lease_seconds=runtime(request).settings.lease_seconds)}
 
 
 # ------------------------------------------------------------------------------ dead letters
