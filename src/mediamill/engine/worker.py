@@ -49,7 +49,12 @@ ANY = "*"
 # path (child processes) are held only for free slots: there is no prefetch, because a job waiting inside one
 # worker is invisible to idle workers, and a freed slot claims again at once (a round trip, not a job's time).
 FAST_BATCH_SECONDS = 0.25
-FAST_COST_WEIGHT = 0.2  # weight of the newest measurement in the moving average of an in-process job's time
+FAST_COST_WEIGHT = 0.2
+# Cancellations reach a PostgreSQL worker by NOTIFY; the poll is then only a safety net (a notification can be
+# missed while the listener reconnects, which also triggers a check). Without LISTEN (SQLite, or PgBouncer in
+# transaction mode where the listener cannot hold its session) the running jobs are polled.
+CANCEL_POLL_SECONDS = 0.2
+CANCEL_SAFETY_POLL_SECONDS = 10.0  # weight of the newest measurement in the moving average of an in-process job's time
 
 
 class Worker:
@@ -80,6 +85,8 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancel_check = threading.Event()
+        self._listening = threading.Event()  # LISTEN is up: cancellations arrive by NOTIFY
+        self._cancel_noted = 0.0  # when the last cancel notification arrived (monotonic)
         self._threads: list[threading.Thread] = []
         self._pending: list[tx.Finish | FastRetry] = []
         self._pending_cv = threading.Condition()
@@ -264,6 +271,8 @@ class Worker:
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
         runner = JobRunner(self, claimed, wf)
         self.running[claimed.job["id"]] = runner
+        if time.monotonic() - self._cancel_noted < 2.0:  # it may have been meant for this job, claimed meanwhile
+            self._cancel_check.set()
         try:
             if claimed.job["cancel_requested"]:
                 runner.cancel.set()
@@ -412,7 +421,7 @@ class Worker:
 
     def _cancel_loop(self) -> None:
         while not self._stop.is_set():
-            self._cancel_check.wait(0.2)
+            self._cancel_check.wait(CANCEL_SAFETY_POLL_SECONDS if self._listening.is_set() else CANCEL_POLL_SECONDS)
             self._cancel_check.clear()
             ids = list(self.running)
             if not ids:
@@ -436,13 +445,17 @@ class Worker:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {wakeup.CHANNEL}")
                     conn.execute(f"LISTEN {wakeup.CANCEL_CHANNEL}")
+                    self._listening.set()
                     self._wake.set()  # anything that arrived while we were not listening
+                    self._cancel_check.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             if note.channel == wakeup.CANCEL_CHANNEL:
+                                self._cancel_noted = time.monotonic()
                                 self._cancel_check.set()
                             else:
                                 self._wake.set()
             except psycopg.Error as exc:
+                self._listening.clear()  # poll for cancellations until LISTEN is back
                 log.warning("listener: %s; reconnecting", str(exc).split("\n")[0])
                 self._stop.wait(1.0)
