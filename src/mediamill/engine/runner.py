@@ -98,7 +98,8 @@ class JobRunner:
         self._last_progress = 0.0  # when progress was last written (monotonic)
         self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
         self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
-        self._progress_event_mark = 0.0  # the job percentage of the last progress event
+        self._progress_seen: set[int] = set()  # steps whose progress was written at least once
+        self._progress_event_mark = -PROGRESS_EVENT_STEP  # job percentage of the last progress event (none yet)
         self.lost = False  # the claim was rescued or finished elsewhere: nothing more is written
         self._lock = threading.Lock()
         self.deadline = (self.job["started_at"] or utcnow()) + timedelta(minutes=self.d.timeout_minutes)
@@ -507,16 +508,17 @@ class JobRunner:
         return run_inline(self, i, timeout)
 
     def _progress(self, i: int, pct: float, exec_id: int) -> None:
-        """Coalesce progress: at most one write per job per PROGRESS_EVERY (every step that reported since the
-        last write goes in it, so fused steps all move), and a progress event only each PROGRESS_EVENT_STEP %
-        of the job (steps starting and finishing have events of their own)."""
+        """Coalesce progress: one write per job per PROGRESS_EVERY (every step that reported since the last write
+        goes in it), besides a step's first report, written at once with an event (a step boundary: each bar of a
+        fused unit starts moving); otherwise a progress event only each PROGRESS_EVENT_STEP % of the job."""
         if pct >= 100 or self.lost:
             return  # 100 % is written with the step's completion
         with self._lock:
             self._progress_pending[i] = (pct, exec_id)
+            first = i not in self._step_percent
             self._step_percent[i] = pct
             now = time.monotonic()
-            if now - self._last_progress < PROGRESS_EVERY:
+            if now - self._last_progress < PROGRESS_EVERY and not first:
                 return
             self._last_progress = now
             pending, self._progress_pending = self._progress_pending, {}
@@ -535,10 +537,13 @@ class JobRunner:
         event = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
         with self.w.engine.begin() as conn:
             for n, (i, (pct, exec_id)) in enumerate(sorted(pending.items())):
+                first = i not in self._progress_seen
                 if not tx.set_progress(conn, job=self.job, step_name=self.steps[i].name, percent=overall,
                                        step_percent=pct, exec_id=exec_id, worker_id=self.w.worker_id,
-                                       lease_seconds=self.w.settings.lease_seconds, event=event and n == 0):
+                                       lease_seconds=self.w.settings.lease_seconds,
+                                       event=first or (event and n == 0)):
                     raise LostClaim()
+        self._progress_seen.update(pending)
         if event:
             self._progress_event_mark = overall - overall % PROGRESS_EVENT_STEP
 
