@@ -39,7 +39,8 @@ def test_progress_is_coalesced(rt: Runtime, submit, workers) -> None:
     assert 2 <= len(job_updates) <= 7, len(job_updates)  # about one a second over 5 s (was two a second)
     assert 1 <= len(progress_events) <= len(job_updates)
     marks = [e["percent"] for e in progress_events]
-    assert all(b - a >= 10 for a, b in zip(marks, marks[1:], strict=False)), marks  # each 10 %, not each write
+    bands = [int(m // 10) for m in marks]
+    assert bands == sorted(set(bands)), marks  # one event per 10 % band, not one per write
 
 
 def test_cancellation_arrives_by_notify_without_polling(pg_rt: Runtime, tmp_path) -> None:
