@@ -332,9 +332,17 @@ CORRUPT_FAMILIES: dict[str, tuple[str, str, str]] = {
     "image": ("WF-IMAGE-PROCESS", "jpeg", "completed"),
     "pdf": ("WF-DOC-PROCESS", "pdf", "completed"),
     "docx": ("WF-DOC-PROCESS", "docx", "partial"),  # no page preview for DOCX: the built-in ends partial
-    "audio": ("WF-AUDIO-TRANSCODE", "wav", "completed"),
+    "audio": ("WF-AUDIO-TRANSCODE", "m4a_plain", "completed"),
     "video": ("WF-VIDEO-TRANSCODE", "video", "completed"),
 }
+
+
+def _damages(damage: Any) -> dict[str, tuple[Any, ...]]:
+    """Damage each family cannot hide: a zeroed stretch of PCM or of an image's pixels is still a valid file
+    (it plays as silence, shows as black), so the mix uses cuts, foreign bytes and broken structure."""
+    broken = (damage.truncated(0.1), damage.truncated(0.5), damage.wrong_magic_after_header(16))
+    return {"image": broken, "video": broken, "audio": broken, "pdf": damage.PDF_PAGES[:4],
+            "docx": (damage.DOCX[-3], damage.truncated(0.5))}
 
 
 def _corrupt_inputs(media_dir: Path, total: int, damaged_share: float) -> list[tuple[str, Path, bool]]:
@@ -342,15 +350,18 @@ def _corrupt_inputs(media_dir: Path, total: int, damaged_share: float) -> list[t
     from tests.media import damage
     from tests.media.conftest import Media
 
+    media_dir.mkdir(parents=True, exist_ok=True)
     media = Media(media_dir)
     kinds = list(CORRUPT_FAMILIES)
-    bad_every = max(1, round(1 / damaged_share))
+    n_bad = max(1, round(total * damaged_share))
+    bad_at = {round(i * total / n_bad) + (total // n_bad) // 2 for i in range(n_bad)}  # spread over the run
     out = []
     for i in range(total):
         family = kinds[i % len(kinds)]
         good = getattr(media, CORRUPT_FAMILIES[family][1])
-        if i % bad_every == bad_every - 1:
-            how = damage.COMMON[(i // bad_every) % len(damage.COMMON)]
+        if i in bad_at:
+            damages = _damages(damage)[family]
+            how = damages[i % len(damages)]
             out.append((family, damage.damaged_copy(good, how, media_dir / "damaged" / str(i)), True))
         else:
             out.append((family, good, False))
@@ -369,10 +380,11 @@ def _job(base: str, key: str, job_id: int) -> dict[str, Any]:
     return dict(r.json())
 
 
-def _check_corrupt(base: str, key: str, jobs: list[tuple[str, Path, bool, int, str]]) -> dict[str, int]:
+def _check_corrupt(base: str, key: str, jobs: list[tuple[str, Path, bool, int, str]]) -> dict[str, Any]:
     import hashlib
 
     tally: Counter[str] = Counter()
+    wrong: list[str] = []
     for family, path, damaged, job_id, _ in jobs:
         d = _job(base, key, job_id)
         if not damaged:
@@ -380,12 +392,14 @@ def _check_corrupt(base: str, key: str, jobs: list[tuple[str, Path, bool, int, s
             continue
         ok = d["status"] == "failed" and d.get("error_class") == "invalid_input" and not d.get("retry_count")
         tally["damaged_ok" if ok else "damaged_wrong"] += 1
+        if not ok:
+            wrong.append(f"{path.name}: {d['status']} {d.get('error_class')} retries={d.get('retry_count')}")
         kept = httpx.get(f"{base}/v1/jobs/{job_id}/input", headers={"Authorization": f"Bearer {key}"},
                          timeout=60, follow_redirects=True)
         same = kept.status_code == 200 and hashlib.sha256(kept.content).digest() == \
             hashlib.sha256(path.read_bytes()).digest()
         tally["inputs_kept" if same else "inputs_lost"] += 1
-    return dict(tally)
+    return {**tally, "wrong": wrong}
 
 
 def corrupt(*, total: int = 100, damaged_share: float = 0.15, admin_url: str | None = None,
