@@ -427,31 +427,12 @@ def corrupt(*, total: int = 100, damaged_share: float = 0.15, admin_url: str | N
 
 
 # ------------------------------------------------------------------------------ disk full
-@contextlib.contextmanager
-def _tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    import subprocess
-
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"cannot mount a tmpfs (root needed): {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def _grow(path: Path, size_mb: int) -> None:
-    import subprocess
-
-    subprocess.run(["mount", "-o", f"remount,size={size_mb}m", str(path)], check=True, capture_output=True)
-
-
 def disk_full(*, size_mb: int = 48, upload_kb: int = 512, after: int = 5) -> dict[str, Any]:
     """SQLite and storage on a small tmpfs: upload until the disk refuses, check nothing accepted is lost, give
     the disk room again and check new submits are taken and finish."""
-    with tempfile.TemporaryDirectory(prefix="mm-disk-") as tmp, _tmpfs(Path(tmp) / "disk", size_mb) as disk:
+    from tests.tmpfs import grow, mounted_tmpfs
+
+    with tempfile.TemporaryDirectory(prefix="mm-disk-") as tmp, mounted_tmpfs(Path(tmp) / "disk", size_mb) as disk:
         data = disk / "data"
         url = f"sqlite:///{data / 'mediamill.db'}"
         [key] = prepare_database(data, url, [SPIKE_WORKFLOW])
@@ -469,7 +450,7 @@ def disk_full(*, size_mb: int = 48, upload_kb: int = 512, after: int = 5) -> dic
                 else:
                     refusals += 1
             full_counts = wait_terminal(url, accepted, 120)
-            _grow(disk, size_mb * 8)
+            grow(disk, size_mb * 8)
             later = [_multipart_submit(base, key, body, SPIKE_WORKFLOW["code"]) for _ in range(after)]
             later_ids = [int(r.json()["id"]) for r in later if r.status_code == 202]
             later_counts = wait_terminal(url, later_ids, 120)

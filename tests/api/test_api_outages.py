@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from mediamill.engine import operations as ops
 from mediamill.engine.worker import Worker
 from mediamill.store.tables import workflow_jobs
 from tests.pgcluster import SKIP_REASON, own_postgres_cluster
+from tests.tmpfs import small_tmpfs
 
 from .support import PG_URL, Keys, LiveServer, make_runtime, wait_until
 
@@ -182,21 +181,6 @@ def test_the_floor_setting_is_read_from_the_environment(monkeypatch: pytest.Monk
 
 
 # ------------------------------------------------------------------------------ a full disk
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the full-disk test runs where it can")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def test_full_disk_answers_507_and_loses_nothing(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", 24) as disk:
         rt = make_runtime(disk / "data", storage_min_free_mb=0)

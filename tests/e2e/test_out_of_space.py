@@ -4,34 +4,15 @@ server path, is retried after back-off, and completes once space is freed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from mediamill.engine import operations as ops
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.engine.worker import Worker
 from tests.helpers import apply_workflow, make_runtime, wait_until
 from tests.media.conftest import Media
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the out-of-space test runs where it can")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+from tests.tmpfs import small_tmpfs
 
 
 def _fill(disk: Path, leave: int) -> Path:
