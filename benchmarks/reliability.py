@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -325,8 +326,234 @@ def _output_jobs(url: str, job_ids: list[int]) -> int:
     return sum(1 for job, n in rows if job in wanted and n == 1)
 
 
+# ------------------------------------------------------------------------------ corrupt mix
+# family -> (workflow, sample attribute of the tests' media set, the damages a family suffers, the good end state)
+CORRUPT_FAMILIES: dict[str, tuple[str, str, str]] = {
+    "image": ("WF-IMAGE-PROCESS", "jpeg", "completed"),
+    "pdf": ("WF-DOC-PROCESS", "pdf", "completed"),
+    "docx": ("WF-DOC-PROCESS", "docx", "partial"),  # no page preview for DOCX: the built-in ends partial
+    "audio": ("WF-AUDIO-TRANSCODE", "m4a_plain", "completed"),
+    "video": ("WF-VIDEO-TRANSCODE", "video", "completed"),
+}
+
+
+def _damages(damage: Any) -> dict[str, tuple[Any, ...]]:
+    """Damage each family cannot hide: a zeroed stretch of PCM or of an image's pixels is still a valid file
+    (it plays as silence, shows as black), so the mix uses cuts, foreign bytes and broken structure."""
+    broken = (damage.truncated(0.1), damage.truncated(0.5), damage.wrong_magic_after_header(16))
+    return {"image": broken, "video": broken, "audio": broken, "pdf": damage.PDF_PAGES[:4],
+            "docx": (damage.DOCX[-3], damage.truncated(0.5))}
+
+
+def _corrupt_inputs(media_dir: Path, total: int, damaged_share: float) -> list[tuple[str, Path, bool]]:
+    """(family, file, damaged?) round-robin over the families, ``damaged_share`` of them damaged."""
+    from tests.media import damage
+    from tests.media.conftest import Media
+
+    media_dir.mkdir(parents=True, exist_ok=True)
+    media = Media(media_dir)
+    kinds = list(CORRUPT_FAMILIES)
+    n_bad = max(1, round(total * damaged_share))
+    bad_at = {round(i * total / n_bad) + (total // n_bad) // 2 for i in range(n_bad)}  # spread over the run
+    out = []
+    for i in range(total):
+        family = kinds[i % len(kinds)]
+        good = getattr(media, CORRUPT_FAMILIES[family][1])
+        if i in bad_at:
+            damages = _damages(damage)[family]
+            how = damages[i % len(damages)]
+            out.append((family, damage.damaged_copy(good, how, media_dir / "damaged" / str(i)), True))
+        else:
+            out.append((family, good, False))
+    return out
+
+
+def _multipart_submit(base: str, key: str, path: Path, workflow: str) -> httpx.Response:
+    with path.open("rb") as fh:
+        return httpx.post(f"{base}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                          data={"workflow": workflow}, files={"file": (path.name, fh)})
+
+
+def _job(base: str, key: str, job_id: int) -> dict[str, Any]:
+    r = httpx.get(f"{base}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def _check_corrupt(base: str, key: str, jobs: list[tuple[str, Path, bool, int, str]]) -> dict[str, Any]:
+    import hashlib
+
+    tally: Counter[str] = Counter()
+    wrong: list[str] = []
+    for family, path, damaged, job_id, _ in jobs:
+        d = _job(base, key, job_id)
+        if not damaged:
+            tally["good_ok" if d["status"] == CORRUPT_FAMILIES[family][2] else "good_wrong"] += 1
+            continue
+        ok = d["status"] == "failed" and d.get("error_class") == "invalid_input" and not d.get("retry_count")
+        tally["damaged_ok" if ok else "damaged_wrong"] += 1
+        if not ok:
+            wrong.append(f"{path.name}: {d['status']} {d.get('error_class')} retries={d.get('retry_count')}")
+        kept = httpx.get(f"{base}/v1/jobs/{job_id}/input", headers={"Authorization": f"Bearer {key}"},
+                         timeout=60, follow_redirects=True)
+        same = kept.status_code == 200 and hashlib.sha256(kept.content).digest() == \
+            hashlib.sha256(path.read_bytes()).digest()
+        tally["inputs_kept" if same else "inputs_lost"] += 1
+    return {**tally, "wrong": wrong}
+
+
+def corrupt(*, total: int = 100, damaged_share: float = 0.15, admin_url: str | None = None,
+            timeout: float = 900) -> dict[str, Any]:
+    """``total`` uploads across five families, ``damaged_share`` of them damaged, through `serve`."""
+    with tempfile.TemporaryDirectory(prefix="mm-corrupt-") as tmp, database(
+            "postgres" if admin_url else "sqlite", Path(tmp), admin_url) as url:
+        data = Path(tmp) / "data"
+        [key] = prepare_database(data, url, [])
+        inputs = _corrupt_inputs(Path(tmp) / "media", total, damaged_share)
+        with serve(data, url, submit_rate_per_minute=10**6) as base:
+            jobs = []
+            for family, path, damaged in inputs:
+                res = _multipart_submit(base, key, path, CORRUPT_FAMILIES[family][0])
+                jobs.append((family, path, damaged, int(res.json()["id"]) if res.status_code == 202 else -1,
+                             str(res.status_code)))
+            accepted = [j[3] for j in jobs if j[3] > 0]
+            counts = wait_terminal(url, accepted, timeout)
+            tally = _check_corrupt(base, key, [j for j in jobs if j[3] > 0])
+        refused = Counter(j[4] for j in jobs if j[3] < 0)
+        return {"scenario": "corrupt", "backend": "postgres" if admin_url else "sqlite", "inputs": total,
+                "damaged": sum(1 for j in jobs if j[2]), "accepted": len(accepted), "refused_at_submit": dict(refused),
+                "lost": counts.get("missing", 0) + _open_counts(counts), **tally,
+                "internal": refused.get("500", 0), "duplicated": _duplicated_steps(url)}
+
+
+# ------------------------------------------------------------------------------ disk full
+def disk_full(*, size_mb: int = 48, upload_kb: int = 512, after: int = 5) -> dict[str, Any]:
+    """SQLite and storage on a small tmpfs: upload until the disk refuses, check nothing accepted is lost, give
+    the disk room again and check new submits are taken and finish."""
+    from tests.tmpfs import grow, mounted_tmpfs
+
+    with tempfile.TemporaryDirectory(prefix="mm-disk-") as tmp, mounted_tmpfs(Path(tmp) / "disk", size_mb) as disk:
+        data = disk / "data"
+        url = f"sqlite:///{data / 'mediamill.db'}"
+        [key] = prepare_database(data, url, [SPIKE_WORKFLOW])
+        body = Path(tmp) / "upload.bin"
+        body.write_bytes(os.urandom(upload_kb * 1024))
+        statuses: Counter[str] = Counter()
+        accepted: list[int] = []
+        with serve(data, url, submit_rate_per_minute=10**6, storage_min_free_mb=0) as base:
+            refusals = 0
+            while refusals < 5 and len(accepted) < 10 * size_mb:
+                res = _multipart_submit(base, key, body, SPIKE_WORKFLOW["code"])
+                statuses[str(res.status_code)] += 1
+                if res.status_code == 202:
+                    accepted.append(int(res.json()["id"]))
+                else:
+                    refusals += 1
+            full_counts = wait_terminal(url, accepted, 120)
+            grow(disk, size_mb * 8)
+            later = [_multipart_submit(base, key, body, SPIKE_WORKFLOW["code"]) for _ in range(after)]
+            later_ids = [int(r.json()["id"]) for r in later if r.status_code == 202]
+            later_counts = wait_terminal(url, later_ids, 120)
+        return {"scenario": "disk", "backend": "sqlite", "tmpfs_mb": size_mb, "statuses": dict(statuses),
+                "accepted": len(accepted), "internal": statuses.get("500", 0),
+                "lost": full_counts.get("missing", 0) + _open_counts(full_counts),
+                "recovered": later_counts.get("completed", 0), "recovery_submits": after}
+
+# ------------------------------------------------------------------------------ hostile tenant
+HOSTILE_WORKFLOW = {"code": "WF-TENANT-A", "name": "tenant a", "type": "generic", "queue": "tenant-a-queue",
+                    "steps": [{"name": "only", "action": "noop"}]}
+
+
+def _tenants(data: Path, url: str) -> dict[str, str]:
+    """Keys: tenant A's admin and viewer, tenant B's admin and operator; A owns a workflow and its queue."""
+    from mediamill.config import Settings
+    from mediamill.runtime import Runtime
+    from mediamill.store import auth_repo, workflow_repo
+    from mediamill.workflows.loader import validate_document
+
+    rt = Runtime(Settings(data_dir=data, database_url=url))
+    try:
+        rt.prepare()
+        with rt.engine.begin() as conn:
+            workflow_repo.save_version(conn, validate_document(HOSTILE_WORKFLOW), author="a", tenant_id="tenant-a")
+        make = lambda role, tenant: auth_repo.create_key(rt.engine, role=role, tenant_id=tenant).plaintext  # noqa: E731
+        return {"a_admin": make("admin", "tenant-a"), "a_viewer": make("viewer", "tenant-a"),
+                "b_admin": make("admin", "tenant-b"), "b_operator": make("operator", "tenant-b")}
+    finally:
+        rt.close()
+
+
+def _probes(a_job: int, a_code: str, a_queue: str, internal: str) -> list[tuple[str, str, str, str, Any]]:
+    """(name, key, method, path, body): every one must be refused."""
+    return [
+        ("read another tenant's job", "b_admin", "GET", f"/v1/jobs/{a_job}", None),
+        ("stream another tenant's job events", "b_admin", "GET", f"/v1/jobs/{a_job}/events?follow=false", None),
+        ("list another tenant's outputs", "b_admin", "GET", f"/v1/jobs/{a_job}/outputs", None),
+        ("download another tenant's input", "b_admin", "GET", f"/v1/jobs/{a_job}/input", None),
+        ("cancel another tenant's job", "b_admin", "POST", f"/v1/jobs/{a_job}/cancel", None),
+        ("retry another tenant's job", "b_admin", "POST", f"/v1/jobs/{a_job}/retry", None),
+        ("reprioritise another tenant's job", "b_admin", "PATCH", f"/v1/jobs/{a_job}", {"priority": 99}),
+        ("read another tenant's workflow", "b_admin", "GET", f"/v1/workflows/{a_code}", None),
+        ("pause another tenant's queue", "b_operator", "POST", f"/v1/queues/{a_queue}/pause", None),
+        ("pause a shared built-in queue", "b_operator", "POST", "/v1/queues/image_processing/pause", None),
+        ("submit as a viewer", "a_viewer", "POST", "/v1/jobs", {"url": "https://example.com/a.jpg"}),
+        ("create a key as a viewer", "a_viewer", "POST", "/v1/keys", {"role": "admin"}),
+        ("pause a queue as a viewer", "a_viewer", "POST", f"/v1/queues/{a_queue}/pause", None),
+        ("fetch a loopback URL (SSRF)", "b_admin", "POST", "/v1/jobs", {"url": f"{internal}/healthz"}),
+        ("fetch a bracketed loopback URL", "b_admin", "POST", "/v1/jobs", {"url": "http://[127.0.0.1]/"}),
+        ("fetch the IPv6 loopback", "b_admin", "POST", "/v1/jobs", {"url": "http://[::1]/x"}),
+        ("fetch the metadata address", "b_admin", "POST", "/v1/jobs", {"url": "http://169.254.169.254/latest/"}),
+        ("webhook to loopback", "b_admin", "POST", "/v1/channels", {"kind": "webhook", "config": {"url": internal}}),
+        ("no key at all", "", "GET", "/v1/jobs", None),
+    ]
+
+
+def _refused(status: int) -> bool:
+    return status in (401, 403, 404, 405, 409, 422, 429, 431) and status != 409
+
+
+def hostile(*, admin_url: str | None = None) -> dict[str, Any]:
+    """A tenant B (and a viewer of A) probing tenant A; also listings that must not leak A's names."""
+    with tempfile.TemporaryDirectory(prefix="mm-hostile-") as tmp, database("sqlite" if admin_url is None else
+                                                                            "postgres", Path(tmp), admin_url) as url:
+        data = Path(tmp) / "data"
+        keys = _tenants(data, url)
+        with serve(data, url) as base:
+            auth = lambda k: {"Authorization": f"Bearer {keys[k]}"} if k else {}  # noqa: E731
+            up = tus_upload(base, keys["a_admin"], b"tenant a's input\n")
+            res = httpx.post(f"{base}/v1/jobs", headers=auth("a_admin"),
+                             json={"upload_id": up, "workflow": HOSTILE_WORKFLOW["code"]})
+            res.raise_for_status()
+            a_job = int(res.json()["id"])
+            rows = []
+            for name, key, method, path, body in _probes(a_job, HOSTILE_WORKFLOW["code"], HOSTILE_WORKFLOW["queue"],
+                                                        base):
+                r = httpx.request(method, base + path, headers=auth(key), json=body, timeout=30)
+                rows.append({"probe": name, "status": r.status_code, "refused": _refused(r.status_code)})
+            rows += _leaks(base, auth("b_admin"), a_job)
+            post = httpx.post(f"{base}/v1/workflows", headers=auth("b_admin"), json={**HOSTILE_WORKFLOW,
+                                                                                     "name": "b's copy"})
+            rows.append({"probe": "create a workflow with another tenant's code (existence oracle)",
+                         "status": post.status_code, "refused": post.status_code != 409})
+        return {"scenario": "hostile", "backend": "postgres" if admin_url else "sqlite", "probes": len(rows),
+                "refused": sum(r["refused"] for r in rows), "allowed": [r for r in rows if not r["refused"]],
+                "table": rows}
+
+
+def _leaks(base: str, headers: dict[str, str], a_job: int) -> list[dict[str, Any]]:
+    """Listings tenant B may read: none may name tenant A's job, workflow or queue."""
+    secrets = (HOSTILE_WORKFLOW["code"], HOSTILE_WORKFLOW["queue"], f'"id": {a_job},', f'"id":{a_job},')
+    rows = []
+    for path in ("/v1/jobs", "/v1/queues", "/v1/workers", "/v1/alerts", "/v1/dead-letters", "/v1/workflows",
+                 "/v1/analytics/queues"):
+        r = httpx.get(base + path, headers=headers, timeout=30)
+        leaked = [s for s in secrets if s in r.text]
+        rows.append({"probe": f"{path} names nothing of another tenant", "status": r.status_code,
+                     "refused": not leaked, "leaked": leaked})
+    return rows
+
 # ------------------------------------------------------------------------------ main
-SCENARIOS = ("spike", "chaos")
+SCENARIOS = ("spike", "chaos", "disk", "corrupt", "hostile")
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -338,6 +565,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rows.append(spike(backend, submits=300 if small else args.submits, clients=8 if small else 32))
         elif name == "chaos":
             rows.append(chaos(jobs=30 if small else 200, pg_restarts=1 if small else 2))
+        elif name == "disk":
+            rows.append(disk_full())
+        elif name == "corrupt":
+            rows.append(corrupt(total=20 if small else 100))
+        elif name == "hostile":
+            rows.append(hostile())
         else:
             raise SystemExit(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./mediamill-data")
     database_url: str = ""  # default: sqlite file in data_dir
     storage_url: str = ""  # default: storage/ folder in data_dir
+    storage_min_free_mb: int = Field(default=512, ge=0, description="below this much free space on local storage "
+                                     "new inputs are refused (HTTP 507) and /readyz answers 503; 0 = no floor")
     # engine
     lease_seconds: int = Field(default=30, description="how long a claim lives without a heartbeat")
     heartbeat_seconds: float = Field(default=0, description="0 = a third of lease_seconds")
@@ -90,6 +92,8 @@ class Settings(BaseSettings):
     child_max_tasks: int = Field(default=200, description="recycle a step child after this many steps")
     shutdown_grace_seconds: float = 30.0
     retention_days: int = Field(default=30, description="finished jobs older than this are pruned (0 = keep)")
+    worker_retention_hours: float = Field(default=24, ge=0, description="rows of workers that stopped or were lost "
+                                          "are deleted this long after their last heartbeat (0 = keep)")
     breaker_window_seconds: int = 300
     breaker_min_calls: int = 5
     breaker_failure_rate: float = 0.5
@@ -176,6 +180,21 @@ class Settings(BaseSettings):
     body_idle_timeout_seconds: float = Field(default=60.0, gt=0, description="a request body that sends nothing "
                                                                              "for this long is answered 408")
     max_uploads_per_key: int = Field(default=8, gt=0, description="concurrent uploads of one API key (429 above)")
+
+    # sources (watch folders and buckets)
+    run_sources: bool = Field(default=True, description="serve runs the sources (one process per source is elected)")
+    source_poll_seconds: float = Field(default=10.0, gt=0, description="folder scan / bucket listing interval "
+                                                                        "(file-system events wake folders sooner)")
+    source_settle_seconds: float = Field(default=5.0, ge=0, description="a file is taken once its size and mtime "
+                                                                         "held this long")
+    source_max_queue: int = Field(default=500, gt=0, description="a source stops taking files while its "
+                                                                 "workflow's queue is this deep")
+    source_tick_seconds: float = Field(default=1.0, gt=0, description="how often a source takes pending files "
+                                                                      "and finishes taken ones")
+    source_rescan_seconds: float = Field(default=600.0, gt=0, description="a bucket is listed from the start "
+                                                                           "this often (else from its high-water "
+                                                                           "mark, which misses keys that sort "
+                                                                           "before it)")
 
     @classmethod
     def settings_customise_sources(

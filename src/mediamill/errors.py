@@ -12,9 +12,11 @@ The engine, the API and the CLI read these fields; nobody matches on message str
     │   ├── UnsupportedCodec                           no     422
     │   ├── SourceTooLarge                             no     413
     │   └── CorruptMedia                               no     422
-    ├── TransientError                  transient      yes    503
     ├── StepTimeout                     timeout        yes    504
-    ├── ResourceExceeded                resource       no     507
+    ├── TransientError                  transient      yes    503
+    │   └── ServiceUnavailable                         yes    503 — database / bucket down (Retry-After)
+    ├── ResourceExceeded                resource       yes    507
+    │   └── StorageFull                                yes    507 — below the free-space floor (Retry-After)
     ├── Unavailable                     unavailable    no     501
     ├── ToolFailed                      (given)        (by class)   — carries the stderr tail
     ├── InternalError                   internal       yes    500
@@ -28,6 +30,9 @@ The engine, the API and the CLI read these fields; nobody matches on message str
 
 from __future__ import annotations
 
+import errno
+import re
+import traceback
 from typing import ClassVar
 
 #: Error classes a step failure can carry (SPEC §6).
@@ -45,6 +50,8 @@ class MediamillError(Exception):
     retryable: ClassVar[bool] = False
     http_status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
+    #: diagnostics for operators (a tool's stderr, a traceback); never part of the public message
+    stderr_tail: str = ""
 
     def __init__(self, message: str = "", *, public_message: str | None = None) -> None:
         super().__init__(message or self.title)
@@ -138,6 +145,20 @@ class ResourceExceeded(MediamillError):
     title = "Resource limit exceeded"
 
 
+class StorageFull(ResourceExceeded):
+    """Storage has less free space than the configured floor, or the disk filled up (HTTP 507)."""
+
+    title = "Insufficient storage"
+    retry_after = 60
+
+
+class ServiceUnavailable(TransientError):
+    """A dependency the request needs (the database, the storage bucket) is not answering (HTTP 503)."""
+
+    title = "Service unavailable"
+    retry_after = 5
+
+
 class Unavailable(MediamillError):
     error_class = "unavailable"
     http_status = 501
@@ -228,6 +249,40 @@ def error_for_class(error_class: str, message: str) -> MediamillError:
     if cls is None:
         raise ValueError(f"unknown error class {error_class!r}; expected one of {', '.join(_BY_CLASS)}")
     return cls(message)
+
+
+#: errno values that mean "the disk is full": a ``resource`` failure, retried after back-off
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: how libraries that wrap the OS error (libvips, pdfium …) report it
+_NO_SPACE_TEXT = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
+_PATH = re.compile(r"""(["'])(?:[A-Za-z]:)?[/\\][^"'\n]*\1|(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*""")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with file paths replaced by ``<path>``: server paths never reach a client."""
+    return _PATH.sub("<path>", text)
+
+
+def classify_exception(exc: BaseException) -> MediamillError:
+    """Any exception a step raised, as the classified error the engine records.
+
+    A ``MediamillError`` is itself. A full disk is ``resource`` (retried after back-off: space
+    comes back when other jobs finish or an operator frees it), running out of memory is
+    ``resource``; anything else is our bug: ``internal``. The message is public, so paths are
+    removed; the traceback goes to ``stderr_tail`` for operators.
+    """
+    if isinstance(exc, MediamillError):
+        return exc
+    tail = "".join(traceback.format_exception(exc))[-3000:]
+    err: MediamillError
+    if (isinstance(exc, OSError) and exc.errno in _NO_SPACE) or _NO_SPACE_TEXT.search(str(exc)):
+        err = ResourceExceeded("the server ran out of disk space while the step was writing its files")
+    elif isinstance(exc, MemoryError):
+        err = ResourceExceeded("the step ran out of memory (address-space limit)")
+    else:
+        err = InternalError(without_paths(f"{type(exc).__name__}: {exc}")[:1000])
+    err.stderr_tail = tail
+    return err
 
 
 def is_retryable_class(error_class: str) -> bool:

@@ -31,8 +31,10 @@ class Runtime:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.effective_storage_url,
-                            s3_public_endpoint=self.settings.s3_public_endpoint or None)
+        storage = open_storage(self.settings.effective_storage_url,
+                               s3_public_endpoint=self.settings.s3_public_endpoint or None)
+        storage.min_free_bytes = self.settings.storage_min_free_mb * 1024 * 1024
+        return storage
 
     @property
     def is_postgres(self) -> bool:

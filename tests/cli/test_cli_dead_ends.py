@@ -26,7 +26,7 @@ from tests.helpers import PG_SKIP_REASON, PG_URL, postgres_database, wait_until
 #: commands that make their database themselves (they are how an installation starts)
 STARTERS = {"serve", "api", "worker", "notifier", "db upgrade"}
 #: commands that never touch the database: they work anywhere and create nothing
-OFFLINE = {"doctor", "actions", "workflows validate"}
+OFFLINE = {"doctor", "actions", "workflows validate", "login", "completion"}
 WORKFLOW = "code: WF-DEAD-END\nname: Dead end\ntype: generic\nsteps:\n  - name: Only\n    action: noop\n"
 
 
@@ -35,6 +35,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("NO_COLOR", "1")
+    # no `mediamill login` of the developer's account may turn these commands into remote ones
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent/mediamill-tests")
 
 
 def _leaves(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
@@ -89,7 +91,7 @@ def test_without_a_database_every_command_refuses_and_creates_nothing(
 
 
 @pytest.mark.parametrize("argv", [["doctor", "--json"], ["actions", "--json"],
-                                  ["workflows", "validate", "-f", "wf.yaml"]])
+                                  ["workflows", "validate", "-f", "wf.yaml"], ["completion", "bash"]])
 def test_offline_commands_work_anywhere_and_create_nothing(
         argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _clean_env(monkeypatch)
@@ -175,7 +177,8 @@ def test_submit_warns_when_no_live_worker_serves_the_queue(installed: Runtime, t
     assert "warning: no live worker serves queue 'lonely'" in err and "mediamill worker --pool lonely=1" in err
     other = Worker(installed, pools={"elsewhere": 1}).start()  # alive, but for another queue
     try:
-        wait_until(lambda: ops.list_workers(installed.engine), message="the worker registered")
+        wait_until(lambda: ops.list_workers(installed.engine, lease_seconds=installed.settings.lease_seconds),
+                   message="the worker registered")
         assert "no live worker serves queue 'lonely'" in _submit(tmp_path)[2]
     finally:
         other.stop(grace=5)

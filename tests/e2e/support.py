@@ -44,6 +44,22 @@ class E2EMedia(Media):
             "-movflags", "+faststart", str(p)))
 
     @property
+    def short_clip(self) -> Path:
+        """1 s at 10 fps with a tone: its last frame starts at 0.9 s, before the container's end."""
+        return self._once("short_10fps.mp4", lambda p: run_ff(
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=10:duration=1",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=1",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+            str(p)))
+
+    @property
+    def slideshow(self) -> Path:
+        """10 s at 1 fps (ten stills): the last picture is shown from 9 s to 10 s."""
+        return self._once("slideshow_1fps.mp4", lambda p: run_ff(
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=1:duration=10",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(p)))
+
+    @property
     def large_jpeg(self) -> Path:
         """2400×1350: large enough that WF-IMAGE-PROCESS's "Resize Large" runs."""
         def make(p: Path) -> None:

@@ -60,8 +60,9 @@ def worker_process(prepared: Runtime, data_dir: Path) -> Iterator[subprocess.Pop
         proc = subprocess.Popen([*mediamill_cmd(), "worker"], env=cli_env(data_dir), cwd=data_dir.parent,
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: proc.poll() is not None or ops.list_workers(prepared.engine), timeout=60,
-                       message="the worker registered")
+            lease = prepared.settings.lease_seconds
+            wait_until(lambda: proc.poll() is not None or ops.list_workers(prepared.engine, lease_seconds=lease),
+                       timeout=60, message="the worker registered")
             assert proc.poll() is None, log_path.read_text()
             yield proc
         finally:

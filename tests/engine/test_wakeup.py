@@ -22,7 +22,8 @@ def test_idle_worker_process_picks_up_without_polling(rt: Runtime, input_file: P
     workflow(rt, "WF-PING", [{"name": "a", "action": "noop"}], queue="ping")
     proc = worker_process(rt, "--pool", "ping=2", env={"MEDIAMILL_POLL_INTERVAL": "10"})
     try:
-        wait_until(lambda: ops.list_workers(rt.engine), timeout=60, message="worker registered")
+        wait_until(lambda: ops.list_workers(rt.engine, lease_seconds=rt.settings.lease_seconds), timeout=60,
+                   message="worker registered")
         inp = store_input_file(rt.storage, input_file)
         pickups = []
         for _ in range(10):

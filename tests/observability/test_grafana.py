@@ -28,6 +28,7 @@ def _exposed(engine: Engine) -> set[str]:
     metrics.job_rescued("video")
     metrics.notification_delivered("webhook", "sent", 0.1)
     metrics.http_request("GET", "/healthz", 200, 0.001)
+    metrics.source_file("inbox", "submitted")
     with engine.begin() as conn:
         conn.execute(t.workers.insert().values(id="w", pools={"video": 1}, heartbeat_at=utcnow()))
         conn.execute(t.circuit_breakers.insert().values(action="noop", state="open"))

@@ -4,7 +4,7 @@ nothing accepted is lost, nothing runs twice, nothing answers 500."""
 from __future__ import annotations
 
 import pytest
-from benchmarks.reliability import chaos, spike
+from benchmarks.reliability import chaos, corrupt, disk_full, hostile, spike
 
 from tests.helpers import PG_SKIP_REASON, PG_URL, postgres_database
 
@@ -37,3 +37,29 @@ def test_chaos_sigkill_storm_and_a_database_restart_lose_nothing() -> None:
     assert row["completed"] == 30 and row["lost"] == 0 and row["stuck"] == 0 and row["failed"] == 0, row
     assert row["duplicated"] == 0 and row["outputs"] == 30, row
     # how fast rescues are is a figure of benchmarks/reliability.py (a shared machine makes it noisy), not a test
+
+
+def test_disk_full_answers_507_loses_nothing_and_recovers() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    row = disk_full(size_mb=32, upload_kb=512, after=3)
+    assert row["statuses"].get("507", 0) >= 1 and row["internal"] == 0, row
+    assert set(row["statuses"]) <= {"202", "507"}, row  # a full disk is 507, never 500 or a hang
+    assert row["accepted"] >= 1 and row["lost"] == 0, row
+    assert row["recovered"] == row["recovery_submits"], row  # space back: submits are taken and finish
+
+
+@pytest.mark.slow
+def test_corrupt_mix_fails_only_the_damaged_inputs() -> None:
+    row = corrupt(total=20, damaged_share=0.15)
+    assert row["damaged"] == 3 and row["accepted"] == 20 and row["lost"] == 0, row
+    assert row.get("good_ok") == 17 and row.get("damaged_ok") == 3, row  # invalid_input, never retried
+    assert row.get("inputs_kept") == 3 and row["wrong"] == [] and row["internal"] == 0, row
+
+
+def test_hostile_tenant_probes_are_all_refused() -> None:
+    row = hostile()
+    assert row["allowed"] == [], row["allowed"]
+    assert row["refused"] == row["probes"] >= 25

@@ -3,6 +3,7 @@
 from mediamill.actions import (  # noqa: F401
     analysis,
     audio,
+    deliver,
     document,
     finalize,
     http,

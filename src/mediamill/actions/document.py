@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action
 from mediamill.errors import UnsupportedFormat
 from mediamill.media import document as doc
+from mediamill.media.decoders import reading_input
 from mediamill.media.sniff import require_kind, sniff_file
 
 _ERRORS = ("invalid_input", "internal")
@@ -59,7 +60,7 @@ def _validate_pdf(ctx: StepContext) -> dict[str, Any]:
         info = doc.pdf_info(pdf)
         # the first and last pages: a cut-short file usually loses its tail
         for index in {0, len(pdf) - 1}:
-            page = pdf[index]
+            page = doc.load_page(pdf, index)
             page.get_textpage().close()
             page.close()
     return info
@@ -67,10 +68,11 @@ def _validate_pdf(ctx: StepContext) -> dict[str, Any]:
 
 def _validate_docx(ctx: StepContext) -> dict[str, Any]:
     document = doc.open_docx(ctx.input_path, ctx.limits)
-    return {"paragraphs": len(document.paragraphs), "tables": len(document.tables),
-            "pages": doc.docx_page_count(ctx.input_path),
-            "metadata": {k: v for k, v in {"title": document.core_properties.title,
-                                           "author": document.core_properties.author}.items() if v}}
+    with reading_input("the DOCX"):
+        return {"paragraphs": len(document.paragraphs), "tables": len(document.tables),
+                "pages": doc.docx_page_count(ctx.input_path),
+                "metadata": {k: v for k, v in {"title": document.core_properties.title,
+                                               "author": document.core_properties.author}.items() if v}}
 
 
 @action("validate_document", family="document", errors=_ERRORS)

@@ -18,7 +18,7 @@ from mediamill.actions.base import OutputFile, StepContext, StepResult, action, 
 from mediamill.errors import CorruptMedia, InvalidInput, SourceTooLarge, UnsupportedCodec, UnsupportedFormat
 from mediamill.media import video as vid
 from mediamill.media.contact import compose_sheet
-from mediamill.media.probe import AvProbe, is_truncated, probe_av
+from mediamill.media.probe import AvProbe, is_truncated, last_frame_time, probe_av
 from mediamill.media.sniff import require_kind
 
 _ERRORS = ("invalid_input", "timeout", "internal")
@@ -278,7 +278,7 @@ def transcode_video(ctx: StepContext) -> StepResult:
 # -- frames ------------------------------------------------------------------------------------------
 def _frames(ctx: StepContext, probe: AvProbe, count: int, width: int, fmt: str, quality: int,
             stem: str) -> list[tuple[float, Path]]:
-    times = vid.frame_times(probe.duration, count)
+    times = vid.clamp_times(vid.frame_times(probe.duration, count), last_frame_time(ctx.input_path))
     paths = [ctx.work_dir / f"{stem}_{i + 1:02d}.{_IMAGE_EXT[fmt]}" for i in range(count)]
     vid.extract_frames(ctx.input_path, times, paths, width=width, fmt=fmt, quality=quality,
                        timeout=ctx.timeout_seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DataError
 
 from mediamill import __version__, dashboard
@@ -33,12 +35,20 @@ from mediamill.api.routes import (
     uploads,
     workflows,
 )
+from mediamill.api.routes import delivery as delivery_routes
 from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
+from mediamill.api.routes import sources as sources_routes
+from mediamill.errors import StorageFull
 from mediamill.observability.http import HttpMetricsMiddleware
 from mediamill.observability.logging import RequestIdMiddleware
 from mediamill.runtime import Runtime
+from mediamill.storage.base import NO_SPACE
 from mediamill.store import auth_repo
+
+log = logging.getLogger("mediamill.api")
+#: seconds a client is asked to wait when the database does not answer
+DATABASE_RETRY_AFTER = 5
 
 API_DESCRIPTION = """mediamill's HTTP API. Authenticate with `Authorization: Bearer mm_…`.
 Errors are RFC 9457 problem documents (`application/problem+json`). Another tenant's
@@ -100,6 +110,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(notify_routes.router)
     app.include_router(actions_routes.router)
+    app.include_router(sources_routes.router)
+    app.include_router(delivery_routes.router)
     app.include_router(metrics_routes.router)
     dashboard.install(app)  # the web dashboard at / (pages, /static, the session-cookie resolver)
     app.add_middleware(HttpMetricsMiddleware)
@@ -130,10 +142,43 @@ def _install_fallback_handler(app: FastAPI) -> None:
         # a number the database cannot hold (SQLite's INTEGER, PostgreSQL's bigint) is a bad request
         return problem(422, "Value out of range", "a number in the request is too large for this field")
 
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database(_req: Request, exc: Exception) -> JSONResponse:
+        # handled here (not by the catch-all, which closes the connection): the client keeps its
+        # keep-alive connection and is told when to come back
+        if database_disk_full(exc):
+            return _insufficient_storage()
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem(503, "Service unavailable", "the database is not answering; nothing was changed. "
+                       "Try again shortly.", headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+                       type_="https://mediamill.dev/problems/unavailable", error_class="transient")
+
+    @app.exception_handler(OSError)
+    async def _os_error(_req: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in NO_SPACE:
+            return _insufficient_storage()
+        log.exception("unexpected OS error", exc_info=exc)
+        return problem(500, "Internal Server Error", "an unexpected error occurred")
+
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, _exc: Exception) -> JSONResponse:
         # never leak internals (paths, SQL) to a client; the log has the traceback
         return problem(500, "Internal Server Error", "an unexpected error occurred")
+
+
+def database_disk_full(exc: Exception) -> bool:
+    """SQLite's "database or disk is full" and PostgreSQL's disk-full SQLSTATE 53100."""
+    orig = getattr(exc, "orig", None)
+    return "database or disk is full" in str(orig) or getattr(orig, "sqlstate", None) == "53100" \
+        or "No space left on device" in str(orig)
+
+
+def _insufficient_storage() -> JSONResponse:
+    full = StorageFull("the server's storage is full; nothing was stored. Try again later.")
+    return problem(507, full.title, full.public_message, headers={"Retry-After": str(full.retry_after)},
+                   type_="https://mediamill.dev/problems/resource", error_class=full.error_class)
 
 
 def _document_problem(app: FastAPI, max_upload_bytes: int) -> None:

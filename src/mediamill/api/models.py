@@ -70,6 +70,10 @@ class JobSubmit(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     notify: NotifySpec | None = None
     filename: str | None = Field(default=None, max_length=255)
+    deliver: str | dict[str, Any] | None = Field(
+        default=None, description="override the workflow's deliver: destination — a template such as "
+                                  "s3://bucket/prefix/{input_stem}/{output}, or {to, outputs, overwrite, "
+                                  "content_type}; only under prefixes the tenant's settings allow")
 
     @model_validator(mode="after")
     def _one_input(self) -> JobSubmit:

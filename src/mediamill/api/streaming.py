@@ -116,13 +116,26 @@ _executor = ThreadPoolExecutor(max_workers=STREAM_THREADS, thread_name_prefix="m
 
 
 async def run_with_pipe(consume: Callable[[Pipe], T], produce: Callable[[Pipe], Awaitable[R]]) -> tuple[T, R]:
-    """Run ``consume(pipe)`` in a thread while ``produce(pipe)`` feeds it; abort both on error."""
+    """Run ``consume(pipe)`` in a thread while ``produce(pipe)`` feeds it; abort both on error.
+
+    A consumer that fails first (a full disk, a missing bucket) stops the producer at once —
+    otherwise it would wait forever for room in the pipe — and its error is the one raised.
+    """
     loop = asyncio.get_running_loop()
     pipe = Pipe(loop)
     future = loop.run_in_executor(_executor, consume, pipe)
+    producer = asyncio.ensure_future(produce(pipe))
     try:
-        produced = await produce(pipe)
+        await asyncio.wait((producer, future), return_when=asyncio.FIRST_COMPLETED)
+        if not producer.done() and future.done() and future.exception() is not None:
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+            raise future.exception()  # type: ignore[misc]
+        produced = await producer
     except BaseException as exc:
+        if not producer.done():
+            producer.cancel()
         pipe.abort(PipeAborted(str(exc)))
         with contextlib.suppress(Exception):
             await future  # the consumer fails because of the abort; the producer's error wins

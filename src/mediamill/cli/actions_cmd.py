@@ -8,6 +8,7 @@ import typer
 
 from mediamill.actions.base import load_actions, unknown_action_message
 from mediamill.actions.catalog import describe_actions
+from mediamill.cli import remote
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.errors import NotFound
 
@@ -17,11 +18,17 @@ def actions(name: str | None = typer.Argument(None, help="show this action's par
             family: str | None = typer.Option(None, "--family", help="only this family (video, image, …)"),
             json_: bool = typer.Option(False, "--json", help="print JSON: {\"items\": [...]}")) -> None:
     """List every registered action (built-in and plug-in) with its parameters and error classes."""
-    items = describe_actions(family=family)
-    if name is not None:
-        items = [a for a in items if a["name"] == name]
-        if not items:
-            raise NotFound(unknown_action_message(name, load_actions()))
+    mm = remote.client()
+    if mm is not None:  # the server's actions (its plug-ins), not this machine's
+        items = [mm.action(name).to_dict()] if name is not None else [a.to_dict() for a in mm.actions(family)]
+        if name is not None and family is not None:
+            items = [a for a in items if a["family"] == family]
+    else:
+        items = describe_actions(family=family)
+        if name is not None:
+            items = [a for a in items if a["name"] == name]
+    if name is not None and not items:
+        raise NotFound(unknown_action_message(name, load_actions()))
     if json_:
         print_json({"items": items})
     elif name is not None:

@@ -42,6 +42,11 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
     key = ensure_admin_key(rt.engine)
     if key:
         console.print(f"created an admin API key (shown once): {key}", highlight=False, soft_wrap=True)
+    from mediamill.cli.serve import storage_warning
+
+    warning = storage_warning(rt)
+    if warning:
+        console.print(warning, style="bold yellow", highlight=False, soft_wrap=True, markup=False)
     rt.close()
     bind_host, bind_port = host or rt.settings.host, port or rt.settings.port
     count = workers or rt.settings.api_workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mediamill.errors import ConfigError
 from mediamill.runtime import Runtime
 
 
@@ -12,5 +13,9 @@ def open_runtime() -> Runtime:
     the wrong directory explains itself instead of creating a database nobody serves.
     """
     rt = Runtime()
-    rt.require_database()
+    try:
+        rt.require_database()
+    except ConfigError as exc:  # maybe the user meant a server: say how to reach one
+        raise ConfigError(f"{exc.message} To work with a server instead: `mediamill login URL` "
+                          "(or set MEDIAMILL_URL and MEDIAMILL_API_KEY).") from None
     return rt

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mediamill.cli import observe
+from mediamill.cli import observe, remote
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, err_console, handle_errors, print_json, print_table
 from mediamill.config import parse_pools
@@ -50,6 +51,13 @@ def submit(file: Path = typer.Argument(..., help="the media file"),
 @handle_errors
 def _submit(file: Path, workflow: str | None, priority: int | None, param: list[str], wait: bool,
             json_: bool) -> None:
+    mm = remote.client()
+    if mm is not None:
+        from mediamill.cli.remote_submit import submit_remote
+
+        submit_remote(mm, file, workflow=workflow, priority=priority, params=_params(param), wait=wait,
+                      json_=json_)
+        return
     rt = open_runtime()
     rt.prepare()
     params = _params(param)
@@ -62,7 +70,7 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
             rt.storage.delete(inp.storage_key)
         raise
     if job.status == "pending" and job.routing:  # in review: a person routes it, no worker will
-        _explain_review(job.id, job.routing, waiting=wait and not json_)
+        explain_review(job.id, job.routing, waiting=wait and not json_)
         if wait:
             raise typer.Exit(1)
     else:
@@ -71,21 +79,31 @@ def _submit(file: Path, workflow: str | None, priority: int | None, param: list[
         if json_:
             print_json(job.as_dict())
         else:
-            console.print(f"submitted {job.job_code} (id {job.id}) to {job.workflow_code} v{job.workflow_version}, "
-                          f"queue {job.queue_name}, priority {job.priority}", highlight=False)
-            if job.routing:
-                console.print(f"  routed: {job.routing['reason']}", highlight=False, markup=False)
+            print_submitted(job.as_dict())
         return
     detail = _follow(rt, job.id, quiet=json_)
+    finish_submit(job.as_dict(), detail, json_)
+
+
+def print_submitted(job: dict[str, Any]) -> None:
+    """The line `submit` prints (local and remote mode)."""
+    console.print(f"submitted {job['job_code']} (id {job['id']}) to {job['workflow']} v{job['workflow_version']}, "
+                  f"queue {job['queue']}, priority {job['priority']}", highlight=False)
+    if job.get("routing"):
+        console.print(f"  routed: {job['routing']['reason']}", highlight=False, markup=False)
+
+
+def finish_submit(job: dict[str, Any], detail: dict[str, Any], json_: bool) -> None:
+    """What `submit --wait` prints when the job ended, and its exit code."""
     if json_:
-        print_json({**job.as_dict(), "status": detail["status"], "outputs": detail["outputs"]})
+        print_json({**job, "status": detail["status"], "outputs": detail["outputs"]})
     else:
-        _print_outputs(detail)
+        print_outputs(detail)
     if detail["status"] in ("failed", "cancelled"):
         raise typer.Exit(1)
 
 
-def _explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> None:
+def explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> None:
     """Say why a job waits in review and how it gets out (rather than waiting for a worker forever)."""
     hint = f"route it: mediamill route {job_id} {(routing.get('candidates') or ['WORKFLOW'])[0]}"
     err_console.print(f"job {job_id} waits in review ({routing['reason']}); {hint}, or add a routing rule "
@@ -95,8 +113,12 @@ def _explain_review(job_id: int, routing: dict[str, Any], *, waiting: bool) -> N
 
 def _warn_without_worker(rt: Runtime, queue: str) -> None:
     """A job nobody will run should not look like a job that is merely waiting."""
-    if ops.live_workers_serving(rt.engine, queue):
-        return
+    if not ops.live_workers_serving(rt.engine, queue, lease_seconds=rt.settings.lease_seconds):
+        warn_no_worker(queue)
+
+
+def warn_no_worker(queue: str) -> None:
+    """The warning `submit` prints when no live worker serves the job's queue (local and remote mode)."""
     err_console.print(f"warning: no live worker serves queue {queue!r}; the job waits until one starts "
                       f"(`mediamill worker --pool {queue}=1`, or `mediamill serve`)", highlight=False, markup=False)
 
@@ -117,7 +139,7 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
                     bars[s["step_name"]] = progress.add_task(f"  {s['step_name']}", total=100, shown="")
                 progress.update(bars[s["step_name"]], **step_bar(s))
             progress.update(overall, description=f"{detail['job_code']} [{detail['status']}]",
-                            **_bar(detail["status"], detail["progress_percent"]))
+                            **bar_fields(detail["status"], detail["progress_percent"]))
             if detail["status"] in FINAL:
                 return detail
             time.sleep(0.25)
@@ -126,10 +148,11 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
 def step_bar(step: dict[str, Any]) -> dict[str, Any]:
     """What a step's bar shows: its label, how full it is and the figure beside it."""
     return {"description": f"  {step['step_name']} [{step['status']}]",
-            **_bar(step["status"], step["progress_percent"])}
+            **bar_fields(step["status"], step["progress_percent"])}
 
 
-def _bar(status: str, percent: float | None) -> dict[str, Any]:
+def bar_fields(status: str, percent: float | None) -> dict[str, Any]:
+    """How full a bar is and the figure beside it, for a job or step in ``status`` at ``percent``."""
     if status == "skipped":  # nothing was done: an empty bar, not a full one
         return {"completed": 0, "shown": "skipped"}
     if status in ("completed", "partial"):
@@ -149,7 +172,7 @@ def outcome_line(detail: dict[str, Any]) -> str:
     return f"{detail['job_code']}: {detail['status']}" + (f" — {reason}" if reason else "")
 
 
-def _print_outputs(detail: dict[str, Any]) -> None:
+def print_outputs(detail: dict[str, Any]) -> None:
     console.print(outcome_line(detail), highlight=False, markup=False)
     if detail["outputs"]:
         print_table(detail["outputs"], ["name", "mime_type", "bytes", "step_name", "storage_key"], title="outputs")
@@ -202,7 +225,12 @@ def jobs(status: str | None = typer.Option(None, "--status", help="e.g. failed o
 
 @handle_errors
 def _jobs(status: str | None, workflow: str | None, limit: int, json_: bool) -> None:
-    rows = ops.list_jobs(open_runtime().engine, status=status, workflow=workflow, limit=limit)
+    mm = remote.client()
+    if mm is not None:
+        rows = [j.to_dict() for j in mm.jobs(status=status, workflow=workflow, limit=min(limit, 500),
+                                             page_size=min(limit, 500))]
+    else:
+        rows = ops.list_jobs(open_runtime().engine, status=status, workflow=workflow, limit=limit)
     if json_:
         print_json(rows)
     else:
@@ -217,7 +245,11 @@ def job(job_id: int = typer.Argument(...), json_: bool = JSON) -> None:
 
 @handle_errors
 def _job(job_id: int, json_: bool) -> None:
-    detail = ops.get_job(open_runtime().engine, job_id)
+    mm = remote.client()
+    if mm is not None:  # the API's job, without its HTTP links: the same document as local mode
+        detail = {k: v for k, v in mm.job(job_id).to_dict().items() if k != "links"}
+    else:
+        detail = ops.get_job(open_runtime().engine, job_id)
     if json_:
         print_json(detail)
         return
@@ -246,13 +278,25 @@ def outputs(job_ref: str = typer.Argument(..., metavar="JOB", help="the job's id
 
 @handle_errors
 def _outputs(job_ref: str, dest: Path | None, overwrite: bool, json_: bool) -> None:
-    rt = open_runtime()
-    detail = ops.get_job(rt.engine, find_job_id(rt.engine, job_ref))
+    mm = remote.client()
+    opener: Callable[[dict[str, Any]], Any]
+    if mm is not None:  # a code is looked up through the jobs of the day it names
+        from mediamill.cli.remote_submit import output_opener
+
+        job_id = int(job_ref) if job_ref.isdigit() else mm.find_job(job_ref).id
+        detail = mm.job(job_id).to_dict()
+        opener = output_opener(mm, job_id)
+    else:
+        rt = open_runtime()
+        detail = ops.get_job(rt.engine, find_job_id(rt.engine, job_ref))
+
+        def opener(out: dict[str, Any]) -> Any:
+            return rt.storage.open(out["storage_key"])
     published = [o for o in detail["outputs"] if o.get("visible") is not False]
     if not published:
         raise NotFound(f"job {detail['job_code']} has no outputs (it is {detail['status']})")
     folder = dest if dest is not None else Path(detail["job_code"])
-    rows = save_outputs(published, folder, lambda out: rt.storage.open(out["storage_key"]), overwrite=overwrite)
+    rows = save_outputs(published, folder, opener, overwrite=overwrite)
     if json_:
         print_json({"job_id": detail["id"], "job_code": detail["job_code"], "dest": str(folder), "items": rows})
         return
@@ -263,21 +307,30 @@ def _outputs(job_ref: str, dest: Path | None, overwrite: bool, json_: bool) -> N
 @handle_errors
 def cancel(job_id: int = typer.Argument(...)) -> None:
     """Cancel a job (a running step is killed)."""
-    state = ops.cancel_job(open_runtime().engine, job_id, by="cli")
+    mm = remote.client()
+    state = mm.cancel(job_id).status if mm is not None else ops.cancel_job(open_runtime().engine, job_id, by="cli")
     console.print(f"job {job_id}: {state}")
 
 
 @handle_errors
 def retry(job_id: int = typer.Argument(...), version: int | None = typer.Option(None, "--version")) -> None:
     """Re-run a failed, partial or cancelled job (resumes at the failed step)."""
-    ops.retry_job(open_runtime().engine, job_id, version=version, by="cli")
+    mm = remote.client()
+    if mm is not None:
+        mm.retry(job_id, version=version)
+    else:
+        ops.retry_job(open_runtime().engine, job_id, version=version, by="cli")
     console.print(f"job {job_id}: queued")
 
 
 @handle_errors
 def priority(job_id: int = typer.Argument(...), value: int = typer.Argument(...)) -> None:
     """Change the priority of a waiting job."""
-    ops.change_priority(open_runtime().engine, job_id, value)
+    mm = remote.client()
+    if mm is not None:
+        mm.set_priority(job_id, value)
+    else:
+        ops.change_priority(open_runtime().engine, job_id, value)
     console.print(f"job {job_id}: priority {value}")
 
 
@@ -290,7 +343,8 @@ def queues_list(ctx: typer.Context, json_: bool = JSON) -> None:
     """List queues."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = ops.queue_stats(open_runtime().engine)
+    mm = remote.client()
+    rows = [q.to_dict() for q in mm.queues()] if mm is not None else ops.queue_stats(open_runtime().engine)
     if json_:
         print_json(rows)
     else:
@@ -300,14 +354,24 @@ def queues_list(ctx: typer.Context, json_: bool = JSON) -> None:
 @queues_app.command("pause")
 @handle_errors
 def queue_pause(name: str) -> None:
-    ops.pause_queue(open_runtime().engine, name)
+    """Stop workers from claiming this queue's jobs."""
+    mm = remote.client()
+    if mm is not None:
+        mm.pause_queue(name)
+    else:
+        ops.pause_queue(open_runtime().engine, name)
     console.print(f"queue {name}: paused")
 
 
 @queues_app.command("resume")
 @handle_errors
 def queue_resume(name: str) -> None:
-    ops.resume_queue(open_runtime().engine, name)
+    """Let workers claim this queue's jobs again."""
+    mm = remote.client()
+    if mm is not None:
+        mm.resume_queue(name)
+    else:
+        ops.resume_queue(open_runtime().engine, name)
     console.print(f"queue {name}: resumed")
 
 
@@ -319,7 +383,12 @@ dlq_app = typer.Typer(help="Dead-letter queue.", no_args_is_help=True)
 def dlq_list(error_class: str | None = typer.Option(None, "--error-class"),
              workflow: str | None = typer.Option(None, "--workflow"), json_: bool = JSON) -> None:
     """Open dead letters."""
-    rows = ops.list_dead_letters(open_runtime().engine, error_class=error_class, workflow=workflow, limit=500)
+    mm = remote.client()
+    if mm is not None:
+        rows = [d.to_dict() for d in mm.dead_letters.list(error_class=error_class, workflow=workflow, limit=500,
+                                                          page_size=500)]
+    else:
+        rows = ops.list_dead_letters(open_runtime().engine, error_class=error_class, workflow=workflow, limit=500)
     if json_:
         print_json(rows)
     else:
@@ -334,21 +403,37 @@ def dlq_retry(dl_id: int | None = typer.Argument(None), all_: bool = typer.Optio
               workflow: str | None = typer.Option(None, "--workflow"),
               version: int | None = typer.Option(None, "--version", help="run on this workflow version")) -> None:
     """Retry one dead letter, or all matching a filter (--all)."""
-    rt = open_runtime()
-    if all_:
-        n = ops.retry_dead_letters(rt.engine, error_class=error_class, workflow=workflow, version=version, by="cli")
-        console.print(f"retried {n} dead letters")
-        return
-    if dl_id is None:
-        raise InvalidInput("give a dead-letter ID or --all")
-    job_id = ops.retry_dead_letter(rt.engine, dl_id, version=version, by="cli")
+    mm = remote.client()
+    if mm is not None:
+        if all_:
+            n = mm.dead_letters.retry_all(error_class=error_class, workflow=workflow, version=version)
+            console.print(f"retried {n} dead letters")
+            return
+        if dl_id is None:
+            raise InvalidInput("give a dead-letter ID or --all")
+        job_id = mm.dead_letters.retry(dl_id, version=version)
+    else:
+        rt = open_runtime()
+        if all_:
+            n = ops.retry_dead_letters(rt.engine, error_class=error_class, workflow=workflow, version=version,
+                                       by="cli")
+            console.print(f"retried {n} dead letters")
+            return
+        if dl_id is None:
+            raise InvalidInput("give a dead-letter ID or --all")
+        job_id = ops.retry_dead_letter(rt.engine, dl_id, version=version, by="cli")
     console.print(f"dead letter {dl_id}: job {job_id} queued")
 
 
 @dlq_app.command("discard")
 @handle_errors
 def dlq_discard(dl_id: int) -> None:
-    ops.discard_dead_letter(open_runtime().engine, dl_id, by="cli")
+    """Resolve a dead letter without retrying it."""
+    mm = remote.client()
+    if mm is not None:
+        mm.dead_letters.discard(dl_id)
+    else:
+        ops.discard_dead_letter(open_runtime().engine, dl_id, by="cli")
     console.print(f"dead letter {dl_id}: discarded")
 
 
@@ -361,7 +446,8 @@ def breakers_list(ctx: typer.Context, json_: bool = JSON) -> None:
     """Circuit breakers per action."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = ops.list_breakers(open_runtime().engine)
+    mm = remote.client()
+    rows = [b.to_dict() for b in mm.breakers()] if mm is not None else ops.list_breakers(open_runtime().engine)
     if json_:
         print_json(rows)
     else:
@@ -371,14 +457,26 @@ def breakers_list(ctx: typer.Context, json_: bool = JSON) -> None:
 @breakers_app.command("reset")
 @handle_errors
 def breaker_reset(action: str) -> None:
-    ops.reset_breaker(open_runtime().engine, action)
+    """Close a breaker by hand."""
+    mm = remote.client()
+    if mm is not None:
+        mm.reset_breaker(action)
+    else:
+        ops.reset_breaker(open_runtime().engine, action)
     console.print(f"breaker {action}: closed")
 
 
 @handle_errors
 def workers(json_: bool = JSON, all_: bool = typer.Option(False, "--all", help="include stopped workers")) -> None:
     """Live workers."""
-    rows = ops.list_workers(open_runtime().engine, include_stopped=all_)
+    mm = remote.client()
+    if mm is not None:
+        if all_:
+            raise InvalidInput("the API lists live workers only; run `workers --all` where the database is")
+        rows = [w.to_dict() for w in mm.workers()]
+    else:
+        rt = open_runtime()
+        rows = ops.list_workers(rt.engine, include_stopped=all_, lease_seconds=rt.settings.lease_seconds)
     if json_:
         print_json(rows)
     else:

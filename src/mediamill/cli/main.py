@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from mediamill import __version__
-from mediamill.cli import actions_cmd, engine_cmds, keys, notify_cmds, pipeline_cmds, routing_cmds, workflows
+from mediamill.cli import (
+    actions_cmd,
+    client_cmds,
+    engine_cmds,
+    keys,
+    notify_cmds,
+    pipeline_cmds,
+    remote,
+    routing_cmds,
+    sources_cmds,
+    workflows,
+)
 from mediamill.cli import api as api_cli
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
@@ -22,6 +33,8 @@ app.command("actions")(actions_cmd.actions)
 notify_cmds.register(app)
 routing_cmds.register(app)
 pipeline_cmds.register(app)
+sources_cmds.register(app)
+client_cmds.register(app)
 
 
 def _print_version(value: bool) -> None:
@@ -33,8 +46,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True,
-                                       callback=_print_version)) -> None:
+                                       callback=_print_version),
+          url: str | None = typer.Option(None, "--url", envvar="MEDIAMILL_URL",
+                                         help="a mediamill server: commands go through its API (remote mode)"),
+          api_key: str | None = typer.Option(None, "--api-key", envvar="MEDIAMILL_API_KEY",
+                                             help="the API key for --url"),
+          local: bool = typer.Option(False, "--local", help="use the local database even when a server is set")
+          ) -> None:
     """mediamill — a self-hosted media workflow engine."""
+    remote.configure(url=url, api_key=api_key, local=local)
 
 
 @db_app.command("upgrade")
@@ -67,7 +87,7 @@ def doctor(json_: bool = typer.Option(False, "--json", help="print JSON")) -> No
 @handle_errors
 def serve(host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
           port: int | None = typer.Option(None, help="port (default 8000)")) -> None:
-    """Run API, dashboard and workers in one process (SQLite + local storage by default)."""
+    """Run API, dashboard, workers and sources in one process (SQLite + local storage by default)."""
     from mediamill.cli.serve import run_serve
 
     run_serve(host=host, port=port)

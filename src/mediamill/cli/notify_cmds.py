@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mediamill.cli import observe
+from mediamill.cli import observe, remote
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.errors import InvalidInput
@@ -80,8 +80,12 @@ def channels_list(tenant: str | None = typer.Option(None, "--tenant", help="only
     """List channels (secrets masked)."""
     from mediamill.notify.channels import list_channels
 
-    with open_runtime().engine.connect() as conn:
-        rows = list_channels(conn, tenant)
+    mm = remote.client()
+    if mm is not None:  # the API key's tenant
+        rows = [r for r in mm.channels() if tenant is None or r.get("tenant_id") == tenant]
+    else:
+        with open_runtime().engine.connect() as conn:
+            rows = list_channels(conn, tenant)
     if json_:
         print_json(rows)
         return
@@ -118,11 +122,16 @@ def channels_create(kind: str = typer.Argument(..., help="webhook | email | slac
     """Create a channel; prints the webhook signing secret once."""
     from mediamill.notify.channels import create_channel
 
-    rt = open_runtime()
-    with rt.engine.begin() as conn:
-        created = create_channel(conn, tenant_id=tenant, kind=kind, name=name, events=event or None,
-                                 workflow_code=workflow, config=_config_from_options(kind, url, to, config),
-                                 allowlist=rt.settings.url_allowlist, box=rt.secret_box)
+    mm = remote.client()
+    if mm is not None:  # the channel belongs to the API key's tenant
+        created = mm.create_channel(kind, _config_from_options(kind, url, to, config), name=name,
+                                    events=event or None, workflow_code=workflow)
+    else:
+        rt = open_runtime()
+        with rt.engine.begin() as conn:
+            created = create_channel(conn, tenant_id=tenant, kind=kind, name=name, events=event or None,
+                                     workflow_code=workflow, config=_config_from_options(kind, url, to, config),
+                                     allowlist=rt.settings.url_allowlist, box=rt.secret_box)
     if json_:
         print_json(created)
         return
@@ -137,8 +146,12 @@ def channels_test(channel_id: int, json_: bool = JSON) -> None:
     """Send a test notification to a channel now."""
     from mediamill.notify.delivery import send_test
 
-    rt = open_runtime()
-    result = send_test(rt.engine, rt.settings, tenant_id=None, channel_id=channel_id)
+    mm = remote.client()
+    if mm is not None:
+        result = mm.test_channel(channel_id)
+    else:
+        rt = open_runtime()
+        result = send_test(rt.engine, rt.settings, tenant_id=None, channel_id=channel_id)
     if json_:
         print_json(result)
     elif result["ok"]:
@@ -155,8 +168,12 @@ def channels_delete(channel_id: int, tenant: str = TENANT) -> None:
     """Delete a channel (its pending deliveries are cancelled)."""
     from mediamill.notify.channels import delete_channel
 
-    with open_runtime().engine.begin() as conn:
-        delete_channel(conn, tenant, channel_id)
+    mm = remote.client()
+    if mm is not None:
+        mm.delete_channel(channel_id)
+    else:
+        with open_runtime().engine.begin() as conn:
+            delete_channel(conn, tenant, channel_id)
     console.print(f"deleted channel {channel_id}")
 
 
@@ -167,9 +184,13 @@ def channels_rotate(channel_id: int, overlap: int = typer.Option(86400, help="se
     """Add a new webhook signing secret; the old one keeps signing during the overlap."""
     from mediamill.notify.channels import rotate_secret
 
-    rt = open_runtime()
-    with rt.engine.begin() as conn:
-        rotated = rotate_secret(conn, tenant, channel_id, overlap_seconds=overlap, box=rt.secret_box)
+    mm = remote.client()
+    if mm is not None:
+        rotated = mm.rotate_channel_secret(channel_id, overlap_seconds=overlap)
+    else:
+        rt = open_runtime()
+        with rt.engine.begin() as conn:
+            rotated = rotate_secret(conn, tenant, channel_id, overlap_seconds=overlap, box=rt.secret_box)
     console.print(f"new signing secret: {rotated['config']['secrets'][0]['secret']}", highlight=False)
 
 
@@ -184,9 +205,13 @@ def notifications_list(status: str | None = typer.Option(None, help="pending | s
     """The delivery log, newest first."""
     from mediamill.notify.history import list_notifications
 
-    with open_runtime().engine.connect() as conn:
-        rows = list_notifications(conn, tenant_id=None, status=status, event_type=event, job_id=job,
-                                  include_events=events, limit=limit)
+    mm = remote.client()
+    if mm is not None:
+        rows = mm.notifications(status=status, event_type=event, job_id=job, include_events=events, limit=limit)
+    else:
+        with open_runtime().engine.connect() as conn:
+            rows = list_notifications(conn, tenant_id=None, status=status, event_type=event, job_id=job,
+                                      include_events=events, limit=limit)
     if json_:
         print_json(rows)
     else:
@@ -200,8 +225,12 @@ def notifications_replay(notification_id: int, json_: bool = JSON) -> None:
     """Send a delivery again (same event id); replaying an outbox event re-expands it."""
     from mediamill.notify.dispatcher import replay
 
-    with open_runtime().engine.begin() as conn:
-        result = replay(conn, notification_id, tenant_id=None)
+    mm = remote.client()
+    if mm is not None:
+        result = mm.replay_notification(notification_id)
+    else:
+        with open_runtime().engine.begin() as conn:
+            result = replay(conn, notification_id, tenant_id=None)
     if json_:
         print_json(result)
     else:
@@ -215,8 +244,12 @@ def alerts(state: str | None = typer.Option(None, help="pending | firing | resol
     """Alerts, newest first (run `mediamill notifier` to evaluate the rules)."""
     from mediamill.notify.alerting import list_alerts
 
-    with open_runtime().engine.connect() as conn:
-        rows = list_alerts(conn, state=state, limit=limit)
+    mm = remote.client()
+    if mm is not None:
+        rows = mm.alerts(state=state, limit=limit)
+    else:
+        with open_runtime().engine.connect() as conn:
+            rows = list_alerts(conn, state=state, limit=limit)
     if json_:
         print_json(rows)
         return

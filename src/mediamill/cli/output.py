@@ -74,6 +74,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def exit_code(error_class: str | None) -> int:
+    """2 for a bad workflow document or configuration, 1 for every other failure."""
+    return 2 if error_class in ("invalid_workflow", "config") else 1
+
+
 def handle_errors(fn: F) -> F:
     """Turn mediamill errors into a message and a non-zero exit, never a traceback."""
 
@@ -83,6 +88,14 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except MediamillError as exc:
             err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(2 if exc.error_class in ("invalid_workflow", "config") else 1) from None
+            raise typer.Exit(exit_code(exc.error_class)) from None
+        except Exception as exc:
+            client_errors = sys.modules.get("mediamill.client.errors")  # loaded only in remote mode
+            if client_errors is None or not isinstance(exc, client_errors.MediamillClientError):
+                raise
+            # remote mode: the server's problem, with local mode's message and exit code
+            api_error = isinstance(exc, client_errors.APIError)
+            err_console.print(f"[red]error:[/red] {exc.message if api_error else exc}", highlight=False)
+            raise typer.Exit(exit_code(exc.error_class if api_error else None)) from None
 
     return wrapper  # type: ignore[return-value]

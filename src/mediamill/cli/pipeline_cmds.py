@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from mediamill.cli import remote
 from mediamill.cli.context import open_runtime
 from mediamill.cli.output import console, handle_errors, print_json, print_table
 from mediamill.engine import reprocess as rp
@@ -40,6 +41,11 @@ def reprocess(job_id: int | None = typer.Argument(None, help="one job (or use th
               dry_run: bool = typer.Option(False, "--dry-run", help="count the jobs, change nothing"),
               json_: bool = JSON) -> None:
     """Re-run only the failed (or skipped, or all) steps of finished jobs, keeping the other outputs."""
+    mm = remote.client()
+    if mm is not None:
+        _reprocess_remote(mm, job_id, steps=steps, version=version, all_=all_, workflow=workflow, status=status,
+                          step=step, since=since, dry_run=dry_run, json_=json_)
+        return
     engine = open_runtime().engine
     if job_id is not None and all_:
         raise InvalidInput("give a job id or --all, not both")
@@ -55,12 +61,38 @@ def reprocess(job_id: int | None = typer.Argument(None, help="one job (or use th
         raise InvalidInput("give a job id, or --all with filters (--workflow, --status, --step, --since)")
     sel = rp.Selection(workflow=workflow, status=tuple(status), step=step, since=_since(since))
     result = rp.reprocess_jobs(engine, sel, steps=steps, version=version, by="cli", dry_run=dry_run)
+    _print_bulk(result, dry_run=dry_run, json_=json_)
+
+
+def _print_bulk(result: dict[str, Any], *, dry_run: bool, json_: bool) -> None:
     if json_:
         print_json(result)
     elif dry_run:
         console.print(f"{result['count']} jobs would be reprocessed", highlight=False)
     else:
         console.print(f"{result['count']} jobs re-queued ({result['skipped']} had nothing to re-run)", highlight=False)
+
+
+def _reprocess_remote(mm: Any, job_id: int | None, *, steps: str, version: int | None, all_: bool,
+                      workflow: str | None, status: list[str], step: str | None, since: str | None, dry_run: bool,
+                      json_: bool) -> None:
+    """`reprocess` through the API (the same checks and output as local mode)."""
+    if job_id is not None and all_:
+        raise InvalidInput("give a job id or --all, not both")
+    if job_id is not None:
+        out = mm.reprocess(job_id, steps=steps, version=version)
+        if json_:
+            print_json(out)
+        else:
+            console.print(f"job {job_id}: queued as run {out['run_number']} re-running {', '.join(out['steps'])}",
+                          highlight=False, markup=False)
+        return
+    if not all_:
+        raise InvalidInput("give a job id, or --all with filters (--workflow, --status, --step, --since)")
+    _since(since)  # the same message for a bad time as local mode
+    result = mm.reprocess_many(workflow=workflow, status=list(status), step=step, since=since, steps=steps,
+                               version=version, dry_run=dry_run)
+    _print_bulk(result, dry_run=dry_run, json_=json_)
 
 
 rollout_app = typer.Typer(help="Staged rollouts: send a share of new jobs to a candidate version.",
@@ -97,8 +129,12 @@ def rollout_start(code: str, version: int = typer.Option(..., "--version", help=
                   tenant: str = TENANT, json_: bool = JSON) -> None:
     """Send PERCENT of new jobs of CODE to VERSION (again: change the share)."""
     guard = {"max_failure_delta": guard_delta, "min_jobs": guard_min_jobs} if guard_delta is not None else None
-    out = rollouts.start(open_runtime().engine, code, kind="canary", version=version, percent=percent, tenant_id=tenant,
-                         by="cli", guard=guard)
+    mm = remote.client()
+    if mm is not None:  # the API key's tenant
+        out = mm.rollouts.start(code, version, percent, max_failure_delta=guard_delta, min_jobs=guard_min_jobs)
+    else:
+        out = rollouts.start(open_runtime().engine, code, kind="canary", version=version, percent=percent,
+                             tenant_id=tenant, by="cli", guard=guard)
     if json_:
         print_json(out)
     else:
@@ -109,14 +145,18 @@ def rollout_start(code: str, version: int = typer.Option(..., "--version", help=
 @handle_errors
 def rollout_status(code: str, tenant: str = TENANT, json_: bool = JSON) -> None:
     """The rollout and its live figures per version."""
-    _print_status(rollouts.status(open_runtime().engine, code, kind="canary", tenant_id=tenant), json_)
+    mm = remote.client()
+    _print_status(mm.rollouts.status(code) if mm is not None
+                  else rollouts.status(open_runtime().engine, code, kind="canary", tenant_id=tenant), json_)
 
 
 @rollout_app.command("promote")
 @handle_errors
 def rollout_promote(code: str, tenant: str = TENANT) -> None:
     """Activate the candidate for every new job."""
-    out = rollouts.promote(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli")
+    mm = remote.client()
+    out = mm.rollouts.promote(code) if mm is not None \
+        else rollouts.promote(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli")
     console.print(f"{code}: v{out['version']} is active", highlight=False)
 
 
@@ -124,7 +164,12 @@ def rollout_promote(code: str, tenant: str = TENANT) -> None:
 @handle_errors
 def rollout_abort(code: str, tenant: str = TENANT) -> None:
     """Stop sending new jobs to the candidate."""
-    rollouts.stop(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli", reason="aborted by request")
+    mm = remote.client()
+    if mm is not None:
+        mm.rollouts.abort(code)
+    else:
+        rollouts.stop(open_runtime().engine, code, kind="canary", tenant_id=tenant, by="cli",
+                      reason="aborted by request")
     console.print(f"{code}: rollout aborted", highlight=False)
 
 
@@ -134,8 +179,12 @@ def shadow_start(code: str, version: int = typer.Option(..., "--version", help="
                  percent: float = typer.Option(..., "--percent", help="share of new jobs also run on it, 0-100"),
                  tenant: str = TENANT) -> None:
     """Also run PERCENT of new jobs of CODE on VERSION as shadow jobs."""
-    rollouts.start(open_runtime().engine, code, kind="shadow", version=version, percent=percent, tenant_id=tenant,
-                   by="cli")
+    mm = remote.client()
+    if mm is not None:
+        mm.shadows.start(code, version, percent)
+    else:
+        rollouts.start(open_runtime().engine, code, kind="shadow", version=version, percent=percent,
+                       tenant_id=tenant, by="cli")
     console.print(f"{code}: shadowing {percent:g} % of new jobs on v{version}", highlight=False)
 
 
@@ -143,7 +192,11 @@ def shadow_start(code: str, version: int = typer.Option(..., "--version", help="
 @handle_errors
 def shadow_stop(code: str, tenant: str = TENANT) -> None:
     """Stop creating shadow jobs."""
-    rollouts.stop(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    mm = remote.client()
+    if mm is not None:
+        mm.shadows.stop(code)
+    else:
+        rollouts.stop(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
     console.print(f"{code}: shadow run stopped", highlight=False)
 
 
@@ -151,7 +204,9 @@ def shadow_stop(code: str, tenant: str = TENANT) -> None:
 @handle_errors
 def shadow_promote(code: str, tenant: str = TENANT) -> None:
     """Activate the shadowed candidate."""
-    out = rollouts.promote(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
+    mm = remote.client()
+    out = mm.shadows.promote(code) if mm is not None \
+        else rollouts.promote(open_runtime().engine, code, kind="shadow", tenant_id=tenant, by="cli")
     console.print(f"{code}: v{out['version']} is active", highlight=False)
 
 
@@ -160,8 +215,12 @@ def shadow_promote(code: str, tenant: str = TENANT) -> None:
 def shadow_report(code: str, version: int | None = typer.Option(None, "--version"),
                   tenant: str = TENANT, json_: bool = JSON) -> None:
     """Compare the active version with the shadowed candidate over the shadowed jobs."""
-    rt = open_runtime()
-    out = shadow.report(rt.engine, rt.storage, code, tenant_id=tenant, version=version)
+    mm = remote.client()
+    if mm is not None:
+        out = mm.shadows.report(code, version)
+    else:
+        rt = open_runtime()
+        out = shadow.report(rt.engine, rt.storage, code, tenant_id=tenant, version=version)
     if json_:
         print_json(out)
         return

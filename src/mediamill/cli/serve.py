@@ -1,4 +1,5 @@
-"""`mediamill serve`: migrate, install built-ins, run the HTTP app, the workers and the notifier in one process."""
+"""`mediamill serve`: migrate, install built-ins, run the HTTP app, the workers, the notifier and the sources in
+one process."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> No
                   f"storage: {rt.settings.effective_storage_url})", highlight=False, soft_wrap=True)
     if login:
         console.print(login, highlight=False, soft_wrap=True)
+    warning = storage_warning(rt)
+    if warning:
+        console.print(warning, style="bold yellow", highlight=False, soft_wrap=True, markup=False)
     server = uvicorn.Server(server_config(app, host=bind_host, port=bind_port, settings=rt.settings,
                                           log_level="warning", timeout_graceful_shutdown=5))
     try:
@@ -38,6 +42,23 @@ def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> No
             with contextlib.suppress(Exception):
                 component.stop()
         rt.close()
+
+
+def storage_warning(rt: Runtime) -> str | None:
+    """Check storage at start: a missing or read-only bucket, or a disk below the floor, is said
+    at once (naming it) instead of surfacing as failed submits later. The server still starts,
+    so it can report the problem on ``/readyz`` and recover when the bucket appears."""
+    try:
+        health = rt.storage.health()
+    except Exception as exc:  # the check itself failing is also worth saying
+        problem = f"cannot be checked ({type(exc).__name__})"
+    else:
+        if health.ok:
+            return None
+        problem = health.problem or "not ready"
+    log.warning("storage not ready: %s", problem)
+    return (f"WARNING: storage {rt.settings.effective_storage_url} is not ready: {problem}. "
+            "Submits are refused and /readyz answers 503 until this is fixed.")
 
 
 def _admin_login(rt: Runtime, host: str, port: int) -> str | None:
@@ -62,4 +83,8 @@ def _start_background(rt: Runtime) -> list:
     from mediamill.notify import Notifier
 
     started.append(Notifier(engine=rt.engine, settings=rt.settings).start())
+    if rt.settings.run_sources:
+        from mediamill.sources.manager import SourceManager
+
+        started.append(SourceManager(rt).start())
     return started

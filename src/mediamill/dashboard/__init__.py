@@ -30,7 +30,7 @@ async def _to_login(request: Request, _exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Add the dashboard's pages, its static files and the session-cookie resolver to ``app``."""
     try:
-        from mediamill.dashboard import login, pages_jobs, pages_ops, pages_pipelines, session
+        from mediamill.dashboard import login, pages_jobs, pages_ops, pages_pipelines, pages_sources, session
         from mediamill.dashboard.web import LoginRequired
     except ModuleNotFoundError as exc:  # the API stays up without its web pages
         if exc.name != "jinja2":
@@ -42,6 +42,7 @@ def install(app: FastAPI) -> None:
     app.include_router(pages_jobs.router)
     app.include_router(pages_ops.router)
     app.include_router(pages_pipelines.router)
+    app.include_router(pages_sources.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(LoginRequired, _to_login)
 

@@ -23,6 +23,7 @@ PAGE = Depends(page)
 FINAL = frozenset({"completed", "failed", "partial", "cancelled"})
 #: Orders of the jobs list (the first is the default).
 ORDERS = {"newest": "Newest first", "status": "Failed first, then running, waiting, finished (by priority)"}
+HLS_PLAYLIST = frozenset({"application/vnd.apple.mpegurl", "application/x-mpegurl"})
 
 
 def _window(value: str) -> tuple[str, float, int]:
@@ -50,7 +51,8 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
     queues = ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)
     kpis = {**figures, "throughput": figures["finished"] / hours, "total": total,
             "depth": sum(x["depth"] for x in queues), "waiting": sum(x["waiting"] for x in queues),
-            "workers": len(ops.list_workers(pg.engine, tenant_id=pg.caller.scope))}
+            "workers": len(ops.list_workers(pg.engine, lease_seconds=pg.settings.lease_seconds,
+                                              tenant_id=pg.caller.scope))}
     breakers = [b for b in ops.list_breakers(pg.engine) if b["state"] != "closed"]
     return render(pg, "overview.html", "overview", "Overview", window=key, kpis=kpis, points=points, live=live,
                   failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)
@@ -118,6 +120,11 @@ def _run_seconds(job: dict[str, Any]) -> float | None:
 
 def _preview(output: dict[str, Any]) -> str:
     mime, name = (output.get("mime_type") or ""), output.get("name") or ""
+    if mime in HLS_PLAYLIST:
+        # the master lists the variants; variant playlists and segments are parts of the ladder
+        return "hls" if (output.get("metadata") or {}).get("variants") is not None else "hls-part"
+    if mime == "video/mp2t":
+        return "hls-part"
     if mime.startswith("image/"):
         return "image"
     if mime in ("video/mp4", "video/webm"):
@@ -151,6 +158,8 @@ def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
         return render(pg, "missing.html", "jobs", "Not found", what=f"job {job_id}")
     for o in job["outputs"]:
         o["preview"] = _preview(o)
+    hls_parts = [o for o in job["outputs"] if o["preview"] == "hls-part"]
+    job["outputs"] = [o for o in job["outputs"] if o["preview"] != "hls-part"]
     rows = q.timeline(job, steps)
     job["duration_seconds"] = _seconds_between(job.get("started_at"), job.get("finished_at"))
     last_event = max((e["id"] for e in job["events"]), default=0)
@@ -159,7 +168,8 @@ def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
     candidates = review.review_candidates(pg.engine, job) if in_review else []
     return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in FINAL,
                   decisions=q.decisions(job), events=list(reversed(job["events"][-100:])), last_event=last_event,
-                  failed_step=failed_step, versions=versions, in_review=in_review, candidates=candidates)
+                  failed_step=failed_step, versions=versions, in_review=in_review, candidates=candidates,
+                  hls_parts=hls_parts)
 
 
 @router.get("/upload", response_class=HTMLResponse)

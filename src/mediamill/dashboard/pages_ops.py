@@ -147,7 +147,8 @@ def breakers(pg: Page = PAGE) -> HTMLResponse:
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers(pg: Page = PAGE) -> HTMLResponse:
-    rows = ops.list_workers(pg.engine, include_stopped=True, tenant_id=pg.caller.scope)[:200]
+    rows = ops.list_workers(pg.engine, include_stopped=True, lease_seconds=pg.settings.lease_seconds,
+                            tenant_id=pg.caller.scope)[:200]
     return render(pg, "workers.html", "workers", "Workers", workers=rows)
 
 

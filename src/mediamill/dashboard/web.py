@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 NAV = (("overview", "/", "Overview"), ("jobs", "/jobs", "Jobs"), ("upload", "/upload", "Upload"),
        ("queues", "/queues", "Queues"), ("steps", "/steps", "Steps"), ("workflows", "/workflows", "Workflows"),
        ("routing", "/routing", "Routing"),
+       ("sources", "/sources", "Sources"),
        ("dead-letters", "/dead-letters", "Dead letters"), ("breakers", "/breakers", "Breakers"),
        ("workers", "/workers", "Workers"), ("notifications", "/notifications", "Notifications"),
        ("alerts", "/alerts", "Alerts"))
@@ -58,6 +59,10 @@ class Page:
     @property
     def engine(self) -> Any:
         return self.request.app.state.runtime.engine
+
+    @property
+    def settings(self) -> Any:
+        return self.request.app.state.runtime.settings
 
 
 def page(request: Request) -> Page:
@@ -157,7 +162,8 @@ def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=ago, duration=duration, ms=ms, number=number, pct=pct, timetag=timetag,
-                       isotime=isotime, tojson_attr=tojson_attr, urlpart=lambda v: quote(str(v), safe=""))
+                       isotime=isotime, tojson_attr=tojson_attr, urlpart=lambda v: quote(str(v), safe=""),
+                       urlpath=lambda v: quote(str(v), safe="/"))
     env.globals.update(nav=NAV, version=__version__, charts=charts, qs=qs, windows=WINDOWS, duration_fmt=duration,
                        pct_fmt=pct)
     return env

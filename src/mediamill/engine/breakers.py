@@ -89,11 +89,15 @@ class Breakers:
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
 
-    def _states(self) -> dict[str, dict[str, Any]]:
+    def _states(self, conn: Any = None) -> dict[str, dict[str, Any]]:
         with self._lock:
             if time.monotonic() - self._cache_at > self._cache_seconds:
-                with self.engine.connect() as conn:
-                    rows = conn.execute(sa.select(cb).where(cb.c.state != "closed")).mappings().all()
+                query = sa.select(cb).where(cb.c.state != "closed")
+                if conn is not None:  # the caller's transaction (SQLite: a second connection would wait for it)
+                    rows = conn.execute(query).mappings().all()
+                else:
+                    with self.engine.connect() as own:
+                        rows = own.execute(query).mappings().all()
                 self._cache = {r["action"]: dict(r) for r in rows}
                 self._cache_at = time.monotonic()
             return self._cache
@@ -102,8 +106,9 @@ class Breakers:
         with self._lock:
             self._cache_at = 0.0
 
-    def is_closed(self, action: str) -> bool:
-        return action not in self._states()
+    def is_closed(self, action: str, conn: Any = None) -> bool:
+        """Whether ``action``'s breaker is closed (read on ``conn`` when the cache needs a refresh and it is given)."""
+        return action not in self._states(conn)
 
     def gate(self, action: str, job_id: int) -> Gate:
         state = self._states().get(action)

@@ -10,14 +10,13 @@ import contextlib
 import logging
 import os
 import resource
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from mediamill.actions.base import OutputFile, PriorStep, StepContext, StepResult, get_action, get_fuser, load_actions
 from mediamill.config import MediaLimits
-from mediamill.errors import InternalError, MediamillError, ResourceExceeded, ToolFailed
+from mediamill.errors import InternalError, classify_exception
 
 load_actions()  # warm: the forkserver imports every action module once
 log = logging.getLogger("mediamill.child")
@@ -116,16 +115,10 @@ def run_task(task: dict[str, Any], conn: Connection, limits: MediaLimits) -> dic
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, MediamillError):
-        return {"kind": "result", "ok": False, "error_class": exc.error_class, "message": exc.message,
-                "stderr_tail": exc.stderr_tail if isinstance(exc, ToolFailed) else ""}
-    if isinstance(exc, MemoryError):
-        err: MediamillError = ResourceExceeded("the step ran out of memory (address-space limit)")
-        return {"kind": "result", "ok": False, "error_class": err.error_class, "message": err.message,
-                "stderr_tail": ""}
-    tail = "".join(traceback.format_exception(exc))[-3000:]
-    return {"kind": "result", "ok": False, "error_class": "internal",
-            "message": f"{type(exc).__name__}: {exc}"[:1000], "stderr_tail": tail}
+    """A step's exception as the classified result the worker records (see ``classify_exception``)."""
+    err = classify_exception(exc)
+    return {"kind": "result", "ok": False, "error_class": err.error_class, "message": err.message,
+            "stderr_tail": err.stderr_tail}
 
 
 def child_main(conn: Connection, limits_raw: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
 from mediamill.storage import Storage
+from mediamill.store import liveness
 from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.tables import (
     dead_letters,
@@ -21,6 +22,7 @@ from mediamill.store.tables import (
     media_queue,
     step_executions,
     upload_sessions,
+    workers,
     workflow_definitions,
     workflow_jobs,
     workflow_notifications,
@@ -74,7 +76,27 @@ def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: i
             on_finish(job, finish.status, code, finish.error_class)
         return 1
     return int(tx.requeue(conn, job=job, worker_id=None, delay=0, reason="rescued", count_retry=False,
-                          event={"reason": reason, "rescues": rescues}))
+                          event={"reason": reason, "rescues": rescues}, keep_place=True))
+
+
+def mark_and_prune_workers(engine: Engine, *, lease_seconds: float, retention_hours: float) -> tuple[int, int]:
+    """Mark workers whose heartbeat is older than the lease ``lost`` (killed, host cut off: they never said
+    goodbye), and delete the rows of stopped or lost workers older than the retention. A lost worker that comes
+    back heart-beats itself ``running`` again. Returns (marked, pruned)."""
+    now = utcnow()
+    w = workers
+    with engine.begin() as conn:
+        marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
+                                               w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
+                              .values(status="lost")).rowcount
+        pruned = 0
+        if retention_hours:
+            pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
+                                                   w.c.heartbeat_at < now - timedelta(hours=retention_hours))
+                                  ).rowcount
+    if marked:
+        log.warning("marked %d worker(s) lost: no heartbeat for %s s", marked, lease_seconds)
+    return marked, pruned
 
 
 def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:

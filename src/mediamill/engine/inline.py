@@ -5,16 +5,16 @@ in one batched transaction with other jobs (this is what makes the engine itself
 from __future__ import annotations
 
 import json
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamill.actions.base import StepContext, get_action
 from mediamill.engine import transitions as tx
-from mediamill.errors import InternalError, MediamillError, is_retryable_class
+from mediamill.errors import InternalError, MediamillError, classify_exception, is_retryable_class
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
     from mediamill.engine.runner import JobRunner
@@ -41,9 +41,7 @@ def _call(ctx_args: dict[str, Any]) -> dict[str, Any]:
     except MediamillError:
         raise
     except Exception as exc:
-        err = InternalError(f"{type(exc).__name__}: {exc}")
-        err.stderr_tail = traceback.format_exc()[-3000:]  # type: ignore[attr-defined]
-        raise err from exc
+        raise classify_exception(exc) from exc
     return {"outputs": [{"name": o.name, "path": str(o.path), "mime_type": o.mime_type, "metadata": o.metadata}
                         for o in result.outputs], "data": result.data}
 
@@ -62,7 +60,7 @@ def fast_eligible(wf: VersionedWorkflow) -> bool:
     """Every step inline, sequential, no fusion, no condition on the probed input."""
     for s in wf.definition.steps:
         spec = get_action(s.action)
-        if spec is None or spec.isolated or spec.fuse or s.needs is not None:
+        if spec is None or spec.isolated or spec.fuse or s.needs is not None or s.action == DELIVER_ACTION:
             return False
         if s.when and "input" in s.when:
             return False

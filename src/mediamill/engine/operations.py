@@ -14,7 +14,7 @@ from mediamill.engine import tenancy, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
-from mediamill.store import workflow_repo
+from mediamill.store import liveness, workflow_repo
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.tables import (
     circuit_breakers,
@@ -279,11 +279,12 @@ def queue_stats(engine: Engine, *, tenant_id: str | None = None) -> list[dict[st
     return sorted(out.values(), key=lambda r: r["name"] or "")
 
 
-def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds: float = 90,
+def list_workers(engine: Engine, *, lease_seconds: float, include_stopped: bool = False,
                  tenant_id: str | None = None) -> list[dict[str, Any]]:
-    """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while they heart-beat, ``stopped``
-    when they said goodbye, ``lost`` when their heartbeat stopped without one (killed, host gone) —
-    ``status`` is only what the worker last wrote, which a dead worker never corrects.
+    """Workers, newest first, with ``state``: ``live`` (or ``stopping``) while their heartbeat is newer than the
+    lease (the liveness rule of ``store.liveness``), ``stopped`` when they said goodbye, ``lost`` when their
+    heartbeat stopped without one (killed, host cut off) — ``status`` is what the worker last wrote, or ``lost``
+    once the housekeeping marked it.
 
     With ``tenant_id``: those serving the tenant's queues, its own running jobs only, no install-wide
     figures (engine.tenancy)."""
@@ -297,8 +298,8 @@ def list_workers(engine: Engine, *, include_stopped: bool = False, live_seconds:
     now = utcnow()
     out = []
     for r in rows:
-        alive = r["status"] != "stopped" and r["heartbeat_at"] is not None and \
-            (now - _dt(r["heartbeat_at"])).total_seconds() < live_seconds
+        alive = liveness.is_alive(r["status"], _dt(r["heartbeat_at"]) if r["heartbeat_at"] else None, now,
+                                  lease_seconds)
         seen = tenancy.worker_view(r, visible)
         if seen is not None and (alive or include_stopped):
             out.append(_jsonable({**seen, "alive": alive, "state": _worker_state(r["status"], alive),
@@ -312,9 +313,9 @@ def _worker_state(status: str | None, alive: bool) -> str:
     return "stopped" if status == "stopped" else "lost"
 
 
-def live_workers_serving(engine: Engine, queue: str) -> list[str]:
+def live_workers_serving(engine: Engine, queue: str, *, lease_seconds: float) -> list[str]:
     """Ids of the live workers that claim from ``queue`` (a pool of that name, or ``*``)."""
-    return [w["id"] for w in list_workers(engine)
+    return [w["id"] for w in list_workers(engine, lease_seconds=lease_seconds)
             if isinstance(w.get("pools"), dict) and (queue in w["pools"] or "*" in w["pools"])]
 
 

@@ -24,19 +24,27 @@ from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
 from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
-from mediamill.errors import InvalidInput, MediamillError, UnsupportedFormat, is_retryable_class
+from mediamill.errors import (
+    InvalidInput,
+    MediamillError,
+    ResourceExceeded,
+    UnsupportedFormat,
+    classify_exception,
+    is_retryable_class,
+)
 from mediamill.media.sniff import accepts
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
-from mediamill.workflows.models import StepDef
+from mediamill.workflows.models import DELIVER_ACTION, StepDef
 
 if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
     from mediamill.store.workflow_repo import VersionedWorkflow
 
-PROGRESS_EVERY = 0.5  # seconds between progress writes of one job
+PROGRESS_EVERY = 1.0  # seconds between progress writes of one job (each of its running steps in the same write)
+PROGRESS_EVENT_STEP = 10.0  # a progress event each time the job's percentage crosses a multiple of this
 _INPUT_FIELD = re.compile(r"\binput\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
 _KNOWN_WITHOUT_PROBE = {"mime", "size", "filename", ""}
 log = logging.getLogger("mediamill.engine")
@@ -87,7 +95,12 @@ class JobRunner:
         self.partial = False
         self.scratch = worker.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
         self.input_path: Path | None = None
-        self._last_progress: dict[int, float] = {}  # per step: fused steps report in the same instant
+        self._last_progress = 0.0  # when progress was last written (monotonic)
+        self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
+        self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
+        self._progress_seen: set[int] = set()  # steps whose progress was written at least once
+        self._progress_event_mark = -PROGRESS_EVENT_STEP  # job percentage of the last progress event (none yet)
+        self.lost = False  # the claim was rescued or finished elsewhere: nothing more is written
         self._lock = threading.Lock()
         self.deadline = (self.job["started_at"] or utcnow()) + timedelta(minutes=self.d.timeout_minutes)
 
@@ -105,10 +118,14 @@ class JobRunner:
             self._resolve_input()
             self._probe_if_needed()
             self._run_steps()
-        except (LostClaim, Requeued, JobEnded):
+        except LostClaim:
+            self.lose()
+        except (Requeued, JobEnded):
             pass
         except Cancelled:
-            if self.handing_back:
+            if self.lost:
+                pass  # dropped: the job belongs to someone else now
+            elif self.handing_back:
                 self._requeue_interrupted("handed back by a stopping worker")
             else:
                 self._finish("cancelled", error=("cancelled", "cancelled by request", ""))
@@ -116,6 +133,16 @@ class JobRunner:
             self._finish("failed", error=(exc.error_class, exc.message, getattr(exc, "stderr_tail", "")))
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def lose(self) -> None:
+        """Our claim is gone (rescued, re-claimed or finished elsewhere): log it once, stop, write nothing more."""
+        with self._lock:
+            if self.lost:
+                return
+            self.lost = True
+        log.warning("job %s: this worker lost its claim (rescued or finished elsewhere); dropping the job",
+                    self.job["job_code"])
+        self.cancel.set()
 
     def hand_back(self) -> None:
         """Stop now and give the job back to the queue (graceful shutdown past its grace period)."""
@@ -136,7 +163,7 @@ class JobRunner:
         now = utcnow()
         with self.w.engine.begin() as conn:
             if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
-                              count_retry=False, event={"reason": reason}):
+                              count_retry=False, event={"reason": reason}, keep_place=True):
                 return
             conn.execute(step_executions.update()
                          .where(step_executions.c.job_id == self.job["id"], step_executions.c.status == "running")
@@ -241,6 +268,7 @@ class JobRunner:
                      filename=self.job["input_filename"] or "")
         text = json.dumps(probe, default=str)
         with self.w.engine.begin() as conn:
+            self._guard(conn)
             conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"])
                          .values(input_metadata=text))
         self.job["input_metadata"] = text
@@ -327,7 +355,7 @@ class JobRunner:
         try:
             results = self._execute(runnable, min(step_timeout, remaining), exec_ids)
         except Cancelled:
-            if not self.handing_back:
+            if not self.handing_back and not self.lost:
                 self._record_failure(runnable, exec_ids, started,
                                      StepFailure(runnable[0], "cancelled", "cancelled"), status="cancelled")
             raise
@@ -461,6 +489,10 @@ class JobRunner:
 
     def _execute(self, group: list[int], timeout: float, exec_ids: dict[int, int]) -> list[dict[str, Any]]:
         spec = get_action(self.steps[group[0]].action)
+        if self.steps[group[0]].action == DELIVER_ACTION:
+            from mediamill.engine.delivery import deliver_outputs
+
+            return [deliver_outputs(self, group[0], exec_ids[group[0]])]
         if spec is not None and not spec.isolated and len(group) == 1:
             return [self._inline(group[0], timeout)]
         reply = self.w.children.run(self._task(group, timeout), timeout=timeout + 5,
@@ -476,18 +508,44 @@ class JobRunner:
         return run_inline(self, i, timeout)
 
     def _progress(self, i: int, pct: float, exec_id: int) -> None:
-        now = time.monotonic()
-        if pct >= 100 or now - self._last_progress.get(i, 0.0) < PROGRESS_EVERY:
+        """Coalesce progress: one write per job per PROGRESS_EVERY (every step that reported since the last write
+        goes in it), besides a step's first report, written at once with an event (a step boundary: each bar of a
+        fused unit starts moving); otherwise a progress event only each PROGRESS_EVENT_STEP % of the job."""
+        if pct >= 100 or self.lost:
             return  # 100 % is written with the step's completion
-        self._last_progress[i] = now
-        done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed"))
-        overall = 100.0 * (done + pct / 100.0) / max(1, len(self.steps))
+        with self._lock:
+            self._progress_pending[i] = (pct, exec_id)
+            first = i not in self._step_percent
+            self._step_percent[i] = pct
+            now = time.monotonic()
+            if now - self._last_progress < PROGRESS_EVERY and not first:
+                return
+            self._last_progress = now
+            pending, self._progress_pending = self._progress_pending, {}
         try:
-            with self.w.engine.begin() as conn:
-                tx.set_progress(conn, job=self.job, step_name=self.steps[i].name, percent=min(overall, 99.9),
-                                step_percent=pct, exec_id=exec_id)
+            self._write_progress(pending)
+        except LostClaim:
+            self.lose()
         except sa.exc.DBAPIError:
             pass  # progress is best effort; the step goes on
+
+    def _write_progress(self, pending: dict[int, tuple[float, int]]) -> None:
+        finished = ("completed", "skipped", "failed")
+        done = sum(1 for st in self.states if st.status in finished)
+        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in finished) / 100.0
+        overall = min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
+        event = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
+        with self.w.engine.begin() as conn:
+            for n, (i, (pct, exec_id)) in enumerate(sorted(pending.items())):
+                first = i not in self._progress_seen
+                if not tx.set_progress(conn, job=self.job, step_name=self.steps[i].name, percent=overall,
+                                       step_percent=pct, exec_id=exec_id, worker_id=self.w.worker_id,
+                                       lease_seconds=self.w.settings.lease_seconds,
+                                       event=first or (event and n == 0)):
+                    raise LostClaim()
+        self._progress_seen.update(pending)
+        if event:
+            self._progress_event_mark = overall - overall % PROGRESS_EVENT_STEP
 
     # ------------------------------------------------------------------ outcomes
     def _store_outputs(self, i: int, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -514,7 +572,16 @@ class JobRunner:
 
     def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
                   gates: dict[int, Gate]) -> None:
-        stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
+        try:
+            stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
+        except (OSError, ResourceExceeded) as exc:  # local storage reports a full disk as StorageFull
+            err = classify_exception(exc)
+            if err.error_class != "resource":
+                raise
+            # storage is full: the step's work is lost, its failure is a resource one (retried after back-off)
+            self._handle_failure(group, exec_ids, started, StepFailure(group[0], err.error_class, err.message,
+                                                                       err.stderr_tail), gates)
+            return
         try:
             with self.w.engine.begin() as conn:
                 self._guard(conn)
@@ -631,6 +698,7 @@ class JobRunner:
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
         with self.w.engine.begin() as conn:
+            self._guard(conn)
             tx.add_event(conn, self.job, kind, step, data)
 
 

@@ -59,6 +59,7 @@ class SubmitRequest:
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
     version: int | None = None
+    deliver: dict[str, Any] | None = None  # overrides the workflow's deliver: (checked by the caller)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def store_input_file(storage: Storage, path: Path, *, tenant_id: str = "default"
     if not path.is_file():
         raise InvalidInput(f"no such file: {path}")
     mime = sniff_file(path)
+    storage.check_room()
     info = storage.put_file(new_key("inputs", tenant_id), path)
     return JobInput(storage_key=info.key, filename=filename or path.name, mime=mime, size=info.size,
                     checksum=info.checksum)
@@ -102,6 +104,7 @@ def store_input_file(storage: Storage, path: Path, *, tenant_id: str = "default"
 
 def store_input_stream(storage: Storage, stream: BinaryIO, *, tenant_id: str = "default",
                        filename: str | None = None) -> JobInput:
+    storage.check_room()
     info = storage.put(new_key("inputs", tenant_id), stream)
     return JobInput(storage_key=info.key, filename=filename, mime=sniff_object(storage, info.key),
                     size=info.size, checksum=info.checksum)
@@ -172,6 +175,7 @@ def _job_values(req: SubmitRequest, prep: Prepared, now: datetime) -> dict[str, 
         "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
         "retry_count": 0, "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now,
         "routing": prep.routing.as_dict() if prep.routing else None,
+        "deliver": req.deliver,
     }
 
 
@@ -210,6 +214,8 @@ def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
     wf = workflow_repo.current_workflow(conn, code, version)
     if not wf.is_active and version is None:
         raise Conflict(f"workflow {code} is deactivated")
+    if req.deliver is not None and wf.definition.deliver is None:
+        raise InvalidInput(f"workflow {code} has no deliver: step, so a job cannot override it")
     if code == REVIEW_CODE:
         return Prepared(wf, "pending", REVIEW_QUEUE, routing)
     _check_type(wf.definition, req.job_input)
@@ -352,6 +358,20 @@ def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
     wakeup.after_commit([job.queue_name], engine)
     _count_submitted([job])
     return job
+
+
+def submit_in(conn: Connection, req: SubmitRequest) -> SubmittedJob:
+    """Submit one job inside the caller's transaction (so the caller's own writes commit with it);
+    after the commit, call :func:`announce` with the result."""
+    replay = _idempotent_replay(conn, req)
+    return replay if replay is not None else _insert(conn, [req])[0]
+
+
+def announce(engine: Engine, jobs: Sequence[SubmittedJob]) -> None:
+    """Wake workers for, and count, jobs whose submit transaction has committed."""
+    fresh = [j for j in jobs if not j.replayed]
+    wakeup.after_commit({j.queue_name for j in fresh}, engine)
+    _count_submitted(fresh)
 
 
 def _count_submitted(jobs: Sequence[SubmittedJob]) -> None:

@@ -147,6 +147,18 @@ def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id:
          "data": {"status": "processing", "worker": worker_id, "attempt": attempts.get(j["id"], 1)}} for j in jobs])
 
 
+def release(conn: Connection, *, worker_id: str, queue_ids: Sequence[int]) -> int:
+    """Give back claimed entries that were never started (claimed deferred, not marked processing): they keep
+    their place (priority, time in the queue) and the attempt the claim counted is taken back."""
+    if not queue_ids:
+        return 0
+    res = conn.execute(mq.update().where(in_ids(conn, mq.c.id, list(queue_ids)), mq.c.worker_id == worker_id,
+                                         mq.c.status == "processing")
+                       .values(status="queued", worker_id=None, lease_expires_at=None, picked_up_at=None,
+                               attempts=mq.c.attempts - 1))
+    return res.rowcount
+
+
 # ----------------------------------------------------------------------------- ownership
 def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds: float) -> bool:
     """Check the claim is still ours and extend its lease (the guard of every step write)."""
@@ -216,25 +228,42 @@ def add_event(conn: Connection, job: dict[str, Any], event_type: str, step_name:
 
 
 def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, percent: float,
-                 step_percent: float, exec_id: int | None) -> None:
+                 step_percent: float, exec_id: int | None, worker_id: str, lease_seconds: float,
+                 event: bool = True) -> bool:
+    """Record a running step's progress, only while the claim is ours (False: it was lost, nothing written).
+
+    The ownership check locks the queue row until commit, so no rescue can slip in between it and the writes.
+    """
+    if not still_owner(conn, job_id=job["id"], worker_id=worker_id, lease_seconds=lease_seconds):
+        return False
     conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
     if exec_id is not None:
         conn.execute(se.update().where(se.c.id == exec_id).values(progress_percent=round(step_percent, 1)))
-    add_event(conn, job, "progress", step_name, {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
+    if event:
+        add_event(conn, job, "progress", step_name,
+                  {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
+    return True
 
 
 # ----------------------------------------------------------------------------- requeue
 def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, delay: float, reason: str,
-            event: dict[str, Any], count_retry: bool) -> bool:
-    """Put a claimed job back in its queue with its own priority (a retry never loses priority)."""
+            event: dict[str, Any], count_retry: bool, keep_place: bool = False) -> bool:
+    """Put a claimed job back in its queue with its own priority (a retry never loses priority).
+
+    ``keep_place``: a job that did nothing wrong (rescued from a lost worker, handed back by a stopping one,
+    released unstarted) keeps its place: its queue row's priority (aged or not) and its time in the queue are
+    left as they were, so it runs before the jobs that arrived after it. A retry or a hold waits ``delay``.
+    """
     now = utcnow()
     guard = [mq.c.job_id == job["id"], mq.c.status == "processing"]
     if worker_id is not None:
         guard.append(mq.c.worker_id == worker_id)
-    res = conn.execute(mq.update().where(*guard).values(
-        status="queued", worker_id=None, lease_expires_at=None, scheduled_time=now + timedelta(seconds=delay),
-        priority=job["priority"], base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None,
-        wait_reason=reason[:50]))
+    back: dict[str, Any] = {"status": "queued", "worker_id": None, "lease_expires_at": None,
+                            "wait_reason": reason[:50]}
+    if not keep_place:
+        back.update(scheduled_time=now + timedelta(seconds=delay), priority=job["priority"],
+                    base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None)
+    res = conn.execute(mq.update().where(*guard).values(**back))
     if res.rowcount != 1:
         return False
     values: dict[str, Any] = {"status": "queued", "updated_at": now}
@@ -342,7 +371,7 @@ def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any
     outs: list[dict[str, Any]] = []
     if f.status in ("completed", "partial"):
         outs = f.outputs if f.outputs is not None else [dict(r) for r in conn.execute(
-            sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes)
+            sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes, job_outputs.c.delivered_url)
             .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()]
     payload = job_payload(f.job, status=f.status, workflow_code=f.workflow_code,
                           workflow_version=f.workflow_version, error_class=f.error_class,

@@ -43,6 +43,18 @@ from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.worker")
 ANY = "*"
+# How much work a worker takes at once. In-process (fast path) jobs run one after another in the claimer thread,
+# so one claim takes about FAST_BATCH_SECONDS of them, sized from their measured time (trivial jobs: up to
+# `claim_batch`; slower ones: fewer, so the rest stay in the queue for other workers). Jobs that need the normal
+# path (child processes) are held only for free slots: there is no prefetch, because a job waiting inside one
+# worker is invisible to idle workers, and a freed slot claims again at once (a round trip, not a job's time).
+FAST_BATCH_SECONDS = 0.25
+FAST_COST_WEIGHT = 0.2
+# Cancellations reach a PostgreSQL worker by NOTIFY; the poll is then only a safety net (a notification can be
+# missed while the listener reconnects, which also triggers a check). Without LISTEN (SQLite, or PgBouncer in
+# transaction mode where the listener cannot hold its session) the running jobs are polled.
+CANCEL_POLL_SECONDS = 0.2
+CANCEL_SAFETY_POLL_SECONDS = 10.0  # weight of the newest measurement in the moving average of an in-process job's time
 
 
 class Worker:
@@ -69,9 +81,12 @@ class Worker:
         self.running: dict[int, JobRunner] = {}
         self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
         self.fast_hint: dict[str, bool] = defaultdict(bool)
+        self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancel_check = threading.Event()
+        self._listening = threading.Event()  # LISTEN is up: cancellations arrive by NOTIFY
+        self._cancel_noted = 0.0  # when the last cancel notification arrived (monotonic)
         self._threads: list[threading.Thread] = []
         self._pending: list[tx.Finish | FastRetry] = []
         self._pending_cv = threading.Condition()
@@ -181,47 +196,66 @@ class Worker:
         with self._pending_cv:
             if len(self._pending) > 4 * self.settings.claim_batch:
                 return False  # the writer is behind; don't claim more than it can record
-        limit = self.settings.claim_batch if self.fast_hint[pool] else min(free, self.settings.claim_batch)
+        fast: list[tx.Claimed] = []
+        slow: list[tx.Claimed] = []
         with self.engine.begin() as conn:
-            batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=limit,
-                             lease_seconds=self.settings.lease_seconds, mark=False)
+            batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool,
+                             limit=self._claim_limit(pool, free), lease_seconds=self.settings.lease_seconds,
+                             mark=False)
+            for c in batch:
+                (fast if self._takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
+            started, extra = slow[:free], slow[free:]
+            # beyond the free slots: back in the same transaction, so no one ever sees them held; they keep their
+            # place. Jobs that finish in memory are written once, at the end; the others are marked running now.
+            tx.release(conn, worker_id=self.worker_id, queue_ids=[c.queue_id for c in extra])
+            tx.mark_processing(conn, [c.job for c in started], self.worker_id,
+                               {c.job["id"]: c.attempts for c in started})
         if not batch:
             return False
+        for c in started:
+            c.deferred = False
+        for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
+            self._wake_due(queue)
+        kept = started + fast
         with self._lock:
-            self._owned.update(c.job["id"] for c in batch)
+            self._owned.update(c.job["id"] for c in kept)
         handed: set[int] = set()
         try:
-            # jobs that finish in memory are written once, at the end; the others are marked running now
-            slow = [c for c in batch if not self._takes_fast_path(c.job, c.attempts)]
-            if slow:
-                with self.engine.begin() as conn:
-                    tx.mark_processing(conn, [c.job for c in slow], self.worker_id,
-                                       {c.job["id"]: c.attempts for c in slow})
-                for c in slow:
-                    c.deferred = False
-            all_fast = True
-            for claimed in batch:
+            all_fast = not slow
+            for claimed in kept:  # the slots start first; in-process jobs then run here
                 all_fast &= self._dispatch(pool, claimed)
                 handed.add(claimed.job["id"])
         except BaseException:
             with self._lock:  # jobs claimed but not handed on: let their leases lapse so they are rescued
-                self._owned.difference_update(c.job["id"] for c in batch if c.job["id"] not in handed)
+                self._owned.difference_update(c.job["id"] for c in kept if c.job["id"] not in handed)
             raise
         self.fast_hint[pool] = all_fast
         return True
 
-    def _takes_fast_path(self, job: dict[str, Any], attempts: int) -> bool:
+    def _claim_limit(self, pool: str, free: int) -> int:
+        """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
+        limit = free
+        cost = self.fast_cost.get(pool)
+        if self.fast_hint[pool] and cost is not None:
+            limit = max(free, int(FAST_BATCH_SECONDS / max(cost, 1e-6)))
+        return max(1, min(limit, self.settings.claim_batch))
+
+    def _takes_fast_path(self, job: dict[str, Any], attempts: int, conn: Any = None) -> bool:
         """A fresh job whose steps all run in-process (and whose breakers are closed) finishes in memory."""
         if attempts > 1 or job["retry_count"] or job["rescue_count"] or (job["run_number"] or 1) != 1 \
                 or job["cancel_requested"] or job.get("shadow_of"):
             return False
-        wf = self.workflow(job["workflow_id"], job["workflow_version"])
-        return fast_eligible(wf) and all(self.breakers.is_closed(s.action) for s in wf.definition.steps)
+        wf = self.workflow(job["workflow_id"], job["workflow_version"], conn)
+        return fast_eligible(wf) and all(self.breakers.is_closed(s.action, conn) for s in wf.definition.steps)
 
     def _dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
         wf = self.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
         if claimed.deferred:
+            began = time.perf_counter()
             outcome = run_fast(self, claimed, wf)
+            took = time.perf_counter() - began
+            prev = self.fast_cost.get(pool)
+            self.fast_cost[pool] = took if prev is None else prev + FAST_COST_WEIGHT * (took - prev)
             if outcome is not None:
                 with self._pending_cv:
                     self._pending.append(outcome)
@@ -237,6 +271,8 @@ class Worker:
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
         runner = JobRunner(self, claimed, wf)
         self.running[claimed.job["id"]] = runner
+        if time.monotonic() - self._cancel_noted < 2.0:  # it may have been meant for this job, claimed meanwhile
+            self._cancel_check.set()
         try:
             if claimed.job["cancel_requested"]:
                 runner.cancel.set()
@@ -251,14 +287,21 @@ class Worker:
                 self._owned.discard(claimed.job["id"])
             self._wake.set()
 
-    def workflow(self, workflow_id: int, version: int | None) -> workflow_repo.VersionedWorkflow:
+    def workflow(self, workflow_id: int, version: int | None,
+                 conn: Any = None) -> workflow_repo.VersionedWorkflow:
+        """A workflow version (cached), read on ``conn`` when given (inside the claim's transaction: SQLite
+        allows one writer, so a second connection would wait for this one)."""
         key = (workflow_id, version)
         got = self._wf_cache.get(key)
-        if got is None:  # versions are immutable, so the cache never goes stale
-            with self.engine.connect() as conn:
-                got = workflow_repo.get_workflow(conn, workflow_id, version)
-            if version is not None:
-                self._wf_cache[key] = got
+        if got is not None:
+            return got
+        if conn is not None:
+            got = workflow_repo.get_workflow(conn, workflow_id, version)
+        else:
+            with self.engine.connect() as own:
+                got = workflow_repo.get_workflow(own, workflow_id, version)
+        if version is not None:  # versions are immutable, so the cache never goes stale
+            self._wf_cache[key] = got
         return got
 
     def wake_later(self, queue: str | None, delay: float) -> None:
@@ -319,6 +362,9 @@ class Worker:
         for f in finishes:
             if f.job["id"] in ok:
                 self.job_finished(f.job, f.status, f.workflow_code, f.error_class)
+            else:
+                log.warning("job %s: this worker lost its claim (rescued or finished elsewhere); dropping the job",
+                            f.job["job_code"])
         for r in requeued:
             self.wake_later(r.queue, r.delay)
         written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]
@@ -342,13 +388,17 @@ class Worker:
     # ================================================================== lifeline
     def _lifeline_loop(self) -> None:
         hb = self.settings.effective_heartbeat_seconds
-        last_age = last_prune = 0.0
+        last_age = last_prune = last_workers = 0.0
         while True:
             now = time.monotonic()
             self._heartbeat()
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
+            if now - last_workers >= self.settings.lease_seconds:
+                housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
+                                                    retention_hours=self.settings.worker_retention_hours)
+                last_workers = now
             if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):
                 housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds,
                                               cap=self.settings.aging_max_priority)
@@ -371,7 +421,7 @@ class Worker:
 
     def _cancel_loop(self) -> None:
         while not self._stop.is_set():
-            self._cancel_check.wait(0.2)
+            self._cancel_check.wait(CANCEL_SAFETY_POLL_SECONDS if self._listening.is_set() else CANCEL_POLL_SECONDS)
             self._cancel_check.clear()
             ids = list(self.running)
             if not ids:
@@ -395,13 +445,17 @@ class Worker:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {wakeup.CHANNEL}")
                     conn.execute(f"LISTEN {wakeup.CANCEL_CHANNEL}")
+                    self._listening.set()
                     self._wake.set()  # anything that arrived while we were not listening
+                    self._cancel_check.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             if note.channel == wakeup.CANCEL_CHANNEL:
+                                self._cancel_noted = time.monotonic()
                                 self._cancel_check.set()
                             else:
                                 self._wake.set()
             except psycopg.Error as exc:
+                self._listening.clear()  # poll for cancellations until LISTEN is back
                 log.warning("listener: %s; reconnecting", str(exc).split("\n")[0])
                 self._stop.wait(1.0)

@@ -20,6 +20,7 @@ import av
 from PIL import Image, ImageDraw
 
 from mediamill.errors import CorruptMedia
+from mediamill.media.decoders import plain_reason
 from mediamill.media.probe import open_container
 from mediamill.media.tools import run_ffmpeg
 
@@ -91,7 +92,7 @@ def _mono_s16(path: Path) -> Iterator[tuple[int, bytes]]:
             for out in resampler.resample(None):
                 yield rate, bytes(out.planes[0])[: out.samples * 2]
         except av.error.FFmpegError as exc:
-            raise CorruptMedia(f"audio data is corrupt: {exc}") from exc
+            raise CorruptMedia(f"the audio data is damaged ({plain_reason(exc)})") from exc
 
 
 @dataclass

@@ -26,6 +26,7 @@ from PIL import Image
 
 from mediamill.config import MediaLimits
 from mediamill.errors import CorruptMedia, SourceTooLarge, StepTimeout, ToolFailed, Unavailable, UnsupportedFormat
+from mediamill.media.decoders import reading_input
 from mediamill.media.tools import soffice_path
 
 PDF = "application/pdf"
@@ -46,7 +47,8 @@ def open_pdf(path: Path) -> Iterator[pdfium.PdfDocument]:
             raise UnsupportedFormat("the PDF is encrypted (password protected)") from exc
         raise CorruptMedia("the PDF is malformed and cannot be opened") from exc
     try:
-        yield doc
+        with reading_input("the PDF"):  # pdfium's complaints about the open document: damaged objects
+            yield doc
     finally:
         doc.close()
 
@@ -58,10 +60,26 @@ def check_pages(count: int, limits: MediaLimits) -> None:
         raise SourceTooLarge(f"the document has {count} pages; the limit is {limits.max_document_pages}")
 
 
+def load_page(doc: pdfium.PdfDocument, index: int) -> pdfium.PdfPage:
+    """Page ``index`` (0-based); a page whose objects are damaged is ``CorruptMedia``.
+
+    An index out of range is our bug, not the file's, and stays an ``IndexError``.
+    """
+    if not 0 <= index < len(doc):
+        raise IndexError(f"page index {index} out of range for a {len(doc)}-page PDF")
+    try:
+        return doc[index]
+    except pdfium.PdfiumError as exc:
+        raise CorruptMedia(f"page {index + 1} of the PDF is damaged and cannot be read") from exc
+
+
 def pdf_info(doc: pdfium.PdfDocument) -> dict[str, Any]:
     """Page count, first page size (points), PDF version and the document's metadata."""
     meta = {k: v for k, v in doc.get_metadata_dict(skip_empty=True).items()}
-    width, height = doc.get_page_size(0) if len(doc) else (0.0, 0.0)
+    try:
+        width, height = doc.get_page_size(0) if len(doc) else (0.0, 0.0)
+    except pdfium.PdfiumError as exc:
+        raise CorruptMedia("page 1 of the PDF is damaged (its size cannot be read)") from exc
     return {"pages": len(doc), "page_width_pt": round(width, 1), "page_height_pt": round(height, 1),
             "pdf_version": doc.get_version(), "metadata": meta}
 
@@ -69,7 +87,7 @@ def pdf_info(doc: pdfium.PdfDocument) -> dict[str, Any]:
 def pdf_page_texts(doc: pdfium.PdfDocument) -> Iterator[str]:
     """Text of each page, in order."""
     for index in range(len(doc)):
-        page = doc[index]
+        page = load_page(doc, index)
         try:
             textpage = page.get_textpage()
             try:
@@ -84,7 +102,7 @@ def pdf_page_texts(doc: pdfium.PdfDocument) -> Iterator[str]:
 
 def render_page(doc: pdfium.PdfDocument, index: int, width: int) -> Image.Image:
     """Page ``index`` (0-based) rendered ``width`` px wide on white."""
-    page = doc[index]
+    page = load_page(doc, index)
     try:
         page_width, _ = page.get_size()
         scale = max(0.05, min(width / max(page_width, 1.0), 8.0))  # 8× = 576 dpi, plenty
@@ -115,6 +133,12 @@ def check_zip(path: Path, limits: MediaLimits) -> None:
         raise SourceTooLarge(f"the document's compression ratio {total / packed:.0f}:1 looks like a ZIP bomb")
 
 
+_DOCX_FAULTS: dict[type[BaseException], str] = {
+    zipfile.BadZipFile: "its ZIP package is damaged", KeyError: "a part it needs is missing",
+    ValueError: "a part has an invalid value", OSError: "its data cannot be read",
+}
+
+
 def open_docx(path: Path, limits: MediaLimits) -> Any:
     """A python-docx Document, after the ZIP checks."""
     import docx
@@ -124,7 +148,8 @@ def open_docx(path: Path, limits: MediaLimits) -> Any:
     try:
         return docx.Document(str(path))
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise CorruptMedia(f"the DOCX cannot be read: {type(exc).__name__}") from exc
+        raise CorruptMedia(f"the DOCX is damaged and cannot be read ({_DOCX_FAULTS.get(type(exc), 'unreadable')})"
+                           ) from exc
     except Exception as exc:  # lxml's XMLSyntaxError and friends: malformed parts
         if type(exc).__module__.startswith("lxml"):
             raise CorruptMedia("the DOCX contains malformed XML") from exc
@@ -133,11 +158,12 @@ def open_docx(path: Path, limits: MediaLimits) -> Any:
 
 def docx_paragraphs(document: Any) -> list[str]:
     """Body paragraphs, then table cells row by row (where python-docx keeps them apart)."""
-    texts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            cells = [c.text for c in row.cells]
-            texts.append("\t".join(cells))
+    with reading_input("the DOCX"):
+        texts = [p.text for p in document.paragraphs]
+        for table in document.tables:
+            for row in table.rows:
+                cells = [c.text for c in row.cells]
+                texts.append("\t".join(cells))
     return texts
 
 

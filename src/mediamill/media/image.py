@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from mediamill.config import MediaLimits
 from mediamill.errors import CorruptMedia, SourceTooLarge, UnsupportedFormat
+from mediamill.media.decoders import plain_reason
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a grey half-image
 FORMAT_MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
@@ -87,7 +90,7 @@ def _open(path: Path) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise SourceTooLarge(f"image refused as a decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptMedia(f"unreadable image header: {exc}") from exc
+        raise CorruptMedia(f"unreadable image header: {plain_reason(exc)}") from exc
 
 
 def _orientation(img: Image.Image) -> int:
@@ -155,8 +158,8 @@ def decode(path: Path, limits: MediaLimits, *, scale: float = 1.0) -> Decoded:
             oriented = ImageOps.exif_transpose(img) or img
         except Image.DecompressionBombError as exc:
             raise SourceTooLarge(f"image refused as a decompression bomb: {exc}") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise CorruptMedia(f"image data is corrupt or truncated: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+            raise CorruptMedia(f"image data is corrupt or truncated: {plain_reason(exc)}") from exc
         image, icc = normalise(oriented, icc)
         return Decoded(image=image, icc=icc, source_format=_PIL_TO_FORMAT.get(img.format or "", "png"),
                        header=header, exif=_exif_without_orientation(oriented))
@@ -340,6 +343,6 @@ def _vips_decode(path: Path, limits: MediaLimits) -> Decoded:
     try:
         data = vimg.write_to_memory()
     except pyvips.Error as exc:
-        raise CorruptMedia(f"image data is corrupt or truncated: {exc}") from exc
+        raise CorruptMedia(f"image data is corrupt or truncated: {plain_reason(exc)}") from exc
     image = Image.frombytes(mode, (vimg.width, vimg.height), data)
     return Decoded(image=image, icc=icc, source_format=header.format, header=header)

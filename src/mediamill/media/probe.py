@@ -17,6 +17,7 @@ from typing import Any
 import av
 
 from mediamill.errors import CorruptMedia, InvalidInput, UnsupportedFormat
+from mediamill.media.decoders import plain_reason
 
 #: packets we read looking for a first decodable frame before calling the stream broken
 _FIRST_FRAME_PACKETS = 300
@@ -87,8 +88,7 @@ def open_container(path: Path) -> Iterator[Any]:
 
 def _av_reason(exc: BaseException) -> str:
     # PyAV messages embed the file path; keep only the library's reason
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(": '")[0]
+    return plain_reason(exc)
 
 
 def probe_av(path: Path, *, first_frame: bool = True) -> AvProbe:
@@ -253,3 +253,35 @@ def _decodes_near_end(container: Any, min_time: float) -> bool:
     except av.error.FFmpegError:
         return False
     return False
+
+
+#: how far before the end ``last_frame_time`` starts reading packets (seconds)
+_TAIL_SECONDS = 10.0
+
+
+def last_frame_time(path: Path) -> float | None:
+    """The presentation time (seconds from the start, as ``ffmpeg -ss`` counts) of the last video frame.
+
+    A frame is shown from its timestamp until the next one, so the last frame of a 1 s clip at
+    10 fps starts at 0.9 s and a 10 s slideshow at 1 fps shows its last picture from 9 s: a
+    sample time past that has no frame to seek to. Only the tail is read (packets, no decoding);
+    None when the file has no video stream or no timestamps.
+    """
+    with open_container(path) as container:
+        stream = _main_video_stream(container)
+        if stream is None or stream.time_base is None:
+            return None
+        start = container.start_time / 1_000_000 if container.start_time else 0.0
+        from_time = _duration(container) - _TAIL_SECONDS
+        if from_time > 0:
+            with contextlib.suppress(av.error.FFmpegError):
+                container.seek(int(from_time * 1_000_000), backward=True)
+        last: float | None = None
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    t = float(packet.pts * stream.time_base) - start
+                    last = t if last is None else max(last, t)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the frames before it still count
+        return max(0.0, last) if last is not None else None

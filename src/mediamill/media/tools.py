@@ -21,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mediamill.errors import CorruptMedia, StepTimeout, ToolFailed, Unavailable
+from mediamill.errors import CorruptMedia, MediamillError, ResourceExceeded, StepTimeout, ToolFailed, Unavailable
+from mediamill.media.decoders import plain_reason
 
 #: stderr lines that mean "the input is bad", not "the tool or we are broken"
 _INPUT_FAULTS = re.compile(
@@ -31,6 +32,7 @@ _INPUT_FAULTS = re.compile(
     r"Stream map .* matches no streams|Decoding requested, but no decoder",
     re.IGNORECASE,
 )
+_OUT_OF_SPACE = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
 _VERSION = re.compile(r"version\s+n?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -190,9 +192,15 @@ def tool_failure(what: str, code: int, stderr: str) -> Exception:
     """Classify a failed tool run: input faults are ``CorruptMedia``, the rest ``ToolFailed``."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     last = lines[-1] if lines else f"exit code {code}"
-    if code > 0 and _INPUT_FAULTS.search(stderr):
-        return CorruptMedia(f"{what} could not read the input: {last[:300]}")
-    return ToolFailed(f"{what} failed (exit code {code}): {last[:300]}", stderr_tail=stderr)
+    if _OUT_OF_SPACE.search(stderr):
+        err: MediamillError = ResourceExceeded(f"{what} ran out of disk space on the server")
+    elif code > 0 and _INPUT_FAULTS.search(stderr):
+        fault = next(ln for ln in lines if _INPUT_FAULTS.search(ln))
+        err = CorruptMedia(f"{what} could not read the input: {plain_reason(fault)}")
+    else:
+        return ToolFailed(f"{what} failed (exit code {code}): {plain_reason(last, limit=300)}", stderr_tail=stderr)
+    err.stderr_tail = stderr[-4000:]
+    return err
 
 
 def remaining(deadline: float | None) -> float | None:

@@ -10,6 +10,7 @@ one place; ffmpeg's autorotation turns the pixels to match.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -135,6 +136,20 @@ def frame_times(duration: float, count: int) -> list[float]:
     if duration <= 0:
         return [0.0] * count
     return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
+
+
+def clamp_times(times: Sequence[float], last_frame: float | None) -> list[float]:
+    """Sample times moved back to ``last_frame`` when they fall after it.
+
+    ``frame_times`` spaces samples over the container's duration, which runs to the end of the
+    last frame's display time: on short or low-frame-rate videos the last samples land after the
+    last frame starts, where seeking finds nothing. Times are floored to the millisecond (ffmpeg
+    keeps frames at or after the seek point, so rounding up would skip the frame).
+    """
+    if last_frame is None:
+        return list(times)
+    ceiling = math.floor(last_frame * 1000) / 1000
+    return [min(t, ceiling) for t in times]
 
 
 def _image_codec_args(fmt: str, quality: int) -> list[str]:

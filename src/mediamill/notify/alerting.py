@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from mediamill.config import Settings
 from mediamill.notify.alert_rules import AlertRule, load_rules
 from mediamill.observability.dbgauges import parse_pools_column
-from mediamill.store import outbox
+from mediamill.store import liveness, outbox
 from mediamill.store import tables as t
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import iso, utcnow
@@ -166,11 +166,9 @@ def _no_live_worker(conn: Connection, rule: AlertRule, settings: Settings, now: 
 
 def _live_pools(conn: Connection, now: datetime, settings: Settings) -> tuple[set[str], bool]:
     w = t.workers
-    cutoff = now - timedelta(seconds=max(settings.lease_seconds * 2, 10))
     pools: set[str] = set()
     serves_all = False
-    for (raw,) in conn.execute(sa.select(w.c.pools).where(
-            w.c.heartbeat_at >= cutoff, w.c.status.notin_(("stopped", "dead")))):
+    for (raw,) in conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, settings.lease_seconds))):
         parsed = parse_pools_column(raw)
         serves_all = serves_all or not parsed  # a worker without pools claims from every queue
         pools.update(parsed)

@@ -112,7 +112,7 @@ def validate_config(kind: str, config: dict[str, Any], *, allowlist: Allowlist |
 def _validate_events(events: list[str] | None) -> list[str] | None:
     if events is None:
         return None
-    known = (*EVENT_TYPES, "job.*", "breaker.*", "alert.*", "rollout.*", "*")
+    known = (*EVENT_TYPES, "job.*", "breaker.*", "alert.*", "rollout.*", "source.*", "*")
     for e in events:
         if e not in known:
             raise InvalidInput(f"unknown event {e!r}; expected one of {', '.join(known)}")

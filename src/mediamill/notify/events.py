@@ -17,7 +17,8 @@ JOB_EVENTS = ("job.completed", "job.partial", "job.failed", "job.cancelled", "jo
 BREAKER_EVENTS = ("breaker.opened", "breaker.closed")
 ALERT_EVENTS = ("alert.firing", "alert.resolved")
 ROLLOUT_EVENTS = ("rollout.aborted", "rollout.promoted")
-EVENT_TYPES = (*JOB_EVENTS, *BREAKER_EVENTS, *ALERT_EVENTS, *ROLLOUT_EVENTS)
+SOURCE_EVENTS = ("source.file_skipped",)
+EVENT_TYPES = (*JOB_EVENTS, *BREAKER_EVENTS, *ALERT_EVENTS, *ROLLOUT_EVENTS, *SOURCE_EVENTS)
 #: Statuses of a delivery row (``workflow_notifications`` with a channel).
 DELIVERY_STATUSES = ("pending", "sent", "failed", "cancelled")
 #: Status of an outbox event row once it has been expanded into deliveries.
@@ -47,7 +48,8 @@ JOB_DATA_SCHEMA: dict[str, Any] = {
             "type": "object", "required": ["name"],
             "properties": {"name": {"type": "string"}, "mime_type": _NULLABLE_STR,
                            "bytes": {"type": ["integer", "null"]},
-                           "url": {"type": "string", "description": "download (GET, with an API key)"}}}},
+                           "url": {"type": "string", "description": "download (GET, with an API key)"},
+                           "delivered_url": {**_NULLABLE_STR, "description": "where deliver: put it"}}}},
         "metadata": {"type": ["object", "null"]},
         "notify": {"type": ["object", "null"], "properties": {
             "webhook": _NULLABLE_STR, "email": _NULLABLE_STR}},
@@ -75,6 +77,15 @@ ALERT_DATA_SCHEMA: dict[str, Any] = {
 }
 
 
+SOURCE_DATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["source_id", "source", "path", "reason"],
+    "properties": {"source_id": {"type": "integer"}, "source": {"type": "string"}, "path": {"type": "string"},
+                   "size": {"type": ["integer", "null"]}, "reason": {"enum": ["unreadable", "rejected"]},
+                   "error": _NULLABLE_STR},
+}
+
+
 def envelope_schema(event_type: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one event type's payload."""
     if event_type in JOB_EVENTS:
@@ -83,6 +94,8 @@ def envelope_schema(event_type: str) -> dict[str, Any]:
         data = BREAKER_DATA_SCHEMA
     elif event_type in ALERT_EVENTS:
         data = ALERT_DATA_SCHEMA
+    elif event_type in SOURCE_EVENTS:
+        data = SOURCE_DATA_SCHEMA
     else:
         data = {"type": "object"}
     return {

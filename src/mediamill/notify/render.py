@@ -68,6 +68,8 @@ def subject(envelope: dict[str, Any], ctx: EventContext) -> str:
         return f"Rollout aborted: {data.get('workflow_code', '?')} v{data.get('version', '?')}"
     if kind == "rollout.promoted":
         return f"Rollout promoted: {data.get('workflow_code', '?')} v{data.get('version', '?')}"
+    if kind == "source.file_skipped":
+        return f"Source {data.get('source', '?')} skipped a file: {data.get('path', '?')}"
     if kind == "test":
         return "mediamill test notification"
     return kind
@@ -99,6 +101,9 @@ def summary_line(envelope: dict[str, Any], ctx: EventContext) -> str:
                f"{data.get('reason') or 'by request'}"
     if kind == "rollout.promoted":
         return f"Version {data.get('version')} of {data.get('workflow_code')} is now active for every new job."
+    if kind == "source.file_skipped":
+        return (f"Source {data.get('source')} skipped {data.get('path')} ({data.get('reason')}): "
+                f"{data.get('error') or ''}").strip()
     if kind == "test":
         return "This is a test notification from mediamill: the channel works."
     return kind

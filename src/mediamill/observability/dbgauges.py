@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
+from mediamill.store import liveness
 from mediamill.store import tables as t
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import utcnow
@@ -71,6 +72,7 @@ def collect_db_gauges(conn: Connection, *, live_seconds: float) -> list[GaugeMet
         _dead_letter_gauge(conn),
         _pending_notifications_gauge(conn),
         _alerts_gauge(conn),
+        *_source_gauges(conn, now),
     ]
 
 
@@ -140,10 +142,7 @@ def _breaker_gauge(conn: Connection) -> GaugeMetricFamily:
 
 def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list[GaugeMetricFamily]:
     w = t.workers
-    cutoff = datetime.fromtimestamp(now.timestamp() - live_seconds)
-    rows = conn.execute(
-        sa.select(w.c.pools).where(w.c.heartbeat_at >= cutoff, w.c.status.notin_(("stopped", "dead")))
-    ).all()
+    rows = conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, live_seconds))).all()
     live = GaugeMetricFamily("mediamill_workers_live", "Workers with a recent heartbeat serving a pool",
                              labels=["pool"])
     slots = GaugeMetricFamily("mediamill_worker_slots", "Concurrent step slots of live workers per pool",
@@ -215,3 +214,24 @@ def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
         g.add_metric([rule, severity or "P3"], n)
     return g
 
+
+
+def _source_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
+    """Per source: files waiting to be taken, and the lag — how long the oldest of them has waited."""
+    sf, src = t.source_files, t.sources
+    lag = GaugeMetricFamily("mediamill_source_lag_seconds", "Age of the oldest file a source has seen but not yet "
+                            "turned into a job (0 when it is caught up)", labels=["source"])
+    waiting = GaugeMetricFamily("mediamill_source_files_waiting", "Files a source has seen but not yet taken",
+                                labels=["source"])
+    held = GaugeMetricFamily("mediamill_source_backpressure", "1 while a source waits for its queue to drain",
+                             labels=["source"])
+    rows = conn.execute(sa.select(src.c.name, src.c.waiting_reason, sa.func.count(sf.c.id),
+                                  sa.func.min(sf.c.first_seen_at))
+                        .select_from(src.outerjoin(sf, sa.and_(sf.c.source_id == src.c.id,
+                                                                sf.c.status.in_(("pending", "claimed")))))
+                        .where(src.c.enabled.is_(True)).group_by(src.c.id, src.c.name, src.c.waiting_reason))
+    for name, reason, n, oldest in rows:
+        lag.add_metric([name], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        waiting.add_metric([name], n)
+        held.add_metric([name], 1 if reason else 0)
+    return [lag, waiting, held]

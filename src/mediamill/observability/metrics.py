@@ -47,6 +47,7 @@ __all__ = [
     "notification_delivered",
     "render",
     "reset_for_tests",
+    "source_file",
     "step_finished",
     "step_retried",
 ]
@@ -78,6 +79,7 @@ class _Metrics:
     auth_failures: Any
     http_requests: Any
     http_duration: Any
+    source_files: Any
 
 
 @dataclass
@@ -115,7 +117,7 @@ def configure_metrics(settings: Settings) -> Path | None:
     directory = metrics_dir(settings)
     with _state.lock:
         _state.db_cache_seconds = float(getattr(settings, "metrics_db_cache_seconds", 5.0))
-        _state.live_seconds = float(max(settings.lease_seconds * 2, 10))
+        _state.live_seconds = float(settings.lease_seconds)  # the liveness rule: a heartbeat within the lease
         if directory != _state.directory or _state.metrics is None:
             _switch_directory(directory)
         _state.configured = True
@@ -196,6 +198,8 @@ def _build() -> _Metrics:
         http_requests=counter("mediamill_http_requests", "HTTP requests", ["method", "route", "status"]),
         http_duration=histogram("mediamill_http_request_duration_seconds", "HTTP request time",
                                 ["method", "route"], HTTP_BUCKETS),
+        source_files=counter("mediamill_source_files", "Files sources dealt with, by outcome (submitted, "
+                             "unreadable, rejected, vanished, done, failed)", ["source", "outcome"]),
     )
 
 
@@ -283,6 +287,11 @@ def http_request(method: str, route: str, status: int, duration_s: float) -> Non
     m.http_duration.labels(method, route).observe(duration_s)
 
 
+def source_file(source: str, outcome: str) -> None:
+    """A source took, skipped or finished a file."""
+    _m().source_files.labels(source, outcome).inc()
+
+
 # --------------------------------------------------------------------------- telemetry bus
 _TELEMETRY: dict[str, Any] = {}
 
@@ -316,6 +325,7 @@ def install_telemetry_handlers() -> None:
         "job.rescued": _bridge(job_rescued, "queue"),
         "breaker.transition": _bridge(breaker_transition, "action", "state"),
         "breaker.state": _bridge(breaker_transition, "action", "state"),
+        "source.file": _bridge(source_file, "source", "outcome"),
     }
     for event, handler in bridges.items():
         # telemetry.clear() (tests) drops our handlers; re-install only what is missing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import uuid
 from abc import ABC, abstractmethod
@@ -11,7 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from mediamill.errors import InvalidInput
+from mediamill.errors import InvalidInput, StorageFull
+
+#: errno values of a full disk
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def full_disk() -> StorageFull:
+    """A full-disk ``OSError`` as the public 507 (the path stays in the log, not in the message)."""
+    return StorageFull("the server's storage is full; nothing was stored. Try again later.")
 
 CHUNK = 1024 * 1024
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(/[a-z0-9][a-z0-9_.\-]*)*$")
@@ -39,10 +48,36 @@ def check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StorageHealth:
+    """What ``/readyz`` reports about storage: ``ok`` and, when not, a plain ``problem``."""
+
+    ok: bool
+    backend: str
+    problem: str | None = None
+    free_bytes: int | None = None  # local storage only
+    min_free_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in {"status": "ok" if self.ok else "unavailable", "backend": self.backend,
+                                  "problem": self.problem, "free_bytes": self.free_bytes,
+                                  "min_free_bytes": self.min_free_bytes}.items() if v is not None}
+
+
 class Storage(ABC):
     """put from a stream, get as a stream, exists, delete, local path, presign."""
 
     scheme: str = ""
+    #: new inputs are refused (HTTP 507) below this much free space, so jobs already accepted can
+    #: still write their outputs; set from ``MEDIAMILL_STORAGE_MIN_FREE_MB``
+    min_free_bytes: int = 0
+
+    def health(self) -> StorageHealth:
+        """Can objects be written now? (free space on local storage; bucket exists and is writable on S3)."""
+        return StorageHealth(ok=True, backend=self.scheme)
+
+    def check_room(self) -> None:  # noqa: B027  (a hook: backends without a disk have nothing to check)
+        """Raise ``StorageFull`` when a new input must be refused for lack of space."""
 
     @abstractmethod
     def put(self, key: str, stream: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:

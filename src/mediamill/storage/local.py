@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from mediamill.errors import NotFound
+from mediamill.errors import NotFound, StorageFull
 from mediamill.fsmode import PRIVATE_FILE, private_dir
-from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
+from mediamill.storage.base import CHUNK, NO_SPACE, ObjectInfo, Storage, StorageHealth, check_key, full_disk
+
+MB = 1024 * 1024
 
 
 class LocalStorage(Storage):
     scheme = "file"
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def health(self) -> StorageHealth:
+        free = self.free_bytes()
+        ok = free >= self.min_free_bytes
+        problem = None if ok else (f"free space {free // MB} MB is below the floor of {self.min_free_bytes // MB} MB "
+                                   "(MEDIAMILL_STORAGE_MIN_FREE_MB)")
+        return StorageHealth(ok=ok, backend=self.scheme, problem=problem, free_bytes=free,
+                             min_free_bytes=self.min_free_bytes)
+
+    def check_room(self) -> None:
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            raise StorageFull("the server's storage is nearly full; new files are refused until space is freed. "
+                              "Try again later.")
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -40,8 +59,10 @@ class LocalStorage(Storage):
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                raise full_disk() from exc
             raise
         return ObjectInfo(key=key, size=size, checksum=digest.hexdigest())
 

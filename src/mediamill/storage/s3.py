@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mediamill.errors import NotFound, TransientError
-from mediamill.storage.base import CHUNK, ObjectInfo, Storage, check_key
+from mediamill.errors import NotFound, ServiceUnavailable, TransientError
+from mediamill.storage.base import CHUNK, ObjectInfo, Storage, StorageHealth, check_key
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
@@ -62,6 +63,11 @@ def public_endpoint() -> str | None:
     return value or None
 
 
+def s3_client() -> Any:
+    """A boto3 S3 client configured from the environment (what storage, sources and deliveries use)."""
+    return _client()
+
+
 def _client(endpoint: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
@@ -75,9 +81,17 @@ def _client(endpoint: str | None = None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
 def _is_missing(exc: Exception) -> bool:
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+    return _error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+#: how long a bucket check is reused (``/readyz`` is polled every few seconds by load balancers)
+HEALTH_CACHE_SECONDS = 10.0
+PROBE_KEY = "health/write-probe"
 
 
 class S3Storage(Storage):
@@ -92,6 +106,7 @@ class S3Storage(Storage):
         self.client = client if client is not None else _client()
         self.public_endpoint_url = public_endpoint_url if public_endpoint_url is not None else public_endpoint()
         self._presigner: Any = None
+        self._health: tuple[float, StorageHealth] | None = None
 
     @property
     def presigner(self) -> Any:
@@ -132,8 +147,12 @@ class S3Storage(Storage):
             self.client.upload_fileobj(io.BufferedReader(reader, CHUNK), self.bucket, self._k(key),
                                        ExtraArgs=extra or None, Config=self._transfer_config())
         except Exception as exc:
+            if _error_code(exc) == "NoSuchBucket" or "NoSuchBucket" in str(exc):
+                raise self._missing_bucket() from exc
             if exc.__class__.__name__ in ("ClientError", "S3UploadFailedError", "EndpointConnectionError"):
-                raise TransientError(f"S3 upload of {key} failed: {exc}") from exc
+                raise TransientError(f"S3 upload to bucket {self.bucket!r} failed: {exc}",
+                                     public_message=f"storage bucket {self.bucket!r} refused the upload; "
+                                                    "try again later") from exc
             raise
         return ObjectInfo(key=key, size=reader.size, checksum=reader.digest.hexdigest())
 
@@ -210,6 +229,54 @@ class S3Storage(Storage):
         if content_type:
             params["ContentType"] = content_type
         return str(self.presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=expires))
+
+    def _missing_bucket(self) -> ServiceUnavailable:
+        return ServiceUnavailable(f"storage bucket {self.bucket!r} does not exist (MEDIAMILL_STORAGE_URL); "
+                                  "create it or point MEDIAMILL_STORAGE_URL at an existing bucket")
+
+    def health(self) -> StorageHealth:
+        """The bucket exists and takes a write (a tiny probe object, deleted again); cached briefly."""
+        now = time.monotonic()
+        cached = self._health
+        if cached is not None and now - cached[0] < HEALTH_CACHE_SECONDS:
+            return cached[1]
+        result = StorageHealth(ok=True, backend=self.scheme, problem=self._bucket_problem())
+        if result.problem:
+            result = StorageHealth(ok=False, backend=self.scheme, problem=result.problem)
+        self._health = (now, result)
+        return result
+
+    def _bucket_problem(self) -> str | None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            code = _error_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                return f"bucket {self.bucket!r} does not exist"
+            if code in ("403", "AccessDenied"):
+                return f"bucket {self.bucket!r} is not accessible with these credentials"
+            return f"bucket {self.bucket!r} cannot be reached ({type(exc).__name__})"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._k(PROBE_KEY), Body=b"ok")
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(PROBE_KEY))
+        except Exception as exc:
+            return f"bucket {self.bucket!r} is not writable ({_error_code(exc) or type(exc).__name__})"
+        return None
+
+    def object_ref(self, key: str) -> tuple[str, str]:
+        """(bucket, full key) of a stored object, for server-side copies to and from other buckets."""
+        return self.bucket, self._k(key)
+
+    def copy_in(self, key: str, *, bucket: str, source_key: str) -> ObjectInfo:
+        """Store a copy of another bucket's object under ``key`` without moving its bytes through us."""
+        try:
+            self.client.copy({"Bucket": bucket, "Key": source_key}, self.bucket, self._k(key),
+                             Config=self._transfer_config())
+        except Exception as exc:
+            if _is_missing(exc):
+                raise NotFound(f"no object s3://{bucket}/{source_key}") from exc
+            raise
+        return ObjectInfo(key=key, size=self.size(key))
 
     def ensure_bucket(self) -> None:
         """Create the bucket when missing (tests, first start against an empty MinIO)."""

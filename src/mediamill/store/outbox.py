@@ -20,7 +20,7 @@ from mediamill.store.timeutil import utcnow
 EVENT_TYPES = (
     "job.completed", "job.partial", "job.failed", "job.cancelled", "job.dead_lettered",
     "breaker.opened", "breaker.closed", "alert.firing", "alert.resolved", "rollout.aborted", "rollout.promoted",
-    "test",
+    "source.file_skipped", "test",
 )
 
 _LEGACY_TYPE = {"job.completed": "completion", "job.partial": "completion", "job.failed": "failure",

@@ -45,6 +45,8 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200)),
     Column("created_at", DateTime, server_default=NOW),
+    # where per-job ``deliver`` overrides may write (folder paths / s3:// prefixes); NULL = nowhere
+    Column("deliver_prefixes", JSON),
 )
 
 api_keys = Table(
@@ -185,6 +187,7 @@ workflow_jobs = Table(
     Column("finished_at", DateTime),  # any terminal state: completed, partial, failed, cancelled
     Column("routing", JSON),  # how a job submitted without a workflow was routed
     Column("rerun", JSON),  # {"run": N, "steps": [...]}: the steps a reprocess run re-executes
+    Column("deliver", JSON),  # a per-job override of the workflow's ``deliver:``
     Index("ix_workflow_jobs_status_priority", "status", "priority"),
     Index("ix_workflow_jobs_tenant_id_desc", "tenant_id", "id"),
     Index("ix_workflow_jobs_workflow_status", "workflow_id", "status"),
@@ -331,6 +334,8 @@ job_outputs = Table(
     Column("metadata", JSON),
     Column("visible", Boolean, server_default=text("TRUE")),
     Column("created_at", DateTime, server_default=NOW),
+    Column("delivered_url", Text),  # where the workflow's ``deliver:`` step put it
+    Column("delivered_at", DateTime),
     UniqueConstraint("job_id", "name", name="uq_job_outputs_job_name"),
 )
 
@@ -465,4 +470,52 @@ alerts = Table(
     Column("resolved_at", DateTime),
     Column("updated_at", DateTime),
     Index("ix_alerts_rule_state", "rule_name", "label_key", "state"),
+)
+
+# --------------------------------------------------------------------------- sources (watch folders, buckets)
+sources = Table(
+    "sources", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", String(64), nullable=False, server_default=text("'default'")),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(10), nullable=False),  # folder | bucket
+    Column("location", Text, nullable=False),  # a folder path, or s3://bucket/prefix
+    Column("config", JSON, nullable=False),  # patterns, recursive, after, workflow, priority, metadata, limits
+    Column("enabled", Boolean, nullable=False, server_default=text("TRUE")),
+    Column("secret", String(100)),  # salt of the event secret (derived with the install key; never stored)
+    Column("high_water", Text),  # the last key an incremental bucket listing finished
+    Column("owner", String(100)),  # the process elected to run the source
+    Column("lease_expires_at", DateTime),
+    Column("last_scan_at", DateTime),
+    Column("last_error", Text),
+    Column("waiting_reason", String(100)),  # e.g. "backpressure" while the queue is over the limit
+    Column("created_at", DateTime, server_default=NOW),
+    Column("updated_at", DateTime),
+    UniqueConstraint("tenant_id", "name", name="uq_sources_tenant_name"),
+)
+
+source_files = Table(
+    "source_files", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", Integer, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", String(64), nullable=False, server_default=text("'default'")),
+    Column("path", Text, nullable=False),  # relative to the folder, or the object key
+    Column("fingerprint", String(200), nullable=False),  # size + mtime (folder) or ETag (bucket)
+    Column("size", BigInteger),
+    Column("etag", String(200)),
+    Column("mtime", Float),
+    Column("content_hash", String(64)),
+    # pending → claimed → submitted → done | failed;  skipped (unreadable / refused, never retried)
+    Column("status", String(20), nullable=False, server_default=text("'pending'")),
+    Column("origin", String(10)),  # scan | listing | event
+    Column("claimed_by", String(100)),
+    Column("claimed_at", DateTime),
+    Column("job_id", Integer),
+    Column("error", Text),
+    Column("after_done", String(20)),  # what the after-action did: kept | moved | deleted | error
+    Column("first_seen_at", DateTime, server_default=NOW),
+    Column("taken_at", DateTime),
+    Column("finished_at", DateTime),
+    UniqueConstraint("source_id", "path", "fingerprint", name="uq_source_files_identity"),
+    Index("ix_source_files_source_status", "source_id", "status", "id"),
 )

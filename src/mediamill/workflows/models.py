@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CODE_PATTERN = r"^[A-Z0-9][A-Z0-9_\-]{1,49}$"
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,49}$"
@@ -33,6 +34,54 @@ class ShadowDef(BaseModel):
     percent: float = Field(gt=0, le=100)
 
 
+DELIVER_ACTION = "deliver"
+DELIVER_STEP = "Deliver"
+#: names a ``deliver.to`` template may use (plus ``metadata.<key>``)
+DELIVER_FIELDS = frozenset({"job_code", "job_id", "workflow", "input_stem", "input_name", "input_ext", "step",
+                            "output", "output_stem", "ext", "date", "tenant"})
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+class DeliverDef(BaseModel):
+    """Where a job's outputs go once it is finished: ``to`` is a folder path or an ``s3://bucket/prefix``
+    URL with a name template, e.g. ``s3://cdn/videos/{job_code}/{output}``. Without any ``{field}`` it is a
+    prefix and ``{job_code}/{output}`` is appended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(min_length=1, max_length=2000)
+    outputs: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="output name globs")
+    overwrite: Literal["replace", "skip", "fail"] = "replace"
+    content_type: str | None = Field(default=None, max_length=200,
+                                     description="the stored Content-Type (default: each output's MIME type)")
+    retry_count: int = Field(default=5, ge=0, le=100)
+    timeout_seconds: int = Field(default=3600, gt=0, le=7 * 86400)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"to": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_to(self) -> DeliverDef:
+        if not (self.to.startswith("s3://") or self.to.startswith("/") or self.to.startswith("file:///")):
+            raise ValueError(f"to: expected s3://bucket/prefix or an absolute folder path, got {self.to!r}")
+        if self.to.startswith("s3://") and not self.to[5:].split("/", 1)[0]:
+            raise ValueError(f"to: no bucket in {self.to!r}")
+        for name in _TEMPLATE_FIELD.findall(self.to):
+            if name not in DELIVER_FIELDS and not re.fullmatch(r"metadata\.[A-Za-z0-9_]+", name):
+                raise ValueError(f"to: unknown field {{{name}}} (known: {', '.join(sorted(DELIVER_FIELDS))}, "
+                                 "metadata.<key>)")
+        if "{" not in self.to:
+            self.to = self.to.rstrip("/") + "/{job_code}/{output}"
+        return self
+
+    @property
+    def static_prefix(self) -> str:
+        """The part of ``to`` before its first field: what an allow-list is checked against."""
+        return self.to.split("{", 1)[0]
+
+
 class WorkflowDef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +97,16 @@ class WorkflowDef(BaseModel):
     retry_count: int = Field(default=3, ge=0, le=100)
     steps: list[StepDef] = Field(min_length=1, max_length=200)
     shadow: ShadowDef | None = None
+    deliver: DeliverDef | None = None
+
+    @model_validator(mode="after")
+    def _delivery_step(self) -> WorkflowDef:
+        """``deliver:`` runs as the last step of its own (recorded, retried, visible like any other)."""
+        if self.deliver is not None and not any(s.action == DELIVER_ACTION for s in self.steps):
+            self.steps.append(StepDef(name=DELIVER_STEP, action=DELIVER_ACTION, on_failure="retry",
+                                      retry_count=self.deliver.retry_count,
+                                      timeout_seconds=self.deliver.timeout_seconds))
+        return self
 
     @property
     def queue_name(self) -> str:

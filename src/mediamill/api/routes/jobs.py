@@ -32,7 +32,13 @@ from mediamill.api.deps import (
     safe_filename,
     upload_slot,
 )
-from mediamill.api.downloads import send_object
+from mediamill.api.downloads import (
+    PLAYLIST_TYPES,
+    is_plain_output_name,
+    output_url_path,
+    send_object,
+    send_playlist,
+)
 from mediamill.api.limits import RateLimiter
 from mediamill.api.models import (
     BulkReprocess,
@@ -174,6 +180,15 @@ def _check_workflow(request: Request, caller: Caller, code: str | None) -> None:
         raise NotFound(f"no workflow {code!r}")
 
 
+def _check_deliver(request: Request, caller: Caller, raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    from mediamill.engine.delivery import check_override
+
+    with read_engine(request).connect() as conn:
+        return check_override(conn, caller.tenant_id, raw)
+
+
 def _idempotency_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -300,7 +315,14 @@ def _json_request(request: Request, caller: Caller, body: JobSubmit) -> tuple[Su
     job_input, link_upload = _json_input(request, caller, body)
     req = _base_request(request, caller, workflow=body.workflow, priority=body.priority, metadata=body.metadata,
                         params=body.params, notify=notify, job_input=job_input, version=body.version)
-    req.idempotency_hash = _idempotency_hash(body.model_dump(mode="json")) if req.idempotency_key else None
+    req.deliver = _check_deliver(request, caller, body.deliver)
+    if req.idempotency_key:
+        described = body.model_dump(mode="json")
+        if body.upload_id and job_input.checksum:
+            # the same bytes uploaded again (a client retrying after a lost answer) are the same request,
+            # as they are for a multipart submission
+            described["upload_id"] = f"sha256:{job_input.checksum}"
+        req.idempotency_hash = _idempotency_hash(described)
     return req, link_upload
 
 
@@ -342,6 +364,9 @@ def _form_request(request: Request, caller: Caller, fields: dict[str, str], job_
                         metadata=_json_object(fields.get("metadata"), "metadata"),
                         params=_json_object(fields.get("params"), "params"),
                         notify=_check_notify(request, notify_spec), job_input=job_input)
+    if fields.get("deliver"):
+        raw = fields["deliver"].strip()
+        req.deliver = _check_deliver(request, caller, _json_object(raw, "deliver") if raw.startswith("{") else raw)
     if req.idempotency_key:
         req.idempotency_hash = _idempotency_hash(sorted(fields.items()), job_input.checksum)
     return req
@@ -441,23 +466,34 @@ def list_outputs(request: Request, job_id: int = JOB_ID, caller: Caller = auth.V
     """Every file the job's steps produced, with download links."""
     job = _job(request, caller, job_id)
     root = f"{base_url(request)}/v1/jobs/{job_id}/outputs"
-    return {"items": [{**_public_output(o), "url": f"{root}/{o['name']}"} for o in job.get("outputs", [])]}
+    return {"items": [{**_public_output(o), "url": f"{root}/{output_url_path(o['name'])}"}
+                      for o in job.get("outputs", [])]}
 
 
 def _public_output(o: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in o.items() if k not in ("storage_key", "tenant_id")}
 
 
-@router.get("/{job_id}/outputs/{name}", response_class=Response,
+@router.get("/{job_id}/outputs/{name:path}", response_class=Response,
             responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the file (its own media type)"},
                        307: {"description": "redirect to a short-lived presigned URL"}})
 def download_output(request: Request, name: str, job_id: int = JOB_ID, caller: Caller = auth.Viewer) -> Response:
-    """Download one output (Range requests on local storage; a presigned redirect on S3)."""
+    """Download one output (Range requests on local storage; a presigned redirect on S3).
+
+    Names may contain ``/`` (an HLS ladder's ``hls/360p/index.m3u8`` and its segments), so the
+    master playlist's URL plays straight from here: its relative URIs resolve to their siblings.
+    The name is only ever compared with the job's recorded output names, never joined to a path;
+    ``.``/``..`` segments are refused outright.
+    """
+    if not is_plain_output_name(name):
+        raise NotFound(f"job {job_id} has no output {name!r}")
     job = _job(request, caller, job_id)
     out = next((o for o in job.get("outputs", []) if o["name"] == name), None)
     if out is None:
         raise NotFound(f"job {job_id} has no output {name!r}")
+    if out.get("mime_type") in PLAYLIST_TYPES:
+        return send_playlist(runtime(request).storage, out["storage_key"], media_type=out["mime_type"])
     return send_object(request, runtime(request).storage, out["storage_key"], filename=out["name"],
                        media_type=out.get("mime_type"))
 

@@ -57,7 +57,8 @@ def resume_queue(request: Request, name: str = QUEUE_NAME, caller: Caller = auth
 def list_workers(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Workers serving the caller's queues: those pools, last heartbeat, the tenant's running jobs
     (the ``default`` tenant: every worker with host, pid and jobs done)."""
-    return {"items": ops().list_workers(read_engine(request), tenant_id=caller.scope)}
+    return {"items": ops().list_workers(read_engine(request), lease_seconds=runtime(request).settings.lease_seconds,
+                                        tenant_id=caller.scope)}
 
 
 # ------------------------------------------------------------------------------ dead letters

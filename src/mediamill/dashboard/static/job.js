@@ -1,7 +1,8 @@
 /* Job detail: follow one job over its SSE stream (GET /v1/jobs/{id}/events, resumed after the
  * last event the page was rendered with). Each event updates the step, status and progress at
  * once; the server re-renders the timeline and outputs shortly after (regions that did not change,
- * like a playing video, stay as they are). Audio waveforms are drawn from the peaks JSON. */
+ * like a playing video, stay as they are). Audio waveforms are drawn from the peaks JSON; an HLS
+ * ladder plays natively where the browser can. */
 "use strict";
 (() => {
   const MM = (window.MM = window.MM || {});
@@ -104,10 +105,25 @@
     }
   }
   MM.drawWaveforms = (root) => (root || document).querySelectorAll("canvas[data-waveform]").forEach(drawWaveform);
-  document.addEventListener("mm:refreshed", () => MM.drawWaveforms());
+
+  // ---------------------------------------------------------------- HLS
+  // The master playlist plays natively where the browser supports HLS (Safari, iOS, Android, Edge
+  // on some platforms); elsewhere the player is replaced by a note and the playlist link stays.
+  function prepareHls(video) {
+    if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      if (!video.getAttribute("src")) video.src = video.dataset.hls;
+      return;
+    }
+    video.hidden = true;
+    const note = video.parentElement && video.parentElement.querySelector(".hls-note");
+    if (note) note.hidden = false;
+  }
+  MM.prepareHls = (root) => (root || document).querySelectorAll("video[data-hls]").forEach(prepareHls);
+  document.addEventListener("mm:refreshed", () => { MM.drawWaveforms(); MM.prepareHls(); });
 
   document.addEventListener("DOMContentLoaded", () => {
     MM.drawWaveforms();
+    MM.prepareHls();
     const live = document.getElementById("live");
     if (live && live.querySelector("#job") && MM.page) MM.followJob(live, MM.page);
   });

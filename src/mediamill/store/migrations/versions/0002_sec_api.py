@@ -1,14 +1,14 @@
 """tus PATCH claims (one writer per upload across API processes); indexes for shared-input checks
 
 Revision ID: 0002_sec_api
-Revises: 0002_pipelines
+Revises: 0002_sources
 Create Date: 2026-11-29 22:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0002_sec_api'
-down_revision = '0002_pipelines'
+down_revision = '0002_sources'
 branch_labels = None
 depends_on = None
 

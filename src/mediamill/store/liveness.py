@@ -1,0 +1,30 @@
+"""One liveness rule for workers, used by every reader (API, dashboard, metrics, alerts, CLI) and by the
+housekeeping that marks and prunes dead workers: a worker is alive while its heartbeat is newer than the lease
+(``lease_seconds``). That is the rule the rescue applies to its jobs, so a worker whose jobs were rescued never
+still shows alive, and a killed worker shows dead after one lease, whatever its last ``status`` said."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from mediamill.store.tables import workers
+
+# statuses written by someone other than a live worker: said goodbye, or marked dead by the housekeeping
+DEAD_STATUSES = ("stopped", "lost")
+
+
+def cutoff(now: datetime, lease_seconds: float) -> datetime:
+    """Heartbeats older than this are from dead workers."""
+    return now - timedelta(seconds=lease_seconds)
+
+
+def is_alive(status: str | None, heartbeat_at: datetime | None, now: datetime, lease_seconds: float) -> bool:
+    return status not in DEAD_STATUSES and heartbeat_at is not None and heartbeat_at > cutoff(now, lease_seconds)
+
+
+def alive_clause(now: datetime, lease_seconds: float) -> Any:
+    """The same rule as a WHERE clause on ``workers``."""
+    return sa.and_(workers.c.heartbeat_at > cutoff(now, lease_seconds), workers.c.status.notin_(DEAD_STATUSES))
