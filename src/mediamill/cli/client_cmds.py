@@ -32,7 +32,7 @@ def login(url: str = typer.Argument(..., help="the server, e.g. https://media.ex
     if verify:
         with Client(url, key) as mm:
             me = mm.me()
-        who = f" as {me.get('role')} of tenant {me.get('tenant')}"
+        who = f" as {me.role} of tenant {me.tenant}"
     path = remote.save_login(url, key)
     console.print(f"logged in to {url}{who}; key saved to {path}", highlight=False, soft_wrap=True)
 

@@ -33,11 +33,14 @@ from mediamill.client.errors import (
 )
 from mediamill.client.models import (
     Breaker,
+    BreakerReset,
     DeadLetter,
     Event,
     Job,
     JobAccepted,
+    JobPriority,
     JobSummary,
+    Me,
     Output,
     ProgressEvent,
     Queue,
@@ -47,6 +50,7 @@ from mediamill.client.models import (
     StepEvent,
     Worker,
     Workflow,
+    WorkflowActivation,
     WorkflowDefinition,
     WorkflowDiff,
     WorkflowSaved,
@@ -56,11 +60,11 @@ from mediamill.client.models import (
 from mediamill.client.sync import Client
 
 __all__ = [
-    "ENDPOINTS", "APIConnectionError", "APIError", "AsyncClient", "AuthenticationError", "BadRequestError",
-    "Breaker", "Client", "ConflictError", "DeadLetter", "Event", "Job", "JobAccepted", "JobSummary",
-    "MediamillClientError", "NotFoundError", "Output", "PayloadTooLargeError", "PermissionDeniedError",
-    "ProgressEvent", "Queue", "RateLimitError", "RetryPolicy", "ServerError", "ServiceUnavailableError",
-    "StatusEvent", "StatusResult", "Step", "StepEvent", "UnprocessableEntityError", "UnsupportedMediaTypeError",
-    "UploadError", "WaitTimeout", "Worker", "Workflow", "WorkflowDefinition", "WorkflowDiff", "WorkflowSaved",
+    "ENDPOINTS", "APIConnectionError", "APIError", "AsyncClient", "AuthenticationError", "BadRequestError", "Breaker",
+    "BreakerReset", "Client", "ConflictError", "DeadLetter", "Event", "Job", "JobAccepted", "JobPriority", "JobSummary",
+    "Me", "MediamillClientError", "NotFoundError", "Output", "PayloadTooLargeError", "PermissionDeniedError",
+    "ProgressEvent", "Queue", "RateLimitError", "RetryPolicy", "ServerError", "ServiceUnavailableError", "StatusEvent",
+    "StatusResult", "Step", "StepEvent", "UnprocessableEntityError", "UnsupportedMediaTypeError", "UploadError",
+    "WaitTimeout", "Worker", "Workflow", "WorkflowActivation", "WorkflowDefinition", "WorkflowDiff", "WorkflowSaved",
     "WorkflowValidation", "WorkflowVersion",
 ]

@@ -212,8 +212,8 @@ class AsyncClient:
         body = {"version": version} if version is not None else None
         return m.StatusResult.from_api(await self._call("retry", job_id=job_id, json=body))
 
-    async def set_priority(self, job_id: int, priority: int) -> dict[str, Any]:
-        return dict(await self._call("set_priority", job_id=job_id, json={"priority": priority}))
+    async def set_priority(self, job_id: int, priority: int) -> m.JobPriority:
+        return m.JobPriority.from_api(await self._call("set_priority", job_id=job_id, json={"priority": priority}))
 
     async def outputs(self, job_id: int) -> list[m.Output]:
         return [m.Output.from_api(o) for o in (await self._call("outputs", job_id=job_id))["items"]]
@@ -341,8 +341,8 @@ class AsyncClient:
     async def breakers(self) -> list[m.Breaker]:
         return [m.Breaker.from_api(b) for b in (await self._call("breakers"))["items"]]
 
-    async def reset_breaker(self, action: str) -> None:
-        await self._call("breaker_reset", action=action)
+    async def reset_breaker(self, action: str) -> m.BreakerReset:
+        return m.BreakerReset.from_api(await self._call("breaker_reset", action=action))
 
     async def actions(self, family: str | None = None) -> list[m.ActionInfo]:
         return [m.ActionInfo.from_api(a) for a in (await self._call("actions", params=c.query(family=family)))["items"]]
@@ -372,8 +372,8 @@ class AsyncClient:
         """Jobs submitted and finished in the last ``window`` (1h, 6h, 24h, 7d), error rate and p95 run time."""
         return m.Summary.from_api(await self._call("summary", params={"window": window}))
 
-    async def me(self) -> dict[str, Any]:
-        return dict(await self._call("me"))
+    async def me(self) -> m.Me:
+        return m.Me.from_api(await self._call("me"))
 
     async def list_keys(self) -> list[dict[str, Any]]:
         return list((await self._call("keys"))["items"])
@@ -457,11 +457,12 @@ class AsyncWorkflows:
         return m.WorkflowDiff.from_api(await self._c._call("workflow_diff", code=code,
                                                            params={"from": from_version, "to": to_version}))
 
-    async def activate(self, code: str, version: int) -> dict[str, Any]:
-        return dict(await self._c._call("workflow_activate", code=code, json={"version": version}))
+    async def activate(self, code: str, version: int) -> m.WorkflowActivation:
+        return m.WorkflowActivation.from_api(await self._c._call("workflow_activate", code=code,
+                                                                 json={"version": version}))
 
-    async def deactivate(self, code: str) -> dict[str, Any]:
-        return dict(await self._c._call("workflow_deactivate", code=code))
+    async def deactivate(self, code: str) -> m.WorkflowActivation:
+        return m.WorkflowActivation.from_api(await self._c._call("workflow_deactivate", code=code))
 
 
 class AsyncDeadLetters:

@@ -137,6 +137,15 @@ class Job(JobSummary):
     dead_letter: dict[str, Any] | None = None
 
 
+class JobPriority(Model):
+    """The outcome of ``set_priority``: the job, its priority and its status."""
+
+    __schema__ = "JobPriority"
+    id: int
+    priority: int | None
+    status: str | None
+
+
 class StatusResult(Model):
     """The outcome of cancel / retry: the job id and its status."""
 
@@ -217,58 +226,83 @@ class Upload(Model):
 class Workflow(Model):
     """A workflow with its current version."""
 
+    __schema__ = "WorkflowSummary"
     code: str
-    name: str | None = None
-    type: str | None = None
-    queue: str | None = None
-    priority: int | None = None
-    active: bool = True
-    current_version: int | None = None
-    versions: int | None = None
-    updated_at: datetime | None = None
+    name: str | None
+    type: str | None
+    queue: str | None
+    priority: int | None
+    active: bool
+    current_version: int | None
+    versions: int
+    updated_at: datetime | None
 
 
 class WorkflowDefinition(Model):
     """One version of a workflow with its definition."""
 
+    __schema__ = "WorkflowOut"
     code: str
     version: int
-    current_version: int | None = None
-    active: bool | None = None
-    definition: dict[str, Any] = Field(default_factory=dict)
+    current_version: int | None
+    active: bool
+    definition: dict[str, Any]
 
 
 class WorkflowVersion(Model):
+    """One saved version of a workflow (``active``: the version new jobs run)."""
+
+    __schema__ = "WorkflowVersion"
     version: int
-    checksum: str | None = None
-    author: str | None = None
-    created_at: datetime | None = None
-    is_current: bool | None = None
+    checksum: str
+    created_by: str | None
+    created_at: datetime | None
+    comment: str | None
+    active: bool
 
 
 class WorkflowSaved(Model):
     """The version ``apply`` saved (``created`` is False when the content was already a version)."""
 
+    __schema__ = "WorkflowSaved"
     code: str
     version: int
     created: bool
-    active: bool | None = None
+    active: bool
     warnings: list[str] = Field(default_factory=list)
 
 
 class WorkflowValidation(Model):
+    """A dry run: whether the document is valid, and every located problem when not."""
+
+    __schema__ = "WorkflowValidation"
     valid: bool
-    problems: list[str] = Field(default_factory=list)
+    problems: list[str]
     code: str | None = None
     steps: int | None = None
     checksum: str | None = None
 
 
 class WorkflowDiff(Model):
-    diff: str = ""
-    steps_added: list[str] = Field(default_factory=list)
-    steps_removed: list[str] = Field(default_factory=list)
-    steps_changed: list[str] = Field(default_factory=list)
+    """How two versions of a workflow differ (``from_`` is the JSON's ``from``)."""
+
+    __schema__ = "WorkflowDiff"
+    code: str
+    from_: int = Field(alias="from")
+    to: int
+    diff: str
+    steps_added: list[str]
+    steps_removed: list[str]
+    steps_changed: list[str]
+
+
+class WorkflowActivation(Model):
+    """The outcome of ``activate`` / ``deactivate``."""
+
+    __schema__ = "WorkflowActivation"
+    code: str
+    version: int | None = None
+    active: bool
 
 
 # ------------------------------------------------------------------------------ operations
@@ -323,28 +357,67 @@ class Ok(Model):
 
 
 class Queue(Model):
+    """A queue's depth and state."""
+
+    __schema__ = "QueueStats"
     name: str
-    depth: int = 0
-    waiting: int = 0
-    processing: int = 0
-    scheduled: int = 0
-    oldest_wait_seconds: float = 0.0
-    paused: bool = False
+    depth: int
+    waiting: int
+    processing: int
+    scheduled: int
+    oldest_wait_seconds: float
+    paused: bool
 
 
 class Worker(Model):
+    """A worker process (hostname, pid and jobs_done are shown to the default tenant only)."""
+
+    __schema__ = "WorkerOut"
     id: str
-    hostname: str | None = None
-    pid: int | None = None
-    status: str | None = None
-    running_jobs: int | None = None
+    hostname: str | None
+    pid: int | None
+    pools: dict[str, int] | None
+    status: str | None
+    started_at: str | None
+    heartbeat_at: str | None
+    jobs_done: int | None
+    version: str | None
+    alive: bool
+    state: str
+    running_jobs: int
 
 
 class Breaker(Model):
+    """A circuit breaker of an action (``state``: closed, open or half_open)."""
+
+    __schema__ = "Breaker"
     action: str
     state: str
     failure_count: int | None = None
     success_count: int | None = None
+    opened_at: str | None = None
+    next_probe_at: str | None = None
+    probe_job_id: int | None = None
+    updated_at: str | None = None
+    last_error: str | None = None
+
+
+class BreakerReset(Model):
+    """The outcome of ``reset_breaker``."""
+
+    __schema__ = "BreakerReset"
+    ok: bool = True
+    action: str
+
+
+class Me(Model):
+    """Who an API key belongs to."""
+
+    __schema__ = "Me"
+    tenant: str
+    role: str
+    key_id: int | None
+    name: str | None
 
 
 class ParamInfo(Model):

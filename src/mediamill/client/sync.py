@@ -249,9 +249,9 @@ class Client:
         body = {"version": version} if version is not None else None
         return m.StatusResult.from_api(self._call("retry", job_id=job_id, json=body))
 
-    def set_priority(self, job_id: int, priority: int) -> dict[str, Any]:
+    def set_priority(self, job_id: int, priority: int) -> m.JobPriority:
         """Change the priority of a waiting job."""
-        return dict(self._call("set_priority", job_id=job_id, json={"priority": priority}))
+        return m.JobPriority.from_api(self._call("set_priority", job_id=job_id, json={"priority": priority}))
 
     def outputs(self, job_id: int) -> list[m.Output]:
         """The files a job produced, with their download URLs."""
@@ -389,8 +389,8 @@ class Client:
     def breakers(self) -> list[m.Breaker]:
         return [m.Breaker.from_api(b) for b in self._call("breakers")["items"]]
 
-    def reset_breaker(self, action: str) -> None:
-        self._call("breaker_reset", action=action)
+    def reset_breaker(self, action: str) -> m.BreakerReset:
+        return m.BreakerReset.from_api(self._call("breaker_reset", action=action))
 
     def list_keys(self) -> list[dict[str, Any]]:
         """The API keys of the caller's tenant (never their secrets)."""
@@ -434,9 +434,9 @@ class Client:
         """Jobs submitted and finished in the last ``window`` (1h, 6h, 24h, 7d), error rate and p95 run time."""
         return m.Summary.from_api(self._call("summary", params={"window": window}))
 
-    def me(self) -> dict[str, Any]:
+    def me(self) -> m.Me:
         """Who the key belongs to: tenant, role, key id."""
-        return dict(self._call("me"))
+        return m.Me.from_api(self._call("me"))
 
     def channels(self) -> list[dict[str, Any]]:
         return list(self._call("channels")["items"])
@@ -511,12 +511,12 @@ class Workflows:
         return m.WorkflowDiff.from_api(self._c._call("workflow_diff", code=code,
                                                      params={"from": from_version, "to": to_version}))
 
-    def activate(self, code: str, version: int) -> dict[str, Any]:
+    def activate(self, code: str, version: int) -> m.WorkflowActivation:
         """Make ``version`` current (an older one is a rollback)."""
-        return dict(self._c._call("workflow_activate", code=code, json={"version": version}))
+        return m.WorkflowActivation.from_api(self._c._call("workflow_activate", code=code, json={"version": version}))
 
-    def deactivate(self, code: str) -> dict[str, Any]:
-        return dict(self._c._call("workflow_deactivate", code=code))
+    def deactivate(self, code: str) -> m.WorkflowActivation:
+        return m.WorkflowActivation.from_api(self._c._call("workflow_deactivate", code=code))
 
 
 class DeadLetters:
