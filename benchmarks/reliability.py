@@ -152,6 +152,15 @@ async def _submit_all(url: str, keys: list[str], body: bytes, total: int) -> lis
     return results
 
 
+def _in_own_loop(coro: Any) -> Any:
+    """Run ``coro`` on a fresh event loop in a thread of its own: the caller's thread may already run one
+    (Playwright's sync API keeps a loop on the main thread of a test session)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def spike(backend: str, *, submits: int = 10_000, clients: int = 32, admin_url: str | None = None,
           drain_timeout: float = 600) -> dict[str, Any]:
     """``submits`` JSON submits (one stored upload) from ``clients`` concurrent clients against `serve`."""
@@ -163,7 +172,7 @@ def spike(backend: str, *, submits: int = 10_000, clients: int = 32, admin_url: 
             upload_id = tus_upload(base, keys[0], b"spike input\n" * 32)
             body = json.dumps({"upload_id": upload_id, "workflow": SPIKE_WORKFLOW["code"]}).encode()
             t0 = time.perf_counter()
-            results = asyncio.run(_submit_all(base, keys, body, submits))
+            results = _in_own_loop(_submit_all(base, keys, body, submits))
             submit_s = time.perf_counter() - t0
             accepted = [job for status, _, job in results if status == 202 and job is not None]
             t1 = time.perf_counter()
