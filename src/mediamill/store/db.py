@@ -148,6 +148,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     """
     from alembic import command
 
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        create_private_file(Path(parsed.database))  # 0600 before the version check opens it with the umask's mode
     with migration_lock(url):
         check_schema_version(url, allow_behind=True)
         command.upgrade(alembic_config(url), revision)
@@ -186,7 +189,7 @@ def _sqlite_file_lock(path: str, timeout: float) -> Iterator[None]:
         yield  # a private in-memory database has no other process to race
         return
     lock_path = Path(f"{path}.migrate.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    create_private_file(lock_path)
     deadline = time.monotonic() + timeout
     with lock_path.open("a") as fh:
         while True:
