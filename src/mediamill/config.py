@@ -20,7 +20,7 @@ from mediamill.errors import ConfigError
 
 
 class MediaLimits(BaseSettings):
-    """Security limits for hostile media (SPEC §12); one place for all of them."""
+    """Security limits for hostile media; one place for all of them."""
 
     model_config = SettingsConfigDict(env_prefix="MEDIAMILL_LIMIT_", extra="ignore")
 

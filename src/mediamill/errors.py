@@ -35,7 +35,7 @@ import re
 import traceback
 from typing import ClassVar
 
-#: Error classes a step failure can carry (SPEC §6).
+#: Error classes a step failure can carry.
 STEP_ERROR_CLASSES = ("invalid_input", "transient", "timeout", "resource", "unavailable", "internal")
 #: Classes the engine retries when a step says ``on_failure: retry``.
 RETRYABLE_CLASSES = frozenset({"transient", "timeout", "internal", "resource"})

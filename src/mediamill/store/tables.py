@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: the seed's six tables (same names and meanings) plus SPEC §2's additions.
+"""SQLAlchemy Core tables: the six core tables of the public data model, plus the engine's additions.
 
 Every column added to a seed table has a default or is nullable, so the seed's INSERT
 statements run unmodified. Timestamps are naive UTC (the seed's ``TIMESTAMP``), which keeps

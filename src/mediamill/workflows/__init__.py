@@ -1,4 +1,4 @@
-"""Workflow definitions: the YAML format (SPEC §4), validation with located messages, CEL conditions."""
+"""Workflow definitions: the YAML format, validation with located messages, CEL conditions."""
 
 from mediamill.workflows.loader import load_workflow_file, parse_workflow
 from mediamill.workflows.models import StepDef, WorkflowDef
