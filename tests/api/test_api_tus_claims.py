@@ -10,11 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from mediamill.runtime import Runtime
 from mediamill.store import uploads_repo
-from tests.helpers import BACKENDS, database_url
+from mediamill.store.tables import upload_sessions
+from tests.helpers import BACKENDS, database_url, wait_until
 
 from .support import Keys, LiveServer, make_runtime
 
@@ -58,6 +60,12 @@ def two_instances(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
             second.close()
 
 
+def _claimed(rt: Runtime, upload_id: str) -> bool:
+    with rt.engine.connect() as conn:
+        return conn.execute(sa.select(upload_sessions.c.patch_token)
+                            .where(upload_sessions.c.id == upload_id)).scalar() is not None
+
+
 def _slow_body(byte: bytes, chunks: int, pause: float) -> Iterator[bytes]:
     for _ in range(chunks):
         yield byte * 4096
@@ -81,7 +89,7 @@ def test_concurrent_patches_on_two_instances_never_interleave(two_instances: tup
 
     writer = threading.Thread(target=slow)
     writer.start()
-    time.sleep(0.5)  # the slow PATCH holds the upload now
+    wait_until(lambda: _claimed(rt, upload_id), timeout=15, message="the slow PATCH holds the upload")
     fast = httpx.patch(f"{b.url}/v1/uploads/{upload_id}", headers=headers, content=b"B" * size, timeout=30)
     writer.join(timeout=30)
     assert fast.status_code == 409, fast.text
@@ -100,5 +108,6 @@ def test_a_claim_left_by_a_dead_process_lapses(client: TestClient, keys: Keys, r
     uploads_repo.claim_patch(rt.engine, upload_id, tenant_id="default", offset=0, lease_seconds=0.2)  # never released
     url = f"/v1/uploads/{upload_id}"
     assert client.patch(url, headers={**h, **OCT, "Upload-Offset": "0"}, content=b"abc").status_code == 409
-    time.sleep(0.3)
-    assert client.patch(url, headers={**h, **OCT, "Upload-Offset": "0"}, content=b"abc").status_code == 204
+    # each refused PATCH changes nothing; once the dead claim's lease lapses the next one is taken
+    wait_until(lambda: client.patch(url, headers={**h, **OCT, "Upload-Offset": "0"}, content=b"abc").status_code
+               == 204, timeout=10, interval=0.1, message="the dead claim lapsed")
