@@ -152,3 +152,36 @@ def test_another_tenants_workflow_cannot_be_named(client: TestClient, srt: Runti
     assert mine.status_code == 422 and "no workflow" in mine.text
     theirs = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-BETA-ONLY"), headers=Keys.h(keys.other))
     assert theirs.status_code == 201
+
+
+def test_the_schema_says_what_a_valid_body_is_and_patches_conflict_as_409(client: TestClient, srt: Runtime,
+                                                                          tmp_path: Path) -> None:
+    keys, h = Keys(srt), Keys.h
+    spec = client.get("/openapi.json").json()["components"]["schemas"]["SourceSpec"]
+    kinds = {b["properties"]["kind"]["const"]: b for b in spec["oneOf"]}
+    assert kinds["folder"]["required"] == ["kind", "path"] and kinds["bucket"]["required"] == ["kind", "url"]
+    bad = [{"kind": "bucket", "url": "", "path": ""}, {"kind": "bucket", "url": "s3://b", "path": "/x"},
+           {"polling": 0}, {"recursive": "yes"}]  # no coercion: 0 is not false
+    for extra in bad:
+        res = client.post("/v1/sources", json={**_folder(tmp_path), **extra}, headers=h(keys.operator))
+        assert res.status_code == 422, (extra, res.text)
+    sid = client.post("/v1/sources", json=_folder(tmp_path), headers=h(keys.operator)).json()["id"]
+    patch = client.patch(f"/v1/sources/{sid}", json={"patterns": []}, headers=h(keys.operator))
+    assert patch.status_code == 422 and "patterns" in patch.text  # the same limits as on create
+    clash = client.patch(f"/v1/sources/{sid}", json={"url": "s3://bucket/in"}, headers=h(keys.operator))
+    assert clash.status_code == 409 and "url" in clash.json()["detail"]
+    reset = client.patch(f"/v1/sources/{sid}", json={"after": None, "name": None, "priority": None},
+                         headers=h(keys.operator))
+    assert reset.status_code == 200, reset.text
+    body = reset.json()
+    assert (body["name"], body["after"], body.get("priority")) == ("inbox", "keep", None)  # null = the default
+    assert client.get(f"/v1/sources/{sid}", headers=h(keys.viewer)).json()["after"] == "keep"
+
+
+def test_delivery_prefixes_are_checked_by_the_schema(client: TestClient, srt: Runtime) -> None:
+    keys, h = Keys(srt), Keys.h
+    for bad in ([""], ["s3://"], ["relative/dir"]):
+        res = client.put("/v1/delivery/prefixes", json={"prefixes": bad}, headers=h(keys.admin))
+        assert res.status_code == 422, (bad, res.text)
+    ok = client.put("/v1/delivery/prefixes", json={"prefixes": ["/srv/out", "s3://cdn/v"]}, headers=h(keys.admin))
+    assert ok.status_code == 200 and ok.json()["prefixes"] == ["/srv/out", "s3://cdn/v"]

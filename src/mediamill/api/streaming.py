@@ -49,6 +49,7 @@ class Pipe(io.RawIOBase):
         self._space = asyncio.Event()
         self._buf = b""
         self._done = False
+        self._aborted: BaseException | None = None
 
     # -- reader side (worker thread) -------------------------------------------------------
     def readable(self) -> bool:
@@ -94,6 +95,8 @@ class Pipe(io.RawIOBase):
 
     async def send(self, item: Any) -> None:
         while True:
+            if self._aborted is not None:
+                raise self._aborted
             self._space.clear()
             if self._offer(item):
                 return
@@ -103,10 +106,16 @@ class Pipe(io.RawIOBase):
         await self.send(_EOF)
 
     def abort(self, exc: BaseException | None = None) -> None:
-        """Drop what is queued and wake the reader with an error."""
+        """Drop what is queued, wake the reader with an error, and refuse every later ``send``.
+
+        Call it on the event loop: a writer waiting for room wakes up and raises ``PipeAborted``.
+        """
+        reason = exc or PipeAborted("upload aborted")
+        self._aborted = PipeAborted(str(reason))
         with self._cond:
             self._items.clear()
-        self._offer(exc or PipeAborted("upload aborted"), force=True)
+        self._offer(reason, force=True)
+        self._space.set()
 
 
 #: threads that write upload bytes (one per upload in flight; ``api.limits.UploadSlots`` keeps the
@@ -128,6 +137,9 @@ async def run_with_pipe(consume: Callable[[Pipe], T], produce: Callable[[Pipe], 
     try:
         await asyncio.wait((producer, future), return_when=asyncio.FIRST_COMPLETED)
         if not producer.done() and future.done() and future.exception() is not None:
+            # the abort comes first: Python 3.11's wait_for (under the body's idle timeout) can swallow a
+            # cancellation that races a chunk arriving, and the producer must not then wait for room forever
+            pipe.abort(PipeAborted("the consumer failed"))
             producer.cancel()
             with contextlib.suppress(BaseException):
                 await producer

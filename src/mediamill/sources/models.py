@@ -12,6 +12,17 @@ from mediamill.workflows.naming import render_template
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 #: files no watcher should take: editors' and downloaders' temporary names
+#: the location rules of :meth:`SourceSpec._location` in the OpenAPI schema, so a client (and a
+#: schema-driven fuzzer) knows which bodies are valid before it sends one
+_ABSOLUTE_OR_EMPTY = {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^(/|$)"}]}
+LOCATION_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"properties": {"kind": {"const": "folder"}, "path": {"type": "string", "pattern": "^/"},
+                    "url": {"type": "null"}, "done_dir": _ABSOLUTE_OR_EMPTY, "failed_dir": _ABSOLUTE_OR_EMPTY},
+     "required": ["kind", "path"]},
+    {"properties": {"kind": {"const": "bucket"}, "url": {"type": "string", "pattern": "^s3://[^/]"},
+                    "path": {"type": "null"}},
+     "required": ["kind", "url"]},
+]}
 TEMPORARY = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.swp", "*.filepart", "*.!qB")
 
 
@@ -25,7 +36,7 @@ class SourceSpec(BaseModel):
     ``delete`` it when the job succeeded.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=LOCATION_SCHEMA)
 
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["folder", "bucket"]
@@ -93,25 +104,29 @@ class SourceSpec(BaseModel):
 
 
 class SourcePatch(BaseModel):
-    """A change to a source: any field of :class:`SourceSpec` but ``kind``."""
+    """A change to a source: any field of :class:`SourceSpec` but ``kind``, with the same limits.
 
-    model_config = ConfigDict(extra="forbid")
+    A change whose fields are each valid but that does not fit the source as it is (a ``url``
+    for a folder source, a relative ``done_dir``) is a conflict with the stored source (409).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
-    path: str | None = None
-    url: str | None = None
-    patterns: list[str] | None = None
+    path: str | None = Field(default=None, max_length=4000)
+    url: str | None = Field(default=None, max_length=4000)
+    patterns: list[str] | None = Field(default=None, min_length=1, max_length=50)
     recursive: bool | None = None
     after: Literal["keep", "move", "delete"] | None = None
-    done_dir: str | None = None
-    failed_dir: str | None = None
+    done_dir: str | None = Field(default=None, max_length=4000)
+    failed_dir: str | None = Field(default=None, max_length=4000)
     workflow: str | None = Field(default=None, max_length=50)
     priority: int | None = Field(default=None, ge=0, le=100)
     metadata: dict[str, Any] | None = None
     enabled: bool | None = None
-    settle_seconds: float | None = None
-    poll_seconds: float | None = None
-    max_queue: int | None = None
+    settle_seconds: float | None = Field(default=None, ge=0, le=3600)
+    poll_seconds: float | None = Field(default=None, gt=0, le=86400)
+    max_queue: int | None = Field(default=None, gt=0, le=10_000_000)
     polling: bool | None = None
 
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill import installkey
-from mediamill.errors import InvalidInput, NotFound, Unauthorized
+from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, Unauthorized
 from mediamill.sources.backends import BucketBackend
 from mediamill.sources.models import SourcePatch, SourceSpec
 from mediamill.sources.notifications import created_objects, subscription_url, verify
@@ -26,12 +26,12 @@ from mediamill.store.timeutil import utcnow
 log = logging.getLogger("mediamill.sources")
 
 
-def _validated(data: dict[str, Any]) -> SourceSpec:
+def _validated(data: dict[str, Any], error: type[MediamillError] = InvalidInput) -> SourceSpec:
     try:
         return SourceSpec.model_validate(data)
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc']) or 'source'}: {e['msg']}" for e in exc.errors()]
-        raise InvalidInput("invalid source: " + "; ".join(problems)) from None
+        raise error("invalid source: " + "; ".join(problems)) from None
 
 
 def _check_workflow(conn: Connection, spec: SourceSpec, tenant_id: str) -> None:
@@ -68,12 +68,19 @@ def create(conn: Connection, settings: Any, *, tenant_id: str, data: dict[str, A
 def update(conn: Connection, source_id: int, *, tenant_id: str, patch: SourcePatch) -> dict[str, Any]:
     row = sources_repo.get_source(conn, source_id, tenant_id=tenant_id)
     current = SourceSpec.from_row(row).model_dump()
-    changes = patch.model_dump(exclude_unset=True)
-    spec = _validated({**current, **changes})
+    changes = _changes(patch)
+    spec = _validated({**current, **changes}, Conflict)  # each field is valid: only the combination can fail
     _check_workflow(conn, spec, tenant_id)
     row = sources_repo.update_source(conn, source_id, tenant_id=tenant_id, values={
         "name": spec.name, "location": spec.location, "config": spec.config(), "enabled": spec.enabled})
     return public_view(conn, row)
+
+
+def _changes(patch: SourcePatch) -> dict[str, Any]:
+    """The fields a patch sets; ``null`` puts a field back to its default (a name stays as it is)."""
+    fields = SourceSpec.model_fields
+    return {k: fields[k].get_default(call_default_factory=True) if v is None else v
+            for k, v in patch.model_dump(exclude_unset=True).items() if v is not None or k != "name"}
 
 
 def public_view(conn: Connection, row: dict[str, Any], counts: dict[str, int] | None = None) -> dict[str, Any]:

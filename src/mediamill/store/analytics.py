@@ -246,7 +246,7 @@ def summary(conn: Connection, *, tenant_id: str, window_seconds: int,
     in it, split into ``completed``, ``partial``, ``failed`` and ``cancelled`` (they add up to
     ``finished``); ``error_rate`` = failed / finished (0.0 when nothing finished);
     ``p95_seconds``: the p95 run time (started → finished) of the jobs that succeeded (completed
-    or partial), None when none did — estimated from a sample when more than
+    or partial) in seconds to the millisecond, None when none did — estimated from a sample when more than
     :data:`P95_EXACT_LIMIT` did (PostgreSQL). The counts are exact: index ranges on
     ``submitted_at`` and the covering ``finished_at`` index.
     """
@@ -256,7 +256,9 @@ def summary(conn: Connection, *, tenant_id: str, window_seconds: int,
     finished = sum(counts.values())
     return {"window_seconds": window_seconds, "submitted": _submitted_count(conn, params), "finished": finished,
             **{status: counts.get(status, 0) for status in FINISHED},
-            "error_rate": counts.get("failed", 0) / finished if finished else 0.0, "p95_seconds": p95}
+            "error_rate": counts.get("failed", 0) / finished if finished else 0.0,
+            # to the millisecond: SQLite's julianday arithmetic carries tens of microseconds of float noise
+            "p95_seconds": None if p95 is None else round(p95, 3)}
 
 
 def _submitted_count(conn: Connection, params: dict[str, Any]) -> int:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mediamill.api import auth
 from mediamill.api.auth import Caller
 from mediamill.api.deps import runtime
-from mediamill.errors import InvalidInput
 from mediamill.store import tenant_settings
 
 router = APIRouter(prefix="/v1/delivery", tags=["delivery"])
+#: ``s3://bucket[/prefix]`` or an absolute folder path
+PREFIX_PATTERN = r"^(s3://.+|/.*)$"
 
 
 class Prefixes(BaseModel):
     """Folder paths (``/srv/media``) and S3 prefixes (``s3://cdn/videos``) under which overrides may write."""
 
     model_config = ConfigDict(extra="forbid")
-    prefixes: list[str] = Field(max_length=100)
+    prefixes: list[Annotated[str, StringConstraints(pattern=PREFIX_PATTERN)]] = Field(max_length=100)
 
 
 @router.get("/prefixes")
@@ -31,8 +34,5 @@ def get_prefixes(request: Request, caller: Caller = auth.Viewer) -> dict[str, li
 @router.put("/prefixes")
 def put_prefixes(body: Prefixes, request: Request, caller: Caller = auth.Admin) -> dict[str, list[str]]:
     """Replace the allow-list (admins only: it decides where jobs may write)."""
-    for p in body.prefixes:
-        if not ((p.startswith("s3://") and len(p) > 5) or p.startswith("/")):
-            raise InvalidInput(f"prefixes: expected s3://bucket/prefix or an absolute folder path, got {p!r}")
     with runtime(request).engine.begin() as conn:
         return {"prefixes": tenant_settings.set_deliver_prefixes(conn, caller.tenant_id, body.prefixes)}
