@@ -19,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from mediamill.cli.jobview import bar_fields, explain_review, finish_submit, print_submitted, warn_no_worker
 from mediamill.cli.output import err_console, print_json
 from mediamill.client import models as m
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int | None, params: dict[str, Any],
                   wait: bool, json_: bool) -> None:
     """Upload ``file``, submit it, and print what local mode prints (``--json``: the API's JSON)."""
-    from mediamill.cli.engine_cmds import explain_review, finish_submit, print_submitted
 
     if not file.is_file():
         from mediamill.errors import InvalidInput
@@ -63,7 +63,6 @@ def submit_remote(mm: Client, file: Path, *, workflow: str | None, priority: int
 
 
 def _warn_without_worker(mm: Client, queue: str) -> None:
-    from mediamill.cli.engine_cmds import warn_no_worker
 
     pools = [w.to_dict().get("pools") for w in mm.workers()]
     if not any(isinstance(p, dict) and (queue in p or "*" in p) for p in pools):
@@ -84,7 +83,6 @@ def output_opener(mm: Client, job_id: int) -> Callable[[dict[str, Any]], BinaryI
 
 def follow(mm: Client, job_id: int, job_code: str, *, quiet: bool) -> None:
     """Draw the job's bar and one per step, as local mode does, from the job's event stream until it ends."""
-    from mediamill.cli.engine_cmds import bar_fields
 
     progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                         TextColumn("{task.fields[shown]}", markup=False), TimeElapsedColumn(),

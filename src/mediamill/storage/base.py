@@ -133,21 +133,3 @@ class Storage(ABC):
             while chunk := src.read(CHUNK):
                 out.write(chunk)
         return dest
-
-
-def open_storage(url: str, *, s3_public_endpoint: str | None = None) -> Storage:
-    """Open the backend a storage URL names: a path / file:// URL, or s3://bucket/prefix.
-
-    ``s3_public_endpoint``: where presigned S3 links point (None = ``MEDIAMILL_S3_PUBLIC_ENDPOINT``).
-    """
-    if url.startswith("s3://"):
-        from mediamill.storage.s3 import S3Storage
-
-        storage = S3Storage.from_url(url)
-        if s3_public_endpoint:
-            storage.public_endpoint_url = s3_public_endpoint
-        return storage
-    from mediamill.storage.local import LocalStorage
-
-    path = url[len("file://"):] if url.startswith("file://") else url
-    return LocalStorage(Path(path))
