@@ -35,6 +35,20 @@ import re
 import traceback
 from typing import ClassVar
 
+#: The longest error message stored with a step execution (and the tail of stderr kept for operators).
+MESSAGE_MAX = 4000
+STDERR_TAIL = 4000
+#: The tail of a traceback kept with an unexpected exception.
+TRACEBACK_TAIL = 3000
+#: An error message built from an unexpected exception, or kept as a breaker's last error.
+DETAIL_MESSAGE = 1000
+#: A source's last error (it lists what failed in a scan).
+SOURCE_MESSAGE = 2000
+#: An error quoted in an event, a notification attempt or a sender's result.
+EVENT_MESSAGE = 500
+#: An error quoted in a short note: a retry or breaker event, a routing or probe result.
+SHORT_MESSAGE = 300
+
 #: Error classes a step failure can carry.
 STEP_ERROR_CLASSES = ("invalid_input", "transient", "timeout", "resource", "unavailable", "internal")
 #: Classes the engine retries when a step says ``on_failure: retry``.
@@ -178,7 +192,7 @@ class ToolFailed(MediamillError):
 
     def __init__(self, message: str, *, stderr_tail: str = "", error_class: str = "internal") -> None:
         super().__init__(message)
-        self.stderr_tail = stderr_tail[-4000:]
+        self.stderr_tail = stderr_tail[-STDERR_TAIL:]
         self._class = error_class
 
     @property
@@ -273,14 +287,14 @@ def classify_exception(exc: BaseException) -> MediamillError:
     """
     if isinstance(exc, MediamillError):
         return exc
-    tail = "".join(traceback.format_exception(exc))[-3000:]
+    tail = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:]
     err: MediamillError
     if (isinstance(exc, OSError) and exc.errno in _NO_SPACE) or _NO_SPACE_TEXT.search(str(exc)):
         err = ResourceExceeded("the server ran out of disk space while the step was writing its files")
     elif isinstance(exc, MemoryError):
         err = ResourceExceeded("the step ran out of memory (address-space limit)")
     else:
-        err = InternalError(without_paths(f"{type(exc).__name__}: {exc}")[:1000])
+        err = InternalError(without_paths(f"{type(exc).__name__}: {exc}")[:DETAIL_MESSAGE])
     err.stderr_tail = tail
     return err
 
