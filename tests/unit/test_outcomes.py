@@ -9,8 +9,8 @@ import pytest
 from mediamill.engine.outcomes import (
     Complete,
     Continue,
-    Failure,
     FailJob,
+    Failure,
     FailurePolicy,
     Retry,
     after_failure,

@@ -15,7 +15,7 @@ from mediamill.engine.outcomes import Complete, Continue, Failure, FailurePolicy
 from mediamill.errors import InternalError, MediamillError, classify_exception
 from mediamill.statuses import JobStatus, StepStatus
 from mediamill.store.timeutil import utcnow
-from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
@@ -133,10 +133,7 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
 
 def _when(expr: str, job: dict[str, Any], statuses: dict[str, Any], wtype: str) -> bool:
     try:
-        return evaluate_condition(expr, activation(
-            input={}, workflow_type=wtype, steps=statuses,
-            job={"id": job["id"], "priority": job["priority"], "metadata": job.get("job_metadata") or {},
-                 "submitter": job.get("submitted_by") or "", "params": job.get("params") or {},
-                 "tenant": job["tenant_id"]}))
+        return evaluate_condition(expr, condition_variables(JobFacts.of_job(job), workflow_type=wtype,
+                                                            steps=statuses))
     except ConditionError:
         return False

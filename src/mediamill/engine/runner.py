@@ -51,7 +51,7 @@ from mediamill.statuses import JobStatus
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
-from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
@@ -422,16 +422,9 @@ class JobRunner:
                 self._record_skip(i, reason)
 
     def _variables(self) -> dict[str, Any]:
-        probe = json.loads(self.job["input_metadata"]) if self.job.get("input_metadata") else {}
-        probe.setdefault("mime", self.job.get("input_mime") or "")
-        probe.setdefault("size", self.job.get("input_size") or 0)
-        return activation(
-            input=probe, workflow_type=self.d.type,
-            job={"id": self.job["id"], "priority": self.job["priority"], "metadata": self.job.get("job_metadata") or {},
-                 "submitter": self.job.get("submitted_by") or "", "params": self.job.get("params") or {},
-                 "tenant": self.job["tenant_id"]},
-            steps={s.name: {"status": st.status, "data": st.data} for s, st in zip(self.steps, self.states,
-                                                                                    strict=True)})
+        return condition_variables(JobFacts.of_job(self.job), workflow_type=self.d.type,
+                                   steps={s.name: {"status": st.status, "data": st.data}
+                                          for s, st in zip(self.steps, self.states, strict=True)})
 
     def _gates(self, runnable: list[int]) -> dict[int, Gate] | Hold:
         """The breakers' gates of the unit's steps, or a ``Hold`` when a breaker does not let its step run now."""
