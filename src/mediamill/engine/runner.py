@@ -727,5 +727,5 @@ def _error_from(reply: dict[str, Any]) -> MediamillError:
     from mediamill.errors import ToolFailed
 
     return ToolFailed(reply.get("message") or "step failed", stderr_tail=reply.get("stderr_tail") or "",
-                      error_class=reply.get("error_class") or "internal")
+                      error_class=reply.get("error_class") or "internal", retryable=reply.get("retryable"))
 

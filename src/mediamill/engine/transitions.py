@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.errors import EVENT_MESSAGE
 from mediamill.store import outbox
 from mediamill.store.bulk import in_ids, insert_many
 from mediamill.store.tables import (
@@ -215,7 +216,7 @@ def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_nam
     conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
     data: dict[str, Any] = {"status": status, "execution_id": exec_id, "duration_ms": round(duration * 1000)}
     if error_message:
-        data.update(error_class=error_class, error=error_message[:500])
+        data.update(error_class=error_class, error=error_message[:EVENT_MESSAGE])
     if outputs:
         data["outputs"] = [o["name"] for o in outputs]
     add_event(conn, job, "step", step_name, data)
@@ -316,7 +317,7 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
     insert_many(conn, job_events, [
         {"job_id": f.job["id"], "tenant_id": f.job["tenant_id"], "event_type": "status", "created_at": now,
          "data": {"status": f.status, "final": True, "error_class": f.error_class,
-                  "error": (f.error_message or "")[:500] or None}} for f in finishes])
+                  "error": (f.error_message or "")[:EVENT_MESSAGE] or None}} for f in finishes])
     # shadow runs notify nobody and leave no dead letter: their failure never touches the primary
     outbox.add_events(conn, [_outbox_row(conn, f, _dead_letter(conn, f) if f.status == "failed" else None)
                              for f in finishes if not f.job.get("shadow_of")])

@@ -16,7 +16,7 @@ from typing import Any
 
 from mediamill import telemetry
 from mediamill.engine.submit import SubmitRequest, SubmittedJob, announce, submit_in
-from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound
+from mediamill.errors import SOURCE_MESSAGE, Conflict, InvalidInput, MediamillError, NotFound
 from mediamill.runtime import Runtime
 from mediamill.sources.backends import BucketBackend, FolderBackend, Unreadable, Vanished, backend_for
 from mediamill.sources.models import SourceSpec, file_fields, render_metadata
@@ -283,7 +283,7 @@ class SourceRunner:
     def _error(self, message: str) -> None:
         log.warning("source %s: %s", self.name, message)
         with self.rt.engine.begin() as conn:
-            sources_repo.set_state(conn, self.row["id"], last_error=message[:2000], last_scan_at=utcnow())
+            sources_repo.set_state(conn, self.row["id"], last_error=message[:SOURCE_MESSAGE], last_scan_at=utcnow())
 
     def _count(self, outcome: str) -> None:
         telemetry.emit("source.file", source=self.name, outcome=outcome)
