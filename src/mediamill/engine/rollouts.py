@@ -240,7 +240,7 @@ def check_guards(engine: Engine, workflow_id: int, tenant_id: str) -> dict[str, 
         reason = _tripped(guard, cand, base)
         if reason is None or not _end(conn, row, "aborted", reason, "guard"):
             return None
-        code = tx.workflow_code_of(conn, workflow_id)
+        code, _ = workflow_repo.workflow_facts(conn, workflow_id)
         data = {"rollout": row["id"], "kind": "canary", "workflow": code, "version": row["version"],
                 "state": "aborted", "reason": reason, "by": "guard"}
         _log(conn, tenant_id, data)

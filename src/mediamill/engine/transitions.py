@@ -23,7 +23,6 @@ from mediamill.store.tables import (
     media_queue,
     queues,
     step_executions,
-    workflow_definitions,
     workflow_jobs,
 )
 from mediamill.store.timeutil import iso, utcnow
@@ -387,8 +386,3 @@ def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any
                else f"{noun} processing {f.status}: {f.error_message or ''}".strip())
     return outbox.event_row(event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
                             payload=payload, subject=subject, message=message)
-
-
-def workflow_code_of(conn: Connection, workflow_id: int) -> str:
-    return str(conn.execute(sa.select(workflow_definitions.c.workflow_code)
-                            .where(workflow_definitions.c.id == workflow_id)).scalar_one())
