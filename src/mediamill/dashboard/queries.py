@@ -119,7 +119,7 @@ def _filtered(f: JobFilter) -> Any:
 def job_page(conn: Connection, f: JobFilter, after: Cursor | None, limit: int = 50
              ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """One page by status — failed, processing, queued, pending, partial, completed, cancelled
-    (the seed's order), then priority (high first), then newest — read (status, priority) group by group,
+    (the job status report's order), then priority (high first), then newest — read (status, priority) group by group,
     each an index range, so a page costs the same on page 1 and page 10,000."""
     if f.search:
         return search_jobs(conn, f, limit), None
@@ -312,7 +312,7 @@ def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[di
 
 def queue_extras(conn: Connection, tenant_id: str | None = None) -> dict[str, dict[str, Any]]:
     """Average (effective) priority and next scheduled time per queue, from the live queue rows only
-    (joining 1M jobs for the seed's AVG(wj.priority) costs a scan of the jobs table); a tenant's
+    (joining 1M jobs for the reference report's AVG(wj.priority) costs a scan of the jobs table); a tenant's
     own jobs only when ``tenant_id`` is given."""
     query = sa.select(media_queue.c.queue_name, sa.func.avg(media_queue.c.priority),
                       sa.func.min(media_queue.c.scheduled_time)).select_from(media_queue)
@@ -323,7 +323,7 @@ def queue_extras(conn: Connection, tenant_id: str | None = None) -> dict[str, di
 
 # ----------------------------------------------------------------------------- step performance
 def step_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
-    """Seed step 14 (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
+    """The step performance report (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
 
     Executions are found through ``(action, completed_at)``: one index range per known action.
     """
@@ -387,7 +387,7 @@ def _floats(row: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- workflows
 def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
-    """Seed step 15 over the window plus p50/p95/p99 job durations (s) per workflow (estimated from
+    """The workflow summary report over the window plus p50/p95/p99 job durations (s) per workflow (estimated from
     a sample when the window is large)."""
     w = window(conn, since)
     if w.sampled:

@@ -1,4 +1,4 @@
-"""Time in the store: naive UTC datetimes (the seed's TIMESTAMP columns)."""
+"""Time in the store: naive UTC datetimes (the core tables' ``TIMESTAMP`` columns have no time zone)."""
 
 from __future__ import annotations
 

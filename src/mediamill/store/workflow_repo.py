@@ -156,7 +156,7 @@ def current_workflow(conn: Connection, code: str, version: int | None = None) ->
 
 
 def _legacy_workflow(conn: Connection, head: Any) -> VersionedWorkflow:
-    """A workflow inserted by plain SQL (as the seed does): rebuilt from its workflow_steps rows."""
+    """A workflow inserted by plain SQL (by another tool, with no versions): rebuilt from its workflow_steps rows."""
     rows = conn.execute(sa.select(ws).where(ws.c.workflow_id == head["id"]).order_by(ws.c.step_number)
                         ).mappings().all()
     steps = [{"name": r["step_name"] or f"step {r['step_number']}", "action": r["action"] or "noop",
@@ -234,7 +234,7 @@ def builtin_workflows() -> list[WorkflowDef]:
 
 
 def install_builtins(engine: Engine) -> list[SavedVersion]:
-    """Install the five seed workflows when missing (a later start creates no new versions).
+    """Install the built-in workflows (``workflows/builtin``) when missing (a later start creates no new versions).
 
     Safe when several processes start at once: whoever inserts a workflow first wins, the others skip it."""
     saved = []
