@@ -33,11 +33,12 @@ class StepStatus(StrEnum):
     INTERRUPTED = "interrupted"  # the worker stopped or a fused unit is run again step by step
 
 
+# The sets are tuples so that reports list them in this order.
 #: a job in one of these states never changes again (except by a reprocess, which starts a new run)
-TERMINAL_JOB = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_JOB = (JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED)
 #: a finished job whose outputs are usable
-SUCCEEDED_JOB = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL})
+SUCCEEDED_JOB = (JobStatus.COMPLETED, JobStatus.PARTIAL)
 #: a step that has its outcome: the steps that depend on it may be decided
-FINISHED_STEP = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED})
+FINISHED_STEP = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
 #: a step whose outcome stands on a later run (it is not executed again)
-DONE_STEP = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
+DONE_STEP = (StepStatus.COMPLETED, StepStatus.SKIPPED)

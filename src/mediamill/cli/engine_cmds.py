@@ -20,9 +20,9 @@ from mediamill.engine.outputs import find_job_id, save_outputs
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.errors import InvalidInput, NotFound
 from mediamill.runtime import Runtime
+from mediamill.statuses import SUCCEEDED_JOB, TERMINAL_JOB
 
 JSON = typer.Option(False, "--json", help="print JSON")
-FINAL = ("completed", "partial", "failed", "cancelled")
 
 
 def _params(items: list[str]) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
                 progress.update(bars[s["step_name"]], **step_bar(s))
             progress.update(overall, description=f"{detail['job_code']} [{detail['status']}]",
                             **bar_fields(detail["status"], detail["progress_percent"]))
-            if detail["status"] in FINAL:
+            if detail["status"] in TERMINAL_JOB:
                 return detail
             time.sleep(0.25)
 
@@ -155,7 +155,7 @@ def bar_fields(status: str, percent: float | None) -> dict[str, Any]:
     """How full a bar is and the figure beside it, for a job or step in ``status`` at ``percent``."""
     if status == "skipped":  # nothing was done: an empty bar, not a full one
         return {"completed": 0, "shown": "skipped"}
-    if status in ("completed", "partial"):
+    if status in SUCCEEDED_JOB:
         percent = 100.0
     value = float(percent or 0)
     return {"completed": value, "shown": f"{value:5.1f}%"}

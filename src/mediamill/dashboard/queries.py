@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.engine import tenancy
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import analytics
 from mediamill.store.analytics import STATUS_ORDER, percentiles
 from mediamill.store.tables import (
@@ -232,7 +233,7 @@ def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[s
         g = groups.setdefault(int(done) // bucket * bucket, {"finished": 0, "failed": 0, "_d": []})
         g["finished"] += w.step
         g["failed"] += w.step if status == "failed" else 0
-        if status in ("completed", "partial") and started is not None:
+        if status in SUCCEEDED_JOB and started is not None:
             g["_d"].append(done - started)
     series = [{"bucket": b, "finished": g["finished"], "failed": g["failed"],
                "p95": percentiles(g["_d"], (0.95,))["p95"]} for b, g in sorted(groups.items())]
@@ -433,7 +434,7 @@ def _workflow_figures(rows: list[Any], step: int) -> dict[str, Any]:
         return step * sum(r[1] in statuses for r in rows)
 
     minutes = [(r[4] - r[3]) / 60 for r in rows if r[3] is not None and r[4] is not None]
-    ok = [r[4] - r[3] for r in rows if r[1] in ("completed", "partial") and r[3] is not None and r[4] is not None]
+    ok = [r[4] - r[3] for r in rows if r[1] in SUCCEEDED_JOB and r[3] is not None and r[4] is not None]
     return {"total_jobs": step * len(rows), "completed": n("completed"), "failed": n("failed"),
             "partial": n("partial"), "cancelled": n("cancelled"), "in_progress": n("pending", "queued", "processing"),
             "avg_duration_minutes": sum(minutes) / len(minutes) if minutes else None, **percentiles(ok)}

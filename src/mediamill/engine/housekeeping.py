@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.storage import Storage
 from mediamill.store import liveness, workflow_repo
 from mediamill.store.inputs import input_referenced, lock_input
@@ -138,7 +139,7 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
     with engine.begin() as conn:
         open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
         ids = list(conn.execute(sa.select(wj.c.id).where(
-            wj.c.status.in_(tx.TERMINAL), wj.c.finished_at < cutoff,
+            wj.c.status.in_(TERMINAL_JOB), wj.c.finished_at < cutoff,
             wj.c.id.not_in(open_dl)).limit(batch)).scalars())
         if not ids:
             return 0

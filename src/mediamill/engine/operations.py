@@ -14,6 +14,7 @@ from mediamill.engine import tenancy, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import liveness, workflow_repo
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.tables import (
@@ -49,7 +50,7 @@ def cancel_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, by:
     with engine.begin() as conn:
         job = _job_row(conn, job_id, tenant_id)
         status = job["status"]
-        if status in tx.TERMINAL:
+        if status in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is already {status}")
         if status == "processing":
             conn.execute(wj.update().where(wj.c.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
@@ -75,7 +76,7 @@ def change_priority(engine: Engine, job_id: int, priority: int, *, tenant_id: st
         raise InvalidInput(f"priority must be between 0 and 100, got {priority}")
     with engine.begin() as conn:
         job = _job_row(conn, job_id, tenant_id)
-        if job["status"] in tx.TERMINAL:
+        if job["status"] in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is {job['status']}; its priority can no longer change")
         conn.execute(wj.update().where(wj.c.id == job_id).values(priority=priority, updated_at=utcnow()))
         conn.execute(mq.update().where(mq.c.job_id == job_id)

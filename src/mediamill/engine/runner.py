@@ -47,7 +47,7 @@ from mediamill.errors import (
     classify_exception,
 )
 from mediamill.media.sniff import accepts
-from mediamill.statuses import JobStatus
+from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
@@ -216,7 +216,7 @@ class JobRunner:
             state.failures_run += 1 if row_run == run else 0
         if again:
             return  # re-executed in this reprocess: its earlier outcome no longer stands
-        if status in ("completed", "skipped"):
+        if status in DONE_STEP:
             state.status = status
             state.data = json.loads(output_data) if output_data else {}
         elif rerun is not None and status == "failed" and row_run < run:
@@ -281,10 +281,9 @@ class JobRunner:
         return [[i - 1] if i else [] for i in range(len(self.steps))]
 
     def _ready(self, deps: list[list[int]], running: set[int]) -> list[int]:
-        done = ("completed", "skipped", "failed")
         return [i for i, st in enumerate(self.states)
                 if st.status == "pending" and i not in running
-                and all(self.states[d].status in done for d in deps[i])]
+                and all(self.states[d].status in FINISHED_STEP for d in deps[i])]
 
     def _run_steps(self) -> Outcome:
         """Run the steps until they are all done or one unit ends the job; say what the job came to."""
@@ -536,9 +535,8 @@ class JobRunner:
             pass  # progress is best effort; the step goes on
 
     def _write_progress(self, pending: dict[int, tuple[float, int]]) -> None:
-        finished = ("completed", "skipped", "failed")
-        done = sum(1 for st in self.states if st.status in finished)
-        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in finished) / 100.0
+        done = sum(1 for st in self.states if st.status in FINISHED_STEP)
+        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in FINISHED_STEP) / 100.0
         overall = min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
         event = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
         with self.w.engine.begin() as conn:
@@ -590,7 +588,7 @@ class JobRunner:
             with self.w.engine.begin() as conn:
                 self._guard(conn)
                 for i, r in zip(group, results, strict=True):
-                    done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed")) + 1
+                    done = sum(1 for st in self.states if st.status in FINISHED_STEP) + 1
                     tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
                                    status="completed", started_at=started, output_data=json.dumps(r.get("data") or {},
                                                                                                   default=str),

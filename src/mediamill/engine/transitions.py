@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.errors import EVENT_MESSAGE
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox
 from mediamill.store.bulk import in_ids, insert_many
 from mediamill.store.tables import (
@@ -35,7 +36,6 @@ CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version,
                 wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
                 wj.c.submitted_at, wj.c.notify, wj.c.queue_name, wj.c.rerun, wj.c.shadow_of)
 
-TERMINAL = ("completed", "partial", "failed", "cancelled")
 SUBJECTS = {"completed": "Processing Complete", "partial": "Processing Partially Complete",
             "failed": "Processing Failed", "cancelled": "Processing Cancelled"}
 _TYPE_NOUN = {"video": "Video", "image": "Image", "audio": "Audio", "document": "Document",
@@ -295,11 +295,11 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
     now = utcnow()
     groups: dict[tuple[Any, ...], list[int]] = {}
     for f in finishes:  # one UPDATE per distinct outcome, not one per job
-        done = f.status in ("completed", "partial")
+        done = f.status in SUCCEEDED_JOB
         key = (f.status, f.total_steps if done else None, f.error_message, f.error_class, f.job.get("started_at"))
         groups.setdefault(key, []).append(f.job["id"])
     for (status, current, error, klass, started), ids in groups.items():
-        done = status in ("completed", "partial")
+        done = status in SUCCEEDED_JOB
         # completed_at keeps its narrow meaning (completed or partial); finished_at marks every terminal state
         values: dict[str, Any] = {"status": status, "error_message": error, "error_class": klass, "updated_at": now,
                                   "completed_at": now if done else None, "finished_at": now,
@@ -360,7 +360,7 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
         "workflow_version": workflow_version, "status": status, "priority": job.get("priority"),
         "submitted_by": job.get("submitted_by"), "tenant_id": job.get("tenant_id"),
         "error_class": error_class, "error_message": error_message, "started_at": iso(started),
-        "completed_at": iso(now) if status in ("completed", "partial") else None, "finished_at": iso(now),
+        "completed_at": iso(now) if status in SUCCEEDED_JOB else None, "finished_at": iso(now),
         "duration_seconds": round((now - started).total_seconds(), 3) if started else None,
         "outputs": list(outputs), "metadata": job.get("job_metadata") or {}, "notify": job.get("notify"),
         "input_filename": job.get("input_filename"), "request_id": job.get("request_id"),
@@ -369,7 +369,7 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
 
 def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any]:
     outs: list[dict[str, Any]] = []
-    if f.status in ("completed", "partial"):
+    if f.status in SUCCEEDED_JOB:
         outs = f.outputs if f.outputs is not None else [dict(r) for r in conn.execute(
             sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes, job_outputs.c.delivered_url)
             .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()]

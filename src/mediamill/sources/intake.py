@@ -20,6 +20,7 @@ from mediamill.errors import SOURCE_MESSAGE, Conflict, InvalidInput, MediamillEr
 from mediamill.runtime import Runtime
 from mediamill.sources.backends import BucketBackend, FolderBackend, Unreadable, Vanished, backend_for
 from mediamill.sources.models import SourceSpec, file_fields, render_metadata
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox, sources_repo, workflow_repo
 from mediamill.store.tables import job_events
 from mediamill.store.timeutil import utcnow
@@ -267,7 +268,7 @@ class SourceRunner:
         with self.rt.engine.connect() as conn:
             rows = sources_repo.finished_files(conn, self.row["id"])
         for row in rows:
-            succeeded = row["job_status"] in ("completed", "partial")
+            succeeded = row["job_status"] in SUCCEEDED_JOB
             error = None
             try:
                 done = self.backend.finish(row, succeeded=succeeded)

@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.statuses import SUCCEEDED_JOB, TERMINAL_JOB
 from mediamill.store.timeutil import utcnow
 
 _ACTION = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # safe to inline as a SQL literal
@@ -40,8 +41,9 @@ DEFAULT_WINDOW = timedelta(hours=24)
 SAMPLE_LIMIT = 50_000  # durations read for percentiles on SQLite (the newest of the window)
 BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
 SUMMARY_WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400}
-FINISHED = ("completed", "partial", "failed", "cancelled")
-SUCCEEDED = ("completed", "partial")
+# plain strings: the SQL below quotes them with repr()
+FINISHED = tuple(str(s) for s in TERMINAL_JOB)
+SUCCEEDED = tuple(str(s) for s in SUCCEEDED_JOB)
 P95_EXACT_LIMIT = 40_000  # successful jobs in a window above which PostgreSQL estimates their p95 from a sample
 P95_SAMPLE_TARGET = 5_000  # rows such a sample aims at
 

@@ -21,11 +21,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from mediamill.errors import SOURCE_MESSAGE, Conflict, NotFound
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store.tables import media_queue, source_files, sources, workflow_jobs
 from mediamill.store.timeutil import utcnow
 
 FILE_STATUSES = ("pending", "claimed", "submitted", "done", "failed", "skipped")
-TERMINAL_JOB = ("completed", "partial", "failed", "cancelled")
 
 
 # ------------------------------------------------------------------------------ sources
