@@ -1,5 +1,10 @@
 """Running one claimed job: steps in order (or by ``needs:``), ``when:`` decisions, fusion, checkpoints,
-on_failure semantics, retries through the queue, breakers, cancel, the workflow deadline."""
+on_failure semantics, retries through the queue, breakers, cancel, the workflow deadline.
+
+Each unit of steps returns an outcome value (``engine.outcomes``): ``Continue`` lets the job go on;
+``Retry``, ``Hold``, ``FailJob`` or ``Complete`` end this run and are written by ``_apply``, at the
+runner's top. What a failure leads to is decided by ``outcomes.after_failure``, the same rule the
+in-process fast path (``engine.inline``) applies."""
 
 from __future__ import annotations
 
