@@ -38,6 +38,12 @@ cluster-wide), and the delay from "resume" to the first pickup.
 ``--json`` prints one object: ``{"rows": [{"system", "jobs", "submit_per_s", "submit_batch_per_s",
 "drain_per_s", "latency_ms_median", "latency_ms_p95"}, …]}``; notes (and the SQLite poll variant)
 go to stderr.
+
+``mediamill-postgres-1m`` is ``mediamill-postgres`` on tables that already hold ``--history`` (1,000,000)
+finished jobs — each with its step execution and two events, as the engine writes them, loaded with
+``generate_series`` and analysed before the clock starts — so claims, finishes and pickups are measured
+against a database that has been in use for a while. Its row carries ``history_jobs``; when both rows are
+there the ratios to the empty-table figures are printed (the target: within 1.2×).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("mediamill-postgres", "mediamill-sqlite", "pgqueuer")
+SYSTEMS = ("mediamill-postgres", "mediamill-postgres-1m", "mediamill-sqlite", "pgqueuer")
 QUEUE = "bench"
 WORKFLOW = {"code": "WF-BENCH-NOOP", "name": "noop", "type": "generic", "queue": QUEUE,
             "steps": [{"name": "noop", "action": "noop"}]}
@@ -119,16 +125,20 @@ class Result:
     latency_ms: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra_rows: list[dict[str, Any]] = field(default_factory=list)  # labelled variants (table only)
+    history_jobs: int | None = None  # finished jobs already in the tables (mediamill-postgres-1m)
 
     @property
     def drain_per_s(self) -> float | None:
         return max(d.rate for d in self.drains) if self.drains else None
 
     def row(self) -> dict[str, Any]:
-        return {"system": self.system, "jobs": self.jobs, "submit_per_s": _r(self.submit_per_s, 1),
-                "submit_batch_per_s": _r(self.submit_batch_per_s, 1), "drain_per_s": _r(self.drain_per_s, 1),
-                "latency_ms_median": _r(_median(self.latency_ms), 2),
-                "latency_ms_p95": _r(_pct(self.latency_ms, 0.95), 2)}
+        row = {"system": self.system, "jobs": self.jobs, "submit_per_s": _r(self.submit_per_s, 1),
+               "submit_batch_per_s": _r(self.submit_batch_per_s, 1), "drain_per_s": _r(self.drain_per_s, 1),
+               "latency_ms_median": _r(_median(self.latency_ms), 2),
+               "latency_ms_p95": _r(_pct(self.latency_ms, 0.95), 2)}
+        if self.history_jobs is not None:
+            row["history_jobs"] = self.history_jobs
+        return row
 
 
 def _r(v: float | None, digits: int) -> float | None:
@@ -322,6 +332,40 @@ class MediamillBench:
 
         return SubmitRequest(job_input=self.job_input, workflow_code=WORKFLOW["code"])
 
+    def load_history(self, n: int) -> None:
+        """``n`` finished jobs of the bench workflow, with a step execution and two events each (PostgreSQL)."""
+        import sqlalchemy as sa
+
+        with self.engine.begin() as conn:
+            wf_id, step_id = conn.execute(sa.text(
+                "SELECT d.id, s.id FROM workflow_definitions d JOIN workflow_steps s ON s.workflow_id = d.id "
+                "WHERE d.workflow_code = :c ORDER BY d.id DESC LIMIT 1"), {"c": WORKFLOW["code"]}).one()
+            params = {"n": n, "wf": wf_id, "step": step_id, "key": self.job_input.storage_key}
+            conn.execute(sa.text(
+                "INSERT INTO workflow_jobs (job_code, workflow_id, status, priority, tenant_id, workflow_version, "
+                " queue_name, input_key, input_mime, input_size, submitted_at, started_at, completed_at, "
+                " finished_at, updated_at, current_step, progress_percent) "
+                "SELECT 'JOB-HIST-' || g, :wf, CASE WHEN g % 20 = 0 THEN 'failed' ELSE 'completed' END, 5, 'default', "
+                " 1, :q, :key, 'text/plain', 1024, t, t + interval '10 ms', "
+                " CASE WHEN g % 20 = 0 THEN NULL ELSE t + interval '20 ms' END, t + interval '20 ms', "
+                " t + interval '20 ms', 1, 100 "
+                "FROM generate_series(1, :n) g, LATERAL (SELECT now() - interval '7 days' "
+                " + (g * interval '1 ms') * (7 * 86400000 / :n) AS t) ts"), {**params, "q": QUEUE})
+            conn.execute(sa.text(
+                "INSERT INTO step_executions (job_id, step_id, status, started_at, completed_at, action, step_name, "
+                " duration_ms, worker_id) "
+                "SELECT id, :step, status, started_at, finished_at, 'noop', 'noop', 10, 'history' "
+                "FROM workflow_jobs WHERE job_code LIKE 'JOB-HIST-%'"), params)
+            conn.execute(sa.text(
+                "INSERT INTO job_events (job_id, tenant_id, event_type, step_name, data, created_at) "
+                "SELECT id, 'default', e.kind, e.step, e.data::json, finished_at FROM workflow_jobs, "
+                " (VALUES ('step', 'noop', '{\"status\": \"completed\"}'), "
+                "         ('status', NULL, '{\"status\": \"completed\", \"final\": true}')) AS e(kind, step, data) "
+                "WHERE job_code LIKE 'JOB-HIST-%'"), params)
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text("ANALYZE workflow_jobs; ANALYZE step_executions; ANALYZE job_events; ANALYZE media_queue"))
+
     def _max_id(self) -> int:
         return int(self.poller.one("SELECT coalesce(max(id), 0) FROM workflow_jobs") or 0)
 
@@ -365,7 +409,8 @@ class MediamillBench:
                 if p.poll() is not None:
                     raise RuntimeError(f"worker {p.pid} exited with {p.returncode}:\n"
                                        f"{_tail(self.data_dir / f'worker-{self._n_started}.log')}")
-            live = [w for w in ops.list_workers(self.engine) if w["pid"] in pids]
+            listed = ops.list_workers(self.engine, lease_seconds=self.rt.settings.lease_seconds)
+            live = [w for w in listed if w["pid"] in pids]
             # the first heartbeat comes from the lifeline thread, started after the claimer
             if len(live) == len(pids) and all((w["heartbeat_at"] or "") > (w["started_at"] or "") for w in live):
                 break
@@ -462,7 +507,7 @@ def run_mediamill(system: str, args: argparse.Namespace) -> Result:
         # a short path: SQLite workers may listen on UNIX sockets beside the database (108-byte limit)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmb-", dir=args.tmp_dir)))
         data_dir = tmp / "data"
-        if system == "mediamill-postgres":
+        if system.startswith("mediamill-postgres"):
             url = stack.enter_context(postgres_database(args.pg_url))
         else:
             url = f"sqlite:///{(data_dir / 'mediamill.db').resolve()}"
@@ -470,6 +515,11 @@ def run_mediamill(system: str, args: argparse.Namespace) -> Result:
         bench = MediamillBench(system, data_dir, url, args)
         stack.callback(bench.close)
         try:
+            if system == "mediamill-postgres-1m":
+                t0 = time.perf_counter()
+                bench.load_history(args.history)
+                res.history_jobs = args.history
+                log(f"{system}: {args.history:,} finished jobs loaded in {time.perf_counter() - t0:.1f} s")
             ops.pause_queue(bench.engine, QUEUE)
             first = bench._max_id()
             log(f"{system}: submitting {n} jobs one by one")
@@ -799,6 +849,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sqlite-variant", choices=("auto", "always", "never"), default="auto",
                    help="also measure SQLite latency with MEDIAMILL_POLL_INTERVAL=0.005 (auto: when the default "
                         "misses 5 ms)")
+    p.add_argument("--history", type=int, default=1_000_000,
+                   help="finished jobs loaded before mediamill-postgres-1m is measured (default 1000000)")
     p.add_argument("--tmp-dir", default="/tmp", help="where the SQLite data dirs go (keep the path short)")
     p.add_argument("--pgq-worker", metavar="DSN", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -811,6 +863,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def log_history_ratios(results: list[Result]) -> None:
+    """How much the full tables cost: each figure of mediamill-postgres-1m over the empty-table one."""
+    rows = {r.system: r.row() for r in results}
+    full, empty = rows.get("mediamill-postgres-1m"), rows.get("mediamill-postgres")
+    if not full or not empty:
+        return
+    parts = []
+    for key, higher_is_better in (("submit_per_s", True), ("submit_batch_per_s", True), ("drain_per_s", True),
+                                  ("latency_ms_median", False), ("latency_ms_p95", False)):
+        a, b = full.get(key), empty.get(key)
+        if a and b:
+            cost = b / a if higher_is_better else a / b  # > 1: the full tables are slower
+            parts.append(f"{key} {cost:.2f}×")
+    log(f"with {full.get('history_jobs', 0):,} finished jobs, slower by: " + ", ".join(parts) + " (target ≤ 1.20×)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.pgq_worker:
@@ -819,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for system in args.systems:
         results.append(run_pgqueuer(args) if system == "pgqueuer" else run_mediamill(system, args))
+    log_history_ratios(results)
     if args.json:
         print(json.dumps({"rows": [r.row() for r in results]}))
         for r in results:

@@ -74,7 +74,6 @@ def test_crud_roles_and_tenants(client: TestClient, srt: Runtime, tmp_path: Path
     ({"path": "relative/dir"}, "absolute"),
     ({"kind": "bucket"}, "url"),
     ({"after": "archive"}, "after"),
-    ({"workflow": "WF-NOPE"}, "no workflow"),
     ({"name": "bad name!"}, "name"),
     ({"patterns": []}, "patterns"),
 ])
@@ -149,7 +148,9 @@ def test_another_tenants_workflow_cannot_be_named(client: TestClient, srt: Runti
         workflow_repo.save_version(conn, validate_document({**ANYTHING, "code": "WF-BETA-ONLY"}), tenant_id="beta")
     keys = Keys(srt)
     mine = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-BETA-ONLY"), headers=Keys.h(keys.operator))
-    assert mine.status_code == 422 and "no workflow" in mine.text
+    assert mine.status_code == 404 and "no workflow" in mine.text  # as if it did not exist, like an unknown one
+    nope = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-NOPE"), headers=Keys.h(keys.operator))
+    assert nope.status_code == 404 and "no workflow" in nope.text
     theirs = client.post("/v1/sources", json=_folder(tmp_path, workflow="WF-BETA-ONLY"), headers=Keys.h(keys.other))
     assert theirs.status_code == 201
 
@@ -170,6 +171,9 @@ def test_the_schema_says_what_a_valid_body_is_and_patches_conflict_as_409(client
     assert patch.status_code == 422 and "patterns" in patch.text  # the same limits as on create
     clash = client.patch(f"/v1/sources/{sid}", json={"url": "s3://bucket/in"}, headers=h(keys.operator))
     assert clash.status_code == 409 and "url" in clash.json()["detail"]
+    as_float = client.patch(f"/v1/sources/{sid}", json={"priority": 33.0}, headers=h(keys.operator))
+    assert as_float.json()["priority"] == 33  # 33.0 is an integer in JSON
+    assert client.patch(f"/v1/sources/{sid}", json={"priority": True}, headers=h(keys.operator)).status_code == 422
     reset = client.patch(f"/v1/sources/{sid}", json={"after": None, "name": None, "priority": None},
                          headers=h(keys.operator))
     assert reset.status_code == 200, reset.text

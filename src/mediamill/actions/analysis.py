@@ -72,7 +72,8 @@ def _json_output(prior: PriorStep | None, name: str) -> dict[str, Any] | None:
     for out in prior.outputs:
         if out.name == name and Path(out.path).is_file():
             try:
-                return json.loads(Path(out.path).read_text())
+                loaded = json.loads(Path(out.path).read_text())
+                return loaded if isinstance(loaded, dict) else None
             except (OSError, ValueError):
                 return None
     return None

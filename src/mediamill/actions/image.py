@@ -95,7 +95,7 @@ class _Done:
     chained: img.Decoded | None  # what the next step of a fused run reads, for chainable steps
 
 
-def _write(ctx: StepContext, decoded: img.Decoded, pixels: img.Image.Image, stem: str,
+def _write(ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, stem: str,
            opts: img.EncodeOptions, *, chainable: bool) -> _Done:
     fmt = opts.format
     path = ctx.work_dir / f"{stem}.{img.FORMAT_EXT[fmt]}"

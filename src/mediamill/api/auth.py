@@ -92,7 +92,7 @@ def _limiter(request: Request) -> AuthFailureLimiter:
         settings = state.runtime.settings
         limiter = state.auth_limiter = AuthFailureLimiter(per_address=settings.auth_failures_per_address,
                                                           per_key=settings.auth_failures_per_key)
-    return limiter  # type: ignore[no-any-return]
+    return limiter
 
 
 async def check_key(request: Request, key: str, *, surface: str) -> auth_repo.KeyRecord | None:

@@ -28,7 +28,7 @@ def _is_upload(scope: Scope) -> bool:
         return True
     if path == "/v1/jobs" and method == "POST":
         ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
-        return ctype.startswith(b"multipart/")
+        return bool(ctype.startswith(b"multipart/"))
     return False
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from mediamill.jsontypes import json_integer
+
 
 class Loose(BaseModel):
     """A response that may carry more fields than it documents."""
@@ -18,14 +20,6 @@ class Loose(BaseModel):
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-def _json_integer(value: Any) -> Any:
-    """A JSON number with no fraction: ``15`` and ``15.0`` (both integers in JSON Schema), not
-    ``true`` or ``"15"``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be an integer")
-    return value
-
-
 def _json_time(value: Any) -> Any:
     """A time is an RFC 3339 string in JSON (not a number read as a Unix time)."""
     if not isinstance(value, str):
@@ -33,12 +27,12 @@ def _json_time(value: Any) -> Any:
     return value
 
 
-# integer fields of request bodies (see ``_json_integer``); the bounds sit inside the type so the
+# integer fields of request bodies (see ``mediamill.jsontypes``); the bounds sit inside the type so the
 # JSON Schema carries them (minimum / exclusiveMinimum / maximum)
-Version = Annotated[int, Field(gt=0, le=1_000_000), Strict(False), BeforeValidator(_json_integer)]
-Priority = Annotated[int, Field(ge=0, le=100), Strict(False), BeforeValidator(_json_integer)]
-ByteSize = Annotated[int, Field(ge=0, le=2**53), Strict(False), BeforeValidator(_json_integer)]
-ExpirySeconds = Annotated[int, Field(ge=60, le=7 * 86400), Strict(False), BeforeValidator(_json_integer)]
+Version = Annotated[int, Field(gt=0, le=1_000_000), Strict(False), BeforeValidator(json_integer)]
+Priority = Annotated[int, Field(ge=0, le=100), Strict(False), BeforeValidator(json_integer)]
+ByteSize = Annotated[int, Field(ge=0, le=2**53), Strict(False), BeforeValidator(json_integer)]
+ExpirySeconds = Annotated[int, Field(ge=60, le=7 * 86400), Strict(False), BeforeValidator(json_integer)]
 
 
 class NotifySpec(BaseModel):
@@ -159,7 +153,7 @@ class BulkReprocess(ReprocessRequest):
     step: str | None = Field(default=None, max_length=100, description="only jobs where this step failed/skipped")
     since: Annotated[datetime, BeforeValidator(_json_time)] | None = Field(
         default=None, description="submitted at or after (RFC 3339)")
-    limit: Annotated[int, Field(ge=1, le=10_000), Strict(False), BeforeValidator(_json_integer)] = 1000
+    limit: Annotated[int, Field(ge=1, le=10_000), Strict(False), BeforeValidator(json_integer)] = 1000
     dry_run: Annotated[bool, Strict()] = Field(default=False, description="count, change nothing")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import uvicorn
 
@@ -76,10 +77,10 @@ def _admin_login(rt: Runtime, host: str, port: int) -> str | None:
     return f"admin API key (shown once): {key}\nlog in: {url}"
 
 
-def _start_background(rt: Runtime) -> list:
+def _start_background(rt: Runtime) -> list[Any]:
     from mediamill.engine.worker import Worker
 
-    started: list = [Worker(rt, pools=rt.settings.parsed_pools() or {"*": 2}).start()]
+    started: list[Any] = [Worker(rt, pools=rt.settings.parsed_pools() or {"*": 2}).start()]
     from mediamill.notify import Notifier
 
     started.append(Notifier(engine=rt.engine, settings=rt.settings).start())

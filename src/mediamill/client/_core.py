@@ -140,7 +140,7 @@ class RetryPolicy:
             if self.respect_retry_after and error.retry_after is not None:
                 return None if error.retry_after > self.max_wait else error.retry_after
         wait = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return wait * (0.5 + random.random() / 2)
+        return float(wait) * (0.5 + random.random() / 2)
 
 
 def base_headers(api_key: str | None, user_agent: str | None) -> dict[str, str]:

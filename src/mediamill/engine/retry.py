@@ -13,7 +13,7 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """The upper bound of the delay before retry number ``attempt`` (0-based)."""
-        return min(self.max_seconds, self.base_seconds * (2 ** min(attempt, 40)))
+        return min(self.max_seconds, self.base_seconds * float(2 ** min(attempt, 40)))
 
     def next_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """A delay drawn uniformly from [0, ceiling]: spreads retries so they never stampede."""

@@ -491,7 +491,7 @@ class JobRunner:
         local = self.w.storage.local_path(out["key"])
         if local is not None:
             return local
-        dest = self.scratch / "prior" / out["name"]
+        dest: Path = self.scratch / "prior" / out["name"]
         if not dest.exists():
             self.w.storage.get_to_file(out["key"], dest)
         out["path"] = str(dest)

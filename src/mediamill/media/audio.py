@@ -139,7 +139,7 @@ def compute_peaks(path: Path, *, samples_per_pixel: int, bits: int = 8) -> Peaks
     return Peaks(sample_rate=rate, samples_per_pixel=samples_per_pixel, bits=bits, data=data, samples=total)
 
 
-def _blocks(samples: array, end: int, size: int, shift: int, out: list[int]) -> None:
+def _blocks(samples: array[int], end: int, size: int, shift: int, out: list[int]) -> None:
     # min()/max() over array slices run in C: ~10× faster than a Python loop per sample
     for start in range(0, end, size):
         block = samples[start:start + size]

@@ -107,7 +107,7 @@ def render_page(doc: pdfium.PdfDocument, index: int, width: int) -> Image.Image:
         page_width, _ = page.get_size()
         scale = max(0.05, min(width / max(page_width, 1.0), 8.0))  # 8× = 576 dpi, plenty
         bitmap = page.render(scale=scale, may_draw_forms=True)
-        image = bitmap.to_pil().convert("RGB")
+        image: Image.Image = bitmap.to_pil().convert("RGB")
         bitmap.close()
         return image
     except pdfium.PdfiumError as exc:

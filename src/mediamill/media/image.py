@@ -35,6 +35,8 @@ from mediamill.config import MediaLimits
 from mediamill.errors import CorruptMedia, SourceTooLarge, UnsupportedFormat
 from mediamill.media.decoders import plain_reason
 
+#: decoded pixels, as the actions see them (they never import Pillow themselves)
+Pixels = Image.Image
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a grey half-image
 FORMAT_MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 FORMAT_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}

@@ -50,7 +50,7 @@ def sniff_bytes(head: bytes) -> str:
         return "application/x-ole-storage"
     kind = filetype.guess(head)
     if kind is not None:
-        return _ALIASES.get(kind.mime, kind.mime)
+        return str(_ALIASES.get(kind.mime, kind.mime))
     if _looks_like_mp3(head):
         return "audio/mpeg"
     if _looks_like_adts(head):

@@ -17,7 +17,7 @@ from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, guarded_client
 from mediamill.notify import channels as ch
 from mediamill.notify import dispatcher as dp
-from mediamill.notify.render import slack_message
+from mediamill.notify.render import email_message, slack_message
 from mediamill.notify.senders import (
     SendResult,
     build_email,
@@ -118,7 +118,7 @@ class Dispatcher:
     def _send_email(self, claimed: dp.Claimed) -> SendResult:
         target = smtp_target(self.settings, claimed.config)
         mail = build_email(target, to=claimed.recipient, event_id=claimed.event_id,
-                           message=dp.email_message(claimed.payload, self._context(claimed)))
+                           message=email_message(claimed.payload, self._context(claimed)))
         return send_email(target, mail)
 
     def _context(self, claimed: dp.Claimed) -> Any:

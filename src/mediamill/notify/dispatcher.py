@@ -224,7 +224,7 @@ def _claimed(r: dict[str, Any]) -> Claimed:
 def next_delay(attempts: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Back-off before attempt ``attempts + 1``: exponential, capped, with equal jitter (never ~0)."""
     ceiling = min(cap, base * (2 ** max(attempts - 1, 0)))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+    return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
 
 
 def decide(claimed: Claimed, result: SendResult, settings: Settings, *, now: datetime) -> tuple[str, str | None]:

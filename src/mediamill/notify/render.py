@@ -72,7 +72,7 @@ def subject(envelope: dict[str, Any], ctx: EventContext) -> str:
         return f"Source {data.get('source', '?')} skipped a file: {data.get('path', '?')}"
     if kind == "test":
         return "mediamill test notification"
-    return kind
+    return str(kind)
 
 
 def summary_line(envelope: dict[str, Any], ctx: EventContext) -> str:
@@ -106,7 +106,7 @@ def summary_line(envelope: dict[str, Any], ctx: EventContext) -> str:
                 f"{data.get('error') or ''}").strip()
     if kind == "test":
         return "This is a test notification from mediamill: the channel works."
-    return kind
+    return str(kind)
 
 
 def _facts(envelope: dict[str, Any], ctx: EventContext) -> list[tuple[str, str]]:

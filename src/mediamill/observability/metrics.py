@@ -138,7 +138,7 @@ def _switch_directory(directory: Path | None) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         # prometheus_client picks its value class when it is first imported; pick it again now
         # that the directory is known (this is what the environment variable would have done).
-        values.ValueClass = values.MultiProcessValue()
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _state.directory = directory
     _state.metrics = None
 
@@ -349,7 +349,7 @@ def render(engine: Engine | None = None, *, openmetrics: bool = False,
     if _state.directory is not None:
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry, path=str(_state.directory))
+        multiprocess.MultiProcessCollector(registry, path=str(_state.directory))  # type: ignore[no-untyped-call]
     else:
         registry.register(_ForwardCollector(_m().registry))
     if engine is not None:
@@ -357,7 +357,7 @@ def render(engine: Engine | None = None, *, openmetrics: bool = False,
     for collector in extra:
         registry.register(collector)
     if openmetrics:
-        return om.generate_latest(registry), om.CONTENT_TYPE_LATEST
+        return om.generate_latest(registry), om.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

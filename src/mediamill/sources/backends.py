@@ -110,7 +110,7 @@ class FolderBackend:
                 self._closed[rel] = (st.st_size, st.st_mtime_ns)
 
     def _current(self, row: dict[str, Any]) -> Path:
-        full = self.root / row["path"]
+        full: Path = self.root / row["path"]
         probe = _probe(full)
         if probe is None:
             raise Vanished("the file is gone")

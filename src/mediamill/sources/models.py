@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from mediamill.jsontypes import json_integer
 from mediamill.workflows.naming import render_template
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -23,6 +24,9 @@ LOCATION_SCHEMA: dict[str, Any] = {"oneOf": [
                     "path": {"type": "null"}},
      "required": ["kind", "url"]},
 ]}
+#: integers as JSON Schema has them (``15.0`` is one, ``true`` is not), with their bounds
+Priority = Annotated[int, Field(ge=0, le=100), Strict(False), BeforeValidator(json_integer)]
+MaxQueue = Annotated[int, Field(gt=0, le=10_000_000), Strict(False), BeforeValidator(json_integer)]
 TEMPORARY = ("*.part", "*.partial", "*.crdownload", "*.tmp", "*~", "*.swp", "*.filepart", "*.!qB")
 
 
@@ -50,7 +54,7 @@ class SourceSpec(BaseModel):
     failed_dir: str | None = Field(default=None, max_length=4000,
                                    description='where "move" puts files of failed jobs (default: <path>/failed)')
     workflow: str = Field(default="auto", max_length=50, description='a workflow code, or "auto" (routing rules)')
-    priority: int | None = Field(default=None, ge=0, le=100)
+    priority: Priority | None = None
     metadata: dict[str, Any] = Field(default_factory=dict,
                                      description="job metadata; strings may use {name} {stem} {ext} {path} {dir} "
                                                  "{size} {source}")
@@ -59,8 +63,8 @@ class SourceSpec(BaseModel):
                                          description="a file is taken once its size and mtime held this long")
     poll_seconds: float | None = Field(default=None, gt=0, le=86400,
                                        description="scan / listing interval (the fallback where no events arrive)")
-    max_queue: int | None = Field(default=None, gt=0, le=10_000_000,
-                                  description="stop taking files while the workflow's queue is this deep")
+    max_queue: MaxQueue | None = Field(default=None,
+                                       description="stop taking files while the workflow's queue is this deep")
     polling: bool = Field(default=False, description="folder sources: never use file-system events "
                                                      "(network mounts that do not report changes)")
 
@@ -121,12 +125,12 @@ class SourcePatch(BaseModel):
     done_dir: str | None = Field(default=None, max_length=4000)
     failed_dir: str | None = Field(default=None, max_length=4000)
     workflow: str | None = Field(default=None, max_length=50)
-    priority: int | None = Field(default=None, ge=0, le=100)
+    priority: Priority | None = None
     metadata: dict[str, Any] | None = None
     enabled: bool | None = None
     settle_seconds: float | None = Field(default=None, ge=0, le=3600)
     poll_seconds: float | None = Field(default=None, gt=0, le=86400)
-    max_queue: int | None = Field(default=None, gt=0, le=10_000_000)
+    max_queue: MaxQueue | None = None
     polling: bool | None = None
 
 

@@ -35,12 +35,13 @@ def _validated(data: dict[str, Any], error: type[MediamillError] = InvalidInput)
 
 
 def _check_workflow(conn: Connection, spec: SourceSpec, tenant_id: str) -> None:
-    """The workflow exists for the tenant (its own, or a shared one; another tenant's does not exist)."""
+    """The workflow exists for the tenant (its own, or a shared one; another tenant's does not exist: 404,
+    as when a job names it)."""
     if spec.workflow in ("", "auto"):
         return
     owner = conn.execute(sa.select(wd.c.id, wd.c.tenant_id).where(wd.c.workflow_code == spec.workflow)).first()
     if owner is None or owner.tenant_id not in (None, tenant_id):
-        raise InvalidInput(f"workflow: no workflow {spec.workflow!r}")
+        raise NotFound(f"workflow: no workflow {spec.workflow!r}")
 
 
 def event_secret(settings: Any, row: dict[str, Any]) -> str:

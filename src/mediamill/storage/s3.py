@@ -169,7 +169,7 @@ class S3Storage(Storage):
 
     def open(self, key: str) -> BinaryIO:
         body = self._get(key)["Body"]
-        return io.BufferedReader(_BodyReader(body), CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_BodyReader(body), CHUNK)
 
     def iter_bytes(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         byte_range = f"bytes={start}-{'' if end is None else end}" if start or end is not None else None

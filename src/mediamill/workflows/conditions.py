@@ -19,6 +19,9 @@ from typing import Any
 
 import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 
 logging.getLogger("celpy").setLevel(logging.CRITICAL)
 logging.getLogger("Environment").setLevel(logging.CRITICAL)
@@ -69,7 +72,7 @@ def compile_condition(expr: str) -> Any:
     """Parse a CEL expression into a runnable program (cached)."""
     try:
         return _ENV.program(_ENV.compile(expr))
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         line, column = getattr(exc, "line", None), getattr(exc, "column", None)
         where = f" at line {line}, column {column}" if line and column else ""
         raise ConditionError(f"syntax error{where}: {str(exc).splitlines()[0]}", line=line, column=column) from None
@@ -81,9 +84,9 @@ _INT64 = 2**63
 def to_cel(value: Any) -> Any:
     """JSON-like data as CEL values; integers beyond 64 bits (CEL's int) become doubles instead of failing."""
     try:
-        return celpy.json_to_cel(value)
+        return json_to_cel(value)
     except (ValueError, OverflowError):
-        return celpy.json_to_cel(_fit_ints(value))
+        return json_to_cel(_fit_ints(value))
 
 
 def _fit_ints(value: Any) -> Any:
@@ -155,10 +158,10 @@ def check_condition(expr: str, workflow_type: str, step_names: list[str]) -> Non
                                  steps={n: {"status": "completed", "data": {}} for n in step_names})
     try:
         result = program.evaluate(sample)
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         _explain(exc, expr, workflow_type)
         return
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         _explain(result, expr, workflow_type)
         return
     if not isinstance(result, celtypes.BoolType):
@@ -186,9 +189,9 @@ def evaluate_condition(expr: str, variables: dict[str, Any]) -> bool:
     """Evaluate at run time; an evaluation error raises ConditionError (the engine logs it)."""
     try:
         result = compile_condition(expr).evaluate(variables)
-    except celpy.CELEvalError as exc:  # raised, not returned, for a missing map key
+    except CELEvalError as exc:  # raised, not returned, for a missing map key
         raise ConditionError(str(exc.args[0]) if exc.args else str(exc)) from None
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         raise ConditionError(str(result.args[0]) if result.args else str(result))
     return bool(result)
 
@@ -217,12 +220,12 @@ def check_routing_condition(expr: str) -> None:
     sample = routing_variables(mime="", size=0, filename="", metadata={}, tenant="")
     try:
         result = program.evaluate(sample)
-    except celpy.CELEvalError as exc:
+    except CELEvalError as exc:
         _explain(exc, expr, "generic", ROUTING_INPUT)
         return
     except Exception as exc:
         raise ConditionError(f"invalid expression ({type(exc).__name__})") from None
-    if isinstance(result, celpy.CELEvalError):
+    if isinstance(result, CELEvalError):
         _explain(result, expr, "generic", ROUTING_INPUT)
         return
     if not isinstance(result, celtypes.BoolType):
