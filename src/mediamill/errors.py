@@ -4,28 +4,47 @@ Every error knows its class (what kind of failure it is), whether the engine may
 the HTTP status the API answers with, and a public message that is safe to show a client.
 The engine, the API and the CLI read these fields; nobody matches on message strings.
 
-    MediamillError                      class        retried  HTTP
-    ├── InvalidInput                    invalid_input  no     422
-    │   ├── InvalidCondition                           no     422 — carries the position
-    │   ├── InvalidField                               no     422 — names the field (``loc``)
-    │   ├── UnsupportedFormat                          no     415
-    │   ├── UnsupportedCodec                           no     422
-    │   ├── SourceTooLarge                             no     413
-    │   └── CorruptMedia                               no     422
-    ├── StepTimeout                     timeout        yes    504
-    ├── TransientError                  transient      yes    503
-    │   └── ServiceUnavailable                         yes    503 — database / bucket down (Retry-After)
-    ├── ResourceExceeded                resource       yes    507
-    │   └── StorageFull                                yes    507 — below the free-space floor (Retry-After)
-    ├── Unavailable                     unavailable    no     501
-    ├── ToolFailed                      (given)        (by class)   — carries the stderr tail
-    ├── InternalError                   internal       yes    500
-    ├── ConfigError                     config         no     500
-    ├── WorkflowInvalid                 invalid_workflow no   422 — carries located problems
-    ├── NotFound                        not_found      no     404
-    ├── Conflict                        conflict       no     409
-    ├── Forbidden                       forbidden      no     403
-    └── Unauthorized                    unauthorized   no     401
+    error                               class                  retried  HTTP
+    MediamillError                      internal               no       500 — the base (see below)
+    ├── InvalidInput                    invalid_input          no       422
+    │   ├── InvalidCondition            invalid_input          no       422 — carries the position
+    │   ├── InvalidField                invalid_input          no       422 — names the field (``loc``)
+    │   ├── UnsupportedFormat           invalid_input          no       415
+    │   ├── UnsupportedCodec            invalid_input          no       422
+    │   ├── SourceTooLarge              invalid_input          no       413
+    │   ├── CorruptMedia                invalid_input          no       422
+    │   └── UrlRefused                  invalid_input          no       422 — private, loopback, bad scheme …
+    │       └── UnresolvableHost        invalid_input          no       422 — the host did not resolve
+    ├── StepTimeout                     timeout                yes      504
+    ├── TransientError                  transient              yes      503
+    │   └── ServiceUnavailable          transient              yes      503 — database / bucket down (Retry-After)
+    ├── ResourceExceeded                resource               yes      507
+    │   └── StorageFull                 resource               yes      507 — below the free-space floor (Retry-After)
+    ├── Unavailable                     unavailable            no       501
+    ├── ToolFailed                      (given)                (class)  500 — carries the stderr tail
+    ├── InternalError                   internal               yes      500
+    ├── ConfigError                     config                 no       500
+    │   ├── SchemaTooNew                config                 no       500 — newer code migrated the database
+    │   └── SchemaBehind                config                 no       500 — migrations were not allowed to run
+    ├── WorkflowInvalid                 invalid_workflow       no       422 — carries located problems
+    ├── NotFound                        not_found              no       404
+    ├── Conflict                        conflict               no       409
+    ├── Forbidden                       forbidden              no       403
+    ├── Unauthorized                    unauthorized           no       401
+    ├── BodyTooLarge                    too_large              no       413
+    ├── BodyTimeout                     body_timeout           no       408 — the body stalled
+    ├── RateLimited                     rate_limited           no       429 — Retry-After
+    │   └── TooManyAuthFailures         rate_limited           no       429 — per address and key prefix
+    ├── UploadsBusy                     busy                   no       503 — the upload pool is full (Retry-After)
+    ├── PreconditionFailed              tus_version            no       412 — tus: unsupported protocol version
+    ├── ChecksumMismatch                checksum_mismatch      no       460 — tus: the chunk's checksum differs
+    ├── Gone                            expired                no       410 — tus: the upload expired
+    └── UnsupportedMediaType            unsupported_media_type no       415 — tus: wrong content type
+
+``retried`` is the class's ``retryable``: the engine retries a step failure (``on_failure: retry``)
+when the error it raised says so. ToolFailed takes its class from the tool's outcome and is retried
+when that class is. The base's own fields (``internal``, not retried, 500) are what an unclassified
+failure gets before ``classify_exception`` turns it into an ``InternalError``.
 """
 
 from __future__ import annotations
@@ -35,10 +54,22 @@ import re
 import traceback
 from typing import ClassVar
 
+#: The longest error message stored with a step execution (and the tail of stderr kept for operators).
+MESSAGE_MAX = 4000
+STDERR_TAIL = 4000
+#: The tail of a traceback kept with an unexpected exception.
+TRACEBACK_TAIL = 3000
+#: An error message built from an unexpected exception, or kept as a breaker's last error.
+DETAIL_MESSAGE = 1000
+#: A source's last error (it lists what failed in a scan).
+SOURCE_MESSAGE = 2000
+#: An error quoted in an event, a notification attempt or a sender's result.
+EVENT_MESSAGE = 500
+#: An error quoted in a short note: a retry or breaker event, a routing or probe result.
+SHORT_MESSAGE = 300
+
 #: Error classes a step failure can carry.
 STEP_ERROR_CLASSES = ("invalid_input", "transient", "timeout", "resource", "unavailable", "internal")
-#: Classes the engine retries when a step says ``on_failure: retry``.
-RETRYABLE_CLASSES = frozenset({"transient", "timeout", "internal", "resource"})
 #: Classes that count against a circuit breaker (a corrupt upload is not the step's fault).
 BREAKER_CLASSES = frozenset({"transient", "internal"})
 
@@ -171,15 +202,29 @@ class InternalError(MediamillError):
     title = "Internal error"
 
 
+class UrlRefused(InvalidInput):
+    """A URL points somewhere mediamill must not connect to (private, loopback, bad scheme…)."""
+
+    title = "URL refused"
+
+
+class UnresolvableHost(UrlRefused):
+    """The host name did not resolve (may be temporary: a delivery retries it)."""
+
+    title = "Host not resolvable"
+
+
 class ToolFailed(MediamillError):
     """An external tool (ffmpeg, LibreOffice, …) exited badly; carries the tail of its stderr."""
 
     title = "Tool failed"
 
-    def __init__(self, message: str, *, stderr_tail: str = "", error_class: str = "internal") -> None:
+    def __init__(self, message: str, *, stderr_tail: str = "", error_class: str = "internal",
+                 retryable: bool | None = None) -> None:
         super().__init__(message)
-        self.stderr_tail = stderr_tail[-4000:]
+        self.stderr_tail = stderr_tail[-STDERR_TAIL:]
         self._class = error_class
+        self._retryable = retryable
 
     @property
     def error_class(self) -> str:  # type: ignore[override]
@@ -187,12 +232,21 @@ class ToolFailed(MediamillError):
 
     @property
     def retryable(self) -> bool:  # type: ignore[override]
-        return self._class in RETRYABLE_CLASSES
+        """What the error it stands for said (a child's reply carries it), else what its stored class says."""
+        return self._retryable if self._retryable is not None else is_retryable_class(self._class)
 
 
 class ConfigError(MediamillError):
     error_class = "config"
     title = "Invalid configuration"
+
+
+class SchemaTooNew(ConfigError):
+    """The database carries a schema revision this code does not know: newer code migrated it."""
+
+
+class SchemaBehind(ConfigError):
+    """The database's schema is older than this code's and migrations were not allowed to run."""
 
 
 class WorkflowInvalid(MediamillError):
@@ -233,6 +287,75 @@ class Unauthorized(MediamillError):
     title = "Unauthorized"
 
 
+# ------------------------------------------------------------------ the API's request limits and uploads
+class BodyTooLarge(MediamillError):
+    error_class = "too_large"
+    http_status = 413
+    title = "Request body too large"
+
+
+class BodyTimeout(MediamillError):
+    """The client stopped sending the request body (a stalled upload holds a connection for nothing)."""
+
+    error_class = "body_timeout"
+    http_status = 408
+    title = "Request body timeout"
+
+
+class RateLimited(MediamillError):
+    error_class = "rate_limited"
+    http_status = 429
+    title = "Too many requests"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message or f"submit rate limit reached; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class TooManyAuthFailures(RateLimited):
+    """Too many failed authentication attempts from this address or for this key."""
+
+    title = "Too many failed authentication attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, f"too many failed authentication attempts; retry in {retry_after} s")
+
+
+class UploadsBusy(MediamillError):
+    error_class = "busy"
+    http_status = 503
+    title = "Upload capacity reached"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PreconditionFailed(MediamillError):
+    error_class = "tus_version"
+    http_status = 412
+    title = "Unsupported tus version"
+
+
+class ChecksumMismatch(MediamillError):
+    error_class = "checksum_mismatch"
+    http_status = 460
+    title = "Checksum mismatch"
+
+
+class Gone(MediamillError):
+    error_class = "expired"
+    http_status = 410
+    title = "Upload expired"
+
+
+class UnsupportedMediaType(MediamillError):
+    error_class = "unsupported_media_type"
+    http_status = 415
+    title = "Unsupported media type"
+
+
+#: The error of each class a step failure can carry (``error_for_class``, stored failures).
 _BY_CLASS: dict[str, type[MediamillError]] = {
     "invalid_input": InvalidInput,
     "transient": TransientError,
@@ -241,6 +364,10 @@ _BY_CLASS: dict[str, type[MediamillError]] = {
     "unavailable": Unavailable,
     "internal": InternalError,
 }
+
+
+#: Classes the engine retries when a step says ``on_failure: retry``: those whose error is ``retryable``.
+RETRYABLE_CLASSES = frozenset(name for name, cls in _BY_CLASS.items() if cls.retryable)
 
 
 def error_for_class(error_class: str, message: str) -> MediamillError:
@@ -273,17 +400,19 @@ def classify_exception(exc: BaseException) -> MediamillError:
     """
     if isinstance(exc, MediamillError):
         return exc
-    tail = "".join(traceback.format_exception(exc))[-3000:]
+    tail = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:]
     err: MediamillError
     if (isinstance(exc, OSError) and exc.errno in _NO_SPACE) or _NO_SPACE_TEXT.search(str(exc)):
         err = ResourceExceeded("the server ran out of disk space while the step was writing its files")
     elif isinstance(exc, MemoryError):
         err = ResourceExceeded("the step ran out of memory (address-space limit)")
     else:
-        err = InternalError(without_paths(f"{type(exc).__name__}: {exc}")[:1000])
+        err = InternalError(without_paths(f"{type(exc).__name__}: {exc}")[:DETAIL_MESSAGE])
     err.stderr_tail = tail
     return err
 
 
 def is_retryable_class(error_class: str) -> bool:
+    """Whether a *stored* error class (a child's reply, a recorded step failure) is retried. Where the
+    exception is at hand, ask the exception: ``exc.retryable``."""
     return error_class in RETRYABLE_CLASSES

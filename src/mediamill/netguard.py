@@ -24,25 +24,13 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from mediamill.errors import InvalidInput
+from mediamill.errors import UnresolvableHost, UrlRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["Allowlist", "GuardedBackend", "UnresolvableHost", "UrlRefused", "check_url", "guarded_client",
            "is_public_ip"]
-
-
-class UrlRefused(InvalidInput):
-    """A URL points somewhere mediamill must not connect to (private, loopback, bad scheme…)."""
-
-    title = "URL refused"
-
-
-class UnresolvableHost(UrlRefused):
-    """The host name did not resolve (may be temporary: a delivery retries it)."""
-
-    title = "Host not resolvable"
 
 
 @dataclass(frozen=True)

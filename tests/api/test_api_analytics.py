@@ -1,5 +1,5 @@
-"""Analytics on the seed's data (steps 7–11), on SQLite and PostgreSQL: the four reports agree with
-the seed's own queries, which run unmodified on PostgreSQL."""
+"""Analytics on the reference rows (tests/fixtures/seed_001_inserts.sql), on SQLite and PostgreSQL: the four
+reports agree with the reference queries (tests/fixtures/seed_001_queries.sql), which run unmodified on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _statements(path: Path) -> list[str]:
 
 def _seeded(data_dir: Path, url: str = "") -> Runtime:
     rt = Runtime(Settings(data_dir=data_dir, database_url=url))
-    rt.migrate()  # no built-ins: the seed brings its own workflow ids
+    rt.migrate()  # no built-ins: the reference rows bring their own workflow ids
     with rt.engine.begin() as conn:
         for stmt in _statements(FIXTURES / "seed_001_inserts.sql"):
             conn.exec_driver_sql(stmt)

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from mediamill.api import authlimit
-from mediamill.api.authlimit import AuthFailureLimiter, TooManyAuthFailures, client_address
+from mediamill.api.authlimit import AuthFailureLimiter, client_address
+from mediamill.errors import TooManyAuthFailures
 from mediamill.observability import metrics
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo

@@ -1,5 +1,5 @@
 """The dashboard without a browser: every page's server time with a few thousand jobs (SQLite),
-the seed's job ordering across keyset pages, sessions, CSRF and redirects."""
+the job status report's ordering across keyset pages, sessions, CSRF and redirects."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def test_overview_cards_are_the_summary(client: TestClient, seeded: tuple[Runtim
             assert shown == f"{summary[name]:,}", (window, name)
         rate = re.search(r'data-figure="error_rate" data-value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
         assert float(rate) == summary["error_rate"]
-    assert summary["failed"] > 0 and summary["error_rate"] > 0  # the seed has failures in the last 7 days
+    assert summary["failed"] > 0 and summary["error_rate"] > 0  # the seeded data has failures in the last 7 days
 
 
 def test_a_dead_worker_is_lost_not_running(client: TestClient, seeded: tuple[Runtime, Keys]) -> None:

@@ -1,5 +1,6 @@
-"""The seed's INSERTs (steps 7–11) run unmodified on a migrated database, and its reports (12–15) return
-the figures those rows imply — on SQLite and on PostgreSQL (step 15 uses EXTRACT(EPOCH …): PostgreSQL only)."""
+"""The reference INSERTs (tests/fixtures/seed_001_inserts.sql) run unmodified on a migrated database, and the
+reference reports (seed_001_queries.sql, numbered 12–15 there) return the figures those rows imply — on SQLite
+and on PostgreSQL (step 15 uses EXTRACT(EPOCH …): PostgreSQL only)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_job_status_dashboard(seeded: sa.engine.Engine) -> None:
         "Image Processing Pipeline"
     by_code = {r["job_code"]: r for r in rows}
     assert by_code["JOB-2024-001"]["total_steps"] == 7  # WF-VIDEO-TRANSCODE has 7 steps
-    assert by_code["JOB-2024-006"]["total_steps"] == 0  # the seed gives WF-VIDEO-ANALYZE no steps
+    assert by_code["JOB-2024-006"]["total_steps"] == 0  # the reference rows give WF-VIDEO-ANALYZE no steps
     assert Decimal(str(by_code["JOB-2024-002"]["progress_percent"])) == Decimal("57")
 
 

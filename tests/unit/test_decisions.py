@@ -12,8 +12,9 @@ from mediamill.engine.retry import RetryPolicy
 from mediamill.errors import ConfigError
 from mediamill.workflows.conditions import (
     ConditionError,
-    activation,
+    JobFacts,
     check_condition,
+    condition_variables,
     evaluate_condition,
     routing_variables,
 )
@@ -49,7 +50,6 @@ def test_a_bad_setting_names_the_variable_and_the_value(tmp_path) -> None:  # ty
     assert "MEDIAMILL_LEASE_SECONDS" in str(err.value) and "-1" in str(err.value)
 
 
-JOB = {"priority": 5, "metadata": {"tier": "gold"}, "submitter": "app", "params": {}, "tenant": "acme"}
 
 
 @pytest.mark.parametrize(("expr", "inp", "expected"), [
@@ -60,8 +60,9 @@ JOB = {"priority": 5, "metadata": {"tier": "gold"}, "submitter": "app", "params"
     ('steps.validate.status == "completed"', {}, True),
 ])
 def test_step_conditions(expr: str, inp: dict[str, object], expected: bool) -> None:
-    variables = activation(input=inp, job=JOB, steps={"validate": {"status": "completed", "data": {}}},
-                           workflow_type="video")
+    facts = JobFacts(tenant="acme", priority=5, metadata={"tier": "gold"}, submitter="app", probe=inp)
+    variables = condition_variables(facts, workflow_type="video",
+                                    steps={"validate": {"status": "completed", "data": {}}})
     assert evaluate_condition(expr, variables) is expected
 
 

@@ -16,7 +16,7 @@ from mediamill.store.workflow_repo import BUILTIN_FILES, builtin_workflows, inst
 from mediamill.workflows import parse_workflow
 from tests.helpers import BACKENDS, database_url, make_runtime
 
-SPEC_STEPS = {
+BUILTIN_STEPS = {
     "WF-VIDEO-TRANSCODE": ["validate_video", "extract_video_metadata", "transcode_video", "transcode_video",
                            "transcode_video", "generate_thumbnails", "finalize_job"],
     "WF-IMAGE-PROCESS": ["validate_image", "resize_image", "create_thumbnail", "optimize_image", "convert_format"],
@@ -53,7 +53,7 @@ def rt(request: pytest.FixtureRequest, tmp_path: Path):
 def test_builtins_are_the_spec_templates() -> None:
     wfs = {w.code: w for w in builtin_workflows()}
     assert len(BUILTIN_FILES) == 5
-    assert {code: [s.action for s in wf.steps] for code, wf in wfs.items()} == SPEC_STEPS
+    assert {code: [s.action for s in wf.steps] for code, wf in wfs.items()} == BUILTIN_STEPS
     video = wfs["WF-VIDEO-TRANSCODE"]
     assert [s.params.get("resolution") for s in video.steps[2:5]] == ["1080p", "720p", "480p"]
     assert video.steps[5].params == {"count": 5, "format": "jpeg"}
@@ -64,12 +64,12 @@ def test_builtins_are_the_spec_templates() -> None:
 
 def test_builtins_install_once(rt: Runtime) -> None:
     first = install_builtins(rt.engine)
-    assert sorted(s.code for s in first) == sorted(SPEC_STEPS)
+    assert sorted(s.code for s in first) == sorted(BUILTIN_STEPS)
     assert install_builtins(rt.engine) == []  # a second start creates nothing
     with rt.engine.connect() as conn:
         rows = workflow_repo.list_workflows(conn)
     assert {r["workflow_code"]: (r["versions"], r["current_version"]) for r in rows} == \
-        {code: (1, 1) for code in SPEC_STEPS}
+        {code: (1, 1) for code in BUILTIN_STEPS}
 
 
 def test_versions_rollback_and_diff(rt: Runtime) -> None:

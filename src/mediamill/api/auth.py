@@ -21,8 +21,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from mediamill.api.authlimit import AuthFailureLimiter, TooManyAuthFailures, client_address
-from mediamill.errors import Forbidden, Unauthorized
+from mediamill.api.authlimit import AuthFailureLimiter, client_address
+from mediamill.errors import Forbidden, TooManyAuthFailures, Unauthorized
 from mediamill.observability import metrics
 from mediamill.observability.logging import get_logger
 from mediamill.store import auth_repo

@@ -28,22 +28,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from mediamill.errors import MediamillError
+from mediamill.errors import TooManyAuthFailures
 
 TRUST_SECONDS = 900.0
 MAX_TRACKED = 50_000  # buckets kept in memory; full ones are dropped first when over
-
-
-class TooManyAuthFailures(MediamillError):
-    """Too many failed authentication attempts from this address or for this key."""
-
-    error_class = "rate_limited"
-    http_status = 429
-    title = "Too many failed authentication attempts"
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed authentication attempts; retry in {retry_after} s")
-        self.retry_after = retry_after
 
 
 @dataclass

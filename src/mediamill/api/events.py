@@ -23,10 +23,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store.tables import job_events, workflow_jobs
 from mediamill.store.timeutil import iso
 
-TERMINAL = frozenset({"completed", "failed", "partial", "cancelled"})
 EVENT_CHANNEL = "mediamill_events"
 BATCH = 2000
 RETRY_MS = 2000  # how soon a client reconnects (with Last-Event-ID)
@@ -43,7 +43,7 @@ def event_dict(row: Any) -> dict[str, Any]:
 
 
 def is_final(event: dict[str, Any]) -> bool:
-    return event["type"] == "status" and (event["data"] or {}).get("status") in TERMINAL
+    return event["type"] == "status" and (event["data"] or {}).get("status") in TERMINAL_JOB
 
 
 def read_events(engine: Engine, *, after_id: int, job_id: int | None = None, tenant_id: str | None = None,
@@ -209,7 +209,7 @@ async def stream(hub: EventHub, *, tenant_id: str, job_id: int | None, after_id:
             yield sse_frame(event)
             if job_id is not None and is_final(event):
                 return
-        if job_id is not None and await asyncio.to_thread(job_status, hub.engine, job_id) in TERMINAL:
+        if job_id is not None and await asyncio.to_thread(job_status, hub.engine, job_id) in TERMINAL_JOB:
             return  # finished before this stream began and its final event was already delivered
         async for batch in _live(sub, keepalive):
             if not batch:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from mediamill.api.problems import PROBLEM
-from mediamill.errors import MediamillError
+from mediamill.errors import BodyTimeout, BodyTooLarge, RateLimited, UploadsBusy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,22 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-class BodyTooLarge(MediamillError):
-    error_class = "too_large"
-    http_status = 413
-    title = "Request body too large"
-
-
-class RateLimited(MediamillError):
-    error_class = "rate_limited"
-    http_status = 429
-    title = "Too many requests"
-
-    def __init__(self, retry_after: int, message: str | None = None) -> None:
-        super().__init__(message or f"submit rate limit reached; retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
 def _is_upload(scope: Scope) -> bool:
     path, method = scope.get("path", ""), scope.get("method", "")
     if path.startswith("/v1/uploads") and method in ("POST", "PATCH", "PUT"):
@@ -46,12 +30,6 @@ def _is_upload(scope: Scope) -> bool:
         ctype = dict(scope.get("headers") or []).get(b"content-type", b"")
         return bool(ctype.startswith(b"multipart/"))
     return False
-
-
-class BodyTimeout(MediamillError):
-    error_class = "timeout"
-    http_status = 408
-    title = "Request body timeout"
 
 
 class BodyLimitMiddleware:
@@ -126,16 +104,6 @@ class RateLimiter:
                 self._buckets[key] = (tokens, now)
                 raise RateLimited(max(1, math.ceil((1.0 - tokens) / self.rate)))
             self._buckets[key] = (tokens - 1.0, now)
-
-
-class UploadsBusy(MediamillError):
-    error_class = "busy"
-    http_status = 503
-    title = "Upload capacity reached"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class UploadSlots:

@@ -29,9 +29,9 @@ from mediamill.engine.outputs import find_job_id, save_outputs
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.errors import InvalidInput, NotFound
 from mediamill.runtime import Runtime
+from mediamill.statuses import TERMINAL_JOB
 
 JSON = typer.Option(False, "--json", help="print JSON")
-FINAL = ("completed", "partial", "failed", "cancelled")
 
 
 def _params(items: list[str]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _follow(rt: Runtime, job_id: int, *, quiet: bool) -> dict[str, Any]:
                 progress.update(bars[s["step_name"]], **step_bar(s))
             progress.update(overall, description=f"{detail['job_code']} [{detail['status']}]",
                             **bar_fields(detail["status"], detail["progress_percent"]))
-            if detail["status"] in FINAL:
+            if detail["status"] in TERMINAL_JOB:
                 return detail
             time.sleep(0.25)
 

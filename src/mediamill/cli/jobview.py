@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from mediamill.cli.output import console, err_console, print_json, print_table
+from mediamill.statuses import SUCCEEDED_JOB
 
 
 def print_submitted(job: dict[str, Any]) -> None:
@@ -52,7 +53,7 @@ def bar_fields(status: str, percent: float | None) -> dict[str, Any]:
     """How full a bar is and the figure beside it, for a job or step in ``status`` at ``percent``."""
     if status == "skipped":  # nothing was done: an empty bar, not a full one
         return {"completed": 0, "shown": "skipped"}
-    if status in ("completed", "partial"):
+    if status in SUCCEEDED_JOB:
         percent = 100.0
     value = float(percent or 0)
     return {"completed": value, "shown": f"{value:5.1f}%"}

@@ -10,10 +10,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mediamill.api.auth import SESSION_COOKIE, check_key
-from mediamill.api.authlimit import TooManyAuthFailures
 from mediamill.dashboard import session
 from mediamill.dashboard.web import templates
-from mediamill.errors import Forbidden
+from mediamill.errors import Forbidden, TooManyAuthFailures
 
 router = APIRouter(include_in_schema=False)
 

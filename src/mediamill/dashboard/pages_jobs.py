@@ -13,6 +13,7 @@ from mediamill.engine import operations as ops
 from mediamill.engine import review
 from mediamill.errors import NotFound
 from mediamill.notify import alerting
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import analytics, workflow_repo
 from mediamill.store.analytics import STATUS_ORDER
 from mediamill.store.routing_repo import REVIEW_QUEUE
@@ -20,7 +21,6 @@ from mediamill.store.timeutil import utcnow
 
 router = APIRouter(include_in_schema=False)
 PAGE = Depends(page)
-FINAL = frozenset({"completed", "failed", "partial", "cancelled"})
 #: Orders of the jobs list (the first is the default).
 ORDERS = {"newest": "Newest first", "status": "Failed first, then running, waiting, finished (by priority)"}
 HLS_PLAYLIST = frozenset({"application/vnd.apple.mpegurl", "application/x-mpegurl"})
@@ -166,7 +166,7 @@ def job_detail(job_id: int, pg: Page = PAGE) -> HTMLResponse:
     failed_step = next((r for r in rows if r["status"] == "failed"), None)
     in_review = job["status"] == "pending" and job["queue_name"] == REVIEW_QUEUE
     candidates = review.review_candidates(pg.engine, job) if in_review else []
-    return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in FINAL,
+    return render(pg, "job.html", "jobs", job["job_code"], job=job, steps=rows, final=job["status"] in TERMINAL_JOB,
                   decisions=q.decisions(job), events=list(reversed(job["events"][-100:])), last_event=last_event,
                   failed_step=failed_step, versions=versions, in_review=in_review, candidates=candidates,
                   hls_parts=hls_parts)

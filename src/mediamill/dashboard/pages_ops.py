@@ -43,7 +43,7 @@ def _window(value: str) -> tuple[str, float]:
 
 @router.get("/queues", response_class=HTMLResponse)
 def queues(pg: Page = PAGE) -> HTMLResponse:
-    """Depth, waiting, processing, oldest wait, average priority per queue (seed step 13), pause/resume."""
+    """Depth, waiting, processing, oldest wait, average priority per queue (the queue monitor report), pause/resume."""
     rows = ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)
     with pg.engine.connect() as conn:
         extras = q.queue_extras(conn, pg.caller.scope)
@@ -58,7 +58,7 @@ def queues(pg: Page = PAGE) -> HTMLResponse:
 
 @router.get("/steps", response_class=HTMLResponse)
 def steps(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLResponse:
-    """Seed step 14 with p50/p95/p99 per versioned step."""
+    """The step performance report with p50/p95/p99 per versioned step."""
     key, hours = _window(window)
     with pg.engine.connect() as conn:
         rows = q.step_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))
@@ -73,7 +73,7 @@ def _definitions(conn: sa.Connection, tenant_id: str) -> list[dict[str, Any]]:
 
 @router.get("/workflows", response_class=HTMLResponse)
 def workflows(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLResponse:
-    """Seed step 15 (with p50/p95/p99) and every definition, linking to the editor."""
+    """The workflow summary report (with p50/p95/p99) and every definition, linking to the editor."""
     key, hours = _window(window)
     with pg.engine.connect() as conn:
         report = q.workflow_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))

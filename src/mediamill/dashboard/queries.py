@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.engine import tenancy
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import analytics
 from mediamill.store.analytics import STATUS_ORDER, percentiles
 from mediamill.store.tables import (
@@ -119,7 +120,7 @@ def _filtered(f: JobFilter) -> Any:
 def job_page(conn: Connection, f: JobFilter, after: Cursor | None, limit: int = 50
              ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """One page by status — failed, processing, queued, pending, partial, completed, cancelled
-    (the seed's order), then priority (high first), then newest — read (status, priority) group by group,
+    (the job status report's order), then priority (high first), then newest — read (status, priority) group by group,
     each an index range, so a page costs the same on page 1 and page 10,000."""
     if f.search:
         return search_jobs(conn, f, limit), None
@@ -232,7 +233,7 @@ def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[s
         g = groups.setdefault(int(done) // bucket * bucket, {"finished": 0, "failed": 0, "_d": []})
         g["finished"] += w.step
         g["failed"] += w.step if status == "failed" else 0
-        if status in ("completed", "partial") and started is not None:
+        if status in SUCCEEDED_JOB and started is not None:
             g["_d"].append(done - started)
     series = [{"bucket": b, "finished": g["finished"], "failed": g["failed"],
                "p95": percentiles(g["_d"], (0.95,))["p95"]} for b, g in sorted(groups.items())]
@@ -312,7 +313,7 @@ def recent_failures(conn: Connection, tenant_id: str, limit: int = 6) -> list[di
 
 def queue_extras(conn: Connection, tenant_id: str | None = None) -> dict[str, dict[str, Any]]:
     """Average (effective) priority and next scheduled time per queue, from the live queue rows only
-    (joining 1M jobs for the seed's AVG(wj.priority) costs a scan of the jobs table); a tenant's
+    (joining 1M jobs for the reference report's AVG(wj.priority) costs a scan of the jobs table); a tenant's
     own jobs only when ``tenant_id`` is given."""
     query = sa.select(media_queue.c.queue_name, sa.func.avg(media_queue.c.priority),
                       sa.func.min(media_queue.c.scheduled_time)).select_from(media_queue)
@@ -323,7 +324,7 @@ def queue_extras(conn: Connection, tenant_id: str | None = None) -> dict[str, di
 
 # ----------------------------------------------------------------------------- step performance
 def step_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
-    """Seed step 14 (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
+    """The step performance report (executions, avg/min/max seconds, failures per versioned step) plus p50/p95/p99 (ms).
 
     Executions are found through ``(action, completed_at)``: one index range per known action.
     """
@@ -387,7 +388,7 @@ def _floats(row: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- workflows
 def workflow_report(conn: Connection, *, tenant_id: str, since: datetime) -> list[dict[str, Any]]:
-    """Seed step 15 over the window plus p50/p95/p99 job durations (s) per workflow (estimated from
+    """The workflow summary report over the window plus p50/p95/p99 job durations (s) per workflow (estimated from
     a sample when the window is large)."""
     w = window(conn, since)
     if w.sampled:
@@ -433,7 +434,7 @@ def _workflow_figures(rows: list[Any], step: int) -> dict[str, Any]:
         return step * sum(r[1] in statuses for r in rows)
 
     minutes = [(r[4] - r[3]) / 60 for r in rows if r[3] is not None and r[4] is not None]
-    ok = [r[4] - r[3] for r in rows if r[1] in ("completed", "partial") and r[3] is not None and r[4] is not None]
+    ok = [r[4] - r[3] for r in rows if r[1] in SUCCEEDED_JOB and r[3] is not None and r[4] is not None]
     return {"total_jobs": step * len(rows), "completed": n("completed"), "failed": n("failed"),
             "partial": n("partial"), "cancelled": n("cancelled"), "in_progress": n("pending", "queued", "processing"),
             "avg_duration_minutes": sum(minutes) / len(minutes) if minutes else None, **percentiles(ok)}

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill import telemetry
-from mediamill.errors import BREAKER_CLASSES
+from mediamill.errors import BREAKER_CLASSES, DETAIL_MESSAGE, SHORT_MESSAGE
 from mediamill.store import outbox
 from mediamill.store.tables import circuit_breakers as cb
 from mediamill.store.tables import job_events, media_queue, workflow_jobs, workflow_steps
@@ -176,7 +176,7 @@ class Breakers:
         now = utcnow()
         values = {"state": "open", "failure_count": failures, "success_count": total - failures, "opened_at": now,
                   "next_probe_at": now + timedelta(seconds=self.config.cooldown_seconds), "updated_at": now,
-                  "last_error": message[:1000], "probe_job_id": None}
+                  "last_error": message[:DETAIL_MESSAGE], "probe_job_id": None}
         existing = conn.execute(sa.select(cb.c.state).where(cb.c.action == action)).scalar()
         if existing is None:
             conn.execute(cb.insert().values(action=action, **values))
@@ -184,7 +184,7 @@ class Breakers:
             conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "closed").values(**values))
         else:
             return
-        _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:300]},
+        _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:SHORT_MESSAGE]},
              since=now - timedelta(seconds=self.config.window_seconds))
 
     def _reopen(self, action: str, message: str, immediate: bool = False) -> None:
@@ -193,9 +193,9 @@ class Breakers:
         with self.engine.begin() as conn:
             res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
                                .values(state="open", opened_at=now, next_probe_at=now + timedelta(seconds=delay),
-                                       updated_at=now, last_error=message[:1000], probe_job_id=None))
+                                       updated_at=now, last_error=message[:DETAIL_MESSAGE], probe_job_id=None))
             if res.rowcount == 1 and not immediate:
-                _log(conn, action, "reopened", {"error": message[:300]})
+                _log(conn, action, "reopened", {"error": message[:SHORT_MESSAGE]})
         self.invalidate()
 
 

@@ -118,7 +118,7 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     """A step's exception as the classified result the worker records (see ``classify_exception``)."""
     err = classify_exception(exc)
     return {"kind": "result", "ok": False, "error_class": err.error_class, "message": err.message,
-            "stderr_tail": err.stderr_tail}
+            "retryable": err.retryable, "stderr_tail": err.stderr_tail}
 
 
 def child_main(conn: Connection, limits_raw: dict[str, Any]) -> None:

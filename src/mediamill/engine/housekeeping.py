@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.storage import Storage
-from mediamill.store import liveness
+from mediamill.store import liveness, workflow_repo
 from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.tables import (
     dead_letters,
@@ -23,7 +24,6 @@ from mediamill.store.tables import (
     step_executions,
     upload_sessions,
     workers,
-    workflow_definitions,
     workflow_jobs,
     workflow_notifications,
 )
@@ -63,7 +63,7 @@ def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: i
     rescues = (job["rescue_count"] or 0) + 1
     conn.execute(wj.update().where(wj.c.id == job_id).values(rescue_count=rescues))
     tx.add_event(conn, job, "rescue", None, {"worker": owner, "rescues": rescues})
-    code, wtype, version = _workflow_facts(conn, job)
+    code, wtype, version = workflow_repo.job_workflow(conn, job)
     if job["cancel_requested"] or rescues >= max_rescues:
         poison = not job["cancel_requested"]
         finish = tx.Finish(job=job, status="failed" if poison else "cancelled", workflow_code=code,
@@ -97,12 +97,6 @@ def mark_and_prune_workers(engine: Engine, *, lease_seconds: float, retention_ho
     if marked:
         log.warning("marked %d worker(s) lost: no heartbeat for %s s", marked, lease_seconds)
     return marked, pruned
-
-
-def _workflow_facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:
-    row = conn.execute(sa.select(workflow_definitions.c.workflow_code, workflow_definitions.c.workflow_type)
-                       .where(workflow_definitions.c.id == job["workflow_id"])).one()
-    return row[0], row[1] or "generic", job["workflow_version"] or 1
 
 
 def _age_expr(conn: Connection, now: Any, aging_seconds: float, cap: int) -> Any:
@@ -145,7 +139,7 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
     with engine.begin() as conn:
         open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
         ids = list(conn.execute(sa.select(wj.c.id).where(
-            wj.c.status.in_(tx.TERMINAL), wj.c.finished_at < cutoff,
+            wj.c.status.in_(TERMINAL_JOB), wj.c.finished_at < cutoff,
             wj.c.id.not_in(open_dl)).limit(batch)).scalars())
         if not ids:
             return 0

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from mediamill.actions.base import StepContext, get_action
 from mediamill.engine import transitions as tx
-from mediamill.errors import InternalError, MediamillError, classify_exception, is_retryable_class
+from mediamill.engine.outcomes import Complete, Continue, Failure, FailurePolicy, Retry, after_failure
+from mediamill.errors import InternalError, MediamillError, classify_exception
+from mediamill.statuses import JobStatus, StepStatus
 from mediamill.store.timeutil import utcnow
-from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
+from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
@@ -69,12 +71,17 @@ def fast_eligible(wf: VersionedWorkflow) -> bool:
 
 @dataclass
 class FastRetry:
+    """A fast-path job to requeue (``retry``), with the executions it recorded, for the batch writer."""
+
     job: dict[str, Any]
     steps: list[tx.StepRecord]
-    delay: float
-    ceiling: float
+    retry: Retry
     queue: str
     workflow_code: str = ""
+
+    @property
+    def delay(self) -> float:
+        return self.retry.delay
 
 
 def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.Finish | FastRetry | None:
@@ -100,36 +107,33 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
                             "work_dir": worker.scratch_dir, "job": {"id": job["id"], "job_code": job["job_code"]},
                             "attempt": 0, "timeout": s.timeout_seconds})
         except MediamillError as exc:
-            rec = tx.StepRecord(wf.step_ids[i], s.name, s.action, "failed", now, utcnow(),
+            rec = tx.StepRecord(wf.step_ids[i], s.name, s.action, StepStatus.FAILED, now, utcnow(),
                                 error_message=exc.message, error_class=exc.error_class)
             records.append(rec)
-            if s.on_failure == "continue":
+            # a fresh job: the step has not failed before in this run
+            outcome = after_failure(s, Failure.of(exc), 0, FailurePolicy(d.step_retries(s), worker.retry_policy))
+            if isinstance(outcome, Continue):
                 partial = True
-                statuses[s.name] = {"status": "failed", "data": {}}
+                statuses[s.name] = {"status": StepStatus.FAILED, "data": {}}
                 continue
-            if s.on_failure == "retry" and is_retryable_class(exc.error_class) and d.step_retries(s) > 0:
-                ceiling = worker.retry_policy.ceiling(0)
-                return FastRetry(job, records, worker.retry_policy.next_delay(0), ceiling, d.queue_name, d.code)
-            return tx.Finish(job=job, status="failed", workflow_code=d.code, workflow_type=d.type,
+            if isinstance(outcome, Retry):
+                return FastRetry(job, records, outcome, d.queue_name, d.code)
+            return tx.Finish(job=job, status=JobStatus.FAILED, workflow_code=d.code, workflow_type=d.type,
                              workflow_version=wf.version, total_steps=len(d.steps), steps=records,
-                             error_message=f"{s.name}: {exc.message}", error_class=exc.error_class,
-                             failed_step=s.name)
+                             error_message=outcome.message, error_class=exc.error_class, failed_step=outcome.step)
         if result["outputs"]:
             return None  # an inline action that makes files: the normal path stores them (steps are idempotent)
         records.append(tx.StepRecord(wf.step_ids[i], s.name, s.action, "completed", now, utcnow(),
                                      output_data=json.dumps(result["data"], default=str)))
         statuses[s.name] = {"status": "completed", "data": result["data"]}
-    return tx.Finish(job=job, status="partial" if partial else "completed", workflow_code=d.code,
+    return tx.Finish(job=job, status=Complete(partial).status, workflow_code=d.code,
                      workflow_type=d.type, workflow_version=wf.version, total_steps=len(d.steps), steps=records,
                      outputs=[])
 
 
 def _when(expr: str, job: dict[str, Any], statuses: dict[str, Any], wtype: str) -> bool:
     try:
-        return evaluate_condition(expr, activation(
-            input={}, workflow_type=wtype, steps=statuses,
-            job={"id": job["id"], "priority": job["priority"], "metadata": job.get("job_metadata") or {},
-                 "submitter": job.get("submitted_by") or "", "params": job.get("params") or {},
-                 "tenant": job["tenant_id"]}))
+        return evaluate_condition(expr, condition_variables(JobFacts.of_job(job), workflow_type=wtype,
+                                                            steps=statuses))
     except ConditionError:
         return False

@@ -14,6 +14,7 @@ from mediamill.engine import tenancy, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import liveness, workflow_repo
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.tables import (
@@ -43,26 +44,20 @@ def _job_row(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, 
     return dict(row)
 
 
-def _facts(conn: Connection, job: dict[str, Any]) -> tuple[str, str, int]:
-    row = conn.execute(sa.select(workflow_definitions.c.workflow_code, workflow_definitions.c.workflow_type)
-                       .where(workflow_definitions.c.id == job["workflow_id"])).one()
-    return row[0], row[1] or "generic", job["workflow_version"] or 1
-
-
 # ----------------------------------------------------------------------------- cancel / priority
 def cancel_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, by: str | None = None) -> str:
     """Cancel a job: at once when it waits; a running job's step child is killed by its worker."""
     with engine.begin() as conn:
         job = _job_row(conn, job_id, tenant_id)
         status = job["status"]
-        if status in tx.TERMINAL:
+        if status in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is already {status}")
         if status == "processing":
             conn.execute(wj.update().where(wj.c.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
             tx.add_event(conn, job, "cancel_requested", None, {"by": by})
             wakeup.notify_in_tx(conn, [str(job_id)], channel=wakeup.CANCEL_CHANNEL)
             return "cancelling"
-        code, wtype, version = _facts(conn, job)
+        code, wtype, version = workflow_repo.job_workflow(conn, job)
         conn.execute(mq.delete().where(mq.c.job_id == job_id, mq.c.status == "queued"))
         # a queued job has no owner: finish it directly, guarded on its status
         res = conn.execute(wj.update().where(wj.c.id == job_id, wj.c.status.in_(("queued", "pending")))
@@ -81,7 +76,7 @@ def change_priority(engine: Engine, job_id: int, priority: int, *, tenant_id: st
         raise InvalidInput(f"priority must be between 0 and 100, got {priority}")
     with engine.begin() as conn:
         job = _job_row(conn, job_id, tenant_id)
-        if job["status"] in tx.TERMINAL:
+        if job["status"] in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is {job['status']}; its priority can no longer change")
         conn.execute(wj.update().where(wj.c.id == job_id).values(priority=priority, updated_at=utcnow()))
         conn.execute(mq.update().where(mq.c.job_id == job_id)
@@ -394,16 +389,6 @@ def list_jobs(engine: Engine, *, tenant_id: str | None = None, status: str | Non
         rows = conn.execute(q.where(*conds).order_by(wj.c.id.desc()).limit(max(1, min(limit, 500)))).mappings()
         return [_jsonable(dict(r)) for r in rows]
 
-
-def job_events_since(engine: Engine, *, job_id: int | None = None, tenant_id: str | None = None, after_id: int = 0,
-                     limit: int = 500) -> list[dict[str, Any]]:
-    q = sa.select(job_events).where(job_events.c.id > after_id)
-    if job_id is not None:
-        q = q.where(job_events.c.job_id == job_id)
-    if tenant_id is not None:
-        q = q.where(job_events.c.tenant_id == tenant_id)
-    with engine.connect() as conn:
-        return [_jsonable(dict(r)) for r in conn.execute(q.order_by(job_events.c.id).limit(limit)).mappings()]
 
 
 # ----------------------------------------------------------------------------- helpers

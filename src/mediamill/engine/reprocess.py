@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.statuses import DONE_STEP
 from mediamill.store import workflow_repo
 from mediamill.store.tables import dead_letters, job_outputs, media_queue, step_executions, workflow_definitions
 from mediamill.store.tables import workflow_jobs as wj
@@ -27,7 +28,6 @@ from mediamill.workflows.models import StepDef
 
 MODES = ("failed", "skipped", "all")
 REPROCESSABLE = ("partial", "failed", "completed", "cancelled")
-DONE = ("completed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def plan(conn: Connection, job: dict[str, Any], mode: str, version: int | None) 
     for step in new_wf.definition.steps:
         status = last.get(step.name)
         again = (mode == "all" or status is None or not _same(before.get(step.name), step)
-                 or (mode == "failed" and status not in DONE) or (mode == "skipped" and status == "skipped"))
+                 or (mode == "failed" and status not in DONE_STEP) or (mode == "skipped" and status == "skipped"))
         if again:
             chosen.append(step.name)
     if not chosen:

@@ -23,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mediamill.engine import transitions as tx
 from mediamill.errors import Conflict, InvalidInput, NotFound
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import outbox, workflow_repo
 from mediamill.store.tables import job_events, workflow_jobs, workflow_rollouts
 from mediamill.store.timeutil import iso, utcnow
@@ -110,7 +110,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def version_figures(rows: Sequence[Any]) -> dict[str, Any]:
     """jobs, finished, failed, failure rate, failures by class, p50/p95 duration of one version's jobs."""
-    finished = [r for r in rows if r.status in tx.TERMINAL and r.status != "cancelled"]
+    finished = [r for r in rows if r.status in TERMINAL_JOB and r.status != "cancelled"]
     failed = [r for r in finished if r.status == "failed"]
     durations = [(r.completed_at - r.started_at).total_seconds() for r in finished
                  if r.completed_at is not None and r.started_at is not None]
@@ -240,7 +240,7 @@ def check_guards(engine: Engine, workflow_id: int, tenant_id: str) -> dict[str, 
         reason = _tripped(guard, cand, base)
         if reason is None or not _end(conn, row, "aborted", reason, "guard"):
             return None
-        code = tx.workflow_code_of(conn, workflow_id)
+        code, _ = workflow_repo.workflow_facts(conn, workflow_id)
         data = {"rollout": row["id"], "kind": "canary", "workflow": code, "version": row["version"],
                 "state": "aborted", "reason": reason, "by": "guard"}
         _log(conn, tenant_id, data)

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mediamill.errors import Conflict, InvalidCondition, InvalidInput, NotFound
+from mediamill.errors import SHORT_MESSAGE, Conflict, InvalidCondition, InvalidInput, NotFound
 from mediamill.media.sniff import accepts, canonical
 from mediamill.store import routing_repo, workflow_repo
 from mediamill.store.routing_repo import REVIEW_CODE, REVIEW_QUEUE
@@ -123,10 +123,10 @@ def _evaluate(conn: Connection, rule: dict[str, Any], variables: dict[str, Any],
     try:
         out["result"] = evaluate_condition(rule["condition"], variables)
     except ConditionError as exc:
-        out.update(result=None, error=str(exc)[:300])
+        out.update(result=None, error=str(exc)[:SHORT_MESSAGE])
         return out
     except Exception as exc:  # a rule must never fail a submission: it just does not match
-        out.update(result=None, error=f"{type(exc).__name__}: {exc}"[:300])
+        out.update(result=None, error=f"{type(exc).__name__}: {exc}"[:SHORT_MESSAGE])
         return out
     if out["result"] and rule["workflow_code"] not in visible:
         out["skipped"] = f"{rule['workflow_code']} is not an active workflow"

@@ -1,5 +1,10 @@
 """Running one claimed job: steps in order (or by ``needs:``), ``when:`` decisions, fusion, checkpoints,
-on_failure semantics, retries through the queue, breakers, cancel, the workflow deadline."""
+on_failure semantics, retries through the queue, breakers, cancel, the workflow deadline.
+
+Each unit of steps returns an outcome value (``engine.outcomes``): ``Continue`` lets the job go on;
+``Retry``, ``Hold``, ``FailJob`` or ``Complete`` end this run and are written by ``_apply``, at the
+runner's top. What a failure leads to is decided by ``outcomes.after_failure``, the same rule the
+in-process fast path (``engine.inline``) applies."""
 
 from __future__ import annotations
 
@@ -23,21 +28,36 @@ from mediamill.actions.base import get_action
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
+from mediamill.engine.outcomes import (
+    Complete,
+    Continue,
+    FailJob,
+    Failure,
+    FailurePolicy,
+    Hold,
+    Outcome,
+    Retry,
+    after_failure,
+    retry_event,
+)
 from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
 from mediamill.errors import (
+    MESSAGE_MAX,
+    SHORT_MESSAGE,
+    STDERR_TAIL,
     InvalidInput,
     MediamillError,
     ResourceExceeded,
     UnsupportedFormat,
     classify_exception,
-    is_retryable_class,
 )
 from mediamill.media.sniff import accepts
+from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
 from mediamill.storage import new_key
 from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
-from mediamill.workflows.conditions import ConditionError, activation, evaluate_condition
-from mediamill.workflows.models import DELIVER_ACTION, StepDef
+from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
+from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
@@ -51,15 +71,10 @@ log = logging.getLogger("mediamill.engine")
 
 
 class LostClaim(Exception):
-    """Our claim was rescued or finished elsewhere: stop touching this job."""
+    """Our claim was rescued or finished elsewhere: stop touching this job.
 
-
-class Requeued(Exception):
-    """The job went back to the queue (retry back-off or a breaker hold)."""
-
-
-class JobEnded(Exception):
-    """The job reached a terminal state; the runner has nothing more to do."""
+    Raised by ``_guard`` inside the transaction that found out, so that the transaction rolls back;
+    the runner's top catches it. Every other outcome of a unit is a value (``engine.outcomes``)."""
 
 
 @dataclass
@@ -69,14 +84,6 @@ class StepState:
     failures_run: int = 0
     data: dict[str, Any] = field(default_factory=dict)
     outputs: list[dict[str, Any]] = field(default_factory=list)  # {name, path, mime_type, metadata}
-
-
-@dataclass
-class StepFailure:
-    index: int
-    error_class: str
-    message: str
-    stderr_tail: str = ""
 
 
 class JobRunner:
@@ -117,11 +124,9 @@ class JobRunner:
             self._load_history()
             self._resolve_input()
             self._probe_if_needed()
-            self._run_steps()
+            self._apply(self._run_steps())
         except LostClaim:
             self.lose()
-        except (Requeued, JobEnded):
-            pass
         except Cancelled:
             if self.lost:
                 pass  # dropped: the job belongs to someone else now
@@ -216,7 +221,7 @@ class JobRunner:
             state.failures_run += 1 if row_run == run else 0
         if again:
             return  # re-executed in this reprocess: its earlier outcome no longer stands
-        if status in ("completed", "skipped"):
+        if status in DONE_STEP:
             state.status = status
             state.data = json.loads(output_data) if output_data else {}
         elif rerun is not None and status == "failed" and row_run < run:
@@ -281,27 +286,29 @@ class JobRunner:
         return [[i - 1] if i else [] for i in range(len(self.steps))]
 
     def _ready(self, deps: list[list[int]], running: set[int]) -> list[int]:
-        done = ("completed", "skipped", "failed")
         return [i for i, st in enumerate(self.states)
                 if st.status == "pending" and i not in running
-                and all(self.states[d].status in done for d in deps[i])]
+                and all(self.states[d].status in FINISHED_STEP for d in deps[i])]
 
-    def _run_steps(self) -> None:
+    def _run_steps(self) -> Outcome:
+        """Run the steps until they are all done or one unit ends the job; say what the job came to."""
         deps = self._deps()
-        concurrent = any(s.needs is not None for s in self.steps)
-        if not concurrent:
-            while ready := self._ready(deps, set()):
-                self._run_group(self._group_from(ready[0]))
+        outcome: Outcome = Continue()
+        if any(s.needs is not None for s in self.steps):
+            outcome = self._run_dag(deps)
         else:
-            self._run_dag(deps)
-        self._finish("partial" if self.partial else "completed")
+            while isinstance(outcome, Continue) and (ready := self._ready(deps, set())):
+                outcome = self._run_group(self._group_from(ready[0]))
+        return Complete(self.partial) if isinstance(outcome, Continue) else outcome
 
-    def _run_dag(self, deps: list[list[int]]) -> None:
-        running: dict[Future[None], int] = {}
-        failure: BaseException | None = None
+    def _run_dag(self, deps: list[list[int]]) -> Outcome:
+        """Steps with ``needs:`` run concurrently; the first unit to end the job (or to raise) stops
+        new steps from starting, and the running ones finish before it is applied."""
+        running: dict[Future[Outcome], int] = {}
+        ended: Outcome | BaseException | None = None
         with ThreadPoolExecutor(max_workers=min(8, len(self.steps))) as pool:
             while True:
-                if failure is None:
+                if ended is None:
                     for i in self._ready(deps, set(running.values())):
                         self.states[i].status = "running"
                         running[pool.submit(self._run_group, [i])] = i
@@ -310,10 +317,12 @@ class JobRunner:
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in done:
                     running.pop(fut)
-                    if fut.exception() is not None and failure is None:
-                        failure = fut.exception()
-        if failure is not None:
-            raise failure
+                    got = fut.exception() or fut.result()
+                    if ended is None and not isinstance(got, Continue):
+                        ended = got
+        if isinstance(ended, BaseException):
+            raise ended
+        return ended or Continue()
 
     def _group_from(self, start: int) -> list[int]:
         """Consecutive pending steps sharing a fuse key run as one unit (one decode, several outputs)."""
@@ -333,19 +342,22 @@ class JobRunner:
         return group
 
     # ------------------------------------------------------------------ one unit
-    def _run_group(self, group: list[int]) -> None:
+    def _run_group(self, group: list[int]) -> Outcome:
         with bound_contextvars(step=" + ".join(self.steps[i].name for i in group)):
-            self._run_unit(group)
+            return self._run_unit(group)
 
-    def _run_unit(self, group: list[int]) -> None:
+    def _run_unit(self, group: list[int]) -> Outcome:
+        """Run one unit (a step, or fused steps); ``Continue`` lets the job go on, any other value ends this run."""
         if self.cancel.is_set():
             raise Cancelled()
         decisions = {i: self._decide(i) for i in group}
         runnable = [i for i in group if decisions[i][0]]
         if not runnable:
             self._record_decisions(decisions)
-            return
-        gates = {i: self._gate(i) for i in runnable}
+            return Continue()
+        gates = self._gates(runnable)
+        if isinstance(gates, Hold):
+            return gates
         step_timeout = sum(self.steps[i].timeout_seconds for i in runnable)
         remaining = (self.deadline - utcnow()).total_seconds()
         if remaining <= 0:
@@ -356,26 +368,33 @@ class JobRunner:
             results = self._execute(runnable, min(step_timeout, remaining), exec_ids)
         except Cancelled:
             if not self.handing_back and not self.lost:
-                self._record_failure(runnable, exec_ids, started,
-                                     StepFailure(runnable[0], "cancelled", "cancelled"), status="cancelled")
+                self._record_failure(runnable, exec_ids, started, Failure("cancelled", "cancelled", False),
+                                     status="cancelled")
             raise
         except MediamillError as exc:
-            fail = StepFailure(runnable[0], exc.error_class, exc.message, getattr(exc, "stderr_tail", "") or "")
+            fail = Failure.of(exc)
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
-                fail = StepFailure(runnable[0], "timeout", str(_workflow_timeout(self.d.timeout_minutes)))
-            if len(runnable) > 1 and fail.error_class != "invalid_input":
-                # which step of the fused unit failed is unknown: run them one by one to find out
-                self._interrupt(runnable, exec_ids, started, f"fused unit failed ({fail.message[:200]}); "
-                                                            "running its steps one by one")
-                for i in runnable:
-                    self._run_unit([i])
-                return
-            # skips after the failed step were never reached; those before it are recorded
-            self._record_decisions({i: d for i, d in decisions.items() if i < runnable[0]})
-            self._handle_failure(runnable, exec_ids, started, fail, gates)
-            return
-        self._complete(runnable, exec_ids, started, results, gates)
-        self._record_decisions(decisions)
+                fail = Failure.of(_workflow_timeout(self.d.timeout_minutes))
+            return self._unit_failed(runnable, decisions, exec_ids, started, fail, gates)
+        outcome = self._complete(runnable, exec_ids, started, results, gates)
+        if isinstance(outcome, Continue):
+            self._record_decisions(decisions)
+        return outcome
+
+    def _unit_failed(self, runnable: list[int], decisions: dict[int, tuple[bool, str | None]],
+                     exec_ids: dict[int, int], started: Any, fail: Failure, gates: dict[int, Gate]) -> Outcome:
+        if len(runnable) > 1 and fail.error_class != "invalid_input":
+            # which step of the fused unit failed is unknown: run them one by one to find out
+            self._interrupt(runnable, exec_ids, started, f"fused unit failed ({fail.message[:SHORT_MESSAGE]}); "
+                                                        "running its steps one by one")
+            for i in runnable:
+                outcome = self._run_unit([i])
+                if not isinstance(outcome, Continue):
+                    return outcome
+            return Continue()
+        # skips after the failed step were never reached; those before it are recorded
+        self._record_decisions({i: d for i, d in decisions.items() if i < runnable[0]})
+        return self._handle_failure(runnable, exec_ids, started, fail, gates)
 
     def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
         with self.w.engine.begin() as conn:
@@ -407,29 +426,20 @@ class JobRunner:
                 self._record_skip(i, reason)
 
     def _variables(self) -> dict[str, Any]:
-        probe = json.loads(self.job["input_metadata"]) if self.job.get("input_metadata") else {}
-        probe.setdefault("mime", self.job.get("input_mime") or "")
-        probe.setdefault("size", self.job.get("input_size") or 0)
-        return activation(
-            input=probe, workflow_type=self.d.type,
-            job={"id": self.job["id"], "priority": self.job["priority"], "metadata": self.job.get("job_metadata") or {},
-                 "submitter": self.job.get("submitted_by") or "", "params": self.job.get("params") or {},
-                 "tenant": self.job["tenant_id"]},
-            steps={s.name: {"status": st.status, "data": st.data} for s, st in zip(self.steps, self.states,
-                                                                                    strict=True)})
+        return condition_variables(JobFacts.of_job(self.job), workflow_type=self.d.type,
+                                   steps={s.name: {"status": st.status, "data": st.data}
+                                          for s, st in zip(self.steps, self.states, strict=True)})
 
-    def _gate(self, i: int) -> Gate:
-        action = self.steps[i].action
-        gate = self.w.breakers.gate(action, self.job["id"])
-        if not gate.allowed:
-            with self.w.engine.begin() as conn:
-                ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=gate.wait_seconds,
-                                reason=f"breaker:{action}", count_retry=False,
-                                event={"reason": "breaker open", "action": action, "step": self.steps[i].name})
-            if ok:
-                self.w.wake_later(self.job["queue_name"], gate.wait_seconds)
-            raise Requeued()
-        return gate
+    def _gates(self, runnable: list[int]) -> dict[int, Gate] | Hold:
+        """The breakers' gates of the unit's steps, or a ``Hold`` when a breaker does not let its step run now."""
+        gates: dict[int, Gate] = {}
+        for i in runnable:
+            action = self.steps[i].action
+            gate = self.w.breakers.gate(action, self.job["id"])
+            if not gate.allowed:
+                return Hold(gate.wait_seconds, action, self.steps[i].name)
+            gates[i] = gate
+        return gates
 
     def _start(self, group: list[int]) -> dict[int, int]:
         ids: dict[int, int] = {}
@@ -530,9 +540,8 @@ class JobRunner:
             pass  # progress is best effort; the step goes on
 
     def _write_progress(self, pending: dict[int, tuple[float, int]]) -> None:
-        finished = ("completed", "skipped", "failed")
-        done = sum(1 for st in self.states if st.status in finished)
-        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in finished) / 100.0
+        done = sum(1 for st in self.states if st.status in FINISHED_STEP)
+        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in FINISHED_STEP) / 100.0
         overall = min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
         event = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
         with self.w.engine.begin() as conn:
@@ -571,7 +580,7 @@ class JobRunner:
         return rows
 
     def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
-                  gates: dict[int, Gate]) -> None:
+                  gates: dict[int, Gate]) -> Outcome:
         try:
             stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
         except (OSError, ResourceExceeded) as exc:  # local storage reports a full disk as StorageFull
@@ -579,14 +588,12 @@ class JobRunner:
             if err.error_class != "resource":
                 raise
             # storage is full: the step's work is lost, its failure is a resource one (retried after back-off)
-            self._handle_failure(group, exec_ids, started, StepFailure(group[0], err.error_class, err.message,
-                                                                       err.stderr_tail), gates)
-            return
+            return self._handle_failure(group, exec_ids, started, Failure.of(err), gates)
         try:
             with self.w.engine.begin() as conn:
                 self._guard(conn)
                 for i, r in zip(group, results, strict=True):
-                    done = sum(1 for st in self.states if st.status in ("completed", "skipped", "failed")) + 1
+                    done = sum(1 for st in self.states if st.status in FINISHED_STEP) + 1
                     tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
                                    status="completed", started_at=started, output_data=json.dumps(r.get("data") or {},
                                                                                                   default=str),
@@ -610,15 +617,16 @@ class JobRunner:
             self.w.breakers.record_success(self.steps[i].action, gates[i].probe)
             telemetry.emit("step.finished", action=self.steps[i].action, status="completed", error_class=None,
                            duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
+        return Continue()
 
-    def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: StepFailure,
+    def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: Failure,
                         status: str = "failed") -> None:
         first, rest = group[0], group[1:]  # bad input is blamed on the unit's first step; the rest did not run
         with self.w.engine.begin() as conn:
             self._guard(conn)
             tx.finish_step(conn, job=self.job, exec_id=exec_ids[first], step_name=self.steps[first].name,
-                           status=status, started_at=started, error_message=fail.message[:4000],
-                           error_class=fail.error_class, stderr_tail=fail.stderr_tail[-4000:] or None)
+                           status=status, started_at=started, error_message=fail.message[:MESSAGE_MAX],
+                           error_class=fail.error_class, stderr_tail=fail.stderr_tail[-STDERR_TAIL:] or None)
             if rest:  # they were only opened with the unit and did no work of their own: no execution is left
                 conn.execute(step_executions.delete().where(step_executions.c.id.in_([exec_ids[i] for i in rest])))
                 for i in rest:
@@ -631,8 +639,9 @@ class JobRunner:
             telemetry.emit("step.finished", action=self.steps[i].action, status=status, error_class=fail.error_class,
                            duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
 
-    def _handle_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: StepFailure,
-                        gates: dict[int, Gate]) -> None:
+    def _handle_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: Failure,
+                        gates: dict[int, Gate]) -> Continue | Retry | FailJob:
+        """Record the unit's failure and decide (``outcomes.after_failure``) what the job does next."""
         runs_before = self.states[group[0]].failures_run
         self._record_failure(group, exec_ids, started, fail)
         for i in group[1:]:
@@ -641,30 +650,39 @@ class JobRunner:
             self.w.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
                                            fail.message)
         step = self.steps[group[0]]
-        if step.on_failure == "continue":
+        outcome = after_failure(step, fail, runs_before, FailurePolicy(self.d.step_retries(step), self.w.retry_policy))
+        if isinstance(outcome, Continue):
             self.partial = True
-            return
-        retries = self.d.step_retries(step)
-        if step.on_failure == "retry" and is_retryable_class(fail.error_class) and runs_before < retries:
-            self._retry(group, fail, runs_before)
-        self._fail_job(fail, step)
+        return outcome
 
-    def _retry(self, group: list[int], fail: StepFailure, attempt: int) -> None:
-        delay = self.w.retry_policy.next_delay(attempt)
+    # ------------------------------------------------------------------ applying the outcome
+    def _apply(self, outcome: Outcome) -> None:
+        """Write what the job came to: the one place a runner ends its job or gives it back to the queue."""
+        if isinstance(outcome, Retry):
+            self._retry(outcome)
+        elif isinstance(outcome, Hold):
+            self._hold(outcome)
+        elif isinstance(outcome, FailJob):
+            fail = outcome.failure
+            self._finish(JobStatus.FAILED, error=(fail.error_class, outcome.message, fail.stderr_tail),
+                         failed_step=outcome.step)
+        elif isinstance(outcome, Complete):
+            self._finish(outcome.status)
+
+    def _retry(self, r: Retry) -> None:
         with self.w.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=delay,
-                            reason="retry", count_retry=True,
-                            event={"step": self.steps[group[0]].name, "attempt": attempt + 1,
-                                   "error_class": fail.error_class, "error": fail.message[:300],
-                                   "ceiling_seconds": round(self.w.retry_policy.ceiling(attempt), 3)})
+            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=r.delay,
+                            reason="retry", count_retry=True, event=retry_event(r))
         if ok:
-            self.w.wake_later(self.job["queue_name"], delay)
-        raise Requeued()
+            self.w.wake_later(self.job["queue_name"], r.delay)
 
-    def _fail_job(self, fail: StepFailure, step: StepDef) -> None:
-        self._finish("failed", error=(fail.error_class, f"{step.name}: {fail.message}", fail.stderr_tail),
-                     failed_step=step.name)
-        raise JobEnded()
+    def _hold(self, h: Hold) -> None:
+        with self.w.engine.begin() as conn:
+            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=h.delay,
+                            reason=f"breaker:{h.action}", count_retry=False,
+                            event={"reason": "breaker open", "action": h.action, "step": h.step})
+        if ok:
+            self.w.wake_later(self.job["queue_name"], h.delay)
 
     def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
         klass, message, tail = error or (None, None, None)
@@ -712,5 +730,5 @@ def _error_from(reply: dict[str, Any]) -> MediamillError:
     from mediamill.errors import ToolFailed
 
     return ToolFailed(reply.get("message") or "step failed", stderr_tail=reply.get("stderr_tail") or "",
-                      error_class=reply.get("error_class") or "internal")
+                      error_class=reply.get("error_class") or "internal", retryable=reply.get("retryable"))
 

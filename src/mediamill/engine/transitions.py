@@ -13,6 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.errors import EVENT_MESSAGE
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox
 from mediamill.store.bulk import in_ids, insert_many
 from mediamill.store.tables import (
@@ -22,7 +24,6 @@ from mediamill.store.tables import (
     media_queue,
     queues,
     step_executions,
-    workflow_definitions,
     workflow_jobs,
 )
 from mediamill.store.timeutil import iso, utcnow
@@ -35,7 +36,6 @@ CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version,
                 wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
                 wj.c.submitted_at, wj.c.notify, wj.c.queue_name, wj.c.rerun, wj.c.shadow_of)
 
-TERMINAL = ("completed", "partial", "failed", "cancelled")
 SUBJECTS = {"completed": "Processing Complete", "partial": "Processing Partially Complete",
             "failed": "Processing Failed", "cancelled": "Processing Cancelled"}
 _TYPE_NOUN = {"video": "Video", "image": "Image", "audio": "Audio", "document": "Document",
@@ -215,7 +215,7 @@ def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_nam
     conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
     data: dict[str, Any] = {"status": status, "execution_id": exec_id, "duration_ms": round(duration * 1000)}
     if error_message:
-        data.update(error_class=error_class, error=error_message[:500])
+        data.update(error_class=error_class, error=error_message[:EVENT_MESSAGE])
     if outputs:
         data["outputs"] = [o["name"] for o in outputs]
     add_event(conn, job, "step", step_name, data)
@@ -295,11 +295,11 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
     now = utcnow()
     groups: dict[tuple[Any, ...], list[int]] = {}
     for f in finishes:  # one UPDATE per distinct outcome, not one per job
-        done = f.status in ("completed", "partial")
+        done = f.status in SUCCEEDED_JOB
         key = (f.status, f.total_steps if done else None, f.error_message, f.error_class, f.job.get("started_at"))
         groups.setdefault(key, []).append(f.job["id"])
     for (status, current, error, klass, started), ids in groups.items():
-        done = status in ("completed", "partial")
+        done = status in SUCCEEDED_JOB
         # completed_at keeps its narrow meaning (completed or partial); finished_at marks every terminal state
         values: dict[str, Any] = {"status": status, "error_message": error, "error_class": klass, "updated_at": now,
                                   "completed_at": now if done else None, "finished_at": now,
@@ -316,7 +316,7 @@ def _write_finishes(conn: Connection, finishes: Sequence[Finish], worker_id: str
     insert_many(conn, job_events, [
         {"job_id": f.job["id"], "tenant_id": f.job["tenant_id"], "event_type": "status", "created_at": now,
          "data": {"status": f.status, "final": True, "error_class": f.error_class,
-                  "error": (f.error_message or "")[:500] or None}} for f in finishes])
+                  "error": (f.error_message or "")[:EVENT_MESSAGE] or None}} for f in finishes])
     # shadow runs notify nobody and leave no dead letter: their failure never touches the primary
     outbox.add_events(conn, [_outbox_row(conn, f, _dead_letter(conn, f) if f.status == "failed" else None)
                              for f in finishes if not f.job.get("shadow_of")])
@@ -360,7 +360,7 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
         "workflow_version": workflow_version, "status": status, "priority": job.get("priority"),
         "submitted_by": job.get("submitted_by"), "tenant_id": job.get("tenant_id"),
         "error_class": error_class, "error_message": error_message, "started_at": iso(started),
-        "completed_at": iso(now) if status in ("completed", "partial") else None, "finished_at": iso(now),
+        "completed_at": iso(now) if status in SUCCEEDED_JOB else None, "finished_at": iso(now),
         "duration_seconds": round((now - started).total_seconds(), 3) if started else None,
         "outputs": list(outputs), "metadata": job.get("job_metadata") or {}, "notify": job.get("notify"),
         "input_filename": job.get("input_filename"), "request_id": job.get("request_id"),
@@ -369,7 +369,7 @@ def job_payload(job: dict[str, Any], *, status: str, workflow_code: str, workflo
 
 def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any]:
     outs: list[dict[str, Any]] = []
-    if f.status in ("completed", "partial"):
+    if f.status in SUCCEEDED_JOB:
         outs = f.outputs if f.outputs is not None else [dict(r) for r in conn.execute(
             sa.select(job_outputs.c.name, job_outputs.c.mime_type, job_outputs.c.bytes, job_outputs.c.delivered_url)
             .where(job_outputs.c.job_id == f.job["id"], job_outputs.c.visible.is_(True))).mappings()]
@@ -386,8 +386,3 @@ def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any
                else f"{noun} processing {f.status}: {f.error_message or ''}".strip())
     return outbox.event_row(event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
                             payload=payload, subject=subject, message=message)
-
-
-def workflow_code_of(conn: Connection, workflow_id: int) -> str:
-    return str(conn.execute(sa.select(workflow_definitions.c.workflow_code)
-                            .where(workflow_definitions.c.id == workflow_id)).scalar_one())

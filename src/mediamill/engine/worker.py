@@ -32,6 +32,7 @@ from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import BreakerConfig, Breakers
 from mediamill.engine.children import ChildPool
 from mediamill.engine.inline import FastRetry, fast_eligible, run_fast
+from mediamill.engine.outcomes import retry_event
 from mediamill.engine.retry import RetryPolicy
 from mediamill.engine.runner import JobRunner
 from mediamill.fsmode import private_dir
@@ -377,10 +378,8 @@ class Worker:
                 self.breakers.record_failure(s.action, s.error_class, False, s.error_message or "")
 
     def _write_retry(self, conn: Any, r: FastRetry) -> bool:
-        failed = r.steps[-1]
         ok = tx.requeue(conn, job=r.job, worker_id=self.worker_id, delay=r.delay, reason="retry", count_retry=True,
-                        event={"step": failed.step_name, "attempt": 1, "error_class": failed.error_class,
-                               "error": (failed.error_message or "")[:300], "ceiling_seconds": round(r.ceiling, 3)})
+                        event=retry_event(r.retry))
         if ok:
             conn.execute(tx.se.insert(), [tx._step_row(r.job, s, self.worker_id) for s in r.steps])
         return ok

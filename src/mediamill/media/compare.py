@@ -18,6 +18,8 @@ from typing import Any
 
 from PIL import Image
 
+from mediamill.errors import SHORT_MESSAGE
+
 THUMB = 64  # the side of the grey-scale rendering SSIM is computed on
 _TEXT_LIMIT = 32 * 1024  # SequenceMatcher is quadratic: compare the head of long texts
 _TEXT_TYPES = ("text/", "application/json", "application/x-subrip", "application/xml")
@@ -34,7 +36,7 @@ def compare_outputs(a: Path, b: Path, mime_a: str | None, mime_b: str | None) ->
         if mime.startswith(_TEXT_TYPES):
             return _text(a, b)
     except Exception as exc:  # a report must survive any output
-        return {"kind": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"kind": "error", "error": f"{type(exc).__name__}: {exc}"[:SHORT_MESSAGE]}
     return {"kind": "bytes", "identical": _digest(a) == _digest(b)}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import av
 
-from mediamill.errors import CorruptMedia, InvalidInput, UnsupportedFormat
+from mediamill.errors import SHORT_MESSAGE, CorruptMedia, InvalidInput, UnsupportedFormat
 from mediamill.media.decoders import plain_reason
 
 #: packets we read looking for a first decodable frame before calling the stream broken
@@ -192,7 +192,7 @@ def probe_input(path: Path, mime: str) -> dict[str, Any]:
     except InvalidInput as exc:
         return {"error": exc.message}
     except Exception as exc:  # routing must survive anything a hostile file does to a prober
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"error": f"{type(exc).__name__}: {exc}"[:SHORT_MESSAGE]}
 
 
 def _probe_image(path: Path) -> dict[str, Any]:

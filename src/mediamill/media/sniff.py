@@ -11,7 +11,7 @@ from mediamill.errors import CorruptMedia, SourceTooLarge, UnsupportedFormat
 
 _HEAD = 8192
 
-# filetype's names → the MIME types workflows speak (the seed uses video/mov, video/avi …)
+# filetype's names → the MIME types workflows speak (rows written by other tools use video/mov, video/avi …)
 _ALIASES = {
     "video/quicktime": "video/quicktime",
     "video/x-msvideo": "video/x-msvideo",

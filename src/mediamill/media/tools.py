@@ -21,7 +21,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mediamill.errors import CorruptMedia, MediamillError, ResourceExceeded, StepTimeout, ToolFailed, Unavailable
+from mediamill.errors import (
+    STDERR_TAIL,
+    CorruptMedia,
+    MediamillError,
+    ResourceExceeded,
+    StepTimeout,
+    ToolFailed,
+    Unavailable,
+)
 from mediamill.media.decoders import plain_reason
 
 #: stderr lines that mean "the input is bad", not "the tool or we are broken"
@@ -199,7 +207,7 @@ def tool_failure(what: str, code: int, stderr: str) -> Exception:
         err = CorruptMedia(f"{what} could not read the input: {plain_reason(fault)}")
     else:
         return ToolFailed(f"{what} failed (exit code {code}): {plain_reason(last, limit=300)}", stderr_tail=stderr)
-    err.stderr_tail = stderr[-4000:]
+    err.stderr_tail = stderr[-STDERR_TAIL:]
     return err
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from mediamill.config import Settings
+from mediamill.errors import EVENT_MESSAGE
 from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, guarded_client
 from mediamill.notify import channels as ch
@@ -95,7 +96,7 @@ class Dispatcher:
                 return self._send_email(claimed)
         except Exception as exc:  # a bug in one delivery must not stop the others; it is logged and retried
             log.exception("notification sender crashed", delivery_id=claimed.id)
-            return SendResult(False, error=f"internal: {type(exc).__name__}: {exc}"[:500])
+            return SendResult(False, error=f"internal: {type(exc).__name__}: {exc}"[:EVENT_MESSAGE])
         return SendResult(False, error=f"unknown channel kind {claimed.kind!r}", permanent=True)
 
     def _send_webhook(self, claimed: dp.Claimed) -> SendResult:

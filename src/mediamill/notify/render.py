@@ -1,6 +1,6 @@
 """Human-readable forms of an event: email subject + plain text + HTML, and Slack Block Kit.
 
-Subjects follow the seed's notifications: "Video Processing Complete", "Processing Failed".
+Subjects name the workflow's kind and the outcome: "Video Processing Complete", "Processing Failed".
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def subject(envelope: dict[str, Any], ctx: EventContext) -> str:
 
 
 def summary_line(envelope: dict[str, Any], ctx: EventContext) -> str:
-    """One sentence, like the seed's "Your video video1.mp4 has been processed successfully."."""
+    """One sentence a person reads first: "Your video video1.mp4 has been processed successfully."."""
     kind, data = envelope.get("type", ""), _data(envelope)
     noun = _TYPE_NOUN.get(ctx.workflow_type or "", "file")
     name = ctx.input_filename or data.get("job_code") or "job"

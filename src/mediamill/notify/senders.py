@@ -23,6 +23,7 @@ from standardwebhooks import Webhook
 
 from mediamill import __version__, installkey
 from mediamill.config import Settings
+from mediamill.errors import EVENT_MESSAGE
 from mediamill.netguard import UnresolvableHost, UrlRefused
 from mediamill.notify.render import Message
 
@@ -84,7 +85,7 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) 
     except UrlRefused as exc:
         return SendResult(False, error=exc.message, permanent=True, duration_s=time.perf_counter() - started)
     except httpx.HTTPError as exc:
-        return SendResult(False, error=f"{type(exc).__name__}: {exc}"[:500],
+        return SendResult(False, error=f"{type(exc).__name__}: {exc}"[:EVENT_MESSAGE],
                           duration_s=time.perf_counter() - started)
     elapsed = time.perf_counter() - started
     code = response.status_code
@@ -160,11 +161,12 @@ def send_email(target: SmtpTarget, mail: EmailMessage) -> SendResult:
             smtp.send_message(mail)
     except smtplib.SMTPResponseException as exc:
         detail = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-        return SendResult(False, status_code=exc.smtp_code, error=f"SMTP {exc.smtp_code}: {detail}"[:500],
+        return SendResult(False, status_code=exc.smtp_code, error=f"SMTP {exc.smtp_code}: {detail}"[:EVENT_MESSAGE],
                           permanent=exc.smtp_code >= 500, duration_s=time.perf_counter() - started)
     except smtplib.SMTPRecipientsRefused as exc:
-        return SendResult(False, error=f"recipients refused: {exc.recipients}"[:500], permanent=True,
+        return SendResult(False, error=f"recipients refused: {exc.recipients}"[:EVENT_MESSAGE], permanent=True,
                           duration_s=time.perf_counter() - started)
     except (OSError, smtplib.SMTPException) as exc:
-        return SendResult(False, error=f"{type(exc).__name__}: {exc}"[:500], duration_s=time.perf_counter() - started)
+        return SendResult(False, error=f"{type(exc).__name__}: {exc}"[:EVENT_MESSAGE],
+                          duration_s=time.perf_counter() - started)
     return SendResult(True, status_code=250, duration_s=time.perf_counter() - started)

@@ -16,10 +16,11 @@ from typing import Any
 
 from mediamill import telemetry
 from mediamill.engine.submit import SubmitRequest, SubmittedJob, announce, submit_in
-from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound
+from mediamill.errors import SOURCE_MESSAGE, Conflict, InvalidInput, MediamillError, NotFound
 from mediamill.runtime import Runtime
 from mediamill.sources.backends import BucketBackend, FolderBackend, Unreadable, Vanished, backend_for
 from mediamill.sources.models import SourceSpec, file_fields, render_metadata
+from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox, sources_repo, workflow_repo
 from mediamill.store.tables import job_events
 from mediamill.store.timeutil import utcnow
@@ -267,7 +268,7 @@ class SourceRunner:
         with self.rt.engine.connect() as conn:
             rows = sources_repo.finished_files(conn, self.row["id"])
         for row in rows:
-            succeeded = row["job_status"] in ("completed", "partial")
+            succeeded = row["job_status"] in SUCCEEDED_JOB
             error = None
             try:
                 done = self.backend.finish(row, succeeded=succeeded)
@@ -283,7 +284,7 @@ class SourceRunner:
     def _error(self, message: str) -> None:
         log.warning("source %s: %s", self.name, message)
         with self.rt.engine.begin() as conn:
-            sources_repo.set_state(conn, self.row["id"], last_error=message[:2000], last_scan_at=utcnow())
+            sources_repo.set_state(conn, self.row["id"], last_error=message[:SOURCE_MESSAGE], last_scan_at=utcnow())
 
     def _count(self, outcome: str) -> None:
         telemetry.emit("source.file", source=self.name, outcome=outcome)

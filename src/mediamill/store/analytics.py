@@ -1,4 +1,5 @@
-"""Analytics: the seed's four reports (steps 12–15) and the numbers an operator asks next
+"""Analytics: the four reference reports — job status, queue monitor, step performance, workflow
+summary (their plain SQL is tests/fixtures/seed_001_queries.sql) — and the numbers an operator asks next
 (p50/p95/p99 durations, error rate by class, throughput per time bucket).
 
 :func:`summary` is the one source of the headline figures (jobs submitted and finished in a
@@ -7,9 +8,9 @@ overview cards both read it, so they always agree. A job is *finished* when it r
 terminal state (completed, partial, failed, cancelled): windows of finished jobs read
 ``finished_at``, because ``completed_at`` stays NULL on failed and cancelled jobs.
 
-Differences from the seed's SQL, each for a reason:
+Differences from the reference SQL, each for a reason:
 
-- *version-aware*: a workflow has ``workflow_steps`` rows per version, so the seed's
+- *version-aware*: a workflow has ``workflow_steps`` rows per version, so the reference
   ``total_steps`` (all rows of the workflow) over-counts; here it counts the steps of the
   version the job runs. Step performance is per versioned step row (with its version).
 - *bounded*: every report reads a time window (``since``, default the last 24 hours) through
@@ -17,7 +18,7 @@ Differences from the seed's SQL, each for a reason:
   list is per status through ``(status, priority)`` with a LIMIT. Nothing counts the whole
   jobs table, so the reports stay fast with millions of jobs.
 - *tenant-scoped*, and shadow runs (``shadow_of``) are left out of the workflow figures.
-- on SQLite the seed's ``EXTRACT(EPOCH FROM …)`` becomes ``julianday`` arithmetic.
+- on SQLite the reference's ``EXTRACT(EPOCH FROM …)`` becomes ``julianday`` arithmetic.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.statuses import SUCCEEDED_JOB, TERMINAL_JOB
 from mediamill.store.timeutil import utcnow
 
 _ACTION = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # safe to inline as a SQL literal
@@ -39,8 +41,9 @@ DEFAULT_WINDOW = timedelta(hours=24)
 SAMPLE_LIMIT = 50_000  # durations read for percentiles on SQLite (the newest of the window)
 BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
 SUMMARY_WINDOWS = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400}
-FINISHED = ("completed", "partial", "failed", "cancelled")
-SUCCEEDED = ("completed", "partial")
+# plain strings: the SQL below quotes them with repr()
+FINISHED = tuple(str(s) for s in TERMINAL_JOB)
+SUCCEEDED = tuple(str(s) for s in SUCCEEDED_JOB)
 P95_EXACT_LIMIT = 40_000  # successful jobs in a window above which PostgreSQL estimates their p95 from a sample
 P95_SAMPLE_TARGET = 5_000  # rows such a sample aims at
 
@@ -79,7 +82,7 @@ def _actions_in(conn: Connection, alias: str) -> str:
     actions = [a for a in conn.execute(sa.text("SELECT DISTINCT action FROM workflow_steps")).scalars()
                if a and _ACTION.match(a)]
     listed = f"{alias}.action IN ({', '.join(repr(str(a)) for a in actions)}) OR " if actions else ""
-    # rows written by plain SQL (the seed's) carry no action
+    # rows written by plain SQL (by another tool) carry no action
     return f"({listed}{alias}.action IS NULL)"
 
 
@@ -120,7 +123,7 @@ LIMIT :limit
 
 def job_status(conn: Connection, *, tenant_id: str, since: datetime | None = None,
                limit: int = 100) -> dict[str, Any]:
-    """Seed step 12: jobs ordered failed, processing, queued, pending, (partial), completed,
+    """Job status report: jobs ordered failed, processing, queued, pending, (partial), completed,
     (cancelled), then priority — read status by status so each read is an index range.
 
     Unfinished jobs are listed whatever their age, by priority (an index range on
@@ -152,7 +155,7 @@ def status_counts(conn: Connection, *, tenant_id: str, since: datetime) -> dict[
 
 # ------------------------------------------------------------------------------ step 13
 def queues(conn: Connection, *, tenant_id: str) -> list[dict[str, Any]]:
-    """Seed step 13 (queue monitor) plus the oldest wait and whether the queue is paused.
+    """Queue monitor plus the oldest wait and whether the queue is paused.
 
     Reads only queued/processing entries, which partial indexes cover.
     """
@@ -185,7 +188,7 @@ def queues(conn: Connection, *, tenant_id: str) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------ step 14
 def steps(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Seed step 14 per versioned step: executions finished in the window, avg/min/max duration,
+    """Step performance per versioned step: executions finished in the window, avg/min/max duration,
     failures. Steps of old versions show only when they ran in the window."""
     sql = """
     SELECT ws.id AS step_id, wd.workflow_code, ws.version, ws.step_number, ws.step_name, ws.step_type, ws.action,
@@ -212,7 +215,7 @@ def steps(conn: Connection, *, tenant_id: str, since: datetime | None = None) ->
 
 # ------------------------------------------------------------------------------ step 15
 def workflows(conn: Connection, *, tenant_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Seed step 15 over jobs submitted in the window (shadow runs excluded)."""
+    """Workflow summary over jobs submitted in the window (shadow runs excluded)."""
     minutes = _seconds(conn, "wj.completed_at", "wj.started_at") + " / 60"
     sql = f"""
     SELECT wd.workflow_code, wd.workflow_name, wd.workflow_type, wd.current_version,

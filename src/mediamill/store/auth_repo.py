@@ -92,10 +92,6 @@ def ensure_tenant(conn: Connection, tenant_id: str, name: str | None = None) -> 
         conn.execute(tenants.insert().values(id=tenant_id, name=name or tenant_id, created_at=utcnow()))
 
 
-def list_tenants(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(sa.select(tenants).order_by(tenants.c.id)).mappings()]
-
-
 # ------------------------------------------------------------------------------ keys
 def create_key(engine: Engine, *, role: str, tenant_id: str = DEFAULT_TENANT,
                name: str | None = None) -> CreatedKey:

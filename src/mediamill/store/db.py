@@ -16,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from mediamill import __version__
-from mediamill.errors import ConfigError
+from mediamill.errors import ConfigError, SchemaBehind, SchemaTooNew
 from mediamill.fsmode import create_private_file
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -130,14 +130,6 @@ def alembic_config(url: str) -> Any:
 
 #: Key of the PostgreSQL advisory lock migrations hold (any constant bigint; "mmmigrat" in ASCII).
 MIGRATION_LOCK_KEY = 0x6D6D6D6967726174
-
-
-class SchemaTooNew(ConfigError):
-    """The database carries a schema revision this code does not know: newer code migrated it."""
-
-
-class SchemaBehind(ConfigError):
-    """The database's schema is older than this code's and migrations were not allowed to run."""
 
 
 def upgrade(url: str, revision: str = "head") -> None:

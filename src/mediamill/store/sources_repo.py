@@ -20,12 +20,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from mediamill.errors import Conflict, NotFound
+from mediamill.errors import SOURCE_MESSAGE, Conflict, NotFound
+from mediamill.statuses import TERMINAL_JOB
 from mediamill.store.tables import media_queue, source_files, sources, workflow_jobs
 from mediamill.store.timeutil import utcnow
 
 FILE_STATUSES = ("pending", "claimed", "submitted", "done", "failed", "skipped")
-TERMINAL_JOB = ("completed", "partial", "failed", "cancelled")
 
 
 # ------------------------------------------------------------------------------ sources
@@ -199,7 +199,7 @@ def mark_submitted(conn: Connection, file_id: int, owner: str, *, job_id: int, c
 def mark_skipped(conn: Connection, file_id: int, owner: str, error: str) -> bool:
     res = conn.execute(source_files.update().where(
         source_files.c.id == file_id, source_files.c.status == "claimed", source_files.c.claimed_by == owner)
-        .values(status="skipped", error=error[:2000], finished_at=utcnow()))
+        .values(status="skipped", error=error[:SOURCE_MESSAGE], finished_at=utcnow()))
     return res.rowcount == 1
 
 

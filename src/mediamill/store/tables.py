@@ -1,8 +1,10 @@
 """SQLAlchemy Core tables: the six core tables of the public data model, plus the engine's additions.
 
-Every column added to a seed table has a default or is nullable, so the seed's INSERT
-statements run unmodified. Timestamps are naive UTC (the seed's ``TIMESTAMP``), which keeps
-the seed's ``EXTRACT(EPOCH FROM …)`` query true on PostgreSQL.
+The six core tables are a public data model: other tools insert rows with plain SQL and run
+their own reports on them (tests/fixtures/seed_001_*.sql are such rows and reports, checked by
+tests/store/test_seed.py). So every column mediamill added to them has a default or is
+nullable, and timestamps are naive UTC (``TIMESTAMP`` without time zone), which keeps a report's
+``EXTRACT(EPOCH FROM …)`` true on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ spent_tokens = Table(
     Column("created_at", DateTime, server_default=NOW),
 )
 
-# --------------------------------------------------------------------------- seed step 1
+# --------------------------------------------------------------------------- core: workflow definitions
 workflow_definitions = Table(
     "workflow_definitions", metadata,
     Column("id", Integer, primary_key=True),
@@ -120,7 +122,7 @@ workflow_versions = Table(
     UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_workflow_version"),
 )
 
-# --------------------------------------------------------------------------- seed step 2
+# --------------------------------------------------------------------------- core: workflow steps
 workflow_steps = Table(
     "workflow_steps", metadata,
     Column("id", Integer, primary_key=True),
@@ -142,7 +144,7 @@ workflow_steps = Table(
     Index("ix_workflow_steps_workflow_version", "workflow_id", "version", "step_number"),
 )
 
-# --------------------------------------------------------------------------- seed step 3
+# --------------------------------------------------------------------------- core: workflow jobs
 workflow_jobs = Table(
     "workflow_jobs", metadata,
     Column("id", Integer, primary_key=True),
@@ -200,7 +202,7 @@ workflow_jobs = Table(
     Index("ix_workflow_jobs_input_key", "input_key"),  # who else shares an input (retention)
 )
 
-# --------------------------------------------------------------------------- seed step 4
+# --------------------------------------------------------------------------- core: step executions
 step_executions = Table(
     "step_executions", metadata,
     Column("id", Integer, primary_key=True),
@@ -227,7 +229,7 @@ step_executions = Table(
     Index("ix_step_executions_action_completed", "action", "completed_at"),
 )
 
-# --------------------------------------------------------------------------- seed step 5
+# --------------------------------------------------------------------------- core: the media queue
 media_queue = Table(
     "media_queue", metadata,
     Column("id", Integer, primary_key=True),
@@ -275,7 +277,7 @@ workers = Table(
     Column("version", String(20)),
 )
 
-# --------------------------------------------------------------------------- seed step 6
+# --------------------------------------------------------------------------- core: job notifications
 workflow_notifications = Table(
     "workflow_notifications", metadata,
     Column("id", Integer, primary_key=True),

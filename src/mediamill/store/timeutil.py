@@ -1,20 +1,12 @@
-"""Time in the store: naive UTC datetimes (the seed's TIMESTAMP columns)."""
+"""Time in the store: naive UTC datetimes (the core tables' ``TIMESTAMP`` columns have no time zone)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def seconds_ago(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)
-
-
-def seconds_from_now(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
 
 
 def iso(value: datetime | None) -> str | None:

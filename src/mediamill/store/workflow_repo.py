@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -155,7 +156,7 @@ def current_workflow(conn: Connection, code: str, version: int | None = None) ->
 
 
 def _legacy_workflow(conn: Connection, head: Any) -> VersionedWorkflow:
-    """A workflow inserted by plain SQL (as the seed does): rebuilt from its workflow_steps rows."""
+    """A workflow inserted by plain SQL (by another tool, with no versions): rebuilt from its workflow_steps rows."""
     rows = conn.execute(sa.select(ws).where(ws.c.workflow_id == head["id"]).order_by(ws.c.step_number)
                         ).mappings().all()
     steps = [{"name": r["step_name"] or f"step {r['step_number']}", "action": r["action"] or "noop",
@@ -171,6 +172,19 @@ def _legacy_workflow(conn: Connection, head: Any) -> VersionedWorkflow:
            "steps": steps or [{"name": "noop", "action": "noop"}]}
     definition = validate_document(doc, source=head["workflow_code"])
     return VersionedWorkflow(head["id"], 1, definition, bool(head["is_active"]), None, [r["id"] for r in rows])
+
+
+def workflow_facts(conn: Connection, workflow_id: int) -> tuple[str, str]:
+    """A workflow's code and type (``generic`` when it has none), by its id."""
+    row = conn.execute(sa.select(wd.c.workflow_code, wd.c.workflow_type)
+                       .where(wd.c.id == workflow_id)).one()
+    return row[0], row[1] or "generic"
+
+
+def job_workflow(conn: Connection, job: Mapping[str, Any]) -> tuple[str, str, int]:
+    """The code, type and version of the workflow a job (a ``workflow_jobs`` row) runs."""
+    code, wtype = workflow_facts(conn, job["workflow_id"])
+    return code, wtype, job["workflow_version"] or 1
 
 
 def list_workflows(conn: Connection) -> list[dict[str, Any]]:
@@ -220,7 +234,7 @@ def builtin_workflows() -> list[WorkflowDef]:
 
 
 def install_builtins(engine: Engine) -> list[SavedVersion]:
-    """Install the five seed workflows when missing (a later start creates no new versions).
+    """Install the built-in workflows (``workflows/builtin``) when missing (a later start creates no new versions).
 
     Safe when several processes start at once: whoever inserts a workflow first wins, the others skip it."""
     saved = []

@@ -9,8 +9,11 @@ keys are only known at run time.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -98,21 +101,61 @@ def _fit_ints(value: Any) -> Any:
     return value
 
 
-def activation(*, input: dict[str, Any], job: dict[str, Any], steps: dict[str, Any],
-               workflow_type: str) -> dict[str, Any]:
-    """Variables of a condition; missing probe fields take typed defaults so conditions never crash on them."""
-    full_input = {**input_schema(workflow_type), **{k: v for k, v in input.items() if v is not None}}
-    return {"input": to_cel(full_input), "job": to_cel(job), "steps": to_cel(steps)}
+@dataclass(frozen=True)
+class JobFacts:
+    """What a condition may ask about a job: the submission's facts, known before anything runs, and — once the
+    input was probed — the probe's fields. A routing rule sees a submission (no ``id`` yet); a step's ``when:``
+    sees a job row (:meth:`of_job`)."""
+
+    tenant: str
+    mime: str = ""
+    size: int = 0
+    filename: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    submitter: str = ""
+    priority: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    probe: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_job(cls, job: Mapping[str, Any]) -> JobFacts:
+        """The facts of a ``workflow_jobs`` row (its probe is the JSON text of ``input_metadata``, when probed)."""
+        probe = json.loads(job["input_metadata"]) if job.get("input_metadata") else {}
+        return cls(tenant=job["tenant_id"], mime=job.get("input_mime") or "", size=job.get("input_size") or 0,
+                   filename=job.get("input_filename") or "", metadata=job.get("job_metadata") or {},
+                   submitter=job.get("submitted_by") or "", priority=job.get("priority"),
+                   params=job.get("params") or {}, id=job.get("id"), probe=probe)
+
+
+def condition_variables(facts: JobFacts, *, workflow_type: str | None = None,
+                        steps: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The one builder of a condition's variables: ``input``, ``job`` and (for a step's ``when:``) ``steps``.
+
+    With ``workflow_type`` (a step's ``when:``) ``input`` holds the probe's fields over typed defaults
+    of that type, so a condition never crashes on a field the probe did not report; without it (a
+    routing rule, before any workflow is chosen) ``input`` holds the submission's facts and the file
+    name's ``extension``. Either way ``mime``, ``size`` and ``filename`` come from the job when the
+    probe did not say them."""
+    known = {"mime": facts.mime, "size": facts.size, "filename": facts.filename}
+    job: dict[str, Any] = {"priority": facts.priority if facts.priority is not None else -1,
+                           "metadata": dict(facts.metadata or {}), "submitter": facts.submitter,
+                           "params": dict(facts.params or {}), "tenant": facts.tenant}
+    if facts.id is not None:
+        job["id"] = facts.id
+    if workflow_type is None:
+        ext = facts.filename.rsplit(".", 1)[-1].lower() if "." in facts.filename else ""
+        return {"input": to_cel({**known, "extension": ext}), "job": to_cel(job)}
+    probe = {k: v for k, v in {**known, **facts.probe}.items() if v is not None}
+    return {"input": to_cel({**input_schema(workflow_type), **probe}), "job": to_cel(job),
+            "steps": to_cel(dict(steps or {}))}
 
 
 def check_condition(expr: str, workflow_type: str, step_names: list[str]) -> None:
     """Raise ConditionError with a readable message when the expression is not a valid bool condition."""
     program = compile_condition(expr)
-    sample = activation(
-        input={}, workflow_type=workflow_type,
-        job={"priority": 5, "metadata": {}, "submitter": "", "params": {}, "tenant": ""},
-        steps={n: {"status": "completed", "data": {}} for n in step_names},
-    )
+    sample = condition_variables(JobFacts(tenant="", priority=5), workflow_type=workflow_type,
+                                 steps={n: {"status": "completed", "data": {}} for n in step_names})
     try:
         result = program.evaluate(sample)
     except CELEvalError as exc:
@@ -162,10 +205,8 @@ def routing_variables(*, mime: str, size: int, filename: str, metadata: dict[str
                       submitter: str = "", priority: int | None = None,
                       params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The variables of a routing condition: ``input`` (submission facts) and ``job``."""
-    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return {"input": to_cel({"mime": mime, "size": size, "filename": filename, "extension": ext}),
-            "job": to_cel({"metadata": metadata, "tenant": tenant, "submitter": submitter,
-                           "priority": priority if priority is not None else -1, "params": params or {}})}
+    return condition_variables(JobFacts(tenant=tenant, mime=mime, size=size, filename=filename, metadata=metadata,
+                                        submitter=submitter, priority=priority, params=params or {}))
 
 
 def check_routing_condition(expr: str) -> None:

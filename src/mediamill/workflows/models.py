@@ -18,7 +18,8 @@ class StepDef(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     action: str = Field(min_length=1, max_length=100)
-    type: str | None = Field(default=None, max_length=50, description="step_type in the seed's table")
+    type: str | None = Field(default=None, max_length=50,
+                             description="the step's free-form kind (workflow_steps.step_type)")
     params: dict[str, Any] = Field(default_factory=dict)
     on_failure: Literal["stop", "continue", "retry"] = "stop"
     timeout_seconds: int = Field(default=300, gt=0, le=7 * 86400)

@@ -1,4 +1,5 @@
-"""Analytics: the seed's four reports plus durations, error rates and throughput (all windowed)."""
+"""Analytics: the four reference reports (jobs by status, queue monitor, step performance, workflow
+summary — the SQL in tests/fixtures/seed_001_queries.sql) plus durations, error rates and throughput (all windowed)."""
 
 from __future__ import annotations
 
@@ -43,26 +44,26 @@ def summary(request: Request, caller: Caller = auth.Viewer,
 @router.get("/job-status", response_model=Loose)
 def job_status(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE,
                limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    """Seed step 12: jobs by status (failed, processing, queued, pending, completed) then priority."""
+    """Job status report: jobs by status (failed, processing, queued, pending, completed) then priority."""
     return _run(request, analytics.job_status, tenant_id=caller.tenant_id, since=_since(since),  # type: ignore[no-any-return]
                 limit=limit)
 
 
 @router.get("/queues", response_model=Items)
 def queues(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
-    """Seed step 13: jobs in each queue, waiting, processing, average priority, next scheduled."""
+    """Queue monitor: jobs in each queue, waiting, processing, average priority, next scheduled."""
     return {"items": _run(request, analytics.queues, tenant_id=caller.tenant_id)}
 
 
 @router.get("/steps", response_model=Items)
 def steps(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
-    """Seed step 14: executions, duration avg/min/max and failures per (versioned) step."""
+    """Step performance: executions, duration avg/min/max and failures per (versioned) step."""
     return {"items": _run(request, analytics.steps, tenant_id=caller.tenant_id, since=_since(since))}
 
 
 @router.get("/workflows", response_model=Items)
 def workflows(request: Request, caller: Caller = auth.Viewer, since: str | None = SINCE) -> dict[str, Any]:
-    """Seed step 15: jobs, completions, failures, in progress and average minutes per workflow."""
+    """Workflow summary: jobs, completions, failures, in progress and average minutes per workflow."""
     return {"items": _run(request, analytics.workflows, tenant_id=caller.tenant_id, since=_since(since))}
 
 

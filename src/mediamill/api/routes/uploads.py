@@ -32,7 +32,17 @@ from mediamill.api.models import PresignOut, PresignRequest, UploadOut
 from mediamill.api.problems import PROBLEM_RESPONSES, Problem
 from mediamill.api.streaming import run_with_pipe
 from mediamill.engine.submit import sniff_object
-from mediamill.errors import Conflict, InvalidField, InvalidInput, MediamillError, NotFound, SourceTooLarge
+from mediamill.errors import (
+    ChecksumMismatch,
+    Conflict,
+    Gone,
+    InvalidField,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    SourceTooLarge,
+    UnsupportedMediaType,
+)
 from mediamill.fsmode import private_dir
 from mediamill.storage import new_key
 from mediamill.store import uploads_repo
@@ -74,30 +84,6 @@ TUS_ERRORS: dict[int | str, dict[str, Any]] = {
     412: {"description": "Tus-Resumable is missing or not 1.0.0 (HEAD: no body)", "model": Problem},
     410: {"description": "the upload expired", "model": Problem},
 }
-
-
-class PreconditionFailed(MediamillError):
-    error_class = "tus_version"
-    http_status = 412
-    title = "Unsupported tus version"
-
-
-class ChecksumMismatch(MediamillError):
-    error_class = "checksum_mismatch"
-    http_status = 460
-    title = "Checksum mismatch"
-
-
-class Gone(MediamillError):
-    error_class = "expired"
-    http_status = 410
-    title = "Upload expired"
-
-
-class UnsupportedMediaType(MediamillError):
-    error_class = "unsupported_media_type"
-    http_status = 415
-    title = "Unsupported media type"
 
 
 def _tus_headers(request: Request, **extra: Any) -> dict[str, str]:
