@@ -383,9 +383,10 @@ class _S3Appender(Appender):
         self.old = dict(session.get("part_state") or {})
         self.state = None
         self.new_pending: str | None = None
+        self.work: dict[str, Any] = {**self.old, "parts": list(self.old.get("parts", []))}
 
     def write(self, pipe: Any) -> int:
-        state = {**self.old, "parts": list(self.old.get("parts", []))}
+        state = self.work
         size = self.parts.part_size(self.session)
         buffer = bytearray(self.parts.read_pending(self.old))
         added = 0
@@ -413,4 +414,6 @@ class _S3Appender(Appender):
 
     def rollback(self) -> None:
         self.parts.delete_object(self.new_pending)
+        if self.old.get("mpu") is None and self.work.get("mpu"):  # started here, recorded nowhere
+            self.parts.remove({"part_state": {"mpu": self.work["mpu"], "key": self.work["key"]}})
         self.state = None
