@@ -82,6 +82,9 @@ class Appender(ABC):
 class PartStore(ABC):
     """Where the unfinished bytes of uploads are kept (see the module docstring)."""
 
+    #: whether ``assemble`` can use a hash kept while the bytes arrived (S3 hashes what it stored)
+    uses_running_hash = True
+
     @abstractmethod
     def create(self, upload_id: str, tenant_id: str) -> dict[str, Any]:
         """Prepare a new upload; its initial ``part_state``."""
@@ -243,6 +246,8 @@ def _code(exc: Exception) -> str:
 
 class S3Parts(PartStore):
     """An S3 multipart upload per tus upload, plus a pending object for a tail shorter than a part."""
+
+    uses_running_hash = False
 
     def __init__(self, storage: Any, max_upload_bytes: int) -> None:
         self.storage = storage
