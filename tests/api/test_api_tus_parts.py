@@ -8,16 +8,20 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from mediamill.api.app import create_app
+from mediamill.api.routes.uploads import remove_expired
 from mediamill.api.tusparts import PART_SIZE
 from mediamill.runtime import Runtime
 from mediamill.store import uploads_repo
+from mediamill.store.tables import upload_sessions
 
 from .support import Keys, free_port, make_runtime
 
@@ -130,6 +134,17 @@ def test_s3_refused_bytes_never_count_and_termination_leaves_nothing(s3_rt: Runt
             assert fh.read() == data
         assert uploads_repo.server_facts(session)["sha256"] == hashlib.sha256(data).hexdigest()
         assert _bucket(rt) == ([], [])
+
+        # an expired upload's parts and pending tail are removed by the cleaner
+        res = client.post("/v1/uploads", headers={**h, "Upload-Length": str(len(data))})
+        stale = res.headers["location"].rsplit("/", 1)[1]
+        res = client.patch(f"/v1/uploads/{stale}", headers={**h, **OCT, "Upload-Offset": "0"},
+                           content=data[:PART_SIZE + MiB])
+        assert res.status_code == 204 and _bucket(rt) != ([], [])
+        with rt.engine.begin() as conn:
+            conn.execute(sa.update(upload_sessions).where(upload_sessions.c.id == stale)
+                         .values(expires_at=datetime(2000, 1, 1)))
+        assert remove_expired(rt) == 1 and _bucket(rt) == ([], [])
 
         # an empty upload is an empty object
         res = client.post("/v1/uploads", headers={**h, "Upload-Length": "0"})
