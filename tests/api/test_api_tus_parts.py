@@ -103,20 +103,28 @@ def test_s3_refused_bytes_never_count_and_termination_leaves_nothing(s3_rt: Runt
         url = f"/v1/uploads/{upload_id}"
         assert client.patch(url, headers={**h, **OCT, "Upload-Offset": "0"}, content=data[:MiB]).status_code == 204
         before = _session(rt, upload_id)["part_state"]
-        assert before["mpu"] is None and before["pending_size"] == MiB  # a tail short of a part waits in the bucket
+        assert before["mpu"] is None and [size for _key, size in before["pending"]] == [MiB]  # waits in the bucket
         # a PATCH that fills a part but fails its checksum: the part it sent is not counted
         wrong = base64.b64encode(hashlib.sha1(b"nope").digest()).decode()
         res = client.patch(url, headers={**h, **OCT, "Upload-Offset": str(MiB), "Upload-Checksum": f"sha1 {wrong}"},
                            content=data[MiB:PART_SIZE + MiB])
-        assert res.status_code == 460
+        assert res.status_code == 460, res.text
         after = _session(rt, upload_id)
         assert after["upload_offset"] == MiB and after["part_state"] == before
         # the refused PATCH's own tail object and the multipart upload it started are gone again
         assert len(_bucket(rt)[1]) == 1 and _bucket(rt)[0] == []
-        res = client.patch(url, headers={**h, **OCT, "Upload-Offset": str(MiB)}, content=data[MiB:PART_SIZE + MiB])
+        # small PATCHes each add a pending object of their own bytes; the one that fills a part sends it
+        res = client.patch(url, headers={**h, **OCT, "Upload-Offset": str(MiB)}, content=data[MiB:2 * MiB])
         assert res.status_code == 204
         state = _session(rt, upload_id)["part_state"]
-        assert [p[0] for p in state["parts"]] == [1] and state["pending_size"] == PART_SIZE + MiB - state["parts"][0][2]
+        assert [size for _key, size in state["pending"]] == [MiB, MiB] and len(_bucket(rt)[1]) == 2
+        res = client.patch(url, headers={**h, **OCT, "Upload-Offset": str(2 * MiB)},
+                           content=data[2 * MiB:PART_SIZE + MiB])
+        assert res.status_code == 204
+        state = _session(rt, upload_id)["part_state"]
+        assert [p[0] for p in state["parts"]] == [1] and state["parts"][0][2] >= PART_SIZE
+        assert sum(size for _key, size in state["pending"]) == PART_SIZE + MiB - state["parts"][0][2]
+        assert len(_bucket(rt)[1]) == len(state["pending"])  # the pending objects the part took are gone
         assert client.delete(url, headers=h).status_code == 204
         assert _bucket(rt) == ([], [])  # the multipart upload is aborted and the pending object removed
 

@@ -6,10 +6,11 @@ replica sees them, and the database says exactly what is there (``upload_session
 written together with ``upload_offset`` under the upload's PATCH claim):
 
 * **S3 storage** — an S3 multipart upload on the final object's key. PATCH bodies are cut into
-  parts of at least :data:`PART_SIZE` (S3 wants ≥ 5 MiB for every part but the last); the tail
-  of a PATCH that does not fill a part is kept as a *pending* object in the bucket, which the
-  next PATCH — on whichever replica — reads back and continues. The state lists the part
-  numbers, ETags and sizes, the pending object and its size.
+  parts of at least :data:`PART_SIZE` (S3 wants ≥ 5 MiB for every part but the last); the bytes
+  of a PATCH that do not fill a part are kept as a *pending* object in the bucket, and once the
+  pending objects and a later PATCH's bytes — on whichever replica — fill a part, they go up as
+  that part. The state lists the part numbers, ETags and sizes and the pending objects' keys and
+  sizes.
 * **Local storage** — a part file in the uploads folder (``MEDIAMILL_UPLOADS_DIR``, default
   ``data_dir/uploads``), beside a marker file holding a random token the database also holds.
   Replicas share the folder (one volume) or they cannot continue each other's uploads: a
@@ -17,7 +18,7 @@ written together with ``upload_offset`` under the upload's PATCH claim):
   file does not have (which once produced files whose first half was zeros).
 
 Every PATCH first checks that the recorded bytes are there (marker and size, or the pending
-object's size); 409 when this replica cannot see them, 410 when they are gone. Completion
+objects' sizes); 409 when this replica cannot see them, 410 when they are gone. Completion
 assembles the object, checks its stored size against ``Upload-Length`` and hashes what was
 stored (not what was received), so a checksum always describes the bytes a job will read.
 """
@@ -29,6 +30,7 @@ import hashlib
 import os
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,9 @@ class PartStore(ABC):
         """BytesUnreachable / BytesLost unless the recorded bytes are here, exactly ``upload_offset`` of them."""
 
     @abstractmethod
-    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any]) -> Appender: ...
+    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any],
+                 guard: Callable[[], None] | None = None) -> Appender:
+        """The writer of one PATCH at ``offset``; ``guard`` raises when the PATCH lost its claim."""
 
     @abstractmethod
     def assemble(self, session: dict[str, Any], sha256: str | None) -> tuple[str, int, str]:
@@ -172,7 +176,8 @@ class FileParts(PartStore):
             with part.open("r+b") as fh:
                 fh.truncate(offset)
 
-    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any]) -> Appender:
+    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any],
+                 guard: Callable[[], None] | None = None) -> Appender:
         return _FileAppender(self.part(session["id"]), offset, hashers, session.get("part_state"))
 
     def assemble(self, session: dict[str, Any], sha256: str | None) -> tuple[str, int, str]:
@@ -245,7 +250,7 @@ def _code(exc: Exception) -> str:
 
 
 class S3Parts(PartStore):
-    """An S3 multipart upload per tus upload, plus a pending object for a tail shorter than a part."""
+    """An S3 multipart upload per tus upload, plus pending objects for the bytes short of a part."""
 
     uses_running_hash = False
 
@@ -260,47 +265,47 @@ class S3Parts(PartStore):
 
     def create(self, upload_id: str, tenant_id: str) -> dict[str, Any]:
         # the multipart upload starts with the first full part: small uploads never need one
-        return {"kind": "s3", "key": new_key("uploads", tenant_id), "mpu": None, "parts": [],
-                "pending": None, "pending_size": 0}
+        return {"kind": "s3", "key": new_key("uploads", tenant_id), "mpu": None, "parts": [], "pending": []}
 
     def check(self, session: dict[str, Any]) -> None:
         state = session.get("part_state") or {}
-        stored = sum(p[2] for p in state.get("parts", [])) + int(state.get("pending_size", 0))
+        pending = state.get("pending", [])
+        stored = sum(p[2] for p in state.get("parts", [])) + sum(size for _key, size in pending)
         if stored != session["upload_offset"]:
             raise BytesLost(f"upload {session['id']} records {stored} stored bytes at offset "
                             f"{session['upload_offset']}; upload the file again")
-        if state.get("pending"):
-            try:
-                size = int(self.client.head_object(Bucket=self.bucket, Key=self._k(state["pending"]))["ContentLength"])
-            except Exception as exc:
-                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    raise BytesLost(f"the stored bytes of upload {session['id']} are gone; "
-                                    "upload the file again") from None
-                raise
-            if size != state["pending_size"]:
-                raise BytesLost(f"the stored bytes of upload {session['id']} do not match its offset; "
-                                "upload the file again")
+        if not pending:
+            return
+        prefix = self._k(f"tus/{session['id']}") + "/"  # a folder, not a key: checked without its slash
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        found = {obj["Key"]: int(obj["Size"]) for page in pages for obj in page.get("Contents", [])}
+        if any(found.get(self._k(key)) != size for key, size in pending):
+            raise BytesLost(f"the stored bytes of upload {session['id']} are gone or do not match its offset; "
+                            "upload the file again")
 
     def part_size(self, session: dict[str, Any]) -> int:
         length = session["upload_length"] if session["upload_length"] is not None else self.max_upload_bytes
         return max(PART_SIZE, -(-length // MAX_PARTS))
 
-    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any]) -> Appender:
-        return _S3Appender(self, session, offset, hashers)
+    def appender(self, session: dict[str, Any], offset: int, hashers: list[Any],
+                 guard: Callable[[], None] | None = None) -> Appender:
+        return _S3Appender(self, session, offset, hashers, guard)
 
-    def read_pending(self, state: dict[str, Any]) -> bytes:
-        if not state.get("pending"):
-            return b""
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._k(state["pending"]))["Body"]
-        except Exception as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise BytesLost("the stored bytes of the upload are gone; upload the file again") from None
-            raise
-        data = bytes(body.read())
-        if len(data) != state["pending_size"]:
-            raise BytesLost("the stored bytes of the upload do not match its offset; upload the file again")
-        return data
+    def read_pending(self, pending: list[list[Any]]) -> bytes:
+        """The pending objects' bytes, in order (each must have its recorded size)."""
+        out = bytearray()
+        for key, size in pending:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"]
+            except Exception as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    raise BytesLost("the stored bytes of the upload are gone; upload the file again") from None
+                raise
+            data = body.read()
+            if len(data) != size:
+                raise BytesLost("the stored bytes of the upload do not match its offset; upload the file again")
+            out += data
+        return bytes(out)
 
     def upload_part(self, state: dict[str, Any], number: int, data: bytes) -> list[Any]:
         """Send one part (starting the multipart upload first when there is none); its [number, etag, size]."""
@@ -317,30 +322,30 @@ class S3Parts(PartStore):
             raise
         return [number, res["ETag"], len(data)]
 
-    def put_pending(self, upload_id: str, data: bytes) -> str:
+    def put_pending(self, upload_id: str, data: bytes) -> list[Any]:
         key = f"tus/{upload_id}/pending-{secrets.token_hex(8)}"
         self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
-        return key
+        return [key, len(data)]
 
-    def delete_object(self, key: str | None) -> None:
-        if key:
+    def delete_objects(self, keys: list[str]) -> None:
+        for key in keys:
             with contextlib.suppress(Exception):
                 self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
 
     def assemble(self, session: dict[str, Any], sha256: str | None) -> tuple[str, int, str]:
         state = dict(session.get("part_state") or {})
-        key, pending = state["key"], state.get("pending")
+        key, pending = state["key"], state.get("pending", [])
         try:
             if state["mpu"] is None:  # a small upload: its pending bytes are the whole object
-                if pending:
+                if len(pending) == 1:
                     self.client.copy_object(Bucket=self.bucket, Key=self._k(key),
-                                            CopySource={"Bucket": self.bucket, "Key": self._k(pending)})
+                                            CopySource={"Bucket": self.bucket, "Key": self._k(pending[0][0])})
                 else:
-                    self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=b"")
+                    self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=self.read_pending(pending))
             else:
                 parts = list(state["parts"])
                 if pending:
-                    parts.append(self.upload_part(state, len(parts) + 1, self.read_pending(state)))
+                    parts.append(self.upload_part(state, len(parts) + 1, self.read_pending(pending)))
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=self._k(key), UploadId=state["mpu"],
                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _size in parts]})
@@ -351,7 +356,7 @@ class S3Parts(PartStore):
                 raise BytesLost(f"the stored parts of upload {session['id']} cannot be assembled ({_code(exc)}); "
                                 "upload the file again") from None
             raise
-        self.delete_object(pending)
+        self.delete_objects([k for k, _size in pending])
         size, digest = self._measure(key)
         if session["upload_length"] is not None and size != session["upload_length"]:
             self.storage.delete(key)
@@ -373,52 +378,58 @@ class S3Parts(PartStore):
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(state["key"]),
                                                    UploadId=state["mpu"])
-        self.delete_object(state.get("pending"))
+        self.delete_objects([k for k, _size in state.get("pending", [])])
 
 
 class _S3Appender(Appender):
-    """Cuts a PATCH body into parts; what remains below a part size becomes the new pending object.
+    """Cuts a PATCH body into parts. Bytes short of a part are kept as one more pending object (a
+    PATCH only ever uploads its own bytes there); once pending and new bytes fill a part, they go
+    up as that part and the pending objects are dropped.
 
     Parts this PATCH sent are only counted once the database records them with the new offset;
     a refused PATCH leaves them unlisted and the next writer sends the same part numbers again.
+    Before each part the claim is confirmed (``guard``), so a writer that lost it stops before it
+    could overwrite a part of the upload's new writer.
     """
 
-    def __init__(self, parts: S3Parts, session: dict[str, Any], offset: int, hashers: list[Any]) -> None:
-        self.parts, self.session, self.offset, self.hashers = parts, session, offset, hashers
+    def __init__(self, parts: S3Parts, session: dict[str, Any], offset: int, hashers: list[Any],
+                 guard: Callable[[], None] | None) -> None:
+        self.parts, self.session, self.offset, self.hashers, self.guard = parts, session, offset, hashers, guard
         self.old = dict(session.get("part_state") or {})
         self.state = None
-        self.new_pending: str | None = None
-        self.work: dict[str, Any] = {**self.old, "parts": list(self.old.get("parts", []))}
+        self.created: list[str] = []  # pending objects this PATCH wrote
+        self.work: dict[str, Any] = {**self.old, "parts": list(self.old.get("parts", [])),
+                                     "pending": list(self.old.get("pending", []))}
 
     def write(self, pipe: Any) -> int:
         state = self.work
         size = self.parts.part_size(self.session)
-        buffer = bytearray(self.parts.read_pending(self.old))
+        buffer = bytearray()
         added = 0
         while chunk := pipe.read(CHUNK):
             added += len(chunk)
             for h in self.hashers:
                 h.update(chunk)
             buffer += chunk
-            if len(buffer) >= size:
-                state["parts"].append(self.parts.upload_part(state, len(state["parts"]) + 1, bytes(buffer)))
-                buffer = bytearray()
-        if not added:  # nothing new: the recorded state stands as it is
-            self.state = self.old
-            return 0
-        state["pending"] = None
+            if sum(s for _k, s in state["pending"]) + len(buffer) >= size:
+                data = self.parts.read_pending(state["pending"]) + bytes(buffer)
+                if self.guard is not None:
+                    self.guard()
+                state["parts"].append(self.parts.upload_part(state, len(state["parts"]) + 1, data))
+                state["pending"], buffer = [], bytearray()
         if buffer:
-            state["pending"] = self.new_pending = self.parts.put_pending(self.session["id"], bytes(buffer))
-        state["pending_size"] = len(buffer)
-        self.state = state
+            entry = self.parts.put_pending(self.session["id"], bytes(buffer))
+            self.created.append(entry[0])
+            state["pending"].append(entry)
+        self.state = state if added else self.old
         return added
 
     def commit(self) -> None:
-        if self.old.get("pending") != (self.state or {}).get("pending"):
-            self.parts.delete_object(self.old.get("pending"))
+        kept = {k for k, _size in (self.state or {}).get("pending", [])}
+        self.parts.delete_objects([k for k, _size in self.old.get("pending", []) if k not in kept])
 
     def rollback(self) -> None:
-        self.parts.delete_object(self.new_pending)
+        self.parts.delete_objects(self.created)
         if self.old.get("mpu") is None and self.work.get("mpu"):  # started here, recorded nowhere
             self.parts.remove({"part_state": {"mpu": self.work["mpu"], "key": self.work["key"]}})
         self.state = None

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -342,7 +343,7 @@ async def _append(request: Request, s: dict[str, Any], offset: int, token: str) 
     await blocking(store.check, s)  # 409/410 before a byte is written where the upload's bytes are not
     running = _running_hash(request, s["id"], offset) if store.uses_running_hash else None
     hashers = [h for h in (check[0] if check else None, running.digest if running else None) if h is not None]
-    appender = store.appender(s, offset, hashers)
+    appender = store.appender(s, offset, hashers, _guard(rt.engine, s["id"], token))
 
     lease = _Lease(rt.engine, s["id"], token)
 
@@ -390,6 +391,16 @@ async def _append(request: Request, s: dict[str, Any], offset: int, token: str) 
         finally:
             await blocking(uploads_repo.end_patch, rt.engine, s["id"], token)
     return written
+
+
+def _guard(engine: Any, upload_id: str, token: str) -> Callable[[], None]:
+    """Confirm (and renew) the claim before a write another writer could clobber (from the writer thread)."""
+
+    def confirm() -> None:
+        if not uploads_repo.extend_patch(engine, upload_id, token, PATCH_LEASE_SECONDS):
+            raise Conflict("this request lost its claim on the upload")
+
+    return confirm
 
 
 class _Lease:
