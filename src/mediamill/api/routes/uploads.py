@@ -46,7 +46,6 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 OCTETS = "application/offset+octet-stream"
-WRITE_BUFFER = 1024 * 1024
 #: how long a PATCH's claim on an upload lasts without renewal (renewed while bytes arrive)
 PATCH_LEASE_SECONDS = 60.0
 #: the tus request headers as OpenAPI parameters (Upload-Checksum, Upload-Defer-Length and a body on
@@ -324,7 +323,7 @@ def _running_hash(request: Request, upload_id: str, offset: int) -> _RunningHash
 
 
 async def _receive(request: Request, s: dict[str, Any], offset: int, token: str) -> int:
-    """Append the request body to the part file under the claim ``token``; returns the new offset
+    """Append the request body to the upload's stored bytes under the claim ``token``; returns the new offset
     (finishing the upload when complete). The claim ends here, whatever happens."""
     try:
         written = await _append(request, s, offset, token)
