@@ -19,8 +19,9 @@ written together with ``upload_offset`` under the upload's PATCH claim):
 
 Every PATCH first checks that the recorded bytes are there (marker and size, or the pending
 objects' sizes); 409 when this replica cannot see them, 410 when they are gone. Completion
-assembles the object, checks its stored size against ``Upload-Length`` and hashes what was
-stored (not what was received), so a checksum always describes the bytes a job will read.
+assembles the object and checks its stored size against ``Upload-Length``; its sha256 is the
+hash kept while one process received every byte in order, else read back from what was stored,
+so a checksum always describes the bytes a job will read.
 """
 
 from __future__ import annotations
@@ -83,9 +84,6 @@ class Appender(ABC):
 
 class PartStore(ABC):
     """Where the unfinished bytes of uploads are kept (see the module docstring)."""
-
-    #: whether ``assemble`` can use a hash kept while the bytes arrived (S3 hashes what it stored)
-    uses_running_hash = True
 
     @abstractmethod
     def create(self, upload_id: str, tenant_id: str) -> dict[str, Any]:
@@ -252,8 +250,6 @@ def _code(exc: Exception) -> str:
 class S3Parts(PartStore):
     """An S3 multipart upload per tus upload, plus pending objects for the bytes short of a part."""
 
-    uses_running_hash = False
-
     def __init__(self, storage: Any, max_upload_bytes: int) -> None:
         self.storage = storage
         self.max_upload_bytes = max_upload_bytes
@@ -357,15 +353,17 @@ class S3Parts(PartStore):
                                 "upload the file again") from None
             raise
         self.delete_objects([k for k, _size in pending])
-        size, digest = self._measure(key)
+        size, digest = self._measure(key) if sha256 is None else (self.storage.size(key), sha256)
         if session["upload_length"] is not None and size != session["upload_length"]:
             self.storage.delete(key)
             raise _upload_length_mismatch(session, size)
         return key, size, digest
 
     def _measure(self, key: str) -> tuple[int, str]:
-        """Size and sha256 of the assembled object, read back from the bucket: the checksum a job
-        relies on describes what is stored, whichever replicas received the parts."""
+        """Size and sha256 of the assembled object, read back from the bucket when the parts came
+        through several replicas (or a restart): the checksum a job relies on describes what is
+        stored. When this process received every byte in order, the hash it kept on the way is
+        used instead — S3 checked each part's bytes against its ETag when they were sent."""
         digest, size = hashlib.sha256(), 0
         for chunk in self.storage.iter_bytes(key):
             digest.update(chunk)

@@ -340,7 +340,7 @@ async def _append(request: Request, s: dict[str, Any], offset: int, token: str) 
     check = _checksum(request)
     store = part_store(rt, s)
     await blocking(store.check, s)  # 409/410 before a byte is written where the upload's bytes are not
-    running = _running_hash(request, s["id"], offset) if store.uses_running_hash else None
+    running = _running_hash(request, s["id"], offset)
     hashers = [h for h in (check[0] if check else None, running.digest if running else None) if h is not None]
     appender = store.appender(s, offset, hashers, _guard(rt.engine, s["id"], token))
 
