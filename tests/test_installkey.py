@@ -101,3 +101,17 @@ def test_a_process_with_another_install_key_is_refused(backend: str, tmp_path: P
             stranger.check_install_key()
         for rt in (first, same, stranger):
             rt.close()
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("api.example.com", False), ("", False)])
+def test_only_loopback_servers_may_keep_a_generated_key(host: str, loopback: bool, tmp_path: Path) -> None:
+    without = load_settings(data_dir=tmp_path, secret_key="")
+    assert installkey.is_loopback(host) is loopback
+    if loopback:
+        installkey.require_shared_key(without, host, "api")
+    else:
+        with pytest.raises(ConfigError, match="MEDIAMILL_SECRET_KEY is not set"):
+            installkey.require_shared_key(without, host, "api")
+    installkey.require_shared_key(load_settings(data_dir=tmp_path, secret_key="s" * 32), host, "api")

@@ -169,8 +169,10 @@ class Settings(BaseSettings):
     # api (issue 5)
     sse_poll_seconds: float = Field(default=0.05, gt=0, description="how often the event stream reads new job events")
     upload_expiry_seconds: int = Field(default=86400, gt=0, description="an unfinished tus upload expires after this")
-    uploads_dir: str = Field(default="", description='where unfinished tus uploads are kept; "" = data_dir/uploads '
-                                                     "(share it between API processes behind one address)")
+    uploads_dir: str = Field(default="", description='where unfinished tus uploads are kept on local storage; '
+                                                     '"" = data_dir/uploads (share it between API replicas behind one '
+                                                     "address: a replica without an upload's bytes answers 409; on S3 "
+                                                     "storage they are multipart parts in the bucket)")
     api_workers: int = Field(default=1, gt=0, description="uvicorn worker processes of `mediamill api`")
     cors_origins: str = Field(default="", description="comma-separated origins allowed to call the API from a "
                                                       "browser (tus-js-client / Uppy on another site); \"\" = none")

@@ -39,6 +39,8 @@ The engine, the API and the CLI read these fields; nobody matches on message str
     ├── PreconditionFailed              tus_version            no       412 — tus: unsupported protocol version
     ├── ChecksumMismatch                checksum_mismatch      no       460 — tus: the chunk's checksum differs
     ├── Gone                            expired                no       410 — tus: the upload expired
+    ├── BytesUnreachable                upload_unreachable     no       409 — tus: this replica cannot see the bytes
+    ├── BytesLost                       upload_lost            no       410 — tus: the stored bytes are gone
     └── UnsupportedMediaType            unsupported_media_type no       415 — tus: wrong content type
 
 ``retried`` is the class's ``retryable``: the engine retries a step failure (``on_failure: retry``)
@@ -347,6 +349,22 @@ class Gone(MediamillError):
     error_class = "expired"
     http_status = 410
     title = "Upload expired"
+
+
+class BytesUnreachable(MediamillError):
+    """This replica cannot see the bytes the upload has so far (another uploads folder)."""
+
+    error_class = "upload_unreachable"
+    http_status = 409
+    title = "Upload bytes not reachable from this server"
+
+
+class BytesLost(MediamillError):
+    """The upload's stored bytes are gone or do not match its recorded offset: it cannot continue."""
+
+    error_class = "upload_lost"
+    http_status = 410
+    title = "Upload bytes lost"
 
 
 class UnsupportedMediaType(MediamillError):

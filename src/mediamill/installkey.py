@@ -13,6 +13,11 @@ and rotating the install key rotates everything at once:
 * ``upload-url`` — signed direct-upload URLs;
 * ``job-webhooks:<tenant>`` — the per-tenant secret signing ``notify.webhook`` deliveries;
 * ``channel-secrets`` — the Fernet key that encrypts webhook channel secrets at rest.
+
+A server reachable from other machines (``mediamill api`` / ``serve`` bound to anything but a
+loopback address) refuses to start without ``MEDIAMILL_SECRET_KEY`` (:func:`require_shared_key`):
+such a server is usually one replica of several, and a key generated in its own data dir would
+make every session, login link and signed URL of the other replicas invalid on it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import threading
@@ -43,6 +49,28 @@ def install_key(settings: Any) -> bytes:
             _cache[cache_key] = (settings.secret_key.encode() if settings.secret_key
                                  else _key_file(Path(settings.data_dir)))
         return _cache[cache_key]
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, ``localhost``)."""
+    name = host.strip().strip("[]").lower()
+    if name in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: other machines may reach it
+
+
+def require_shared_key(settings: Any, host: str, command: str) -> None:
+    """ConfigError when a server bound to ``host`` (not loopback) has no ``MEDIAMILL_SECRET_KEY``."""
+    if settings.secret_key or is_loopback(host):
+        return
+    raise ConfigError(
+        f"`mediamill {command}` listens on {host}, reachable from other machines, but MEDIAMILL_SECRET_KEY is not "
+        "set. API replicas must share one install key (sessions, login links and signed upload URLs made by one "
+        "must verify on the others): set MEDIAMILL_SECRET_KEY to the same value of at least 32 characters on every "
+        "process (e.g. `openssl rand -hex 32`), or listen on 127.0.0.1 for a single local server.")
 
 
 def derive(settings: Any, purpose: str) -> bytes:

@@ -33,7 +33,10 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
                                               "schema; refuse to start unless it is at this version's)"),
         metrics_port: int | None = observe.metrics_port_option()) -> None:
     """Serve the HTTP API only; run workers with `mediamill worker`."""
+    from mediamill.installkey import require_shared_key
+
     rt = Runtime()
+    require_shared_key(rt.settings, host or rt.settings.host, "api")  # before anything is created
     rt.prepare(migrate=migrate)
     port_for_metrics = observe.resolve_port(rt, metrics_port)
     observe.isolate_metrics(rt, "api", port_for_metrics)  # shared by this command's uvicorn processes only

@@ -18,7 +18,10 @@ log = logging.getLogger("mediamill.serve")
 
 
 def run_serve(*, host: str | None, port: int | None, workers: bool = True) -> None:
+    from mediamill.installkey import require_shared_key
+
     rt = Runtime()
+    require_shared_key(rt.settings, host or rt.settings.host, "serve")  # before anything is created
     rt.prepare()
     configure_observability(rt, "serve")
     bind_host = host or rt.settings.host

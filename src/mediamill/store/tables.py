@@ -405,6 +405,8 @@ upload_sessions = Table(
     # the PATCH writing the part file now (any API process): its token and lease
     Column("patch_token", String(64)),
     Column("patch_until", DateTime),
+    # where the unfinished bytes are, so any API replica can continue them (mediamill.api.tusparts)
+    Column("part_state", JSON),
     Index("ix_upload_sessions_storage_key", "storage_key"),
 )
 

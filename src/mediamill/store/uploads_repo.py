@@ -1,9 +1,11 @@
 """Resumable upload sessions (tus) and presigned direct uploads.
 
-A session's bytes are appended to a part file while the upload is in progress; when the last
-byte arrives the part file goes to storage under a server-generated key and the session is
-complete. A presigned session already names its storage key; it completes when the object
-exists. Either way a complete session becomes a job input by its id.
+A session's bytes are kept where every API replica sees them while the upload is in progress
+(``part_state`` says where: S3 multipart parts or a part file in the shared uploads folder, see
+``mediamill.api.tusparts``); when the last byte arrives they become an object in storage under a
+server-generated key and the session is complete. ``upload_offset`` and ``part_state`` change
+together, only under the upload's PATCH claim. A presigned session already names its storage
+key; it completes when the object exists. Either way a complete session becomes a job input by its id.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ def new_upload_id() -> str:
 
 def create_session(engine: Engine, *, tenant_id: str, length: int | None, metadata: dict[str, Any],
                    filename: str | None, created_by: str | None, expires_in: float,
-                   storage_key: str | None = None) -> dict[str, Any]:
+                   storage_key: str | None = None, upload_id: str | None = None,
+                   part_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Open a session (``length`` None = deferred, tus creation-defer-length)."""
     now = utcnow()
-    row = {"id": new_upload_id(), "tenant_id": tenant_id, "upload_length": length, "upload_offset": 0,
+    row = {"id": upload_id or new_upload_id(), "part_state": part_state,
+           "tenant_id": tenant_id, "upload_length": length, "upload_offset": 0,
            "metadata": metadata, "filename": filename, "created_by": created_by, "created_at": now,
            "expires_at": now + timedelta(seconds=expires_in), "storage_key": storage_key}
     with engine.begin() as conn:
@@ -104,10 +108,14 @@ def extend_patch(engine: Engine, upload_id: str, token: str, lease_seconds: floa
     return res.rowcount == 1
 
 
-def release_patch(engine: Engine, upload_id: str, token: str, *, old: int, new: int, keep: bool = False) -> None:
-    """Move the offset from ``old`` to ``new`` and end the claim (``keep``: hold it on, to finish the
-    upload); Conflict when the claim was lost (its lease ran out and another request took it)."""
+def release_patch(engine: Engine, upload_id: str, token: str, *, old: int, new: int, keep: bool = False,
+                  part_state: dict[str, Any] | None = None) -> None:
+    """Move the offset from ``old`` to ``new`` (with the ``part_state`` saying where the bytes now
+    are) and end the claim (``keep``: hold it on, to finish the upload); Conflict when the claim
+    was lost (its lease ran out and another request took it)."""
     values: dict[str, Any] = {"upload_offset": new}
+    if part_state is not None:
+        values["part_state"] = part_state
     if not keep:
         values.update(patch_token=None, patch_until=None)
     with engine.begin() as conn:
@@ -130,7 +138,7 @@ def complete(engine: Engine, upload_id: str, *, storage_key: str, size: int,
     with engine.begin() as conn:
         meta = conn.execute(sa.select(us.c.metadata).where(us.c.id == upload_id)).scalar() or {}
         conn.execute(us.update().where(us.c.id == upload_id).values(
-            storage_key=storage_key, upload_offset=size, upload_length=size, completed_at=utcnow(),
+            storage_key=storage_key, upload_offset=size, upload_length=size, completed_at=utcnow(), part_state=None,
             metadata={**meta, "_server": facts}))
 
 

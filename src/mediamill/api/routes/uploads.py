@@ -1,9 +1,12 @@
 """Uploads: the tus 1.0 protocol (core, creation, creation-with-upload, creation-defer-length,
 termination, expiration, checksum) and presigned direct uploads.
 
-Unfinished tus uploads live in part files under ``uploads_dir``; the last byte moves the file
-into storage under a server-generated key. Client metadata (``filename`` …) is only ever
-stored as data: it never names a path.
+Unfinished tus uploads live where every API replica sees them (S3 multipart parts on S3 storage,
+a part file in the shared uploads folder otherwise: ``mediamill.api.tusparts``), so an upload
+started on one replica can be resumed on another; the last byte makes them an object in storage
+under a server-generated key. Client metadata (``filename`` …) is only ever stored as data: it
+never names a path. A ``checksum`` metadata value (``sha256 <base64>``, the form of
+``Upload-Checksum``) is checked against the assembled upload.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import base64
 import binascii
 import contextlib
 import hashlib
-import os
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from mediamill.api.deps import base_url, blocking, client_int, read_engine, runt
 from mediamill.api.models import PresignOut, PresignRequest, UploadOut
 from mediamill.api.problems import PROBLEM_RESPONSES, Problem
 from mediamill.api.streaming import run_with_pipe
+from mediamill.api.tusparts import Appender, PartStore, store_for
 from mediamill.engine.submit import sniff_object
 from mediamill.errors import (
     ChecksumMismatch,
@@ -43,7 +46,6 @@ from mediamill.errors import (
     SourceTooLarge,
     UnsupportedMediaType,
 )
-from mediamill.fsmode import private_dir
 from mediamill.storage import new_key
 from mediamill.store import uploads_repo
 from mediamill.store.inputs import input_referenced, lock_input
@@ -54,7 +56,6 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum"
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 OCTETS = "application/offset+octet-stream"
-WRITE_BUFFER = 1024 * 1024
 #: how long a PATCH's claim on an upload lasts without renewal (renewed while bytes arrive)
 PATCH_LEASE_SECONDS = 60.0
 #: the tus request headers as OpenAPI parameters (Upload-Checksum, Upload-Defer-Length and a body on
@@ -82,7 +83,11 @@ def _length(*, required: bool, description: str) -> dict[str, Any]:
 
 TUS_ERRORS: dict[int | str, dict[str, Any]] = {
     412: {"description": "Tus-Resumable is missing or not 1.0.0 (HEAD: no body)", "model": Problem},
-    410: {"description": "the upload expired", "model": Problem},
+    409: {"description": "not the upload's offset, another request is writing it, or this server cannot see "
+                "its bytes so far (error_class upload_unreachable: replicas must share the uploads folder)",
+          "model": Problem},
+    410: {"description": "the upload expired, or its stored bytes are gone (error_class upload_lost)",
+          "model": Problem},
 }
 
 
@@ -124,16 +129,16 @@ def _encode_metadata(meta: dict[str, Any]) -> str:
     return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" if v != "" else k for k, v in meta.items())
 
 
-def _uploads_dir(request: Request) -> Path:
-    settings = runtime(request).settings
-    path = Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
-    return private_dir(path)
+def uploads_folder(settings: Any) -> Path:
+    """Where unfinished uploads on local storage are kept (shared by every API replica)."""
+    return Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
 
 
-def _part_path(request: Request, upload_id: str) -> Path:
-    if not upload_id.isalnum():
+def part_store(rt: Any, session: dict[str, Any] | None = None) -> PartStore:
+    """Where the bytes of ``session`` are (or, without one, where a new upload's go)."""
+    if session is not None and not session["id"].isalnum():
         raise NotFound("no such upload")
-    return _uploads_dir(request) / f"{upload_id}.part"
+    return store_for(rt.storage, uploads_folder(rt.settings), rt.settings.max_upload_bytes, session)
 
 
 def _session(request: Request, caller: Caller, upload_id: str) -> dict[str, Any]:
@@ -184,12 +189,14 @@ async def tus_create(request: Request, caller: Caller = auth.Submitter) -> Respo
     _require_tus(request)
     length = _declared_length(request)
     meta = parse_metadata(request.headers.get("upload-metadata"))
+    _expected_checksum(meta)  # a malformed one is refused now, not after the last byte
     rt = runtime(request)
+    upload_id = uploads_repo.new_upload_id()
+    state = await blocking(part_store(rt).create, upload_id, caller.tenant_id)
     session = await blocking(
         uploads_repo.create_session, rt.engine, tenant_id=caller.tenant_id, length=length, metadata=meta,
         filename=safe_filename(meta.get("filename") or meta.get("name")), created_by=caller.label,
-        expires_in=rt.settings.upload_expiry_seconds)
-    _part_path(request, session["id"]).touch()
+        expires_in=rt.settings.upload_expiry_seconds, upload_id=upload_id, part_state=state)
     headers = _tus_headers(request, Location=f"{base_url(request)}/v1/uploads/{session['id']}",
                            Upload_Expires=_http_date(session["expires_at"]))
     if request.headers.get("content-type", "").startswith(OCTETS):
@@ -254,16 +261,25 @@ async def _claim(request: Request, caller: Caller, upload_id: str, *, offset: in
 
 
 def _checksum(request: Request) -> tuple[Any, bytes] | None:
-    header = request.headers.get("upload-checksum")
+    return _parse_checksum(request.headers.get("upload-checksum"), "Upload-Checksum")
+
+
+def _parse_checksum(header: str | None, where: str) -> tuple[Any, bytes] | None:
+    """``<algorithm> <base64 digest>`` → (a fresh hasher, the expected digest)."""
     if not header:
         return None
     algo, _, value = header.strip().partition(" ")
     if algo not in CHECKSUMS:
-        raise InvalidInput(f"unsupported checksum algorithm {algo!r}; use one of {', '.join(CHECKSUMS)}")
+        raise InvalidInput(f"unsupported {where} algorithm {algo!r}; use one of {', '.join(CHECKSUMS)}")
     try:
         return CHECKSUMS[algo](), base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput("Upload-Checksum value is not base64") from None
+        raise InvalidInput(f"{where} value is not base64") from None
+
+
+def _expected_checksum(meta: dict[str, Any]) -> tuple[Any, bytes] | None:
+    """The whole upload's checksum the client declared in ``Upload-Metadata`` (key ``checksum``)."""
+    return _parse_checksum(meta.get("checksum"), "checksum metadata")
 
 
 class _RunningHash:
@@ -292,26 +308,8 @@ def _running_hash(request: Request, upload_id: str, offset: int) -> _RunningHash
     return h
 
 
-def _writer(path: Path, offset: int, hashers: list[Any]) -> Callable[[Any], int]:
-    """The blocking half of a PATCH: append what the pipe brings at ``offset`` (in a thread, so a
-    disk under writeback pressure never stalls the event loop), updating the running hashes."""
-
-    def write(pipe: Any) -> int:
-        written = 0
-        with path.open("r+b" if path.exists() else "wb", buffering=WRITE_BUFFER) as fh:
-            fh.seek(offset)
-            while chunk := pipe.read(WRITE_BUFFER):
-                fh.write(chunk)
-                written += len(chunk)
-                for h in hashers:
-                    h.update(chunk)
-        return written
-
-    return write
-
-
 async def _receive(request: Request, s: dict[str, Any], offset: int, token: str) -> int:
-    """Append the request body to the part file under the claim ``token``; returns the new offset
+    """Append the request body to the upload's stored bytes under the claim ``token``; returns the new offset
     (finishing the upload when complete). The claim ends here, whatever happens."""
     try:
         written = await _append(request, s, offset, token)
@@ -326,9 +324,11 @@ async def _append(request: Request, s: dict[str, Any], offset: int, token: str) 
     rt = runtime(request)
     limit = s["upload_length"] if s["upload_length"] is not None else rt.settings.max_upload_bytes
     check = _checksum(request)
+    store = part_store(rt, s)
+    await blocking(store.check, s)  # 409/410 before a byte is written where the upload's bytes are not
     running = _running_hash(request, s["id"], offset)
     hashers = [h for h in (check[0] if check else None, running.digest if running else None) if h is not None]
-    path = _part_path(request, s["id"])
+    appender = store.appender(s, offset, hashers, _guard(rt.engine, s["id"], token))
 
     lease = _Lease(rt.engine, s["id"], token)
 
@@ -348,27 +348,44 @@ async def _append(request: Request, s: dict[str, Any], offset: int, token: str) 
         return False
 
     try:
-        added, disconnected = await run_with_pipe(_writer(path, offset, hashers), produce)
+        added, disconnected = await run_with_pipe(appender.write, produce)
     except BaseException:
-        _discard(request, s["id"], path, offset)
+        _discard(request, s["id"], appender)
         raise
     written = offset + added
     if check and (disconnected or check[0].digest() != check[1]):
-        _discard(request, s["id"], path, offset)  # a chunk that fails its checksum is discarded whole
+        _discard(request, s["id"], appender)  # a chunk that fails its checksum is discarded whole
         if not disconnected:
             raise ChecksumMismatch("Upload-Checksum does not match the bytes received")
         written = offset
     if running:
         running.offset = written
     complete = s["upload_length"] is not None and written == s["upload_length"]
-    await blocking(uploads_repo.release_patch, rt.engine, s["id"], token, old=offset, new=written, keep=complete)
+    try:
+        await blocking(uploads_repo.release_patch, rt.engine, s["id"], token, old=offset, new=written, keep=complete,
+                       part_state=appender.state)
+    except BaseException:
+        _discard(request, s["id"], appender)  # not recorded: these bytes never happened
+        raise
+    await blocking(appender.commit)
     if complete:
         running = _hashes(request).pop(s["id"], None)
+        s = {**s, "upload_offset": written, "part_state": appender.state or s.get("part_state")}
         try:
             await blocking(_finish, request, s, running.digest.hexdigest() if running else None)
         finally:
             await blocking(uploads_repo.end_patch, rt.engine, s["id"], token)
     return written
+
+
+def _guard(engine: Any, upload_id: str, token: str) -> Callable[[], None]:
+    """Confirm (and renew) the claim before a write another writer could clobber (from the writer thread)."""
+
+    def confirm() -> None:
+        if not uploads_repo.extend_patch(engine, upload_id, token, PATCH_LEASE_SECONDS):
+            raise Conflict("this request lost its claim on the upload")
+
+    return confirm
 
 
 class _Lease:
@@ -388,55 +405,48 @@ class _Lease:
             raise Conflict("this request lost its claim on the upload")
 
 
-def _discard(request: Request, upload_id: str, path: Path, offset: int) -> None:
-    """Cut the part file back to ``offset`` (the bytes of a refused PATCH never count)."""
+def _discard(request: Request, upload_id: str, appender: Appender) -> None:
+    """Forget a refused PATCH's bytes (they never count)."""
     _hashes(request).pop(upload_id, None)
-    if path.exists():
-        with path.open("r+b") as fh:
-            fh.truncate(offset)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(WRITE_BUFFER):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _move_into_storage(request: Request, path: Path, key: str, sha256: str | None) -> tuple[int, str]:
-    """The part file becomes the stored object: renamed when storage is a local folder on the same
-    filesystem (no copy of a multi-GB file), else uploaded through the storage interface."""
-    storage = runtime(request).storage
-    target = storage.local_path(key)
-    if target is not None:
-        size = path.stat().st_size
-        digest = sha256 or _sha256_file(path)
-        with path.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        private_dir(target.parent)
-        try:
-            os.replace(path, target)
-            return size, digest
-        except OSError:
-            pass  # another filesystem: copy through the interface below
-    info = storage.put_file(key, path)
-    return info.size, info.checksum or ""
+    appender.rollback()
 
 
 def _finish(request: Request, s: dict[str, Any], sha256: str | None = None) -> None:
-    """Move the complete part file into storage and record what it is."""
+    """Assemble the complete upload into a stored object, check it, and record what it is.
+
+    The stored size must be the ``Upload-Length`` and, when the client declared a ``checksum``
+    in its metadata, the stored bytes must match it (460 otherwise: the upload is dropped, as
+    its bytes are all received and wrong)."""
     rt = runtime(request)
-    path = _part_path(request, s["id"])
-    key = new_key("uploads", s["tenant_id"])
-    size, digest = _move_into_storage(request, path, key, sha256)
+    store = part_store(rt, s)
+    key, size, digest = store.assemble(s, sha256)
     try:
+        _verify_declared_checksum(rt, s, key, digest)
         mime = sniff_object(rt.storage, key)
         uploads_repo.complete(rt.engine, s["id"], storage_key=key, size=size, facts={"mime": mime, "sha256": digest})
-    except BaseException:
+    except BaseException as exc:
         rt.storage.delete(key)
+        if isinstance(exc, ChecksumMismatch):
+            store.remove(s)
+            uploads_repo.delete_session(rt.engine, s["id"])
         raise
-    path.unlink(missing_ok=True)
+    store.remove(s)
+
+
+def _verify_declared_checksum(rt: Any, s: dict[str, Any], key: str, sha256: str) -> None:
+    declared = _expected_checksum(uploads_repo.client_metadata(s))
+    if declared is None:
+        return
+    hasher, expected = declared
+    if hasher.name == "sha256":
+        actual = bytes.fromhex(sha256)
+    else:
+        for chunk in rt.storage.iter_bytes(key):
+            hasher.update(chunk)
+        actual = hasher.digest()
+    if actual != expected:
+        raise ChecksumMismatch("the assembled upload does not match the checksum in its metadata; it was dropped: "
+                               "upload the file again")
 
 
 @router.delete("/{upload_id}", status_code=204, response_class=Response,
@@ -450,7 +460,7 @@ async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Sub
         s = uploads_repo.get_session(conn, upload_id, tenant_id=caller.tenant_id)
     if s["job_id"] is not None:
         raise Conflict(f"upload {upload_id} is the input of job {s['job_id']}")
-    if s["completed_at"] is None:  # no PATCH may be writing the part file we remove
+    if s["completed_at"] is None:  # no PATCH may be writing the bytes we remove
         _token, s = await _claim(request, caller, upload_id, offset=None)
     await blocking(_terminate, request, s)
     return Response(status_code=204, headers=_tus_headers(request))
@@ -458,7 +468,8 @@ async def tus_delete(upload_id: str, request: Request, caller: Caller = auth.Sub
 
 def _terminate(request: Request, s: dict[str, Any]) -> None:
     rt = runtime(request)
-    _part_path(request, s["id"]).unlink(missing_ok=True)
+    if s["completed_at"] is None:
+        part_store(rt, s).remove(s)
     with rt.engine.begin() as conn:
         uploads_repo.delete_session_conn(conn, s["id"])
         key = s["storage_key"]
@@ -535,14 +546,13 @@ async def put_content(upload_id: str, request: Request, expires: int = Query(...
 
 
 def remove_expired(request_or_runtime: Any) -> int:
-    """Delete expired unfinished uploads and their part files (returns how many)."""
+    """Delete expired unfinished uploads and their stored bytes (returns how many)."""
     rt = request_or_runtime
-    settings = rt.settings
-    folder = Path(settings.uploads_dir) if settings.uploads_dir else Path(settings.data_dir) / "uploads"
     with rt.engine.connect() as conn:
         expired = uploads_repo.expired_sessions(conn)
     for s in expired:
-        (folder / f"{s['id']}.part").unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # bytes this process cannot reach are another replica's to remove
+            part_store(rt, s).remove(s)
         if s["storage_key"]:
             rt.storage.delete(s["storage_key"])
         uploads_repo.delete_session(rt.engine, s["id"])
