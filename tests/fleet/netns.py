@@ -369,7 +369,7 @@ def s3_server(address: str, log: Path) -> Iterator[str]:
             try:
                 s3_client(endpoint).create_bucket(Bucket=BUCKET)
                 break
-            except Exception:  # noqa: BLE001 - the server is still starting
+            except Exception:  # the server is still starting
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

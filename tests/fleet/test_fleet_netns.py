@@ -186,6 +186,7 @@ def test_a_cut_host_is_rescued_without_loss_or_stale_writes(fleet: Fleet, db: sa
     finally:
         fleet.restore(victim)
     restored_at = datetime.now(UTC).replace(tzinfo=None)
+    print(f"rescued {rescue_s:.2f} s after the cut (lease {LEASE} s)")
     assert rescue_s <= LEASE + 2, f"rescued {rescue_s:.1f} s after the cut"
 
     counts = _wait_terminal(db, ids, timeout=120)
@@ -196,18 +197,20 @@ def test_a_cut_host_is_rescued_without_loss_or_stale_writes(fleet: Fleet, db: sa
         rows = _rows(db, "SELECT heartbeat_at FROM workers WHERE id = :w", w=victim_id)
         return bool(rows and rows[0][0] is not None and rows[0][0] > restored_at)
     _wait(back, 60, "the cut worker heartbeating again", interval=0.25)
+    # it noticed: each job it held is dropped with one warning (the scenario did reach the fenced path)
+    codes = [str(r[0]) for r in _rows(db, "SELECT job_code FROM workflow_jobs WHERE id = ANY(:ids)", ids=held)]
+    _wait(lambda: all(f"job {c}: this worker lost its claim" in fleet.log(victim, "worker") for c in codes), 30,
+          "the cut worker dropping the jobs it lost", interval=0.25)
     time.sleep(LEASE)
 
     duplicated = _rows(db, "SELECT job_id, step_id, count(*) FROM step_executions WHERE job_id = ANY(:ids) "
                            "AND status = 'completed' GROUP BY job_id, step_id HAVING count(*) > 1", ids=ids)
     assert not duplicated, duplicated
-    for job_id in held:
-        assert all(r[0] != victim_id for r in _rows(
-            db, "SELECT worker_id FROM step_executions WHERE job_id = :j AND step_name = 'nap' "
-                "AND status = 'completed'", j=job_id)), "a rescued step completed by the cut worker"
+    # what the cut worker started before the cut never completes (once back it may claim rescued jobs anew:
+    # those are new executions, started after the cut)
     stale_steps = _rows(db, "SELECT job_id, step_name, status FROM step_executions WHERE worker_id = :w "
-                            "AND completed_at > :t AND job_id = ANY(:ids) AND status = 'completed'",
-                        w=victim_id, t=cut_at, ids=held)
+                            "AND started_at < :t AND completed_at > :t AND job_id = ANY(:ids) "
+                            "AND status = 'completed'", w=victim_id, t=cut_at, ids=held)
     assert not stale_steps, stale_steps
     progress = _rows(db, "SELECT id, status, progress_percent FROM workflow_jobs WHERE id = ANY(:ids)", ids=ids)
     assert all(float(p) == 100 for _, _, p in progress), progress
