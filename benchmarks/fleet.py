@@ -179,12 +179,20 @@ def drain(fleet: Fleet, meter: Meter, upload: str, workflow: dict[str, Any], job
     (last, busy_ms), = meter.query(
         "SELECT max(j.finished_at), (SELECT coalesce(sum(duration_ms), 0) FROM step_executions "
         "WHERE job_id = ANY(%s)) FROM workflow_jobs j WHERE j.id = ANY(%s)", ids, ids)
+    per_worker = sorted((int(n) for _, n in meter.query(
+        "SELECT worker_id, count(*) FROM step_executions WHERE job_id = ANY(%s) AND status = 'completed' "
+        "GROUP BY worker_id", ids)), reverse=True)
     elapsed = (last - t0).total_seconds()
     rate = jobs / elapsed
+    cost = meter.cost(before, after, jobs)
     row: dict[str, Any] = {"case": f"drain {workflow['code']}", "hosts": hosts, "jobs": jobs, "not_completed": failed,
                            "seconds": round(elapsed, 2), "jobs_per_s": round(rate, 2),
                            "slots_busy": round(float(busy_ms) / 1000 / (hosts * SLOTS * elapsed), 3),
-                           **{f"{k}_per_job": v for k, v in meter.cost(before, after, jobs).items()}}
+                           "jobs_per_worker": per_worker, "load_avg": round(os.getloadavg()[0], 1),
+                           **{f"{k}_per_job": v for k, v in cost.items()},
+                           # what the database spends per second of the drain (the model's check points)
+                           "pg_cpu_ms_per_s": round(cost["pg_cpu_ms"] * rate, 1),
+                           "commits_per_s": round(cost["commits"] * rate, 1)}
     if ideal:
         row["of_ideal"] = round(rate / ideal, 3)
     return row
