@@ -284,13 +284,14 @@ class Fleet:
     def metrics_url(self, host: Host) -> str:
         return f"http://{host.address}:{METRICS_PORT}/metrics"
 
-    def start_workers(self, count: int | None = None, pool: str = "*=2") -> None:
-        """`mediamill worker --pool POOL --metrics-port 9100` on the first ``count`` worker hosts."""
+    def start_workers(self, count: int | None = None, pool: str = "*=2", **settings: Any) -> None:
+        """`mediamill worker --pool POOL --metrics-port 9100` on the first ``count`` worker hosts (``settings``
+        as MEDIAMILL_* on top of the fleet's)."""
         hosts = self.worker_hosts[:count] if count is not None else self.worker_hosts
         for host in hosts:
             self.workers[host.name] = self._spawn(host, "worker", [
                 "worker", "--no-migrate", "--pool", pool, "--name", host.name,
-                "--metrics-port", str(METRICS_PORT)])
+                "--metrics-port", str(METRICS_PORT)], **settings)
         for host in hosts:
             wait_http(f"http://{host.address}:{METRICS_PORT}/healthz", proc=self.workers[host.name],
                       log=self.work / host.name / "worker.log")
@@ -409,7 +410,7 @@ def netns_fleet(work: Path, *, worker_hosts: int = 3, api_hosts: int = 2, workfl
         raise RuntimeError(reason)
     names = [f"w{i + 1}" for i in range(worker_hosts)] + [f"a{i + 1}" for i in range(api_hosts)]
     net = Network(names)
-    settings = {"poll_interval": 0.2, **(settings or {})}
+    settings = dict(settings or {})
     with contextlib.ExitStack() as stack:
         stack.callback(net.close)
         net.open()

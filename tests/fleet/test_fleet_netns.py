@@ -40,7 +40,7 @@ TERMINAL = ("completed", "partial", "failed", "cancelled")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("fleet")
     with netns_fleet(work, worker_hosts=3, api_hosts=2, workflows=[BURST, CUT],
-                     settings={"lease_seconds": LEASE}) as built:
+                     settings={"lease_seconds": LEASE, "poll_interval": 0.2}) as built:
         built.start_workers()
         tag = built.net.tag
         yield built
