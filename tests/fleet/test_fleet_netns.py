@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,13 +35,16 @@ CUT = {"code": "WF-CUT", "name": "cut", "type": "generic", "queue": "cut",
                  {"name": "nap", "action": "sleep", "params": {"seconds": 6}},
                  {"name": "last", "action": "noop"}]}
 TERMINAL = ("completed", "partial", "failed", "cancelled")
+# A host cut in the middle of a transaction keeps the rows it touched locked until the server ends its session;
+# the rescue skips locked rows, so that timeout must be shorter than the lease for a rescue within the lease.
+FLEET_SETTINGS = {"lease_seconds": LEASE, "poll_interval": 0.2, "db_idle_in_transaction_timeout_seconds": 4}
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("fleet")
     with netns_fleet(work, worker_hosts=3, api_hosts=2, workflows=[BURST, CUT],
-                     settings={"lease_seconds": LEASE, "poll_interval": 0.2}) as built:
+                     settings=FLEET_SETTINGS) as built:
         built.start_workers()
         tag = built.net.tag
         yield built
@@ -227,3 +231,20 @@ def _status_of(data: Any) -> str | None:
     if isinstance(data, str):
         data = json.loads(data)
     return data.get("status") if isinstance(data, dict) else None
+
+
+def test_the_fleet_is_removed_when_its_user_fails(tmp_path: Path) -> None:
+    """A failure inside the fleet still removes its processes, namespaces, bridge, S3 server and cluster."""
+    seen: dict[str, Any] = {}
+    with pytest.raises(RuntimeError, match="the caller failed"), \
+            netns_fleet(tmp_path, worker_hosts=1, api_hosts=1, workflows=[BURST]) as small:
+        small.start_workers()
+        seen.update(tag=small.net.tag, net=small.net, cluster=small.cluster.name,
+                    pids=[p.pid for p in [*small.workers.values(), *small.apis.values()]])
+        raise RuntimeError("the caller failed")
+    assert not [ns for ns in os.popen("ip netns list").read().split() if ns.startswith(seen["tag"])]
+    assert not seen["net"].leftovers()
+    assert seen["cluster"] not in os.popen("pg_lsclusters --no-header").read()
+    for pid in seen["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
