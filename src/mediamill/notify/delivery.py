@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from mediamill.config import Settings
 from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, guarded_client
@@ -28,6 +26,7 @@ from mediamill.notify.senders import (
 )
 from mediamill.observability import metrics
 from mediamill.observability.logging import bind_job, get_logger
+from mediamill.store.db import Engine
 
 log = get_logger("mediamill.notify")
 
