@@ -19,7 +19,7 @@ from mediamill.config import Settings
 from mediamill.notify.alert_rules import AlertRule, load_rules
 from mediamill.observability.dbgauges import parse_pools_column
 from mediamill.store import alerts_repo as repo
-from mediamill.store import outbox
+from mediamill.store import liveness, outbox
 from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import iso, utcnow
@@ -132,7 +132,7 @@ def _no_live_worker(conn: Connection, rule: AlertRule, settings: Settings, now: 
 def _live_pools(conn: Connection, now: datetime, settings: Settings) -> tuple[set[str], bool]:
     pools: set[str] = set()
     serves_all = False
-    for raw in repo.live_worker_pools(conn, now, settings.lease_seconds):
+    for raw in liveness.live_worker_pools(conn, now, settings.lease_seconds):
         parsed = parse_pools_column(raw)
         serves_all = serves_all or not parsed  # a worker without pools claims from every queue
         pools.update(parsed)

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from mediamill.store import gauges as reads
+from mediamill.store import liveness
 from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import utcnow
@@ -122,7 +123,7 @@ def _breaker_gauge(conn: Connection) -> GaugeMetricFamily:
 
 
 def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list[GaugeMetricFamily]:
-    rows = reads.live_worker_pools(conn, now, live_seconds)
+    rows = liveness.live_worker_pools(conn, now, live_seconds)
     live = GaugeMetricFamily("mediamill_workers_live", "Workers with a recent heartbeat serving a pool",
                              labels=["pool"])
     slots = GaugeMetricFamily("mediamill_worker_slots", "Concurrent step slots of live workers per pool",

@@ -14,7 +14,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mediamill.store import liveness
 from mediamill.store import tables as t
 
 #: Alert instances still open: waiting out their ``for``, or firing.
@@ -67,12 +66,6 @@ def dead_lettered_since(conn: Connection, since: datetime) -> list[tuple[str | N
 def paused_queues(conn: Connection) -> set[str]:
     """The names of the paused queues."""
     return {name for name, p in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused)) if p}
-
-
-def live_worker_pools(conn: Connection, now: datetime, lease_seconds: float) -> list[Any]:
-    """The raw ``pools`` column of every live worker (see :mod:`mediamill.store.liveness`)."""
-    w = t.workers
-    return [raw for (raw,) in conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, lease_seconds)))]
 
 
 def open_breakers(conn: Connection, action: str | None) -> list[tuple[str, str, int | None, str | None]]:

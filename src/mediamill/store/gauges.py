@@ -8,12 +8,10 @@ notifications) — never a scan of the job history — so a scrape stays cheap w
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mediamill.store import liveness
 from mediamill.store import tables as t
 
 
@@ -58,12 +56,6 @@ def breaker_states(conn: Connection) -> list[tuple[str, str]]:
     """``(action, state)`` of every circuit breaker."""
     cb = t.circuit_breakers
     return [(action, state) for action, state in conn.execute(sa.select(cb.c.action, cb.c.state))]
-
-
-def live_worker_pools(conn: Connection, now: datetime, live_seconds: float) -> list[Any]:
-    """The raw ``pools`` column of every live worker."""
-    w = t.workers
-    return [pools for (pools,) in conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, live_seconds)))]
 
 
 def open_dead_letters(conn: Connection) -> list[tuple[str | None, int]]:
