@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mediamill.store.analytics import percentiles
-from mediamill.store.dashboard_queries import EPOCH, Window
+from mediamill.store.dashboard_queries import Window
 from mediamill.store.timeutil import utcnow
+
+EPOCH = datetime(1970, 1, 1)
 
 
 def sampled_series(rows: list[Any], w: Window, bucket: int) -> tuple[list[dict[str, Any]], dict[int, int]]:

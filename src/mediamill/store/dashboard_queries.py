@@ -31,7 +31,6 @@ SEARCH_WINDOW = 20_000  # a partial job-code search scans this many newest jobs
 SAMPLE_LIMIT = 100_000  # rows read for percentiles on SQLite
 SAMPLE_THRESHOLD = 40_000  # windows with more jobs than this are sampled (PostgreSQL)
 SAMPLE_TARGET = 5_000  # jobs read from a sampled window
-EPOCH = datetime(1970, 1, 1)
 STEP_FIGURES = ("avg_duration_sec", "min_duration_sec", "max_duration_sec", "p50_ms", "p95_ms", "p99_ms")
 JOB_COLUMNS = (wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
                wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
