@@ -1,4 +1,9 @@
-"""Database engines: SQLite (WAL, sane pragmas) or PostgreSQL (psycopg 3), and migrations."""
+"""Database engines: SQLite (WAL, sane pragmas) or PostgreSQL (psycopg 3), and migrations.
+
+``Engine`` and ``Connection`` are exported from here: code outside ``store/`` names the handles it
+passes around through this module and never imports SQLAlchemy itself (a test over the import
+graph keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection as Connection
+from sqlalchemy.engine import Engine as Engine
 
 from mediamill import __version__
 from mediamill.errors import ConfigError, SchemaBehind, SchemaTooNew
@@ -115,8 +121,14 @@ class PgNetwork:
         return parsed.set(query=merged).render_as_string(hide_password=False)
 
 
-def is_postgres(engine: Engine) -> bool:
+def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises the driver's error when it does not answer)."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 def alembic_config(url: str) -> Any:
