@@ -56,7 +56,8 @@ def reading(engine: Engine) -> Iterator[sa.Connection]:
 
     On SQLite its transactions begin deferred instead of IMMEDIATE, so a read (a key check, a
     lookup) does not queue for the write lock behind group commits and the workers' writes;
-    writing through it is a mistake (SQLite would refuse the upgrade when a writer is busy).
+    writing through it is a mistake (a deferred transaction that turns into a writer can fail with
+    "database is locked" when another writer committed since it began).
     On PostgreSQL it is an ordinary connection.
     """
     with engine.connect() as conn:
