@@ -77,15 +77,37 @@ def expand_events(conn: Connection, settings: Settings, *, limit: int = 100) -> 
     """Expand pending event rows into delivery rows (run inside a transaction). Returns events expanded."""
     events = repo.take_pending_events(conn, limit=limit)
     now = utcnow()
+    channels = _ChannelLookups(conn)
+    unmatched: list[int] = []
     for event in events:
         event["payload"] = with_download_urls(event["payload"], settings)
+        targets = targets_for(conn, event, channels)
+        if not targets:  # the common case without channels: no rendering, one update for all of them below
+            unmatched.append(event["id"])
+            continue
         ctx = event_context(conn, event, settings)
-        targets = targets_for(conn, event)
         rows = [_delivery_row(event, t, ctx, now) for t in targets]
-        if rows:
-            repo.add_deliveries(conn, rows)
-        repo.mark_expanded(conn, event["id"], now=now, deliveries=len(rows))
+        repo.add_deliveries(conn, rows)
+        repo.mark_expanded(conn, [event["id"]], now=now, deliveries=len(rows))
+    if unmatched:
+        repo.mark_expanded(conn, unmatched, now=now, deliveries=0)
     return len(events)
+
+
+class _ChannelLookups:
+    """Matching channels read once per (tenant, event type, workflow) within one expansion: a burst of job
+    events of one workflow asks the same question for each."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.found: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+
+    def matching(self, *, tenant_id: str, event_type: str, workflow_code: str | None) -> list[dict[str, Any]]:
+        key = (tenant_id, event_type, workflow_code)
+        if key not in self.found:
+            self.found[key] = ch.matching_channels(self.conn, tenant_id=tenant_id, event_type=event_type,
+                                                   workflow_code=workflow_code)
+        return self.found[key]
 
 
 def api_base(settings: Settings) -> str:
@@ -110,13 +132,14 @@ def with_download_urls(envelope: dict[str, Any] | None, settings: Settings) -> d
     return envelope
 
 
-def targets_for(conn: Connection, event: dict[str, Any]) -> list[Target]:
+def targets_for(conn: Connection, event: dict[str, Any], channels: _ChannelLookups | None = None) -> list[Target]:
     """Every delivery an event causes: matching channels, then the job's own ``notify``."""
     envelope = event["payload"] or {}
     data = envelope.get("data") or {}
     out: list[Target] = []
-    for channel in ch.matching_channels(conn, tenant_id=event["tenant_id"] or "default",
-                                        event_type=event["event_type"], workflow_code=data.get("workflow_code")):
+    lookups = channels or _ChannelLookups(conn)
+    for channel in lookups.matching(tenant_id=event["tenant_id"] or "default", event_type=event["event_type"],
+                                    workflow_code=data.get("workflow_code")):
         out.extend(_channel_targets(channel))
     notify = data.get("notify") if event["event_type"] in JOB_EVENTS else None
     if isinstance(notify, dict):

@@ -42,11 +42,33 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+#: Execution option of a connection that only reads (see :func:`reading`).
+READ_ONLY_OPTION = "mediamill_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
     # The stdlib driver's implicit transactions are off (isolation_level=None below);
     # every transaction starts IMMEDIATE so writers queue on busy_timeout instead of
     # failing with "database is locked" when a read transaction tries to upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A connection that only reads starts a plain (deferred) transaction: a WAL reader
+    # that needs no lock and runs beside the writer.
+    read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection of ``engine`` for reads only.
+
+    On SQLite its transactions begin deferred instead of IMMEDIATE, so a read (a key check, a
+    lookup) does not queue for the write lock behind group commits and the workers' writes;
+    writing through it is a mistake (a deferred transaction that turns into a writer can fail with
+    "database is locked" when another writer committed since it began).
+    On PostgreSQL it is an ordinary connection.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY_OPTION: True})
+        yield conn
 
 
 def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False, pg_options: str = "") -> Engine:

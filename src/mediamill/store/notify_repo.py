@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mediamill.store.bulk import in_ids
 from mediamill.store.tables import notification_channels as nc
 from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.tables import workflow_jobs as wj
@@ -43,9 +44,9 @@ def add_deliveries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(wn.insert(), list(rows))
 
 
-def mark_expanded(conn: Connection, event_row_id: int, *, now: datetime, deliveries: int) -> None:
-    """An event row is expanded: it counts its deliveries, or says none matched."""
-    conn.execute(wn.update().where(wn.c.id == event_row_id).values(
+def mark_expanded(conn: Connection, event_row_ids: Sequence[int], *, now: datetime, deliveries: int) -> None:
+    """Event rows are expanded (one statement): each counts its ``deliveries``, or says none matched."""
+    conn.execute(wn.update().where(in_ids(conn, wn.c.id, list(event_row_ids))).values(
         status=EXPANDED, sent_at=now, attempts=deliveries, next_attempt_at=None,
         error_message=None if deliveries else "no matching channel"))
 
