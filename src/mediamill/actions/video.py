@@ -273,7 +273,8 @@ def encoding_key(r: vid.Rendition) -> tuple[object, ...]:
     return (r.codec, r.crf, r.preset, r.audio, r.audio_bitrate, r.container, r.max_fps)
 
 
-@action("transcode_video", params=TranscodeVideoParams, family="video", errors=_ERRORS, fuse="video_ladder")
+@action("transcode_video", params=TranscodeVideoParams, family="video", errors=_ERRORS, fuse="video_ladder",
+        splittable=True)
 def transcode_video(ctx: StepContext) -> StepResult:
     """One rendition (h264/hevc/vp9/av1): never upscaled, rotation applied, even size, MP4 faststart."""
     return fuse_transcodes([ctx])[0]

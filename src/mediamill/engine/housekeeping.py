@@ -21,6 +21,7 @@ from mediamill.store.tables import (
     job_outputs,
     media_queue,
     step_executions,
+    step_segments,
     upload_sessions,
     workers,
     workflow_definitions,
@@ -152,7 +153,8 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
         outputs = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids)))
                        .scalars())
         inputs = sorted({k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k})
-        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
+        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq,
+                      step_segments):
             conn.execute(table.delete().where(table.c.job_id.in_(ids)))
         conn.execute(wj.delete().where(wj.c.id.in_(ids)))
         _delete_files(storage, outputs + _unreferenced(conn, inputs, cutoff))

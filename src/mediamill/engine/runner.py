@@ -326,7 +326,7 @@ class JobRunner:
         while j < len(self.steps) and self.states[j].status == "pending" and \
                 "steps" not in (self.steps[j].when or ""):
             nxt = get_action(self.steps[j].action)
-            if nxt is None or nxt.fuse != spec.fuse:
+            if nxt is None or nxt.fuse != spec.fuse or self.steps[j].parallel != self.steps[start].parallel:
                 break
             group.append(j)
             j += 1
@@ -350,10 +350,13 @@ class JobRunner:
         remaining = (self.deadline - utcnow()).total_seconds()
         if remaining <= 0:
             raise _workflow_timeout(self.d.timeout_minutes)
+        chunk = self._chunked(runnable, min(step_timeout, remaining))
         exec_ids = self._start(runnable)
         started = utcnow()
         try:
-            results = self._execute(runnable, min(step_timeout, remaining), exec_ids)
+            results = (chunk.execute(min(step_timeout, remaining),
+                                     lambda _k, pct: self._progress(runnable[0], pct, exec_ids[runnable[0]]))
+                       if chunk is not None else self._execute(runnable, min(step_timeout, remaining), exec_ids))
         except Cancelled:
             if not self.handing_back and not self.lost:
                 self._record_failure(runnable, exec_ids, started,
@@ -375,7 +378,36 @@ class JobRunner:
             self._handle_failure(runnable, exec_ids, started, fail, gates)
             return
         self._complete(runnable, exec_ids, started, results, gates)
+        if chunk is not None:
+            chunk.cleanup()
         self._record_decisions(decisions)
+
+    def _chunked(self, group: list[int], timeout: float) -> Any:
+        """A ``parallel:`` unit: its join once every segment finished (else the job is parked: ``Requeued``)."""
+        if self.steps[group[0]].parallel is None:
+            return None
+        from mediamill.engine.segments import prepare
+
+        return prepare(self, group, timeout)
+
+    def chunk_source(self) -> tuple[str, Path]:
+        """Storage key and local path of the video a transcode unit reads (an earlier step's chainable
+        video output, else the job's input), as ``StepContext.source_path("video/")`` finds it."""
+        for st in reversed(self.states):
+            if st.status != "completed" or not st.data.get("chainable", False):
+                continue
+            for out in st.outputs:
+                if out["mime_type"].startswith("video/") and out.get("key"):
+                    return out["key"], self._output_path(out)
+        assert self.input_path is not None
+        return self.job["input_key"], self.input_path
+
+    def unit_params(self, group: list[int]) -> list[dict[str, Any]]:
+        return [self.steps[i].params for i in group]
+
+    def guard(self, conn: Any) -> None:
+        """Raise ``LostClaim`` unless the job's claim is still ours (and extend its lease)."""
+        self._guard(conn)
 
     def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
         with self.w.engine.begin() as conn:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from mediamill import __version__, telemetry
-from mediamill.engine import housekeeping, rollouts, wakeup
+from mediamill.engine import housekeeping, rollouts, segments, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import BreakerConfig, Breakers
 from mediamill.engine.children import ChildPool
@@ -80,6 +80,7 @@ class Worker:
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
         self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
+        self._owned_segments: set[int] = set()  # claimed segments of chunked encodes still in hand
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
         self._wake = threading.Event()
@@ -193,6 +194,10 @@ class Worker:
         free = cap - self.inflight[pool]
         if free <= 0:
             return False  # (paused queues are excluded by the claim itself, at once)
+        took = self._claim_segments(pool, free)  # first: they finish work that jobs already started
+        free -= took
+        if free <= 0:
+            return True
         with self._pending_cv:
             if len(self._pending) > 4 * self.settings.claim_batch:
                 return False  # the writer is behind; don't claim more than it can record
@@ -231,6 +236,29 @@ class Worker:
             raise
         self.fast_hint[pool] = all_fast
         return True
+
+    def _claim_segments(self, pool: str, free: int) -> int:
+        """Claim segments of chunked encodes for free slots of ``pool``; each runs like a job, in a slot."""
+        with self.engine.begin() as conn:
+            rows = segments.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=free,
+                                  lease_seconds=self.settings.lease_seconds)
+        for row in rows:
+            with self._lock:
+                self.inflight[pool] += 1
+                self._owned_segments.add(row["id"])
+            self.executor.submit(self._run_segment, pool, row)
+        return len(rows)
+
+    def _run_segment(self, pool: str, row: dict[str, Any]) -> None:
+        try:
+            segments.run_segment(self, row)
+        except Exception:
+            log.exception("segment %s of job %s: runner crashed", row["seq"], row["job_id"])
+        finally:
+            with self._lock:
+                self.inflight[pool] -= 1
+                self._owned_segments.discard(row["id"])
+            self._wake.set()
 
     def _claim_limit(self, pool: str, free: int) -> int:
         """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
@@ -395,6 +423,7 @@ class Worker:
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
                                               on_finish=self.job_finished)
+            segments.rescue_orphaned_segments(self.engine)
             if now - last_workers >= self.settings.lease_seconds:
                 housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
                                                     retention_hours=self.settings.worker_retention_hours)
@@ -413,8 +442,11 @@ class Worker:
         with self.engine.begin() as conn:
             with self._lock:
                 owned = list(self._owned)
+                owned_segments = list(self._owned_segments)
             tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
                              job_ids=owned)
+            segments.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                                   ids=owned_segments)
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
                          .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
                                  jobs_done=self.jobs_done))

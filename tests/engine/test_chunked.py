@@ -1,0 +1,166 @@
+"""Chunked parallel encode through real workers: segments are claimed on their own, the job is parked
+meanwhile, the join gives the single-worker renditions, and a SIGKILLed worker costs one segment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mediamill.engine import operations as ops
+from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
+from mediamill.engine.worker import Worker
+from mediamill.runtime import Runtime
+from mediamill.store.tables import job_events, media_queue, step_segments
+from tests.chunked_media import make_gop_clip, rendition_facts
+from tests.engine.conftest import worker_process, workflow
+from tests.helpers import wait_until
+
+FINAL = ("completed", "partial", "failed", "cancelled")
+LADDER = [{"name": "v180", "action": "transcode_video", "params": {"resolution": "180p"}},
+          {"name": "v144", "action": "transcode_video", "params": {"resolution": "144p"}}]
+
+
+def _ladder(parallel: Any = None, **params: Any) -> list[dict[str, Any]]:
+    steps = [{**s, "params": {**s["params"], **params}} for s in LADDER]
+    return [{**s, "parallel": parallel} if parallel is not None else s for s in steps]
+
+
+def _video_workflow(rt: Runtime, code: str, steps: list[dict[str, Any]], queue: str = "video") -> None:
+    workflow(rt, code, steps, queue=queue, type="video", input_types=["video/mp4"])
+
+
+def _submit(rt: Runtime, path: Path, code: str) -> int:
+    return submit_job(rt.engine, SubmitRequest(job_input=store_input_file(rt.storage, path), workflow_code=code)).id
+
+
+def _finished(rt: Runtime, job_id: int, timeout: float = 180) -> dict[str, Any]:
+    return wait_until(lambda: (d := ops.get_job(rt.engine, job_id))["status"] in FINAL and d, timeout=timeout,
+                      interval=0.2, message=f"job {job_id} finished")
+
+
+def _segments(rt: Runtime, job_id: int) -> list[dict[str, Any]]:
+    with rt.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(step_segments).where(step_segments.c.job_id == job_id)
+                                              .order_by(step_segments.c.kind.desc(), step_segments.c.seq))
+                .mappings()]
+
+
+def _outputs(rt: Runtime, job: dict[str, Any]) -> dict[str, Path]:
+    found = {}
+    for o in job["outputs"]:
+        local = rt.storage.local_path(o["storage_key"])
+        assert local is not None
+        found[o["name"]] = local
+    return found
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_gop_clip(tmp_path_factory.mktemp("chunked-engine") / "gop.mp4")
+
+
+def test_parallel_ladder_matches_the_single_worker_run(rt: Runtime, clip: Path,
+                                                       workers: Callable[..., Worker]) -> None:
+    _video_workflow(rt, "WF-ONE", _ladder())
+    _video_workflow(rt, "WF-SPLIT", _ladder(parallel=3))
+    one, split = _submit(rt, clip, "WF-ONE"), _submit(rt, clip, "WF-SPLIT")
+    w1, w2 = workers({"video": 2}), workers({"video": 2})
+    a, b = _finished(rt, one), _finished(rt, split)
+    assert a["status"] == b["status"] == "completed", b.get("error_message")
+    single, chunked = _outputs(rt, a), _outputs(rt, b)
+    assert sorted(single) == sorted(chunked) == ["video_144p.mp4", "video_180p.mp4"]
+    for name in single:
+        x, y = rendition_facts(single[name]), rendition_facts(chunked[name])
+        assert (y.width, y.height) == (x.width, x.height)
+        assert abs(y.frames - x.frames) <= 1 and y.frames == 300
+        assert abs(y.duration - x.duration) <= x.frame_step
+        assert y.pts_monotonic and y.dts_monotonic and y.even_spacing
+        assert {0.0, 4.0, 8.0} <= set(y.keyframes)  # a keyframe opens every segment
+        assert y.audio_duration is not None and abs(y.audio_duration - (x.audio_duration or 0)) <= 0.05
+    rows = _segments(rt, split)
+    assert [(r["kind"], r["seq"]) for r in rows] == [("video", 0), ("video", 1), ("video", 2), ("audio", 0)]
+    # each segment was its own claim, run once, by one of the workers; its parts were cleaned up after the join
+    assert all(r["status"] == "completed" and r["attempts"] == 1 for r in rows)
+    assert {r["worker_id"] for r in rows} <= {w1.worker_id, w2.worker_id}
+    assert sum(r["spec"].get("frames", 0) for r in rows) == 300
+    assert all(rt.storage.local_path(k) is None or not rt.storage.local_path(k).exists()
+               for r in rows for k in r["output_keys"])
+    waits = [e for e in b["events"] if e["event_type"] == "wait"]
+    assert waits and waits[0]["data"]["reason"] == "split" and waits[0]["data"]["segments"] == 3
+    # the steps record one completed execution each, like the single-worker run
+    assert sorted((s["step_name"], s["status"]) for s in b["steps"]) == [("v144", "completed"),
+                                                                         ("v180", "completed")]
+    assert ops.get_job(rt.engine, one)["steps"] and not _segments(rt, one)
+
+
+def test_short_input_runs_in_one_piece(rt: Runtime, tmp_path: Path, workers: Callable[..., Worker]) -> None:
+    _video_workflow(rt, "WF-SPLIT-AUTO", _ladder(parallel="auto"))
+    short = make_gop_clip(tmp_path / "short.mp4", seconds=3)
+    job = _submit(rt, short, "WF-SPLIT-AUTO")
+    workers({"video": 1})
+    d = _finished(rt, job)
+    assert d["status"] == "completed" and not _segments(rt, job)
+    assert rendition_facts(_outputs(rt, d)["video_180p.mp4"]).frames == 75
+
+
+def test_parked_job_holds_no_slot(rt: Runtime, clip: Path, workers: Callable[..., Worker]) -> None:
+    """One worker with one slot: the job parks after the split, so the same slot runs every segment."""
+    _video_workflow(rt, "WF-SPLIT-1", _ladder(parallel=4))
+    job = _submit(rt, clip, "WF-SPLIT-1")
+    w = workers({"video": 1})
+    d = _finished(rt, job)
+    assert d["status"] == "completed"
+    rows = _segments(rt, job)
+    assert len(rows) == 5 and {r["worker_id"] for r in rows} == {w.worker_id}
+    with rt.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(media_queue)
+                            .where(media_queue.c.job_id == job)).scalar() == 0
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None:
+    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
+    _video_workflow(rt, "WF-SPLIT-KILL", _ladder(parallel=3, preset="medium"), queue="kill")
+    job = _submit(rt, clip, "WF-SPLIT-KILL")
+    first = worker_process(rt, "--pool", "kill=1")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        victim = wait_until(lambda: next((r for r in _segments(rt, job) if r["status"] == "processing"), None),
+                            timeout=120, interval=0.02, message="a segment running on the first worker")
+        os.kill(first.pid, signal.SIGKILL)  # the worker only: its step child is orphaned, as in real crashes
+        first.wait(timeout=10)
+        second = worker_process(rt, "--pool", "kill=2")
+        d = _finished(rt, job, timeout=240)
+    finally:
+        _kill_group(first)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _kill_group(second)
+    assert d["status"] == "completed", d.get("error_message")
+    rows = {(r["kind"], r["seq"]): r for r in _segments(rt, job)}
+    killed = rows[(victim["kind"], victim["seq"])]
+    assert killed["attempts"] == 2 and killed["worker_id"] != victim["worker_id"]
+    assert all(r["attempts"] == 1 for key, r in rows.items() if key != (victim["kind"], victim["seq"]))
+    with rt.engine.connect() as conn:
+        rescues = conn.execute(sa.select(job_events.c.data).where(job_events.c.job_id == job,
+                                                                  job_events.c.event_type == "rescue")).scalars().all()
+    assert [r["segment"] for r in rescues] == [victim["seq"]]
+    assert d["rescue_count"] == 0  # the job itself was parked, never lost
+    for path in _outputs(rt, d).values():
+        facts = rendition_facts(path)
+        assert facts.frames == 300 and facts.pts_monotonic and facts.even_spacing
