@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
+from mediamill.engine import wakeup
 from mediamill.errors import MediamillError, ToolFailed, classify_exception, is_retryable_class
 from mediamill.storage import new_key
 from mediamill.store.bulk import in_ids
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediamill.engine")
 ss, mq, wj = step_segments, media_queue, workflow_jobs
 WAIT_REASON = "segments"
+#: the wake-up note (in-process, and the NOTIFY payload on PostgreSQL) that tells workers segments are due
+NOTE = "segments"
 #: a parked job re-checks its segments at least this often (a missed wake-up costs no more than this)
 PARK_SECONDS = 30.0
 #: a segment that killed this many workers in a row is failed (poison), like a job after ``max_rescues``
@@ -202,9 +205,21 @@ def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
 def _parked(runner: JobRunner) -> None:
     from mediamill.engine.runner import Requeued
 
-    runner.w.wake_later(runner.job["queue_name"], 0)  # segments are waiting for workers
+    announce(runner.w, 0)  # segments are waiting for workers
     runner.w.wake_later(runner.job["queue_name"], PARK_SECONDS)
     raise Requeued()
+
+
+def announce(w: Worker, delay: float) -> None:
+    """Tell the workers of this process and (NOTIFY, or the SQLite wake socket) of others that segments are
+    due in ``delay`` seconds."""
+    def go() -> None:
+        wakeup.notify_local([NOTE])
+        w.wake_later(NOTE, 0)
+
+    timer = threading.Timer(max(0.0, delay), go)
+    timer.daemon = True
+    timer.start()
 
 
 # ================================================================== segments (any worker)
@@ -236,7 +251,14 @@ def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, ids
 
 
 def _finish(conn: Connection, row: dict[str, Any], worker_id: str, values: dict[str, Any]) -> bool:
-    """A fenced write of a segment's outcome; wakes its parked job when it was the last open one."""
+    """A fenced write of a segment's outcome; wakes its parked job when it was the last open one.
+
+    The job's queue row is locked first: two segments finishing at once would each see the other still
+    open (neither commit visible to the other) and neither would wake the job; locked, they take turns.
+    """
+    lock = sa.select(mq.c.id).where(mq.c.job_id == row["job_id"])
+    if conn.dialect.name == "postgresql":
+        conn.execute(lock.with_for_update())
     res = conn.execute(ss.update().where(ss.c.id == row["id"], ss.c.worker_id == worker_id,
                                          ss.c.status == "processing").values(**values))
     if res.rowcount != 1:
@@ -317,7 +339,10 @@ def _failed(w: Worker, row: dict[str, Any], exc: MediamillError) -> None:
                 "; retried" if again else "")
     with w.engine.begin() as conn:
         _finish(conn, row, w.worker_id, values)
-    w.wake_later(row["queue_name"], delay)
+    if again:
+        announce(w, delay)
+    else:
+        w.wake_later(row["queue_name"], 0)  # the parked job reports the failure
 
 
 def rescue_orphaned_segments(engine: Engine) -> int:
