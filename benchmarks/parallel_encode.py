@@ -28,7 +28,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -38,17 +37,15 @@ from typing import Any
 import av
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from mediamill.config import Settings  # noqa: E402
-from mediamill.engine import operations as ops  # noqa: E402
-from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job  # noqa: E402
-from mediamill.engine.worker import Worker  # noqa: E402
-from mediamill.media.tools import ffmpeg  # noqa: E402
-from mediamill.runtime import Runtime  # noqa: E402
-from mediamill.store import workflow_repo  # noqa: E402
-from mediamill.store.tables import job_events, step_executions, step_segments  # noqa: E402
-from mediamill.workflows.loader import validate_document  # noqa: E402
+from mediamill.config import Settings
+from mediamill.engine import operations as ops
+from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
+from mediamill.engine.worker import Worker
+from mediamill.media.tools import ffmpeg
+from mediamill.runtime import Runtime
+from mediamill.store import workflow_repo
+from mediamill.store.tables import job_events, step_executions, step_segments
+from mediamill.workflows.loader import validate_document
 
 TARGET_OVERHEAD = 0.05
 LADDER = ("1080p", "720p", "480p")
@@ -173,15 +170,17 @@ def main() -> None:
         return
     print(f"input {report['input']}, ladder {'/'.join(LADDER)} veryfast, {report['cores']} cores")
     print(f"single  : encode {encode:7.1f} s   job {report['single']['wall_s']:7.1f} s")
-    print(f"chunked : job {c['wall_s']:7.1f} s = segments {c['segment_phase_s']:.1f} s ({c['segments']} segments + audio, "
-          f"{c['workers_used']} workers, {c['attempts']} attempts, mean segment {c['segment_mean_s']:.1f} s)"
+    print(f"chunked : job {c['wall_s']:7.1f} s = segments {c['segment_phase_s']:.1f} s "
+          f"({c['segments']} segments + audio, {c['workers_used']} workers, {c['attempts']} attempts, "
+          f"mean segment {c['segment_mean_s']:.1f} s)"
           f" + split/join overhead {c['overhead_s']:.2f} s")
     print("          overhead = " + ", ".join(f"{k} {v:.2f} s" for k, v in c["breakdown_s"].items()))
     ok = "ok" if report["overhead_share"] <= TARGET_OVERHEAD else "MISSED"
     print(f"overhead: {100 * report['overhead_share']:.1f} % of the single encode (target ≤ "
           f"{100 * TARGET_OVERHEAD:.0f} %: {ok}); speed-up {encode / c['wall_s']:.2f}×")
     same = report["frames_single"] == report["frames_chunked"]
-    print(f"frames  : {report['frames_chunked']} ({'same as single' if same else 'DIFFERENT: ' + str(report['frames_single'])})")
+    verdict = "same as single" if same else f"DIFFERENT from single: {report['frames_single']}"
+    print(f"frames  : {report['frames_chunked']} ({verdict})")
     print("model   : hosts like this one → chunked wall time (s): "
           + ", ".join(f"{n}: {t}" for n, t in report["model"].items()))
 
