@@ -3,6 +3,7 @@ meanwhile, the join gives the single-worker renditions, and a SIGKILLed worker c
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,8 @@ from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from mediamill.store.tables import job_events, media_queue, step_segments
 from tests.chunked_media import make_gop_clip, rendition_facts
-from tests.engine.conftest import worker_process, workflow
-from tests.helpers import wait_until
+from tests.engine.conftest import FAST, worker_process, workflow
+from tests.helpers import make_runtime, wait_until
 
 FINAL = ("completed", "partial", "failed", "cancelled")
 LADDER = [{"name": "v180", "action": "transcode_video", "params": {"resolution": "180p"}},
@@ -164,3 +165,57 @@ def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None
     for path in _outputs(rt, d).values():
         facts = rendition_facts(path)
         assert facts.frames == 300 and facts.pts_monotonic and facts.even_spacing
+
+
+def _fail_segment_once(rt: Runtime, seq: int) -> Callable[[], None]:
+    """Fault injection at the database: the first plan inserted gets segment ``seq`` with a 10 ms timeout
+    (written in the splitting worker's own transaction, so no worker can claim it before). Every attempt
+    of that segment then times out for real (a retryable class); later plans are left alone."""
+    done: list[bool] = []
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if done or not statement.lstrip().upper().startswith("INSERT INTO STEP_SEGMENTS"):
+            return
+        done.append(True)
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        cursor.execute(f"SELECT id, task FROM step_segments WHERE kind = 'video' AND seq = {mark} "
+                       "ORDER BY id DESC LIMIT 1", (seq,))
+        row_id, task = cursor.fetchone()
+        task = json.loads(task) if isinstance(task, str) else task
+        cast = "CAST(%s AS JSON)" if conn.dialect.name == "postgresql" else "?"
+        cursor.execute(f"UPDATE step_segments SET task = {cast} WHERE id = {mark}",
+                       (json.dumps({**task, "timeout": 0.01}), row_id))
+
+    sa.event.listen(rt.engine, "after_cursor_execute", after)
+    return lambda: sa.event.remove(rt.engine, "after_cursor_execute", after)
+
+
+def test_failed_segment_is_retried_alone(rt: Runtime, clip: Path, workers: Callable[..., Worker]) -> None:
+    steps = [{**s, "on_failure": "retry", "retry_count": 2} for s in _ladder(parallel=3)]
+    _video_workflow(rt, "WF-SPLIT-RETRY", steps)
+    # leases long enough that a loaded machine never lets one lapse: only the injected fault may fail
+    steady = make_runtime(Path(rt.settings.data_dir), rt.settings.database_url, migrate=False,
+                          **{**FAST, "lease_seconds": 10})
+    undo = _fail_segment_once(steady, seq=1)
+    try:
+        job = _submit(rt, clip, "WF-SPLIT-RETRY")
+        workers({"video": 2}, runtime=steady)
+        d = _finished(rt, job, timeout=300)
+    finally:
+        undo()
+    assert d["status"] == "completed", d.get("error_message")
+    rows = _segments(rt, job)
+    first = [r for r in rows if r["status"] == "discarded"]
+    again = [r for r in rows if r["status"] == "completed"]
+    # the faulty segment ran 1 + retry_count times on its own; the others ran once and were not re-run
+    assert {(r["kind"], r["seq"]): r["attempts"] for r in first} == {
+        ("video", 0): 1, ("video", 1): 3, ("video", 2): 1, ("audio", 0): 1}
+    assert [r["error_class"] for r in first if r["seq"] == 1 and r["kind"] == "video"] == ["timeout"]
+    # then the unit failed with the segment's class, the step was retried and the unit planned afresh
+    assert len(again) == 4 and all(r["attempts"] == 1 and r["step_name"] == "v180" for r in again)
+    runs = [(s["step_name"], s["status"]) for s in d["steps"]]
+    assert runs == [("v180", "failed"), ("v180", "completed"), ("v144", "completed")], runs
+    assert d["steps"][0]["error_class"] == "timeout"
+    assert "segment 2 (video) failed" in d["steps"][0]["error_message"]
+    assert d["retry_count"] == 1
+    assert rendition_facts(_outputs(rt, d)["video_180p.mp4"]).frames == 300

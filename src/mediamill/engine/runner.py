@@ -366,8 +366,9 @@ class JobRunner:
             fail = StepFailure(runnable[0], exc.error_class, exc.message, getattr(exc, "stderr_tail", "") or "")
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
                 fail = StepFailure(runnable[0], "timeout", str(_workflow_timeout(self.d.timeout_minutes)))
-            if len(runnable) > 1 and fail.error_class != "invalid_input":
-                # which step of the fused unit failed is unknown: run them one by one to find out
+            if len(runnable) > 1 and fail.error_class != "invalid_input" and chunk is None:
+                # which step of the fused unit failed is unknown: run them one by one to find out (not for a
+                # chunked unit: its failed segment was already retried alone, and the step's retry re-plans it)
                 self._interrupt(runnable, exec_ids, started, f"fused unit failed ({fail.message[:200]}); "
                                                             "running its steps one by one")
                 for i in runnable:

@@ -113,10 +113,16 @@ class ChunkJoin:
 
     def discard(self) -> None:
         """Set a failed plan aside (a retry of the step plans afresh) and delete its parts."""
-        _delete_parts(self.runner.w, self.rows)
         with self.runner.w.engine.begin() as conn:
-            conn.execute(ss.update().where(in_ids(conn, ss.c.id, [r["id"] for r in self.rows]))
-                         .values(status="discarded", worker_id=None, lease_expires_at=None))
+            _discard(self.runner.w, conn, self.rows)
+
+
+def _discard(w: Worker, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Mark a plan's rows ``discarded`` (open ones too: their late results are then refused) and delete
+    its parts."""
+    conn.execute(ss.update().where(in_ids(conn, ss.c.id, [r["id"] for r in rows]))
+                 .values(status="discarded", worker_id=None, lease_expires_at=None))
+    _delete_parts(w, rows)
 
 
 def _delete_parts(w: Worker, rows: list[dict[str, Any]]) -> None:
@@ -136,6 +142,9 @@ def prepare(runner: JobRunner, group: list[int], timeout: float) -> ChunkJoin | 
     with w.engine.begin() as conn:
         runner.guard(conn)
         rows = load_plan(conn, runner.job, step.name)
+        if rows and (rows[0]["task"] or {}).get("steps") != [runner.steps[i].name for i in group]:
+            stale, rows = rows, []  # planned for another composition of the unit: plan it afresh
+            _discard(runner.w, conn, stale)
         if rows and any(r["status"] in _OPEN for r in rows):
             _park(runner, conn, {"step": step.name, "reason": "segments still running",
                                  "open": sum(r["status"] in _OPEN for r in rows)})
@@ -163,7 +172,7 @@ def _split(runner: JobRunner, group: list[int], timeout: float) -> None:
         log.info("step %s: encoded in one piece (%s)", step.name, reply.get("reason") or reply.get("message"))
         return
     retries = runner.d.step_retries(step) if step.on_failure == "retry" else 0
-    task = {"source_key": key, "params": params, "timeout": timeout}
+    task = {"source_key": key, "params": params, "timeout": timeout, "steps": [runner.steps[i].name for i in group]}
     rows = [_row(runner, step.name, "video", n, seg, task, retries) for n, seg in enumerate(segments)]
     rows.append(_row(runner, step.name, "audio", 0, {}, task, retries))
     with runner.w.engine.begin() as conn:
