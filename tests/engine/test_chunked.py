@@ -219,3 +219,33 @@ def test_failed_segment_is_retried_alone(rt: Runtime, clip: Path, workers: Calla
     assert "segment 2 (video) failed" in d["steps"][0]["error_message"]
     assert d["retry_count"] == 1
     assert rendition_facts(_outputs(rt, d)["video_180p.mp4"]).frames == 300
+
+
+def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> None:
+    """A worker stopping past its grace period gives its segment back (attempt not counted), not a crash."""
+    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
+    _video_workflow(rt, "WF-SPLIT-TERM", _ladder(parallel=3, preset="medium"), queue="term")
+    job = _submit(rt, clip, "WF-SPLIT-TERM")
+    first = worker_process(rt, "--pool", "term=1", env={"MEDIAMILL_SHUTDOWN_GRACE_SECONDS": "0.2"})
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        running = wait_until(lambda: next((r for r in _segments(rt, job) if r["status"] == "processing"), None),
+                             timeout=120, interval=0.02, message="a segment running on the first worker")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+        back = next(r for r in _segments(rt, job) if r["id"] == running["id"])
+        # (a 4 s segment of two 640×360 renditions at preset medium never finishes within 0.2 s)
+        assert (back["status"], back["attempts"], back["worker_id"]) == ("queued", 0, None)
+        second = worker_process(rt, "--pool", "term=2")
+        d = _finished(rt, job, timeout=240)
+    finally:
+        _kill_group(first)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _kill_group(second)
+    assert d["status"] == "completed", d.get("error_message")
+    assert all(r["attempts"] == 1 for r in _segments(rt, job))  # nothing was run twice to completion
+    assert d["rescue_count"] == 0

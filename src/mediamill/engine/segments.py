@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
+from mediamill.engine.children import Cancelled
 from mediamill.errors import MediamillError, ToolFailed, classify_exception, is_retryable_class
 from mediamill.storage import new_key
 from mediamill.store.bulk import in_ids
@@ -289,12 +290,16 @@ def wake_parent(conn: Connection, row: dict[str, Any]) -> bool:
     return res.rowcount == 1
 
 
-def run_segment(w: Worker, row: dict[str, Any]) -> None:
-    """Encode one claimed segment in a step child, store its parts, record the outcome (fenced)."""
+def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> None:
+    """Encode one claimed segment in a step child, store its parts, record the outcome (fenced).
+    ``stopping`` set (the worker is stopping past its grace period): the segment is handed back."""
     scratch = w.scratch_dir / f"segment-{row['id']}-{row['attempts']}"
     began = time.monotonic()
     try:
-        keys = _encode(w, row, scratch)
+        keys = _encode(w, row, scratch, stopping)
+    except Cancelled:
+        _hand_back(w, row)
+        return
     except MediamillError as exc:
         _failed(w, row, exc)
         return
@@ -314,7 +319,17 @@ def run_segment(w: Worker, row: dict[str, Any]) -> None:
     w.wake_later(row["queue_name"], 0)
 
 
-def _encode(w: Worker, row: dict[str, Any], scratch: Path) -> list[str]:
+def _hand_back(w: Worker, row: dict[str, Any]) -> None:
+    """Give a segment back unfinished: queued again at once, the attempt this claim counted taken back."""
+    with w.engine.begin() as conn:
+        conn.execute(ss.update().where(ss.c.id == row["id"], ss.c.worker_id == w.worker_id,
+                                       ss.c.status == "processing")
+                     .values(status="queued", worker_id=None, lease_expires_at=None, attempts=ss.c.attempts - 1))
+    log.info("segment %s of job %s handed back by a stopping worker", row["seq"], row["job_id"])
+    announce(w, 0)
+
+
+def _encode(w: Worker, row: dict[str, Any], scratch: Path, stopping: threading.Event) -> list[str]:
     task = row["task"]
     timeout = float(task["timeout"])
     local = w.storage.local_path(task["source_key"])
@@ -323,7 +338,7 @@ def _encode(w: Worker, row: dict[str, Any], scratch: Path) -> list[str]:
           "segment": row["spec"], "work_dir": str(scratch / "out"), "timeout": timeout}
     reply = w.children.run({"chunk": op, "cpu_seconds": int(timeout) + 5,
                             "log": {"job_id": row["job_id"], "step": row["step_name"], "worker": w.worker_id}},
-                           timeout=timeout + 5, on_progress=lambda _i, _p: None, cancelled=threading.Event())
+                           timeout=timeout + 5, on_progress=lambda _i, _p: None, cancelled=stopping)
     if not reply.get("ok"):
         raise ToolFailed(reply.get("message") or "segment failed", stderr_tail=reply.get("stderr_tail") or "",
                          error_class=reply.get("error_class") or "internal")

@@ -85,6 +85,7 @@ class Worker:
         self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
         self._owned_segments: set[int] = set()  # claimed segments of chunked encodes still in hand
         self._segments_next: dict[str, float] = {}  # pool -> when to look for segments again (monotonic)
+        self._segment_cancels: dict[int, threading.Event] = {}  # running segment -> set to hand it back
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
         self._wake = threading.Event()
@@ -126,10 +127,12 @@ class Worker:
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
+        while (self.running or self._owned_segments) and time.monotonic() < deadline:
             time.sleep(0.05)
         for runner in list(self.running.values()):
             runner.hand_back()
+        for stopping in list(self._segment_cancels.values()):
+            stopping.set()  # hand segments back too: they keep their place and their attempt
         self.executor.shutdown(wait=True, cancel_futures=False)
         with self._pending_cv:
             self._pending_cv.notify_all()
@@ -273,11 +276,13 @@ class Worker:
             self.executor.submit(self._run_segment, pool, row)
 
     def _run_segment(self, pool: str, row: dict[str, Any]) -> None:
+        self._segment_cancels[row["id"]] = stopping = threading.Event()
         try:
-            segments.run_segment(self, row)
+            segments.run_segment(self, row, stopping)
         except Exception:
             log.exception("segment %s of job %s: runner crashed", row["seq"], row["job_id"])
         finally:
+            self._segment_cancels.pop(row["id"], None)
             with self._lock:
                 self.inflight[pool] -= 1
                 self._owned_segments.discard(row["id"])
