@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +62,27 @@ def _outputs(rt: Runtime, job: dict[str, Any]) -> dict[str, Path]:
     return found
 
 
+@pytest.fixture
+def steady(rt: Runtime) -> Iterator[Runtime]:
+    """The test's database and storage with leases long enough that a loaded machine never lets one lapse
+    (these tests count attempts: only a real fault may cost one)."""
+    runtime = make_runtime(Path(rt.settings.data_dir), rt.settings.database_url, migrate=False,
+                           **{**FAST, "lease_seconds": 10})
+    yield runtime
+    runtime.close()
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_gop_clip(tmp_path_factory.mktemp("chunked-engine") / "gop.mp4")
 
 
-def test_parallel_ladder_matches_the_single_worker_run(rt: Runtime, clip: Path,
+def test_parallel_ladder_matches_the_single_worker_run(rt: Runtime, steady: Runtime, clip: Path,
                                                        workers: Callable[..., Worker]) -> None:
     _video_workflow(rt, "WF-ONE", _ladder())
     _video_workflow(rt, "WF-SPLIT", _ladder(parallel=3))
     one, split = _submit(rt, clip, "WF-ONE"), _submit(rt, clip, "WF-SPLIT")
-    w1, w2 = workers({"video": 2}), workers({"video": 2})
+    w1, w2 = workers({"video": 2}, runtime=steady), workers({"video": 2}, runtime=steady)
     a, b = _finished(rt, one), _finished(rt, split)
     assert a["status"] == b["status"] == "completed", b.get("error_message")
     single, chunked = _outputs(rt, a), _outputs(rt, b)
@@ -111,11 +121,11 @@ def test_short_input_runs_in_one_piece(rt: Runtime, tmp_path: Path, workers: Cal
     assert rendition_facts(_outputs(rt, d)["video_180p.mp4"]).frames == 75
 
 
-def test_parked_job_holds_no_slot(rt: Runtime, clip: Path, workers: Callable[..., Worker]) -> None:
+def test_parked_job_holds_no_slot(rt: Runtime, steady: Runtime, clip: Path, workers: Callable[..., Worker]) -> None:
     """One worker with one slot: the job parks after the split, so the same slot runs every segment."""
     _video_workflow(rt, "WF-SPLIT-1", _ladder(parallel=4))
     job = _submit(rt, clip, "WF-SPLIT-1")
-    w = workers({"video": 1})
+    w = workers({"video": 1}, runtime=steady)
     d = _finished(rt, job)
     assert d["status"] == "completed"
     rows = _segments(rt, job)
@@ -135,14 +145,15 @@ def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None
     clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
     _video_workflow(rt, "WF-SPLIT-KILL", _ladder(parallel=3, preset="medium"), queue="kill")
     job = _submit(rt, clip, "WF-SPLIT-KILL")
-    first = worker_process(rt, "--pool", "kill=1")
+    lease = {"MEDIAMILL_LEASE_SECONDS": "5"}  # a loaded machine must not let a live worker's lease lapse
+    first = worker_process(rt, "--pool", "kill=1", env=lease)
     second: subprocess.Popen[bytes] | None = None
     try:
         victim = wait_until(lambda: next((r for r in _segments(rt, job) if r["status"] == "processing"), None),
                             timeout=120, interval=0.02, message="a segment running on the first worker")
         os.kill(first.pid, signal.SIGKILL)  # the worker only: its step child is orphaned, as in real crashes
         first.wait(timeout=10)
-        second = worker_process(rt, "--pool", "kill=2")
+        second = worker_process(rt, "--pool", "kill=2", env=lease)
         d = _finished(rt, job, timeout=240)
     finally:
         _kill_group(first)
@@ -190,12 +201,10 @@ def _fail_segment_once(rt: Runtime, seq: int) -> Callable[[], None]:
     return lambda: sa.event.remove(rt.engine, "after_cursor_execute", after)
 
 
-def test_failed_segment_is_retried_alone(rt: Runtime, clip: Path, workers: Callable[..., Worker]) -> None:
+def test_failed_segment_is_retried_alone(rt: Runtime, steady: Runtime, clip: Path,
+                                        workers: Callable[..., Worker]) -> None:
     steps = [{**s, "on_failure": "retry", "retry_count": 2} for s in _ladder(parallel=3)]
     _video_workflow(rt, "WF-SPLIT-RETRY", steps)
-    # leases long enough that a loaded machine never lets one lapse: only the injected fault may fail
-    steady = make_runtime(Path(rt.settings.data_dir), rt.settings.database_url, migrate=False,
-                          **{**FAST, "lease_seconds": 10})
     undo = _fail_segment_once(steady, seq=1)
     try:
         job = _submit(rt, clip, "WF-SPLIT-RETRY")
@@ -226,7 +235,8 @@ def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> Non
     clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
     _video_workflow(rt, "WF-SPLIT-TERM", _ladder(parallel=3, preset="medium"), queue="term")
     job = _submit(rt, clip, "WF-SPLIT-TERM")
-    first = worker_process(rt, "--pool", "term=1", env={"MEDIAMILL_SHUTDOWN_GRACE_SECONDS": "0.2"})
+    first = worker_process(rt, "--pool", "term=1", env={"MEDIAMILL_SHUTDOWN_GRACE_SECONDS": "0.2",
+                                                        "MEDIAMILL_LEASE_SECONDS": "10"})
     second: subprocess.Popen[bytes] | None = None
     try:
         running = wait_until(lambda: next((r for r in _segments(rt, job) if r["status"] == "processing"), None),
@@ -236,7 +246,7 @@ def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> Non
         back = next(r for r in _segments(rt, job) if r["id"] == running["id"])
         # (a 4 s segment of two 640×360 renditions at preset medium never finishes within 0.2 s)
         assert (back["status"], back["attempts"], back["worker_id"]) == ("queued", 0, None)
-        second = worker_process(rt, "--pool", "term=2")
+        second = worker_process(rt, "--pool", "term=2", env={"MEDIAMILL_LEASE_SECONDS": "10"})
         d = _finished(rt, job, timeout=240)
     finally:
         _kill_group(first)

@@ -379,8 +379,10 @@ class JobRunner:
             self._handle_failure(runnable, exec_ids, started, fail, gates)
             return
         self._complete(runnable, exec_ids, started, results, gates)
-        if chunk is not None:
-            chunk.cleanup()
+        if chunk is not None and self.states[runnable[0]].status == "completed":
+            chunk.cleanup()  # the parts are joined
+        elif chunk is not None:
+            chunk.discard()  # storing the renditions failed: the step's retry plans afresh
         self._record_decisions(decisions)
 
     def _chunked(self, group: list[int], timeout: float) -> Any:
