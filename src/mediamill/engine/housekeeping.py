@@ -22,6 +22,7 @@ from mediamill.store.tables import (
     job_outputs,
     media_queue,
     step_executions,
+    step_segments,
     upload_sessions,
     workers,
     workflow_jobs,
@@ -145,8 +146,12 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
             return 0
         outputs = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids)))
                        .scalars())
+        # parts of chunked encodes that were never joined (a cancelled or failed job): joined ones are gone already
+        outputs += [k for keys in conn.execute(sa.select(step_segments.c.output_keys)
+                                               .where(step_segments.c.job_id.in_(ids))).scalars() for k in keys or []]
         inputs = sorted({k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k})
-        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
+        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq,
+                      step_segments):
             conn.execute(table.delete().where(table.c.job_id.in_(ids)))
         conn.execute(wj.delete().where(wj.c.id.in_(ids)))
         _delete_files(storage, outputs + _unreferenced(conn, inputs, cutoff))
