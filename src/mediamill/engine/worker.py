@@ -394,7 +394,8 @@ class Worker:
             self._heartbeat()
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
-                                              on_finish=self.job_finished)
+                                              on_finish=self.job_finished,
+                                              budget_seconds=self.settings.lease_seconds / 2)
             if now - last_workers >= self.settings.lease_seconds:
                 housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
                                                     retention_hours=self.settings.worker_retention_hours)
