@@ -42,10 +42,11 @@ def test_chaos_sigkill_storm_and_a_database_restart_lose_nothing() -> None:
                     "postgresql-common: pg_createcluster)")
     row = chaos(jobs=30, workers=3, kill_every=3.0, pg_restarts=1, timeout=480)
     print(row)  # the figures of this run (shown with -rP)
-    assert row["kills"] >= 2 and row["pg_restarts"] == 1, row
+    # the storm hit work: a killed worker held jobs that others rescued and finished (how many kills a run sees
+    # depends on the machine: a quiet one finishes 30 jobs within a few periods, a busy one restarts slowly)
+    assert row["kills"] >= 1 and row["rescues"] >= 1 and row["pg_restarts"] == 1, row
     assert row["completed"] == 30 and row["lost"] == 0 and row["stuck"] == 0 and row["failed"] == 0, row
     assert row["duplicated"] == 0 and row["outputs"] == 30, row
-    assert row["rescues"] >= 1, row  # killed workers held jobs: someone else finished them
     # how fast rescues are is a figure of benchmarks/reliability.py (a shared machine makes it noisy), not a test
 
 
