@@ -242,7 +242,7 @@ def _rescue_delays(url: str, kills: dict[str, float]) -> list[float]:
 
 
 class _Storm:
-    """Keeps ``n`` worker processes running and SIGKILLs a random started one every ``every`` seconds."""
+    """Keeps ``n`` worker processes running and SIGKILLs a random serving one every ``every`` seconds."""
 
     def __init__(self, data: Path, url: str, n: int, every: float) -> None:
         self.env = process_env(data, url, **CHAOS_SETTINGS)
@@ -250,22 +250,30 @@ class _Storm:
         self.procs = [self._start() for _ in range(n)]
         self.dead: list[Any] = []
         self.kills: dict[str, float] = {}
+        self.ready_since: dict[int, float] = {}  # pid -> when its first heartbeat was seen (monotonic)
         self.next_kill = time.monotonic() + every
 
     def _start(self) -> Any:
         return start_process(self.data, self.env, "worker", "--pool", f"{CHAOS_WORKFLOW['queue']}=2")
 
     def tick(self) -> None:
-        if time.monotonic() < self.next_kill:
-            return
-        self.next_kill = time.monotonic() + self.every
-        with contextlib.suppress(Exception):  # the database may be restarting: kill at the next tick
+        with contextlib.suppress(Exception):  # the database may be restarting: look again at the next tick
             ready = _worker_ids(self.url)
-            # only a worker that finished starting is a victim: on a slow machine a storm faster than start-up
-            # would otherwise kill workers before they ever claim, and nothing would progress
-            alive = [i for i, p in enumerate(self.procs) if p.pid in ready]
-            if alive:
-                self._kill(random.choice(alive), ready)
+            now = time.monotonic()
+            for pid in ready:
+                self.ready_since.setdefault(pid, now)
+            if now < self.next_kill:
+                return
+            # a victim has served one storm period since its first heartbeat. Ready alone is not enough: on a
+            # busy machine start-up takes longer than the storm's period times the workers, every worker would
+            # be killed within moments of its first heartbeat — before its first rescue pass or its first
+            # step — and nothing would progress. On a quiet machine this changes nothing (a worker lives
+            # about workers × period anyway); on a busy one the kills come as fast as restarts can serve.
+            serving = [i for i, p in enumerate(self.procs)
+                       if p.pid in ready and now - self.ready_since[p.pid] >= self.every]
+            if serving:
+                self.next_kill = now + self.every
+                self._kill(random.choice(serving), ready)
 
     def _kill(self, i: int, registered: dict[int, str]) -> None:
         victim = self.procs[i]

@@ -449,7 +449,8 @@ class Worker:
             self._heartbeat()
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
-                                              on_finish=self.job_finished)
+                                              on_finish=self.job_finished,
+                                              budget_seconds=self.settings.lease_seconds / 2)
             if segments.rescue_orphaned_segments(self.engine):
                 segments.announce(self, 0)
             if now - last_workers >= self.settings.lease_seconds:
