@@ -289,14 +289,18 @@ class _Storm:
 
 
 def chaos(*, jobs: int = 200, workers: int = 3, kill_every: float = 2.0, pg_restarts: int = 2,
-          timeout: float = 600) -> dict[str, Any]:
+          timeout: float = 600, nap_seconds: float = 0.3) -> dict[str, Any]:
     """``jobs`` 3-step jobs, ``workers`` workers, one SIGKILLed every ``kill_every`` s, PostgreSQL restarted
-    ``pg_restarts`` times (evenly over the run) on a cluster of its own."""
+    ``pg_restarts`` times (evenly over the run) on a cluster of its own. ``nap_seconds``: the middle step's
+    length (longer naps make a small run outlast several storm periods on a fast machine)."""
     from tests.pgcluster import own_postgres_cluster
 
     with tempfile.TemporaryDirectory(prefix="mm-chaos-") as tmp, own_postgres_cluster() as cluster:
         data, url = Path(tmp) / "data", cluster.url
-        prepare_database(data, url, [CHAOS_WORKFLOW], **CHAOS_SETTINGS)
+        workflow = {**CHAOS_WORKFLOW, "steps": [
+            {**st, "params": {"seconds": nap_seconds}} if st["action"] == "sleep" else st
+            for st in CHAOS_WORKFLOW["steps"]]}
+        prepare_database(data, url, [workflow], **CHAOS_SETTINGS)
         job_ids = _chaos_jobs(data, url, jobs)
         storm = _Storm(data, url, workers, kill_every)
         restarts_at = [jobs * (i + 1) // (pg_restarts + 1) for i in range(pg_restarts)]
