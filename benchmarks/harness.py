@@ -106,15 +106,39 @@ def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen[bytes] | Non
 @contextlib.contextmanager
 def serve(data_dir: Path, database_url: str, **settings: Any) -> Iterator[str]:
     """`mediamill serve` (API, workers, notifier in one process) on a spare port; yields its base URL."""
+    with serve_process(data_dir, database_url, **settings) as (url, _proc):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(data_dir: Path, database_url: str,
+                  **settings: Any) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve`, yielding the process too (to read its CPU time)."""
     port = free_port()
     proc = start_process(data_dir, process_env(data_dir, database_url, **settings),
                          "serve", "--host", "127.0.0.1", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/healthz", proc=proc)
-        yield url
+        yield url, proc
     finally:
         stop_process(proc)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of stat)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (busy excludes idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values[:8])  # guest time is already part of user
+    return (total - values[3] - values[4]) / _TICK, total / _TICK
 
 
 def tus_upload(url: str, key: str, data: bytes) -> str:

@@ -14,11 +14,11 @@ docs/reliability.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +32,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    machine_cpu,
     pct,
     prepare_database,
+    process_cpu,
     process_env,
     serve,
+    serve_process,
     start_process,
     stop_process,
     tus_upload,
@@ -131,62 +134,53 @@ def _open_counts(counts: dict[str, int]) -> int:
 
 
 # ------------------------------------------------------------------------------ spike
-async def _submit_all(url: str, keys: list[str], body: bytes, total: int) -> list[tuple[int, float, int | None]]:
-    """``total`` JSON submits from ``len(keys)`` concurrent clients (one connection each)."""
-    per_client = [total // len(keys) + (1 if i < total % len(keys) else 0) for i in range(len(keys))]
-    results: list[tuple[int, float, int | None]] = []
-
-    async def client(key: str, count: int) -> None:
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1)) as c:
-            for _ in range(count):
-                t0 = time.perf_counter()
-                try:
-                    res = await c.post("/v1/jobs", content=body, headers=headers)
-                    status, job = res.status_code, (res.json().get("id") if res.status_code == 202 else None)
-                except httpx.HTTPError:
-                    status, job = 0, None  # connection refused/reset: a refusal the client sees
-                results.append((status, (time.perf_counter() - t0) * 1000, job))
-
-    await asyncio.gather(*(client(k, n) for k, n in zip(keys, per_client, strict=True)))
-    return results
-
-
-def _in_own_loop(coro: Any) -> Any:
-    """Run ``coro`` on a fresh event loop in a thread of its own: the caller's thread may already run one
-    (Playwright's sync API keeps a loop on the main thread of a test session)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+def _submit_all(url: str, keys: list[str], body: bytes, total: int) -> dict[str, Any]:
+    """``total`` JSON submits from ``len(keys)`` concurrent clients (one connection and key each), sent by
+    benchmarks/loadgen.py in a process of its own; its results (``results``: status, ms, job id each),
+    ``elapsed_s`` and ``cpu_s``."""
+    plan = json.dumps({"url": url, "path": "/v1/jobs", "body": body.decode(), "keys": keys, "total": total})
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("loadgen.py"))], input=plan.encode(),
+                          capture_output=True, check=True, timeout=3600)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def spike(backend: str, *, submits: int = 10_000, clients: int = 32, admin_url: str | None = None,
           drain_timeout: float = 600) -> dict[str, Any]:
-    """``submits`` JSON submits (one stored upload) from ``clients`` concurrent clients against `serve`."""
+    """``submits`` JSON submits (one stored upload) from ``clients`` concurrent clients against `serve`.
+
+    Besides the outcome, the row says what the CPU did while the submits ran: the server's and the load
+    generator's CPU milliseconds per accepted submit, and how many cores the whole machine kept busy
+    (other work on a shared machine shows there as ``machine_busy_cores`` above server + generator).
+    """
     with tempfile.TemporaryDirectory(prefix="mm-spike-") as tmp, database(backend, Path(tmp), admin_url) as url:
         data = Path(tmp) / "data"
         # the limiter is policy, not capacity: raised so the spike measures what the server can take
         keys = prepare_database(data, url, [SPIKE_WORKFLOW], keys=clients)
-        with serve(data, url, submit_rate_per_minute=10**7, metrics_dir="off") as base:
+        with serve_process(data, url, submit_rate_per_minute=10**7, metrics_dir="off") as (base, proc):
             upload_id = tus_upload(base, keys[0], b"spike input\n" * 32)
             body = json.dumps({"upload_id": upload_id, "workflow": SPIKE_WORKFLOW["code"]}).encode()
-            t0 = time.perf_counter()
-            results = _in_own_loop(_submit_all(base, keys, body, submits))
-            submit_s = time.perf_counter() - t0
+            server0, machine0, load0, w0 = process_cpu(proc.pid), machine_cpu(), os.getloadavg()[0], time.perf_counter()
+            load = _submit_all(base, keys, body, submits)
+            server1, machine1, window = process_cpu(proc.pid), machine_cpu(), time.perf_counter() - w0
+            results = load["results"]
             accepted = [job for status, _, job in results if status == 202 and job is not None]
             t1 = time.perf_counter()
             counts = wait_terminal(url, accepted, drain_timeout)
             drain_s = time.perf_counter() - t1
         latencies = [ms for _, ms, _ in results]
         refused = Counter(str(status) for status, _, _ in results if status != 202)
+        per_submit = 1000 / max(1, len(accepted))
         return {"scenario": "spike", "backend": backend, "submits": submits, "clients": clients,
                 "accepted": len(accepted), "refused": dict(refused), "internal": refused.get("500", 0),
-                "submit_per_s": round(len(accepted) / submit_s, 1), "p50_ms": _r(pct(latencies, 0.5)),
+                "submit_per_s": round(len(accepted) / load["elapsed_s"], 1), "p50_ms": _r(pct(latencies, 0.5)),
                 "p99_ms": _r(pct(latencies, 0.99)), "drain_s": round(drain_s, 1),
                 "lost": counts.get("missing", 0) + _open_counts(counts),
                 "not_completed": sum(n for s, n in counts.items() if s != "completed"),
-                "duplicated": _duplicated_steps(url)}
+                "duplicated": _duplicated_steps(url),
+                "server_cpu_ms_per_submit": round((server1 - server0) * per_submit, 2),
+                "generator_cpu_ms_per_submit": round(load["cpu_s"] * per_submit, 2),
+                "machine_busy_cores": round((machine1[0] - machine0[0]) / window, 2),
+                "load_avg_1m": round(load0, 2)}
 
 
 def _r(value: float | None) -> float | None:
@@ -248,7 +242,7 @@ def _rescue_delays(url: str, kills: dict[str, float]) -> list[float]:
 
 
 class _Storm:
-    """Keeps ``n`` worker processes running and SIGKILLs a random started one every ``every`` seconds."""
+    """Keeps ``n`` worker processes running and SIGKILLs a random serving one every ``every`` seconds."""
 
     def __init__(self, data: Path, url: str, n: int, every: float) -> None:
         self.env = process_env(data, url, **CHAOS_SETTINGS)
@@ -256,22 +250,30 @@ class _Storm:
         self.procs = [self._start() for _ in range(n)]
         self.dead: list[Any] = []
         self.kills: dict[str, float] = {}
+        self.ready_since: dict[int, float] = {}  # pid -> when its first heartbeat was seen (monotonic)
         self.next_kill = time.monotonic() + every
 
     def _start(self) -> Any:
         return start_process(self.data, self.env, "worker", "--pool", f"{CHAOS_WORKFLOW['queue']}=2")
 
     def tick(self) -> None:
-        if time.monotonic() < self.next_kill:
-            return
-        self.next_kill = time.monotonic() + self.every
-        with contextlib.suppress(Exception):  # the database may be restarting: kill at the next tick
+        with contextlib.suppress(Exception):  # the database may be restarting: look again at the next tick
             ready = _worker_ids(self.url)
-            # only a worker that finished starting is a victim: on a slow machine a storm faster than start-up
-            # would otherwise kill workers before they ever claim, and nothing would progress
-            alive = [i for i, p in enumerate(self.procs) if p.pid in ready]
-            if alive:
-                self._kill(random.choice(alive), ready)
+            now = time.monotonic()
+            for pid in ready:
+                self.ready_since.setdefault(pid, now)
+            if now < self.next_kill:
+                return
+            # a victim has served one storm period since its first heartbeat. Ready alone is not enough: on a
+            # busy machine start-up takes longer than the storm's period times the workers, every worker would
+            # be killed within moments of its first heartbeat — before its first rescue pass or its first
+            # step — and nothing would progress. On a quiet machine this changes nothing (a worker lives
+            # about workers × period anyway); on a busy one the kills come as fast as restarts can serve.
+            serving = [i for i, p in enumerate(self.procs)
+                       if p.pid in ready and now - self.ready_since[p.pid] >= self.every]
+            if serving:
+                self.next_kill = now + self.every
+                self._kill(random.choice(serving), ready)
 
     def _kill(self, i: int, registered: dict[int, str]) -> None:
         victim = self.procs[i]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -260,6 +261,9 @@ def test_cli_routes_route_and_apply_warning(rt: Runtime, client: TestClient, key
     said = " ".join((result.output + result.stderr).split())
     assert result.exit_code == 1 and "waits in review" in said and "mediamill route" in said, said
     assert "WF-VIDEO-TRANSCODE" in said and "WF-VIDEO-ANALYZE" in said and "no live worker" not in said
+    queues = json.loads(run(cli, ["queues", "--json"]).output)  # the CLI counts the review backlog too
+    review = next(q for q in queues if q["name"] == "review")
+    assert review["depth"] == review["waiting"] == 1
 
     waiting = submit(client, keys.submitter, "clip.mp4", clip.read_bytes())
     result = run(cli, ["route", str(waiting["id"]), "WF-VIDEO-ANALYZE"])

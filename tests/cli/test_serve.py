@@ -42,7 +42,8 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 def _workflows(port: int, key: str) -> dict[str, int]:
-    resp = httpx.get(f"http://127.0.0.1:{port}/v1/workflows", headers={"Authorization": f"Bearer {key}"})
+    resp = httpx.get(f"http://127.0.0.1:{port}/v1/workflows", headers={"Authorization": f"Bearer {key}"},
+                     timeout=30)  # the first request of a fresh process on a busy machine
     resp.raise_for_status()
     return {w["code"]: w["versions"] for w in resp.json()["items"]}
 
@@ -62,7 +63,7 @@ def test_serve_on_fresh_data_dir(tmp_path: Path) -> None:
     try:  # the second start: same workflows, no new versions, no new key printed
         wait_until(lambda: _healthy(port), timeout=60)
         assert _workflows(port, key.group(1)) == dict.fromkeys(CODES, 1)
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200
     finally:
         out2 = _stop(proc)
     assert "admin API key" not in out2

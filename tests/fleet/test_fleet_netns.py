@@ -144,9 +144,6 @@ def _tus_across_replicas(fleet: Fleet, data: bytes) -> tuple[int, str]:
     return res.status_code, upload_id
 
 
-# partial uploads shared between replicas are being built on another branch; until then the bytes sent to
-# replica A are missing from the file replica B completes (the check fails on the checksum, never on a 2xx alone)
-@pytest.mark.xfail(strict=False, reason="needs shared partial uploads")
 def test_a_tus_upload_moves_between_replicas(fleet: Fleet, db: sa.Engine) -> None:
     """Started on replica A, resumed on replica B (its own data dir): the object in S3 is the bytes sent."""
     data = os.urandom(3 * 1024 * 1024 + 17)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 SCRIPT = textwrap.dedent("""
     import logging, sys
@@ -57,3 +61,17 @@ def test_request_id_is_accepted_or_generated() -> None:
     assert accept_request_id("has space").startswith("req_")
     assert accept_request_id("x" * 65).startswith("req_")
     assert accept_request_id(None).startswith("req_")
+
+
+def test_request_ids_need_no_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request gets an id on the event loop's thread: reading the system's random source there lets go of
+    the GIL, and under load the loop then waits behind worker threads for it. Ids come from a seeded generator."""
+    from mediamill.observability import logging as mm_logging
+
+    def no_urandom(_n: int) -> bytes:
+        raise AssertionError("os.urandom called for a request id")
+
+    monkeypatch.setattr(os, "urandom", no_urandom)
+    ids = {mm_logging.new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)

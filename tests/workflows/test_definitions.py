@@ -94,6 +94,14 @@ def test_versions_rollback_and_diff(rt: Runtime) -> None:
     assert len(set(pinned.step_ids) & set(newer.step_ids)) == 0
 
 
+def test_parallel_is_accepted_on_transcode_video() -> None:
+    doc = (BASE.replace("action: resize_image", "action: transcode_video").replace("max_dimension: 2000", "crf: 20")
+           .replace("    on_failure: retry", "    on_failure: retry\n    parallel: auto"))
+    assert parse_workflow(doc).steps[1].parallel == "auto"
+    assert parse_workflow(doc.replace("parallel: auto", "parallel: 6")).steps[1].parallel == 6
+    assert "parallel" not in parse_workflow(BASE).canonical_json()  # unchanged checksums without it
+
+
 @pytest.mark.parametrize(("doc", "expected"), [
     (BASE.replace("on_failure: retry", "on_failure: skip"),
      "steps[1].on_failure: expected stop|continue|retry, got 'skip'"),
@@ -108,6 +116,14 @@ def test_versions_rollback_and_diff(rt: Runtime) -> None:
         "    action: validate_image", "    action: validate_image\n    needs: [Resize]"),
      "steps: cycle in needs"),
     (BASE.replace("steps:", "timeout_minutes: -1\nsteps:"), "timeout_minutes: Input should be greater than 0"),
+    (BASE.replace("    on_failure: retry", "    on_failure: retry\n    parallel: 4"),
+     "steps[1].parallel: resize_image cannot be split; parallel: is for transcode_video"),
+    (BASE.replace("action: resize_image", "action: transcode_video").replace("max_dimension: 2000", "crf: 20")
+     .replace("    on_failure: retry", "    on_failure: retry\n    parallel: 1"),
+     "steps[1].parallel: expected auto or a number of segments from 2 to 64, got 1"),
+    (BASE.replace("action: resize_image", "action: transcode_video").replace("max_dimension: 2000", "crf: 20")
+     .replace("    on_failure: retry", "    on_failure: retry\n    parallel: fast"),
+     "steps[1].parallel: expected auto or a number of segments from 2 to 64, got 'fast'"),
     ("code: lower\nname: x\ntype: t\nsteps: []\n", "code: String should match pattern"),
     ("- just\n- a list\n", "expected a mapping"),
     ("code: [unclosed\n", "invalid YAML"),

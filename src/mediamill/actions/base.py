@@ -115,6 +115,7 @@ class ActionSpec:
     isolated: bool = True  # False = cheap enough to run in the worker process itself
     fuse: str | None = None
     description: str = ""
+    splittable: bool = False  # accepts ``parallel:`` (chunked encode on several workers)
 
     def validate_params(self, raw: dict[str, Any] | None) -> BaseModel:
         return self.params.model_validate(raw or {})
@@ -135,6 +136,7 @@ def action(
     idempotent: bool = True,
     isolated: bool = True,
     fuse: str | None = None,
+    splittable: bool = False,
 ) -> Callable[[ActionFn], ActionFn]:
     """Register a step action. Users' packages can do the same and expose a ``mediamill.actions``
     entry point pointing at the module that holds their decorated functions."""
@@ -142,7 +144,7 @@ def action(
     def register(fn: ActionFn) -> ActionFn:
         _ACTIONS[name] = ActionSpec(
             name=name, fn=fn, params=params, family=family, errors=tuple(errors),
-            idempotent=idempotent, isolated=isolated, fuse=fuse,
+            idempotent=idempotent, isolated=isolated, fuse=fuse, splittable=splittable,
             description=(fn.__doc__ or "").strip().split("\n")[0],
         )
         return fn

@@ -121,7 +121,7 @@ class PackageHlsParams(_Params):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _probe_video(path: Path) -> AvProbe:
+def probe_video(path: Path) -> AvProbe:
     probe = probe_av(path)
     if probe.video is None:
         raise UnsupportedFormat("the file has no video stream")
@@ -169,7 +169,7 @@ def _check_limits(ctx: StepContext, probe: AvProbe) -> None:
 def validate_video(ctx: StepContext) -> StepResult:
     """Check the input is a decodable video within the duration and resolution limits."""
     mime = require_kind(ctx.input_path, ("video/",), "a video", max_bytes=ctx.limits.max_input_bytes)
-    probe = _probe_video(ctx.input_path)
+    probe = probe_video(ctx.input_path)
     _check_limits(ctx, probe)
     p: ValidateVideoParams = ctx.params
     assert probe.video is not None
@@ -178,11 +178,11 @@ def validate_video(ctx: StepContext) -> StepResult:
     if p.require_audio and probe.audio is None:
         raise InvalidInput("the video has no audio track")
     ctx.progress(50.0)
-    _refuse_truncated(ctx.input_path, probe)
+    refuse_truncated(ctx.input_path, probe)
     return StepResult(data={**video_summary(probe), "mime": mime, "valid": True})
 
 
-def _refuse_truncated(path: Path, probe: AvProbe) -> None:
+def refuse_truncated(path: Path, probe: AvProbe) -> None:
     """ffmpeg encodes whatever a cut-short file still holds and exits 0: refuse it instead of
     publishing a silently shorter rendition (cheap for MP4/MOV: only the sample index is read)."""
     if is_truncated(path, probe.duration):
@@ -192,7 +192,7 @@ def _refuse_truncated(path: Path, probe: AvProbe) -> None:
 @action("extract_video_metadata", family="video", errors=("invalid_input", "internal"))
 def extract_video_metadata(ctx: StepContext) -> StepResult:
     """Probe width, height, duration, fps, codecs, bitrates, rotation and tags."""
-    probe = _probe_video(ctx.input_path)
+    probe = probe_video(ctx.input_path)
     return StepResult(data={**video_summary(probe), "tags": probe.tags})
 
 
@@ -202,15 +202,19 @@ def _output_stem(p: TranscodeVideoParams) -> str:
 
 
 def _rendition(ctx: StepContext) -> vid.Rendition:
-    p: TranscodeVideoParams = ctx.params
+    return rendition_for(ctx.params, ctx.work_dir)
+
+
+def rendition_for(p: TranscodeVideoParams, work_dir: Path) -> vid.Rendition:
+    """The rendition a ``transcode_video`` step's params ask for, written into ``work_dir``."""
     container = p.effective_container
     return vid.Rendition(
-        output=ctx.work_dir / f"{_output_stem(p)}.{container}", short_side=p.height or _short_side(p.label),
+        output=work_dir / f"{_output_stem(p)}.{container}", short_side=p.height or _short_side(p.label),
         codec=p.codec, crf=p.crf, preset=p.preset, audio=p.audio, audio_bitrate=p.audio_bitrate,
         container=container, max_fps=p.max_fps)
 
 
-def _rendition_result(ctx: StepContext, r: vid.Rendition) -> StepResult:
+def rendition_result(ctx: StepContext, r: vid.Rendition) -> StepResult:
     summary = video_summary(probe_av(r.output, first_frame=False))
     p: TranscodeVideoParams = ctx.params
     meta = {k: summary.get(k) for k in ("width", "height", "duration", "codec", "fps", "bitrate",
@@ -242,15 +246,15 @@ def fuse_transcodes(ctxs: Sequence[StepContext]) -> list[StepResult]:
 
 
 def _transcode_group(source: Path, group: list[StepContext]) -> list[StepResult]:
-    probe = _probe_video(source)
+    probe = probe_video(source)
     assert probe.video is not None
-    _refuse_truncated(source, probe)
+    refuse_truncated(source, probe)
     renditions = [_rendition(c) for c in group]
     # "never upscale" can make rungs identical (a 360p source asked for 1080p and 720p):
     # encode each distinct rendition once and copy it for the others
     unique: dict[tuple[object, ...], vid.Rendition] = {}
     for r in renditions:
-        unique.setdefault((vid.target_size(probe.video, r.short_side), *_encoding_key(r)), r)
+        unique.setdefault((vid.target_size(probe.video, r.short_side), *encoding_key(r)), r)
 
     def report(pct: float) -> None:
         for c in group:
@@ -258,18 +262,19 @@ def _transcode_group(source: Path, group: list[StepContext]) -> list[StepResult]
 
     vid.transcode(source, probe, list(unique.values()), timeout=group_timeout(group), on_progress=report)
     for r in renditions:
-        encoded = unique[(vid.target_size(probe.video, r.short_side), *_encoding_key(r))]
+        encoded = unique[(vid.target_size(probe.video, r.short_side), *encoding_key(r))]
         if encoded.output != r.output:
             shutil.copyfile(encoded.output, r.output)
-    return [_rendition_result(c, r) for c, r in zip(group, renditions, strict=True)]
+    return [rendition_result(c, r) for c, r in zip(group, renditions, strict=True)]
 
 
-def _encoding_key(r: vid.Rendition) -> tuple[object, ...]:
+def encoding_key(r: vid.Rendition) -> tuple[object, ...]:
     """What makes two renditions' files identical, apart from where they are written."""
     return (r.codec, r.crf, r.preset, r.audio, r.audio_bitrate, r.container, r.max_fps)
 
 
-@action("transcode_video", params=TranscodeVideoParams, family="video", errors=_ERRORS, fuse="video_ladder")
+@action("transcode_video", params=TranscodeVideoParams, family="video", errors=_ERRORS, fuse="video_ladder",
+        splittable=True)
 def transcode_video(ctx: StepContext) -> StepResult:
     """One rendition (h264/hevc/vp9/av1): never upscaled, rotation applied, even size, MP4 faststart."""
     return fuse_transcodes([ctx])[0]
@@ -296,7 +301,7 @@ def _frame_size(path: Path) -> tuple[int, int]:
 def generate_thumbnails(ctx: StepContext) -> StepResult:
     """`count` evenly spaced frames (one ffmpeg process), optionally composed into a contact sheet."""
     p: ThumbnailsParams = ctx.params
-    probe = _probe_video(ctx.input_path)
+    probe = probe_video(ctx.input_path)
     frames = _frames(ctx, probe, p.count, p.width, p.format, p.quality, "thumb")
     outputs = []
     for t, path in frames:
@@ -325,7 +330,7 @@ def _sheet(ctx: StepContext, frames: list[tuple[float, Path]], columns: int, fmt
 def contact_sheet(ctx: StepContext) -> StepResult:
     """A grid of `count` evenly spaced frames in one image."""
     p: ContactSheetParams = ctx.params
-    probe = _probe_video(ctx.input_path)
+    probe = probe_video(ctx.input_path)
     frames = _frames(ctx, probe, p.count, p.tile_width, "png", 100, "sheet_tile")
     ctx.progress(80.0)
     sheet = _sheet(ctx, frames, p.columns, p.format, p.quality, p.timestamps)
@@ -340,7 +345,7 @@ def contact_sheet(ctx: StepContext) -> StepResult:
 def detect_scenes(ctx: StepContext) -> StepResult:
     """Cut the video into scenes (ffmpeg's scene-change score); writes scenes.json."""
     p: DetectScenesParams = ctx.params
-    probe = _probe_video(ctx.input_path)
+    probe = probe_video(ctx.input_path)
     cuts = vid.detect_scene_cuts(ctx.input_path, threshold=p.threshold, timeout=ctx.timeout_seconds,
                                  duration_s=probe.duration, on_progress=ctx.progress)
     scenes = [vars(s) for s in vid.scenes_from_cuts(cuts, probe.duration, p.min_scene_seconds)]
@@ -371,8 +376,8 @@ def package_hls(ctx: StepContext) -> StepResult:
     """HLS for a ladder: hls/master.m3u8, hls/<rung>/index.m3u8 and MPEG-TS segments (H.264/AAC)."""
     p: PackageHlsParams = ctx.params
     source = ctx.source_path("video/")[0]
-    probe = _probe_video(source)
-    _refuse_truncated(source, probe)
+    probe = probe_video(source)
+    refuse_truncated(source, probe)
     out_dir = ctx.work_dir / "hls"
     renditions, names = _hls_ladder(p, probe, out_dir)
     for name in names:

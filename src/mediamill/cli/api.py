@@ -7,7 +7,6 @@ import os
 import typer
 import uvicorn
 
-from mediamill.api.server import server_options
 from mediamill.cli import observe
 from mediamill.cli.output import console, handle_errors
 from mediamill.runtime import Runtime
@@ -63,6 +62,8 @@ def api(host: str | None = typer.Option(None, help="bind address (default 127.0.
         endpoint = observe.start_endpoint(rt, "api", port_for_metrics, db_gauges=True)
         assert endpoint is not None
         console.print(f"metrics on {endpoint.url}/metrics", highlight=False)
+    from mediamill.api.server import server_options  # here, not at the top: every CLI command imports this module
+
     uvicorn.run("mediamill.cli.api:app_factory", factory=True, host=bind_host, port=bind_port, workers=count,
                 log_level="warning", proxy_headers=True, timeout_graceful_shutdown=10,
                 **server_options(rt.settings))  # head deadline and caps (431 for oversized heads)

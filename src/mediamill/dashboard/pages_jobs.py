@@ -15,6 +15,7 @@ from mediamill.errors import NotFound
 from mediamill.notify import alerting
 from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import analytics, workflow_repo
+from mediamill.store import dashboard_queries as dq
 from mediamill.store.analytics import STATUS_ORDER
 from mediamill.store.routing_repo import REVIEW_QUEUE
 from mediamill.store.timeutil import utcnow
@@ -41,10 +42,10 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
     since, tenant = q.window_start(hours), pg.caller.tenant_id
     with pg.engine.connect() as conn:
         figures = analytics.summary(conn, tenant_id=tenant, window_seconds=analytics.SUMMARY_WINDOWS[key])
-        w = q.window(conn, since)
+        w = dq.window(conn, since)
         series, submitted = _window_series(conn, w, tenant, bucket)
-        live, failures = q.live_counts(conn, tenant), q.recent_failures(conn, tenant)
-        total = q.estimated_jobs(conn, pg.caller.scope)
+        live, failures = dq.live_counts(conn, tenant), dq.recent_failures(conn, tenant)
+        total = dq.estimated_jobs(conn, pg.caller.scope)
         firing = alerting.alerts_for(pg.request.app.state.runtime.settings, conn, pg.caller.scope, state="firing",
                                      limit=20)
     points = q.fill_buckets(series, submitted, since=since, bucket=bucket)
@@ -58,13 +59,13 @@ def overview(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLR
                   failures=failures, queues=queues, breakers=breakers, firing=firing, sample_step=w.step)
 
 
-def _window_series(conn: Any, w: q.Window, tenant: str, bucket: int) -> tuple[Any, dict[int, int]]:
+def _window_series(conn: Any, w: dq.Window, tenant: str, bucket: int) -> tuple[Any, dict[int, int]]:
     """(finished series, submitted per bucket) for the charts: exact, or estimated from a sample of a large
     window."""
     if w.sampled:
-        return q.sampled_series(q.sampled_jobs(conn, w, tenant), w, bucket)
-    return (q.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
-            q.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket))
+        return q.sampled_series(dq.sampled_jobs(conn, w, tenant), w, bucket)
+    return (dq.finished_series(conn, tenant_id=tenant, since=w.since, bucket=bucket),
+            dq.submitted_series(conn, tenant_id=tenant, since=w.since, bucket=bucket))
 
 
 def _workflow_id(codes: dict[int, str], code: str | None) -> int | None:
@@ -84,10 +85,10 @@ def jobs(pg: Page = PAGE, status: str | None = Query(None, max_length=20),
     status = status if status in STATUS_ORDER else None
     order = order if order in ORDERS else "newest"
     with pg.engine.connect() as conn:
-        codes = q.workflow_codes(conn, pg.caller.tenant_id)
-        f = q.JobFilter(pg.caller.tenant_id, status, _workflow_id(codes, workflow), queue or None, search or None)
+        codes = dq.workflow_codes(conn, pg.caller.tenant_id)
+        f = dq.JobFilter(pg.caller.tenant_id, status, _workflow_id(codes, workflow), queue or None, search or None)
         rows, next_after = _job_rows(conn, f, order, after)
-        live, total = q.live_counts(conn, pg.caller.tenant_id), q.estimated_jobs(conn, pg.caller.scope)
+        live, total = dq.live_counts(conn, pg.caller.tenant_id), dq.estimated_jobs(conn, pg.caller.scope)
     for r in rows:
         r["workflow_code"] = codes.get(r["workflow_id"], "?")
         r["duration_seconds"] = _run_seconds(r)
@@ -99,13 +100,13 @@ def jobs(pg: Page = PAGE, status: str | None = Query(None, max_length=20),
                   live=live, total=total)
 
 
-def _job_rows(conn: Any, f: q.JobFilter, order: str, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def _job_rows(conn: Any, f: dq.JobFilter, order: str, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """A page of jobs in ``order`` and the ``after`` value of the next page."""
     if order == "status":
-        rows, cursor = q.job_page(conn, f, q.Cursor.parse(after))
+        rows, cursor = dq.job_page(conn, f, dq.Cursor.parse(after))
         return rows, str(cursor) if cursor else None
     before = min(int(after), 2**62) if after and after.isdigit() else None
-    rows, next_before = q.newest_page(conn, f, before)
+    rows, next_before = dq.newest_page(conn, f, before)
     return rows, str(next_before) if next_before else None
 
 
@@ -177,6 +178,6 @@ def upload(pg: Page = PAGE) -> HTMLResponse:
     """Drag and drop, resumable (tus), then follow the job live."""
     with pg.engine.connect() as conn:
         rows = workflow_repo.list_workflows(conn)
-        visible = set(q.workflow_codes(conn, pg.caller.tenant_id).values())
+        visible = set(dq.workflow_codes(conn, pg.caller.tenant_id).values())
     workflows = [r for r in rows if r["workflow_code"] in visible and r["is_active"]]
     return render(pg, "upload.html", "upload", "Upload", workflows=workflows)

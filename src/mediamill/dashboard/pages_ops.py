@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
@@ -15,8 +14,9 @@ from mediamill.engine import operations as ops
 from mediamill.engine import rollouts, shadow, tenancy
 from mediamill.errors import NotFound
 from mediamill.notify import alerting, channels, history
+from mediamill.store import dashboard_queries as dq
 from mediamill.store import workflow_repo
-from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store.db import Connection
 
 router = APIRouter(include_in_schema=False)
 PAGE = Depends(page)
@@ -46,7 +46,7 @@ def queues(pg: Page = PAGE) -> HTMLResponse:
     """Depth, waiting, processing, oldest wait, average priority per queue (the queue monitor report), pause/resume."""
     rows = ops.queue_stats(pg.engine, tenant_id=pg.caller.scope)
     with pg.engine.connect() as conn:
-        extras = q.queue_extras(conn, pg.caller.scope)
+        extras = dq.queue_extras(conn, pg.caller.scope)
     for r in rows:
         r.update(extras.get(r["name"], {"avg_priority": None, "next_scheduled": None}))
     with pg.engine.connect() as conn:
@@ -61,12 +61,12 @@ def steps(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTMLResp
     """The step performance report with p50/p95/p99 per versioned step."""
     key, hours = _window(window)
     with pg.engine.connect() as conn:
-        rows = q.step_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))
+        rows = dq.step_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))
     return render(pg, "steps.html", "steps", "Step performance", rows=rows, window=key)
 
 
-def _definitions(conn: sa.Connection, tenant_id: str) -> list[dict[str, Any]]:
-    owners = dict(conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id)).all())
+def _definitions(conn: Connection, tenant_id: str) -> list[dict[str, Any]]:
+    owners = workflow_repo.workflow_owners(conn)
     return [{**r, "shared": owners.get(r["workflow_code"]) is None}
             for r in workflow_repo.list_workflows(conn) if owners.get(r["workflow_code"]) in (None, tenant_id)]
 
@@ -76,7 +76,7 @@ def workflows(pg: Page = PAGE, window: str = Query("24h", max_length=4)) -> HTML
     """The workflow summary report (with p50/p95/p99) and every definition, linking to the editor."""
     key, hours = _window(window)
     with pg.engine.connect() as conn:
-        report = q.workflow_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))
+        report = dq.workflow_report(conn, tenant_id=pg.caller.tenant_id, since=q.window_start(hours))
         defs = _definitions(conn, pg.caller.tenant_id)
     return render(pg, "workflows.html", "workflows", "Workflows", report=report, defs=defs, window=key)
 
@@ -96,15 +96,15 @@ def editor(code: str, pg: Page = PAGE, version: int | None = Query(None, ge=1, l
     """YAML editor (validated as you type), version history, diff, activate / roll back."""
     try:
         with pg.engine.connect() as conn:
-            owner = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
-            if owner is None or owner[0] not in (None, pg.caller.tenant_id):
+            exists, owner = workflow_repo.workflow_owner(conn, code)
+            if not exists or owner not in (None, pg.caller.tenant_id):
                 raise NotFound(code)
             got = workflow_repo.get_workflow(conn, code, version)
             source = workflow_repo.version_source(conn, code, got.version)
             versions = workflow_repo.list_versions(conn, code)
     except NotFound:
         return render(pg, "missing.html", "workflows", "Not found", what=f"workflow {code}")
-    shared = owner[0] is None
+    shared = owner is None
     return render(pg, "editor.html", "workflows", code, code=code, source=source, versions=list(reversed(versions)),
                   version=got.version, current=got.current_version, writable=_writable(pg, shared), shared=shared,
                   wf_active=got.is_active, **_rollout_context(pg, code))
@@ -129,8 +129,8 @@ def dead_letters(pg: Page = PAGE, error_class: str | None = Query(None, max_leng
     rows = ops.list_dead_letters(pg.engine, tenant_id=pg.caller.tenant_id, error_class=error_class or None,
                                  workflow=workflow or None, limit=50, before_id=before)
     with pg.engine.connect() as conn:
-        groups = q.dead_letter_groups(conn, pg.caller.tenant_id)
-        versions = q.versions_of(conn, {g["workflow_code"] for g in groups if g["workflow_code"]})
+        groups = dq.dead_letter_groups(conn, pg.caller.tenant_id)
+        versions = dq.versions_of(conn, {g["workflow_code"] for g in groups if g["workflow_code"]})
     next_before = rows[-1]["id"] if len(rows) == 50 else None
     params = {"error_class": error_class, "workflow": workflow}
     return render(pg, "dead_letters.html", "dead-letters", "Dead letters", rows=rows, groups=groups,

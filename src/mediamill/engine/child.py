@@ -98,6 +98,8 @@ def run_task(task: dict[str, Any], conn: Connection, limits: MediaLimits) -> dic
         from mediamill.media.probe import probe_input
 
         return {"kind": "result", "ok": True, "probe": probe_input(Path(task["input_path"]), task["input_mime"])}
+    if task.get("chunk"):
+        return _run_chunk(task, conn)
     steps = task["steps"]
     _bind_log(task.get("log") or {})
     log.info("child running %s", ", ".join(s["action"] for s in steps))
@@ -112,6 +114,19 @@ def run_task(task: dict[str, Any], conn: Connection, limits: MediaLimits) -> dic
         assert spec is not None
         results = [spec.fn(ctxs[0])]
     return {"kind": "result", "ok": True, "results": [_encode(r) for r in results]}
+
+
+def _run_chunk(task: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    """One operation of a chunked transcode (plan, segment, audio, join: see ``actions.chunked``)."""
+    from mediamill.actions.chunked import run_chunk_task
+
+    _bind_log(task.get("log") or {})
+
+    def progress(pct: float) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send({"kind": "progress", "index": 0, "percent": max(0.0, min(100.0, float(pct)))})
+
+    return {"kind": "result", "ok": True, **run_chunk_task(task["chunk"], progress)}
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from mediamill.errors import InternalError, MediamillError, ResourceExceeded, St
 
 _CTX: Any = None
 _CTX_LOCK = threading.Lock()
+STEP_PROCESS_NAME = "mediamill-step"
+# what multiprocessing tells a new process to re-run of the parent's __main__ before its target
+_MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 
 
 def _context() -> Any:
@@ -34,8 +37,35 @@ def _context() -> Any:
         if _CTX is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["mediamill.engine.child"])
+            _skip_main_in_step_children()
             _CTX = ctx
         return _CTX
+
+
+def _skip_main_in_step_children() -> None:
+    """A step child does not re-run the parent's ``__main__``.
+
+    multiprocessing makes every new process import the parent's main module first (as ``__mp_main__``).
+    For a worker that is the whole CLI (``python -m mediamill.cli.main`` or the ``mediamill`` script): the
+    store, the API, SQLAlchemy, uvicorn — about a CPU-second per child, paid after ``warm()`` returned, on
+    the step's clock, in a process that must not reach the database. The child's target lives in
+    ``mediamill.engine.child`` (already imported by the forkserver), so it needs nothing of ``__main__``.
+    """
+    from multiprocessing import spawn
+
+    prepare = spawn.get_preparation_data
+    if getattr(prepare, "_mediamill_step", False):
+        return
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = prepare(name)
+        if name == STEP_PROCESS_NAME:
+            for key in _MAIN_KEYS:
+                data.pop(key, None)
+        return data
+
+    preparation_data._mediamill_step = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = preparation_data
 
 
 class Cancelled(Exception):
@@ -100,7 +130,7 @@ class ChildPool:
 
         parent, child = _context().Pipe(duplex=True)
         proc = _context().Process(target=child_main, args=(child, self.limits.model_dump()), daemon=True,
-                                  name="mediamill-step")
+                                  name=STEP_PROCESS_NAME)
         proc.start()
         child.close()
         return _Child(proc, parent)

@@ -4,6 +4,7 @@ rescuing orphaned jobs, ageing waiting jobs, pruning finished ones."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from mediamill.store.tables import (
     job_outputs,
     media_queue,
     step_executions,
+    step_segments,
     upload_sessions,
     workers,
     workflow_jobs,
@@ -34,16 +36,35 @@ mq, wj = media_queue, workflow_jobs
 
 
 def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
-                         on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None = None) -> int:
-    """Re-queue jobs whose owner stopped heart-beating; dead-letter a job that did it ``max_rescues`` times."""
+                         on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None = None,
+                         limit: int = 100, budget_seconds: float | None = None) -> int:
+    """Re-queue jobs whose owner stopped heart-beating; dead-letter a job that did it ``max_rescues`` times.
+
+    Each job is rescued in a transaction of its own, committed before the next one is taken. After a crash
+    storm or an outage the backlog of orphans is large, and rescuing it in one transaction takes seconds on a
+    busy machine: a rescuer that dies (or loses its connection) before the end would roll all of it back, the
+    next rescuer would find a larger backlog still, and jobs would stay orphaned for as long as rescuers keep
+    dying. Job by job, every rescue that finished stays done, and rescuers running at once share the backlog
+    (``SKIP LOCKED``). At most ``limit`` jobs per pass, and no new one after ``budget_seconds`` (the caller's
+    heartbeat must not wait for a long pass: its own leases would lapse).
+    """
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     rescued = 0
-    with engine.begin() as conn:
-        q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id).where(mq.c.status == "processing",
-                                                                   mq.c.lease_expires_at < utcnow())
-             .order_by(mq.c.lease_expires_at).limit(100))
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        for row in conn.execute(q).all():
+    seen: list[int] = []  # each row once per pass, even one whose rescue was refused and left it as it was
+    for _ in range(limit):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        with engine.begin() as conn:
+            q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id).where(mq.c.status == "processing",
+                                                                       mq.c.lease_expires_at < utcnow(),
+                                                                       mq.c.id.not_in(seen))
+                 .order_by(mq.c.lease_expires_at).limit(1))
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            row = conn.execute(q).first()
+            if row is None:
+                break
+            seen.append(row.id)
             rescued += _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
     return rescued
 
@@ -145,8 +166,12 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
             return 0
         outputs = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids)))
                        .scalars())
+        # parts of chunked encodes that were never joined (a cancelled or failed job): joined ones are gone already
+        outputs += [k for keys in conn.execute(sa.select(step_segments.c.output_keys)
+                                               .where(step_segments.c.job_id.in_(ids))).scalars() for k in keys or []]
         inputs = sorted({k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k})
-        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq):
+        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq,
+                      step_segments):
             conn.execute(table.delete().where(table.c.job_id.in_(ids)))
         conn.execute(wj.delete().where(wj.c.id.in_(ids)))
         _delete_files(storage, outputs + _unreferenced(conn, inputs, cutoff))

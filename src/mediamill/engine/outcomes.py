@@ -108,7 +108,13 @@ class Hold:
 
 
 #: what a unit of steps (or the whole job) came to
-Outcome = Continue | Retry | FailJob | Complete | Hold
+@dataclass(frozen=True)
+class Parked:
+    """The job waits for work done outside it (the segments of a chunked encode); its requeue is already
+    written, so the runner only stops."""
+
+
+Outcome = Continue | Retry | FailJob | Complete | Hold | Parked
 
 
 def after_failure(step: FailingStep, failure: Failure, attempts: int,

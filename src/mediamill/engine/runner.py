@@ -36,6 +36,7 @@ from mediamill.engine.outcomes import (
     FailurePolicy,
     Hold,
     Outcome,
+    Parked,
     Retry,
     after_failure,
     retry_event,
@@ -335,7 +336,7 @@ class JobRunner:
         while j < len(self.steps) and self.states[j].status == "pending" and \
                 "steps" not in (self.steps[j].when or ""):
             nxt = get_action(self.steps[j].action)
-            if nxt is None or nxt.fuse != spec.fuse:
+            if nxt is None or nxt.fuse != spec.fuse or self.steps[j].parallel != self.steps[start].parallel:
                 break
             group.append(j)
             j += 1
@@ -362,10 +363,15 @@ class JobRunner:
         remaining = (self.deadline - utcnow()).total_seconds()
         if remaining <= 0:
             raise _workflow_timeout(self.d.timeout_minutes)
+        chunk = self._chunked(runnable, min(step_timeout, remaining))
+        if isinstance(chunk, Parked):
+            return chunk
         exec_ids = self._start(runnable)
         started = utcnow()
         try:
-            results = self._execute(runnable, min(step_timeout, remaining), exec_ids)
+            results = (chunk.execute(min(step_timeout, remaining),
+                                     lambda _k, pct: self._progress(runnable[0], pct, exec_ids[runnable[0]]))
+                       if chunk is not None else self._execute(runnable, min(step_timeout, remaining), exec_ids))
         except Cancelled:
             if not self.handing_back and not self.lost:
                 self._record_failure(runnable, exec_ids, started, Failure("cancelled", "cancelled", False),
@@ -375,16 +381,20 @@ class JobRunner:
             fail = Failure.of(exc)
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
                 fail = Failure.of(_workflow_timeout(self.d.timeout_minutes))
-            return self._unit_failed(runnable, decisions, exec_ids, started, fail, gates)
+            return self._unit_failed(runnable, decisions, exec_ids, started, fail, gates, chunked=chunk is not None)
         outcome = self._complete(runnable, exec_ids, started, results, gates)
+        if chunk is not None:
+            self._close_chunk(chunk, runnable[0])
         if isinstance(outcome, Continue):
             self._record_decisions(decisions)
         return outcome
 
     def _unit_failed(self, runnable: list[int], decisions: dict[int, tuple[bool, str | None]],
-                     exec_ids: dict[int, int], started: Any, fail: Failure, gates: dict[int, Gate]) -> Outcome:
-        if len(runnable) > 1 and fail.error_class != "invalid_input":
-            # which step of the fused unit failed is unknown: run them one by one to find out
+                     exec_ids: dict[int, int], started: Any, fail: Failure, gates: dict[int, Gate], *,
+                     chunked: bool = False) -> Outcome:
+        if len(runnable) > 1 and fail.error_class != "invalid_input" and not chunked:
+            # which step of the fused unit failed is unknown: run them one by one to find out (not for a
+            # chunked unit: its failed segment was already retried alone, and the step's retry re-plans it)
             self._interrupt(runnable, exec_ids, started, f"fused unit failed ({fail.message[:SHORT_MESSAGE]}); "
                                                         "running its steps one by one")
             for i in runnable:
@@ -395,6 +405,39 @@ class JobRunner:
         # skips after the failed step were never reached; those before it are recorded
         self._record_decisions({i: d for i, d in decisions.items() if i < runnable[0]})
         return self._handle_failure(runnable, exec_ids, started, fail, gates)
+
+    def _close_chunk(self, chunk: Any, i: int) -> None:
+        if self.states[i].status == "completed":
+            chunk.cleanup()  # the parts are joined
+        else:
+            chunk.discard()  # storing the renditions failed: the step's retry plans afresh
+
+    def _chunked(self, group: list[int], timeout: float) -> Any:
+        """A ``parallel:`` unit: its join once every segment finished, else ``Parked`` (the job is requeued)."""
+        if self.steps[group[0]].parallel is None:
+            return None
+        from mediamill.engine.segments import prepare
+
+        return prepare(self, group, timeout)
+
+    def chunk_source(self) -> tuple[str, Path]:
+        """Storage key and local path of the video a transcode unit reads (an earlier step's chainable
+        video output, else the job's input), as ``StepContext.source_path("video/")`` finds it."""
+        for st in reversed(self.states):
+            if st.status != "completed" or not st.data.get("chainable", False):
+                continue
+            for out in st.outputs:
+                if out["mime_type"].startswith("video/") and out.get("key"):
+                    return out["key"], self._output_path(out)
+        assert self.input_path is not None
+        return self.job["input_key"], self.input_path
+
+    def unit_params(self, group: list[int]) -> list[dict[str, Any]]:
+        return [self.steps[i].params for i in group]
+
+    def guard(self, conn: Any) -> None:
+        """Raise ``LostClaim`` unless the job's claim is still ours (and extend its lease)."""
+        self._guard(conn)
 
     def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
         with self.w.engine.begin() as conn:

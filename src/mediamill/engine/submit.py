@@ -85,7 +85,9 @@ class SubmittedJob:
 
 def new_job_code(now: datetime | None = None) -> str:
     now = now or utcnow()
-    rand = "".join(secrets.choice(_B32) for _ in range(8))
+    # 40 random bits as eight base-32 characters: one read of the system's random source, not eight
+    bits = int.from_bytes(secrets.token_bytes(5), "big")
+    rand = "".join(_B32[(bits >> shift) & 31] for shift in range(35, -1, -5))
     return f"JOB-{now:%Y%m%d}-{rand}"
 
 
@@ -200,18 +202,40 @@ class Prepared:
     routing: RoutingDecision | None = None
 
 
-def _prepare(conn: Connection, req: SubmitRequest) -> Prepared:
+@dataclass
+class _BatchLookups:
+    """What one transaction has already read: a batch of submits of one upload and one workflow checks the
+    input's references once and reads the workflow's head once (both are stable within the transaction:
+    the input's lock, or SQLite's write lock, is held until it ends)."""
+
+    stored: set[str] = field(default_factory=set)
+    workflows: dict[tuple[str, int | None], workflow_repo.VersionedWorkflow] = field(default_factory=dict)
+
+    def check_still_stored(self, conn: Connection, key: str) -> None:
+        if key not in self.stored:
+            _check_still_stored(conn, key)
+            self.stored.add(key)
+
+    def workflow(self, conn: Connection, code: str, version: int | None) -> workflow_repo.VersionedWorkflow:
+        wf = self.workflows.get((code, version))
+        if wf is None:
+            wf = self.workflows[(code, version)] = workflow_repo.current_workflow(conn, code, version)
+        return wf
+
+
+def _prepare(conn: Connection, req: SubmitRequest, seen: _BatchLookups | None = None) -> Prepared:
+    seen = seen or _BatchLookups()
     if req.job_input.storage_key is None and req.job_input.url is None:
         raise InvalidInput("a job needs an input: a stored file, an upload or a URL")
     if req.job_input.reused and req.job_input.storage_key:
-        _check_still_stored(conn, req.job_input.storage_key)
+        seen.check_still_stored(conn, req.job_input.storage_key)
     code, version, routing = req.workflow_code, req.version, None
     if not code or code == "auto":
         routing = route(conn, req)
         code, version = routing.workflow, version or routing.version
         if code == REVIEW_CODE:
             _ensure_review_workflow(conn)
-    wf = workflow_repo.current_workflow(conn, code, version)
+    wf = seen.workflow(conn, code, version)
     if not wf.is_active and version is None:
         raise Conflict(f"workflow {code} is deactivated")
     if req.deliver is not None and wf.definition.deliver is None:
@@ -242,7 +266,8 @@ def _check_still_stored(conn: Connection, key: str) -> None:
 
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
     now = utcnow()
-    prepared = [_prepare(conn, r) for r in reqs]
+    seen = _BatchLookups()
+    prepared = [_prepare(conn, r, seen) for r in reqs]
     values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
     ids = insert_many_returning_ids(conn, workflow_jobs, values)
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from mediamill import __version__, telemetry
-from mediamill.engine import housekeeping, rollouts, wakeup
+from mediamill.engine import housekeeping, rollouts, segments, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import BreakerConfig, Breakers
 from mediamill.engine.children import ChildPool
@@ -54,6 +54,9 @@ FAST_COST_WEIGHT = 0.2
 # Cancellations reach a PostgreSQL worker by NOTIFY; the poll is then only a safety net (a notification can be
 # missed while the listener reconnects, which also triggers a check). Without LISTEN (SQLite, or PgBouncer in
 # transaction mode where the listener cannot hold its session) the running jobs are polled.
+# A worker that found no segment of a chunked encode looks again after this long, unless told of new ones sooner
+# (NOTIFY on PostgreSQL, in-process on SQLite): fleets without chunked work spend about no statement on them.
+SEGMENT_POLL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 0.2
 CANCEL_SAFETY_POLL_SECONDS = 10.0  # weight of the newest measurement in the moving average of an in-process job's time
 
@@ -81,6 +84,9 @@ class Worker:
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
         self._owned: dict[int, int] = {}  # claims still in hand (job id -> attempt): only their leases are extended
+        self._owned_segments: set[int] = set()  # claimed segments of chunked encodes still in hand
+        self._segments_next: dict[str, float] = {}  # pool -> when to look for segments again (monotonic)
+        self._segment_cancels: dict[int, threading.Event] = {}  # running segment -> set to hand it back
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
         self._wake = threading.Event()
@@ -93,8 +99,9 @@ class Worker:
         self._pending_cv = threading.Condition()
         self._wf_cache: dict[tuple[int, int | None], workflow_repo.VersionedWorkflow] = {}
         self._lock = threading.Lock()
-        self._unsubscribe = wakeup.subscribe(lambda _q: self._wake.set())
-        self._sqlite_wake = wakeup.SqliteWakeListener(self.engine, uuid.uuid4().hex[:12], self._wake.set)
+        self._unsubscribe = wakeup.subscribe(self._woken)
+        self._sqlite_wake = wakeup.SqliteWakeListener(self.engine, uuid.uuid4().hex[:12],
+                                                      lambda: self._woken(segments.NOTE))
         self.jobs_done = 0
 
     # ================================================================== life cycle
@@ -121,10 +128,12 @@ class Worker:
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
+        while (self.running or self._owned_segments) and time.monotonic() < deadline:
             time.sleep(0.05)
         for runner in list(self.running.values()):
             runner.hand_back()
+        for stopping in list(self._segment_cancels.values()):
+            stopping.set()  # hand segments back too: they keep their place and their attempt
         self.executor.shutdown(wait=True, cancel_futures=False)
         with self._pending_cv:
             self._pending_cv.notify_all()
@@ -178,6 +187,11 @@ class Worker:
                 status="running", started_at=now, heartbeat_at=now, jobs_done=0, version=__version__))
         telemetry.emit("worker.started", worker=self.worker_id, pools=self.pools)
 
+    def _woken(self, note: str) -> None:
+        if note == segments.NOTE:
+            self._segments_next.clear()
+        self._wake.set()
+
     # ================================================================== claiming
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -200,9 +214,12 @@ class Worker:
         fast: list[tx.Claimed] = []
         slow: list[tx.Claimed] = []
         with self.engine.begin() as conn:
+            # segments first: they finish work that jobs already started (same transaction: no extra commit)
+            pieces = self._claim_segments(conn, pool, free)
+            free -= len(pieces)
             batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool,
                              limit=self._claim_limit(pool, free), lease_seconds=self.settings.lease_seconds,
-                             mark=False)
+                             mark=False) if free > 0 else []
             for c in batch:
                 (fast if self._takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
             started, extra = slow[:free], slow[free:]
@@ -211,8 +228,9 @@ class Worker:
             tx.release(conn, worker_id=self.worker_id, queue_ids=[c.queue_id for c in extra])
             tx.mark_processing(conn, [c.job for c in started], self.worker_id,
                                {c.job["id"]: c.attempts for c in started})
+        self._start_segments(pool, pieces)
         if not batch:
-            return False
+            return bool(pieces)
         for c in started:
             c.deferred = False
         for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
@@ -234,6 +252,44 @@ class Worker:
             raise
         self.fast_hint[pool] = all_fast
         return True
+
+    def _claim_segments(self, conn: Any, pool: str, free: int) -> list[dict[str, Any]]:
+        """Segments of chunked encodes for free slots of ``pool``. A worker that found none looks again only
+        after SEGMENT_POLL_SECONDS, or at once when told of new ones (``segments_due``): the claim loop of a
+        fleet without chunked work spends no statement on them."""
+        now = time.monotonic()
+        if now < self._segments_next.get(pool, 0.0):
+            return []
+        rows = segments.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool, limit=free,
+                              lease_seconds=self.settings.lease_seconds)
+        if not rows:
+            self._segments_next[pool] = now + SEGMENT_POLL_SECONDS
+        return rows
+
+    def segments_due(self) -> None:
+        """Segments were queued (here or, by NOTIFY, elsewhere): look for them on the next claim."""
+        self._segments_next.clear()
+        self._wake.set()
+
+    def _start_segments(self, pool: str, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            with self._lock:
+                self.inflight[pool] += 1
+                self._owned_segments.add(row["id"])
+            self.executor.submit(self._run_segment, pool, row)
+
+    def _run_segment(self, pool: str, row: dict[str, Any]) -> None:
+        self._segment_cancels[row["id"]] = stopping = threading.Event()
+        try:
+            segments.run_segment(self, row, stopping)
+        except Exception:
+            log.exception("segment %s of job %s: runner crashed", row["seq"], row["job_id"])
+        finally:
+            self._segment_cancels.pop(row["id"], None)
+            with self._lock:
+                self.inflight[pool] -= 1
+                self._owned_segments.discard(row["id"])
+            self._wake.set()
 
     def _claim_limit(self, pool: str, free: int) -> int:
         """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
@@ -406,7 +462,10 @@ class Worker:
             self._heartbeat()
             rollouts.check_all_guards(self.engine)
             housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
-                                              on_finish=self.job_finished)
+                                              on_finish=self.job_finished,
+                                              budget_seconds=self.settings.lease_seconds / 2)
+            if segments.rescue_orphaned_segments(self.engine):
+                segments.announce(self, 0)
             if now - last_workers >= self.settings.lease_seconds:
                 housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
                                                     retention_hours=self.settings.worker_retention_hours)
@@ -425,8 +484,11 @@ class Worker:
         with self.engine.begin() as conn:
             with self._lock:
                 owned = dict(self._owned)
+                owned_segments = list(self._owned_segments)
             tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
                              claims=owned)
+            segments.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                                   ids=owned_segments)
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
                          .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
                                  jobs_done=self.jobs_done))
@@ -466,7 +528,7 @@ class Worker:
                                 self._cancel_noted = time.monotonic()
                                 self._cancel_check.set()
                             else:
-                                self._wake.set()
+                                self._woken(note.payload)
             except psycopg.Error as exc:
                 self._listening.clear()  # poll for cancellations until LISTEN is back
                 log.warning("listener: %s; reconnecting", str(exc).split("\n")[0])

@@ -68,7 +68,7 @@ def target_size(video: VideoInfo, short_side: int | None) -> tuple[int, int]:
     return min(w, width - width % 2 or 2), min(h, height - height % 2 or 2)
 
 
-def _video_codec_args(r: Rendition) -> list[str]:
+def video_codec_args(r: Rendition) -> list[str]:
     crf = str(r.crf if r.crf is not None else DEFAULT_CRF[r.codec])
     if r.codec == "h264":
         return ["-c:v", "libx264", "-preset", r.preset, "-crf", crf]
@@ -82,14 +82,14 @@ def _video_codec_args(r: Rendition) -> list[str]:
             "-svtav1-params", "log=0"]
 
 
-def _audio_args(r: Rendition, has_audio: bool, map_index: int = 0) -> list[str]:
+def audio_args(r: Rendition, has_audio: bool, map_index: int = 0) -> list[str]:
     if not (r.audio and has_audio):
         return ["-an"]
     codec = "libopus" if r.container == "webm" else "aac"
     return ["-map", f"{map_index}:a:0", "-c:a", codec, "-b:a", r.audio_bitrate, "-ac", "2"]
 
 
-def _scale_chain(probe: AvProbe, r: Rendition) -> str:
+def scale_chain(probe: AvProbe, r: Rendition) -> str:
     assert probe.video is not None
     w, h = target_size(probe.video, r.short_side)
     chain = [f"scale={w}:{h}:flags=bicubic", "setsar=1", "format=yuv420p"]
@@ -109,11 +109,11 @@ def ladder_args(source: Path, probe: AvProbe, renditions: Sequence[Rendition]) -
     parts = []
     for i, r in enumerate(renditions):
         head = f"[s{i}]" if n > 1 else ""
-        parts.append(f"{head}{_scale_chain(probe, r)}{labels[i]}")
+        parts.append(f"{head}{scale_chain(probe, r)}{labels[i]}")
     graph += ";".join(parts)
     args = ["-i", str(source), "-filter_complex", graph]
     for i, r in enumerate(renditions):
-        args += ["-map", labels[i], *_video_codec_args(r), *_audio_args(r, probe.audio is not None)]
+        args += ["-map", labels[i], *video_codec_args(r), *audio_args(r, probe.audio is not None)]
         args += ["-map_metadata", "-1", "-map_chapters", "-1"]
         if r.container == "mp4":
             args += ["-movflags", "+faststart"]
@@ -238,7 +238,7 @@ def hls_args(source: Path, probe: AvProbe, renditions: Sequence[Rendition], name
     """
     n = len(renditions)
     graph = "[0:v:0]" + (f"split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" if n > 1 else "")
-    graph += ";".join(f"{f'[s{i}]' if n > 1 else ''}{_scale_chain(probe, r)}[v{i}]"
+    graph += ";".join(f"{f'[s{i}]' if n > 1 else ''}{scale_chain(probe, r)}[v{i}]"
                       for i, r in enumerate(renditions))
     with_audio = probe.audio is not None and renditions[0].audio
     args = ["-i", str(source), "-filter_complex", graph]

@@ -21,13 +21,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.engine import Connection
 
 from mediamill.config import Settings
 from mediamill.errors import ConfigError
-from mediamill.store.tables import alert_rules
+from mediamill.store import alerts_repo
+from mediamill.store.db import Connection
 
 RuleKind = Literal["error_rate", "queue_wait", "queue_depth", "dead_letter_growth", "no_live_worker",
                    "breaker_open", "review_wait"]
@@ -173,7 +172,7 @@ def _rules_from_json(text: str) -> list[dict[str, Any]]:
 
 def rules_from_table(conn: Connection) -> list[dict[str, Any]]:
     """Rules stored in the ``alert_rules`` table, as dicts."""
-    rows = conn.execute(sa.select(alert_rules).order_by(alert_rules.c.id)).mappings()
+    rows = alerts_repo.rule_rows(conn)
     return [{"name": r["name"], "kind": r["kind"], "severity": r["severity"] or "P2",
              "for": r["for_seconds"] if r["for_seconds"] is not None else 300, "params": r["params"] or {},
              "runbook": r["runbook"] or "", "enabled": bool(r["enabled"]), "tenant_id": r["tenant_id"]}

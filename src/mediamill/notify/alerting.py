@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.config import Settings
 from mediamill.notify.alert_rules import AlertRule, load_rules
 from mediamill.observability.dbgauges import parse_pools_column
+from mediamill.store import alerts_repo as repo
 from mediamill.store import liveness, outbox
-from mediamill.store import tables as t
+from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import iso, utcnow
 
@@ -67,7 +65,7 @@ def observe(conn: Connection, rule: AlertRule, settings: Settings, now: datetime
 def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
     """Failed / finished over the window, as ``GET /v1/analytics/summary`` counts them (``finished_at``)."""
     window = float(rule.param("window_seconds"))
-    total, failed = _finished_since(conn, now - timedelta(seconds=window), rule.param("workflow"))
+    total, failed = repo.finished_since(conn, now - timedelta(seconds=window), rule.param("workflow"))
     failures: dict[str, int] = {}
     for error_class, n in failed:
         key = (error_class or "internal") if rule.param("by") == "error_class" else ""
@@ -86,39 +84,10 @@ def _error_rate(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) 
     return out
 
 
-def _finished_since(conn: Connection, cutoff: datetime,
-                    workflow: str | None) -> tuple[int, list[tuple[str | None, int]]]:
-    """(jobs finished since ``cutoff``, failed ones per error class) — every terminal state carries
-    ``finished_at``, failed and cancelled jobs included."""
-    j, wd = t.workflow_jobs, t.workflow_definitions
-    query = (sa.select(j.c.status, j.c.error_class, sa.func.count())
-             .where(j.c.finished_at >= cutoff, j.c.shadow_of.is_(None)).group_by(j.c.status, j.c.error_class))
-    if workflow:
-        query = query.where(j.c.workflow_id.in_(sa.select(wd.c.id).where(wd.c.workflow_code == workflow)))
-    rows = conn.execute(query).all()
-    failed = [(klass, int(n)) for status, klass, n in rows if status == "failed"]
-    return sum(int(n) for _s, _k, n in rows), failed
-
-
-def _due(now: datetime) -> Any:
-    mq = t.media_queue
-    return sa.and_(mq.c.status == "queued", sa.or_(mq.c.scheduled_time.is_(None), mq.c.scheduled_time <= now))
-
-
-def _waiting_by_queue(conn: Connection, now: datetime, queue: str | None) -> dict[str, tuple[int, datetime]]:
-    mq = t.media_queue
-    query = (sa.select(mq.c.queue_name, sa.func.count(), sa.func.min(sa.func.coalesce(mq.c.scheduled_time,
-                                                                                       mq.c.created_at)))
-             .where(_due(now)).group_by(mq.c.queue_name))
-    if queue:
-        query = query.where(mq.c.queue_name == queue)
-    return {q or "default": (n, oldest) for q, n, oldest in conn.execute(query)}
-
-
 def _queue_wait(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
     threshold = float(rule.param("threshold_seconds"))
     out = []
-    for queue, (n, oldest) in _waiting_by_queue(conn, now, rule.param("queue")).items():
+    for queue, (n, oldest) in repo.waiting_by_queue(conn, now, rule.param("queue")).items():
         wait = max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
         out.append(Observation({"queue": queue}, wait, wait > threshold, threshold=threshold,
                                summary=f"queue {queue}: oldest of {n} due jobs has waited {wait:.0f}s"))
@@ -129,18 +98,14 @@ def _queue_depth(conn: Connection, rule: AlertRule, _s: Settings, now: datetime)
     threshold = float(rule.param("threshold"))
     return [Observation({"queue": q}, n, n > threshold, threshold=threshold,
                         summary=f"queue {q}: {n} jobs due (threshold {threshold:.0f})")
-            for q, (n, _) in _waiting_by_queue(conn, now, rule.param("queue")).items()]
+            for q, (n, _) in repo.waiting_by_queue(conn, now, rule.param("queue")).items()]
 
 
 def _dead_letter_growth(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
-    dl = t.dead_letters
     window, threshold = float(rule.param("window_seconds")), float(rule.param("threshold"))
     by_class = rule.param("by") == "error_class"
-    query = (sa.select(dl.c.error_class, sa.func.count())
-             .where(dl.c.resolved_at.is_(None), dl.c.created_at >= now - timedelta(seconds=window))
-             .group_by(dl.c.error_class))
     counts: dict[str, int] = {}
-    for error_class, n in conn.execute(query):
+    for error_class, n in repo.dead_lettered_since(conn, now - timedelta(seconds=window)):
         key = (error_class or "internal") if by_class else ""
         counts[key] = counts.get(key, 0) + n
     return [Observation({"error_class": k} if k else {}, n, n > threshold, threshold=threshold,
@@ -149,10 +114,10 @@ def _dead_letter_growth(conn: Connection, rule: AlertRule, _s: Settings, now: da
 
 
 def _no_live_worker(conn: Connection, rule: AlertRule, settings: Settings, now: datetime) -> list[Observation]:
-    waiting = _waiting_by_queue(conn, now, rule.param("queue"))
+    waiting = repo.waiting_by_queue(conn, now, rule.param("queue"))
     if not waiting:
         return []
-    paused = {name for name, p in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused)) if p}
+    paused = repo.paused_queues(conn)
     served, serves_all = _live_pools(conn, now, settings)
     out = []
     for queue, (n, _) in waiting.items():
@@ -165,10 +130,9 @@ def _no_live_worker(conn: Connection, rule: AlertRule, settings: Settings, now: 
 
 
 def _live_pools(conn: Connection, now: datetime, settings: Settings) -> tuple[set[str], bool]:
-    w = t.workers
     pools: set[str] = set()
     serves_all = False
-    for (raw,) in conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, settings.lease_seconds))):
+    for raw in liveness.live_worker_pools(conn, now, settings.lease_seconds):
         parsed = parse_pools_column(raw)
         serves_all = serves_all or not parsed  # a worker without pools claims from every queue
         pools.update(parsed)
@@ -176,13 +140,9 @@ def _live_pools(conn: Connection, now: datetime, settings: Settings) -> tuple[se
 
 
 def _breaker_open(conn: Connection, rule: AlertRule, _s: Settings, _now: datetime) -> list[Observation]:
-    cb = t.circuit_breakers
-    query = sa.select(cb.c.action, cb.c.state, cb.c.failure_count, cb.c.last_error).where(cb.c.state != "closed")
-    if rule.param("action"):
-        query = query.where(cb.c.action == rule.param("action"))
     return [Observation({"action": action}, float(failures or 0), True, threshold=None,
                         summary=f"circuit breaker of {action} is {state}" + (f": {err}" if err else ""))
-            for action, state, failures, err in conn.execute(query)]
+            for action, state, failures, err in repo.open_breakers(conn, rule.param("action") or None)]
 
 
 def _review_wait(conn: Connection, rule: AlertRule, _s: Settings, now: datetime) -> list[Observation]:
@@ -204,9 +164,7 @@ _OBSERVERS = {"error_rate": _error_rate, "queue_wait": _queue_wait, "queue_depth
 # --------------------------------------------------------------------------- state machine
 def apply_rule(conn: Connection, rule: AlertRule, observations: list[Observation], now: datetime) -> list[Transition]:
     """Advance the rule's alert instances given its observations (inside the evaluation transaction)."""
-    a = t.alerts
-    open_rows = {r["label_key"]: dict(r) for r in conn.execute(
-        sa.select(a).where(a.c.rule_name == rule.name, a.c.state.in_(("pending", "firing")))).mappings()}
+    open_rows = {r["label_key"]: r for r in repo.open_alerts(conn, rule.name)}
     changes: list[Transition] = []
     active = {o.key: o for o in observations if o.active}
     for key, obs in active.items():
@@ -217,8 +175,7 @@ def apply_rule(conn: Connection, rule: AlertRule, observations: list[Observation
         if row["state"] == "pending" and (now - row["pending_since"]).total_seconds() >= rule.for_seconds:
             changes.append(_fire(conn, rule, obs, row, now))
         else:
-            conn.execute(a.update().where(a.c.id == row["id"]).values(value=obs.value, summary=obs.summary,
-                                                                       updated_at=now))
+            repo.update_alert(conn, row["id"], {"value": obs.value, "summary": obs.summary, "updated_at": now})
     readings = {o.key: o for o in observations}
     for key, row in open_rows.items():
         if key not in active:
@@ -227,18 +184,16 @@ def apply_rule(conn: Connection, rule: AlertRule, observations: list[Observation
 
 
 def _open_pending(conn: Connection, rule: AlertRule, obs: Observation, now: datetime) -> dict[str, Any]:
-    a = t.alerts
     values = {"rule_name": rule.name, "labels": obs.labels, "label_key": obs.key, "severity": rule.severity,
               "state": "pending", "value": obs.value, "summary": obs.summary, "pending_since": now,
               "updated_at": now}
-    alert_id = conn.execute(a.insert().values(**values).returning(a.c.id)).scalar_one()
+    alert_id = repo.insert_alert(conn, values)
     return {**values, "id": alert_id}
 
 
 def _fire(conn: Connection, rule: AlertRule, obs: Observation, row: dict[str, Any], now: datetime) -> Transition:
-    a = t.alerts
-    conn.execute(a.update().where(a.c.id == row["id"]).values(state="firing", fired_at=now, value=obs.value,
-                                                               summary=obs.summary, updated_at=now))
+    repo.update_alert(conn, row["id"], {"state": "firing", "fired_at": now, "value": obs.value,
+                                        "summary": obs.summary, "updated_at": now})
     data = _event_data(rule, row, state="firing", value=obs.value, summary=obs.summary, threshold=obs.threshold,
                        fired_at=now, resolved_at=None)
     event_id = outbox.add_event(conn, event_type="alert.firing", tenant_id=rule.tenant_id or "default",
@@ -248,15 +203,14 @@ def _fire(conn: Connection, rule: AlertRule, obs: Observation, row: dict[str, An
 
 def _clear(conn: Connection, rule: AlertRule, row: dict[str, Any], obs: Observation | None,
            now: datetime) -> Transition:
-    a = t.alerts
     labels = row["labels"] or {}
     if row["state"] == "pending":  # never fired: nobody was told, so there is nothing to resolve
-        conn.execute(a.delete().where(a.c.id == row["id"]))
+        repo.delete_alert(conn, row["id"])
         return Transition(rule.name, rule.severity, "cleared", labels, row["id"])
     summary = obs.summary if obs else f"{rule.name}: condition no longer holds"
     value = obs.value if obs else None
-    conn.execute(a.update().where(a.c.id == row["id"]).values(state="resolved", resolved_at=now, value=value,
-                                                               updated_at=now))
+    repo.update_alert(conn, row["id"], {"state": "resolved", "resolved_at": now, "value": value,
+                                        "updated_at": now})
     data = _event_data(rule, row, state="resolved", value=value, summary=summary,
                        threshold=obs.threshold if obs else None, fired_at=row["fired_at"], resolved_at=now)
     event_id = outbox.add_event(conn, event_type="alert.resolved", tenant_id=rule.tenant_id or "default",
@@ -291,7 +245,7 @@ class Alerter:
 
         moment = now or utcnow()
         with self.engine.begin() as conn:
-            if not _take_lock(conn):
+            if not repo.try_evaluation_lock(conn, _LOCK_KEY):
                 return []
             changes: list[Transition] = []
             for rule in self.rules(conn):
@@ -302,25 +256,11 @@ class Alerter:
         return changes
 
 
-def _take_lock(conn: Connection) -> bool:
-    if conn.dialect.name != "postgresql":
-        return True  # the SQLite transaction began IMMEDIATE: evaluators already take turns
-    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))).scalar())
-
-
 def list_alerts(conn: Connection, *, state: str | None = None, limit: int = 100,
                 rules: set[str] | None = None) -> list[dict[str, Any]]:
     """Alerts, newest first (``state``: pending | firing | resolved | active = pending or firing;
     ``rules``: only alerts of these rule names)."""
-    a = t.alerts
-    query = sa.select(a).order_by(a.c.id.desc()).limit(limit)
-    if rules is not None:
-        query = query.where(a.c.rule_name.in_(sorted(rules)))
-    if state == "active":
-        query = query.where(a.c.state.in_(("pending", "firing")))
-    elif state:
-        query = query.where(a.c.state == state)
-    return [alert_view(dict(r)) for r in conn.execute(query).mappings()]
+    return [alert_view(r) for r in repo.alert_rows(conn, state=state, limit=limit, rules=rules)]
 
 
 def rules_for(settings: Settings, conn: Connection, tenant_id: str | None) -> list[AlertRule]:

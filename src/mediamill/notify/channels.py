@@ -14,16 +14,14 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy.engine import Connection, Engine
 
 from mediamill.errors import InvalidInput, NotFound, locate
 from mediamill.installkey import SecretBox
 from mediamill.netguard import Allowlist, UrlRefused, check_url
 from mediamill.notify.events import EVENT_TYPES, event_matches
-from mediamill.store.tables import notification_channels as nc
-from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store import notify_repo as repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import iso, utcnow
 
 KINDS = ("webhook", "email", "slack")
@@ -125,30 +123,24 @@ def create_channel(conn: Connection, *, tenant_id: str, kind: str, config: dict[
                    allowlist: Allowlist | str | None = None) -> dict[str, Any]:
     """Create a channel; the returned dict shows the webhook secret (the only time it is shown)."""
     clean = seal_secrets(validate_config(kind, config, allowlist=allowlist), box)
-    row_id = conn.execute(nc.insert().values(
-        tenant_id=tenant_id, kind=kind, name=name or kind, config=clean, events=_validate_events(events),
-        workflow_code=workflow_code, enabled=True, created_at=utcnow(),
-    ).returning(nc.c.id)).scalar_one()
+    row_id = repo.insert_channel(conn, {
+        "tenant_id": tenant_id, "kind": kind, "name": name or kind, "config": clean,
+        "events": _validate_events(events), "workflow_code": workflow_code, "enabled": True,
+        "created_at": utcnow()})
     return public_view(get_channel(conn, tenant_id, row_id), reveal=box)
 
 
 def get_channel(conn: Connection, tenant_id: str | None, channel_id: int) -> dict[str, Any]:
     """A channel row as a dict (any tenant when ``tenant_id`` is None); NotFound otherwise."""
-    query = sa.select(nc).where(nc.c.id == channel_id)
-    if tenant_id is not None:
-        query = query.where(nc.c.tenant_id == tenant_id)
-    row = conn.execute(query).mappings().first()
+    row = repo.channel_by_id(conn, channel_id, tenant_id=tenant_id)
     if row is None:
         raise NotFound(f"channel {channel_id} not found")
-    return dict(row)
+    return row
 
 
 def list_channels(conn: Connection, tenant_id: str | None) -> list[dict[str, Any]]:
     """Every channel of a tenant (all tenants when None), secrets masked."""
-    query = sa.select(nc).order_by(nc.c.id)
-    if tenant_id is not None:
-        query = query.where(nc.c.tenant_id == tenant_id)
-    return [public_view(dict(r)) for r in conn.execute(query).mappings()]
+    return [public_view(r) for r in repo.channel_rows(conn, tenant_id=tenant_id)]
 
 
 def update_channel(conn: Connection, tenant_id: str, channel_id: int, *, box: SecretBox,
@@ -171,7 +163,7 @@ def update_channel(conn: Connection, tenant_id: str, channel_id: int, *, box: Se
         if values["enabled"]:
             values["disabled_reason"] = None
     if values:
-        conn.execute(nc.update().where(nc.c.id == channel_id).values(**values))
+        repo.update_channel_row(conn, channel_id, values)
     return public_view(get_channel(conn, tenant_id, channel_id))
 
 
@@ -179,19 +171,18 @@ def delete_channel(conn: Connection, tenant_id: str, channel_id: int) -> None:
     """Delete a channel; its pending deliveries are cancelled (the log keeps them)."""
     get_channel(conn, tenant_id, channel_id)
     cancel_pending(conn, channel_id, "channel deleted")
-    conn.execute(nc.delete().where(nc.c.id == channel_id))
+    repo.delete_channel_row(conn, channel_id)
 
 
 def disable_channel(conn: Connection, channel_id: int, reason: str) -> None:
     """Turn a channel off (e.g. its endpoint answered 410 Gone) and cancel what it still had pending."""
-    conn.execute(nc.update().where(nc.c.id == channel_id).values(enabled=False, disabled_reason=reason))
+    repo.update_channel_row(conn, channel_id, {"enabled": False, "disabled_reason": reason})
     cancel_pending(conn, channel_id, reason)
 
 
 def cancel_pending(conn: Connection, channel_id: int, reason: str) -> int:
-    result = conn.execute(wn.update().where(wn.c.channel_id == channel_id, wn.c.status == "pending")
-                          .values(status="cancelled", error_message=reason, locked_by=None, locked_until=None))
-    return int(result.rowcount or 0)
+    """Cancel the channel's pending deliveries (the log keeps them); how many."""
+    return repo.cancel_pending_deliveries(conn, channel_id, reason)
 
 
 def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *, box: SecretBox,
@@ -205,7 +196,7 @@ def rotate_secret(conn: Connection, tenant_id: str, channel_id: int, *, box: Sec
     kept = [dict(s, expires_at=s.get("expires_at") or expires) for s in active_secrets(channel["config"], now)]
     config = dict(channel["config"])
     config["secrets"] = [{"secret": new_secret(), "created_at": iso(now)}, *kept]
-    conn.execute(nc.update().where(nc.c.id == channel_id).values(config=seal_secrets(config, box)))
+    repo.update_channel_row(conn, channel_id, {"config": seal_secrets(config, box)})
     return public_view(get_channel(conn, tenant_id, channel_id), reveal=box)
 
 
@@ -234,10 +225,10 @@ def seal_plaintext_secrets(engine: Engine, box: SecretBox) -> int:
     number of channels changed (run on every migrate: a no-op once done)."""
     changed = 0
     with engine.begin() as conn:
-        for row in conn.execute(sa.select(nc.c.id, nc.c.config).where(nc.c.kind == "webhook")).all():
-            config = row.config or {}
+        for channel_id, stored in repo.webhook_configs(conn):
+            config = stored or {}
             if any(not SecretBox.is_sealed(s["secret"]) for s in config.get("secrets", [])):
-                conn.execute(nc.update().where(nc.c.id == row.id).values(config=seal_secrets(config, box)))
+                repo.update_channel_row(conn, channel_id, {"config": seal_secrets(config, box)})
                 changed += 1
     return changed
 
@@ -258,12 +249,8 @@ def _opened(secrets: list[dict[str, Any]], box: SecretBox) -> list[dict[str, Any
 def matching_channels(conn: Connection, *, tenant_id: str, event_type: str,
                       workflow_code: str | None) -> list[dict[str, Any]]:
     """Enabled channels of the tenant whose workflow and event filters accept this event."""
-    rows = conn.execute(
-        sa.select(nc).where(nc.c.tenant_id == tenant_id, nc.c.enabled.is_(True))
-        .where(sa.or_(nc.c.workflow_code.is_(None), nc.c.workflow_code == workflow_code))
-        .order_by(nc.c.id)
-    ).mappings()
-    return [dict(r) for r in rows if event_matches(r["events"], event_type)]
+    rows = repo.enabled_channels(conn, tenant_id=tenant_id, workflow_code=workflow_code)
+    return [r for r in rows if event_matches(r["events"], event_type)]
 
 
 def public_view(channel: dict[str, Any], *, reveal: SecretBox | None = None) -> dict[str, Any]:

@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from mediamill.config import Settings
 from mediamill.errors import EVENT_MESSAGE
 from mediamill.installkey import SecretBox
@@ -29,6 +27,7 @@ from mediamill.notify.senders import (
 )
 from mediamill.observability import metrics
 from mediamill.observability.logging import bind_job, get_logger
+from mediamill.store.db import Engine
 
 log = get_logger("mediamill.notify")
 

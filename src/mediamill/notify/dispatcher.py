@@ -26,20 +26,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from mediamill.config import Settings
 from mediamill.errors import InvalidInput
 from mediamill.notify import channels as ch
-from mediamill.notify.events import EXPANDED, JOB_EVENTS
+from mediamill.notify.events import JOB_EVENTS
 from mediamill.notify.history import notification_row
 from mediamill.notify.render import EventContext, email_message, subject, summary_line
 from mediamill.notify.senders import SendResult
-from mediamill.store.tables import notification_channels as nc
-from mediamill.store.tables import workflow_definitions as wd
-from mediamill.store.tables import workflow_jobs as wj
-from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store import notify_repo as repo
+from mediamill.store.db import Connection
 from mediamill.store.timeutil import iso, utcnow
 
 #: Events a per-job ``notify.email`` receives (dead-lettering follows a failure: one email is enough).
@@ -77,30 +72,42 @@ class Claimed:
     request_id: str | None = None
 
 
-def _is_postgres(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 # --------------------------------------------------------------------------- expansion
 def expand_events(conn: Connection, settings: Settings, *, limit: int = 100) -> int:
     """Expand pending event rows into delivery rows (run inside a transaction). Returns events expanded."""
-    query = (sa.select(wn).where(wn.c.status == "pending", wn.c.channel.is_(None))
-             .order_by(wn.c.id).limit(limit))
-    if _is_postgres(conn):
-        query = query.with_for_update(skip_locked=True)
-    events = [dict(r) for r in conn.execute(query).mappings()]
+    events = repo.take_pending_events(conn, limit=limit)
     now = utcnow()
+    channels = _ChannelLookups(conn)
+    unmatched: list[int] = []
     for event in events:
         event["payload"] = with_download_urls(event["payload"], settings)
+        targets = targets_for(conn, event, channels)
+        if not targets:  # the common case without channels: no rendering, one update for all of them below
+            unmatched.append(event["id"])
+            continue
         ctx = event_context(conn, event, settings)
-        targets = targets_for(conn, event)
         rows = [_delivery_row(event, t, ctx, now) for t in targets]
-        if rows:
-            conn.execute(wn.insert(), rows)
-        conn.execute(wn.update().where(wn.c.id == event["id"]).values(
-            status=EXPANDED, sent_at=now, attempts=len(rows), next_attempt_at=None,
-            error_message=None if rows else "no matching channel"))
+        repo.add_deliveries(conn, rows)
+        repo.mark_expanded(conn, [event["id"]], now=now, deliveries=len(rows))
+    if unmatched:
+        repo.mark_expanded(conn, unmatched, now=now, deliveries=0)
     return len(events)
+
+
+class _ChannelLookups:
+    """Matching channels read once per (tenant, event type, workflow) within one expansion: a burst of job
+    events of one workflow asks the same question for each."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.found: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+
+    def matching(self, *, tenant_id: str, event_type: str, workflow_code: str | None) -> list[dict[str, Any]]:
+        key = (tenant_id, event_type, workflow_code)
+        if key not in self.found:
+            self.found[key] = ch.matching_channels(self.conn, tenant_id=tenant_id, event_type=event_type,
+                                                   workflow_code=workflow_code)
+        return self.found[key]
 
 
 def api_base(settings: Settings) -> str:
@@ -125,13 +132,14 @@ def with_download_urls(envelope: dict[str, Any] | None, settings: Settings) -> d
     return envelope
 
 
-def targets_for(conn: Connection, event: dict[str, Any]) -> list[Target]:
+def targets_for(conn: Connection, event: dict[str, Any], channels: _ChannelLookups | None = None) -> list[Target]:
     """Every delivery an event causes: matching channels, then the job's own ``notify``."""
     envelope = event["payload"] or {}
     data = envelope.get("data") or {}
     out: list[Target] = []
-    for channel in ch.matching_channels(conn, tenant_id=event["tenant_id"] or "default",
-                                        event_type=event["event_type"], workflow_code=data.get("workflow_code")):
+    lookups = channels or _ChannelLookups(conn)
+    for channel in lookups.matching(tenant_id=event["tenant_id"] or "default", event_type=event["event_type"],
+                                    workflow_code=data.get("workflow_code")):
         out.extend(_channel_targets(channel))
     notify = data.get("notify") if event["event_type"] in JOB_EVENTS else None
     if isinstance(notify, dict):
@@ -156,10 +164,7 @@ def event_context(conn: Connection, event: dict[str, Any], settings: Settings) -
     if event.get("job_id") is None:
         base = settings.public_url.rstrip("/")
         return EventContext(link=f"{base}/alerts" if base and event["event_type"].startswith("alert.") else None)
-    row = conn.execute(
-        sa.select(wd.c.workflow_type, wj.c.input_filename, wj.c.job_code)
-        .select_from(wj.outerjoin(wd, wd.c.id == wj.c.workflow_id)).where(wj.c.id == event["job_id"])
-    ).first()
+    row = repo.job_facts(conn, event["job_id"])
     if row is None:
         return EventContext()
     base = settings.public_url.rstrip("/")
@@ -182,30 +187,13 @@ def _delivery_row(event: dict[str, Any], target: Target, ctx: EventContext, now:
 # --------------------------------------------------------------------------- claiming
 def claim_deliveries(conn: Connection, *, worker: str, limit: int, lock_seconds: float) -> list[Claimed]:
     """Lock up to ``limit`` due delivery rows for ``worker`` and count the attempt (inside a transaction)."""
-    now = utcnow()
-    query = (sa.select(wn.c.id)
-             .where(wn.c.status == "pending", wn.c.channel.is_not(None), wn.c.next_attempt_at <= now)
-             .where(sa.or_(wn.c.locked_until.is_(None), wn.c.locked_until < now))
-             .order_by(wn.c.next_attempt_at, wn.c.id).limit(limit))
-    if _is_postgres(conn):
-        query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
-    if not ids:
-        return []
-    conn.execute(wn.update().where(wn.c.id.in_(ids)).values(
-        locked_by=worker, locked_until=now + timedelta(seconds=lock_seconds), attempts=wn.c.attempts + 1))
-    return load_claimed(conn, ids)
+    ids = repo.claim_due_deliveries(conn, worker=worker, limit=limit, lock_seconds=lock_seconds, now=utcnow())
+    return load_claimed(conn, ids) if ids else []
 
 
 def load_claimed(conn: Connection, ids: list[int]) -> list[Claimed]:
     """The claimed rows with their channel config and job facts."""
-    query = (sa.select(wn, nc.c.config.label("ch_config"), nc.c.enabled.label("ch_enabled"),
-                       wj.c.request_id.label("job_request_id"), wj.c.input_filename, wj.c.job_code.label("jcode"),
-                       wd.c.workflow_type)
-             .select_from(wn.outerjoin(nc, nc.c.id == wn.c.channel_id).outerjoin(wj, wj.c.id == wn.c.job_id)
-                          .outerjoin(wd, wd.c.id == wj.c.workflow_id))
-             .where(wn.c.id.in_(ids)).order_by(wn.c.id))
-    return [_claimed(dict(r)) for r in conn.execute(query).mappings()]
+    return [_claimed(r) for r in repo.deliveries_with_context(conn, ids)]
 
 
 def _claimed(r: dict[str, Any]) -> Claimed:
@@ -250,7 +238,7 @@ def record_result(conn: Connection, claimed: Claimed, result: SendResult, settin
     status, error = decide(claimed, result, settings, now=now)
     entry = {"at": iso(now), "attempt": claimed.attempts, "ok": result.ok, "status_code": result.status_code,
              "error": result.error, "duration_ms": round(result.duration_s * 1000, 1), "by": worker}
-    log = [*_current_log(conn, claimed.id), entry]
+    log = [*repo.attempt_log(conn, claimed.id), entry]
     values: dict[str, Any] = {"status": status, "error_message": error, "locked_by": None, "locked_until": None,
                               "attempt_log": log[-ATTEMPT_LOG_LIMIT:]}
     if status == "sent":
@@ -259,21 +247,16 @@ def record_result(conn: Connection, claimed: Claimed, result: SendResult, settin
         delay = next_delay(claimed.attempts, base=settings.notify_backoff_base_seconds,
                            cap=settings.notify_backoff_max_seconds)
         values["next_attempt_at"] = now + timedelta(seconds=max(delay, result.retry_after or 0))
-    conn.execute(wn.update().where(wn.c.id == claimed.id, wn.c.locked_by == worker).values(**values))
+    repo.update_held_delivery(conn, claimed.id, worker=worker, values=values)
     if result.gone and claimed.channel_id is not None:
         ch.disable_channel(conn, claimed.channel_id, f"endpoint answered 410 Gone at {iso(now)}")
     return status
 
 
-def _current_log(conn: Connection, row_id: int) -> list[dict[str, Any]]:
-    log = conn.execute(sa.select(wn.c.attempt_log).where(wn.c.id == row_id)).scalar()
-    return list(log) if isinstance(log, list) else []
-
-
 def cancel_claimed(conn: Connection, claimed: Claimed, reason: str, *, worker: str) -> None:
     """Drop a claimed delivery whose channel is gone or disabled."""
-    conn.execute(wn.update().where(wn.c.id == claimed.id, wn.c.locked_by == worker).values(
-        status="cancelled", error_message=reason, locked_by=None, locked_until=None))
+    repo.update_held_delivery(conn, claimed.id, worker=worker, values={
+        "status": "cancelled", "error_message": reason, "locked_by": None, "locked_until": None})
 
 
 # --------------------------------------------------------------------------- replay / test / prune
@@ -284,14 +267,13 @@ def replay(conn: Connection, notification_id: int, *, tenant_id: str | None) -> 
     if row["channel"] is None:
         if row["event_id"] is None:
             raise InvalidInput(f"notification {notification_id} is not an outbox event")
-        conn.execute(wn.update().where(wn.c.id == notification_id).values(status="pending", next_attempt_at=now))
+        repo.requeue_event(conn, notification_id, now=now)
         return {"id": notification_id, "replayed": notification_id, "mode": "event"}
     copy = {k: row[k] for k in ("job_id", "tenant_id", "event_id", "event_type", "notification_type", "channel",
                                 "channel_id", "recipient", "subject", "message", "payload")}
-    new_id = conn.execute(wn.insert().values(
-        **copy, status="pending", attempts=0, created_at=now, next_attempt_at=now,
-        attempt_log=[{"at": iso(now), "replay_of": notification_id}],
-    ).returning(wn.c.id)).scalar_one()
+    new_id = repo.insert_delivery(conn, {
+        **copy, "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now,
+        "attempt_log": [{"at": iso(now), "replay_of": notification_id}]})
     return {"id": new_id, "replayed": notification_id, "mode": "delivery"}
 
 
@@ -307,17 +289,14 @@ def insert_test_delivery(conn: Connection, channel: dict[str, Any], *, worker: s
                          "event_type": "test", "notification_type": "test", "payload": envelope},
                         target, EventContext(), now)
     row.update(locked_by=worker, locked_until=now + timedelta(seconds=lock_seconds), attempts=1)
-    return int(conn.execute(wn.insert().values(**row).returning(wn.c.id)).scalar_one())
+    return repo.insert_delivery(conn, row)
 
 
 def prune(conn: Connection, *, older_than_days: int) -> int:
     """Delete finished deliveries and dispatched events older than the retention period."""
     if older_than_days <= 0:
         return 0
-    cutoff = utcnow() - timedelta(days=older_than_days)
-    result = conn.execute(wn.delete().where(wn.c.created_at < cutoff,
-                                            wn.c.status.in_(("sent", "failed", "cancelled", EXPANDED))))
-    return int(result.rowcount or 0)
+    return repo.prune_finished(conn, cutoff=utcnow() - timedelta(days=older_than_days))
 
 
 def email_for(claimed: Claimed) -> Any:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from mediamill.store.notify_repo import EXPANDED as EXPANDED
+
 JOB_EVENTS = ("job.completed", "job.partial", "job.failed", "job.cancelled", "job.dead_lettered")
 BREAKER_EVENTS = ("breaker.opened", "breaker.closed")
 ALERT_EVENTS = ("alert.firing", "alert.resolved")
@@ -21,8 +23,7 @@ SOURCE_EVENTS = ("source.file_skipped",)
 EVENT_TYPES = (*JOB_EVENTS, *BREAKER_EVENTS, *ALERT_EVENTS, *ROLLOUT_EVENTS, *SOURCE_EVENTS)
 #: Statuses of a delivery row (``workflow_notifications`` with a channel).
 DELIVERY_STATUSES = ("pending", "sent", "failed", "cancelled")
-#: Status of an outbox event row once it has been expanded into deliveries.
-EXPANDED = "dispatched"
+#: Status of an outbox event row once it has been expanded into deliveries: ``EXPANDED`` (the store's).
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_NUM = {"type": ["number", "null"]}

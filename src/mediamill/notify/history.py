@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from mediamill.errors import NotFound
-from mediamill.store.tables import workflow_notifications as wn
+from mediamill.store import notify_repo
+from mediamill.store.db import Connection
 from mediamill.store.timeutil import iso
 
 
@@ -17,28 +15,19 @@ def list_notifications(conn: Connection, *, tenant_id: str | None, status: str |
                        event_id: str | None = None, include_events: bool = False, before_id: int | None = None,
                        limit: int = 50) -> list[dict[str, Any]]:
     """Deliveries (and, with ``include_events``, the outbox event rows) matching the filters."""
-    query = sa.select(wn).order_by(wn.c.id.desc()).limit(max(1, min(limit, 500)))
-    filters = {wn.c.tenant_id: tenant_id, wn.c.status: status, wn.c.event_type: event_type, wn.c.job_id: job_id,
-               wn.c.channel_id: channel_id, wn.c.event_id: event_id}
-    for column, value in filters.items():
-        if value is not None:
-            query = query.where(column == value)
-    if not include_events:
-        query = query.where(wn.c.channel.is_not(None))
-    if before_id is not None:
-        query = query.where(wn.c.id < before_id)
-    return [notification_view(dict(r)) for r in conn.execute(query).mappings()]
+    equal = {"tenant_id": tenant_id, "status": status, "event_type": event_type, "job_id": job_id,
+             "channel_id": channel_id, "event_id": event_id}
+    rows = notify_repo.find_notifications(conn, equal=equal, include_events=include_events, before_id=before_id,
+                                          limit=max(1, min(limit, 500)))
+    return [notification_view(r) for r in rows]
 
 
 def notification_row(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:
     """The raw row of one notification in the tenant (NotFound otherwise)."""
-    query = sa.select(wn).where(wn.c.id == notification_id)
-    if tenant_id is not None:
-        query = query.where(wn.c.tenant_id == tenant_id)
-    row = conn.execute(query).mappings().first()
+    row = notify_repo.notification_by_id(conn, notification_id, tenant_id=tenant_id)
     if row is None:
         raise NotFound(f"notification {notification_id} not found")
-    return dict(row)
+    return row
 
 
 def get_notification(conn: Connection, notification_id: int, *, tenant_id: str | None) -> dict[str, Any]:

@@ -10,13 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy.engine import Engine
-
 from mediamill.config import Settings
 from mediamill.notify.alerting import Alerter
 from mediamill.notify.delivery import Dispatcher, default_worker_id
 from mediamill.notify.dispatcher import prune
 from mediamill.observability.logging import bind_job, get_logger
+from mediamill.store.db import Engine
 
 log = get_logger("mediamill.notify")
 PRUNE_EVERY_S = 3600.0

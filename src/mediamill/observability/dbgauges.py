@@ -1,9 +1,8 @@
 """Gauges whose truth is the database, computed at scrape time and cached for a few seconds.
 
-Every query here reads a small table (workers, breakers, queues, alerts) or a
-partial index (``media_queue`` where status is queued/processing, open dead letters, pending
-notifications) — never a scan of the job history — so a scrape stays cheap with millions of jobs.
-Every queue of an active workflow is exported even when idle: 0, rather than no series at all.
+The reads are :mod:`mediamill.store.gauges` — small tables and partial indexes only, never a scan
+of the job history — so a scrape stays cheap with millions of jobs. Every queue of an active
+workflow is exported even when idle: 0, rather than no series at all.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Connection, Engine
 
+from mediamill.store import gauges as reads
 from mediamill.store import liveness
-from mediamill.store import tables as t
+from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
 from mediamill.store.timeutil import utcnow
 
@@ -81,21 +79,7 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
 
     An idle queue exports 0 for each state, not nothing: a stat panel then shows 0, not "No data".
     """
-    mq = t.media_queue
-    due = sa.or_(mq.c.scheduled_time.is_(None), mq.c.scheduled_time <= now)
-    state = sa.case((mq.c.status == "processing", "processing"), (due, "queued"), else_="delayed")
-    depth_rows = conn.execute(
-        sa.select(mq.c.queue_name, state.label("state"), sa.func.count())
-        .where(mq.c.status.in_(("queued", "processing")))
-        .group_by(mq.c.queue_name, state)
-    ).all()
-    # Wait counts from when an entry became due: a retry in back-off is not "waiting" yet.
-    oldest_rows = conn.execute(
-        sa.select(mq.c.queue_name, sa.func.min(sa.func.coalesce(mq.c.scheduled_time, mq.c.created_at)))
-        .where(mq.c.status == "queued", due)
-        .group_by(mq.c.queue_name)
-    ).all()
-    counts = {(queue or "default", st): int(n) for queue, st, n in depth_rows}
+    counts = reads.queue_depths(conn, now)
     in_review, review_since = review_backlog(conn)
     if in_review:  # jobs waiting for a person to route them are not in media_queue
         counts[(REVIEW_QUEUE, "queued")] = in_review
@@ -107,7 +91,8 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
             depth.add_metric([queue, st], counts.get((queue, st), 0))
     wait = GaugeMetricFamily("mediamill_queue_oldest_wait_seconds",
                              "Seconds the oldest due entry of a queue has waited", labels=["queue"])
-    waited = {q or "default": max((now - ts).total_seconds(), 0.0) for q, ts in oldest_rows if ts}
+    # Wait counts from when an entry became due: a retry in back-off is not "waiting" yet.
+    waited = {q: max((now - ts).total_seconds(), 0.0) for q, ts in reads.oldest_due(conn, now).items()}
     if in_review and review_since is not None:
         waited[REVIEW_QUEUE] = max((now - review_since).total_seconds(), 0.0)
     for queue in sorted(queues | set(waited)):
@@ -117,14 +102,12 @@ def _queue_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
 
 def active_queues(conn: Connection) -> set[str]:
     """The queues of the active workflows (a small table)."""
-    wd = t.workflow_definitions
-    rows = conn.execute(sa.select(wd.c.queue_name).where(wd.c.is_active.is_not(False)).distinct())
-    return {queue or "default" for (queue,) in rows}
+    return reads.active_queues(conn)
 
 
 def _paused_gauge(conn: Connection) -> GaugeMetricFamily:
     g = GaugeMetricFamily("mediamill_queue_paused", "1 when a queue is paused", labels=["queue"])
-    paused = {str(name): bool(p) for name, p in conn.execute(sa.select(t.queues.c.name, t.queues.c.paused))}
+    paused = reads.queue_paused(conn)
     for name in sorted(active_queues(conn) | set(paused)):
         g.add_metric([name], 1 if paused.get(name) else 0)
     return g
@@ -133,22 +116,20 @@ def _paused_gauge(conn: Connection) -> GaugeMetricFamily:
 def _breaker_gauge(conn: Connection) -> GaugeMetricFamily:
     g = GaugeMetricFamily("mediamill_breaker_state", "1 for the current state of each action's breaker",
                           labels=["action", "state"])
-    cb = t.circuit_breakers
-    for action, state in conn.execute(sa.select(cb.c.action, cb.c.state)):
+    for action, state in reads.breaker_states(conn):
         for candidate in BREAKER_STATES:
             g.add_metric([action, candidate], 1 if state == candidate else 0)
     return g
 
 
 def _worker_gauges(conn: Connection, now: datetime, live_seconds: float) -> list[GaugeMetricFamily]:
-    w = t.workers
-    rows = conn.execute(sa.select(w.c.pools).where(liveness.alive_clause(now, live_seconds))).all()
+    rows = liveness.live_worker_pools(conn, now, live_seconds)
     live = GaugeMetricFamily("mediamill_workers_live", "Workers with a recent heartbeat serving a pool",
                              labels=["pool"])
     slots = GaugeMetricFamily("mediamill_worker_slots", "Concurrent step slots of live workers per pool",
                               labels=["pool"])
     per_pool: dict[str, list[int]] = {}
-    for (pools,) in rows:
+    for pools in rows:
         for pool, concurrency in parse_pools_column(pools).items():
             entry = per_pool.setdefault(pool, [0, 0])
             entry[0] += 1
@@ -187,30 +168,23 @@ def _int(value: Any) -> int:
 
 
 def _dead_letter_gauge(conn: Connection) -> GaugeMetricFamily:
-    dl = t.dead_letters
     g = GaugeMetricFamily("mediamill_dead_letters_open", "Unresolved dead letters by error class",
                           labels=["error_class"])
-    rows = conn.execute(sa.select(dl.c.error_class, sa.func.count()).where(dl.c.resolved_at.is_(None))
-                        .group_by(dl.c.error_class))
-    for error_class, n in rows:
+    for error_class, n in reads.open_dead_letters(conn):
         g.add_metric([error_class or "internal"], n)
     return g
 
 
 def _pending_notifications_gauge(conn: Connection) -> GaugeMetricFamily:
-    wn = t.workflow_notifications
-    n = conn.execute(sa.select(sa.func.count()).where(wn.c.status == "pending")).scalar_one()
+    n = reads.pending_notifications(conn)
     g = GaugeMetricFamily("mediamill_notifications_pending", "Outbox rows waiting for delivery")
     g.add_metric([], n)
     return g
 
 
 def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
-    a = t.alerts
     g = GaugeMetricFamily("mediamill_alerts_firing", "Alerts currently firing", labels=["rule", "severity"])
-    rows = conn.execute(sa.select(a.c.rule_name, a.c.severity, sa.func.count())
-                        .where(a.c.state == "firing").group_by(a.c.rule_name, a.c.severity))
-    for rule, severity, n in rows:
+    for rule, severity, n in reads.firing_alerts(conn):
         g.add_metric([rule, severity or "P3"], n)
     return g
 
@@ -218,19 +192,13 @@ def _alerts_gauge(conn: Connection) -> GaugeMetricFamily:
 
 def _source_gauges(conn: Connection, now: datetime) -> list[GaugeMetricFamily]:
     """Per source: files waiting to be taken, and the lag — how long the oldest of them has waited."""
-    sf, src = t.source_files, t.sources
     lag = GaugeMetricFamily("mediamill_source_lag_seconds", "Age of the oldest file a source has seen but not yet "
                             "turned into a job (0 when it is caught up)", labels=["source"])
     waiting = GaugeMetricFamily("mediamill_source_files_waiting", "Files a source has seen but not yet taken",
                                 labels=["source"])
     held = GaugeMetricFamily("mediamill_source_backpressure", "1 while a source waits for its queue to drain",
                              labels=["source"])
-    rows = conn.execute(sa.select(src.c.name, src.c.waiting_reason, sa.func.count(sf.c.id),
-                                  sa.func.min(sf.c.first_seen_at))
-                        .select_from(src.outerjoin(sf, sa.and_(sf.c.source_id == src.c.id,
-                                                                sf.c.status.in_(("pending", "claimed")))))
-                        .where(src.c.enabled.is_(True)).group_by(src.c.id, src.c.name, src.c.waiting_reason))
-    for name, reason, n, oldest in rows:
+    for name, reason, n, oldest in reads.source_backlogs(conn):
         lag.add_metric([name], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
         waiting.add_metric([name], n)
         held.add_metric([name], 1 if reason else 0)

@@ -35,9 +35,9 @@ from mediamill.observability import metrics
 
 if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily
-    from sqlalchemy.engine import Engine
 
     from mediamill.config import Settings
+    from mediamill.store.db import Engine
 
 #: What a role's health callback answers: whether the process works, and details for the body.
 Health = Callable[[], tuple[bool, dict[str, Any]]]
@@ -128,11 +128,10 @@ class MetricsEndpoint:
     def _ready(self) -> tuple[bool, dict[str, Any]]:
         if self.engine is None:
             return True, {}
-        import sqlalchemy as sa
+        from mediamill.store.db import ping
 
         try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            ping(self.engine)
         except Exception as exc:  # any driver error means not ready
             return False, {"detail": type(exc).__name__}
         return True, {}

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # keep the import cheap: prometheus_client and SQLAlchemy load on first use
     from prometheus_client.registry import CollectorRegistry
-    from sqlalchemy.engine import Engine
 
     from mediamill.config import Settings
+    from mediamill.store.db import Engine
 
 __all__ = [
     "alert_transition",

@@ -22,7 +22,6 @@ from mediamill.sources.backends import BucketBackend, FolderBackend, Unreadable,
 from mediamill.sources.models import SourceSpec, file_fields, render_metadata
 from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox, sources_repo, workflow_repo
-from mediamill.store.tables import job_events
 from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.sources")
@@ -236,10 +235,9 @@ class SourceRunner:
                                                    content_hash=job_input.checksum):
                     raise _ClaimLost()
                 if not job.replayed:
-                    conn.execute(job_events.insert().values(
-                        job_id=job.id, tenant_id=self.row["tenant_id"], event_type="source", created_at=utcnow(),
-                        data={"source": self.name, "source_id": self.row["id"], "path": row["path"],
-                              "size": row.get("size"), "fingerprint": row["fingerprint"]}))
+                    sources_repo.log_job_source(conn, job_id=job.id, tenant_id=self.row["tenant_id"], data={
+                        "source": self.name, "source_id": self.row["id"], "path": row["path"],
+                        "size": row.get("size"), "fingerprint": row["fingerprint"]})
         except _ClaimLost:
             self.rt.storage.delete(job_input.storage_key or "")
             return None

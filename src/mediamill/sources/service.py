@@ -10,17 +10,15 @@ import json
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection, Engine
 
 from mediamill import installkey
 from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, Unauthorized
 from mediamill.sources.backends import BucketBackend
 from mediamill.sources.models import SourcePatch, SourceSpec
 from mediamill.sources.notifications import created_objects, subscription_url, verify
-from mediamill.store import sources_repo
-from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store import sources_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.sources")
@@ -39,8 +37,8 @@ def _check_workflow(conn: Connection, spec: SourceSpec, tenant_id: str) -> None:
     as when a job names it)."""
     if spec.workflow in ("", "auto"):
         return
-    owner = conn.execute(sa.select(wd.c.id, wd.c.tenant_id).where(wd.c.workflow_code == spec.workflow)).first()
-    if owner is None or owner.tenant_id not in (None, tenant_id):
+    exists, owner = workflow_repo.workflow_owner(conn, spec.workflow)
+    if not exists or owner not in (None, tenant_id):
         raise NotFound(f"workflow: no workflow {spec.workflow!r}")
 
 

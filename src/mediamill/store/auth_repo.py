@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mediamill import installkey
 from mediamill.errors import InvalidInput, NotFound
+from mediamill.store.db import reading
 from mediamill.store.tables import api_keys, spent_tokens, tenants
 from mediamill.store.timeutil import utcnow
 
@@ -198,7 +199,7 @@ class KeyCache:
         if hit is not None and now - hit[0] < self.ttl:
             record: KeyRecord | None = hit[1]
         else:
-            with engine.connect() as conn:
+            with reading(engine) as conn:  # a read: it does not wait for SQLite's write lock
                 record = verify_key(conn, plaintext)
             with self._lock:
                 if record is None:

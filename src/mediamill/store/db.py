@@ -1,4 +1,9 @@
-"""Database engines: SQLite (WAL, sane pragmas) or PostgreSQL (psycopg 3), and migrations."""
+"""Database engines: SQLite (WAL, sane pragmas) or PostgreSQL (psycopg 3), and migrations.
+
+``Engine`` and ``Connection`` are exported from here: code outside ``store/`` names the handles it
+passes around through this module and never imports SQLAlchemy itself (a test over the import
+graph keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection as Connection
+from sqlalchemy.engine import Engine as Engine
 
 from mediamill import __version__
 from mediamill.errors import ConfigError, SchemaBehind, SchemaTooNew
@@ -36,11 +42,33 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+#: Execution option of a connection that only reads (see :func:`reading`).
+READ_ONLY_OPTION = "mediamill_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
     # The stdlib driver's implicit transactions are off (isolation_level=None below);
     # every transaction starts IMMEDIATE so writers queue on busy_timeout instead of
     # failing with "database is locked" when a read transaction tries to upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A connection that only reads starts a plain (deferred) transaction: a WAL reader
+    # that needs no lock and runs beside the writer.
+    read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection of ``engine`` for reads only.
+
+    On SQLite its transactions begin deferred instead of IMMEDIATE, so a read (a key check, a
+    lookup) does not queue for the write lock behind group commits and the workers' writes;
+    writing through it is a mistake (a deferred transaction that turns into a writer can fail with
+    "database is locked" when another writer committed since it began).
+    On PostgreSQL it is an ordinary connection.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY_OPTION: True})
+        yield conn
 
 
 def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False, pg_options: str = "") -> Engine:
@@ -115,8 +143,14 @@ class PgNetwork:
         return parsed.set(query=merged).render_as_string(hide_password=False)
 
 
-def is_postgres(engine: Engine) -> bool:
+def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises the driver's error when it does not answer)."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 def alembic_config(url: str) -> Any:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from mediamill.store.tables import workers
 
@@ -28,3 +29,8 @@ def is_alive(status: str | None, heartbeat_at: datetime | None, now: datetime, l
 def alive_clause(now: datetime, lease_seconds: float) -> Any:
     """The same rule as a WHERE clause on ``workers``."""
     return sa.and_(workers.c.heartbeat_at > cutoff(now, lease_seconds), workers.c.status.notin_(DEAD_STATUSES))
+
+
+def live_worker_pools(conn: Connection, now: datetime, lease_seconds: float) -> list[Any]:
+    """The raw ``pools`` column of every live worker (a dict, a list or ``"a=1,b=2"`` text)."""
+    return [pools for (pools,) in conn.execute(sa.select(workers.c.pools).where(alive_clause(now, lease_seconds)))]

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mediamill.errors import SOURCE_MESSAGE, Conflict, NotFound
 from mediamill.statuses import TERMINAL_JOB
-from mediamill.store.tables import media_queue, source_files, sources, workflow_jobs
+from mediamill.store.tables import job_events, media_queue, source_files, sources, workflow_jobs
 from mediamill.store.timeutil import utcnow
 
 FILE_STATUSES = ("pending", "claimed", "submitted", "done", "failed", "skipped")
@@ -194,6 +194,12 @@ def mark_submitted(conn: Connection, file_id: int, owner: str, *, job_id: int, c
         source_files.c.id == file_id, source_files.c.status == "claimed", source_files.c.claimed_by == owner)
         .values(status="submitted", job_id=job_id, content_hash=content_hash, taken_at=utcnow(), error=None))
     return res.rowcount == 1
+
+
+def log_job_source(conn: Connection, *, job_id: int, tenant_id: str, data: dict[str, Any]) -> None:
+    """A ``source`` entry in the job's event log: the file (and source) the job was made from."""
+    conn.execute(job_events.insert().values(job_id=job_id, tenant_id=tenant_id, event_type="source",
+                                            created_at=utcnow(), data=data))
 
 
 def mark_skipped(conn: Connection, file_id: int, owner: str, error: str) -> bool:

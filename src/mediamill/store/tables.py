@@ -257,6 +257,42 @@ Index("ix_media_queue_claim", media_queue.c.queue_name, media_queue.c.priority.d
       media_queue.c.scheduled_time, media_queue.c.id,
       sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'"))
 
+# Sub-tasks of a chunked (``parallel:``) transcode: one row per video segment plus one for the audio track.
+# Claimed, leased, fenced and retried like queue entries, by any worker serving the job's queue, while the
+# job itself waits in the queue (parked, ``wait_reason = 'segments'``) until the last one finishes.
+step_segments = Table(
+    "step_segments", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("workflow_jobs.id"), nullable=False),
+    Column("tenant_id", String(64)),
+    Column("step_name", String(100), nullable=False),  # the first step of the (fused) unit
+    Column("run_number", Integer, server_default=text("1")),
+    Column("kind", String(10), nullable=False),  # video | audio
+    Column("seq", Integer, nullable=False),
+    Column("spec", JSON),  # the segment: first frame, frames, start, end
+    Column("task", JSON),  # what to encode: source key, steps' params, timeout
+    Column("queue_name", String(50)),
+    Column("priority", Integer, server_default=text("5")),
+    Column("status", String(20), nullable=False, server_default=text("'queued'")),
+    Column("scheduled_time", DateTime),
+    Column("worker_id", String(100)),  # the owner of the claim
+    Column("lease_expires_at", DateTime),
+    Column("attempts", Integer, server_default=text("0")),
+    Column("max_attempts", Integer, server_default=text("1")),
+    Column("output_keys", JSON),
+    Column("error_class", String(30)),
+    Column("error_message", Text),
+    Column("created_at", DateTime, server_default=NOW),
+    Column("started_at", DateTime),
+    Column("completed_at", DateTime),
+    Column("duration_ms", Integer),
+    Index("ix_step_segments_job", "job_id", "step_name", "run_number"),
+    Index("ix_step_segments_claim", "queue_name", "priority", "scheduled_time",
+          sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'")),
+    Index("ix_step_segments_lease", "lease_expires_at",
+          sqlite_where=text("status = 'processing'"), postgresql_where=text("status = 'processing'")),
+)
+
 queues = Table(
     "queues", metadata,
     Column("name", String(50), primary_key=True),

@@ -197,6 +197,17 @@ def list_workflows(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def workflow_owners(conn: Connection) -> dict[str, str | None]:
+    """Workflow code → the tenant that owns it (None: shared by every tenant)."""
+    return {str(code): tenant for code, tenant in conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id))}
+
+
+def workflow_owner(conn: Connection, code: str) -> tuple[bool, str | None]:
+    """(whether a workflow ``code`` exists, the tenant that owns it — None: shared by every tenant)."""
+    row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
+    return (False, None) if row is None else (True, row.tenant_id)
+
+
 def list_versions(conn: Connection, code: str) -> list[dict[str, Any]]:
     head = get_workflow(conn, code)
     q = (sa.select(wv.c.version, wv.c.checksum, wv.c.created_by, wv.c.created_at, wv.c.comment)

@@ -47,7 +47,8 @@ def _message(err: dict[str, Any]) -> str:
         return "unknown field"
     if kind == "missing":
         return "required field missing"
-    return f"{err['msg']}, got {got!r}" if not isinstance(got, dict | list) else err["msg"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{msg}, got {got!r}" if not isinstance(got, dict | list) else msg
 
 
 def _pydantic_problems(exc: ValidationError) -> list[str]:
@@ -78,6 +79,7 @@ class _RawStep:
     params: dict[str, Any] | None
     when: str | None
     needs: list[str]
+    parallel: bool = False  # the step sets ``parallel:``
 
 
 def _raw_steps(data: dict[str, Any]) -> list[_RawStep]:
@@ -91,7 +93,8 @@ def _raw_steps(data: dict[str, Any]) -> list[_RawStep]:
         out.append(_RawStep(
             where=f"steps[{i}]", name=_text(raw.get("name")), action=_text(raw.get("action")),
             params=(params or {}) if isinstance(params, dict | None) else None, when=_text(raw.get("when")),
-            needs=[n for n in needs if isinstance(n, str)] if isinstance(needs, list) else []))
+            needs=[n for n in needs if isinstance(n, str)] if isinstance(needs, list) else [],
+            parallel=raw.get("parallel") is not None))
     return out
 
 
@@ -126,9 +129,14 @@ def _action_problems(step: _RawStep) -> list[str]:
     spec = actions.get(step.action)
     if spec is None:
         return [f"{step.where}.action: {unknown_action_message(step.action, actions)}"]
+    problems = []
+    if step.parallel and not spec.splittable:
+        splittable = sorted(name for name, s in actions.items() if s.splittable)
+        problems.append(f"{step.where}.parallel: {step.action} cannot be split; parallel: is for "
+                        f"{', '.join(splittable)}")
     if step.params is None:
-        return []  # not a mapping: the model reports it
-    return [f"{step.where}.{p}" for p in params_error(spec, step.params)]
+        return problems  # not a mapping: the model reports it
+    return problems + [f"{step.where}.{p}" for p in params_error(spec, step.params)]
 
 
 def _flow_problems(steps: list[_RawStep], workflow_type: Any) -> list[str]:

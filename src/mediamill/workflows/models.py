@@ -7,10 +7,13 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CODE_PATTERN = r"^[A-Z0-9][A-Z0-9_\-]{1,49}$"
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,49}$"
+
+
+MAX_PARALLEL = 64  # segments of one chunked encode
 
 
 class StepDef(BaseModel):
@@ -26,6 +29,19 @@ class StepDef(BaseModel):
     retry_count: int | None = Field(default=None, ge=0, le=100)
     when: str | None = Field(default=None, max_length=2000)
     needs: list[str] | None = None
+    # split a long input at keyframes into segments encoded by any worker, then joined (``auto`` or a count)
+    parallel: int | str | None = None
+
+    @field_validator("parallel", mode="before")
+    @classmethod
+    def _parallel(cls, value: Any) -> int | str | None:
+        if value is None:
+            return None
+        if value == "auto":
+            return "auto"
+        if isinstance(value, int) and not isinstance(value, bool) and 2 <= value <= MAX_PARALLEL:
+            return value
+        raise ValueError(f"expected auto or a number of segments from 2 to {MAX_PARALLEL}")
 
 
 class ShadowDef(BaseModel):
