@@ -43,7 +43,7 @@ def test_late_completion_from_rescued_worker_is_refused(rt: Runtime, submit) -> 
     assert b.job["id"] == job.id and b.attempts == 2
     with rt.engine.begin() as conn:  # A wakes up and tries every write it could make
         assert tx.finish_jobs(conn, "worker-A", [_finish(a.job)]) == []
-        assert not tx.still_owner(conn, job_id=job.id, worker_id="worker-A", lease_seconds=30)
+        assert not tx.still_owner(conn, job=a.job, worker_id="worker-A", lease_seconds=30)
         assert not tx.requeue(conn, job=a.job, worker_id="worker-A", delay=0, reason="retry", event={},
                               count_retry=True)
     assert ops.get_job(rt.engine, job.id)["status"] == "processing"

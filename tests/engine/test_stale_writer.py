@@ -1,18 +1,24 @@
 """Stale writers: a worker whose claim was rescued and completed elsewhere writes nothing more about the job
-(no progress, no events after the final one), logs the loss once and drops the job."""
+(no progress, no events after the final one), logs the loss once and drops the job. The same holds when the
+worker itself claims the rescued job again: its earlier run's attempt is stale, and is fenced off."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from mediamill.engine import housekeeping
 from mediamill.engine import transitions as tx
+from mediamill.engine.breakers import Gate
+from mediamill.engine.runner import JobRunner, LostClaim
+from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from mediamill.store.tables import job_events, media_queue, step_executions, workflow_jobs
+from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow
 from tests.helpers import wait_until
 
@@ -55,5 +61,118 @@ def test_a_worker_that_lost_its_claim_writes_nothing_more(rt: Runtime, submit, w
                               .where(media_queue.c.job_id == job.id)).scalar_one()
     assert late == [] and status == "completed" and queued == 0
     assert a_steps == ["interrupted"]  # the rescue closed A's execution; A did not complete or cancel it
+    lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in lost]
+
+
+# ----------------------------------------------------------------------------- the same worker claims again
+def _snapshot(rt: Runtime, job_id: int) -> tuple[object, ...]:
+    """Everything a stale run could change about the job."""
+    with rt.engine.connect() as conn:
+        job_row = conn.execute(sa.select(workflow_jobs.c.status, workflow_jobs.c.progress_percent,
+                                         workflow_jobs.c.current_step, workflow_jobs.c.retry_count)
+                               .where(workflow_jobs.c.id == job_id)).one()
+        execs = conn.execute(sa.select(step_executions.c.id, step_executions.c.step_name, step_executions.c.status,
+                                       step_executions.c.progress_percent)
+                             .where(step_executions.c.job_id == job_id).order_by(step_executions.c.id)).all()
+        events = conn.execute(sa.select(sa.func.count()).select_from(job_events)
+                              .where(job_events.c.job_id == job_id)).scalar_one()
+        queue = conn.execute(sa.select(media_queue.c.status, media_queue.c.worker_id, media_queue.c.attempts)
+                             .where(media_queue.c.job_id == job_id)).all()
+    return tuple(job_row), [tuple(e) for e in execs], events, [tuple(q) for q in queue]
+
+
+def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_the_job_again(
+        rt: Runtime, submit, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    workflow(rt, "WF-AGAIN", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}])
+    job = submit("WF-AGAIN")
+    w = Worker(rt, pools={"elsewhere": 1})  # never started: its runners are driven here, step by step
+    try:
+        with rt.engine.begin() as conn:
+            first = tx.claim(conn, worker_id=w.worker_id, queue=None, limit=1, lease_seconds=30)
+        assert [c.attempts for c in first] == [1]
+        wf = w.workflow(first[0].job["workflow_id"], first[0].job["workflow_version"])
+        stale = JobRunner(w, first[0], wf)  # attempt 1 starts step a and reports progress
+        stale._resolve_input()
+        exec_ids = stale._start([0])
+        started = utcnow()
+        stale._write_progress({0: (40.0, exec_ids[0])})
+        with rt.engine.begin() as conn:  # W is cut off: its lease lapses and the rescue puts the job back
+            conn.execute(media_queue.update().where(media_queue.c.job_id == job.id)
+                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        assert housekeeping.rescue_orphaned_jobs(rt.engine, max_rescues=5) == 1
+        with rt.engine.begin() as conn:  # the link is back: W claims the job again while attempt 1 is alive
+            second = tx.claim(conn, worker_id=w.worker_id, queue=None, limit=1, lease_seconds=30)
+        assert [c.attempts for c in second] == [2]
+        before = _snapshot(rt, job.id)
+        assert before[1] == [(exec_ids[0], "a", "interrupted", 40)]
+
+        # every write the attempt-1 run could still make is refused and changes nothing
+        stale._progress(0, 70.0, exec_ids[0])  # the step's next report finds the claim gone: the run drops it
+        assert stale.lost
+        with pytest.raises(LostClaim):
+            stale._write_progress({0: (70.0, exec_ids[0])})
+        with pytest.raises(LostClaim):
+            stale._complete([0], exec_ids, started, [{"data": {}, "outputs": []}], {0: Gate(True)})
+        with pytest.raises(LostClaim):
+            stale._start([1])
+        with pytest.raises(LostClaim):
+            stale._event("decision", "b", {"when": "true", "result": True})
+        stale._finish("completed")
+        stale._requeue_interrupted("handed back by a stopping worker")
+        with rt.engine.begin() as conn:
+            assert not tx.set_progress(conn, job=first[0].job, step_name="a", percent=90, step_percent=90,
+                                       exec_id=exec_ids[0], worker_id=w.worker_id, lease_seconds=30)
+            assert not tx.requeue(conn, job=first[0].job, worker_id=w.worker_id, delay=0, reason="retry",
+                                  event={}, count_retry=True)
+            done = tx.Finish(job=first[0].job, status="completed", workflow_code="WF-AGAIN",
+                             workflow_type="generic", workflow_version=1, total_steps=2)
+            assert tx.finish_jobs(conn, w.worker_id, [done]) == []  # the fast path's batched finish
+        assert _snapshot(rt, job.id) == before
+
+        JobRunner(w, second[0], wf).run()  # attempt 2 runs normally to the end
+        with rt.engine.connect() as conn:
+            status = conn.execute(sa.select(workflow_jobs.c.status).where(workflow_jobs.c.id == job.id)
+                                  ).scalar_one()
+            execs = conn.execute(sa.select(step_executions.c.step_name, step_executions.c.status)
+                                 .where(step_executions.c.job_id == job.id).order_by(step_executions.c.id)).all()
+        assert status == "completed"
+        assert [tuple(e) for e in execs] == [("a", "interrupted"), ("a", "completed"), ("b", "completed")]
+        with rt.engine.begin() as conn:  # and attempt 1 still cannot touch the finished job
+            assert tx.finish_jobs(conn, w.worker_id, [done]) == []
+            assert tx.extend_leases(conn, worker_id=w.worker_id, lease_seconds=30, claims={job.id: 1}) == 0
+        lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
+        assert len(lost) == 1, [r.getMessage() for r in lost]
+    finally:
+        w.executor.shutdown(wait=True)
+        w.children.close()
+        w._unsubscribe()
+
+
+def test_a_worker_that_claims_a_rescued_job_again_completes_it_through_the_new_attempt_only(
+        rt: Runtime, submit, workers, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    workflow(rt, "WF-TWICE", [{"name": "long", "action": "sleep", "params": {"seconds": 6}}])
+    job = submit("WF-TWICE")
+    a = workers({"*": 2})
+    wait_until(lambda: (_progress(rt, job.id) or 0) > 0, timeout=30)  # attempt 1 runs and reports progress
+    first = a.running[job.id]
+    with rt.engine.begin() as conn:  # A was cut off: the job is rescued; A's free slot claims it again
+        assert housekeeping._rescue_one(conn, job.id, a.worker_id, 5, None) == 1
+    wait_until(lambda: a.running.get(job.id) not in (None, first), timeout=15)
+    reclaimed = time.monotonic()
+    wait_until(lambda: first.lost, timeout=15)  # attempt 1 stops now, not when its 6 s step ends
+    assert time.monotonic() - reclaimed < 4
+    wait_until(lambda: job.id not in a.running, timeout=60)  # attempt 2 runs its step out
+    with rt.engine.connect() as conn:
+        status = conn.execute(sa.select(workflow_jobs.c.status).where(workflow_jobs.c.id == job.id)).scalar_one()
+        execs = conn.execute(sa.select(step_executions.c.status).where(step_executions.c.job_id == job.id)
+                             .order_by(step_executions.c.id)).scalars().all()
+        attempts = conn.execute(sa.select(job_events.c.data).where(job_events.c.job_id == job.id,
+                                                                   job_events.c.event_type == "status")).scalars().all()
+    assert status == "completed"
+    assert execs == ["interrupted", "completed"]  # the rescue closed attempt 1's execution; attempt 2 ran it
+    assert [d["attempt"] for d in attempts if d.get("status") == "processing"] == [1, 2]
     lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
     assert len(lost) == 1, [r.getMessage() for r in lost]

@@ -497,7 +497,7 @@ class JobRunner:
         return ids
 
     def _guard(self, conn: Any) -> None:
-        if not tx.still_owner(conn, job_id=self.job["id"], worker_id=self.w.worker_id,
+        if not tx.still_owner(conn, job=self.job, worker_id=self.w.worker_id,
                               lease_seconds=self.w.settings.lease_seconds):
             raise LostClaim()
 

@@ -1,6 +1,7 @@
-"""Guarded job transitions. Every write that a worker makes about a job it runs is conditioned on
-``media_queue.worker_id = me AND status = 'processing'`` so that a late or rescued worker can never
-overwrite a job that was finished, cancelled or re-claimed elsewhere (the River #1302 race).
+"""Guarded job transitions. Every write that a worker makes about a job it runs is conditioned on its claim
+(``fence``): ``media_queue.worker_id = me AND status = 'processing' AND attempts = <the claim's attempt>``, so
+that a late or rescued worker can never overwrite a job that was finished, cancelled or re-claimed elsewhere
+(the River #1302 race) -- nor a job it re-claimed itself after a rescue, while its earlier run is still alive.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version,
                 wj.c.params, wj.c.job_metadata, wj.c.input_metadata, wj.c.started_at, wj.c.retry_count,
                 wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
                 wj.c.submitted_at, wj.c.notify, wj.c.queue_name, wj.c.rerun, wj.c.shadow_of)
+
+CLAIM_ATTEMPT = "claim_attempt"  # key on a claimed job's dict: the ``media_queue.attempts`` its claim set
 
 SUBJECTS = {"completed": "Processing Complete", "partial": "Processing Partially Complete",
             "failed": "Processing Failed", "cancelled": "Processing Cancelled"}
@@ -129,6 +132,7 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
     deferred = set() if mark else {j["id"] for j in jobs}
     for j in jobs:
         j["started_at"] = j["started_at"] or now
+        j[CLAIM_ATTEMPT] = by_job[j["id"]].attempts  # what every later write of this run is fenced on
     mark_processing(conn, [j for j in jobs if j["id"] not in deferred], worker_id,
                     {j["id"]: by_job[j["id"]].attempts for j in jobs}, now)
     return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, j, j["id"] in deferred) for j in jobs]
@@ -160,20 +164,39 @@ def release(conn: Connection, *, worker_id: str, queue_ids: Sequence[int]) -> in
 
 
 # ----------------------------------------------------------------------------- ownership
-def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds: float) -> bool:
+def fence(conn: Connection, worker_id: str | None, jobs: Sequence[dict[str, Any]]) -> list[Any]:
+    """The condition on ``media_queue`` under which anything about these claimed jobs is written.
+
+    A worker writes only while each job's claim is still the one it made: the row is processing, its own, and
+    at the attempt the claim counted (``CLAIM_ATTEMPT`` on the job's dict). The worker id alone is not enough:
+    after a rescue the same worker may claim the job again while its earlier run is still alive, and that stale
+    run must find every write refused. ``worker_id=None`` is housekeeping acting on a lapsed claim, whoever held it.
+    """
+    guard: list[Any] = [mq.c.status == "processing"]
+    if worker_id is None:
+        return [*guard, in_ids(conn, mq.c.job_id, [j["id"] for j in jobs])]
+    by_attempt: dict[int, list[int]] = {}
+    for j in jobs:  # a job dict that never came from a claim has no attempt: a KeyError, not an unfenced write
+        by_attempt.setdefault(int(j[CLAIM_ATTEMPT]), []).append(j["id"])
+    return [*guard, mq.c.worker_id == worker_id,
+            sa.or_(*(sa.and_(mq.c.attempts == attempt, in_ids(conn, mq.c.job_id, ids))
+                     for attempt, ids in by_attempt.items()))]
+
+
+def still_owner(conn: Connection, *, job: dict[str, Any], worker_id: str, lease_seconds: float) -> bool:
     """Check the claim is still ours and extend its lease (the guard of every step write)."""
-    res = conn.execute(mq.update().where(mq.c.job_id == job_id, mq.c.worker_id == worker_id,
-                                         mq.c.status == "processing")
+    res = conn.execute(mq.update().where(*fence(conn, worker_id, [job]))
                        .values(lease_expires_at=lease_until(lease_seconds)))
     return res.rowcount == 1
 
 
-def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, job_ids: Sequence[int]) -> int:
-    """Extend the leases of the jobs this worker is really working on (a claim it lost track of expires)."""
-    if not job_ids:
+def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, claims: dict[int, int]) -> int:
+    """Extend the leases of the claims this worker is really working on (job id -> attempt); a claim it lost
+    track of, or an earlier attempt of a job it claimed again, expires."""
+    if not claims:
         return 0
-    res = conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing",
-                                         in_ids(conn, mq.c.job_id, list(job_ids)))
+    jobs = [{"id": job_id, CLAIM_ATTEMPT: attempt} for job_id, attempt in claims.items()]
+    res = conn.execute(mq.update().where(*fence(conn, worker_id, jobs))
                        .values(lease_expires_at=lease_until(lease_seconds)))
     return res.rowcount
 
@@ -234,7 +257,7 @@ def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, perce
 
     The ownership check locks the queue row until commit, so no rescue can slip in between it and the writes.
     """
-    if not still_owner(conn, job_id=job["id"], worker_id=worker_id, lease_seconds=lease_seconds):
+    if not still_owner(conn, job=job, worker_id=worker_id, lease_seconds=lease_seconds):
         return False
     conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
     if exec_id is not None:
@@ -255,15 +278,12 @@ def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, del
     left as they were, so it runs before the jobs that arrived after it. A retry or a hold waits ``delay``.
     """
     now = utcnow()
-    guard = [mq.c.job_id == job["id"], mq.c.status == "processing"]
-    if worker_id is not None:
-        guard.append(mq.c.worker_id == worker_id)
     back: dict[str, Any] = {"status": "queued", "worker_id": None, "lease_expires_at": None,
                             "wait_reason": reason[:50]}
     if not keep_place:
         back.update(scheduled_time=now + timedelta(seconds=delay), priority=job["priority"],
                     base_priority=None if job.get("shadow_of") else job["priority"], aged_at=None)
-    res = conn.execute(mq.update().where(*guard).values(**back))
+    res = conn.execute(mq.update().where(*fence(conn, worker_id, [job])).values(**back))
     if res.rowcount != 1:
         return False
     values: dict[str, Any] = {"status": "queued", "updated_at": now}
@@ -280,11 +300,8 @@ def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Fini
     """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused)."""
     if not finishes:
         return []
-    ids = [f.job["id"] for f in finishes]
-    guard = [in_ids(conn, mq.c.job_id, ids), mq.c.status == "processing"]
-    if worker_id is not None:
-        guard.append(mq.c.worker_id == worker_id)
-    owned = set(conn.execute(mq.delete().where(*guard).returning(mq.c.job_id)).scalars())
+    owned = set(conn.execute(mq.delete().where(*fence(conn, worker_id, [f.job for f in finishes]))
+                             .returning(mq.c.job_id)).scalars())
     accepted = [f for f in finishes if f.job["id"] in owned]
     if accepted:
         _write_finishes(conn, accepted, worker_id)

@@ -83,7 +83,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix="mm-job")
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
-        self._owned: set[int] = set()  # claimed jobs still in hand: only their leases are extended
+        self._owned: dict[int, int] = {}  # claims still in hand (job id -> attempt): only their leases are extended
         self._owned_segments: set[int] = set()  # claimed segments of chunked encodes still in hand
         self._segments_next: dict[str, float] = {}  # pool -> when to look for segments again (monotonic)
         self._segment_cancels: dict[int, threading.Event] = {}  # running segment -> set to hand it back
@@ -237,7 +237,7 @@ class Worker:
             self._wake_due(queue)
         kept = started + fast
         with self._lock:
-            self._owned.update(c.job["id"] for c in kept)
+            self._owned.update({c.job["id"]: c.attempts for c in kept})
         handed: set[int] = set()
         try:
             all_fast = not slow
@@ -246,7 +246,9 @@ class Worker:
                 handed.add(claimed.job["id"])
         except BaseException:
             with self._lock:  # jobs claimed but not handed on: let their leases lapse so they are rescued
-                self._owned.difference_update(c.job["id"] for c in kept if c.job["id"] not in handed)
+                for c in kept:
+                    if c.job["id"] not in handed:
+                        self._disown(c.job)
             raise
         self.fast_hint[pool] = all_fast
         return True
@@ -327,7 +329,11 @@ class Worker:
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
         runner = JobRunner(self, claimed, wf)
-        self.running[claimed.job["id"]] = runner
+        with self._lock:
+            stale = self.running.get(claimed.job["id"])
+            self.running[claimed.job["id"]] = runner
+        if stale is not None:  # our earlier run of this job lost its claim (rescued) but is still going: stop it
+            stale.lose()
         if time.monotonic() - self._cancel_noted < 2.0:  # it may have been meant for this job, claimed meanwhile
             self._cancel_check.set()
         try:
@@ -338,11 +344,17 @@ class Worker:
             log.exception("job %s: runner crashed", claimed.job["id"])
             runner.recover()
         finally:
-            self.running.pop(claimed.job["id"], None)
             with self._lock:
+                if self.running.get(claimed.job["id"]) is runner:  # not the run that re-claimed it since
+                    del self.running[claimed.job["id"]]
                 self.inflight[pool] -= 1
-                self._owned.discard(claimed.job["id"])
+                self._disown(claimed.job)
             self._wake.set()
+
+    def _disown(self, job: dict[str, Any]) -> None:
+        """Forget a claim (under ``_lock``), unless the job was claimed again since: that claim stays in hand."""
+        if self._owned.get(job["id"]) == job[tx.CLAIM_ATTEMPT]:
+            del self._owned[job["id"]]
 
     def workflow(self, workflow_id: int, version: int | None,
                  conn: Any = None) -> workflow_repo.VersionedWorkflow:
@@ -413,7 +425,8 @@ class Worker:
                 self._pending[:0] = batch
             raise
         with self._lock:
-            self._owned.difference_update(o.job["id"] for o in batch)
+            for o in batch:
+                self._disown(o.job)
         self._wake.set()  # the claimer may be holding back until the writer caught up
         ok = set(accepted)
         for f in finishes:
@@ -470,10 +483,10 @@ class Worker:
     def _heartbeat(self) -> None:
         with self.engine.begin() as conn:
             with self._lock:
-                owned = list(self._owned)
+                owned = dict(self._owned)
                 owned_segments = list(self._owned_segments)
             tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
-                             job_ids=owned)
+                             claims=owned)
             segments.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
                                    ids=owned_segments)
             conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
