@@ -1,0 +1,219 @@
+"""Chatter of a worker on PostgreSQL: what the engine says to the database besides the work itself.
+
+Counts in process, on the worker's own engine (the submitter has another one): every statement the worker
+sends (``SELECT 1`` pings of the pool included), commits, rollbacks and new connections. Three figures:
+
+- per completed one-step job on the normal path (a ``sleep`` step of 0 s in a step child), jobs back to back
+  on a 1-slot worker: statements and commits (the worker's periodic lifeline is not part of a job);
+- per running step-second: every transaction of the worker (lifeline included) while two long steps run on a
+  2-slot worker, divided by 2 × the seconds measured;
+- per idle second: every transaction of a worker with nothing to do.
+
+Run: ``MEDIAMILL_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres python benchmarks/chatter.py``
+(``--json`` for JSON). The counts do not depend on the machine's speed, only the seconds do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
+
+LIFELINE_THREAD = "mm-lifeline"
+
+
+class Meter:
+    """Counts what an engine sends: statements (pings included), commits, rollbacks, connections opened,
+    per thread name (so the periodic lifeline can be told apart from a job's own writes)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.statements: list[tuple[str, str]] = []
+        self.max_open = 0
+        self._open = 0
+        pings = bool(getattr(engine.pool, "_pre_ping", False))
+        sa.event.listen(engine, "before_cursor_execute", self._on_execute)
+        sa.event.listen(engine, "commit", lambda _c: self._add("commit"))
+        sa.event.listen(engine, "rollback", lambda _c: self._add("rollback"))
+        sa.event.listen(engine, "connect", self._on_connect)
+        sa.event.listen(engine, "close", self._on_close)
+        if pings:  # pool_pre_ping sends a SELECT 1 on each checkout
+            sa.event.listen(engine, "checkout", lambda *_a: self._add("statement", "SELECT 1 -- pool_pre_ping"))
+
+    def _add(self, kind: str, statement: str | None = None) -> None:
+        name = threading.current_thread().name
+        with self._lock:
+            self.counts[(name, kind)] += 1
+            if statement is not None:
+                self.statements.append((name, statement))
+
+    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self._add("statement", statement)
+
+    def _on_connect(self, *_: Any) -> None:
+        with self._lock:
+            self._open += 1
+            self.max_open = max(self.max_open, self._open)
+
+    def _on_close(self, *_: Any) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def snapshot(self, *, lifeline: bool = True) -> dict[str, int]:
+        """Totals so far: statements, commits, rollbacks, transactions (commits + rollbacks)."""
+        with self._lock:
+            got: Counter[str] = Counter()
+            for (name, kind), n in self.counts.items():
+                if lifeline or name != LIFELINE_THREAD:
+                    got[kind] += n
+        return {"statements": got["statement"], "commits": got["commit"], "rollbacks": got["rollback"],
+                "transactions": got["commit"] + got["rollback"]}
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after}
+
+
+def _wait(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.02)
+
+
+def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: float = 15.0,
+            idle_seconds: float = 10.0, **settings: Any) -> dict[str, Any]:
+    """The three figures for one worker on ``database_url`` (an empty, dedicated database)."""
+    from mediamill.config import Settings
+    from mediamill.engine import operations as ops
+    from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
+    from mediamill.engine.worker import Worker
+    from mediamill.runtime import Runtime
+    from mediamill.store import workflow_repo
+    from mediamill.workflows.loader import validate_document
+
+    submitter = Runtime(Settings(data_dir=data_dir, database_url=database_url, **settings))
+    submitter.prepare()
+    with submitter.engine.begin() as conn:
+        for code, seconds in (("WF-CHATTER-ONE", 0), ("WF-CHATTER-LONG", step_seconds + 5)):
+            workflow_repo.save_version(conn, validate_document(
+                {"code": code, "name": code, "type": "generic", "queue": "q",
+                 "steps": [{"name": "nap", "action": "sleep", "params": {"seconds": seconds}}]}), author="bench")
+    src = data_dir / "in.txt"
+    src.write_text("chatter\n")
+
+    def submit(code: str) -> int:
+        inp = store_input_file(submitter.storage, src)
+        return submit_job(submitter.engine, SubmitRequest(job_input=inp, workflow_code=code)).id
+
+    def status(job_id: int) -> str:
+        return str(ops.get_job(submitter.engine, job_id)["status"])
+
+    out: dict[str, Any] = {}
+    rt = Runtime(Settings(data_dir=data_dir, database_url=database_url, **settings))
+    meter = Meter(rt.engine)
+    worker = Worker(rt, pools={"*": 1}).start()
+    try:
+        warm = submit("WF-CHATTER-ONE")  # the step child imports the actions; the workflow is cached
+        _wait(lambda: status(warm) == "completed", 60)
+        time.sleep(0.5)
+        before, mark = meter.snapshot(lifeline=False), len(meter.statements)
+        ids = [submit("WF-CHATTER-ONE") for _ in range(jobs)]
+        _wait(lambda: all(status(i) == "completed" for i in ids), 30 + 5 * jobs)
+        time.sleep(0.3)
+        spent = delta(meter.snapshot(lifeline=False), before)
+        out["per_job"] = {k: round(v / jobs, 2) for k, v in spent.items()}
+        out["per_job"]["jobs"] = jobs
+        kinds = Counter(" ".join(sql.split())[:70] for name, sql in meter.statements[mark:] if name != LIFELINE_THREAD)
+        out["per_job_statements"] = {k: round(n / jobs, 2) for k, n in kinds.most_common()}
+        before, began, mark = meter.snapshot(), time.monotonic(), len(meter.statements)
+        time.sleep(idle_seconds)
+        spent = delta(meter.snapshot(), before)
+        took = time.monotonic() - began
+        out["idle_per_second"] = {k: round(v / took, 3) for k, v in spent.items()}
+        kinds = Counter(" ".join(sql.split())[:70] for _name, sql in meter.statements[mark:])
+        out["idle_statements"] = {k: round(n / took, 3) for k, n in kinds.most_common()}
+    finally:
+        worker.stop(grace=5)
+    out["connections_1_slot"] = meter.max_open
+    rt.close()
+
+    rt = Runtime(Settings(data_dir=data_dir, database_url=database_url, **settings))
+    meter = Meter(rt.engine)
+    worker = Worker(rt, pools={"*": 2}).start()
+    try:
+        ids = [submit("WF-CHATTER-LONG") for _ in range(2)]
+        _wait(lambda: all(i in worker.running for i in ids), 60)
+        time.sleep(1.5)  # past the steps' start
+        before, began, mark = meter.snapshot(), time.monotonic(), len(meter.statements)
+        time.sleep(step_seconds)
+        spent = delta(meter.snapshot(), before)
+        took = time.monotonic() - began
+        out["per_step_second"] = {k: round(v / (2 * took), 3) for k, v in spent.items()}
+        out["per_step_second"]["seconds"] = round(took, 1)
+        kinds = Counter(" ".join(sql.split())[:70] for _name, sql in meter.statements[mark:])
+        out["step_statements"] = {k: round(n / (2 * took), 3) for k, n in kinds.most_common()}
+        for i in ids:
+            ops.cancel_job(submitter.engine, i, by="bench")
+        _wait(lambda: all(status(i) == "cancelled" for i in ids), 30)
+    finally:
+        worker.stop(grace=5)
+    out["connections_2_slots"] = meter.max_open + (1 if rt.engine.dialect.name == "postgresql" else 0)
+    rt.close()
+    submitter.close()
+    return out
+
+
+def main() -> None:
+    import os
+
+    from tests.helpers import postgres_database
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="also list the statements behind each figure")
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--step-seconds", type=float, default=15.0)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--database-url", default="", help="an empty database (default: a fresh one on "
+                                                           "MEDIAMILL_TEST_POSTGRES_URL's server)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.database_url:
+            figures = measure(args.database_url, Path(tmp), jobs=args.jobs, step_seconds=args.step_seconds,
+                              idle_seconds=args.idle_seconds)
+        else:
+            if not os.environ.get("MEDIAMILL_TEST_POSTGRES_URL"):
+                sys.exit("set MEDIAMILL_TEST_POSTGRES_URL or --database-url")
+            with postgres_database("mm_chatter") as url:
+                figures = measure(url, Path(tmp), jobs=args.jobs, step_seconds=args.step_seconds,
+                                  idle_seconds=args.idle_seconds)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    for name, values in figures.items():
+        if name.endswith("_statements"):
+            if args.verbose:
+                print(f"{name}:")
+                for sql, n in values.items():
+                    print(f"    {n:>7}  {sql}")
+            continue
+        print(f"{name:>20}: {values}")
+
+
+if __name__ == "__main__":
+    main()
