@@ -52,6 +52,34 @@ class Meter:
         sa.event.listen(engine, "close", self._on_close)
         if pings:  # pool_pre_ping sends a SELECT 1 on each checkout
             sa.event.listen(engine, "checkout", lambda *_a: self._add("statement", "SELECT 1 -- pool_pre_ping"))
+        else:  # idle connections are pinged before use
+            sa.event.listen(engine, "checkout", self._on_checkout)
+        self._count_copies()
+
+    def _on_checkout(self, _dbapi: Any, record: Any, _proxy: Any) -> None:
+        from mediamill.store import db
+
+        last = record.info.get("mm_checked_in")
+        if last is None or time.monotonic() - last >= db.PING_AFTER_IDLE_SECONDS:
+            self._add("statement", "SELECT 1 -- ping of an idle pooled connection")
+
+    def _count_copies(self) -> None:
+        """Many-row inserts go to PostgreSQL as COPY on the raw cursor, unseen by the engine's events."""
+        from mediamill.store import bulk
+
+        original = bulk._pg_copy
+        meter = self
+
+        def counted(conn: Any, table: Any, rows: Any) -> None:
+            if conn.engine is meter.engine:
+                meter._add("statement", f"COPY {table.name} FROM STDIN")
+            original(conn, table, rows)
+
+        bulk._pg_copy = counted
+        self._restore = lambda: setattr(bulk, "_pg_copy", original)
+
+    def close(self) -> None:
+        self._restore()
 
     def _add(self, kind: str, statement: str | None = None) -> None:
         name = threading.current_thread().name
@@ -149,7 +177,8 @@ def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: 
         out["idle_statements"] = {k: round(n / took, 3) for k, n in kinds.most_common()}
     finally:
         worker.stop(grace=5)
-    out["connections_1_slot"] = meter.max_open
+    out["connections_1_slot"] = meter.max_open + (1 if rt.engine.dialect.name == "postgresql" else 0)
+    meter.close()
     rt.close()
 
     rt = Runtime(Settings(data_dir=data_dir, database_url=database_url, **settings))
@@ -173,6 +202,7 @@ def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: 
     finally:
         worker.stop(grace=5)
     out["connections_2_slots"] = meter.max_open + (1 if rt.engine.dialect.name == "postgresql" else 0)
+    meter.close()
     rt.close()
     submitter.close()
     return out
