@@ -27,7 +27,7 @@ class Runtime:
     def engine(self) -> Engine:
         network = pg_network(self.settings)
         return create_db_engine(network.apply(self.settings.effective_database_url),
-                                pg_options=network.session_options())
+                                pg_options=network.session_options(), pgbouncer=self.settings.db_pgbouncer)
 
     @cached_property
     def storage(self) -> Storage:

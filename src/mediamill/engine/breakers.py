@@ -102,6 +102,10 @@ class Breakers:
                 self._cache_at = time.monotonic()
             return self._cache
 
+    def warm(self, conn: Any) -> None:
+        """Read the states on ``conn`` (inside a transaction already open) if the cache is stale."""
+        self._states(conn)
+
     def invalidate(self) -> None:
         with self._lock:
             self._cache_at = 0.0

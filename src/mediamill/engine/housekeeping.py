@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
+from mediamill.engine import wakeup
 from mediamill.storage import Storage
 from mediamill.store import liveness
 from mediamill.store.inputs import input_referenced, lock_input
@@ -36,16 +37,39 @@ mq, wj = media_queue, workflow_jobs
 def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
                          on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None = None) -> int:
     """Re-queue jobs whose owner stopped heart-beating; dead-letter a job that did it ``max_rescues`` times."""
-    rescued = 0
     with engine.begin() as conn:
-        q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id).where(mq.c.status == "processing",
-                                                                   mq.c.lease_expires_at < utcnow())
-             .order_by(mq.c.lease_expires_at).limit(100))
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        for row in conn.execute(q).all():
-            rescued += _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
-    return rescued
+        return rescue_on(conn, max_rescues=max_rescues, on_finish=on_finish)[0]
+
+
+def rescue_on(conn: Connection, *, max_rescues: int,
+              on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None = None,
+              horizon_seconds: float = 0.0) -> tuple[int, datetime | None]:
+    """``rescue_orphaned_jobs`` in the caller's transaction. Also returns the earliest lease that runs out
+    within ``horizon_seconds`` (None: none does), so the caller can come back exactly then instead of polling:
+    in a healthy fleet every lease reaches past the horizon and this is one indexed read."""
+    now = utcnow()
+    rows = conn.execute(sa.select(mq.c.id, mq.c.lease_expires_at)
+                        .where(mq.c.status == "processing",
+                               mq.c.lease_expires_at < now + timedelta(seconds=horizon_seconds))
+                        .order_by(mq.c.lease_expires_at).limit(100)).all()
+    expired = [r.id for r in rows if r.lease_expires_at < now]
+    upcoming = min((r.lease_expires_at for r in rows if r.lease_expires_at >= now), default=None)
+    if not expired:
+        return 0, upcoming
+    q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id, mq.c.queue_name)
+         .where(mq.c.id.in_(expired), mq.c.status == "processing", mq.c.lease_expires_at < now)
+         .order_by(mq.c.lease_expires_at))
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    rescued = 0
+    woken: set[str] = set()
+    for row in conn.execute(q).all():
+        got = _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
+        rescued += got
+        if got and row.queue_name:
+            woken.add(row.queue_name)
+    wakeup.notify_in_tx(conn, woken)  # idle workers wait on NOTIFY, not a poll
+    return rescued, upcoming
 
 
 def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
@@ -83,17 +107,22 @@ def mark_and_prune_workers(engine: Engine, *, lease_seconds: float, retention_ho
     """Mark workers whose heartbeat is older than the lease ``lost`` (killed, host cut off: they never said
     goodbye), and delete the rows of stopped or lost workers older than the retention. A lost worker that comes
     back heart-beats itself ``running`` again. Returns (marked, pruned)."""
+    with engine.begin() as conn:
+        return mark_and_prune_workers_on(conn, lease_seconds=lease_seconds, retention_hours=retention_hours)
+
+
+def mark_and_prune_workers_on(conn: Connection, *, lease_seconds: float, retention_hours: float) -> tuple[int, int]:
+    """``mark_and_prune_workers`` in the caller's transaction."""
     now = utcnow()
     w = workers
-    with engine.begin() as conn:
-        marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
-                                               w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
-                              .values(status="lost")).rowcount
-        pruned = 0
-        if retention_hours:
-            pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
-                                                   w.c.heartbeat_at < now - timedelta(hours=retention_hours))
-                                  ).rowcount
+    marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
+                                           w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
+                          .values(status="lost")).rowcount
+    pruned = 0
+    if retention_hours:
+        pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
+                                               w.c.heartbeat_at < now - timedelta(hours=retention_hours))
+                              ).rowcount
     if marked:
         log.warning("marked %d worker(s) lost: no heartbeat for %s s", marked, lease_seconds)
     return marked, pruned
@@ -123,14 +152,19 @@ def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> 
     """A queued job gains one priority point per ``aging_seconds`` waited, up to ``cap``: once every waiting job
     has reached the cap, the oldest runs first — so low priority waits at most ``(cap - priority) × aging_seconds``
     behind a stream of higher priority work. The job's own priority (``base_priority``) is kept for retries."""
-    now = utcnow()
     with engine.begin() as conn:
-        target = _age_expr(conn, now, aging_seconds, cap)
-        res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
-                                             mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
-                                             mq.c.priority < target)
-                           .values(priority=target, aged_at=now))
-        return res.rowcount
+        return age_waiting_on(conn, aging_seconds=aging_seconds, cap=cap)
+
+
+def age_waiting_on(conn: Connection, *, aging_seconds: float, cap: int = 10) -> int:
+    """``age_waiting_jobs`` in the caller's transaction."""
+    now = utcnow()
+    target = _age_expr(conn, now, aging_seconds, cap)
+    res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
+                                         mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
+                                         mq.c.priority < target)
+                       .values(priority=target, aged_at=now))
+    return res.rowcount
 
 
 def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:

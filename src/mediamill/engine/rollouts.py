@@ -263,9 +263,15 @@ def _tripped(guard: Guard, cand: dict[str, Any] | None, base: dict[str, Any] | N
             f"version's {base_rate:.1%} by more than {guard.max_failure_delta:.1%}")
 
 
-def check_all_guards(engine: Engine) -> list[dict[str, Any]]:
-    """Check every guarded canary (a worker's lifeline does this about once a second)."""
-    with engine.connect() as conn:
-        pairs = conn.execute(sa.select(ro.c.workflow_id, ro.c.tenant_id)
-                             .where(ro.c.state == "active", ro.c.kind == "canary", ro.c.guard.is_not(None))).all()
+def check_all_guards(engine: Engine, conn: Connection | None = None) -> list[dict[str, Any]]:
+    """Check every guarded canary (a worker's heartbeat does this, reading the list on its ``conn``)."""
+    if conn is not None:
+        return _check_guards_listed(engine, conn)
+    with engine.connect() as own:
+        return _check_guards_listed(engine, own)
+
+
+def _check_guards_listed(engine: Engine, conn: Connection) -> list[dict[str, Any]]:
+    pairs = conn.execute(sa.select(ro.c.workflow_id, ro.c.tenant_id)
+                         .where(ro.c.state == "active", ro.c.kind == "canary", ro.c.guard.is_not(None))).all()
     return [hit for wid, tenant in pairs if (hit := check_guards(engine, wid, tenant)) is not None]

@@ -5,7 +5,7 @@ overwrite a job that was finished, cancelled or re-claimed elsewhere (the River 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +48,7 @@ class Claimed:
     attempts: int
     job: dict[str, Any]
     deferred: bool = False  # not marked processing: meant to finish in memory (the fast path)
+    marked: bool = True  # the job row says processing (else the runner's first write marks it)
 
 
 @dataclass
@@ -96,8 +97,10 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
           mark: bool = True) -> list[Claimed]:
     """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL).
 
-    With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): the caller marks those
-    that need it (``mark_processing``); cheap in-memory jobs skip it, their one write is the final one.
+    With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): a job on the normal path
+    is marked by its runner's first write (``processing_values``, ``processing_event``), in-memory jobs never
+    are (their one write is the final one). Until then the job row still says ``queued`` while its queue row
+    is held (cancellation treats such a job as running).
     """
     now = utcnow()
     pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
@@ -112,26 +115,55 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         # plan (chosen when statistics say the queue is small) re-runs it per scanned row, each rescan skipping
         # the rows this statement already updated, and one claim takes the whole backlog.
         picked = mq.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
-    rows = conn.execute(
-        mq.update().where(picked)
-        .values(status="processing", worker_id=worker_id, picked_up_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
-                wait_reason=None)
-        .returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()
+    values = dict(status="processing", worker_id=worker_id, picked_up_at=now,
+                  lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1, wait_reason=None)
+    if conn.dialect.name == "postgresql":
+        # one statement: the claim returns its jobs' rows (UPDATE … FROM workflow_jobs … RETURNING)
+        got = conn.execute(mq.update().where(picked, mq.c.job_id == wj.c.id).values(**values)
+                           .returning(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
+                                      wj.c.status.label("job_status"), *CLAIM_FIELDS)).mappings().all()
+        rows = [(r["queue_id"], r["id"], r["queue_attempts"]) for r in got]
+        jobs = [{k: v for k, v in r.items() if k not in ("queue_id", "queue_attempts", "job_status")}
+                for r in got if r["job_status"] in ("queued", "pending")]
+    else:
+        rows = [(r.id, r.job_id, r.attempts) for r in conn.execute(
+            mq.update().where(picked).values(**values).returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()]
+        jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
+            in_ids(conn, wj.c.id, [r[1] for r in rows]), wj.c.status.in_(("queued", "pending")))).mappings()] \
+            if rows else []
     if not rows:
         return []
-    by_job = {r.job_id: r for r in rows}
-    jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
-        in_ids(conn, wj.c.id, list(by_job)), wj.c.status.in_(("queued", "pending")))).mappings()]
-    orphans = [r.id for r in rows if r.job_id not in {j["id"] for j in jobs}]
+    by_job = {job_id: (queue_id, attempts) for queue_id, job_id, attempts in rows}
+    orphans = [queue_id for queue_id, job_id, _a in rows if job_id not in {j["id"] for j in jobs}]
     if orphans:  # the job was finished or cancelled behind the queue's back
         conn.execute(mq.delete().where(in_ids(conn, mq.c.id, orphans)))
     deferred = set() if mark else {j["id"] for j in jobs}
     for j in jobs:
         j["started_at"] = j["started_at"] or now
     mark_processing(conn, [j for j in jobs if j["id"] not in deferred], worker_id,
-                    {j["id"]: by_job[j["id"]].attempts for j in jobs}, now)
-    return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, j, j["id"] in deferred) for j in jobs]
+                    {j["id"]: by_job[j["id"]][1] for j in jobs}, now)
+    return [Claimed(by_job[j["id"]][0], by_job[j["id"]][1], j, j["id"] in deferred, j["id"] not in deferred)
+            for j in jobs]
+
+
+def next_due(conn: Connection, queue: str | None) -> datetime | None:
+    """When the earliest queued entry (of ``queue``, or any) becomes due, paused queues left out."""
+    q = sa.select(sa.func.min(mq.c.scheduled_time)).where(mq.c.status == "queued")
+    if queue is not None:
+        q = q.where(mq.c.queue_name == queue)
+    q = q.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
+    return conn.execute(q).scalar()
+
+
+def processing_values(job: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The job row's values when a worker starts running it (see ``mark_processing``)."""
+    return {"status": "processing", "started_at": sa.func.coalesce(wj.c.started_at, job.get("started_at") or now),
+            "updated_at": now}
+
+
+def processing_event(job: dict[str, Any], worker_id: str, attempt: int, now: datetime) -> dict[str, Any]:
+    return {"job_id": job["id"], "tenant_id": job["tenant_id"], "event_type": "status", "created_at": now,
+            "step_name": None, "data": {"status": "processing", "worker": worker_id, "attempt": attempt}}
 
 
 def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id: str, attempts: dict[int, int],
@@ -178,7 +210,95 @@ def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, job
     return res.rowcount
 
 
+def heartbeat(conn: Connection, *, worker_id: str, lease_seconds: float, job_ids: Sequence[int], status: str,
+              jobs_done: int) -> tuple[set[int], set[int]]:
+    """A worker's heartbeat: extend the leases of the jobs it works on and stamp its ``workers`` row.
+
+    Returns (the jobs whose claim is still ours, those of them with a cancellation requested). On PostgreSQL
+    this is one statement whatever the number of jobs; the lease rows stay locked until commit, so writes
+    made later in the same transaction about those jobs are fenced.
+    """
+    now = utcnow()
+    until = now + timedelta(seconds=lease_seconds)
+    ids = sorted(set(job_ids))
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(sa.text(
+            "WITH leases AS (UPDATE media_queue SET lease_expires_at = :until WHERE worker_id = :me"
+            " AND status = 'processing' AND job_id = ANY(CAST(:ids AS BIGINT[])) RETURNING job_id),"
+            " beat AS (UPDATE workers SET heartbeat_at = :now, status = :status, jobs_done = :done"
+            " WHERE id = :me RETURNING id)"
+            " SELECT (SELECT count(*) FROM beat) AS beat,"
+            " ARRAY(SELECT job_id FROM leases) AS owned,"
+            " ARRAY(SELECT j.id FROM workflow_jobs j JOIN leases l ON j.id = l.job_id WHERE j.cancel_requested)"
+            " AS cancelled"),
+            {"until": until, "me": worker_id, "ids": ids, "now": now, "status": status, "done": jobs_done}).one()
+        return set(row.owned or ()), set(row.cancelled or ())
+    owned: set[int] = set()
+    cancelled: set[int] = set()
+    if ids:
+        conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing",
+                                       in_ids(conn, mq.c.job_id, ids)).values(lease_expires_at=until))
+        for job_id, flag in conn.execute(sa.select(mq.c.job_id, wj.c.cancel_requested)
+                                         .join(wj, wj.c.id == mq.c.job_id)
+                                         .where(mq.c.worker_id == worker_id, mq.c.status == "processing",
+                                                in_ids(conn, mq.c.job_id, ids))).all():
+            owned.add(job_id)
+            if flag:
+                cancelled.add(job_id)
+    from mediamill.store.tables import workers
+
+    conn.execute(workers.update().where(workers.c.id == worker_id)
+                 .values(heartbeat_at=now, status=status, jobs_done=jobs_done))
+    return owned, cancelled
+
+
+@dataclass
+class Progress:
+    """One job's progress to record: the job's percentage, its running steps' (execution id → percent), and
+    the progress events to append (step name, job percent, step percent)."""
+
+    job: dict[str, Any]
+    percent: float
+    steps: dict[int, float]
+    events: list[tuple[str, float, float]]
+
+
+def write_progress(conn: Connection, batch: Sequence[Progress]) -> None:
+    """Record the progress of many jobs at once: one UPDATE of the jobs, one of the step executions and one
+    insert of the events. The caller has checked (and locked) the claims in this transaction."""
+    if not batch:
+        return
+    conn.execute(wj.update().where(in_ids(conn, wj.c.id, [p.job["id"] for p in batch]))
+                 .values(progress_percent=sa.case({p.job["id"]: round(p.percent, 2) for p in batch},
+                                                  value=wj.c.id)))
+    steps = {exec_id: pct for p in batch for exec_id, pct in p.steps.items()}
+    if steps:
+        conn.execute(se.update().where(in_ids(conn, se.c.id, list(steps)))
+                     .values(progress_percent=sa.case({i: round(pct, 1) for i, pct in steps.items()},
+                                                      value=se.c.id)))
+    now = utcnow()
+    insert_many(conn, job_events, [
+        {"job_id": p.job["id"], "tenant_id": p.job["tenant_id"], "event_type": "progress", "step_name": name,
+         "created_at": now, "data": {"percent": round(job_pct, 1), "step_percent": round(step_pct, 1)}}
+        for p in batch for name, job_pct, step_pct in p.events])
+
+
 # ----------------------------------------------------------------------------- steps
+def open_execution(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
+                   attempt: int, worker_id: str) -> int:
+    """Insert a running step execution; its event and the job row are the caller's (see ``start_step``)."""
+    return int(conn.execute(se.insert().values(
+        job_id=job["id"], step_id=step_id, status="running", started_at=utcnow(), retry_attempt=attempt,
+        action=action, step_name=step_name, worker_id=worker_id, run_number=job["run_number"] or 1,
+        progress_percent=0).returning(se.c.id)).scalar_one())
+
+
+def event_row(job: dict[str, Any], event_type: str, step_name: str | None, data: dict[str, Any]) -> dict[str, Any]:
+    """A ``job_events`` row for ``insert_many`` (several events in one statement)."""
+    return {"job_id": job["id"], "tenant_id": job["tenant_id"], "event_type": event_type, "step_name": step_name,
+            "data": data, "created_at": utcnow()}
+
+
 def start_step(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
                step_number: int, attempt: int, worker_id: str) -> int:
     now = utcnow()
@@ -195,7 +315,10 @@ def start_step(conn: Connection, *, job: dict[str, Any], step_id: int, step_name
 def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_name: str, status: str,
                 started_at: datetime | None, output_data: str | None = None, error_message: str | None = None,
                 error_class: str | None = None, stderr_tail: str | None = None,
-                outputs: Sequence[dict[str, Any]] = (), progress: float | None = None) -> None:
+                outputs: Sequence[dict[str, Any]] = (), progress: float | None = None,
+                touch_job: bool = True) -> None:
+    """Close a step execution (with its outputs and event); ``touch_job=False`` when the job's row is written
+    in the same transaction anyway (the job's final write)."""
     now = utcnow()
     start = started_at or now
     duration = (now - start).total_seconds()
@@ -212,7 +335,8 @@ def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_nam
     values: dict[str, Any] = {"updated_at": now}
     if progress is not None:
         values["progress_percent"] = round(progress, 2)
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
+    if touch_job:
+        conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
     data: dict[str, Any] = {"status": status, "execution_id": exec_id, "duration_ms": round(duration * 1000)}
     if error_message:
         data.update(error_class=error_class, error=error_message[:500])
@@ -276,8 +400,12 @@ def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, del
 
 
 # ----------------------------------------------------------------------------- finish
-def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Finish]) -> list[int]:
-    """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused)."""
+def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Finish],
+                before: Callable[[], None] | None = None) -> list[int]:
+    """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused).
+
+    ``before``: writes of the same transaction that need the claim (a last step's completion), made once the
+    claim is confirmed and before the final status is written."""
     if not finishes:
         return []
     ids = [f.job["id"] for f in finishes]
@@ -286,6 +414,8 @@ def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Fini
         guard.append(mq.c.worker_id == worker_id)
     owned = set(conn.execute(mq.delete().where(*guard).returning(mq.c.job_id)).scalars())
     accepted = [f for f in finishes if f.job["id"] in owned]
+    if accepted and before is not None:
+        before()
     if accepted:
         _write_finishes(conn, accepted, worker_id)
     return [f.job["id"] for f in accepted]

@@ -3,9 +3,16 @@
 Background roles share one small protocol (a thread with a stop event):
 - ``Claimer``  claims batches in priority order when slots are free; waits on NOTIFY / in-process wake-ups
 - ``Writer``   writes fast-path outcomes of many jobs in one transaction (batched acks)
-- ``Lifeline`` heartbeats (extends leases, updates ``workers``), rescues expired leases, ages waiting
-               jobs, prunes old jobs, watches for cancellations
-- ``Listener`` (PostgreSQL) LISTEN for new work and cancellations
+- ``Lifeline`` one transaction per beat: the heartbeat (every lease extended and the ``workers`` row stamped
+               in one statement), the progress of every running job, cancellations missed, rescue of expired
+               leases, rollout guards, ageing waiting jobs, marking dead workers; prunes old jobs
+- ``Canceller`` looks up cancellations when a NOTIFY says so (polls without LISTEN)
+- ``Listener`` (PostgreSQL reached directly) LISTEN for new work and cancellations
+
+Chatter budget (PostgreSQL, default settings): an idle worker makes one transaction per heartbeat (a third of
+the lease) plus a safety claim per lease; a running step adds at most one progress write per
+``progress_seconds``, shared by all of the worker's jobs; a one-step job on the normal path costs three
+transactions (claim; start; the step's completion with the job's finish). ``benchmarks/chatter.py`` measures it.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from mediamill.engine.runner import JobRunner
 from mediamill.fsmode import private_dir
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
+from mediamill.store.db import listen_available
 from mediamill.store.tables import workers as workers_t
 from mediamill.store.tables import workflow_jobs
 from mediamill.store.timeutil import utcnow
@@ -54,7 +62,8 @@ FAST_COST_WEIGHT = 0.2
 # missed while the listener reconnects, which also triggers a check). Without LISTEN (SQLite, or PgBouncer in
 # transaction mode where the listener cannot hold its session) the running jobs are polled.
 CANCEL_POLL_SECONDS = 0.2
-CANCEL_SAFETY_POLL_SECONDS = 10.0  # weight of the newest measurement in the moving average of an in-process job's time
+CANCEL_POLL_SECONDS_PG = 1.0  # PostgreSQL without LISTEN (PgBouncer): a second, not five polls a second
+LIFELINE_TICK = 0.25  # how often the lifeline looks whether a beat is due (in memory; no statement)
 
 
 class Worker:
@@ -87,6 +96,7 @@ class Worker:
         self._cancel_check = threading.Event()
         self._listening = threading.Event()  # LISTEN is up: cancellations arrive by NOTIFY
         self._cancel_noted = 0.0  # when the last cancel notification arrived (monotonic)
+        self._next_due = float("inf")  # when the earliest delayed job of our pools becomes due (monotonic)
         self._threads: list[threading.Thread] = []
         self._pending: list[tx.Finish | FastRetry] = []
         self._pending_cv = threading.Condition()
@@ -103,9 +113,9 @@ class Worker:
         self.children.warm(min(2, self.children.size))
         roles = [("claimer", self._claim_loop), ("writer", self._write_loop), ("lifeline", self._lifeline_loop),
                  ("canceller", self._cancel_loop)]
-        if self.engine.dialect.name == "postgresql":
+        if listen_available(self.engine):
             roles.append(("listener", self._listen_loop))
-        else:
+        elif self.engine.dialect.name == "sqlite":
             self._sqlite_wake.start()
         for role, target in roles:
             t = threading.Thread(target=self._guarded(role, target), name=f"mm-{role}", daemon=True)
@@ -187,7 +197,17 @@ class Worker:
                     return
                 claimed_any |= self._claim_pool(pool, cap)
             if not claimed_any:
-                self._wake.wait(self.settings.poll_interval)
+                self._wake.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        """How long an idle claimer waits for a wake-up. Polling every ``poll_interval`` without LISTEN; with
+        it, NOTIFY brings new work, so only until the earliest delayed job is due (its retry timer may be in a
+        worker that died), or a lease at most as a safety net."""
+        if not self._listening.is_set():
+            return self.settings.poll_interval
+        safety = max(self.settings.poll_interval, float(self.settings.lease_seconds))
+        due, self._next_due = self._next_due, float("inf")
+        return max(0.05, min(safety, due - time.monotonic()))
 
     def _claim_pool(self, pool: str, cap: int) -> bool:
         free = cap - self.inflight[pool]
@@ -202,16 +222,19 @@ class Worker:
             batch = tx.claim(conn, worker_id=self.worker_id, queue=None if pool == ANY else pool,
                              limit=self._claim_limit(pool, free), lease_seconds=self.settings.lease_seconds,
                              mark=False)
+            if not batch:
+                if self._listening.is_set():
+                    self._note_next_due(tx.next_due(conn, None if pool == ANY else pool))
+                return False
             for c in batch:
                 (fast if self._takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
             started, extra = slow[:free], slow[free:]
             # beyond the free slots: back in the same transaction, so no one ever sees them held; they keep their
-            # place. Jobs that finish in memory are written once, at the end; the others are marked running now.
+            # place. Jobs that finish in memory are written once, at the end; the others are marked running by
+            # their runner's first write (one transaction less per job).
             tx.release(conn, worker_id=self.worker_id, queue_ids=[c.queue_id for c in extra])
-            tx.mark_processing(conn, [c.job for c in started], self.worker_id,
-                               {c.job["id"]: c.attempts for c in started})
-        if not batch:
-            return False
+            if started:
+                self.breakers.warm(conn)  # the runners' breaker gates then read no state of their own
         for c in started:
             c.deferred = False
         for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
@@ -231,6 +254,10 @@ class Worker:
             raise
         self.fast_hint[pool] = all_fast
         return True
+
+    def _note_next_due(self, due: Any) -> None:
+        if due is not None:
+            self._next_due = min(self._next_due, time.monotonic() + (due - utcnow()).total_seconds() + 0.01)
 
     def _claim_limit(self, pool: str, free: int) -> int:
         """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
@@ -261,8 +288,7 @@ class Worker:
                     self._pending.append(outcome)
                     self._pending_cv.notify()
                 return True
-            with self.engine.begin() as conn:  # it needs the normal path after all
-                tx.mark_processing(conn, [claimed.job], self.worker_id, {claimed.job["id"]: claimed.attempts})
+            # it needs the normal path after all: its runner marks it processing
         with self._lock:
             self.inflight[pool] += 1
         self.executor.submit(self._run_job, pool, claimed, wf)
@@ -388,40 +414,76 @@ class Worker:
     # ================================================================== lifeline
     def _lifeline_loop(self) -> None:
         hb = self.settings.effective_heartbeat_seconds
-        last_age = last_prune = last_workers = 0.0
+        tick = min(LIFELINE_TICK, hb / 2)
+        age_every = min(max(0.2, self.settings.aging_seconds / 4), 15.0)
+        next_beat = last_prune = 0.0
+        rescue_at = float("inf")
+        last_age = last_workers = float("-inf")
         while True:
             now = time.monotonic()
-            self._heartbeat()
-            rollouts.check_all_guards(self.engine)
-            housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
-                                              on_finish=self.job_finished)
-            if now - last_workers >= self.settings.lease_seconds:
-                housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
-                                                    retention_hours=self.settings.worker_retention_hours)
-                last_workers = now
-            if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):
-                housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds,
-                                              cap=self.settings.aging_max_priority)
-                last_age = now
+            age = now - last_age >= age_every
+            if now >= next_beat or now >= rescue_at or age or self._progress_due(now):
+                mark = now - last_workers >= self.settings.lease_seconds
+                rescue_at = self._beat(now, hb, age=age, mark_workers=mark)
+                next_beat = now + hb
+                last_age = now if age else last_age
+                last_workers = now if mark else last_workers
             if self.settings.retention_days and now - last_prune >= 600:
                 housekeeping.prune_finished_jobs(self.engine, self.storage, days=self.settings.retention_days)
                 last_prune = now
-            if self._stop.wait(min(hb, 1.0)):
+            if self._stop.wait(tick):
                 return
 
-    def _heartbeat(self) -> None:
+    def _progress_due(self, now: float) -> bool:
+        every = self.settings.progress_seconds
+        return any(r.progress_due(now, every) for r in list(self.running.values()))
+
+    def _beat(self, now: float, hb: float, *, age: bool, mark_workers: bool) -> float:
+        """One transaction: heartbeat, progress, missed cancellations, rescue, guards, ageing, dead workers.
+        Returns when to come back for a lease that runs out before the next beat (monotonic; inf: none)."""
+        with self._lock:
+            owned = list(self._owned)
+        runners = list(self.running.values())
+        written: list[Any] = []
         with self.engine.begin() as conn:
-            with self._lock:
-                owned = list(self._owned)
-            tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
-                             job_ids=owned)
-            conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
-                         .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
-                                 jobs_done=self.jobs_done))
+            ours, cancelled = tx.heartbeat(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                                           job_ids=owned, status="stopping" if self._stop.is_set() else "running",
+                                           jobs_done=self.jobs_done)
+            batch = []
+            for runner in runners:
+                if runner.job["id"] in ours and (got := runner.take_progress(now)) is not None:
+                    batch.append(got[0])
+                    written.append(got[1])
+            tx.write_progress(conn, batch)  # fenced: the claims were just confirmed and stay locked
+            _, upcoming = housekeeping.rescue_on(conn, max_rescues=self.settings.max_rescues,
+                                                 on_finish=self.job_finished, horizon_seconds=hb)
+            rollouts.check_all_guards(self.engine, conn)
+            if mark_workers:
+                housekeeping.mark_and_prune_workers_on(conn, lease_seconds=self.settings.lease_seconds,
+                                                       retention_hours=self.settings.worker_retention_hours)
+            if age:
+                housekeeping.age_waiting_on(conn, aging_seconds=self.settings.aging_seconds,
+                                            cap=self.settings.aging_max_priority)
+        for done in written:
+            done()
+        for runner in runners:
+            job_id = runner.job["id"]
+            if job_id in cancelled:
+                runner.cancel.set()
+            elif job_id in owned and job_id not in ours and not runner.releasing and job_id in self.running:
+                runner.lose()  # rescued or finished elsewhere
+        if upcoming is None:
+            return float("inf")
+        return now + max(0.0, (upcoming - utcnow()).total_seconds()) + 0.05
 
     def _cancel_loop(self) -> None:
+        poll = CANCEL_POLL_SECONDS if self.engine.dialect.name == "sqlite" else CANCEL_POLL_SECONDS_PG
         while not self._stop.is_set():
-            self._cancel_check.wait(CANCEL_SAFETY_POLL_SECONDS if self._listening.is_set() else CANCEL_POLL_SECONDS)
+            if self._listening.is_set():  # NOTIFY says when; the heartbeat catches what it missed
+                if not self._cancel_check.wait(1.0):
+                    continue
+            else:
+                self._cancel_check.wait(poll)
             self._cancel_check.clear()
             ids = list(self.running)
             if not ids:
