@@ -4,7 +4,8 @@ Counts in process, on the worker's own engine (the submitter has another one): e
 sends (``SELECT 1`` pings of the pool included), commits, rollbacks and new connections. Three figures:
 
 - per completed one-step job on the normal path (a ``sleep`` step of 0 s in a step child), jobs back to back
-  on a 1-slot worker: statements and commits (the worker's periodic lifeline is not part of a job);
+  on a 1-slot worker: statements and commits (the worker's periodic lifeline and claims that found nothing are
+  not part of a job);
 - per running step-second: every transaction of the worker (lifeline included) while two long steps run on a
   2-slot worker, divided by 2 × the seconds measured;
 - per idle second: every transaction of a worker with nothing to do.
@@ -31,27 +32,44 @@ from sqlalchemy.engine import Engine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 
 LIFELINE_THREAD = "mm-lifeline"
+IDLE_CLAIM = "idle claim"  # a claim that found nothing (waiting for work, not part of a job)
+
+
+def _is_claim(statement: str) -> bool:
+    return statement.startswith("UPDATE media_queue SET") and "picked_up_at" in statement
+
+
+def _is_next_due(statement: str) -> bool:
+    return statement.startswith("SELECT min(media_queue.scheduled_time)")
+
+
+def _key(conn: Any) -> tuple[int, int]:
+    return id(conn), threading.get_ident()
 
 
 class Meter:
-    """Counts what an engine sends: statements (pings included), commits, rollbacks, connections opened,
-    per thread name (so the periodic lifeline can be told apart from a job's own writes)."""
+    """Counts what an engine sends: statements (pings and COPY included), commits, rollbacks, connections
+    opened. Each transaction is booked when it ends, under the name of the thread that ran it (so the periodic
+    lifeline can be told apart from a job's own writes), or as an ``idle claim`` when it was a claim that found
+    nothing."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str]] = Counter()
         self.statements: list[tuple[str, str]] = []
+        self._tx: dict[tuple[int, int], list[list[Any]]] = {}  # connection → [statement, rows] of its open transaction
         self.max_open = 0
         self._open = 0
         pings = bool(getattr(engine.pool, "_pre_ping", False))
         sa.event.listen(engine, "before_cursor_execute", self._on_execute)
-        sa.event.listen(engine, "commit", lambda _c: self._add("commit"))
-        sa.event.listen(engine, "rollback", lambda _c: self._add("rollback"))
+        sa.event.listen(engine, "after_cursor_execute", self._on_executed)
+        sa.event.listen(engine, "commit", lambda c: self._end(c, "commit"))
+        sa.event.listen(engine, "rollback", lambda c: self._end(c, "rollback"))
         sa.event.listen(engine, "connect", self._on_connect)
         sa.event.listen(engine, "close", self._on_close)
         if pings:  # pool_pre_ping sends a SELECT 1 on each checkout
-            sa.event.listen(engine, "checkout", lambda *_a: self._add("statement", "SELECT 1 -- pool_pre_ping"))
+            sa.event.listen(engine, "checkout", lambda *_a: self._book("SELECT 1 -- pool_pre_ping"))
         else:  # idle connections are pinged before use
             sa.event.listen(engine, "checkout", self._on_checkout)
         self._count_copies()
@@ -61,7 +79,7 @@ class Meter:
 
         last = record.info.get("mm_checked_in")
         if last is None or time.monotonic() - last >= db.PING_AFTER_IDLE_SECONDS:
-            self._add("statement", "SELECT 1 -- ping of an idle pooled connection")
+            self._book("SELECT 1 -- ping of an idle pooled connection")
 
     def _count_copies(self) -> None:
         """Many-row inserts go to PostgreSQL as COPY on the raw cursor, unseen by the engine's events."""
@@ -72,7 +90,8 @@ class Meter:
 
         def counted(conn: Any, table: Any, rows: Any) -> None:
             if conn.engine is meter.engine:
-                meter._add("statement", f"COPY {table.name} FROM STDIN")
+                with meter._lock:
+                    meter._tx.setdefault(_key(conn), []).append([f"COPY {table.name} FROM STDIN", len(rows)])
             original(conn, table, rows)
 
         bulk._pg_copy = counted
@@ -81,15 +100,31 @@ class Meter:
     def close(self) -> None:
         self._restore()
 
-    def _add(self, kind: str, statement: str | None = None) -> None:
+    def _book(self, statement: str) -> None:
         name = threading.current_thread().name
         with self._lock:
-            self.counts[(name, kind)] += 1
-            if statement is not None:
-                self.statements.append((name, statement))
+            self.counts[(name, "statement")] += 1
+            self.statements.append((name, statement))
 
-    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self._add("statement", statement)
+    def _on_execute(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        with self._lock:
+            self._tx.setdefault(_key(conn), []).append([statement, None])
+
+    def _on_executed(self, conn: Any, cursor: Any, *_: Any) -> None:
+        with self._lock:
+            items = self._tx.get(_key(conn))
+            if items:
+                items[-1][1] = cursor.rowcount
+
+    def _end(self, conn: Any, kind: str) -> None:
+        with self._lock:
+            items = self._tx.pop(_key(conn), [])
+            idle = bool(items) and all(_is_claim(t) or _is_next_due(t) for t, _r in items) and \
+                all(r == 0 for t, r in items if _is_claim(t))
+            name = IDLE_CLAIM if idle else threading.current_thread().name
+            self.counts[(name, "statement")] += len(items)
+            self.counts[(name, kind)] += 1
+            self.statements.extend((name, t) for t, _r in items)
 
     def _on_connect(self, *_: Any) -> None:
         with self._lock:
@@ -100,15 +135,25 @@ class Meter:
         with self._lock:
             self._open -= 1
 
-    def snapshot(self, *, lifeline: bool = True) -> dict[str, int]:
-        """Totals so far: statements, commits, rollbacks, transactions (commits + rollbacks)."""
+    def snapshot(self, *, background: bool = True) -> dict[str, int]:
+        """Totals so far: statements, commits, rollbacks, transactions (commits + rollbacks); without
+        ``background`` only the jobs' own (no lifeline, no idle claims)."""
         with self._lock:
             got: Counter[str] = Counter()
             for (name, kind), n in self.counts.items():
-                if lifeline or name != LIFELINE_THREAD:
+                if background or name not in (LIFELINE_THREAD, IDLE_CLAIM):
                     got[kind] += n
         return {"statements": got["statement"], "commits": got["commit"], "rollbacks": got["rollback"],
                 "transactions": got["commit"] + got["rollback"]}
+
+
+def _listeners(engine: Engine) -> int:
+    """The worker's LISTEN connection, outside the pool."""
+    try:
+        from mediamill.store.db import listen_available
+    except ImportError:  # older code: LISTEN whenever on PostgreSQL
+        return 1 if engine.dialect.name == "postgresql" else 0
+    return 1 if listen_available(engine) else 0
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -159,14 +204,17 @@ def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: 
         warm = submit("WF-CHATTER-ONE")  # the step child imports the actions; the workflow is cached
         _wait(lambda: status(warm) == "completed", 60)
         time.sleep(0.5)
-        before, mark = meter.snapshot(lifeline=False), len(meter.statements)
+        before, mark, by_thread = meter.snapshot(background=False), len(meter.statements), Counter(meter.counts)
         ids = [submit("WF-CHATTER-ONE") for _ in range(jobs)]
         _wait(lambda: all(status(i) == "completed" for i in ids), 30 + 5 * jobs)
         time.sleep(0.3)
-        spent = delta(meter.snapshot(lifeline=False), before)
+        spent = delta(meter.snapshot(background=False), before)
         out["per_job"] = {k: round(v / jobs, 2) for k, v in spent.items()}
         out["per_job"]["jobs"] = jobs
-        kinds = Counter(" ".join(sql.split())[:70] for name, sql in meter.statements[mark:] if name != LIFELINE_THREAD)
+        out["per_job_threads"] = {f"{name} {kind}": n - by_thread[(name, kind)]
+                                  for (name, kind), n in meter.counts.items() if n - by_thread[(name, kind)]}
+        kinds = Counter(" ".join(sql.split())[:70] for name, sql in meter.statements[mark:]
+                        if name not in (LIFELINE_THREAD, IDLE_CLAIM))
         out["per_job_statements"] = {k: round(n / jobs, 2) for k, n in kinds.most_common()}
         before, began, mark = meter.snapshot(), time.monotonic(), len(meter.statements)
         time.sleep(idle_seconds)
@@ -177,7 +225,7 @@ def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: 
         out["idle_statements"] = {k: round(n / took, 3) for k, n in kinds.most_common()}
     finally:
         worker.stop(grace=5)
-    out["connections_1_slot"] = meter.max_open + (1 if rt.engine.dialect.name == "postgresql" else 0)
+    out["connections_1_slot"] = meter.max_open + _listeners(rt.engine)
     meter.close()
     rt.close()
 
@@ -201,7 +249,7 @@ def measure(database_url: str, data_dir: Path, *, jobs: int = 20, step_seconds: 
         _wait(lambda: all(status(i) == "cancelled" for i in ids), 30)
     finally:
         worker.stop(grace=5)
-    out["connections_2_slots"] = meter.max_open + (1 if rt.engine.dialect.name == "postgresql" else 0)
+    out["connections_2_slots"] = meter.max_open + _listeners(rt.engine)
     meter.close()
     rt.close()
     submitter.close()

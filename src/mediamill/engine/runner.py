@@ -44,10 +44,9 @@ if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
     from mediamill.store.workflow_repo import VersionedWorkflow
 
-# Progress is written by the worker's heartbeat (one transaction for all its jobs): when a job's progress is
-# `progress_seconds` old (a setting, 5 s by default), or with a heartbeat due anyway, but never twice within
-# PROGRESS_MIN_GAP seconds for one job.
-PROGRESS_MIN_GAP = 1.0
+# Progress is written by the worker's heartbeat (one transaction for all its jobs): a beat comes when a job's
+# progress is `progress_seconds` old (a setting, 5 s by default), and takes the progress of every job written at
+# least half that long ago (so the jobs of a worker share their beats), never more often.
 PROGRESS_EVENT_STEP = 10.0  # a progress event each time the job's percentage crosses a multiple of this
 _INPUT_FIELD = re.compile(r"\binput\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
 _KNOWN_WITHOUT_PROBE = {"mime", "size", "filename", ""}
@@ -554,13 +553,13 @@ class JobRunner:
         """Progress waits and was last written ``every`` seconds ago or more."""
         return bool(self._progress_pending) and now - self._last_progress >= every
 
-    def take_progress(self, now: float) -> tuple[tx.Progress, Any] | None:
-        """The progress to write now (none if nothing is new, or the last write is under PROGRESS_MIN_GAP old),
+    def take_progress(self, now: float, min_gap: float) -> tuple[tx.Progress, Any] | None:
+        """The progress to write now (none if nothing is new, or the last write is under ``min_gap`` old),
         and what to call once it is committed. A progress event goes with each step's first write (each bar of
         a fused unit starts moving) and each time the job crosses a multiple of PROGRESS_EVENT_STEP %."""
         finished = ("completed", "skipped", "failed")
         with self._lock:
-            if self.lost or not self._progress_pending or now - self._last_progress < PROGRESS_MIN_GAP:
+            if self.lost or not self._progress_pending or now - self._last_progress < min_gap:
                 return None
             pending, self._progress_pending = self._progress_pending, {}
             self._last_progress = now

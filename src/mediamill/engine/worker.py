@@ -450,8 +450,10 @@ class Worker:
                                            job_ids=owned, status="stopping" if self._stop.is_set() else "running",
                                            jobs_done=self.jobs_done)
             batch = []
+            half = self.settings.progress_seconds / 2
             for runner in runners:
-                if runner.job["id"] in ours and (got := runner.take_progress(now)) is not None:
+                got = runner.take_progress(now, half) if runner.job["id"] in ours else None
+                if got is not None:
                     batch.append(got[0])
                     written.append(got[1])
             tx.write_progress(conn, batch)  # fenced: the claims were just confirmed and stay locked
