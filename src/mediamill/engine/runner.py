@@ -468,7 +468,7 @@ class JobRunner:
         """Update the job row and append events (one statement each), marking the job processing with its
         first write."""
         if not self.marked:
-            now = utcnow()
+            now = events[0]["created_at"] if events else utcnow()  # the status event comes first, in time too
             values = {**values, **tx.processing_values(self.job, now)}
             events = [tx.processing_event(self.job, self.w.worker_id, self.attempts, now), *events]
             self.marked = True

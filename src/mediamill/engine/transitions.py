@@ -200,16 +200,6 @@ def still_owner(conn: Connection, *, job_id: int, worker_id: str, lease_seconds:
     return res.rowcount == 1
 
 
-def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, job_ids: Sequence[int]) -> int:
-    """Extend the leases of the jobs this worker is really working on (a claim it lost track of expires)."""
-    if not job_ids:
-        return 0
-    res = conn.execute(mq.update().where(mq.c.worker_id == worker_id, mq.c.status == "processing",
-                                         in_ids(conn, mq.c.job_id, list(job_ids)))
-                       .values(lease_expires_at=lease_until(lease_seconds)))
-    return res.rowcount
-
-
 def heartbeat(conn: Connection, *, worker_id: str, lease_seconds: float, job_ids: Sequence[int], status: str,
               jobs_done: int) -> tuple[set[int], set[int]]:
     """A worker's heartbeat: extend the leases of the jobs it works on and stamp its ``workers`` row.
@@ -286,7 +276,8 @@ def write_progress(conn: Connection, batch: Sequence[Progress]) -> None:
 # ----------------------------------------------------------------------------- steps
 def open_execution(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
                    attempt: int, worker_id: str) -> int:
-    """Insert a running step execution; its event and the job row are the caller's (see ``start_step``)."""
+    """Insert a running step execution; its event and the job row are the caller's (the runner's ``_start``
+    writes them for all the steps of a unit at once)."""
     return int(conn.execute(se.insert().values(
         job_id=job["id"], step_id=step_id, status="running", started_at=utcnow(), retry_attempt=attempt,
         action=action, step_name=step_name, worker_id=worker_id, run_number=job["run_number"] or 1,
@@ -297,19 +288,6 @@ def event_row(job: dict[str, Any], event_type: str, step_name: str | None, data:
     """A ``job_events`` row for ``insert_many`` (several events in one statement)."""
     return {"job_id": job["id"], "tenant_id": job["tenant_id"], "event_type": event_type, "step_name": step_name,
             "data": data, "created_at": utcnow()}
-
-
-def start_step(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
-               step_number: int, attempt: int, worker_id: str) -> int:
-    now = utcnow()
-    exec_id = conn.execute(se.insert().values(
-        job_id=job["id"], step_id=step_id, status="running", started_at=now, retry_attempt=attempt,
-        action=action, step_name=step_name, worker_id=worker_id, run_number=job["run_number"] or 1,
-        progress_percent=0).returning(se.c.id)).scalar_one()
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(current_step=step_number, updated_at=now))
-    add_event(conn, job, "step", step_name, {"status": "running", "action": action, "attempt": attempt,
-                                             "execution_id": exec_id})
-    return int(exec_id)
 
 
 def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_name: str, status: str,
@@ -349,24 +327,6 @@ def add_event(conn: Connection, job: dict[str, Any], event_type: str, step_name:
               data: dict[str, Any]) -> None:
     conn.execute(job_events.insert().values(job_id=job["id"], tenant_id=job["tenant_id"], event_type=event_type,
                                             step_name=step_name, data=data, created_at=utcnow()))
-
-
-def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, percent: float,
-                 step_percent: float, exec_id: int | None, worker_id: str, lease_seconds: float,
-                 event: bool = True) -> bool:
-    """Record a running step's progress, only while the claim is ours (False: it was lost, nothing written).
-
-    The ownership check locks the queue row until commit, so no rescue can slip in between it and the writes.
-    """
-    if not still_owner(conn, job_id=job["id"], worker_id=worker_id, lease_seconds=lease_seconds):
-        return False
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
-    if exec_id is not None:
-        conn.execute(se.update().where(se.c.id == exec_id).values(progress_percent=round(step_percent, 1)))
-    if event:
-        add_event(conn, job, "progress", step_name,
-                  {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
-    return True
 
 
 # ----------------------------------------------------------------------------- requeue
