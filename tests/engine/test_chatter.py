@@ -43,7 +43,7 @@ def test_progress_is_coalesced(rt: Runtime, submit, workers) -> None:
     # 8 s step even with this test's beat every 0.67 s (was two a second, then one)
     assert rt.settings.progress_seconds == 5
     assert 1 <= len(job_updates) <= 4, len(job_updates)
-    assert 1 <= len(progress_events) <= len(job_updates)
+    assert 1 <= len(progress_events) <= len(job_updates) + 1  # (+1: the step's start writes its 0 % event)
     marks = [e["percent"] for e in progress_events]
     bands = [int(m // 10) for m in marks]
     assert bands == sorted(set(bands)), marks  # one event per 10 % band, not one per write
@@ -84,7 +84,9 @@ def test_chatter_budget_on_postgres(tmp_path) -> None:
         figures = measure(url, tmp_path / "data", jobs=6, step_seconds=10, idle_seconds=12)
     per_job, running, idle = figures["per_job"], figures["per_step_second"], figures["idle_per_second"]
     assert per_job["statements"] <= 12, figures  # was ~22 (with pings and COPY counted)
-    assert per_job["commits"] <= 3 and per_job["transactions"] <= 3, figures  # was ~4.4
+    assert per_job["commits"] <= 3, figures  # was ~4.1
+    # (+ now and then a read-only look at the breakers, when their cache is over 0.5 s old)
+    assert per_job["transactions"] <= 3.5, figures  # was ~4.4
     assert running["transactions"] <= 0.2, figures  # was ~2.5: one beat per progress_seconds for both steps
     assert idle["transactions"] <= 0.25, figures  # was ~4: one beat per heartbeat, a safety claim per lease
     assert figures["connections_2_slots"] <= 4, figures

@@ -453,10 +453,24 @@ class JobRunner:
                                            action=s.action, attempt=attempt, worker_id=self.w.worker_id)
                 events.append(tx.event_row(self.job, "step", s.name, {"status": "running", "action": s.action,
                                                                       "attempt": attempt, "execution_id": ids[i]}))
+            # a step boundary: each bar starts at 0 % (in the same insert; the reports follow with the heartbeat)
+            overall = self._overall()
+            events += [tx.event_row(self.job, "progress", self.steps[i].name,
+                                    {"percent": round(overall, 1), "step_percent": 0.0}) for i in group]
             self._write_job(conn, {"current_step": group[-1] + 1, "updated_at": utcnow()}, events)
         for i in group:
             self.states[i].status = "running"
+        with self._lock:
+            self._progress_seen.update(group)
+            self._progress_event_mark = max(self._progress_event_mark, overall - overall % PROGRESS_EVENT_STEP)
         return ids
+
+    def _overall(self) -> float:
+        """The job's percentage: finished steps, plus the running steps' share."""
+        finished = ("completed", "skipped", "failed")
+        done = sum(1 for st in self.states if st.status in finished)
+        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in finished) / 100
+        return min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
 
     def _fence(self, conn: Any) -> None:
         """The claim is still ours (its lease extended and its row locked until commit), or LostClaim."""
@@ -555,17 +569,14 @@ class JobRunner:
 
     def take_progress(self, now: float, min_gap: float) -> tuple[tx.Progress, Any] | None:
         """The progress to write now (none if nothing is new, or the last write is under ``min_gap`` old),
-        and what to call once it is committed. A progress event goes with each step's first write (each bar of
-        a fused unit starts moving) and each time the job crosses a multiple of PROGRESS_EVENT_STEP %."""
-        finished = ("completed", "skipped", "failed")
+        and what to call once it is committed. A progress event goes with each step's first write (unless its
+        start wrote one) and each time the job crosses a multiple of PROGRESS_EVENT_STEP %."""
         with self._lock:
             if self.lost or not self._progress_pending or now - self._last_progress < min_gap:
                 return None
             pending, self._progress_pending = self._progress_pending, {}
             self._last_progress = now
-            done = sum(1 for st in self.states if st.status in finished)
-            running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in finished) / 100
-        overall = min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
+            overall = self._overall()
         band = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
         events = [(self.steps[i].name, overall, pct) for n, (i, (pct, _e)) in enumerate(sorted(pending.items()))
                   if i not in self._progress_seen or (band and n == 0)]
