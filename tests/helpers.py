@@ -45,6 +45,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def moto_s3(monkeypatch: pytest.MonkeyPatch, **extra_env: str) -> Iterator[int]:
+    """moto's S3 server on a free loopback port, with the ``AWS_*`` variables pointing boto3 at it (plus any
+    ``extra_env``); yields the port and stops the server afterwards."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", **extra_env}.items():
+            monkeypatch.setenv(k, v)
+        yield port
+    finally:
+        server.stop()
+
+
 def _admin_engine() -> sa.engine.Engine:
     url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
     # NullPool: each use opens a new connection, so a server restart during a test does not break cleanup

@@ -18,6 +18,7 @@ from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
 from mediamill.workflows.loader import validate_document
+from tests.helpers import moto_s3
 
 from .media import VIDEO_WORKFLOW, make_video, probe
 from .support import Keys, LiveServer, make_runtime, wait_until
@@ -106,18 +107,8 @@ def test_tus_interrupted_resumed_then_sse_and_download(rt: Runtime, keys: Keys, 
 
 @pytest.fixture
 def s3_env(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from moto.server import ThreadedMotoServer
-
-    from .support import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    yield port
-    server.stop()
+    with moto_s3(monkeypatch) as port:
+        yield port
 
 
 def test_presigned_put_to_s3_then_job(s3_env: int, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
 from mediamill.workflows.loader import validate_document
+from tests.helpers import moto_s3
 
 from .media import make_video
 from .support import Keys, LiveServer, make_runtime, wait_until
@@ -120,18 +121,8 @@ def test_hls_ladder_plays_straight_from_the_api(rt: Runtime, keys: Keys, live: L
 
 @pytest.fixture
 def s3_env(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from moto.server import ThreadedMotoServer
-
-    from .support import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    yield port
-    server.stop()
+    with moto_s3(monkeypatch) as port:
+        yield port
 
 
 def test_hls_ladder_plays_from_the_api_on_s3(s3_env: int, tmp_path: Path) -> None:

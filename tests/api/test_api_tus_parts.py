@@ -22,8 +22,9 @@ from mediamill.api.tusparts import PART_SIZE
 from mediamill.runtime import Runtime
 from mediamill.store import uploads_repo
 from mediamill.store.tables import upload_sessions
+from tests.helpers import moto_s3
 
-from .support import Keys, free_port, make_runtime
+from .support import Keys, make_runtime
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCT = {"Content-Type": "application/offset+octet-stream"}
@@ -70,19 +71,11 @@ def test_the_assembled_upload_must_match_its_declared_checksum(client: TestClien
 # ------------------------------------------------------------------------------ S3
 @pytest.fixture
 def s3_rt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Runtime]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    runtime = make_runtime(tmp_path / "data", storage_url="s3://tus-parts/mm")
-    runtime.storage.ensure_bucket()  # type: ignore[attr-defined]
-    yield runtime
-    runtime.close()
-    server.stop()
+    with moto_s3(monkeypatch):
+        runtime = make_runtime(tmp_path / "data", storage_url="s3://tus-parts/mm")
+        runtime.storage.ensure_bucket()  # type: ignore[attr-defined]
+        yield runtime
+        runtime.close()
 
 
 def _bucket(rt: Runtime) -> tuple[list[Any], list[Any]]:

@@ -3,7 +3,6 @@ processes, each with its own data folder, so the source, the parts and the rendi
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,28 +17,17 @@ from tests.chunked_media import make_gop_clip, rendition_facts
 from tests.engine.conftest import FAST, worker_process
 from tests.engine.test_chunked import FINAL, _ladder, _segments, _video_workflow
 from tests.fleet.support import FLEET_SECRET_KEY, stop
-from tests.helpers import make_runtime, wait_until
+from tests.helpers import make_runtime, moto_s3, wait_until
 
 
 @pytest.fixture
 def s3_rt(backend_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-                 "MEDIAMILL_SECRET_KEY": FLEET_SECRET_KEY}.items():  # hosts share the install key
-        monkeypatch.setenv(k, v)
-    rt = make_runtime(tmp_path / "api", backend_url, storage_url="s3://chunks/mm", **FAST)
-    assert isinstance(rt.storage, S3Storage)
-    rt.storage.ensure_bucket()
-    yield rt
-    rt.close()
-    server.stop()
+    with moto_s3(monkeypatch, MEDIAMILL_SECRET_KEY=FLEET_SECRET_KEY):  # hosts share the install key
+        rt = make_runtime(tmp_path / "api", backend_url, storage_url="s3://chunks/mm", **FAST)
+        assert isinstance(rt.storage, S3Storage)
+        rt.storage.ensure_bucket()
+        yield rt
+        rt.close()
 
 
 def test_chunked_encode_through_s3_on_three_hosts(s3_rt: Runtime, tmp_path: Path) -> None:

@@ -15,21 +15,14 @@ import pytest
 from mediamill.cli.serve import storage_warning
 from mediamill.runtime import Runtime
 from mediamill.storage.s3 import S3Storage
-from tests.api.support import Keys, LiveServer, free_port, make_runtime
+from tests.api.support import Keys, LiveServer, make_runtime
+from tests.helpers import moto_s3
 
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                 "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    yield port
-    server.stop()
+    with moto_s3(monkeypatch) as port:
+        yield port
 
 
 @pytest.fixture
