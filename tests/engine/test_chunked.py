@@ -135,6 +135,17 @@ def test_parked_job_holds_no_slot(rt: Runtime, steady: Runtime, clip: Path, work
                             .where(media_queue.c.job_id == job)).scalar() == 0
 
 
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a worker and give it its grace period; SIGKILL its group when it overstays."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -157,12 +168,7 @@ def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None
         d = _finished(rt, job, timeout=240)
     finally:
         _kill_group(first)
-        if second is not None:
-            second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _kill_group(second)
+        _terminate(second)
     assert d["status"] == "completed", d.get("error_message")
     rows = {(r["kind"], r["seq"]): r for r in _segments(rt, job)}
     killed = rows[(victim["kind"], victim["seq"])]
@@ -250,12 +256,7 @@ def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> Non
         d = _finished(rt, job, timeout=240)
     finally:
         _kill_group(first)
-        if second is not None:
-            second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _kill_group(second)
+        _terminate(second)
     assert d["status"] == "completed", d.get("error_message")
     assert all(r["attempts"] == 1 for r in _segments(rt, job))  # nothing was run twice to completion
     assert d["rescue_count"] == 0
