@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
 from mediamill.api.streaming import Pipe, PipeAborted, run_with_pipe
 from mediamill.errors import StorageFull
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run(main())`` on a thread of its own: in a whole test session the main thread may already run
+    an event loop (Playwright's), where ``asyncio.run`` refuses to start."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(25)
+    assert not thread.is_alive(), "the event loop did not finish"
+    if errors:
+        raise errors[0]
 
 
 @pytest.mark.timeout(30)
@@ -32,7 +54,7 @@ def test_a_failing_consumer_ends_a_producer_that_swallowed_its_cancellation() ->
         with pytest.raises(StorageFull):
             await asyncio.wait_for(run_with_pipe(consume, produce), 10)
 
-    asyncio.run(main())
+    _run(main)
     assert len(sent) < 100  # stopped at the pipe's depth, not after the whole body
 
 
@@ -46,4 +68,4 @@ def test_an_aborted_pipe_refuses_every_later_send() -> None:
         with pytest.raises(PipeAborted):
             pipe.read()
 
-    asyncio.run(main())
+    _run(main)
