@@ -163,8 +163,8 @@ class FileParts(PartStore):
         return _FileAppender(self.part(session["id"]), offset, hashers, session.get("part_state"))
 
     def assemble(self, session: dict[str, Any], sha256: str | None) -> tuple[str, int, str]:
-        """The part file becomes the stored object: renamed when storage is a local folder on the same
-        filesystem (no copy of a multi-GB file), else uploaded through the storage interface."""
+        """The part file becomes the stored object through ``Storage.put_file(move=True)``: renamed when
+        storage is a local folder on the same filesystem, else uploaded (its hash is taken there)."""
         path = self.part(session["id"])
         key = new_key("uploads", session["tenant_id"])
         try:
@@ -173,18 +173,9 @@ class FileParts(PartStore):
             raise BytesLost(f"the stored bytes of upload {session['id']} are gone; upload the file again") from None
         if session["upload_length"] is not None and size != session["upload_length"]:
             raise _upload_length_mismatch(session, size)
-        target = self.storage.local_path(key)
-        if target is not None:
-            digest = sha256 or _sha256_file(path)
-            with path.open("rb+") as fh:
-                os.fsync(fh.fileno())
-            private_dir(target.parent)
-            try:
-                os.replace(path, target)
-                return key, size, digest
-            except OSError:
-                pass  # another filesystem: copy through the interface below
-        info = self.storage.put_file(key, path)
+        # a local folder renames the part into place (no copy of a multi-GB file, stored 0600); another
+        # store uploads it through the interface
+        info = self.storage.put_file(key, path, move=True)
         return key, info.size, info.checksum or ""
 
     def remove(self, session: dict[str, Any]) -> None:
@@ -216,14 +207,6 @@ class _FileAppender(Appender):
     def rollback(self) -> None:
         with contextlib.suppress(FileNotFoundError), self.path.open("r+b") as fh:
             fh.truncate(self.offset)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(WRITE_BUFFER):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ S3
