@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fleet.netns import BUCKET, Fleet, netns_fleet, s3_client, unavailable_reason
+from tests.helpers import wait_until
 
 REASON = unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -74,13 +75,7 @@ def _statuses(db: sa.Engine, ids: list[int]) -> Counter[str]:
 
 
 def _wait(predicate: Any, timeout: float, message: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{message} not met within {timeout} s"
-        time.sleep(interval)
+    return wait_until(predicate, timeout=timeout, interval=interval, message=message)
 
 
 def _wait_terminal(db: sa.Engine, ids: list[int], timeout: float) -> Counter[str]:
@@ -183,7 +178,8 @@ def test_a_cut_host_is_rescued_without_loss_or_stale_writes(fleet: Fleet, db: sa
                                  "AND status = 'processing'", ids=held, w=victim_id)
         _wait(released, LEASE + 10, "the cut host's jobs rescued", interval=0.05)
         rescue_s = time.monotonic() - t_cut
-        # the cut worker's own naps end while it is cut off: it comes back with results to write
+        # the scenario, not a wait: the link stays down 8 s, so the cut worker's own naps end while it is cut
+        # off and it comes back with results to write
         time.sleep(max(0.0, 8 - (time.monotonic() - t_cut)))
     finally:
         fleet.restore(victim)
@@ -203,7 +199,10 @@ def test_a_cut_host_is_rescued_without_loss_or_stale_writes(fleet: Fleet, db: sa
     codes = [str(r[0]) for r in _rows(db, "SELECT job_code FROM workflow_jobs WHERE id = ANY(:ids)", ids=held)]
     _wait(lambda: all(f"job {c}: this worker lost its claim" in fleet.log(victim, "worker") for c in codes), 30,
           "the cut worker dropping the jobs it lost", interval=0.25)
-    time.sleep(LEASE)
+    # a whole lease of the cut worker's life after it dropped them: any late write would have landed by then
+    dropped_at = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=LEASE)
+    _wait(lambda: _rows(db, "SELECT 1 FROM workers WHERE id = :w AND heartbeat_at > :t", w=victim_id, t=dropped_at),
+          LEASE + 30, "the cut worker living a lease past the drop", interval=0.25)
 
     duplicated = _rows(db, "SELECT job_id, step_id, count(*) FROM step_executions WHERE job_id = ANY(:ids) "
                            "AND status = 'completed' GROUP BY job_id, step_id HAVING count(*) > 1", ids=ids)
