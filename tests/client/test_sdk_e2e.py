@@ -40,7 +40,8 @@ def test_upload_cut_halfway_resumes_sse_drop_and_downloads(sqlite_server: Server
         assert cuts.done[0].startswith("upload"), cuts.done
         resumed = [b for a, b in itertools.pairwise(progress) if b < a]
         assert len(resumed) == 1, resumed
-        assert FIFTY_MB // 4 < resumed[0] <= FIFTY_MB // 2, resumed
+        # the proxy lets half of its last read (at most 32 KiB) past the threshold before it cuts
+        assert FIFTY_MB // 4 < resumed[0] <= FIFTY_MB // 2 + 32768, resumed
         assert upload_bytes < FIFTY_MB * 1.6  # not sent twice
         assert progress[-1] == FIFTY_MB
 
