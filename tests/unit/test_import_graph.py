@@ -23,13 +23,8 @@ OUTSIDE_THE_STORE = ("engine", "api", "dashboard", "notify", "cli", "observabili
 #: ``store/``. The list only shrinks: a module that no longer needs its place here fails the test
 #: until it is taken off, and no module may be added.
 PENDING = frozenset({
-    "mediamill.api.app",
     "mediamill.api.batching",
-    "mediamill.api.deps",
     "mediamill.api.events",
-    "mediamill.api.routes.health",
-    "mediamill.api.routes.jobs",
-    "mediamill.api.routes.workflows",
     "mediamill.engine.breakers",
     "mediamill.engine.delivery",
     "mediamill.engine.housekeeping",
