@@ -26,10 +26,8 @@ PENDING = frozenset({
     "mediamill.api.batching",
     "mediamill.api.events",
     "mediamill.engine.breakers",
-    "mediamill.engine.delivery",
     "mediamill.engine.housekeeping",
     "mediamill.engine.operations",
-    "mediamill.engine.outputs",
     "mediamill.engine.reprocess",
     "mediamill.engine.review",
     "mediamill.engine.rollouts",
@@ -40,7 +38,6 @@ PENDING = frozenset({
     "mediamill.engine.submit",
     "mediamill.engine.tenancy",
     "mediamill.engine.transitions",
-    "mediamill.engine.wakeup",
     "mediamill.engine.worker",
 })
 
