@@ -28,10 +28,7 @@ PENDING = frozenset({
     "mediamill.engine.breakers",
     "mediamill.engine.housekeeping",
     "mediamill.engine.operations",
-    "mediamill.engine.reprocess",
-    "mediamill.engine.review",
     "mediamill.engine.rollouts",
-    "mediamill.engine.routing",
     "mediamill.engine.runner",
     "mediamill.engine.segments",  # chunked encodes: written beside the boundary's first step, moves with the rest
     "mediamill.engine.shadow",
