@@ -31,9 +31,7 @@ PENDING = frozenset({
     "mediamill.engine.rollouts",
     "mediamill.engine.runner",
     "mediamill.engine.segments",  # chunked encodes: written beside the boundary's first step, moves with the rest
-    "mediamill.engine.shadow",
     "mediamill.engine.submit",
-    "mediamill.engine.tenancy",
     "mediamill.engine.transitions",
     "mediamill.engine.worker",
 })
