@@ -13,8 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.exc import DataError
 
 from mediamill import __version__, dashboard
 from mediamill.api import headers as head_limits
@@ -45,6 +43,7 @@ from mediamill.observability.logging import RequestIdMiddleware
 from mediamill.runtime import Runtime
 from mediamill.storage.base import NO_SPACE
 from mediamill.store import auth_repo
+from mediamill.store.connections import OUT_OF_RANGE_ERRORS, UNAVAILABLE_ERRORS
 
 log = logging.getLogger("mediamill.api")
 #: seconds a client is asked to wait when the database does not answer
@@ -136,15 +135,14 @@ def _install_cors(app: FastAPI, origins: str) -> None:
 
 
 def _install_fallback_handler(app: FastAPI) -> None:
-    @app.exception_handler(OverflowError)
-    @app.exception_handler(DataError)
     async def _out_of_range(_req: Request, _exc: Exception) -> JSONResponse:
         # a number the database cannot hold (SQLite's INTEGER, PostgreSQL's bigint) is a bad request
         return problem(422, "Value out of range", "a number in the request is too large for this field")
 
-    @app.exception_handler(sa_exc.OperationalError)
-    @app.exception_handler(sa_exc.InterfaceError)
-    @app.exception_handler(sa_exc.TimeoutError)
+    out_of_range: tuple[type[Exception], ...] = (OverflowError, *OUT_OF_RANGE_ERRORS)
+    for cls in out_of_range:
+        app.add_exception_handler(cls, _out_of_range)
+
     async def _database(_req: Request, exc: Exception) -> JSONResponse:
         # handled here (not by the catch-all, which closes the connection): the client keeps its
         # keep-alive connection and is told when to come back
@@ -154,6 +152,9 @@ def _install_fallback_handler(app: FastAPI) -> None:
         return problem(503, "Service unavailable", "the database is not answering; nothing was changed. "
                        "Try again shortly.", headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
                        type_="https://mediamill.dev/problems/unavailable", error_class="transient")
+
+    for cls in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(cls, _database)
 
     @app.exception_handler(OSError)
     async def _os_error(_req: Request, exc: OSError) -> JSONResponse:

@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from fastapi import Request
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from mediamill.errors import InvalidField
 from mediamill.runtime import Runtime
+from mediamill.store.connections import make_read_engine
+from mediamill.store.db import Engine
 
 T = TypeVar("T")
 #: ids fit a SQLite INTEGER and a JSON number exactly
@@ -43,23 +42,6 @@ def read_engine(request: Request) -> Engine:
     if engine is None:
         engine = state.read_engine = make_read_engine(runtime(request).engine)
     return engine
-
-
-def make_read_engine(engine: Engine) -> Engine:
-    if engine.dialect.name != "sqlite":
-        return engine
-    reader = sa.create_engine(engine.url, connect_args={"check_same_thread": False, "isolation_level": None,
-                                                        "timeout": 30}, pool_size=10, max_overflow=30)
-    event.listen(reader, "connect", _read_only_pragmas)
-    return reader
-
-
-def _read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    for pragma in ("query_only=ON", "busy_timeout=30000", "temp_store=MEMORY", "cache_size=-65536",
-                   "mmap_size=268435456"):
-        cur.execute(f"PRAGMA {pragma}")
-    cur.close()
 
 
 def ops() -> ModuleType:

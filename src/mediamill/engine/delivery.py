@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 
 from mediamill.engine import transitions as tx
 from mediamill.errors import Forbidden, InvalidInput, MediamillError, TransientError
 from mediamill.storage import Storage
-from mediamill.store import tenant_settings
-from mediamill.store.tables import job_outputs, workflow_jobs
+from mediamill.store import delivery_repo, tenant_settings
+from mediamill.store.db import Connection
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import DeliverDef
 from mediamill.workflows.naming import render_template
@@ -134,10 +132,8 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
     """Run the deliver step of a job; returns the step's result (its data lists what went where)."""
     job = runner.job
     with runner.w.engine.connect() as conn:
-        override, shadow_of = conn.execute(sa.select(workflow_jobs.c.deliver, workflow_jobs.c.shadow_of)
-                                           .where(workflow_jobs.c.id == job["id"])).one()
-        rows = [dict(r) for r in conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == job["id"])
-                                              .order_by(job_outputs.c.id)).mappings()]
+        override, shadow_of = delivery_repo.deliver_override(conn, job["id"])
+        rows = delivery_repo.job_outputs_of(conn, job["id"])
     if shadow_of is not None:  # a shadow run of a candidate version must not touch what users are served
         return {"outputs": [], "data": {"delivered": [], "reason": "shadow run: not delivered"}}
     spec = effective_spec(runner.d.deliver, override)
@@ -161,8 +157,7 @@ def _record(runner: JobRunner, step: str, row: dict[str, Any], target: Target, o
     """The output's delivered URL and a ``delivery`` event, as soon as it is there (a retry skips it)."""
     with runner.w.engine.begin() as conn:
         runner._guard(conn)
-        conn.execute(job_outputs.update().where(job_outputs.c.id == row["id"])
-                     .values(delivered_url=target.url, delivered_at=utcnow()))
+        delivery_repo.mark_delivered(conn, row["id"], target.url)
         tx.add_event(conn, runner.job, "delivery", step, {"output": row["name"], "url": target.url,
                                                           "outcome": outcome})
 

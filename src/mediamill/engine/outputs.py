@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
 from mediamill.errors import Conflict, InternalError, InvalidInput, NotFound
-from mediamill.store.tables import workflow_jobs
+from mediamill.store import job_rows
+from mediamill.store.db import Engine
 
 CHUNK = 1024 * 1024
 Opener = Callable[[dict[str, Any]], BinaryIO]
@@ -30,10 +28,10 @@ def find_job_id(engine: Engine, ref: str) -> int:
     if ref.isdigit():
         return int(ref)
     with engine.connect() as conn:
-        found = conn.execute(sa.select(workflow_jobs.c.id).where(workflow_jobs.c.job_code == ref.upper())).scalar()
+        found = job_rows.job_id_by_code(conn, ref)
     if found is None:
         raise NotFound(f"no job {ref!r}")
-    return int(found)
+    return found
 
 
 def destination(folder: Path, name: str) -> Path:

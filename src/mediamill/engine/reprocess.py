@@ -13,16 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.statuses import DONE_STEP
-from mediamill.store import workflow_repo
-from mediamill.store.tables import dead_letters, job_outputs, media_queue, step_executions, workflow_definitions
-from mediamill.store.tables import workflow_jobs as wj
+from mediamill.store import reprocess_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import StepDef
 
@@ -41,23 +37,13 @@ class Plan:
 
 
 def _job(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, Any]:
-    q = sa.select(*tx.CLAIM_FIELDS, wj.c.status).where(wj.c.id == job_id)
-    if tenant_id is not None:
-        q = q.where(wj.c.tenant_id == tenant_id)
-    job = conn.execute(q).mappings().first()
+    job = reprocess_repo.job_with_status(conn, job_id, tenant_id)
     if job is None:
         raise NotFound(f"no job {job_id}")
     if job["status"] not in REPROCESSABLE:
         raise Conflict(f"job {job_id} is {job['status']}; only a finished job (partial, failed, completed, "
                        "cancelled) can be reprocessed")
-    return dict(job)
-
-
-def _last_status(conn: Connection, job_id: int) -> dict[str, str]:
-    """The outcome of each step's latest execution, by step name."""
-    rows = conn.execute(sa.select(step_executions.c.step_name, step_executions.c.status)
-                        .where(step_executions.c.job_id == job_id).order_by(step_executions.c.id)).all()
-    return {name: status for name, status in rows if name}
+    return job
 
 
 def _same(a: StepDef | None, b: StepDef) -> bool:
@@ -72,7 +58,7 @@ def plan(conn: Connection, job: dict[str, Any], mode: str, version: int | None) 
     old = workflow_repo.get_workflow(conn, job["workflow_id"], job["workflow_version"]).definition
     new_wf = workflow_repo.get_workflow(conn, job["workflow_id"], version or job["workflow_version"])
     before = {s.name: s for s in old.steps}
-    last = _last_status(conn, job["id"])
+    last = reprocess_repo.last_step_statuses(conn, job["id"])
     chosen = []
     for step in new_wf.definition.steps:
         status = last.get(step.name)
@@ -88,22 +74,9 @@ def plan(conn: Connection, job: dict[str, Any], mode: str, version: int | None) 
 def _requeue(conn: Connection, job: dict[str, Any], p: Plan, mode: str, by: str | None) -> int:
     now = utcnow()
     run = (job["run_number"] or 1) + 1
-    res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status.in_(REPROCESSABLE)).values(
-        status="queued", error_message=None, error_class=None, completed_at=None, finished_at=None,
-        cancel_requested=False,
-        retry_count=0, rescue_count=0, run_number=run, workflow_version=p.version, queue_name=p.queue,
-        current_step=0, rerun={"run": run, "steps": p.steps, "mode": mode}, updated_at=now))
-    if res.rowcount != 1:
+    if not reprocess_repo.requeue_run(conn, job, from_statuses=REPROCESSABLE, run=run, version=p.version,
+                                      queue=p.queue, steps=p.steps, mode=mode, by=by, now=now):
         raise Conflict(f"job {job['id']} changed state; try again")
-    # what the re-run steps made before is replaced by what they make now
-    conn.execute(job_outputs.delete().where(job_outputs.c.job_id == job["id"],
-                                            job_outputs.c.step_name.in_(p.steps)))
-    conn.execute(media_queue.delete().where(media_queue.c.job_id == job["id"]))
-    conn.execute(media_queue.insert().values(job_id=job["id"], queue_name=p.queue, priority=job["priority"],
-                                             base_priority=job["priority"], scheduled_time=now, status="queued",
-                                             created_at=now, attempts=0))
-    conn.execute(dead_letters.update().where(dead_letters.c.job_id == job["id"], dead_letters.c.resolved_at.is_(None))
-                 .values(resolved_at=now, resolution="retried", resolved_by=by))
     tx.add_event(conn, job, "reprocess", None, {"mode": mode, "steps": p.steps, "version": p.version, "run": run,
                                                "by": by})
     tx.add_event(conn, job, "status", None, {"status": "queued", "reason": f"reprocess ({mode} steps)"})
@@ -139,21 +112,10 @@ def select_jobs(conn: Connection, sel: Selection, mode: str) -> list[int]:
     bad = set(sel.status) - set(REPROCESSABLE)
     if bad:
         raise InvalidInput(f"status must be among {', '.join(REPROCESSABLE)}, got {', '.join(sorted(bad))}")
-    q = (sa.select(wj.c.id).select_from(wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id))
-         .where(wj.c.status.in_(sel.status), wj.c.shadow_of.is_(None)))
-    if sel.tenant_id is not None:
-        q = q.where(wj.c.tenant_id == sel.tenant_id)
-    if sel.workflow:
-        q = q.where(workflow_definitions.c.workflow_code == sel.workflow)
-    if sel.since:
-        q = q.where(wj.c.submitted_at >= sel.since)
-    if sel.step:
-        wanted = {"failed": ("failed", "cancelled", "interrupted"), "skipped": ("skipped",)}.get(mode)
-        cond = [step_executions.c.job_id == wj.c.id, step_executions.c.step_name == sel.step]
-        if wanted:
-            cond.append(step_executions.c.status.in_(wanted))
-        q = q.where(sa.exists().where(*cond))
-    return list(conn.execute(q.order_by(wj.c.id).limit(sel.limit)).scalars())
+    wanted = {"failed": ("failed", "cancelled", "interrupted"), "skipped": ("skipped",)}.get(mode) if sel.step else None
+    return reprocess_repo.reprocessable_job_ids(conn, statuses=sel.status, tenant_id=sel.tenant_id,
+                                                workflow=sel.workflow, since=sel.since, step=sel.step,
+                                                step_statuses=wanted, limit=sel.limit)
 
 
 def reprocess_jobs(engine: Engine, sel: Selection, *, steps: str = "failed", version: int | None = None,

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.engine.routing import candidates_for, visible_workflows
 from mediamill.errors import Conflict, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical
-from mediamill.store import workflow_repo
+from mediamill.store import routing_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE
-from mediamill.store.tables import media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
-
-wj = workflow_jobs
 
 
 def _waiting_review(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, Any]:
-    q = sa.select(*tx.CLAIM_FIELDS, wj.c.status, wj.c.routing).where(wj.c.id == job_id)
-    if tenant_id is not None:
-        q = q.where(wj.c.tenant_id == tenant_id)
-    job = conn.execute(q).mappings().first()
+    job = routing_repo.job_for_review(conn, job_id, tenant_id)
     if job is None:
         raise NotFound(f"no job {job_id}")
     if job["status"] != "pending" or job["queue_name"] != REVIEW_QUEUE:
         raise Conflict(f"job {job_id} is {job['status']} in queue {job['queue_name']}; only a job waiting in "
                        "review can be routed (a finished job is retried or reprocessed instead)")
-    return dict(job)
+    return job
 
 
 def route_job(engine: Engine, job_id: int, workflow: str, *, version: int | None = None,
@@ -61,16 +53,9 @@ def route_job(engine: Engine, job_id: int, workflow: str, *, version: int | None
 
 def _requeue(conn: Connection, job: dict[str, Any], wf: workflow_repo.VersionedWorkflow, queue: str,
              routing: dict[str, Any]) -> None:
-    now = utcnow()
-    res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status == "pending",
-                                         wj.c.queue_name == REVIEW_QUEUE)
-                       .values(workflow_id=wf.workflow_id, workflow_version=wf.version, queue_name=queue,
-                               status="queued", routing=routing, updated_at=now))
-    if res.rowcount != 1:
+    if not routing_repo.route_out_of_review(conn, job, workflow_id=wf.workflow_id, version=wf.version, queue=queue,
+                                            routing=routing, now=utcnow()):
         raise Conflict(f"job {job['id']} changed state; try again")
-    conn.execute(media_queue.insert().values(job_id=job["id"], queue_name=queue, priority=job["priority"],
-                                             base_priority=job["priority"], scheduled_time=now, status="queued",
-                                             created_at=now, attempts=0))
 
 
 def review_candidates(engine: Engine, job: dict[str, Any]) -> list[str]:

@@ -11,15 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from mediamill.errors import SHORT_MESSAGE, Conflict, InvalidCondition, InvalidInput, NotFound
 from mediamill.media.sniff import accepts, canonical
 from mediamill.store import routing_repo, workflow_repo
-from mediamill.store.routing_repo import REVIEW_CODE, REVIEW_QUEUE
-from mediamill.store.tables import routing_rules as rr
-from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store.db import Connection
+from mediamill.store.routing_repo import REVIEW_CODE, REVIEW_QUEUE, tenant_rules, visible_workflows
 from mediamill.workflows.conditions import (
     ConditionError,
     check_routing_condition,
@@ -67,14 +63,6 @@ class RoutingDecision:
         return {**self.as_dict(), "rule_id": self.rule_id, "version": self.version, "evaluated": self.evaluated}
 
 
-def visible_workflows(conn: Connection, tenant_id: str) -> list[str]:
-    """Active workflow codes the tenant may run (its own and the shared ones), review excluded."""
-    q = (sa.select(wd.c.workflow_code).where(wd.c.is_active.is_(True), wd.c.workflow_code != REVIEW_CODE,
-                                             sa.or_(wd.c.tenant_id.is_(None), wd.c.tenant_id == tenant_id))
-         .order_by(wd.c.workflow_code))
-    return list(conn.execute(q).scalars())
-
-
 def candidates_for(conn: Connection, tenant_id: str, mime: str | None) -> list[str]:
     """Active workflows of the tenant that name the type explicitly (``*/*`` catch-alls do not count)."""
     if not mime:
@@ -85,14 +73,6 @@ def candidates_for(conn: Connection, tenant_id: str, mime: str | None) -> list[s
 def _accepts(conn: Connection, code: str, mime: str) -> bool:
     wf = workflow_repo.current_workflow(conn, code).definition
     return "*/*" not in wf.input_types and accepts(wf.input_types, mime)
-
-
-def tenant_rules(conn: Connection, tenant_id: str, *, enabled_only: bool = True) -> list[dict[str, Any]]:
-    """The tenant's rules in evaluation order (rules without a tenant apply to every tenant)."""
-    q = sa.select(rr).where(sa.or_(rr.c.tenant_id.is_(None), rr.c.tenant_id == tenant_id))
-    if enabled_only:
-        q = q.where(rr.c.enabled.is_(True))
-    return [dict(r) for r in conn.execute(q.order_by(rr.c.position, rr.c.id)).mappings()]
 
 
 def decide(conn: Connection, *, tenant_id: str, facts: RoutingFacts) -> RoutingDecision:

@@ -13,20 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.actions.base import get_action
 from mediamill.engine.rollouts import latest, public, version_figures
 from mediamill.errors import NotFound
 from mediamill.media.compare import compare_outputs
 from mediamill.storage import Storage
-from mediamill.store import workflow_repo
-from mediamill.store.tables import job_outputs, workflow_jobs, workflow_rollouts
+from mediamill.store import shadow_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
 
 SHADOW_SKIP = "shadow run: steps that act outside (webhooks, deliveries) do not run"
 OUTSIDE_FAMILIES = ("delivery", "destination")
-wj, jo = workflow_jobs, job_outputs
 PAIRS_COMPARED = 20  # pairs whose outputs are opened and compared (the newest)
 
 
@@ -39,24 +35,11 @@ def acts_outside(action: str) -> bool:
 def _rollout(conn: Connection, workflow_id: int, tenant_id: str, version: int | None) -> dict[str, Any] | None:
     if version is None:
         return latest(conn, workflow_id, tenant_id, "shadow")
-    row = conn.execute(sa.select(workflow_rollouts).where(
-        workflow_rollouts.c.workflow_id == workflow_id, workflow_rollouts.c.tenant_id == tenant_id,
-        workflow_rollouts.c.kind == "shadow", workflow_rollouts.c.version == version)
-        .order_by(workflow_rollouts.c.id.desc())).mappings().first()
-    return dict(row) if row else None
+    return shadow_repo.shadow_rollout(conn, workflow_id, tenant_id, version)
 
 
 def _pairs(conn: Connection, workflow_id: int, tenant_id: str, version: int, limit: int) -> list[tuple[Any, Any]]:
-    shadow = wj.alias("shadow")
-    cols = (wj.c.id, wj.c.job_code, wj.c.workflow_version, wj.c.status, wj.c.error_class, wj.c.started_at,
-            wj.c.completed_at, wj.c.finished_at)
-    q = (sa.select(*cols, *(shadow.c[c.name].label(f"s_{c.name}") for c in cols))
-         .select_from(shadow.join(wj, wj.c.id == shadow.c.shadow_of))
-         .where(shadow.c.workflow_id == workflow_id, shadow.c.tenant_id == tenant_id,
-                shadow.c.workflow_version == version)
-         .order_by(shadow.c.id.desc()).limit(limit))
-    rows = conn.execute(q).mappings().all()
-    return [(_Row({c.name: r[c.name] for c in cols}), _Row({c.name: r[f"s_{c.name}"] for c in cols})) for r in rows]
+    return [(_Row(p), _Row(s)) for p, s in shadow_repo.shadow_pairs(conn, workflow_id, tenant_id, version, limit)]
 
 
 class _Row(dict[str, Any]):
@@ -64,16 +47,6 @@ class _Row(dict[str, Any]):
 
     def __getattr__(self, name: str) -> Any:
         return self[name]
-
-
-def _outputs(conn: Connection, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    if not ids:
-        return out
-    for r in conn.execute(sa.select(jo.c.job_id, jo.c.name, jo.c.step_name, jo.c.mime_type, jo.c.bytes,
-                                    jo.c.storage_key).where(jo.c.job_id.in_(ids)).order_by(jo.c.id)).mappings():
-        out[r["job_id"]].append(dict(r))
-    return out
 
 
 def _per_step(outputs: list[list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
@@ -96,7 +69,7 @@ def report(engine: Engine, storage: Storage, code: str, *, tenant_id: str, versi
         if rollout is None:
             raise NotFound(f"{code} has no shadow run" + (f" of version {version}" if version else ""))
         pairs = _pairs(conn, wf.workflow_id, tenant_id, rollout["version"], limit)
-        outputs = _outputs(conn, [i for p, s in pairs for i in (p["id"], s["id"])])
+        outputs = shadow_repo.outputs_by_job(conn, [i for p, s in pairs for i in (p["id"], s["id"])])
     primaries, shadows = [p for p, _s in pairs], [s for _p, s in pairs]
     versions = {
         "primary": {"versions": sorted({p["workflow_version"] for p in primaries}), **version_figures(primaries),

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from mediamill.errors import Forbidden, NotFound
-from mediamill.store.tables import media_queue, workflow_definitions, workflow_jobs
+from mediamill.store import queue_scope
+from mediamill.store.db import Connection
+from mediamill.store.queue_scope import scoped_jobs
 
-wd, mq, wj = workflow_definitions, media_queue, workflow_jobs
+__all__ = ["check_may_pause", "queue_owners", "scoped_jobs", "visible_queues", "worker_view"]
 
 
 def queue_owners(conn: Connection) -> dict[str, set[str | None]]:
     """Queue name → the tenants whose workflows use it (``None`` for a shared, built-in workflow)."""
     owners: dict[str, set[str | None]] = {}
-    for name, tenant in conn.execute(sa.select(wd.c.queue_name, wd.c.tenant_id).distinct()):
+    for name, tenant in queue_scope.workflow_queue_tenants(conn):
         if name:
             owners.setdefault(name, set()).add(tenant)
     return owners
@@ -39,8 +38,7 @@ def queue_owners(conn: Connection) -> dict[str, set[str | None]]:
 def visible_queues(conn: Connection, tenant_id: str) -> set[str]:
     """The queues a tenant's visible workflows use, and any queue holding one of its jobs."""
     names = {name for name, tenants in queue_owners(conn).items() if tenants & {None, tenant_id}}
-    holding = sa.select(mq.c.queue_name).join(wj, wj.c.id == mq.c.job_id).where(wj.c.tenant_id == tenant_id)
-    names |= {n for n in conn.execute(holding.distinct()).scalars() if n}
+    names |= queue_scope.queues_holding_jobs_of(conn, tenant_id)
     return names
 
 
@@ -54,13 +52,6 @@ def check_may_pause(conn: Connection, name: str, *, tenant_id: str, root: bool) 
     if tenants != {tenant_id}:
         raise Forbidden(f"queue {name} is shared (built-in workflows or other tenants use it): "
                         "only the root admin pauses or resumes it")
-
-
-def scoped_jobs(query: Any, tenant_id: str | None) -> Any:
-    """Restrict a query over ``media_queue`` to one tenant's jobs (no-op for the root view)."""
-    if tenant_id is None:
-        return query
-    return query.join(wj, wj.c.id == mq.c.job_id).where(wj.c.tenant_id == tenant_id)
 
 
 def worker_view(row: dict[str, Any], visible: set[str] | None) -> dict[str, Any] | None:

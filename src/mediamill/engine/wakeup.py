@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from mediamill.store.db import Connection, Engine
+from mediamill.store.wake_signal import notify_at_commit
 
 CHANNEL = "mediamill_jobs"
 CANCEL_CHANNEL = "mediamill_cancel"
@@ -45,9 +45,7 @@ def notify_local(queues: Iterable[str]) -> None:
 
 def notify_in_tx(conn: Connection, queues: Iterable[str], channel: str = CHANNEL) -> None:
     """Queue a wake-up inside the caller's transaction (PostgreSQL delivers NOTIFY at commit)."""
-    if conn.dialect.name == "postgresql":
-        for q in set(queues):
-            conn.execute(sa.text("SELECT pg_notify(:c, :q)"), {"c": channel, "q": q})
+    notify_at_commit(conn, channel, queues)
 
 
 def after_commit(queues: Iterable[str], engine: Engine | None = None) -> None:

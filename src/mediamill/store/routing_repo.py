@@ -1,4 +1,5 @@
-"""Routing rules of a tenant (ordered, enabled or not) and the review backlog they leave behind."""
+"""Routing rules of a tenant (ordered, enabled or not), the workflows a tenant may be routed to, and
+the review queue: the jobs waiting there, their way out, and the backlog they make."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mediamill.errors import NotFound
+from mediamill.store.job_rows import CLAIM_FIELDS, enqueue
 from mediamill.store.tables import routing_rules as rr
+from mediamill.store.tables import workflow_definitions as wd
 from mediamill.store.tables import workflow_jobs as wj
 from mediamill.store.timeutil import iso, utcnow
 
@@ -99,3 +102,46 @@ def review_backlog(conn: Connection, tenant_id: str | None = None) -> tuple[int,
     if isinstance(oldest, str):  # SQLite's MIN() of a timestamp can come back as text
         oldest = datetime.fromisoformat(oldest)
     return int(count or 0), oldest
+
+
+def tenant_rules(conn: Connection, tenant_id: str, *, enabled_only: bool = True) -> list[dict[str, Any]]:
+    """The rules that apply to the tenant (its own and those without a tenant), in evaluation order,
+    as rows."""
+    q = sa.select(rr).where(sa.or_(rr.c.tenant_id.is_(None), rr.c.tenant_id == tenant_id))
+    if enabled_only:
+        q = q.where(rr.c.enabled.is_(True))
+    return [dict(r) for r in conn.execute(q.order_by(rr.c.position, rr.c.id)).mappings()]
+
+
+def visible_workflows(conn: Connection, tenant_id: str) -> list[str]:
+    """Active workflow codes the tenant may run (its own and the shared ones), review excluded, by code."""
+    q = (sa.select(wd.c.workflow_code).where(wd.c.is_active.is_(True), wd.c.workflow_code != REVIEW_CODE,
+                                             sa.or_(wd.c.tenant_id.is_(None), wd.c.tenant_id == tenant_id))
+         .order_by(wd.c.workflow_code))
+    return list(conn.execute(q).scalars())
+
+
+def job_for_review(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, Any] | None:
+    """The job dict (``CLAIM_FIELDS``) with its ``status`` and ``routing``, in the tenant unless
+    ``tenant_id`` is None; None when there is no such job."""
+    q = sa.select(*CLAIM_FIELDS, wj.c.status, wj.c.routing).where(wj.c.id == job_id)
+    if tenant_id is not None:
+        q = q.where(wj.c.tenant_id == tenant_id)
+    job = conn.execute(q).mappings().first()
+    return None if job is None else dict(job)
+
+
+def route_out_of_review(conn: Connection, job: dict[str, Any], *, workflow_id: int, version: int, queue: str,
+                        routing: dict[str, Any], now: datetime) -> bool:
+    """Move a job still waiting in review to ``workflow_id`` at ``version`` and queue it in ``queue``.
+
+    False (and nothing written) when the job no longer waits in review.
+    """
+    res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status == "pending",
+                                         wj.c.queue_name == REVIEW_QUEUE)
+                       .values(workflow_id=workflow_id, workflow_version=version, queue_name=queue,
+                               status="queued", routing=routing, updated_at=now))
+    if res.rowcount != 1:
+        return False
+    enqueue(conn, job["id"], queue=queue, priority=job["priority"], now=now)
+    return True

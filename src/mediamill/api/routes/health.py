@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from mediamill.store.connections import probe_schema
 
 router = APIRouter(tags=["health"])
 
@@ -34,8 +35,7 @@ def readyz(request: Request) -> JSONResponse:
 
 def _database(rt: Any) -> dict[str, Any]:
     try:
-        with rt.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1 FROM workflow_definitions LIMIT 1"))
+        probe_schema(rt.engine)
     except Exception as exc:  # any driver error means not ready
         return {"status": "unavailable", "detail": type(exc).__name__}
     return {"status": "ok"}

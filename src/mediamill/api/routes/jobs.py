@@ -11,7 +11,6 @@ from datetime import UTC
 from pathlib import Path as FsPath
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -63,8 +62,7 @@ from mediamill.errors import Conflict, InvalidInput, NotFound, locate
 from mediamill.netguard import UrlRefused, check_url
 from mediamill.observability.logging import get_logger
 from mediamill.storage.base import check_key
-from mediamill.store import uploads_repo
-from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store import uploads_repo, workflow_repo
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 log = get_logger("mediamill.api")
@@ -164,11 +162,11 @@ def _workflow_owner(request: Request, code: str) -> tuple[bool, str | None]:
     if hit is not None and now - hit[0] < OWNER_CACHE_SECONDS:
         return hit[1], hit[2]
     with read_engine(request).connect() as conn:
-        row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
+        exists, tenant = workflow_repo.workflow_owner(conn, code)
     if len(_owners) > 10_000:
         _owners.clear()
-    _owners[code] = (now, row is not None, row[0] if row is not None else None)
-    return row is not None, row[0] if row is not None else None
+    _owners[code] = (now, exists, tenant)
+    return exists, tenant
 
 
 def _check_workflow(request: Request, caller: Caller, code: str | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -32,7 +31,7 @@ from mediamill.api.problems import PROBLEM_RESPONSES, MethodNotAllowed
 from mediamill.engine.routing import ambiguity_warnings
 from mediamill.errors import Conflict, Forbidden, InvalidField, NotFound, WorkflowInvalid
 from mediamill.store import workflow_repo
-from mediamill.store.tables import workflow_definitions as wd
+from mediamill.store.db import Connection
 from mediamill.store.timeutil import iso
 from mediamill.workflows.loader import parse_workflow, validate_document
 from mediamill.workflows.models import WorkflowDef
@@ -52,21 +51,15 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
             "updated_at": iso(row["updated_at"])}
 
 
-def _owner(conn: sa.Connection, code: str) -> tuple[bool, str | None]:
-    """(exists, tenant) of a workflow code."""
-    row = conn.execute(sa.select(wd.c.tenant_id).where(wd.c.workflow_code == code)).first()
-    return (row is not None, row[0] if row is not None else None)
-
-
-def _visible(conn: sa.Connection, caller: Caller, code: str) -> None:
-    exists, tenant = _owner(conn, code)
+def _visible(conn: Connection, caller: Caller, code: str) -> None:
+    exists, tenant = workflow_repo.workflow_owner(conn, code)
     if not exists or (tenant is not None and tenant != caller.tenant_id):
         raise NotFound(f"no workflow {code!r}")
 
 
-def _writable(conn: sa.Connection, caller: Caller, code: str) -> None:
+def _writable(conn: Connection, caller: Caller, code: str) -> None:
     _visible(conn, caller, code)
-    _exists, tenant = _owner(conn, code)
+    _exists, tenant = workflow_repo.workflow_owner(conn, code)
     if tenant is None and not caller.can("admin"):
         raise Forbidden(f"{code} is shared by every tenant; only an admin changes it")
 
@@ -92,7 +85,7 @@ async def _document(request: Request) -> WorkflowDef:
 def list_workflows(request: Request, caller: Caller = auth.Viewer) -> dict[str, Any]:
     """Every workflow the caller can see, with its current version."""
     with read_engine(request).connect() as conn:
-        owners = dict(conn.execute(sa.select(wd.c.workflow_code, wd.c.tenant_id)).all())
+        owners = workflow_repo.workflow_owners(conn)
         rows = workflow_repo.list_workflows(conn)
     return {"items": [_summary(r) for r in rows if owners.get(r["workflow_code"]) in (None, caller.tenant_id)]}
 
@@ -125,7 +118,7 @@ async def create_workflow(request: Request, caller: Caller = auth.Operator,
     if shared and not caller.can("admin"):
         raise Forbidden("only an admin creates shared workflows")
     with runtime(request).engine.begin() as conn:
-        exists, tenant = _owner(conn, wf.code)
+        exists, tenant = workflow_repo.workflow_owner(conn, wf.code)
         if exists and tenant is not None and tenant != caller.tenant_id:
             raise NotFound(f"no workflow {wf.code!r}")
         if exists:
