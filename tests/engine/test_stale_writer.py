@@ -5,8 +5,10 @@ worker itself claims the rescued job again: its earlier run's attempt is stale, 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -176,3 +178,108 @@ def test_a_worker_that_claims_a_rescued_job_again_completes_it_through_the_new_a
     assert [d["attempt"] for d in attempts if d.get("status") == "processing"] == [1, 2]
     lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
     assert len(lost) == 1, [r.getMessage() for r in lost]
+
+
+# ----------------------------------------------------------------------------- the database goes away mid-job
+class _Outage:
+    """The worker's view of the database on a host whose cable is pulled: while ``down``, every new transaction
+    fails at once, as a fresh connection to the cut-off server does ("Network is unreachable")."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.down = threading.Event()
+        self.refused = 0
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            self.refused += 1
+            raise sa.exc.OperationalError("connect", {}, OSError("Network is unreachable"))
+
+    def begin(self) -> Any:
+        self._check()
+        return self.engine.begin()
+
+    def connect(self) -> Any:
+        self._check()
+        return self.engine.connect()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_link_is_back(
+        rt: Runtime, submit, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The step ends while the database is unreachable (its result cannot be written) and the job is rescued and
+    completed elsewhere meanwhile: once the database answers again the run finds its claim gone, logs the loss
+    once and drops the job, writing nothing. (It used to count as a crash: the hand-back was refused in silence,
+    or given up while the link was still down, and the loss was never logged.)"""
+    caplog.set_level(logging.WARNING)
+    workflow(rt, "WF-CUTOFF", [{"name": "first", "action": "noop"},
+                               {"name": "nap", "action": "sleep", "params": {"seconds": 1}},
+                               {"name": "last", "action": "noop"}])
+    job = submit("WF-CUTOFF")
+    w = Worker(rt, pools={"elsewhere": 1})  # never started: one job is run here as its job thread would run it
+    outage = _Outage(rt.engine)
+    w.engine = outage  # type: ignore[assignment]
+    recovering = threading.Event()
+    write_progress, recover = JobRunner._write_progress, JobRunner.recover
+
+    def progress_then_cut(self: JobRunner, pending: dict[int, tuple[float, int]]) -> None:
+        write_progress(self, pending)
+        outage.down.set()  # the cable is pulled while the step runs: its first report was the last write
+
+    def noted_recover(self: JobRunner, *args: Any, **kwargs: Any) -> None:
+        recovering.set()
+        recover(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobRunner, "_write_progress", progress_then_cut)
+    monkeypatch.setattr(JobRunner, "recover", noted_recover)
+    try:
+        with rt.engine.begin() as conn:
+            claimed = tx.claim(conn, worker_id=w.worker_id, queue=None, limit=1, lease_seconds=30)
+        assert [c.job["id"] for c in claimed] == [job.id]
+        wf = w.workflow(claimed[0].job["workflow_id"], claimed[0].job["workflow_version"])
+        w.inflight["elsewhere"] += 1
+        with w._lock:
+            w._owned[job.id] = claimed[0].attempts
+        thread = threading.Thread(target=w._run_job, args=("elsewhere", claimed[0], wf), daemon=True)
+        thread.start()
+        wait_until(outage.down.is_set, timeout=30, message="the nap step reporting progress")
+        with rt.engine.begin() as conn:  # the job is rescued, claimed by B and completed there
+            assert housekeeping._rescue_one(conn, job.id, w.worker_id, 5, None) == 1
+            b = tx.claim(conn, worker_id="worker-B", queue=None, limit=1, lease_seconds=30)
+            assert [c.job["id"] for c in b] == [job.id]
+            done = tx.Finish(job=b[0].job, status="completed", workflow_code="WF-CUTOFF", workflow_type="generic",
+                             workflow_version=1, total_steps=3)
+            assert tx.finish_jobs(conn, "worker-B", [done]) == [job.id]
+            final_event = conn.execute(sa.select(sa.func.max(job_events.c.id))
+                                       .where(job_events.c.job_id == job.id)).scalar_one()
+        # the step ended and its result could not be written: the run waits for the database to answer
+        wait_until(recovering.is_set, timeout=30, message="the run finding the database gone")
+        tried = outage.refused
+        wait_until(lambda: outage.refused >= tried + 3, timeout=30, message="the run trying again while cut off")
+        assert thread.is_alive() and not [r for r in caplog.records if "lost its claim" in r.getMessage()]
+        outage.down.clear()  # the cable is back
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        with rt.engine.connect() as conn:
+            late = conn.execute(sa.select(job_events.c.event_type, job_events.c.data)
+                                .where(job_events.c.job_id == job.id, job_events.c.id > final_event)).all()
+            status, progress = conn.execute(sa.select(workflow_jobs.c.status, workflow_jobs.c.progress_percent)
+                                            .where(workflow_jobs.c.id == job.id)).one()
+            mine = conn.execute(sa.select(step_executions.c.step_name, step_executions.c.status)
+                                .where(step_executions.c.job_id == job.id,
+                                       step_executions.c.worker_id == w.worker_id)
+                                .order_by(step_executions.c.id)).all()
+            queued = conn.execute(sa.select(sa.func.count()).select_from(media_queue)
+                                  .where(media_queue.c.job_id == job.id)).scalar_one()
+        assert late == [] and status == "completed" and progress == 100 and queued == 0
+        assert [tuple(m) for m in mine] == [("first", "completed"), ("nap", "interrupted")]
+        assert job.id not in w.running and job.id not in w._owned and w.inflight["elsewhere"] == 0
+        lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
+        assert len(lost) == 1, [r.getMessage() for r in lost]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    finally:
+        w.executor.shutdown(wait=True)
+        w.children.close()
+        w._unsubscribe()

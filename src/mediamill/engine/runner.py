@@ -122,6 +122,18 @@ class JobRunner:
 
     def _run(self) -> None:
         try:
+            self._settle()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # the database went away mid-job (a cut link, a restart, a killed session): whether the claim is
+            # still ours is known only once it answers again
+            log.warning("job %s: database error (%s); giving the job back once the database answers",
+                        self.job["job_code"], str(exc.orig or exc).split("\n")[0])
+            self.recover("database error; handed back")
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _settle(self) -> None:
+        try:
             self._load_history()
             self._resolve_input()
             self._probe_if_needed()
@@ -137,8 +149,6 @@ class JobRunner:
                 self._finish("cancelled", error=("cancelled", "cancelled by request", ""))
         except MediamillError as exc:
             self._finish("failed", error=(exc.error_class, exc.message, getattr(exc, "stderr_tail", "")))
-        finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def lose(self) -> None:
         """Our claim is gone (rescued, re-claimed or finished elsewhere): log it once, stop, write nothing more."""
@@ -155,21 +165,31 @@ class JobRunner:
         self.handing_back = True
         self.cancel.set()
 
-    def recover(self) -> None:
-        """After an unexpected error (the database went away): give the job back once we can."""
-        deadline = time.monotonic() + self.w.settings.lease_seconds
-        while time.monotonic() < deadline:
+    def recover(self, reason: str = "worker error; retried") -> None:
+        """After an unexpected error (the database went away): give the job back as soon as the database answers.
+
+        Only its answer tells what became of the claim meanwhile: still ours, the job goes back to the queue
+        (keeping its place); rescued or finished elsewhere (the lease lapsed while the link was down), the loss
+        is logged and the job dropped (``_requeue_interrupted``). Until then the claim stays in the worker's hands
+        (the heartbeat extends its lease whenever it can); a stopping worker gives up once it hands its jobs back,
+        and the lapsed lease lets the job be rescued."""
+        pause = 0.25
+        while True:
             try:
-                self._requeue_interrupted("worker error; retried")
+                self._requeue_interrupted(reason)
                 return
             except sa.exc.DBAPIError:
-                time.sleep(0.5)
+                if self.handing_back:
+                    return
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def _requeue_interrupted(self, reason: str) -> None:
         now = utcnow()
         with self.w.engine.begin() as conn:
             if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
                               count_retry=False, event={"reason": reason}, keep_place=True):
+                self.lose()
                 return
             conn.execute(step_executions.update()
                          .where(step_executions.c.job_id == self.job["id"], step_executions.c.status == "running")
@@ -718,6 +738,8 @@ class JobRunner:
                             reason="retry", count_retry=True, event=retry_event(r))
         if ok:
             self.w.wake_later(self.job["queue_name"], r.delay)
+        else:
+            self.lose()
 
     def _hold(self, h: Hold) -> None:
         with self.w.engine.begin() as conn:
@@ -726,6 +748,8 @@ class JobRunner:
                             event={"reason": "breaker open", "action": h.action, "step": h.step})
         if ok:
             self.w.wake_later(self.job["queue_name"], h.delay)
+        else:
+            self.lose()
 
     def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
         klass, message, tail = error or (None, None, None)
@@ -735,10 +759,11 @@ class JobRunner:
                            failed_step=failed_step)
         with self.w.engine.begin() as conn:
             accepted = tx.finish_jobs(conn, self.w.worker_id, [finish])
-        log.info("job %s: %s%s", self.job["job_code"], status if accepted else f"{status} refused (claim lost)",
-                 f" ({klass}: {message})" if klass else "")
-        if accepted:
-            self.w.job_finished(self.job, status, self.d.code, klass)
+        if not accepted:
+            self.lose()
+            return
+        log.info("job %s: %s%s", self.job["job_code"], status, f" ({klass}: {message})" if klass else "")
+        self.w.job_finished(self.job, status, self.d.code, klass)
 
     # ------------------------------------------------------------------ small records
     def _record_skip(self, i: int, reason: str | None) -> None:
