@@ -40,7 +40,16 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
     if conn.dialect.name != "postgresql":
         conn.execute(table.insert(), list(rows))
         return
+    if len(rows) < COPY_MIN_ROWS:
+        _pg_insert(conn, table, rows, None)
+        return
     _pg_copy(conn, table, rows)
+
+
+#: Below this many rows one ``INSERT … unnest`` (one round trip, a plan the driver prepares after a few uses)
+#: is cheaper than ``COPY`` (start, data and end: three round trips and no plan to reuse); above it COPY's
+#: cheaper per-row encoding wins.
+COPY_MIN_ROWS = 32
 
 
 _COPY_TYPES = {sa.Integer: "int4", sa.BigInteger: "int8", sa.String: "text", sa.Text: "text", sa.DateTime: "timestamp",
