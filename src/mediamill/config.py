@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=0, description="0 = a third of lease_seconds")
     max_rescues: int = Field(default=3, description="rescues before a job is dead-lettered as poison")
     poll_interval: float = Field(default=1.0, description="polling fallback when no wake-up arrives")
+    progress_seconds: float = Field(default=5.0, ge=1.0, description="a running job's progress is written at most "
+                                    "this often (with the worker's heartbeat, one transaction for all its jobs)")
     claim_batch: int = Field(default=200, description="most jobs one claim takes (cheap inline jobs)")
     aging_seconds: float = Field(default=60, description="a queued job gains one priority point per interval")
     aging_max_priority: int = Field(default=10, description="ageing raises a waiting job's priority up to this")
@@ -110,6 +112,9 @@ class Settings(BaseSettings):
         default=60, ge=0, description="the server ends a session idle inside a transaction this long")
     db_statement_timeout_seconds: float = Field(
         default=300, ge=0, description="the server cancels a statement running longer than this")
+    db_pgbouncer: bool = Field(default=False, description="PostgreSQL is reached through PgBouncer in transaction "
+                               "mode: no server-side prepared statements, no LISTEN (workers and the API poll), no "
+                               "startup options (same as ?pgbouncer=true in the database URL)")
     s3_public_endpoint: str = Field(default="", description="S3 address presigned links handed to clients use "
                                                             "(when it differs from AWS_ENDPOINT_URL)")
     # api

@@ -14,7 +14,14 @@ from mediamill.errors import ConfigError, TransientError
 from mediamill.fsmode import private_dir
 from mediamill.installkey import SecretBox
 from mediamill.storage import Storage, open_storage
-from mediamill.store.db import PgNetwork, check_schema_version, create_db_engine, schema_state, upgrade
+from mediamill.store.db import (
+    PGBOUNCER_PARAM,
+    PgNetwork,
+    check_schema_version,
+    create_db_engine,
+    schema_state,
+    upgrade,
+)
 from mediamill.store.installation import check_install_key
 from mediamill.store.workflow_repo import install_builtins
 
@@ -26,8 +33,17 @@ class Runtime:
     @cached_property
     def engine(self) -> Engine:
         network = pg_network(self.settings)
-        return create_db_engine(network.apply(self.settings.effective_database_url),
-                                pg_options=network.session_options())
+        return create_db_engine(network.apply(self.database_url), pg_options=network.session_options())
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL; with ``MEDIAMILL_DB_PGBOUNCER`` it carries ``pgbouncer=true``, so every
+        engine made from it (migrations and checks included) knows it goes through PgBouncer."""
+        url = self.settings.effective_database_url
+        if not self.settings.db_pgbouncer or url.startswith("sqlite"):
+            return url
+        return sa.engine.make_url(url).update_query_dict({PGBOUNCER_PARAM: "true"}).render_as_string(
+            hide_password=False)
 
     @cached_property
     def storage(self) -> Storage:
@@ -52,7 +68,7 @@ class Runtime:
 
         private_dir(self.settings.data_dir)
         # under the migration lock; with the connect timeout and keepalives but no statement timeout
-        upgrade(pg_network(self.settings).apply(self.settings.effective_database_url))
+        upgrade(pg_network(self.settings).apply(self.database_url))
         self.check_install_key()
         seal_plaintext_secrets(self.engine, self.secret_box)
 
@@ -71,14 +87,14 @@ class Runtime:
             self.migrate()
         else:
             self.require_database()
-            check_schema_version(self.settings.effective_database_url, allow_behind=False)
+            check_schema_version(self.database_url, allow_behind=False)
             self.check_install_key()
         install_builtins(self.engine)
 
     def refuse_newer_schema(self) -> None:
         """Stop when newer code migrated the database (for processes that never migrate, like the notifier)."""
-        if schema_state(self.settings.effective_database_url) == "ready":
-            check_schema_version(self.settings.effective_database_url, allow_behind=True)
+        if schema_state(self.database_url) == "ready":
+            check_schema_version(self.database_url, allow_behind=True)
 
     def require_database(self) -> None:
         """Refuse to go on without an existing, migrated database (and create nothing trying).
@@ -86,7 +102,7 @@ class Runtime:
         Commands that only read or change an installation call this first: run from the wrong
         directory they would otherwise make a fresh database no server watches.
         """
-        url = self.settings.effective_database_url
+        url = self.database_url
         try:
             state = schema_state(url)
         except sa.exc.DBAPIError as exc:

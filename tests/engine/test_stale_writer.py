@@ -84,6 +84,17 @@ def _snapshot(rt: Runtime, job_id: int) -> tuple[object, ...]:
     return tuple(job_row), [tuple(e) for e in execs], events, [tuple(q) for q in queue]
 
 
+def _beat(w: Worker, runner: JobRunner, claims: dict[int, int]) -> None:
+    """A beat of ``w``'s lifeline with ``runner`` running and ``claims`` (job id -> attempt) in hand: the run's
+    progress is written in the beat's transaction, only where the heartbeat confirmed the claim. The clock is
+    put a ``progress_seconds`` ahead so that the progress is due."""
+    with w._lock:
+        w.running[runner.job["id"]] = runner
+        w._owned = dict(claims)
+    ahead = time.monotonic() + 2 * w.settings.progress_seconds
+    w._beat(ahead, w.settings.effective_heartbeat_seconds, age=False, mark_workers=False)
+
+
 def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_the_job_again(
         rt: Runtime, submit, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
@@ -99,7 +110,8 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         stale._resolve_input()
         exec_ids = stale._start([0])
         started = utcnow()
-        stale._write_progress({0: (40.0, exec_ids[0])})
+        stale._progress(0, 40.0, exec_ids[0])
+        _beat(w, stale, {job.id: 1})  # W's heartbeat writes it
         with rt.engine.begin() as conn:  # W is cut off: its lease lapses and the rescue puts the job back
             conn.execute(media_queue.update().where(media_queue.c.job_id == job.id)
                          .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
@@ -111,10 +123,9 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         assert before[1] == [(exec_ids[0], "a", "interrupted", 40)]
 
         # every write the attempt-1 run could still make is refused and changes nothing
-        stale._progress(0, 70.0, exec_ids[0])  # the step's next report finds the claim gone: the run drops it
+        stale._progress(0, 70.0, exec_ids[0])  # the step's next report waits for the heartbeat, which
+        _beat(w, stale, {job.id: 1})  # finds attempt 1's claim gone (the same worker holds attempt 2): dropped
         assert stale.lost
-        with pytest.raises(LostClaim):
-            stale._write_progress({0: (70.0, exec_ids[0])})
         with pytest.raises(LostClaim):
             stale._complete([0], exec_ids, started, [{"data": {}, "outputs": []}], {0: Gate(True)})
         with pytest.raises(LostClaim):
@@ -124,8 +135,8 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         stale._finish("completed")
         stale._requeue_interrupted("handed back by a stopping worker")
         with rt.engine.begin() as conn:
-            assert not tx.set_progress(conn, job=first[0].job, step_name="a", percent=90, step_percent=90,
-                                       exec_id=exec_ids[0], worker_id=w.worker_id, lease_seconds=30)
+            assert tx.heartbeat(conn, worker_id=w.worker_id, lease_seconds=30, claims={job.id: 1}, status="running",
+                                jobs_done=0) == (set(), set())  # no lease extended, so no progress written
             assert not tx.requeue(conn, job=first[0].job, worker_id=w.worker_id, delay=0, reason="retry",
                                   event={}, count_retry=True)
             done = tx.Finish(job=first[0].job, status="completed", workflow_code="WF-AGAIN",
@@ -143,7 +154,8 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         assert [tuple(e) for e in execs] == [("a", "interrupted"), ("a", "completed"), ("b", "completed")]
         with rt.engine.begin() as conn:  # and attempt 1 still cannot touch the finished job
             assert tx.finish_jobs(conn, w.worker_id, [done]) == []
-            assert tx.extend_leases(conn, worker_id=w.worker_id, lease_seconds=30, claims={job.id: 1}) == 0
+            assert tx.heartbeat(conn, worker_id=w.worker_id, lease_seconds=30, claims={job.id: 1}, status="running",
+                                jobs_done=0) == (set(), set())
         lost = [r for r in caplog.records if "lost its claim" in r.getMessage()]
         assert len(lost) == 1, [r.getMessage() for r in lost]
     finally:
@@ -222,17 +234,17 @@ def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_lin
     outage = _Outage(rt.engine)
     w.engine = outage  # type: ignore[assignment]
     recovering = threading.Event()
-    write_progress, recover = JobRunner._write_progress, JobRunner.recover
+    progress, recover = JobRunner._progress, JobRunner.recover
 
-    def progress_then_cut(self: JobRunner, pending: dict[int, tuple[float, int]]) -> None:
-        write_progress(self, pending)
-        outage.down.set()  # the cable is pulled while the step runs: its first report was the last write
+    def progress_then_cut(self: JobRunner, i: int, pct: float, exec_id: int) -> None:
+        progress(self, i, pct, exec_id)
+        outage.down.set()  # the cable is pulled while the step runs: its first report comes after the last write
 
     def noted_recover(self: JobRunner, *args: Any, **kwargs: Any) -> None:
         recovering.set()
         recover(self, *args, **kwargs)
 
-    monkeypatch.setattr(JobRunner, "_write_progress", progress_then_cut)
+    monkeypatch.setattr(JobRunner, "_progress", progress_then_cut)
     monkeypatch.setattr(JobRunner, "recover", noted_recover)
     try:
         with rt.engine.begin() as conn:

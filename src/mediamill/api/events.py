@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mediamill.statuses import TERMINAL_JOB
+from mediamill.store.db import listen_available
 from mediamill.store.tables import job_events, workflow_jobs
 from mediamill.store.timeutil import iso
 
@@ -125,7 +126,7 @@ class EventHub:
         self.last_id = await asyncio.to_thread(last_event_id, self.engine)
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="mediamill-event-hub")
-        if self.engine.dialect.name == "postgresql" and self._listener is None:
+        if listen_available(self.engine) and self._listener is None:  # (not behind PgBouncer: the tick polls)
             self._start_listener(asyncio.get_running_loop())
 
     async def _run(self) -> None:

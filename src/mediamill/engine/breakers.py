@@ -29,6 +29,9 @@ from mediamill.store.tables import job_events, media_queue, workflow_jobs, workf
 from mediamill.store.tables import step_executions as se
 from mediamill.store.timeutil import utcnow
 
+# how old the cached states may be when they only tell whether a success has a breaker to close
+STATES_HINT_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class BreakerConfig:
@@ -89,9 +92,9 @@ class Breakers:
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
 
-    def _states(self, conn: Any = None) -> dict[str, dict[str, Any]]:
+    def _states(self, conn: Any = None, max_age: float | None = None) -> dict[str, dict[str, Any]]:
         with self._lock:
-            if time.monotonic() - self._cache_at > self._cache_seconds:
+            if time.monotonic() - self._cache_at > (self._cache_seconds if max_age is None else max_age):
                 query = sa.select(cb).where(cb.c.state != "closed")
                 if conn is not None:  # the caller's transaction (SQLite: a second connection would wait for it)
                     rows = conn.execute(query).mappings().all()
@@ -101,6 +104,10 @@ class Breakers:
                 self._cache = {r["action"]: dict(r) for r in rows}
                 self._cache_at = time.monotonic()
             return self._cache
+
+    def warm(self, conn: Any) -> None:
+        """Read the states on ``conn`` (inside a transaction already open) if the cache is stale."""
+        self._states(conn)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -133,7 +140,9 @@ class Breakers:
         return Gate(True, probe=True) if res.rowcount == 1 else Gate(False, wait_seconds=1.0)
 
     def record_success(self, action: str, probe: bool) -> None:
-        if not probe and action not in self._states():
+        # whether a breaker is there to close: the cache as the claim left it will do (a half-open breaker is
+        # closed by its own probe's success anyway), not a read of its own for each job
+        if not probe and action not in self._states(max_age=STATES_HINT_SECONDS):
             return
         with self.engine.begin() as conn:
             opened = _opened_at(conn, action)

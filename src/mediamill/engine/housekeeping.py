@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
+from mediamill.engine import wakeup
 from mediamill.statuses import TERMINAL_JOB
 from mediamill.storage import Storage
 from mediamill.store import liveness, workflow_repo
@@ -46,7 +48,8 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
     next rescuer would find a larger backlog still, and jobs would stay orphaned for as long as rescuers keep
     dying. Job by job, every rescue that finished stays done, and rescuers running at once share the backlog
     (``SKIP LOCKED``). At most ``limit`` jobs per pass, and no new one after ``budget_seconds`` (the caller's
-    heartbeat must not wait for a long pass: its own leases would lapse).
+    heartbeat must not wait for a long pass: its own leases would lapse). A job put back in its queue wakes the
+    idle workers (NOTIFY at commit: with LISTEN they wait for it instead of polling).
     """
     deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     rescued = 0
@@ -55,7 +58,7 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
         if deadline is not None and time.monotonic() >= deadline:
             break
         with engine.begin() as conn:
-            q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id).where(mq.c.status == "processing",
+            q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id, mq.c.queue_name).where(mq.c.status == "processing",
                                                                        mq.c.lease_expires_at < utcnow(),
                                                                        mq.c.id.not_in(seen))
                  .order_by(mq.c.lease_expires_at).limit(1))
@@ -65,8 +68,42 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
             if row is None:
                 break
             seen.append(row.id)
-            rescued += _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
+            got = _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
+            if got and row.queue_name:
+                wakeup.notify_in_tx(conn, [row.queue_name])
+            rescued += got
     return rescued
+
+
+@dataclass(frozen=True)
+class Lapses:
+    """What a heartbeat's look at the leases found: whether a job's or a segment's lease ran out (a rescue is
+    due), and the earliest lease that runs out within the horizon (None: none does)."""
+
+    jobs: bool
+    segments: bool
+    upcoming: datetime | None
+
+
+def lapsed_leases(conn: Connection, *, horizon_seconds: float) -> Lapses:
+    """One statement (four ends of the two partial lease indexes) in the caller's transaction: is a rescue of jobs
+    or of segments due, and when does the next lease run out, so the caller comes back exactly then instead of
+    polling. In a healthy fleet no lease has run out and the rescues themselves cost nothing."""
+    now = utcnow()
+
+    def ends(table: sa.Table) -> tuple[Any, Any]:
+        lease, busy = table.c.lease_expires_at, table.c.status == "processing"
+        lapsed = sa.exists().where(busy, lease < now)
+        upcoming = sa.select(sa.func.min(lease)).where(busy, lease >= now).scalar_subquery()
+        return lapsed, upcoming
+
+    jobs_lapsed, jobs_next = ends(mq)
+    segments_lapsed, segments_next = ends(step_segments)
+    row = conn.execute(sa.select(jobs_lapsed.label("jobs"), jobs_next.label("jobs_next"),
+                                 segments_lapsed.label("segments"), segments_next.label("segments_next"))).one()
+    horizon = now + timedelta(seconds=horizon_seconds)
+    upcoming = min((t for t in (row.jobs_next, row.segments_next) if t is not None and t < horizon), default=None)
+    return Lapses(bool(row.jobs), bool(row.segments), upcoming)
 
 
 def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
@@ -104,17 +141,22 @@ def mark_and_prune_workers(engine: Engine, *, lease_seconds: float, retention_ho
     """Mark workers whose heartbeat is older than the lease ``lost`` (killed, host cut off: they never said
     goodbye), and delete the rows of stopped or lost workers older than the retention. A lost worker that comes
     back heart-beats itself ``running`` again. Returns (marked, pruned)."""
+    with engine.begin() as conn:
+        return mark_and_prune_workers_on(conn, lease_seconds=lease_seconds, retention_hours=retention_hours)
+
+
+def mark_and_prune_workers_on(conn: Connection, *, lease_seconds: float, retention_hours: float) -> tuple[int, int]:
+    """``mark_and_prune_workers`` in the caller's transaction (a worker's heartbeat)."""
     now = utcnow()
     w = workers
-    with engine.begin() as conn:
-        marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
-                                               w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
-                              .values(status="lost")).rowcount
-        pruned = 0
-        if retention_hours:
-            pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
-                                                   w.c.heartbeat_at < now - timedelta(hours=retention_hours))
-                                  ).rowcount
+    marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
+                                           w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
+                          .values(status="lost")).rowcount
+    pruned = 0
+    if retention_hours:
+        pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
+                                               w.c.heartbeat_at < now - timedelta(hours=retention_hours))
+                              ).rowcount
     if marked:
         log.warning("marked %d worker(s) lost: no heartbeat for %s s", marked, lease_seconds)
     return marked, pruned
@@ -138,14 +180,19 @@ def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> 
     """A queued job gains one priority point per ``aging_seconds`` waited, up to ``cap``: once every waiting job
     has reached the cap, the oldest runs first — so low priority waits at most ``(cap - priority) × aging_seconds``
     behind a stream of higher priority work. The job's own priority (``base_priority``) is kept for retries."""
-    now = utcnow()
     with engine.begin() as conn:
-        target = _age_expr(conn, now, aging_seconds, cap)
-        res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
-                                             mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
-                                             mq.c.priority < target)
-                           .values(priority=target, aged_at=now))
-        return res.rowcount
+        return age_waiting_on(conn, aging_seconds=aging_seconds, cap=cap)
+
+
+def age_waiting_on(conn: Connection, *, aging_seconds: float, cap: int = 10) -> int:
+    """``age_waiting_jobs`` in the caller's transaction (a worker's heartbeat)."""
+    now = utcnow()
+    target = _age_expr(conn, now, aging_seconds, cap)
+    res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
+                                         mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
+                                         mq.c.priority < target)
+                       .values(priority=target, aged_at=now))
+    return res.rowcount
 
 
 def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:

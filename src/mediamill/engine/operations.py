@@ -52,7 +52,9 @@ def cancel_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, by:
         status = job["status"]
         if status in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is already {status}")
-        if status == "processing":
+        # a claimed job is running even while its row still says queued (its runner marks it at its first write)
+        held = conn.execute(sa.select(mq.c.status).where(mq.c.job_id == job_id)).scalar() == "processing"
+        if status == "processing" or held:
             conn.execute(wj.update().where(wj.c.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
             tx.add_event(conn, job, "cancel_requested", None, {"by": by})
             wakeup.notify_in_tx(conn, [str(job_id)], channel=wakeup.CANCEL_CHANNEL)

@@ -263,9 +263,18 @@ def _tripped(guard: Guard, cand: dict[str, Any] | None, base: dict[str, Any] | N
             f"version's {base_rate:.1%} by more than {guard.max_failure_delta:.1%}")
 
 
-def check_all_guards(engine: Engine) -> list[dict[str, Any]]:
-    """Check every guarded canary (a worker's lifeline does this about once a second)."""
-    with engine.connect() as conn:
-        pairs = conn.execute(sa.select(ro.c.workflow_id, ro.c.tenant_id)
-                             .where(ro.c.state == "active", ro.c.kind == "canary", ro.c.guard.is_not(None))).all()
+def check_all_guards(engine: Engine, pairs: Sequence[tuple[int, str]] | None = None) -> list[dict[str, Any]]:
+    """Check every guarded canary, each in a transaction of its own. ``pairs``: the (workflow id, tenant) of the
+    guarded canaries when the caller already read them (a worker's heartbeat reads them in its own transaction
+    with ``guarded_canaries``, and checks them once that is committed: on SQLite a second writer would wait)."""
+    if pairs is None:
+        with engine.connect() as conn:
+            pairs = guarded_canaries(conn)
     return [hit for wid, tenant in pairs if (hit := check_guards(engine, wid, tenant)) is not None]
+
+
+def guarded_canaries(conn: Connection) -> list[tuple[int, str]]:
+    """(workflow id, tenant) of every active canary with a guard: one read, usually of no row."""
+    return [(int(wid), str(tenant)) for wid, tenant in conn.execute(
+        sa.select(ro.c.workflow_id, ro.c.tenant_id)
+        .where(ro.c.state == "active", ro.c.kind == "canary", ro.c.guard.is_not(None))).all()]

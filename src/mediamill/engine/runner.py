@@ -14,6 +14,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,7 +56,8 @@ from mediamill.errors import (
 from mediamill.media.sniff import accepts
 from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
 from mediamill.storage import new_key
-from mediamill.store.tables import job_outputs, step_executions, workflow_jobs
+from mediamill.store.bulk import insert_many
+from mediamill.store.tables import job_events, job_outputs, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION
@@ -64,7 +66,9 @@ if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
     from mediamill.store.workflow_repo import VersionedWorkflow
 
-PROGRESS_EVERY = 1.0  # seconds between progress writes of one job (each of its running steps in the same write)
+# Progress is written by the worker's heartbeat (one transaction for all its jobs): a beat comes when a job's
+# progress is `progress_seconds` old (a setting, 5 s by default), and takes the progress of every job written at
+# least half that long ago (so the jobs of a worker share their beats), never more often.
 PROGRESS_EVENT_STEP = 10.0  # a progress event each time the job's percentage crosses a multiple of this
 _INPUT_FIELD = re.compile(r"\binput\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
 _KNOWN_WITHOUT_PROBE = {"mime", "size", "filename", ""}
@@ -103,7 +107,10 @@ class JobRunner:
         self.partial = False
         self.scratch = worker.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
         self.input_path: Path | None = None
-        self._last_progress = 0.0  # when progress was last written (monotonic)
+        self.marked = claimed.marked  # the job row says processing (else the first guarded write marks it)
+        self.releasing = False  # a write giving the claim up (finish, requeue, park) is under way
+        self._pending_completion: _Completion | None = None  # the last unit's completion, written with the finish
+        self._last_progress = time.monotonic()  # when progress was last written (or the job started)
         self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
         self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
         self._progress_seen: set[int] = set()  # steps whose progress was written at least once
@@ -185,6 +192,7 @@ class JobRunner:
                 pause = min(2 * pause, 2.0)
 
     def _requeue_interrupted(self, reason: str) -> None:
+        self.releasing = True
         now = utcnow()
         with self.w.engine.begin() as conn:
             if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
@@ -402,7 +410,8 @@ class JobRunner:
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
                 fail = Failure.of(_workflow_timeout(self.d.timeout_minutes))
             return self._unit_failed(runnable, decisions, exec_ids, started, fail, gates, chunked=chunk is not None)
-        outcome = self._complete(runnable, exec_ids, started, results, gates)
+        outcome = self._complete(runnable, exec_ids, started, results, gates,
+                                 ends_job=runnable == group and chunk is None and self._ends_job(group))
         if chunk is not None:
             self._close_chunk(chunk, runnable[0])
         if isinstance(outcome, Continue):
@@ -505,21 +514,60 @@ class JobRunner:
         return gates
 
     def _start(self, group: list[int]) -> dict[int, int]:
+        """Open the unit's executions: one transaction (fence, executions, the job row, the events)."""
         ids: dict[int, int] = {}
         with self.w.engine.begin() as conn:
-            self._guard(conn)
+            self._fence(conn)
+            events = []
             for i in group:
                 s = self.steps[i]
-                ids[i] = tx.start_step(conn, job=self.job, step_id=self.wf.step_ids[i], step_name=s.name,
-                                       action=s.action, step_number=i + 1, attempt=self.states[i].failures_total,
-                                       worker_id=self.w.worker_id)
-                self.states[i].status = "running"
+                attempt = self.states[i].failures_total
+                ids[i] = tx.open_execution(conn, job=self.job, step_id=self.wf.step_ids[i], step_name=s.name,
+                                           action=s.action, attempt=attempt, worker_id=self.w.worker_id)
+                events.append(tx.event_row(self.job, "step", s.name, {"status": "running", "action": s.action,
+                                                                      "attempt": attempt, "execution_id": ids[i]}))
+            # a step boundary: each bar starts at 0 % (in the same insert; the reports follow with the heartbeat)
+            overall = self._overall()
+            events += [tx.event_row(self.job, "progress", self.steps[i].name,
+                                    {"percent": round(overall, 1), "step_percent": 0.0}) for i in group]
+            self._write_job(conn, {"current_step": group[-1] + 1, "updated_at": utcnow()}, events)
+        for i in group:
+            self.states[i].status = "running"
+        with self._lock:
+            self._progress_seen.update(group)
+            self._progress_event_mark = max(self._progress_event_mark, overall - overall % PROGRESS_EVENT_STEP)
         return ids
 
-    def _guard(self, conn: Any) -> None:
+    def _overall(self) -> float:
+        """The job's percentage: finished steps, plus the running steps' share."""
+        done = sum(1 for st in self.states if st.status in FINISHED_STEP)
+        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in FINISHED_STEP) / 100
+        return min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
+
+    def _fence(self, conn: Any) -> None:
+        """The claim is still ours (its lease extended and its row locked until commit), or LostClaim."""
         if not tx.still_owner(conn, job=self.job, worker_id=self.w.worker_id,
                               lease_seconds=self.w.settings.lease_seconds):
             raise LostClaim()
+
+    def _write_job(self, conn: Any, values: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        """Update the job row and append events (one statement each), marking the job processing with its
+        first write."""
+        if not self.marked:
+            now = events[0]["created_at"] if events else utcnow()  # the status event comes first, in time too
+            values = {**values, **tx.processing_values(self.job, now)}
+            events = [tx.processing_event(self.job, self.w.worker_id, self.attempts, now), *events]
+            self.marked = True
+        if values:
+            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"]).values(**values))
+        insert_many(conn, job_events, events)
+
+    def _guard(self, conn: Any) -> None:
+        """The fence of every write about the job (``LostClaim`` when the claim is gone); the first one also
+        marks the job processing."""
+        self._fence(conn)
+        if not self.marked:
+            self._write_job(conn, {}, [])
 
     # ------------------------------------------------------------------ execution
     def _task(self, group: list[int], timeout: float) -> dict[str, Any]:
@@ -581,43 +629,39 @@ class JobRunner:
         return run_inline(self, i, timeout)
 
     def _progress(self, i: int, pct: float, exec_id: int) -> None:
-        """Coalesce progress: one write per job per PROGRESS_EVERY (every step that reported since the last write
-        goes in it), besides a step's first report, written at once with an event (a step boundary: each bar of a
-        fused unit starts moving); otherwise a progress event only each PROGRESS_EVENT_STEP % of the job."""
+        """Note a step's progress. Nothing is written here: the worker's heartbeat writes the progress of all its
+        jobs in its own transaction (see ``take_progress``)."""
         if pct >= 100 or self.lost:
             return  # 100 % is written with the step's completion
         with self._lock:
             self._progress_pending[i] = (pct, exec_id)
-            first = i not in self._step_percent
             self._step_percent[i] = pct
-            now = time.monotonic()
-            if now - self._last_progress < PROGRESS_EVERY and not first:
-                return
-            self._last_progress = now
-            pending, self._progress_pending = self._progress_pending, {}
-        try:
-            self._write_progress(pending)
-        except LostClaim:
-            self.lose()
-        except sa.exc.DBAPIError:
-            pass  # progress is best effort; the step goes on
 
-    def _write_progress(self, pending: dict[int, tuple[float, int]]) -> None:
-        done = sum(1 for st in self.states if st.status in FINISHED_STEP)
-        running = sum(p for i, p in self._step_percent.items() if self.states[i].status not in FINISHED_STEP) / 100.0
-        overall = min(99.9, 100.0 * (done + running) / max(1, len(self.steps)))
-        event = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
-        with self.w.engine.begin() as conn:
-            for n, (i, (pct, exec_id)) in enumerate(sorted(pending.items())):
-                first = i not in self._progress_seen
-                if not tx.set_progress(conn, job=self.job, step_name=self.steps[i].name, percent=overall,
-                                       step_percent=pct, exec_id=exec_id, worker_id=self.w.worker_id,
-                                       lease_seconds=self.w.settings.lease_seconds,
-                                       event=first or (event and n == 0)):
-                    raise LostClaim()
-        self._progress_seen.update(pending)
-        if event:
-            self._progress_event_mark = overall - overall % PROGRESS_EVENT_STEP
+    def progress_due(self, now: float, every: float) -> bool:
+        """Progress waits and was last written ``every`` seconds ago or more."""
+        return bool(self._progress_pending) and now - self._last_progress >= every
+
+    def take_progress(self, now: float, min_gap: float) -> tuple[tx.Progress, Callable[[], None]] | None:
+        """The progress to write now (none if nothing is new, or the last write is under ``min_gap`` old),
+        and what to call once it is committed. A progress event goes with each step's first write (unless its
+        start wrote one) and each time the job crosses a multiple of PROGRESS_EVENT_STEP %."""
+        with self._lock:
+            if self.lost or not self._progress_pending or now - self._last_progress < min_gap:
+                return None
+            pending, self._progress_pending = self._progress_pending, {}
+            self._last_progress = now
+            overall = self._overall()
+        band = overall >= self._progress_event_mark + PROGRESS_EVENT_STEP
+        events = [(self.steps[i].name, overall, pct) for n, (i, (pct, _e)) in enumerate(sorted(pending.items()))
+                  if i not in self._progress_seen or (band and n == 0)]
+
+        def written() -> None:
+            self._progress_seen.update(pending)
+            if band:
+                self._progress_event_mark = overall - overall % PROGRESS_EVENT_STEP
+
+        steps = {exec_id: pct for pct, exec_id in pending.values()}
+        return tx.Progress(job=self.job, percent=overall, steps=steps, events=events), written
 
     # ------------------------------------------------------------------ outcomes
     def _store_outputs(self, i: int, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -643,7 +687,7 @@ class JobRunner:
         return rows
 
     def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
-                  gates: dict[int, Gate]) -> Outcome:
+                  gates: dict[int, Gate], ends_job: bool = False) -> Outcome:
         try:
             stored = {i: self._store_outputs(i, r) for i, r in zip(group, results, strict=True)}
         except (OSError, ResourceExceeded) as exc:  # local storage reports a full disk as StorageFull
@@ -652,35 +696,30 @@ class JobRunner:
                 raise
             # storage is full: the step's work is lost, its failure is a resource one (retried after back-off)
             return self._handle_failure(group, exec_ids, started, Failure.of(err), gates)
+        write = _Completion(self, group, exec_ids, started, results, stored, gates)
+        if ends_job:  # the job's last unit: written with the job's finish, in one transaction (see _finish)
+            self._pending_completion = write
+            for i in group:
+                self.states[i].status = "completed"
+            return Continue()
         try:
             with self.w.engine.begin() as conn:
                 self._guard(conn)
-                for i, r in zip(group, results, strict=True):
-                    done = sum(1 for st in self.states if st.status in FINISHED_STEP) + 1
-                    tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
-                                   status="completed", started_at=started, output_data=json.dumps(r.get("data") or {},
-                                                                                                  default=str),
-                                   outputs=stored[i], progress=min(99.9, 100.0 * done / len(self.steps)))
-                    if self.steps[i].action == "finalize_job":
-                        conn.execute(job_outputs.update().where(job_outputs.c.job_id == self.job["id"])
-                                     .values(visible=True))
-                    self.states[i].status = "completed"
+                write.write(conn)
         except LostClaim:
-            for rows in stored.values():
-                for row in rows:
-                    self.w.storage.delete(row["storage_key"])
+            write.drop_outputs()
             raise
-        for i, r in zip(group, results, strict=True):
-            st = self.states[i]
-            st.data = r.get("data") or {}
-            st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
-                           "metadata": o.get("metadata") or {}} for o in r.get("outputs", [])]
-            if self.job.get("shadow_of"):
-                continue  # a shadow run never moves a breaker or the figures
-            self.w.breakers.record_success(self.steps[i].action, gates[i].probe)
-            telemetry.emit("step.finished", action=self.steps[i].action, status="completed", error_class=None,
-                           duration_s=(utcnow() - started).total_seconds(), workflow=self.d.code)
+        write.after()
         return Continue()
+
+    def _ends_job(self, group: list[int]) -> bool:
+        """Whether ``group`` is the job's last unit (sequential steps, no condition left to record), so that
+        its completion can be written with the job's final status."""
+        if any(s.needs is not None for s in self.steps) or group[-1] != len(self.steps) - 1:
+            return False
+        if any(self.steps[i].when or self.steps[i].action == "finalize_job" for i in group):
+            return False
+        return all(st.status in FINISHED_STEP for j, st in enumerate(self.states) if j not in group)
 
     def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: Failure,
                         status: str = "failed") -> None:
@@ -733,6 +772,7 @@ class JobRunner:
             self._finish(outcome.status)
 
     def _retry(self, r: Retry) -> None:
+        self.releasing = True
         with self.w.engine.begin() as conn:
             ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=r.delay,
                             reason="retry", count_retry=True, event=retry_event(r))
@@ -742,6 +782,7 @@ class JobRunner:
             self.lose()
 
     def _hold(self, h: Hold) -> None:
+        self.releasing = True
         with self.w.engine.begin() as conn:
             ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=h.delay,
                             reason=f"breaker:{h.action}", count_retry=False,
@@ -753,12 +794,24 @@ class JobRunner:
 
     def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
         klass, message, tail = error or (None, None, None)
+        last, self._pending_completion = self._pending_completion, None
+        outputs: list[dict[str, Any]] | None = None
+        if self._fresh() and not any(st.outputs for st in self.states) and \
+                not (last is not None and any(last.stored.values())):
+            outputs = []  # nothing was stored: no need to read the job's outputs back
         finish = tx.Finish(job=self.job, status=status, workflow_code=self.d.code, workflow_type=self.d.type,
                            workflow_version=self.wf.version, total_steps=len(self.steps),
                            error_message=message, error_class=klass, stderr_tail=tail or None,
-                           failed_step=failed_step)
+                           failed_step=failed_step, outputs=outputs)
+        self.releasing = True
         with self.w.engine.begin() as conn:
-            accepted = tx.finish_jobs(conn, self.w.worker_id, [finish])
+            accepted = tx.finish_jobs(conn, self.w.worker_id, [finish],
+                                      before=None if last is None else lambda: last.write(conn, touch_job=False))
+        if last is not None:
+            if accepted:
+                last.after()
+            else:
+                last.drop_outputs()
         if not accepted:
             self.lose()
             return
@@ -786,6 +839,50 @@ class JobRunner:
         with self.w.engine.begin() as conn:
             self._guard(conn)
             tx.add_event(conn, self.job, kind, step, data)
+
+
+@dataclass
+class _Completion:
+    """A unit's successful completion: its database writes (``write``, in the caller's transaction) and what
+    follows once they are committed (``after``)."""
+
+    runner: JobRunner
+    group: list[int]
+    exec_ids: dict[int, int]
+    started: Any
+    results: list[dict[str, Any]]
+    stored: dict[int, list[dict[str, Any]]]
+    gates: dict[int, Gate]
+
+    def write(self, conn: Any, touch_job: bool = True) -> None:
+        r = self.runner
+        before = sum(1 for j, st in enumerate(r.states) if j not in self.group and st.status in FINISHED_STEP)
+        for n, (i, res) in enumerate(zip(self.group, self.results, strict=True)):
+            tx.finish_step(conn, job=r.job, exec_id=self.exec_ids[i], step_name=r.steps[i].name, status="completed",
+                           started_at=self.started, output_data=json.dumps(res.get("data") or {}, default=str),
+                           outputs=self.stored[i], progress=min(99.9, 100.0 * (before + n + 1) / len(r.steps)),
+                           touch_job=touch_job)
+            if r.steps[i].action == "finalize_job":
+                conn.execute(job_outputs.update().where(job_outputs.c.job_id == r.job["id"]).values(visible=True))
+            r.states[i].status = "completed"
+
+    def drop_outputs(self) -> None:
+        for rows in self.stored.values():
+            for row in rows:
+                self.runner.w.storage.delete(row["storage_key"])
+
+    def after(self) -> None:
+        r = self.runner
+        for i, res in zip(self.group, self.results, strict=True):
+            st = r.states[i]
+            st.data = res.get("data") or {}
+            st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
+                           "metadata": o.get("metadata") or {}} for o in res.get("outputs", [])]
+            if r.job.get("shadow_of"):
+                continue  # a shadow run never moves a breaker or the figures
+            r.w.breakers.record_success(r.steps[i].action, self.gates[i].probe)
+            telemetry.emit("step.finished", action=r.steps[i].action, status="completed", error_class=None,
+                           duration_s=(utcnow() - self.started).total_seconds(), workflow=r.d.code)
 
 
 def _workflow_timeout(minutes: int) -> MediamillError:

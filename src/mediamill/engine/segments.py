@@ -30,7 +30,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +207,7 @@ def load_plan(conn: Connection, job: dict[str, Any], step_name: str) -> list[dic
 def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
     from mediamill.engine.runner import LostClaim
 
+    runner.releasing = True  # the claim is given up: the heartbeat must not take its end for a loss
     if not tx.requeue(conn, job=runner.job, worker_id=runner.w.worker_id, delay=PARK_SECONDS,
                       reason=WAIT_REASON, count_retry=False, event=event):
         raise LostClaim()
@@ -235,13 +236,8 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
           ) -> list[dict[str, Any]]:
     """Claim up to ``limit`` due segments of live jobs, best priority first (exactly ``limit`` at most)."""
     now = utcnow()
-    live = sa.select(wj.c.id).where(wj.c.id == ss.c.job_id, wj.c.status.in_(("queued", "processing")),
-                                    wj.c.cancel_requested.is_not(True))
-    pick = (sa.select(ss.c.id).where(ss.c.status == "queued", ss.c.scheduled_time <= now, sa.exists(live),
-                                     ~sa.exists().where(queues.c.name == ss.c.queue_name, queues.c.paused.is_(True)))
+    pick = (sa.select(ss.c.id).where(*_claimable(queue), ss.c.scheduled_time <= now)
             .order_by(ss.c.priority.desc(), ss.c.scheduled_time, ss.c.id).limit(limit))
-    if queue is not None:
-        pick = pick.where(ss.c.queue_name == queue)
     picked: Any = ss.c.id.in_(pick.scalar_subquery())
     if conn.dialect.name == "postgresql":  # an InitPlan: the locking pick runs once (see transitions.claim)
         picked = ss.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
@@ -249,6 +245,20 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         status="processing", worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
         attempts=ss.c.attempts + 1, started_at=now).returning(*ss.c)).mappings().all()
     return [dict(r) for r in rows]
+
+
+def _claimable(queue: str | None) -> list[Any]:
+    """Queued segments of live jobs in unpaused queues (of ``queue``, or any), due or not."""
+    live = sa.select(wj.c.id).where(wj.c.id == ss.c.job_id, wj.c.status.in_(("queued", "processing")),
+                                    wj.c.cancel_requested.is_not(True))
+    where = [ss.c.status == "queued", sa.exists(live),
+             ~sa.exists().where(queues.c.name == ss.c.queue_name, queues.c.paused.is_(True))]
+    return where if queue is None else [*where, ss.c.queue_name == queue]
+
+
+def next_due(conn: Connection, queue: str | None) -> datetime | None:
+    """When the earliest segment a claim could take (of ``queue``, or any) becomes due."""
+    return conn.execute(sa.select(sa.func.min(ss.c.scheduled_time)).where(*_claimable(queue))).scalar()
 
 
 def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, ids: list[int]) -> None:

@@ -6,7 +6,7 @@ that a late or rescued worker can never overwrite a job that was finished, cance
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from mediamill.store.tables import (
     media_queue,
     queues,
     step_executions,
+    workers,
     workflow_jobs,
 )
 from mediamill.store.timeutil import iso, utcnow
@@ -51,6 +52,7 @@ class Claimed:
     attempts: int
     job: dict[str, Any]
     deferred: bool = False  # not marked processing: meant to finish in memory (the fast path)
+    marked: bool = True  # the job row says processing (else the runner's first write marks it)
 
 
 @dataclass
@@ -99,8 +101,10 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
           mark: bool = True) -> list[Claimed]:
     """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL).
 
-    With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): the caller marks those
-    that need it (``mark_processing``); cheap in-memory jobs skip it, their one write is the final one.
+    With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): a job on the normal path
+    is marked by its runner's first write (``processing_values``, ``processing_event``), in-memory jobs never
+    are (their one write is the final one). Until then the job row still says ``queued`` while its queue row
+    is held (cancellation treats such a job as running).
     """
     now = utcnow()
     pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
@@ -115,27 +119,57 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         # plan (chosen when statistics say the queue is small) re-runs it per scanned row, each rescan skipping
         # the rows this statement already updated, and one claim takes the whole backlog.
         picked = mq.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
-    rows = conn.execute(
-        mq.update().where(picked)
-        .values(status="processing", worker_id=worker_id, picked_up_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
-                wait_reason=None)
-        .returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()
+    values = dict(status="processing", worker_id=worker_id, picked_up_at=now,
+                  lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1, wait_reason=None)
+    if conn.dialect.name == "postgresql":
+        # one statement: the claim returns its jobs' rows (UPDATE … FROM workflow_jobs … RETURNING)
+        got = conn.execute(mq.update().where(picked, mq.c.job_id == wj.c.id).values(**values)
+                           .returning(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
+                                      wj.c.status.label("job_status"), *CLAIM_FIELDS)).mappings().all()
+        rows = [(r["queue_id"], r["id"], r["queue_attempts"]) for r in got]
+        jobs = [{k: v for k, v in r.items() if k not in ("queue_id", "queue_attempts", "job_status")}
+                for r in got if r["job_status"] in ("queued", "pending")]
+    else:
+        rows = [(r.id, r.job_id, r.attempts) for r in conn.execute(
+            mq.update().where(picked).values(**values).returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()]
+        jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
+            in_ids(conn, wj.c.id, [r[1] for r in rows]), wj.c.status.in_(("queued", "pending")))).mappings()] \
+            if rows else []
     if not rows:
         return []
-    by_job = {r.job_id: r for r in rows}
-    jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
-        in_ids(conn, wj.c.id, list(by_job)), wj.c.status.in_(("queued", "pending")))).mappings()]
-    orphans = [r.id for r in rows if r.job_id not in {j["id"] for j in jobs}]
+    by_job = {job_id: (queue_id, attempts) for queue_id, job_id, attempts in rows}
+    orphans = [queue_id for queue_id, job_id, _a in rows if job_id not in {j["id"] for j in jobs}]
     if orphans:  # the job was finished or cancelled behind the queue's back
         conn.execute(mq.delete().where(in_ids(conn, mq.c.id, orphans)))
     deferred = set() if mark else {j["id"] for j in jobs}
     for j in jobs:
         j["started_at"] = j["started_at"] or now
-        j[CLAIM_ATTEMPT] = by_job[j["id"]].attempts  # what every later write of this run is fenced on
+        j[CLAIM_ATTEMPT] = by_job[j["id"]][1]  # what every later write of this run is fenced on
     mark_processing(conn, [j for j in jobs if j["id"] not in deferred], worker_id,
-                    {j["id"]: by_job[j["id"]].attempts for j in jobs}, now)
-    return [Claimed(by_job[j["id"]].id, by_job[j["id"]].attempts, j, j["id"] in deferred) for j in jobs]
+                    {j["id"]: by_job[j["id"]][1] for j in jobs}, now)
+    return [Claimed(by_job[j["id"]][0], by_job[j["id"]][1], j, j["id"] in deferred, j["id"] not in deferred)
+            for j in jobs]
+
+
+def next_due(conn: Connection, queue: str | None) -> datetime | None:
+    """When the earliest queued entry (of ``queue``, or any) becomes due, paused queues left out."""
+    q = sa.select(sa.func.min(mq.c.scheduled_time)).where(mq.c.status == "queued")
+    if queue is not None:
+        q = q.where(mq.c.queue_name == queue)
+    q = q.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
+    return conn.execute(q).scalar()
+
+
+def processing_values(job: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The job row's values when a worker starts running it (see ``mark_processing``)."""
+    return {"status": "processing", "started_at": sa.func.coalesce(wj.c.started_at, job.get("started_at") or now),
+            "updated_at": now}
+
+
+def processing_event(job: dict[str, Any], worker_id: str, attempt: int, now: datetime) -> dict[str, Any]:
+    """The ``status: processing`` event of a job a worker starts running (see ``mark_processing``)."""
+    return {"job_id": job["id"], "tenant_id": job["tenant_id"], "event_type": "status", "created_at": now,
+            "step_name": None, "data": {"status": "processing", "worker": worker_id, "attempt": attempt}}
 
 
 def mark_processing(conn: Connection, jobs: Sequence[dict[str, Any]], worker_id: str, attempts: dict[int, int],
@@ -190,35 +224,93 @@ def still_owner(conn: Connection, *, job: dict[str, Any], worker_id: str, lease_
     return res.rowcount == 1
 
 
-def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, claims: dict[int, int]) -> int:
-    """Extend the leases of the claims this worker is really working on (job id -> attempt); a claim it lost
-    track of, or an earlier attempt of a job it claimed again, expires."""
+def heartbeat(conn: Connection, *, worker_id: str, lease_seconds: float, claims: dict[int, int], status: str,
+              jobs_done: int) -> tuple[set[int], set[int]]:
+    """A worker's heartbeat: extend the leases of the claims it works on (job id -> attempt, fenced like every
+    write: a claim it lost track of, or an earlier attempt of a job it claimed again, expires) and stamp its
+    ``workers`` row.
+
+    Returns (the jobs whose claim is still ours, those of them with a cancellation requested). On PostgreSQL
+    this is one statement whatever the number of jobs; the lease rows stay locked until commit, so writes
+    made later in the same transaction about those jobs are fenced too.
+    """
+    now = utcnow()
+    stamp = workers.update().where(workers.c.id == worker_id).values(heartbeat_at=now, status=status,
+                                                                      jobs_done=jobs_done)
     if not claims:
-        return 0
+        conn.execute(stamp)
+        return set(), set()
     jobs = [{"id": job_id, CLAIM_ATTEMPT: attempt} for job_id, attempt in claims.items()]
-    res = conn.execute(mq.update().where(*fence(conn, worker_id, jobs))
-                       .values(lease_expires_at=lease_until(lease_seconds)))
-    return res.rowcount
+    extend = mq.update().where(*fence(conn, worker_id, jobs)).values(
+        lease_expires_at=now + timedelta(seconds=lease_seconds))
+    if conn.dialect.name == "postgresql":
+        leases = extend.returning(mq.c.job_id).cte("leases")
+        beat = stamp.returning(workers.c.id).cte("beat")
+        rows = conn.execute(sa.select(leases.c.job_id, wj.c.cancel_requested)
+                            .select_from(leases.join(wj, wj.c.id == leases.c.job_id)).add_cte(beat)).all()
+    else:
+        conn.execute(extend)
+        conn.execute(stamp)
+        rows = conn.execute(sa.select(mq.c.job_id, wj.c.cancel_requested).join(wj, wj.c.id == mq.c.job_id)
+                            .where(*fence(conn, worker_id, jobs))).all()
+    return {r.job_id for r in rows}, {r.job_id for r in rows if r.cancel_requested}
+
+
+@dataclass
+class Progress:
+    """One job's progress to record: the job's percentage, its running steps' (execution id -> percent), and
+    the progress events to append (step name, job percent, step percent)."""
+
+    job: dict[str, Any]
+    percent: float
+    steps: dict[int, float]
+    events: list[tuple[str, float, float]]
+
+
+def write_progress(conn: Connection, batch: Sequence[Progress]) -> None:
+    """Record the progress of many jobs at once: one UPDATE of the jobs, one of the step executions and one
+    insert of the events. The caller has confirmed (and locked) the claims in this transaction (``heartbeat``)."""
+    if not batch:
+        return
+    conn.execute(wj.update().where(in_ids(conn, wj.c.id, [p.job["id"] for p in batch]))
+                 .values(progress_percent=sa.case({p.job["id"]: round(p.percent, 2) for p in batch},
+                                                  value=wj.c.id)))
+    steps = {exec_id: pct for p in batch for exec_id, pct in p.steps.items()}
+    if steps:
+        conn.execute(se.update().where(in_ids(conn, se.c.id, list(steps)))
+                     .values(progress_percent=sa.case({i: round(pct, 1) for i, pct in steps.items()},
+                                                      value=se.c.id)))
+    now = utcnow()
+    insert_many(conn, job_events, [
+        {"job_id": p.job["id"], "tenant_id": p.job["tenant_id"], "event_type": "progress", "step_name": name,
+         "created_at": now, "data": {"percent": round(job_pct, 1), "step_percent": round(step_pct, 1)}}
+        for p in batch for name, job_pct, step_pct in p.events])
 
 
 # ----------------------------------------------------------------------------- steps
-def start_step(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
-               step_number: int, attempt: int, worker_id: str) -> int:
-    now = utcnow()
-    exec_id = conn.execute(se.insert().values(
-        job_id=job["id"], step_id=step_id, status="running", started_at=now, retry_attempt=attempt,
+def open_execution(conn: Connection, *, job: dict[str, Any], step_id: int, step_name: str, action: str,
+                   attempt: int, worker_id: str) -> int:
+    """Insert a running step execution; its event and the job row are the caller's (the runner's ``_start``
+    writes them for all the steps of a unit at once)."""
+    return int(conn.execute(se.insert().values(
+        job_id=job["id"], step_id=step_id, status="running", started_at=utcnow(), retry_attempt=attempt,
         action=action, step_name=step_name, worker_id=worker_id, run_number=job["run_number"] or 1,
-        progress_percent=0).returning(se.c.id)).scalar_one()
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(current_step=step_number, updated_at=now))
-    add_event(conn, job, "step", step_name, {"status": "running", "action": action, "attempt": attempt,
-                                             "execution_id": exec_id})
-    return int(exec_id)
+        progress_percent=0).returning(se.c.id)).scalar_one())
+
+
+def event_row(job: dict[str, Any], event_type: str, step_name: str | None, data: dict[str, Any]) -> dict[str, Any]:
+    """A ``job_events`` row for ``insert_many`` (several events in one statement)."""
+    return {"job_id": job["id"], "tenant_id": job["tenant_id"], "event_type": event_type, "step_name": step_name,
+            "data": data, "created_at": utcnow()}
 
 
 def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_name: str, status: str,
                 started_at: datetime | None, output_data: str | None = None, error_message: str | None = None,
                 error_class: str | None = None, stderr_tail: str | None = None,
-                outputs: Sequence[dict[str, Any]] = (), progress: float | None = None) -> None:
+                outputs: Sequence[dict[str, Any]] = (), progress: float | None = None,
+                touch_job: bool = True) -> None:
+    """Close a step execution (with its outputs and event); ``touch_job=False`` when the job's row is written
+    in the same transaction anyway (the job's final write)."""
     now = utcnow()
     start = started_at or now
     duration = (now - start).total_seconds()
@@ -235,7 +327,8 @@ def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_nam
     values: dict[str, Any] = {"updated_at": now}
     if progress is not None:
         values["progress_percent"] = round(progress, 2)
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
+    if touch_job:
+        conn.execute(wj.update().where(wj.c.id == job["id"]).values(**values))
     data: dict[str, Any] = {"status": status, "execution_id": exec_id, "duration_ms": round(duration * 1000)}
     if error_message:
         data.update(error_class=error_class, error=error_message[:EVENT_MESSAGE])
@@ -248,24 +341,6 @@ def add_event(conn: Connection, job: dict[str, Any], event_type: str, step_name:
               data: dict[str, Any]) -> None:
     conn.execute(job_events.insert().values(job_id=job["id"], tenant_id=job["tenant_id"], event_type=event_type,
                                             step_name=step_name, data=data, created_at=utcnow()))
-
-
-def set_progress(conn: Connection, *, job: dict[str, Any], step_name: str, percent: float,
-                 step_percent: float, exec_id: int | None, worker_id: str, lease_seconds: float,
-                 event: bool = True) -> bool:
-    """Record a running step's progress, only while the claim is ours (False: it was lost, nothing written).
-
-    The ownership check locks the queue row until commit, so no rescue can slip in between it and the writes.
-    """
-    if not still_owner(conn, job=job, worker_id=worker_id, lease_seconds=lease_seconds):
-        return False
-    conn.execute(wj.update().where(wj.c.id == job["id"]).values(progress_percent=round(percent, 2)))
-    if exec_id is not None:
-        conn.execute(se.update().where(se.c.id == exec_id).values(progress_percent=round(step_percent, 1)))
-    if event:
-        add_event(conn, job, "progress", step_name,
-                  {"percent": round(percent, 1), "step_percent": round(step_percent, 1)})
-    return True
 
 
 # ----------------------------------------------------------------------------- requeue
@@ -296,13 +371,19 @@ def requeue(conn: Connection, *, job: dict[str, Any], worker_id: str | None, del
 
 
 # ----------------------------------------------------------------------------- finish
-def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Finish]) -> list[int]:
-    """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused)."""
+def finish_jobs(conn: Connection, worker_id: str | None, finishes: Sequence[Finish],
+                before: Callable[[], None] | None = None) -> list[int]:
+    """Write terminal outcomes for jobs we still own; returns the ids accepted (others are refused).
+
+    ``before``: writes of the same transaction that need the claim (a last step's completion), made once the
+    claim is confirmed and before the final status is written."""
     if not finishes:
         return []
     owned = set(conn.execute(mq.delete().where(*fence(conn, worker_id, [f.job for f in finishes]))
                              .returning(mq.c.job_id)).scalars())
     accepted = [f for f in finishes if f.job["id"] in owned]
+    if accepted and before is not None:
+        before()
     if accepted:
         _write_finishes(conn, accepted, worker_id)
     return [f.job["id"] for f in accepted]

@@ -3,9 +3,17 @@
 Background roles share one small protocol (a thread with a stop event):
 - ``Claimer``  claims batches in priority order when slots are free; waits on NOTIFY / in-process wake-ups
 - ``Writer``   writes fast-path outcomes of many jobs in one transaction (batched acks)
-- ``Lifeline`` heartbeats (extends leases, updates ``workers``), rescues expired leases, ages waiting
-               jobs, prunes old jobs, watches for cancellations
-- ``Listener`` (PostgreSQL) LISTEN for new work and cancellations
+- ``Lifeline`` one transaction per beat: the heartbeat (every lease extended and the ``workers`` row stamped
+               in one statement), the progress of every running job, cancellations missed, a look at the
+               leases (rescues run only when one ran out, at the next expiry), rollout guards, ageing waiting
+               jobs, marking dead workers; prunes old jobs
+- ``Canceller`` looks up cancellations when a NOTIFY says so (polls without LISTEN)
+- ``Listener`` (PostgreSQL reached directly) LISTEN for new work and cancellations
+
+Chatter budget (PostgreSQL, default settings): an idle worker makes one transaction per heartbeat (a third of
+the lease) plus a safety claim per lease; a running step adds at most one progress write per
+``progress_seconds``, shared by all of the worker's jobs; a one-step job on the normal path costs three
+transactions (claim; start; the step's completion with the job's finish). ``benchmarks/chatter.py`` measures it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from mediamill.engine.runner import JobRunner
 from mediamill.fsmode import private_dir
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
+from mediamill.store.db import listen_available
 from mediamill.store.tables import workers as workers_t
 from mediamill.store.tables import workflow_jobs
 from mediamill.store.timeutil import utcnow
@@ -58,7 +67,8 @@ FAST_COST_WEIGHT = 0.2
 # (NOTIFY on PostgreSQL, in-process on SQLite): fleets without chunked work spend about no statement on them.
 SEGMENT_POLL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 0.2
-CANCEL_SAFETY_POLL_SECONDS = 10.0  # weight of the newest measurement in the moving average of an in-process job's time
+CANCEL_POLL_SECONDS_PG = 1.0  # PostgreSQL without LISTEN (PgBouncer): a second, not five polls a second
+LIFELINE_TICK = 0.25  # how often the lifeline looks whether a beat is due (in memory; no statement)
 
 
 class Worker:
@@ -94,6 +104,7 @@ class Worker:
         self._cancel_check = threading.Event()
         self._listening = threading.Event()  # LISTEN is up: cancellations arrive by NOTIFY
         self._cancel_noted = 0.0  # when the last cancel notification arrived (monotonic)
+        self._next_due = float("inf")  # when the earliest delayed job or segment of our pools is due (monotonic)
         self._threads: list[threading.Thread] = []
         self._pending: list[tx.Finish | FastRetry] = []
         self._pending_cv = threading.Condition()
@@ -111,9 +122,9 @@ class Worker:
         self.children.warm(min(2, self.children.size))
         roles = [("claimer", self._claim_loop), ("writer", self._write_loop), ("lifeline", self._lifeline_loop),
                  ("canceller", self._cancel_loop)]
-        if self.engine.dialect.name == "postgresql":
+        if listen_available(self.engine):
             roles.append(("listener", self._listen_loop))
-        else:
+        elif self.engine.dialect.name == "sqlite":
             self._sqlite_wake.start()
         for role, target in roles:
             t = threading.Thread(target=self._guarded(role, target), name=f"mm-{role}", daemon=True)
@@ -202,7 +213,17 @@ class Worker:
                     return
                 claimed_any |= self._claim_pool(pool, cap)
             if not claimed_any:
-                self._wake.wait(self.settings.poll_interval)
+                self._wake.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        """How long an idle claimer waits for a wake-up. Polling every ``poll_interval`` without LISTEN; with
+        it, NOTIFY brings new work, so only until the earliest delayed job or segment is due (its timer may be
+        in a worker that died), or a lease at most as a safety net."""
+        if not self._listening.is_set():
+            return self.settings.poll_interval
+        safety = max(self.settings.poll_interval, float(self.settings.lease_seconds))
+        due, self._next_due = self._next_due, float("inf")
+        return max(0.05, min(safety, due - time.monotonic()))
 
     def _claim_pool(self, pool: str, cap: int) -> bool:
         free = cap - self.inflight[pool]
@@ -224,10 +245,10 @@ class Worker:
                 (fast if self._takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
             started, extra = slow[:free], slow[free:]
             # beyond the free slots: back in the same transaction, so no one ever sees them held; they keep their
-            # place. Jobs that finish in memory are written once, at the end; the others are marked running now.
+            # place. Jobs that finish in memory are written once, at the end; the others are marked running by
+            # their runner's first write (one transaction less per job).
             tx.release(conn, worker_id=self.worker_id, queue_ids=[c.queue_id for c in extra])
-            tx.mark_processing(conn, [c.job for c in started], self.worker_id,
-                               {c.job["id"]: c.attempts for c in started})
+            self._claimed(conn, pool, bool(batch or pieces), started)
         self._start_segments(pool, pieces)
         if not batch:
             return bool(pieces)
@@ -252,6 +273,27 @@ class Worker:
             raise
         self.fast_hint[pool] = all_fast
         return True
+
+    def _claimed(self, conn: Any, pool: str, found: bool, started: list[tx.Claimed]) -> None:
+        """The end of a claim's transaction: the breakers' states read for the runners about to start (their
+        gates then read none of their own), or, when nothing was found, when to look again."""
+        if started:
+            self.breakers.warm(conn)
+        elif not found and self._listening.is_set():
+            self._note_next_due(pool, conn)
+
+    def _note_next_due(self, pool: str, conn: Any) -> None:
+        """An idle claim with LISTEN: note when the pool's earliest delayed job or segment is due, to claim then
+        (its retry timer may be in a worker that died)."""
+        queue = None if pool == ANY else pool
+        now = time.monotonic()
+        for due, segment in ((tx.next_due(conn, queue), False), (segments.next_due(conn, queue), True)):
+            if due is None:
+                continue
+            at = now + (due - utcnow()).total_seconds() + 0.01
+            self._next_due = min(self._next_due, at)
+            if segment and pool in self._segments_next:  # look for them then, even before SEGMENT_POLL_SECONDS
+                self._segments_next[pool] = min(self._segments_next[pool], at)
 
     def _claim_segments(self, conn: Any, pool: str, free: int) -> list[dict[str, Any]]:
         """Segments of chunked encodes for free slots of ``pool``. A worker that found none looks again only
@@ -320,8 +362,7 @@ class Worker:
                     self._pending.append(outcome)
                     self._pending_cv.notify()
                 return True
-            with self.engine.begin() as conn:  # it needs the normal path after all
-                tx.mark_processing(conn, [claimed.job], self.worker_id, {claimed.job["id"]: claimed.attempts})
+            # it needs the normal path after all: its runner marks it processing with its first write
         with self._lock:
             self.inflight[pool] += 1
         self.executor.submit(self._run_job, pool, claimed, wf)
@@ -456,46 +497,98 @@ class Worker:
     # ================================================================== lifeline
     def _lifeline_loop(self) -> None:
         hb = self.settings.effective_heartbeat_seconds
-        last_age = last_prune = last_workers = 0.0
+        tick = min(LIFELINE_TICK, hb / 2)
+        age_every = min(max(0.2, self.settings.aging_seconds / 4), 15.0)
+        next_beat = last_prune = 0.0
+        rescue_at = float("inf")
+        last_age = last_workers = float("-inf")
         while True:
             now = time.monotonic()
-            self._heartbeat()
-            rollouts.check_all_guards(self.engine)
-            housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
-                                              on_finish=self.job_finished,
-                                              budget_seconds=self.settings.lease_seconds / 2)
-            if segments.rescue_orphaned_segments(self.engine):
-                segments.announce(self, 0)
-            if now - last_workers >= self.settings.lease_seconds:
-                housekeeping.mark_and_prune_workers(self.engine, lease_seconds=self.settings.lease_seconds,
-                                                    retention_hours=self.settings.worker_retention_hours)
-                last_workers = now
-            if now - last_age >= min(max(0.2, self.settings.aging_seconds / 4), 15.0):
-                housekeeping.age_waiting_jobs(self.engine, aging_seconds=self.settings.aging_seconds,
-                                              cap=self.settings.aging_max_priority)
-                last_age = now
+            age = now - last_age >= age_every
+            if now >= next_beat or now >= rescue_at or age or self._progress_due(now):
+                mark = now - last_workers >= self.settings.lease_seconds
+                rescue_at = self._beat(now, hb, age=age, mark_workers=mark)
+                next_beat = now + hb
+                last_age = now if age else last_age
+                last_workers = now if mark else last_workers
             if self.settings.retention_days and now - last_prune >= 600:
                 housekeeping.prune_finished_jobs(self.engine, self.storage, days=self.settings.retention_days)
                 last_prune = now
-            if self._stop.wait(min(hb, 1.0)):
+            if self._stop.wait(tick):
                 return
 
-    def _heartbeat(self) -> None:
+    def _progress_due(self, now: float) -> bool:
+        every = self.settings.progress_seconds
+        return any(r.progress_due(now, every) for r in list(self.running.values()))
+
+    def _beat(self, now: float, hb: float, *, age: bool, mark_workers: bool) -> float:
+        """One transaction: heartbeat, progress, missed cancellations, a look at the leases, guards, ageing, dead
+        workers. Rescues and guard checks follow in transactions of their own, only when there is something to
+        do. Returns when to come back for a lease that runs out before the next beat (monotonic; inf: none)."""
+        with self._lock:
+            owned = dict(self._owned)
+            owned_segments = list(self._owned_segments)
+            runners = list(self.running.values())
+        # a run holds its job while the claim in hand is its own attempt (a stale run was stopped already)
+        mine = [r for r in runners if owned.get(r.job["id"]) == r.job[tx.CLAIM_ATTEMPT]]
+        written: list[Any] = []
         with self.engine.begin() as conn:
-            with self._lock:
-                owned = dict(self._owned)
-                owned_segments = list(self._owned_segments)
-            tx.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
-                             claims=owned)
+            ours, cancelled = tx.heartbeat(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                                           claims=owned, status="stopping" if self._stop.is_set() else "running",
+                                           jobs_done=self.jobs_done)
             segments.extend_leases(conn, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
                                    ids=owned_segments)
-            conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
-                         .values(heartbeat_at=utcnow(), status="stopping" if self._stop.is_set() else "running",
-                                 jobs_done=self.jobs_done))
+            batch = []
+            half = self.settings.progress_seconds / 2
+            for runner in mine:
+                got = runner.take_progress(now, half) if runner.job["id"] in ours else None
+                if got is not None:
+                    batch.append(got[0])
+                    written.append(got[1])
+            tx.write_progress(conn, batch)  # fenced: the claims were just confirmed and stay locked
+            lapses = housekeeping.lapsed_leases(conn, horizon_seconds=hb)
+            guarded = rollouts.guarded_canaries(conn)
+            if mark_workers:
+                housekeeping.mark_and_prune_workers_on(conn, lease_seconds=self.settings.lease_seconds,
+                                                       retention_hours=self.settings.worker_retention_hours)
+            if age:
+                housekeeping.age_waiting_on(conn, aging_seconds=self.settings.aging_seconds,
+                                            cap=self.settings.aging_max_priority)
+        for done in written:
+            done()
+        for runner in mine:
+            job_id = runner.job["id"]
+            if job_id in cancelled:
+                runner.cancel.set()
+            elif job_id not in ours and not runner.releasing and self.running.get(job_id) is runner:
+                runner.lose()  # rescued or finished elsewhere
+        return self._after_beat(now, lapses, guarded)
+
+    def _after_beat(self, now: float, lapses: housekeeping.Lapses, guarded: list[tuple[int, str]]) -> float:
+        """Rescues and guard checks the beat found due, each in transactions of their own; when to beat again
+        for a lease about to run out (monotonic; inf: none before the next beat)."""
+        if lapses.jobs:  # job by job (see rescue_orphaned_jobs), within half a lease
+            housekeeping.rescue_orphaned_jobs(self.engine, max_rescues=self.settings.max_rescues,
+                                              on_finish=self.job_finished,
+                                              budget_seconds=self.settings.lease_seconds / 2)
+        if lapses.segments and segments.rescue_orphaned_segments(self.engine):
+            segments.announce(self, 0)
+        if guarded:
+            rollouts.check_all_guards(self.engine, guarded)
+        if lapses.jobs or lapses.segments:
+            return now + 1.0  # a backlog may remain (a pass stops after half a lease, locked rows are skipped)
+        if lapses.upcoming is None:
+            return float("inf")
+        return now + max(0.0, (lapses.upcoming - utcnow()).total_seconds()) + 0.05
 
     def _cancel_loop(self) -> None:
+        poll = CANCEL_POLL_SECONDS if self.engine.dialect.name == "sqlite" else CANCEL_POLL_SECONDS_PG
         while not self._stop.is_set():
-            self._cancel_check.wait(CANCEL_SAFETY_POLL_SECONDS if self._listening.is_set() else CANCEL_POLL_SECONDS)
+            if self._listening.is_set():  # NOTIFY says when; the heartbeat catches what it missed
+                if not self._cancel_check.wait(1.0):
+                    continue
+            else:
+                self._cancel_check.wait(poll)
             self._cancel_check.clear()
             ids = list(self.running)
             if not ids:

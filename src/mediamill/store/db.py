@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,80 @@ def reading(engine: Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False, pg_options: str = "") -> Engine:
+#: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used
+#: more recently is trusted. A ping on every checkout (``pool_pre_ping``) costs a statement per transaction; a
+#: server restart meanwhile costs one failed transaction, which invalidates the whole pool.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+#: URL query parameter that marks a PostgreSQL URL as going through PgBouncer in transaction pooling mode.
+PGBOUNCER_PARAM = "pgbouncer"
+_pgbouncer_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _truthy(value: Any) -> bool:
+    value = value[-1] if isinstance(value, tuple) else value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def split_pgbouncer(url: str) -> tuple[str, bool]:
+    """``url`` without its ``pgbouncer=`` parameter (libpq would refuse it) and whether it was set true."""
+    parsed = sa.engine.make_url(url)
+    if PGBOUNCER_PARAM not in parsed.query:
+        return url, False
+    flag = _truthy(parsed.query[PGBOUNCER_PARAM])
+    return parsed.difference_update_query([PGBOUNCER_PARAM]).render_as_string(hide_password=False), flag
+
+
+def behind_pgbouncer(engine: Engine) -> bool:
+    """Whether ``engine`` talks to PostgreSQL through PgBouncer in transaction mode: no server-side prepared
+    statements, no LISTEN (its session is not ours between transactions), no session state."""
+    return engine in _pgbouncer_engines
+
+
+def listen_available(engine: Engine) -> bool:
+    """LISTEN/NOTIFY can wake this process: PostgreSQL reached directly (not through a transaction pooler)."""
+    return engine.dialect.name == "postgresql" and not behind_pgbouncer(engine)
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Ping a connection that sat in the pool for a while (the server may have restarted since)."""
+    last = record.info.get("mm_checked_in")
+    if last is not None and time.monotonic() - last < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT 1")
+        finally:
+            cur.close()
+    except Exception as exc:  # the pool drops this connection and checks out another
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["mm_checked_in"] = time.monotonic()
+
+
+def plain_engine(url: str, **kwargs: Any) -> Engine:
+    """A bare engine for one-off work (migrations, checks): no pool hooks, the ``pgbouncer`` flag honoured."""
+    url, pgbouncer = split_pgbouncer(url) if not url.startswith("sqlite") else (url, False)
+    if pgbouncer:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
+    return sa.create_engine(url, **kwargs)
+
+
+def create_db_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False,
+                     pg_options: str = "", pgbouncer: bool = False) -> Engine:
     """Create an engine for a sqlite:// or postgresql+psycopg:// URL.
 
     ``pg_options``: server settings for every PostgreSQL session (libpq ``options``); ``options``
     given in the URL come after them, so they win.
+
+    ``pgbouncer`` (or ``?pgbouncer=true`` in the URL): the server is reached through PgBouncer in transaction
+    pooling mode. psycopg then never prepares statements on the server (a prepared statement lives in one server
+    session, and the next transaction may get another), startup ``options`` are not sent (PgBouncer refuses
+    them: set those timeouts on the role instead), and :func:`listen_available` is false, so workers and the
+    API poll instead of LISTENing.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -84,17 +154,29 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False, pg_op
         engine = sa.create_engine(
             url, echo=echo, connect_args={"check_same_thread": False, "isolation_level": None,
                                           "timeout": 30},
-            pool_size=pool_size, max_overflow=20,
+            pool_size=pool_size, max_overflow=max_overflow,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    url, flagged = split_pgbouncer(url)
+    pgbouncer = pgbouncer or flagged
     connect_args: dict[str, Any] = {}
-    if pg_options:
+    if pgbouncer:
+        connect_args["prepare_threshold"] = None
+    elif pg_options:
         given = sa.engine.make_url(url).query.get("options")
         connect_args["options"] = " ".join([pg_options, *([given] if isinstance(given, str) else given or ())])
-    return sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                            pool_recycle=1800, connect_args=connect_args)
+    # LIFO: the connection used last is used next, so a few stay warm (and trusted without a ping) and the
+    # others are not kept busy for nothing
+    engine = sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_use_lifo=True,
+                              pool_recycle=1800, connect_args=connect_args)
+    event.listen(engine, "connect", _note_checkin)  # a new connection needs no ping
+    event.listen(engine, "checkout", _ping_if_idle)
+    event.listen(engine, "checkin", _note_checkin)
+    if pgbouncer:
+        _pgbouncer_engines.add(engine)
+    return engine
 
 
 @dataclass(frozen=True)
@@ -175,36 +257,57 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        create_private_file(Path(parsed.database))  # 0600 before the version check opens it with the umask's mode
-    with migration_lock(url):
-        check_schema_version(url, allow_behind=True)
-        command.upgrade(alembic_config(url), revision)
+    if parsed.get_backend_name() != "postgresql":
+        if parsed.database not in (None, "", ":memory:"):
+            create_private_file(Path(parsed.database))  # 0600 before the version check opens it with the umask's mode
+        with migration_lock(url):
+            check_schema_version(url, allow_behind=True)
+            command.upgrade(alembic_config(url), revision)
+        return
+    engine = plain_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            lock_migrations(conn)
+            _refuse_unknown(_revision_on(conn), allow_behind=True)
+            cfg = alembic_config(split_pgbouncer(url)[0])
+            cfg.attributes["connection"] = conn  # the migrations run in the transaction that holds the lock
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def lock_migrations(conn: Connection, *, timeout: float = 600.0) -> None:
+    """PostgreSQL: take the migration lock for the rest of ``conn``'s transaction.
+
+    A transaction-level advisory lock (released at commit or rollback, or when the connection drops, so a
+    killed migrator never leaves it held), so it is right behind PgBouncer in transaction mode too, where a
+    session-level lock could be taken on one server session and released on another. The schema changes run
+    in the same transaction (PostgreSQL's DDL is transactional).
+    """
+    # lock_timeout bounds the wait for the advisory lock (set_config: SET takes no parameters; local: this
+    # transaction only)
+    conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(timeout * 1000)}ms"})
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
 
 
 @contextlib.contextmanager
 def migration_lock(url: str, *, timeout: float = 600.0) -> Iterator[None]:
     """Serialize schema changes between processes, possibly on different hosts.
 
-    PostgreSQL: a session-level advisory lock on its own connection (released when the block
-    ends or the connection drops, so a killed migrator never leaves it held). SQLite: an
-    exclusive ``flock`` on ``<database>.migrate.lock`` next to the file (SQLite is one host).
+    SQLite: an exclusive ``flock`` on ``<database>.migrate.lock`` next to the file (SQLite is one host).
+    PostgreSQL: a transaction-level advisory lock held by a transaction of its own for the block (callers
+    that change the schema use :func:`lock_migrations` in their own transaction instead).
     """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         with _sqlite_file_lock(parsed.database or "", timeout):
             yield
         return
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    engine = plain_engine(url, poolclass=sa.pool.NullPool)
     try:
-        with engine.connect() as conn:
-            # lock_timeout bounds the wait for the advisory lock too (set_config: SET takes no parameters)
-            conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{int(timeout * 1000)}ms"})
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        with engine.begin() as conn:
+            lock_migrations(conn, timeout=timeout)
+            yield
     finally:
         engine.dispose()
 
@@ -260,11 +363,15 @@ def check_schema_version(url: str, *, allow_behind: bool) -> str | None:
     revisions named. ``allow_behind=False`` (``--no-migrate``) also refuses a database that is
     not migrated up to this code's head.
     """
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = plain_engine(url, poolclass=sa.pool.NullPool)
     try:
         db_rev = current_revision(engine)
     finally:
         engine.dispose()
+    return _refuse_unknown(db_rev, allow_behind=allow_behind)
+
+
+def _refuse_unknown(db_rev: str | None, *, allow_behind: bool) -> str | None:
     head = code_head()
     if db_rev is not None and not known_revision(db_rev):
         raise SchemaTooNew(
@@ -277,6 +384,12 @@ def check_schema_version(url: str, *, allow_behind: bool) -> str | None:
             f"the database schema is at {shown} but this mediamill {__version__} needs {head!r}, and "
             "--no-migrate was given: run `mediamill db upgrade` (or the migrate job) first.")
     return db_rev
+
+
+def _revision_on(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -295,7 +408,7 @@ def schema_state(url: str) -> str:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_state(parsed.database or "")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = plain_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             return "ready" if sa.inspect(conn).has_table("alembic_version") else "empty"
