@@ -111,6 +111,11 @@ class Meter:
         wal = self._one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
         return Snapshot(int(statements), int(commits), int(wal), self._cpu(), self.monitor)
 
+    def vacuums(self) -> int:
+        """Autovacuum and autoanalyze runs so far on the mediamill database's tables."""
+        rows = self.query("SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_all_tables")
+        return int(rows[0][0])
+
     def calls(self) -> dict[str, int]:
         """Calls so far of each statement on the mediamill database (the benchmark's own excluded)."""
         rows = self.stats.execute("SELECT query, sum(calls) FROM pg_stat_statements WHERE dbid = %s "
@@ -217,14 +222,22 @@ def step_seconds(fleet: Fleet, meter: Meter, upload: str, hosts: int) -> dict[st
             raise RuntimeError("the long steps did not all start")
         time.sleep(0.2)
     time.sleep(SETTLE_S)
+    vacuums = meter.vacuums()
     before, calls = meter.snapshot(), meter.calls()
     time.sleep(WINDOW_S)
     after, later = meter.snapshot(), meter.calls()
+    vacuums = meter.vacuums() - vacuums
     _wait_finished(meter, ids, timeout=LONG_S * 3)
     step_s = running * WINDOW_S
     top = sorted(((n - calls.get(q, 0), q) for q, n in later.items() if n > calls.get(q, 0)), reverse=True)[:6]
     return {"case": "running steps", "hosts": hosts, "steps": running, "window_s": WINDOW_S,
             **{f"{k}_per_step_s": v for k, v in meter.cost(before, after, step_s).items()},
+            # the fleet's transactions as pg_stat_statements sees them (each opens with BEGIN: the processes send
+            # no statement outside one), beside the cluster's commit counter above, which counts every transaction
+            # of the database (autovacuum's, and a new backend's start-up, included)
+            "worker_transactions_per_step_s": round(sum(n - calls.get(q, 0) for q, n in later.items()
+                                                        if q.strip().upper() == "BEGIN") / step_s, 3),
+            "autovacuum_runs_in_window": vacuums,
             "top_statements_per_step_s": [[round(n / step_s, 2), " ".join(q.split())[:90]] for n, q in top]}
 
 
