@@ -297,6 +297,8 @@ def run(hosts: int, jobs: int, work: Path, log: Any = None) -> list[dict[str, An
                     out(step_seconds(fleet, meter, upload, n))
             finally:
                 fleet.stop_workers()
+        if hosts < 2:
+            return rows  # a rescue needs a host left to take the cut host's jobs
         # the rescue needs a short lease (the costs above are measured with the default settings), and a server-side
         # idle-in-transaction timeout below it: a host cut mid-transaction keeps its rows locked until then
         fleet.start_workers(hosts, lease_seconds=LEASE, db_idle_in_transaction_timeout_seconds=4)
