@@ -29,7 +29,6 @@ PENDING = frozenset({
     "mediamill.engine.operations",
     "mediamill.engine.rollouts",
     "mediamill.engine.runner",
-    "mediamill.engine.segments",  # chunked encodes: written beside the boundary's first step, moves with the rest
     "mediamill.engine.transitions",
     "mediamill.engine.worker",
 })
