@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from mediamill.engine.submit import SubmitRequest, SubmittedJob, submit_job, submit_many
+from mediamill.store.db import Engine
 
 MAX_BATCH = 256
 

@@ -30,12 +30,9 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
@@ -43,17 +40,21 @@ from mediamill.engine.children import Cancelled
 from mediamill.engine.outcomes import Parked
 from mediamill.errors import MediamillError, ToolFailed, classify_exception, is_retryable_class
 from mediamill.storage import new_key
-from mediamill.store.bulk import in_ids
-from mediamill.store.tables import media_queue, queues, step_segments, workflow_jobs
+from mediamill.store import segments_repo
+from mediamill.store.db import Connection, Engine
+from mediamill.store.segments_repo import OPEN_STATUSES as _OPEN
+from mediamill.store.segments_repo import WAIT_REASON, claim, load_plan, next_due, wake_parent
 from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
     from mediamill.engine.runner import JobRunner
     from mediamill.engine.worker import Worker
 
+__all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "claim",
+           "extend_leases", "load_plan", "next_due", "prepare", "rescue_orphaned_segments", "run_segment",
+           "wake_parent"]
+
 log = logging.getLogger("mediamill.engine")
-ss, mq, wj = step_segments, media_queue, workflow_jobs
-WAIT_REASON = "segments"
 #: the wake-up note (in-process, and the NOTIFY payload on PostgreSQL) that tells workers segments are due
 NOTE = "segments"
 #: a parked job re-checks its segments at least this often (a missed wake-up costs no more than this)
@@ -61,7 +62,6 @@ PARK_SECONDS = 30.0
 #: a segment that killed this many workers in a row is failed (poison), like a job after ``max_rescues``
 SEGMENT_RESCUES = 3
 PLAN_TIMEOUT = 120.0
-_OPEN = ("queued", "processing")
 
 
 # ================================================================== the parent (the job's runner)
@@ -122,8 +122,7 @@ class ChunkJoin:
 def _discard(w: Worker, conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Mark a plan's rows ``discarded`` (open ones too: their late results are then refused) and delete
     its parts."""
-    conn.execute(ss.update().where(in_ids(conn, ss.c.id, [r["id"] for r in rows]))
-                 .values(status="discarded", worker_id=None, lease_expires_at=None))
+    segments_repo.discard(conn, [r["id"] for r in rows])
     _delete_parts(w, rows)
 
 
@@ -178,7 +177,7 @@ def _split(runner: JobRunner, group: list[int], timeout: float) -> Parked | None
     rows.append(_row(runner, step.name, "audio", 0, {}, task, retries))
     with runner.w.engine.begin() as conn:
         runner.guard(conn)
-        conn.execute(ss.insert(), rows)
+        segments_repo.insert_plan(conn, rows)
         _park(runner, conn, {"step": step.name, "reason": "split", "segments": len(segments),
                              "frames": reply.get("frames"), "duration": reply.get("duration")})
     return _parked(runner)
@@ -191,17 +190,6 @@ def _row(runner: JobRunner, step_name: str, kind: str, seq: int, spec: dict[str,
             "run_number": job["run_number"] or 1, "kind": kind, "seq": seq, "spec": spec, "task": task,
             "queue_name": job["queue_name"], "priority": job["priority"], "status": "queued",
             "scheduled_time": utcnow(), "attempts": 0, "max_attempts": retries + 1, "created_at": utcnow()}
-
-
-def load_plan(conn: Connection, job: dict[str, Any], step_name: str) -> list[dict[str, Any]]:
-    """The unit's current segment rows (video by sequence, then audio), locked on PostgreSQL so a segment
-    finishing meanwhile waits for the park to commit and then wakes the job."""
-    q = (sa.select(ss).where(ss.c.job_id == job["id"], ss.c.step_name == step_name,
-                             ss.c.run_number == (job["run_number"] or 1), ss.c.status != "discarded")
-         .order_by(ss.c.kind.desc(), ss.c.seq))
-    if conn.dialect.name == "postgresql":
-        q = q.with_for_update()
-    return [dict(r) for r in conn.execute(q).mappings()]
 
 
 def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
@@ -232,70 +220,10 @@ def announce(w: Worker, delay: float) -> None:
 
 
 # ================================================================== segments (any worker)
-def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float
-          ) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` due segments of live jobs, best priority first (exactly ``limit`` at most)."""
-    now = utcnow()
-    pick = (sa.select(ss.c.id).where(*_claimable(queue), ss.c.scheduled_time <= now)
-            .order_by(ss.c.priority.desc(), ss.c.scheduled_time, ss.c.id).limit(limit))
-    picked: Any = ss.c.id.in_(pick.scalar_subquery())
-    if conn.dialect.name == "postgresql":  # an InitPlan: the locking pick runs once (see transitions.claim)
-        picked = ss.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
-    rows = conn.execute(ss.update().where(picked).values(
-        status="processing", worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),
-        attempts=ss.c.attempts + 1, started_at=now).returning(*ss.c)).mappings().all()
-    return [dict(r) for r in rows]
-
-
-def _claimable(queue: str | None) -> list[Any]:
-    """Queued segments of live jobs in unpaused queues (of ``queue``, or any), due or not."""
-    live = sa.select(wj.c.id).where(wj.c.id == ss.c.job_id, wj.c.status.in_(("queued", "processing")),
-                                    wj.c.cancel_requested.is_not(True))
-    where = [ss.c.status == "queued", sa.exists(live),
-             ~sa.exists().where(queues.c.name == ss.c.queue_name, queues.c.paused.is_(True))]
-    return where if queue is None else [*where, ss.c.queue_name == queue]
-
-
-def next_due(conn: Connection, queue: str | None) -> datetime | None:
-    """When the earliest segment a claim could take (of ``queue``, or any) becomes due."""
-    return conn.execute(sa.select(sa.func.min(ss.c.scheduled_time)).where(*_claimable(queue))).scalar()
-
-
 def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, ids: list[int]) -> None:
+    """Extend the lease of the worker's running segments among ``ids`` by ``lease_seconds`` from now."""
     if ids:
-        conn.execute(ss.update().where(in_ids(conn, ss.c.id, ids), ss.c.worker_id == worker_id,
-                                       ss.c.status == "processing")
-                     .values(lease_expires_at=tx.lease_until(lease_seconds)))
-
-
-def _finish(conn: Connection, row: dict[str, Any], worker_id: str, values: dict[str, Any]) -> bool:
-    """A fenced write of a segment's outcome; wakes its parked job when it was the last open one.
-
-    The job's queue row is locked first: two segments finishing at once would each see the other still
-    open (neither commit visible to the other) and neither would wake the job; locked, they take turns.
-    """
-    lock = sa.select(mq.c.id).where(mq.c.job_id == row["job_id"])
-    if conn.dialect.name == "postgresql":
-        conn.execute(lock.with_for_update())
-    res = conn.execute(ss.update().where(ss.c.id == row["id"], ss.c.worker_id == worker_id,
-                                         ss.c.status == "processing").values(**values))
-    if res.rowcount != 1:
-        return False
-    if values["status"] != "queued":
-        wake_parent(conn, row)
-    return True
-
-
-def wake_parent(conn: Connection, row: dict[str, Any]) -> bool:
-    """Make the parked job due now when none of its unit's segments is open any more."""
-    still = conn.execute(sa.select(ss.c.id).where(ss.c.job_id == row["job_id"], ss.c.step_name == row["step_name"],
-                                                  ss.c.run_number == row["run_number"], ss.c.status.in_(_OPEN))
-                         .limit(1)).first()
-    if still is not None:
-        return False
-    res = conn.execute(mq.update().where(mq.c.job_id == row["job_id"], mq.c.status == "queued",
-                                         mq.c.wait_reason == WAIT_REASON).values(scheduled_time=utcnow()))
-    return res.rowcount == 1
+        segments_repo.extend_leases(conn, worker_id=worker_id, until=tx.lease_until(lease_seconds), ids=ids)
 
 
 def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> None:
@@ -319,7 +247,7 @@ def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> No
     values = {"status": "completed", "output_keys": keys, "completed_at": utcnow(), "lease_expires_at": None,
               "duration_ms": round((time.monotonic() - began) * 1000), "error_class": None, "error_message": None}
     with w.engine.begin() as conn:
-        done = _finish(conn, row, w.worker_id, values)
+        done = segments_repo.finish(conn, row, w.worker_id, values)
     if not done:
         log.warning("segment %s of job %s: this worker lost its claim; dropping its parts", row["seq"], row["job_id"])
         _delete_parts(w, [{"output_keys": keys}])
@@ -330,9 +258,7 @@ def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> No
 def _hand_back(w: Worker, row: dict[str, Any]) -> None:
     """Give a segment back unfinished: queued again at once, the attempt this claim counted taken back."""
     with w.engine.begin() as conn:
-        conn.execute(ss.update().where(ss.c.id == row["id"], ss.c.worker_id == w.worker_id,
-                                       ss.c.status == "processing")
-                     .values(status="queued", worker_id=None, lease_expires_at=None, attempts=ss.c.attempts - 1))
+        segments_repo.hand_back(conn, row["id"], w.worker_id)
     log.info("segment %s of job %s handed back by a stopping worker", row["seq"], row["job_id"])
     announce(w, 0)
 
@@ -370,7 +296,7 @@ def _failed(w: Worker, row: dict[str, Any], exc: MediamillError) -> None:
     log.warning("segment %s of job %s failed (%s: %s)%s", row["seq"], row["job_id"], exc.error_class, exc.message,
                 "; retried" if again else "")
     with w.engine.begin() as conn:
-        _finish(conn, row, w.worker_id, values)
+        segments_repo.finish(conn, row, w.worker_id, values)
     if again:
         announce(w, delay)
     else:
@@ -382,12 +308,7 @@ def rescue_orphaned_segments(engine: Engine) -> int:
     one that killed ``SEGMENT_RESCUES`` workers fails, and its job is woken to report it."""
     now = utcnow()
     with engine.begin() as conn:
-        q = (sa.select(ss.c.id, ss.c.job_id, ss.c.tenant_id, ss.c.step_name, ss.c.run_number, ss.c.seq,
-                       ss.c.worker_id, ss.c.attempts, ss.c.max_attempts)
-             .where(ss.c.status == "processing", ss.c.lease_expires_at < now).limit(100))
-        if conn.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        rows = [dict(r) for r in conn.execute(q).mappings()]
+        rows = segments_repo.orphaned(conn, now, limit=100)
         for row in rows:
             poison = row["attempts"] >= (row["max_attempts"] or 1) + SEGMENT_RESCUES - 1
             values: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
@@ -397,7 +318,7 @@ def rescue_orphaned_segments(engine: Engine) -> int:
             else:
                 values.update(status="queued", scheduled_time=now, error_class="worker_lost",
                               error_message=f"worker {row['worker_id']} stopped heart-beating (lease expired)")
-            conn.execute(ss.update().where(ss.c.id == row["id"], ss.c.status == "processing").values(**values))
+            segments_repo.release(conn, row["id"], values)
             tx.add_event(conn, {"id": row["job_id"], "tenant_id": row["tenant_id"]}, "rescue", row["step_name"],
                          {"segment": row["seq"], "worker": row["worker_id"], "failed": poison})
             if poison:

@@ -11,20 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
-
 from mediamill import telemetry
 from mediamill.engine import rollouts, wakeup
 from mediamill.engine.routing import REVIEW_CODE, REVIEW_QUEUE, RoutingDecision, RoutingFacts, decide
 from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
-from mediamill.store import workflow_repo
-from mediamill.store.bulk import insert_many, insert_many_returning_ids
+from mediamill.store import submit_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.inputs import input_referenced, lock_input
-from mediamill.store.tables import job_events, media_queue, workflow_jobs
+from mediamill.store.submit_repo import CONSTRAINT_ERRORS
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import WorkflowDef
 
@@ -149,15 +145,12 @@ def _ensure_review_workflow(conn: Connection) -> None:
 def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | None:
     if not req.idempotency_key:
         return None
-    row = conn.execute(sa.select(workflow_jobs).where(workflow_jobs.c.tenant_id == req.tenant_id,
-                                                      workflow_jobs.c.idempotency_key == req.idempotency_key)
-                       ).mappings().first()
+    row = submit_repo.job_by_idempotency_key(conn, req.tenant_id, req.idempotency_key)
     if row is None:
         return None
     if req.idempotency_hash and row["idempotency_hash"] != req.idempotency_hash:
         raise Conflict("Idempotency-Key was already used with a different request body")
-    code = conn.execute(sa.text("SELECT workflow_code FROM workflow_definitions WHERE id = :i"),
-                        {"i": row["workflow_id"]}).scalar_one()
+    code = submit_repo.workflow_code_of(conn, row["workflow_id"])
     return SubmittedJob(row["id"], row["job_code"], row["status"], code, row["workflow_version"] or 1,
                         row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 
@@ -269,7 +262,7 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     seen = _BatchLookups()
     prepared = [_prepare(conn, r, seen) for r in reqs]
     values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
-    ids = insert_many_returning_ids(conn, workflow_jobs, values)
+    ids = submit_repo.insert_jobs(conn, values)
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
                                     if prep.status == "queued"})
     canary = _divert(conn, reqs, prepared, values, ids, live) if live else {}
@@ -292,8 +285,8 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
                    "base_priority": None if v.get("shadow_of") else v["priority"], "scheduled_time": now,
                    "status": "queued", "created_at": now, "attempts": 0} for i, v in rows]
-    insert_many(conn, media_queue, queue_rows)
-    insert_many(conn, job_events, events)
+    submit_repo.enqueue_jobs(conn, queue_rows)
+    submit_repo.add_events(conn, events)
     wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
     return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
                          v["priority"], routing=v["routing"])
@@ -326,8 +319,7 @@ def _divert(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prep
             continue
         values[k].update(workflow_version=cand.version, queue_name=cand.definition.queue_name)
         prepared[k] = Prepared(cand, prep.status, cand.definition.queue_name, prep.routing)
-        conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == job_id)
-                     .values(workflow_version=cand.version, queue_name=cand.definition.queue_name))
+        submit_repo.move_to_version(conn, job_id, version=cand.version, queue=cand.definition.queue_name)
         moved[job_id] = int(rollout["id"])
     return moved
 
@@ -350,7 +342,7 @@ def _shadow_jobs(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list
                      "notify": None, "idempotency_key": None, "idempotency_hash": None, "routing": None})
     if not rows:
         return []
-    return list(zip(insert_many_returning_ids(conn, workflow_jobs, rows), rows, strict=True))
+    return list(zip(submit_repo.insert_jobs(conn, rows), rows, strict=True))
 
 
 def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
@@ -372,7 +364,7 @@ def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
             if replay is not None:
                 return replay
             job = _insert(conn, [req])[0]
-    except IntegrityError:
+    except CONSTRAINT_ERRORS:
         if not req.idempotency_key:
             raise
         with engine.connect() as conn:  # a concurrent submit with the same key won the race
