@@ -28,6 +28,11 @@ LADDER = [{"name": "v180", "action": "transcode_video", "params": {"resolution":
           {"name": "v144", "action": "transcode_video", "params": {"resolution": "144p"}}]
 
 
+# Segments that must still be running when their worker is killed or stopped: 8 s each at x264's veryslow
+# preset take seconds to encode (at preset medium a 4 s segment took 0.2 s on a quick machine: the kill came late).
+SLOW_SECONDS, SLOW_PRESET = 24, "veryslow"
+
+
 def _ladder(parallel: Any = None, **params: Any) -> list[dict[str, Any]]:
     steps = [{**s, "params": {**s["params"], **params}} for s in LADDER]
     return [{**s, "parallel": parallel} if parallel is not None else s for s in steps]
@@ -153,8 +158,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None:
-    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
-    _video_workflow(rt, "WF-SPLIT-KILL", _ladder(parallel=3, preset="medium"), queue="kill")
+    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=SLOW_SECONDS, size="640x360")
+    _video_workflow(rt, "WF-SPLIT-KILL", _ladder(parallel=3, preset=SLOW_PRESET), queue="kill")
     job = _submit(rt, clip, "WF-SPLIT-KILL")
     lease = {"MEDIAMILL_LEASE_SECONDS": "5"}  # a loaded machine must not let a live worker's lease lapse
     first = worker_process(rt, "--pool", "kill=1", env=lease)
@@ -181,7 +186,7 @@ def test_sigkilled_worker_costs_one_segment(rt: Runtime, tmp_path: Path) -> None
     assert d["rescue_count"] == 0  # the job itself was parked, never lost
     for path in _outputs(rt, d).values():
         facts = rendition_facts(path)
-        assert facts.frames == 300 and facts.pts_monotonic and facts.even_spacing
+        assert facts.frames == SLOW_SECONDS * 25 and facts.pts_monotonic and facts.even_spacing
 
 
 def _fail_segment_once(rt: Runtime, seq: int) -> Callable[[], None]:
@@ -238,8 +243,8 @@ def test_failed_segment_is_retried_alone(rt: Runtime, steady: Runtime, clip: Pat
 
 def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> None:
     """A worker stopping past its grace period gives its segment back (attempt not counted), not a crash."""
-    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=12, size="640x360")
-    _video_workflow(rt, "WF-SPLIT-TERM", _ladder(parallel=3, preset="medium"), queue="term")
+    clip = make_gop_clip(tmp_path / "bigger.mp4", seconds=SLOW_SECONDS, size="640x360")
+    _video_workflow(rt, "WF-SPLIT-TERM", _ladder(parallel=3, preset=SLOW_PRESET), queue="term")
     job = _submit(rt, clip, "WF-SPLIT-TERM")
     first = worker_process(rt, "--pool", "term=1", env={"MEDIAMILL_SHUTDOWN_GRACE_SECONDS": "0.2",
                                                         "MEDIAMILL_LEASE_SECONDS": "10"})
@@ -250,7 +255,7 @@ def test_sigterm_hands_running_segments_back(rt: Runtime, tmp_path: Path) -> Non
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
         back = next(r for r in _segments(rt, job) if r["id"] == running["id"])
-        # (a 4 s segment of two 640×360 renditions at preset medium never finishes within 0.2 s)
+        # (an 8 s segment of two renditions at preset veryslow takes seconds, never 0.2 s)
         assert (back["status"], back["attempts"], back["worker_id"]) == ("queued", 0, None)
         second = worker_process(rt, "--pool", "term=2", env={"MEDIAMILL_LEASE_SECONDS": "10"})
         d = _finished(rt, job, timeout=240)
