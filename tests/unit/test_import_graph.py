@@ -156,3 +156,10 @@ def test_the_client_talks_http_only() -> None:
                          and i not in ("mediamill", "mediamill.__version__"))
                for m, imported in modules_of("client").items()}
     assert not {m: what for m, what in outside.items() if what}
+
+
+def test_the_loop_runner_imports_nothing_that_runs_on_it() -> None:
+    """``loops.py`` sits below the engine, the notifier and the API, which all run their loops on it."""
+    imported = imports_of(PACKAGE / "loops.py")
+    mine = sorted(i for i in imported if _is(i, "mediamill"))
+    assert not [i for i in mine if not _is(i, "mediamill.store.connections")], mine

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -38,6 +39,7 @@ from mediamill.api.routes import metrics as metrics_routes
 from mediamill.api.routes import notify as notify_routes
 from mediamill.api.routes import sources as sources_routes
 from mediamill.errors import StorageFull
+from mediamill.loops import Backoff, LoopRunner, Periodic
 from mediamill.observability.http import HttpMetricsMiddleware
 from mediamill.observability.logging import RequestIdMiddleware
 from mediamill.runtime import Runtime
@@ -57,17 +59,18 @@ resources answer 404."""
 SWEEP_SECONDS = 600.0
 
 
-async def _sweep(app: FastAPI) -> None:
+def _sweepers(rt: Runtime, stop: threading.Event) -> list[LoopRunner]:
     """Expired, unfinished uploads and their part files go away (tus expiration), and so do spent
-    session and login-link nonces past their expiry."""
+    session and login-link nonces past their expiry: each every SWEEP_SECONDS, in a thread of its own
+    (one chore that keeps failing does not hold up the other); a failed sweep is logged and retried
+    at the next one."""
     from mediamill.api.routes.uploads import remove_expired
 
-    rt = app.state.runtime
-    while True:
-        await asyncio.sleep(SWEEP_SECONDS)
-        for chore in (remove_expired, _prune_spent_tokens):
-            with contextlib.suppress(Exception):  # a failed sweep is retried at the next one
-                await asyncio.to_thread(chore, rt)
+    every = Backoff(first=SWEEP_SECONDS, most=SWEEP_SECONDS)
+    chores = (("uploads", remove_expired), ("tokens", _prune_spent_tokens))
+    return [LoopRunner(Periodic(f"sweep of expired {what}", functools.partial(chore, rt), SWEEP_SECONDS), stop,
+                       thread_name=f"mm-sweep-{what}", backoff=every, start_after=SWEEP_SECONDS, logger=log)
+            for what, chore in chores]
 
 
 def _prune_spent_tokens(rt: Runtime) -> None:
@@ -79,9 +82,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Everything imported and built so far lives as long as the process: moving it out of the
     # collector's reach keeps full collections short (measured: submit p99 from ~200 ms to ~45 ms).
     gc.freeze()
-    sweeper = asyncio.create_task(_sweep(app))
+    stop_sweeping = threading.Event()
+    for sweeper in _sweepers(app.state.runtime, stop_sweeping):
+        sweeper.start()
     yield
-    sweeper.cancel()
+    stop_sweeping.set()  # a sweep under way finishes in its (daemon) thread; none starts after this
     hub = getattr(app.state, "event_hub", None)
     if hub is not None:
         await hub.close()

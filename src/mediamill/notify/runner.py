@@ -1,5 +1,9 @@
 """The :class:`Notifier`: the dispatcher and the alert evaluator as background threads.
 
+Each is a :class:`mediamill.loops.Loop` run by :class:`mediamill.loops.LoopRunner`, the same runner the
+worker's roles use: a failed round is logged (a database error as one warning line, anything else with its
+traceback) and tried again after ``min(5, notify_poll_seconds * 5)`` seconds.
+
 ``serve`` runs one in-process (``Notifier(...).start()`` … ``stop()``); ``mediamill notifier``
 runs one standalone. Any number may run against one database at once.
 """
@@ -8,9 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from mediamill.config import Settings
+from mediamill.loops import Backoff, LoopRunner
 from mediamill.notify.alerting import Alerter
 from mediamill.notify.delivery import Dispatcher, default_worker_id
 from mediamill.notify.dispatcher import prune
@@ -44,9 +48,9 @@ class Notifier:
         self._stop.clear()
         if self._deliveries_on:
             self._dispatcher = Dispatcher(engine=self.engine, settings=self.settings, worker_id=self.worker_id)
-            self._spawn("mediamill-dispatcher", self._dispatch_loop)
+            self._spawn("mediamill-dispatcher", _Deliveries(self, self._dispatcher))
         if self._alerts_on:
-            self._spawn("mediamill-alerter", self._alert_loop)
+            self._spawn("mediamill-alerter", _Alerts(self))
         log.info("notifier started", worker=self.worker_id)
         return self
 
@@ -77,40 +81,60 @@ class Notifier:
         self.stop()
 
     # -- loops -----------------------------------------------------------------------------
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _dispatch_loop(self) -> None:
-        assert self._dispatcher is not None
-        dispatcher = self._dispatcher
-        last_prune = 0.0
-        with bind_job(worker=self.worker_id):
-            while not self._stop.is_set():
-                busy = self._guarded("delivery round", dispatcher.run_once)
-                if time.monotonic() - last_prune > PRUNE_EVERY_S:
-                    last_prune = time.monotonic()
-                    self._guarded("prune", self._prune)
-                if not busy:  # a full batch means more may be due: go again at once
-                    self._wake.wait(self.settings.notify_poll_seconds)
-                    self._wake.clear()
-
-    def _alert_loop(self) -> None:
-        alerter = Alerter(engine=self.engine, settings=self.settings)
-        with bind_job(worker=self.worker_id):
-            while not self._stop.is_set():
-                self._guarded("alert round", alerter.evaluate_once)
-                self._stop.wait(self.settings.alert_eval_seconds)
+    def _spawn(self, name: str, loop: _Deliveries | _Alerts) -> None:
+        pause = min(5.0, self.settings.notify_poll_seconds * 5)  # the database may be away for a moment
+        runner = LoopRunner(loop, self._stop, thread_name=name, backoff=Backoff(first=pause, most=pause),
+                            logger=log)
+        runner.start()
+        self._threads.append(runner.thread)
 
     def _prune(self) -> int:
         with self.engine.begin() as conn:
             return prune(conn, older_than_days=self.settings.notify_retention_days)
 
-    def _guarded(self, what: str, fn: Callable[[], object]) -> object:
-        try:
-            return fn()
-        except Exception:  # the database may be away for a moment: log, back off, try again
-            log.exception(f"notifier {what} failed")
-            self._stop.wait(min(5.0, self.settings.notify_poll_seconds * 5))
+
+class _Deliveries:
+    """One delivery round (and, once an hour, the prune of old deliveries), again at once after a busy round,
+    else after ``notify_poll_seconds`` or a wake-up."""
+
+    name = "notifier delivery round"
+
+    def __init__(self, notifier: Notifier, dispatcher: Dispatcher) -> None:
+        self.notifier = notifier
+        self.dispatcher = dispatcher
+        self.last_prune = 0.0
+        self._bound = False
+
+    def run_once(self) -> float | None:
+        n = self.notifier
+        if n._stop.is_set():
             return None
+        if not self._bound:  # every log line of this thread names the notifier
+            bind_job(worker=n.worker_id)
+            self._bound = True
+        busy = self.dispatcher.run_once()
+        if time.monotonic() - self.last_prune > PRUNE_EVERY_S:
+            self.last_prune = time.monotonic()
+            n._prune()
+        if not busy:  # a full batch means more may be due: go again at once
+            n._wake.wait(n.settings.notify_poll_seconds)
+            n._wake.clear()
+        return 0
+
+
+class _Alerts:
+    """One alert round every ``alert_eval_seconds``."""
+
+    name = "notifier alert round"
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.alerter = Alerter(engine=notifier.engine, settings=notifier.settings)
+        self._bound = False
+
+    def run_once(self) -> float:
+        if not self._bound:
+            bind_job(worker=self.notifier.worker_id)
+            self._bound = True
+        self.alerter.evaluate_once()
+        return self.notifier.settings.alert_eval_seconds

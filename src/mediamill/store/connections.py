@@ -19,6 +19,9 @@ OUT_OF_RANGE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DataError,)
 #: The database does not answer (down, cut off, the pool exhausted): nothing was changed.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError,
                                                    sa_exc.TimeoutError)
+#: Any error the database driver raised (the database went away, refused, or timed out): a background loop
+#: that meets one logs a line and tries again after a back-off (``mediamill.loops``).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError,)
 
 
 def make_read_engine(engine: Engine) -> Engine:

@@ -34,3 +34,9 @@ def enqueue(conn: Connection, job_id: int, *, queue: str, priority: int, now: da
     (its base priority too)."""
     conn.execute(mq.insert().values(job_id=job_id, queue_name=queue, priority=priority, base_priority=priority,
                                     scheduled_time=now, status="queued", created_at=now, attempts=0))
+
+
+def cancel_requested(conn: Connection, job_ids: list[int]) -> list[int]:
+    """Those of ``job_ids`` whose cancellation was asked for (the worker's canceller: its running jobs)."""
+    return [int(i) for i in conn.execute(sa.select(wj.c.id).where(wj.c.id.in_(job_ids),
+                                                                   wj.c.cancel_requested.is_(True))).scalars()]
