@@ -11,7 +11,8 @@ For 1 … ``--hosts`` hosts it measures the drain of ``--jobs`` one-step 0.5 s s
 (submitted through the API to a paused queue, then resumed) and ends at the last job's ``finished_at``.
 Around each drain the cluster's counters give the database's cost per completed job: statements
 (pg_stat_statements of the mediamill database, the benchmark's own polling excluded), commits
-(pg_stat_database.xact_commit, the benchmark's own transactions subtracted), WAL bytes (pg_current_wal_lsn) and
+(pg_stat_database.xact_commit, the benchmark's own transactions subtracted; the snapshots wait 11 s after a burst,
+as PostgreSQL publishes a backend's counters up to 10 s late), WAL bytes (pg_current_wal_lsn) and
 the CPU seconds of every PostgreSQL process (/proc/<pid>/stat of the postmaster, its live children and the
 children it reaped). With every host running, it then measures the same figures per running step-second
 (2 × hosts 30 s sleep steps, a 10 s window while all run, with the statements that dominate it) and, with the
@@ -49,7 +50,11 @@ SLOTS = 2
 SLEEP_S = 0.5
 LONG_S = 30
 WINDOW_S = 10
-SETTLE_S = 2.0  # backends publish their transaction counters within ~1 s of going idle
+# A backend flushes its counters (pg_stat_database.xact_commit among them) at most once a second; what it could not
+# flush then waits for its idle timer, PGSTAT_IDLE_INTERVAL = 10 s (PostgreSQL >= 15). So a burst (submits, claims,
+# the last transactions of a drain) reaches the commit counter up to 10 s after it ended: snapshots wait this long
+# after one, or the burst's commits land in the next window.
+SETTLE_S = 11.0
 MONITOR_ROLE = "mm_bench"
 
 
@@ -104,7 +109,18 @@ class Meter:
         self.monitor += 1
         return list(self.db.execute(sql, args).fetchall())
 
+    def vacuum(self) -> None:
+        """VACUUM ANALYZE the mediamill database (its transactions are the benchmark's own, before a window), then
+        pg_statistic, which the ANALYZE left with as many dead rows as it wrote (autovacuum's next target)."""
+        for sql in ("VACUUM (ANALYZE)", "SELECT pg_stat_force_next_flush()", "VACUUM pg_catalog.pg_statistic"):
+            if "pg_stat_force_next_flush" not in sql or self.db.info.server_version >= 150000:
+                self.monitor += 1
+                self.db.execute(sql)
+
     def snapshot(self) -> Snapshot:
+        if self.db.info.server_version >= 150000:
+            # the benchmark's own commits so far reach the counter now, so that subtracting them is exact
+            self.query("SELECT pg_stat_force_next_flush()")
         statements = self._one("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = %s "
                                "AND userid <> %s", self.dbid, self.bench_id)
         commits = self._one("SELECT xact_commit FROM pg_stat_database WHERE datid = %s", self.dbid)
@@ -214,6 +230,9 @@ def drain(fleet: Fleet, meter: Meter, upload: str, workflow: dict[str, Any], job
 def step_seconds(fleet: Fleet, meter: Meter, upload: str, hosts: int) -> dict[str, Any]:
     """The database's cost while every slot runs a long step: per running step-second."""
     running = hosts * SLOTS
+    # the drains left dead rows and changed tables behind: vacuumed and analyzed now, or autovacuum does it inside
+    # the window (a dozen runs, each a few commits of the database's), a cost of the drains and not of the steps
+    meter.vacuum()
     ids = _submit(fleet, upload, "WF-LONG", running)
     deadline = time.monotonic() + 60
     while len(meter.query("SELECT 1 FROM step_executions WHERE job_id = ANY(%s) AND status = 'running'",
@@ -227,6 +246,9 @@ def step_seconds(fleet: Fleet, meter: Meter, upload: str, hosts: int) -> dict[st
     time.sleep(WINDOW_S)
     after, later = meter.snapshot(), meter.calls()
     vacuums = meter.vacuums() - vacuums
+    if len(meter.query("SELECT 1 FROM step_executions WHERE job_id = ANY(%s) AND status = 'running'",
+                       ids)) < running:
+        raise RuntimeError("a long step ended inside the window: the window measured no steady state")
     _wait_finished(meter, ids, timeout=LONG_S * 3)
     step_s = running * WINDOW_S
     top = sorted(((n - calls.get(q, 0), q) for q, n in later.items() if n > calls.get(q, 0)), reverse=True)[:6]
