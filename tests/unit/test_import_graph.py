@@ -24,7 +24,6 @@ OUTSIDE_THE_STORE = ("engine", "api", "dashboard", "notify", "cli", "observabili
 #: until it is taken off, and no module may be added.
 PENDING = frozenset({
     "mediamill.api.events",
-    "mediamill.engine.breakers",
     "mediamill.engine.housekeeping",
     "mediamill.engine.operations",
     "mediamill.engine.rollouts",
