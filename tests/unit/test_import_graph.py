@@ -26,7 +26,6 @@ PENDING = frozenset({
     "mediamill.api.events",
     "mediamill.engine.housekeeping",
     "mediamill.engine.operations",
-    "mediamill.engine.rollouts",
     "mediamill.engine.runner",
     "mediamill.engine.transitions",
     "mediamill.engine.worker",
