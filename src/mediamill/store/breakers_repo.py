@@ -50,6 +50,11 @@ def not_closed(conn: Connection) -> dict[str, dict[str, Any]]:
     return {r["action"]: dict(r) for r in rows}
 
 
+def every(conn: Connection) -> list[dict[str, Any]]:
+    """Every breaker's row, by action."""
+    return [dict(r) for r in conn.execute(sa.select(cb).order_by(cb.c.action)).mappings()]
+
+
 def take_probe(conn: Connection, action: str, job_id: int, *, from_state: str) -> bool:
     """Move the breaker from ``from_state`` to half-open with ``job_id`` as its probe. False when another
     worker moved it first."""
