@@ -23,11 +23,6 @@ OUTSIDE_THE_STORE = ("engine", "api", "dashboard", "notify", "cli", "observabili
 #: ``store/``. The list only shrinks: a module that no longer needs its place here fails the test
 #: until it is taken off, and no module may be added.
 PENDING = frozenset({
-    "mediamill.api.events",
-    "mediamill.engine.breakers",
-    "mediamill.engine.housekeeping",
-    "mediamill.engine.operations",
-    "mediamill.engine.rollouts",
     "mediamill.engine.runner",
     "mediamill.engine.transitions",
     "mediamill.engine.worker",

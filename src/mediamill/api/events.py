@@ -20,12 +20,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
 from mediamill.statuses import TERMINAL_JOB
-from mediamill.store.db import listen_available
-from mediamill.store.tables import job_events, workflow_jobs
+from mediamill.store import events_repo
+from mediamill.store.db import Engine, listen_available
 from mediamill.store.timeutil import iso
 
 EVENT_CHANNEL = "mediamill_events"
@@ -50,23 +47,19 @@ def is_final(event: dict[str, Any]) -> bool:
 def read_events(engine: Engine, *, after_id: int, job_id: int | None = None, tenant_id: str | None = None,
                 limit: int = BATCH) -> list[dict[str, Any]]:
     """Events after ``after_id`` (of one job, of a tenant, or all), oldest first."""
-    q = sa.select(job_events).where(job_events.c.id > after_id).order_by(job_events.c.id).limit(limit)
-    if job_id is not None:
-        q = q.where(job_events.c.job_id == job_id)
-    if tenant_id is not None:
-        q = q.where(job_events.c.tenant_id == tenant_id)
     with engine.connect() as conn:
-        return [event_dict(r) for r in conn.execute(q).mappings()]
+        rows = events_repo.after(conn, after_id, job_id=job_id, tenant_id=tenant_id, limit=limit)
+    return [event_dict(r) for r in rows]
 
 
 def last_event_id(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.max(job_events.c.id))).scalar() or 0)
+        return events_repo.last_id(conn)
 
 
 def job_status(engine: Engine, job_id: int) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(sa.select(workflow_jobs.c.status).where(workflow_jobs.c.id == job_id)).scalar()
+        return events_repo.job_status(conn, job_id)
 
 
 @dataclass(eq=False)

@@ -18,16 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill import telemetry
 from mediamill.errors import BREAKER_CLASSES, DETAIL_MESSAGE, SHORT_MESSAGE
-from mediamill.store import outbox
-from mediamill.store.tables import circuit_breakers as cb
-from mediamill.store.tables import job_events, media_queue, workflow_jobs, workflow_steps
-from mediamill.store.tables import step_executions as se
+from mediamill.store import breakers_repo, outbox
+from mediamill.store.breakers_repo import waiting_tenants
+from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import utcnow
+
+__all__ = ["STATES_HINT_SECONDS", "BreakerConfig", "Breakers", "Gate", "reset_breaker", "waiting_tenants"]
 
 # how old the cached states may be when they only tell whether a success has a breaker to close
 STATES_HINT_SECONDS = 10.0
@@ -55,9 +53,7 @@ def _log(conn: Connection, action: str, state: str, data: dict[str, Any], *,
          since: datetime | None = None) -> None:
     """Record a transition; an opening or closing is also notified to the tenants it concerns
     (those with jobs that ran the action since ``since``, or wait to run it)."""
-    conn.execute(job_events.insert().values(job_id=None, tenant_id="system", event_type="breaker",
-                                            step_name=action, data={"action": action, "state": state, **data},
-                                            created_at=utcnow()))
+    breakers_repo.log_transition(conn, action, state, data)
     if state in ("open", "closed"):
         verb = "opened" if state == "open" else "closed"
         outbox.add_events(conn, [outbox.event_row(event_type=f"breaker.{verb}", tenant_id=tenant,
@@ -65,20 +61,6 @@ def _log(conn: Connection, action: str, state: str, data: dict[str, Any], *,
                                                   subject=f"Circuit breaker {action} {verb}")
                                  for tenant in waiting_tenants(conn, action, since=since or utcnow())])
     telemetry.emit("breaker.state", action=action, state=state)
-
-
-def waiting_tenants(conn: Connection, action: str, *, since: datetime) -> list[str]:
-    """Tenants whose jobs wait on ``action``: live jobs (in the queue) whose workflow version has a step
-    running it, and jobs that ran it since ``since``. Reads the live queue and one index range."""
-    wj, ws, mq = workflow_jobs, workflow_steps, media_queue
-    live = (sa.select(wj.c.tenant_id)
-            .select_from(mq.join(wj, wj.c.id == mq.c.job_id)
-                         .join(ws, sa.and_(ws.c.workflow_id == wj.c.workflow_id,
-                                           ws.c.version == sa.func.coalesce(wj.c.workflow_version, 1))))
-            .where(mq.c.status.in_(("queued", "processing")), ws.c.action == action))
-    ran = (sa.select(wj.c.tenant_id).select_from(se.join(wj, wj.c.id == se.c.job_id))
-           .where(se.c.action == action, se.c.completed_at >= since))
-    return sorted({str(t or "default") for t in conn.execute(sa.union(live, ran)).scalars()})
 
 
 class Breakers:
@@ -95,13 +77,11 @@ class Breakers:
     def _states(self, conn: Any = None, max_age: float | None = None) -> dict[str, dict[str, Any]]:
         with self._lock:
             if time.monotonic() - self._cache_at > (self._cache_seconds if max_age is None else max_age):
-                query = sa.select(cb).where(cb.c.state != "closed")
                 if conn is not None:  # the caller's transaction (SQLite: a second connection would wait for it)
-                    rows = conn.execute(query).mappings().all()
+                    self._cache = breakers_repo.not_closed(conn)
                 else:
                     with self.engine.connect() as own:
-                        rows = own.execute(query).mappings().all()
-                self._cache = {r["action"]: dict(r) for r in rows}
+                        self._cache = breakers_repo.not_closed(own)
                 self._cache_at = time.monotonic()
             return self._cache
 
@@ -132,12 +112,11 @@ class Breakers:
 
     def _try_probe(self, action: str, job_id: int, from_state: str = "open") -> Gate:
         with self.engine.begin() as conn:
-            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == from_state)
-                               .values(state="half_open", probe_job_id=job_id, updated_at=utcnow()))
-            if res.rowcount == 1:
+            taken = breakers_repo.take_probe(conn, action, job_id, from_state=from_state)
+            if taken:
                 _log(conn, action, "half_open", {"probe_job_id": job_id})
         self.invalidate()
-        return Gate(True, probe=True) if res.rowcount == 1 else Gate(False, wait_seconds=1.0)
+        return Gate(True, probe=True) if taken else Gate(False, wait_seconds=1.0)
 
     def record_success(self, action: str, probe: bool) -> None:
         # whether a breaker is there to close: the cache as the claim left it will do (a half-open breaker is
@@ -145,11 +124,8 @@ class Breakers:
         if not probe and action not in self._states(max_age=STATES_HINT_SECONDS):
             return
         with self.engine.begin() as conn:
-            opened = _opened_at(conn, action)
-            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
-                               .values(state="closed", failure_count=0, success_count=0, opened_at=None,
-                                       next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
-            if res.rowcount == 1:
+            opened = breakers_repo.opened_at(conn, action)
+            if breakers_repo.close_half_open(conn, action):
                 # the tenants told it opened: whoever ran the action from its failure window on
                 since = opened - timedelta(seconds=self.config.window_seconds) if opened else None
                 _log(conn, action, "closed", {"reason": "probe succeeded"}, since=since)
@@ -172,25 +148,19 @@ class Breakers:
 
     def _window(self, conn: Connection, action: str) -> tuple[int, int]:
         since = utcnow() - timedelta(seconds=self.config.window_seconds)
-        row = conn.execute(sa.select(
-            sa.func.count().filter(se.c.status == "failed", se.c.error_class.in_(tuple(BREAKER_CLASSES))),
-            # calls that say something about the action: successes and its own failures (bad input excluded)
-            sa.func.count().filter(sa.or_(se.c.status == "completed",
-                                          sa.and_(se.c.status == "failed",
-                                                  se.c.error_class.in_(tuple(BREAKER_CLASSES))))))
-            .where(se.c.action == action, se.c.completed_at >= since)).one()
-        return int(row[0] or 0), int(row[1] or 0)
+        # calls that say something about the action: successes and its own failures (bad input excluded)
+        return breakers_repo.window(conn, action, since=since, failing=BREAKER_CLASSES)
 
     def _open(self, conn: Connection, action: str, failures: int, total: int, message: str) -> None:
         now = utcnow()
         values = {"state": "open", "failure_count": failures, "success_count": total - failures, "opened_at": now,
                   "next_probe_at": now + timedelta(seconds=self.config.cooldown_seconds), "updated_at": now,
                   "last_error": message[:DETAIL_MESSAGE], "probe_job_id": None}
-        existing = conn.execute(sa.select(cb.c.state).where(cb.c.action == action)).scalar()
+        existing = breakers_repo.state_of(conn, action)
         if existing is None:
-            conn.execute(cb.insert().values(action=action, **values))
+            breakers_repo.insert(conn, action, values)
         elif existing == "closed":
-            conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "closed").values(**values))
+            breakers_repo.open_closed(conn, action, values)
         else:
             return
         _log(conn, action, "open", {"failures": failures, "calls": total, "error": message[:SHORT_MESSAGE]},
@@ -200,26 +170,19 @@ class Breakers:
         now = utcnow()
         delay = 0 if immediate else self.config.cooldown_seconds
         with self.engine.begin() as conn:
-            res = conn.execute(cb.update().where(cb.c.action == action, cb.c.state == "half_open")
-                               .values(state="open", opened_at=now, next_probe_at=now + timedelta(seconds=delay),
-                                       updated_at=now, last_error=message[:DETAIL_MESSAGE], probe_job_id=None))
-            if res.rowcount == 1 and not immediate:
+            reopened = breakers_repo.reopen(conn, action, now=now, next_probe_at=now + timedelta(seconds=delay),
+                                            last_error=message[:DETAIL_MESSAGE])
+            if reopened and not immediate:
                 _log(conn, action, "reopened", {"error": message[:SHORT_MESSAGE]})
         self.invalidate()
-
-
-def _opened_at(conn: Connection, action: str) -> datetime | None:
-    return conn.execute(sa.select(cb.c.opened_at).where(cb.c.action == action)).scalar()
 
 
 def reset_breaker(conn: Connection, action: str, *, window_seconds: float = BreakerConfig.window_seconds) -> bool:
     """Close a breaker by hand (notified like a closing probe: to the tenants that ran the action from
     ``window_seconds`` before it opened on, and those waiting)."""
-    opened = _opened_at(conn, action)
-    res = conn.execute(cb.update().where(cb.c.action == action)
-                       .values(state="closed", failure_count=0, success_count=0, opened_at=None,
-                               next_probe_at=None, probe_job_id=None, updated_at=utcnow()))
-    if res.rowcount:
+    opened = breakers_repo.opened_at(conn, action)
+    done = breakers_repo.reset(conn, action)
+    if done:
         since = opened - timedelta(seconds=window_seconds) if opened else None
         _log(conn, action, "closed", {"reason": "reset by operator"}, since=since)
-    return bool(res.rowcount)
+    return done

@@ -10,31 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
-from mediamill.statuses import TERMINAL_JOB
 from mediamill.storage import Storage
+from mediamill.store import housekeeping_repo as repo
 from mediamill.store import liveness, workflow_repo
+from mediamill.store.db import Connection, Engine
 from mediamill.store.inputs import input_referenced, lock_input
-from mediamill.store.tables import (
-    dead_letters,
-    job_events,
-    job_outputs,
-    media_queue,
-    step_executions,
-    step_segments,
-    upload_sessions,
-    workers,
-    workflow_jobs,
-    workflow_notifications,
-)
 from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.housekeeping")
-mq, wj = media_queue, workflow_jobs
 
 
 def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
@@ -58,19 +43,13 @@ def rescue_orphaned_jobs(engine: Engine, *, max_rescues: int,
         if deadline is not None and time.monotonic() >= deadline:
             break
         with engine.begin() as conn:
-            q = (sa.select(mq.c.id, mq.c.job_id, mq.c.worker_id, mq.c.queue_name).where(mq.c.status == "processing",
-                                                                       mq.c.lease_expires_at < utcnow(),
-                                                                       mq.c.id.not_in(seen))
-                 .order_by(mq.c.lease_expires_at).limit(1))
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            row = conn.execute(q).first()
+            row = repo.next_orphan(conn, seen)
             if row is None:
                 break
-            seen.append(row.id)
-            got = _rescue_one(conn, row.job_id, row.worker_id, max_rescues, on_finish)
-            if got and row.queue_name:
-                wakeup.notify_in_tx(conn, [row.queue_name])
+            seen.append(row["id"])
+            got = _rescue_one(conn, row["job_id"], row["worker_id"], max_rescues, on_finish)
+            if got and row["queue_name"]:
+                wakeup.notify_in_tx(conn, [row["queue_name"]])
             rescued += got
     return rescued
 
@@ -90,36 +69,24 @@ def lapsed_leases(conn: Connection, *, horizon_seconds: float) -> Lapses:
     or of segments due, and when does the next lease run out, so the caller comes back exactly then instead of
     polling. In a healthy fleet no lease has run out and the rescues themselves cost nothing."""
     now = utcnow()
-
-    def ends(table: sa.Table) -> tuple[Any, Any]:
-        lease, busy = table.c.lease_expires_at, table.c.status == "processing"
-        lapsed = sa.exists().where(busy, lease < now)
-        upcoming = sa.select(sa.func.min(lease)).where(busy, lease >= now).scalar_subquery()
-        return lapsed, upcoming
-
-    jobs_lapsed, jobs_next = ends(mq)
-    segments_lapsed, segments_next = ends(step_segments)
-    row = conn.execute(sa.select(jobs_lapsed.label("jobs"), jobs_next.label("jobs_next"),
-                                 segments_lapsed.label("segments"), segments_next.label("segments_next"))).one()
+    row = repo.lease_ends(conn, now)
     horizon = now + timedelta(seconds=horizon_seconds)
-    upcoming = min((t for t in (row.jobs_next, row.segments_next) if t is not None and t < horizon), default=None)
-    return Lapses(bool(row.jobs), bool(row.segments), upcoming)
+    upcoming = min((t for t in (row["jobs_next"], row["segments_next"]) if t is not None and t < horizon),
+                   default=None)
+    return Lapses(bool(row["jobs"]), bool(row["segments"]), upcoming)
 
 
 def _rescue_one(conn: Connection, job_id: int, owner: str | None, max_rescues: int,
                 on_finish: Callable[[dict[str, Any], str, str, str | None], None] | None) -> int:
-    row = conn.execute(sa.select(*tx.CLAIM_FIELDS).where(wj.c.id == job_id)).mappings().first()
-    if row is None:
-        conn.execute(mq.delete().where(mq.c.job_id == job_id))
+    job = repo.job(conn, job_id)
+    if job is None:
+        repo.drop_queue_entry(conn, job_id)
         return 0
-    job = dict(row)
     now = utcnow()
     reason = f"worker {owner} stopped heart-beating (lease expired)"
-    conn.execute(step_executions.update().where(step_executions.c.job_id == job_id,
-                                                step_executions.c.status == "running")
-                 .values(status="interrupted", completed_at=now, error_class="worker_lost", error_message=reason))
+    repo.interrupt_running_steps(conn, job_id, now=now, reason=reason)
     rescues = (job["rescue_count"] or 0) + 1
-    conn.execute(wj.update().where(wj.c.id == job_id).values(rescue_count=rescues))
+    repo.set_rescue_count(conn, job_id, rescues)
     tx.add_event(conn, job, "rescue", None, {"worker": owner, "rescues": rescues})
     code, wtype, version = workflow_repo.job_workflow(conn, job)
     if job["cancel_requested"] or rescues >= max_rescues:
@@ -148,32 +115,13 @@ def mark_and_prune_workers(engine: Engine, *, lease_seconds: float, retention_ho
 def mark_and_prune_workers_on(conn: Connection, *, lease_seconds: float, retention_hours: float) -> tuple[int, int]:
     """``mark_and_prune_workers`` in the caller's transaction (a worker's heartbeat)."""
     now = utcnow()
-    w = workers
-    marked = conn.execute(w.update().where(w.c.status.notin_(liveness.DEAD_STATUSES),
-                                           w.c.heartbeat_at <= liveness.cutoff(now, lease_seconds))
-                          .values(status="lost")).rowcount
+    marked = liveness.mark_lost(conn, now, lease_seconds)
     pruned = 0
     if retention_hours:
-        pruned = conn.execute(w.delete().where(w.c.status.in_(liveness.DEAD_STATUSES),
-                                               w.c.heartbeat_at < now - timedelta(hours=retention_hours))
-                              ).rowcount
+        pruned = liveness.prune_dead(conn, now - timedelta(hours=retention_hours))
     if marked:
         log.warning("marked %d worker(s) lost: no heartbeat for %s s", marked, lease_seconds)
     return marked, pruned
-
-
-def _age_expr(conn: Connection, now: Any, aging_seconds: float, cap: int) -> Any:
-    waited: Any
-    least: Any
-    greatest: Any
-    if conn.dialect.name == "postgresql":
-        waited = sa.func.extract("epoch", sa.literal(now, sa.DateTime) - mq.c.scheduled_time)
-        least, greatest = sa.func.least, sa.func.greatest
-    else:
-        waited = (sa.func.julianday(sa.literal(now, sa.DateTime)) - sa.func.julianday(mq.c.scheduled_time)) * 86400.0
-        least, greatest = sa.func.min, sa.func.max
-    aged = mq.c.base_priority + sa.cast(sa.func.floor(waited / aging_seconds), sa.Integer)
-    return greatest(mq.c.base_priority, least(cap, aged))
 
 
 def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> int:
@@ -186,13 +134,7 @@ def age_waiting_jobs(engine: Engine, *, aging_seconds: float, cap: int = 10) -> 
 
 def age_waiting_on(conn: Connection, *, aging_seconds: float, cap: int = 10) -> int:
     """``age_waiting_jobs`` in the caller's transaction (a worker's heartbeat)."""
-    now = utcnow()
-    target = _age_expr(conn, now, aging_seconds, cap)
-    res = conn.execute(mq.update().where(mq.c.status == "queued", mq.c.base_priority.is_not(None),
-                                         mq.c.scheduled_time <= now - timedelta(seconds=aging_seconds),
-                                         mq.c.priority < target)
-                       .values(priority=target, aged_at=now))
-    return res.rowcount
+    return repo.age_waiting(conn, now=utcnow(), aging_seconds=aging_seconds, cap=cap)
 
 
 def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: int = 500) -> int:
@@ -205,22 +147,13 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
     """
     cutoff = utcnow() - timedelta(days=days)
     with engine.begin() as conn:
-        open_dl = sa.select(dead_letters.c.job_id).where(dead_letters.c.resolved_at.is_(None))
-        ids = list(conn.execute(sa.select(wj.c.id).where(
-            wj.c.status.in_(TERMINAL_JOB), wj.c.finished_at < cutoff,
-            wj.c.id.not_in(open_dl)).limit(batch)).scalars())
+        ids = repo.prunable_jobs(conn, cutoff, limit=batch)
         if not ids:
             return 0
-        outputs = list(conn.execute(sa.select(job_outputs.c.storage_key).where(job_outputs.c.job_id.in_(ids)))
-                       .scalars())
-        # parts of chunked encodes that were never joined (a cancelled or failed job): joined ones are gone already
-        outputs += [k for keys in conn.execute(sa.select(step_segments.c.output_keys)
-                                               .where(step_segments.c.job_id.in_(ids))).scalars() for k in keys or []]
-        inputs = sorted({k for k in conn.execute(sa.select(wj.c.input_key).where(wj.c.id.in_(ids))).scalars() if k})
-        for table in (job_events, step_executions, job_outputs, workflow_notifications, dead_letters, mq,
-                      step_segments):
-            conn.execute(table.delete().where(table.c.job_id.in_(ids)))
-        conn.execute(wj.delete().where(wj.c.id.in_(ids)))
+        # with the parts of chunked encodes that were never joined (a cancelled or failed job)
+        outputs = repo.output_keys(conn, ids)
+        inputs = repo.input_keys(conn, ids)
+        repo.delete_jobs(conn, ids)
         _delete_files(storage, outputs + _unreferenced(conn, inputs, cutoff))
     return len(ids)
 
@@ -228,11 +161,10 @@ def prune_finished_jobs(engine: Engine, storage: Storage, *, days: int, batch: i
 def _unreferenced(conn: Connection, keys: list[str], cutoff: Any) -> list[str]:
     """The input keys nothing refers to any more, each locked until the transaction ends. Uploads
     that finished before ``cutoff`` go with their last job."""
-    us = upload_sessions
     free = []
     for key in keys:
         lock_input(conn, key)
-        conn.execute(us.delete().where(us.c.storage_key == key, us.c.completed_at < cutoff))
+        repo.delete_finished_uploads(conn, key, cutoff)
         if not input_referenced(conn, key):
             free.append(key)
     return free

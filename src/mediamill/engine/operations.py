@@ -7,41 +7,24 @@ import json
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.engine import tenancy, wakeup
 from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.statuses import TERMINAL_JOB
-from mediamill.store import liveness, workflow_repo
+from mediamill.store import breakers_repo, job_rows, liveness, workflow_repo
+from mediamill.store import operations_repo as repo
+from mediamill.store.db import Connection, Engine
+from mediamill.store.delivery_repo import job_outputs_of
 from mediamill.store.routing_repo import REVIEW_QUEUE, review_backlog
-from mediamill.store.tables import (
-    circuit_breakers,
-    dead_letters,
-    job_events,
-    job_outputs,
-    media_queue,
-    queues,
-    step_executions,
-    workers,
-    workflow_definitions,
-    workflow_jobs,
-)
 from mediamill.store.timeutil import iso, utcnow
-
-wj, mq, dl = workflow_jobs, media_queue, dead_letters
 
 
 def _job_row(conn: Connection, job_id: int, tenant_id: str | None) -> dict[str, Any]:
-    q = sa.select(*tx.CLAIM_FIELDS, wj.c.status, wj.c.cancel_requested).where(wj.c.id == job_id)
-    if tenant_id is not None:
-        q = q.where(wj.c.tenant_id == tenant_id)
-    row = conn.execute(q).mappings().first()
+    row = repo.job_row(conn, job_id, tenant_id)
     if row is None:
         raise NotFound(f"no job {job_id}")
-    return dict(row)
+    return row
 
 
 # ----------------------------------------------------------------------------- cancel / priority
@@ -53,18 +36,15 @@ def cancel_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, by:
         if status in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is already {status}")
         # a claimed job is running even while its row still says queued (its runner marks it at its first write)
-        held = conn.execute(sa.select(mq.c.status).where(mq.c.job_id == job_id)).scalar() == "processing"
+        held = repo.queue_status(conn, job_id) == "processing"
         if status == "processing" or held:
-            conn.execute(wj.update().where(wj.c.id == job_id).values(cancel_requested=True, updated_at=utcnow()))
+            repo.request_cancel(conn, job_id)
             tx.add_event(conn, job, "cancel_requested", None, {"by": by})
             wakeup.notify_in_tx(conn, [str(job_id)], channel=wakeup.CANCEL_CHANNEL)
             return "cancelling"
         code, wtype, version = workflow_repo.job_workflow(conn, job)
-        conn.execute(mq.delete().where(mq.c.job_id == job_id, mq.c.status == "queued"))
         # a queued job has no owner: finish it directly, guarded on its status
-        res = conn.execute(wj.update().where(wj.c.id == job_id, wj.c.status.in_(("queued", "pending")))
-                           .values(cancel_requested=True))
-        if res.rowcount != 1:
+        if not repo.cancel_waiting(conn, job_id):
             raise Conflict(f"job {job_id} changed state; try again")
         finish = tx.Finish(job=job, status="cancelled", workflow_code=code, workflow_type=wtype,
                            workflow_version=version, total_steps=0, error_message=f"cancelled by {by or 'request'}",
@@ -80,9 +60,7 @@ def change_priority(engine: Engine, job_id: int, priority: int, *, tenant_id: st
         job = _job_row(conn, job_id, tenant_id)
         if job["status"] in TERMINAL_JOB:
             raise Conflict(f"job {job_id} is {job['status']}; its priority can no longer change")
-        conn.execute(wj.update().where(wj.c.id == job_id).values(priority=priority, updated_at=utcnow()))
-        conn.execute(mq.update().where(mq.c.job_id == job_id)
-                     .values(priority=priority, base_priority=priority, aged_at=None))
+        repo.set_priority(conn, job_id, priority)
         tx.add_event(conn, job, "priority", None, {"from": job["priority"], "to": priority})
         wakeup.notify_in_tx(conn, [job["queue_name"] or ""])
     wakeup.after_commit([job["queue_name"] or ""], engine)
@@ -103,14 +81,10 @@ def _requeue_finished(conn: Connection, job: dict[str, Any], *, version: int | N
         queue = wf.definition.queue_name
         values["queue_name"] = queue
         _drop_outputs(conn, job["id"])
-    res = conn.execute(wj.update().where(wj.c.id == job["id"], wj.c.status.in_(("failed", "partial", "cancelled")))
-                       .values(**values))
-    if res.rowcount != 1:
+    if not repo.reopen_finished(conn, job["id"], values):
         raise Conflict(f"job {job['id']} is not finished; only failed, partial or cancelled jobs can be retried")
-    conn.execute(mq.delete().where(mq.c.job_id == job["id"]))
-    conn.execute(mq.insert().values(job_id=job["id"], queue_name=queue, priority=job["priority"],
-                                    base_priority=job["priority"], scheduled_time=now, status="queued",
-                                    created_at=now, attempts=0))
+    repo.drop_queue_entries(conn, job["id"])
+    job_rows.enqueue(conn, job["id"], queue=queue, priority=job["priority"], now=now)
     tx.add_event(conn, job, "retry", None, {"manual": True, "by": by, "version": version or job["workflow_version"]})
     tx.add_event(conn, job, "status", None, {"status": "queued", "reason": "manual retry"})
     wakeup.notify_in_tx(conn, [queue])
@@ -118,7 +92,7 @@ def _requeue_finished(conn: Connection, job: dict[str, Any], *, version: int | N
 
 
 def _drop_outputs(conn: Connection, job_id: int) -> None:
-    conn.execute(job_outputs.delete().where(job_outputs.c.job_id == job_id))
+    repo.drop_outputs(conn, job_id)
 
 
 def retry_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, version: int | None = None,
@@ -129,19 +103,15 @@ def retry_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, vers
             raise Conflict(f"job {job_id} waits in review, it has not run: route it to a workflow "
                            f"(mediamill route {job_id} WORKFLOW, or POST /v1/jobs/{job_id}/route)")
         _requeue_finished(conn, job, version=version, by=by)
-        conn.execute(dl.update().where(dl.c.job_id == job_id, dl.c.resolved_at.is_(None))
-                     .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
+        repo.resolve_open_of_job(conn, job_id, resolution="retried", by=by)
     wakeup.after_commit([job["queue_name"] or ""], engine)
 
 
 def _dl_row(conn: Connection, dl_id: int, tenant_id: str | None) -> dict[str, Any]:
-    q = sa.select(dl).where(dl.c.id == dl_id)
-    if tenant_id is not None:
-        q = q.where(dl.c.tenant_id == tenant_id)
-    row = conn.execute(q).mappings().first()
+    row = repo.dead_letter(conn, dl_id, tenant_id)
     if row is None:
         raise NotFound(f"no dead letter {dl_id}")
-    return dict(row)
+    return row
 
 
 def retry_dead_letter(engine: Engine, dl_id: int, *, version: int | None = None, tenant_id: str | None = None,
@@ -153,29 +123,16 @@ def retry_dead_letter(engine: Engine, dl_id: int, *, version: int | None = None,
             raise Conflict(f"dead letter {dl_id} was already {row['resolution']}")
         job = _job_row(conn, row["job_id"], tenant_id)
         _requeue_finished(conn, job, version=version, by=by)
-        conn.execute(dl.update().where(dl.c.id == dl_id, dl.c.resolved_at.is_(None))
-                     .values(resolved_at=utcnow(), resolution="retried", resolved_by=by))
+        repo.resolve_open(conn, dl_id, resolution="retried", by=by)
     wakeup.after_commit([job["queue_name"] or ""], engine)
     return int(row["job_id"])
-
-
-def _dl_filter(q: Any, *, tenant_id: str | None, error_class: str | None, workflow: str | None) -> Any:
-    if tenant_id is not None:
-        q = q.where(dl.c.tenant_id == tenant_id)
-    if error_class:
-        q = q.where(dl.c.error_class == error_class)
-    if workflow:
-        q = q.where(dl.c.workflow_code == workflow)
-    return q
 
 
 def retry_dead_letters(engine: Engine, *, error_class: str | None = None, workflow: str | None = None,
                        version: int | None = None, tenant_id: str | None = None, by: str | None = None) -> int:
     """Retry every open dead letter matching the filter; returns how many."""
-    q = _dl_filter(sa.select(dl.c.id).where(dl.c.resolved_at.is_(None)), tenant_id=tenant_id,
-                   error_class=error_class, workflow=workflow)
     with engine.connect() as conn:
-        ids = list(conn.execute(q.order_by(dl.c.id)).scalars())
+        ids = repo.open_dead_letter_ids(conn, tenant_id=tenant_id, error_class=error_class, workflow=workflow)
     done = 0
     for dl_id in ids:
         try:
@@ -191,30 +148,22 @@ def discard_dead_letter(engine: Engine, dl_id: int, *, tenant_id: str | None = N
         row = _dl_row(conn, dl_id, tenant_id)
         if row["resolved_at"] is not None:
             raise Conflict(f"dead letter {dl_id} was already {row['resolution']}")
-        conn.execute(dl.update().where(dl.c.id == dl_id).values(resolved_at=utcnow(), resolution="discarded",
-                                                                resolved_by=by))
+        repo.resolve(conn, dl_id, resolution="discarded", by=by)
 
 
 def list_dead_letters(engine: Engine, *, tenant_id: str | None = None, error_class: str | None = None,
                       workflow: str | None = None, include_resolved: bool = False, limit: int = 50,
                       before_id: int | None = None) -> list[dict[str, Any]]:
-    q = _dl_filter(sa.select(dl, wj.c.job_code).select_from(dl.join(wj, wj.c.id == dl.c.job_id)),
-                   tenant_id=tenant_id, error_class=error_class, workflow=workflow)
-    if not include_resolved:
-        q = q.where(dl.c.resolved_at.is_(None))
-    if before_id:
-        q = q.where(dl.c.id < before_id)
     with engine.connect() as conn:
-        rows = conn.execute(q.order_by(dl.c.id.desc()).limit(min(limit, 500))).mappings().all()
-    return [_jsonable(dict(r)) for r in rows]
+        rows = repo.dead_letter_page(conn, tenant_id=tenant_id, error_class=error_class, workflow=workflow,
+                                     include_resolved=include_resolved, before_id=before_id, limit=min(limit, 500))
+    return [_jsonable(r) for r in rows]
 
 
 # ----------------------------------------------------------------------------- queues / workers / breakers
 def set_queue_paused(engine: Engine, name: str, paused: bool) -> None:
     with engine.begin() as conn:
-        res = conn.execute(queues.update().where(queues.c.name == name).values(paused=paused, updated_at=utcnow()))
-        if res.rowcount == 0:
-            conn.execute(queues.insert().values(name=name, paused=paused, updated_at=utcnow()))
+        repo.set_paused(conn, name, paused)
         if not paused:
             wakeup.notify_in_tx(conn, [name])
     if not paused:
@@ -244,17 +193,10 @@ def queue_stats(engine: Engine, *, tenant_id: str | None = None) -> list[dict[st
     With ``tenant_id``: the tenant's queues only, counting its own jobs (engine.tenancy)."""
     now = utcnow()
     with engine.connect() as conn:
-        q = sa.select(
-            mq.c.queue_name, sa.func.count().label("depth"),
-            sa.func.count().filter(mq.c.status == "queued").label("waiting"),
-            sa.func.count().filter(mq.c.status == "processing").label("processing"),
-            sa.func.min(sa.case((mq.c.status == "queued", mq.c.created_at))).label("oldest"),
-            sa.func.count().filter(mq.c.status == "queued", mq.c.scheduled_time > now).label("scheduled"))
-        rows = conn.execute(tenancy.scoped_jobs(q.select_from(mq), tenant_id).group_by(mq.c.queue_name)
-                            ).mappings().all()
-        paused = dict(conn.execute(sa.select(queues.c.name, queues.c.paused)).all())
+        rows = repo.queue_figures(conn, now, tenant_id)
+        paused = repo.paused_by_queue(conn)
         if tenant_id is None:
-            known = {r[0] for r in conn.execute(sa.select(workflow_definitions.c.queue_name).distinct()) if r[0]}
+            known = repo.workflow_queue_names(conn)
             known |= set(paused)
         else:
             known = tenancy.visible_queues(conn, tenant_id)
@@ -286,11 +228,8 @@ def list_workers(engine: Engine, *, lease_seconds: float, include_stopped: bool 
     With ``tenant_id``: those serving the tenant's queues, its own running jobs only, no install-wide
     figures (engine.tenancy)."""
     with engine.connect() as conn:
-        q = sa.select(workers).order_by(workers.c.started_at.desc())
-        rows = [dict(r) for r in conn.execute(q).mappings()]
-        busy_q = tenancy.scoped_jobs(sa.select(mq.c.worker_id, sa.func.count()).select_from(mq), tenant_id)
-        busy_q = busy_q.where(mq.c.status == "processing").group_by(mq.c.worker_id)
-        busy: dict[str, int] = {str(w): int(n) for w, n in conn.execute(busy_q).all()}
+        rows = repo.all_workers(conn)
+        busy = repo.running_jobs_by_worker(conn, tenant_id)
         visible = tenancy.visible_queues(conn, tenant_id) if tenant_id is not None else None
     now = utcnow()
     out = []
@@ -318,8 +257,7 @@ def live_workers_serving(engine: Engine, queue: str, *, lease_seconds: float) ->
 
 def list_breakers(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [_jsonable(dict(r)) for r in conn.execute(sa.select(circuit_breakers)
-                                                         .order_by(circuit_breakers.c.action)).mappings()]
+        return [_jsonable(r) for r in breakers_repo.every(conn)]
 
 
 def reset_breaker(engine: Engine, action: str) -> None:
@@ -332,27 +270,19 @@ def reset_breaker(engine: Engine, action: str) -> None:
 def get_job(engine: Engine, job_id: int, *, tenant_id: str | None = None, events_limit: int = 500) -> dict[str, Any]:
     """A job with its steps (executions), outputs and events."""
     with engine.connect() as conn:
-        q = sa.select(wj, workflow_definitions.c.workflow_code).select_from(
-            wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id)).where(wj.c.id == job_id)
-        if tenant_id is not None:
-            q = q.where(wj.c.tenant_id == tenant_id)
-        job = conn.execute(q).mappings().first()
+        job = repo.job_with_code(conn, job_id, tenant_id)
         if job is None:
             raise NotFound(f"no job {job_id}")
-        steps = conn.execute(sa.select(step_executions).where(step_executions.c.job_id == job_id)
-                             .order_by(step_executions.c.id)).mappings().all()
-        outputs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == job_id)
-                               .order_by(job_outputs.c.id)).mappings().all()
-        events = conn.execute(sa.select(job_events).where(job_events.c.job_id == job_id)
-                              .order_by(job_events.c.id).limit(events_limit)).mappings().all()
-        dead = conn.execute(sa.select(dl.c.id, dl.c.resolved_at, dl.c.resolution).where(dl.c.job_id == job_id)
-                            .order_by(dl.c.id.desc())).mappings().first()
-    out = _jsonable(dict(job))
+        steps = repo.executions_of(conn, job_id)
+        outputs = job_outputs_of(conn, job_id)
+        events = repo.events_of(conn, job_id, limit=events_limit)
+        dead = repo.latest_dead_letter(conn, job_id)
+    out = _jsonable(job)
     out.pop("idempotency_hash", None)
-    out["steps"] = [_jsonable(dict(s)) for s in steps]
-    out["outputs"] = [_jsonable(dict(o)) for o in outputs]
-    out["events"] = [_jsonable(dict(e)) for e in events]
-    out["dead_letter"] = _jsonable(dict(dead)) if dead else None
+    out["steps"] = [_jsonable(s) for s in steps]
+    out["outputs"] = [_jsonable(o) for o in outputs]
+    out["events"] = [_jsonable(e) for e in events]
+    out["dead_letter"] = _jsonable(dead) if dead else None
     return out
 
 
@@ -362,35 +292,11 @@ def list_jobs(engine: Engine, *, tenant_id: str | None = None, status: str | Non
               before_id: int | None = None, search: str | None = None,
               shadow: bool = False) -> list[dict[str, Any]]:
     """Jobs, newest first, keyset-paged by id (``before_id``); shadow runs only when ``shadow`` (then only they)."""
-    q = sa.select(wj.c.id, wj.c.job_code, wj.c.status, wj.c.priority, wj.c.progress_percent, wj.c.current_step,
-                  wj.c.queue_name, wj.c.submitted_by, wj.c.submitted_at, wj.c.started_at, wj.c.completed_at,
-                  wj.c.finished_at, wj.c.error_class, wj.c.error_message, wj.c.workflow_version, wj.c.input_filename,
-                  wj.c.tenant_id, wj.c.shadow_of,
-                  workflow_definitions.c.workflow_code).select_from(
-        wj.join(workflow_definitions, workflow_definitions.c.id == wj.c.workflow_id))
-    conds: list[sa.ColumnElement[bool]] = [wj.c.shadow_of.is_not(None) if shadow else wj.c.shadow_of.is_(None)]
-    if tenant_id is not None:
-        conds.append(wj.c.tenant_id == tenant_id)
-    if status:
-        conds.append(wj.c.status.in_(status.split(",")))
-    if workflow:
-        conds.append(workflow_definitions.c.workflow_code == workflow)
-    if queue:
-        conds.append(wj.c.queue_name == queue)
-    if submitter:
-        conds.append(wj.c.submitted_by == submitter)
-    if since:
-        conds.append(wj.c.submitted_at >= since)
-    if until:
-        conds.append(wj.c.submitted_at < until)
-    if before_id:
-        conds.append(wj.c.id < before_id)
-    if search:
-        conds.append(wj.c.job_code.like(f"{search.upper().replace('%', '')}%"))
     with engine.connect() as conn:
-        rows = conn.execute(q.where(*conds).order_by(wj.c.id.desc()).limit(max(1, min(limit, 500)))).mappings()
-        return [_jsonable(dict(r)) for r in rows]
-
+        rows = repo.job_list(conn, tenant_id=tenant_id, status=status, workflow=workflow, queue=queue,
+                             submitter=submitter, since=since, until=until, before_id=before_id, search=search,
+                             shadow=shadow, limit=max(1, min(limit, 500)))
+    return [_jsonable(r) for r in rows]
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -20,16 +20,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.statuses import TERMINAL_JOB
-from mediamill.store import outbox, workflow_repo
-from mediamill.store.tables import job_events, workflow_jobs, workflow_rollouts
-from mediamill.store.timeutil import iso, utcnow
+from mediamill.store import outbox, rollouts_repo, workflow_repo
+from mediamill.store.db import Connection, Engine
+from mediamill.store.rollouts_repo import guarded_canaries, latest, live, live_for
+from mediamill.store.timeutil import iso
 
-ro, wj = workflow_rollouts, workflow_jobs
+__all__ = ["DEFAULT_GUARD", "FIGURE_ROWS", "KINDS", "Guard", "bucket", "check_all_guards", "check_guards", "figures",
+           "guarded_canaries", "latest", "live", "live_for", "picked", "promote", "public", "start", "status", "stop",
+           "version_figures"]
+
 KINDS = ("canary", "shadow")
 DEFAULT_GUARD = {"max_failure_delta": 0.10, "min_jobs": 20}
 FIGURE_ROWS = 20_000  # the most recent jobs a rollout's figures are computed from
@@ -66,37 +67,11 @@ def picked(rollout: dict[str, Any], job_id: int) -> bool:
 
 
 # ------------------------------------------------------------------------------ reads
-def live(conn: Connection, workflow_id: int, tenant_id: str, kind: str) -> dict[str, Any] | None:
-    """The active rollout of ``kind`` for a workflow and tenant, if any."""
-    row = conn.execute(sa.select(ro).where(ro.c.workflow_id == workflow_id, ro.c.tenant_id == tenant_id,
-                                           ro.c.kind == kind, ro.c.state == "active")
-                       .order_by(ro.c.id.desc())).mappings().first()
-    return dict(row) if row else None
-
-
-def live_for(conn: Connection, pairs: set[tuple[int, str]]) -> dict[tuple[int, str, str], dict[str, Any]]:
-    """Active rollouts of several (workflow id, tenant) pairs at once, by (workflow id, tenant, kind)."""
-    if not pairs:
-        return {}
-    rows = conn.execute(sa.select(ro).where(ro.c.state == "active",
-                                            ro.c.workflow_id.in_({w for w, _t in pairs}))).mappings()
-    return {(r["workflow_id"], r["tenant_id"], r["kind"]): dict(r) for r in rows
-            if (r["workflow_id"], r["tenant_id"]) in pairs}
-
-
 def public(row: dict[str, Any]) -> dict[str, Any]:
     """A rollout as the API shows it."""
     return {"id": row["id"], "kind": row["kind"], "version": row["version"], "base_version": row["base_version"],
             "percent": row["percent"], "guard": row["guard"], "state": row["state"], "created_by": row["created_by"],
             "started_at": iso(row["started_at"]), "ended_at": iso(row["ended_at"]), "end_reason": row["end_reason"]}
-
-
-def latest(conn: Connection, workflow_id: int, tenant_id: str, kind: str) -> dict[str, Any] | None:
-    """The active rollout, else the most recent one (to show how it ended)."""
-    row = conn.execute(sa.select(ro).where(ro.c.workflow_id == workflow_id, ro.c.tenant_id == tenant_id,
-                                           ro.c.kind == kind)
-                       .order_by((ro.c.state == "active").desc(), ro.c.id.desc())).mappings().first()
-    return dict(row) if row else None
 
 
 # ------------------------------------------------------------------------------ figures
@@ -125,11 +100,7 @@ def version_figures(rows: Sequence[Any]) -> dict[str, Any]:
 
 def figures(conn: Connection, rollout: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Live figures per version of the primary jobs submitted since the rollout started."""
-    q = (sa.select(wj.c.workflow_version, wj.c.status, wj.c.error_class, wj.c.started_at, wj.c.completed_at)
-         .where(wj.c.workflow_id == rollout["workflow_id"], wj.c.tenant_id == rollout["tenant_id"],
-                wj.c.submitted_at >= rollout["started_at"], wj.c.shadow_of.is_(None))
-         .order_by(wj.c.id.desc()).limit(FIGURE_ROWS))
-    rows = conn.execute(q).all()
+    rows = rollouts_repo.primary_jobs(conn, rollout, limit=FIGURE_ROWS)
     by_version: dict[int, list[Any]] = {}
     for r in rows:
         by_version.setdefault(r.workflow_version or 1, []).append(r)
@@ -156,30 +127,25 @@ def start(engine: Engine, code: str, *, kind: str, version: int, percent: float,
             raise Conflict(f"version {version} is already the active version of {code}")
         current = live(conn, wf.workflow_id, tenant_id, kind)
         if current is not None and current["version"] == version:
-            conn.execute(ro.update().where(ro.c.id == current["id"]).values(
-                percent=percent, guard=asdict(parsed) if parsed else sa.null()))
+            rollouts_repo.set_share(conn, current["id"], percent=percent, guard=asdict(parsed) if parsed else None)
             row_id = current["id"]
         else:
             if current is not None:
                 _end(conn, current, "replaced", f"replaced by version {version}", by)
-            row_id = conn.execute(ro.insert().values(
-                tenant_id=tenant_id, workflow_id=wf.workflow_id, kind=kind, version=version,
-                base_version=wf.current_version, percent=percent, guard=asdict(parsed) if parsed else sa.null(),
-                state="active", created_by=by, started_at=utcnow()).returning(ro.c.id)).scalar_one()
+            row_id = rollouts_repo.insert(conn, tenant_id=tenant_id, workflow_id=wf.workflow_id, kind=kind,
+                                          version=version, base_version=wf.current_version, percent=percent,
+                                          guard=asdict(parsed) if parsed else None, by=by)
         _log(conn, tenant_id, {"rollout": row_id, "kind": kind, "workflow": code, "version": version,
                                "percent": percent, "state": "active", "by": by})
-        return public(dict(conn.execute(sa.select(ro).where(ro.c.id == row_id)).mappings().one()))
+        return public(rollouts_repo.get(conn, row_id))
 
 
 def _end(conn: Connection, rollout: dict[str, Any], state: str, reason: str, by: str | None) -> bool:
-    res = conn.execute(ro.update().where(ro.c.id == rollout["id"], ro.c.state == "active")
-                       .values(state=state, ended_at=utcnow(), end_reason=f"{reason} ({by})" if by else reason))
-    return res.rowcount == 1
+    return rollouts_repo.end(conn, rollout["id"], state=state, reason=f"{reason} ({by})" if by else reason)
 
 
 def _log(conn: Connection, tenant_id: str, data: dict[str, Any]) -> None:
-    conn.execute(job_events.insert().values(job_id=None, tenant_id=tenant_id, event_type="rollout", data=data,
-                                            created_at=utcnow()))
+    rollouts_repo.log_event(conn, tenant_id, data)
 
 
 def _live_or_404(conn: Connection, code: str, tenant_id: str, kind: str) -> tuple[dict[str, Any], int]:
@@ -198,7 +164,7 @@ def stop(engine: Engine, code: str, *, kind: str, tenant_id: str, by: str | None
         _end(conn, row, "aborted" if kind == "canary" else "stopped", reason, by)
         _log(conn, tenant_id, {"rollout": row["id"], "kind": kind, "workflow": code, "state": "ended",
                                "reason": reason, "by": by})
-        return public(dict(conn.execute(sa.select(ro).where(ro.c.id == row["id"])).mappings().one()))
+        return public(rollouts_repo.get(conn, row["id"]))
 
 
 def promote(engine: Engine, code: str, *, kind: str, tenant_id: str, by: str | None) -> dict[str, Any]:
@@ -213,7 +179,7 @@ def promote(engine: Engine, code: str, *, kind: str, tenant_id: str, by: str | N
                          payload={"workflow_code": code, "version": row["version"], "kind": kind, "by": by},
                          subject=f"{code} v{row['version']} promoted",
                          message=f"Version {row['version']} of {code} is now active ({kind} promoted by {by}).")
-        return public(dict(conn.execute(sa.select(ro).where(ro.c.id == row["id"])).mappings().one()))
+        return public(rollouts_repo.get(conn, row["id"]))
 
 
 def status(engine: Engine, code: str, *, kind: str, tenant_id: str) -> dict[str, Any]:
@@ -272,9 +238,3 @@ def check_all_guards(engine: Engine, pairs: Sequence[tuple[int, str]] | None = N
             pairs = guarded_canaries(conn)
     return [hit for wid, tenant in pairs if (hit := check_guards(engine, wid, tenant)) is not None]
 
-
-def guarded_canaries(conn: Connection) -> list[tuple[int, str]]:
-    """(workflow id, tenant) of every active canary with a guard: one read, usually of no row."""
-    return [(int(wid), str(tenant)) for wid, tenant in conn.execute(
-        sa.select(ro.c.workflow_id, ro.c.tenant_id)
-        .where(ro.c.state == "active", ro.c.kind == "canary", ro.c.guard.is_not(None))).all()]

@@ -34,3 +34,17 @@ def alive_clause(now: datetime, lease_seconds: float) -> Any:
 def live_worker_pools(conn: Connection, now: datetime, lease_seconds: float) -> list[Any]:
     """The raw ``pools`` column of every live worker (a dict, a list or ``"a=1,b=2"`` text)."""
     return [pools for (pools,) in conn.execute(sa.select(workers.c.pools).where(alive_clause(now, lease_seconds)))]
+
+
+def mark_lost(conn: Connection, now: datetime, lease_seconds: float) -> int:
+    """Mark ``lost`` every worker not already dead whose heartbeat is older than the lease; how many."""
+    w = workers
+    return int(conn.execute(w.update().where(w.c.status.notin_(DEAD_STATUSES),
+                                             w.c.heartbeat_at <= cutoff(now, lease_seconds))
+                            .values(status="lost")).rowcount)
+
+
+def prune_dead(conn: Connection, before: datetime) -> int:
+    """Delete the rows of stopped or lost workers whose last heartbeat is older than ``before``; how many."""
+    w = workers
+    return int(conn.execute(w.delete().where(w.c.status.in_(DEAD_STATUSES), w.c.heartbeat_at < before)).rowcount)
