@@ -182,6 +182,12 @@ def postgres_cpu() -> float | None:
     return total if seen else None
 
 
+#: PostgreSQL (15 and later) publishes a busy backend's counters at most once a second and what is left when it
+#: goes idle after its 10 s idle timer: the commits of the submissions before a drain would land in the drain's
+#: figure unless the drain's first reading waits that long.
+STATS_SETTLE_S = 11.0
+
+
 class PgStats:
     """Counters of one database (commits) and of the cluster's WAL (fsyncs), read from a side connection."""
 
@@ -429,6 +435,8 @@ class MediamillBench:
         from mediamill.store.timeutil import utcnow
 
         self.start_workers()
+        if self.stats:
+            time.sleep(STATS_SETTLE_S)
         cpu0 = sum(proc_cpu(p.pid) for p in self.workers)
         pg0 = postgres_cpu() if self.is_pg else None
         st0 = self.stats.read() if self.stats else None
@@ -671,7 +679,7 @@ class PgqBench:
 
     def drain(self, n: int, first_log_id: int) -> Drain:
         self.start_workers()
-        time.sleep(self.args.settle)
+        time.sleep(max(self.args.settle, STATS_SETTLE_S))
         cpu0 = sum(proc_cpu(p.pid) for p in self.workers)
         pg0 = postgres_cpu()
         st0 = self.stats.read()
