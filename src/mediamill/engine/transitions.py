@@ -18,6 +18,7 @@ from mediamill.errors import EVENT_MESSAGE
 from mediamill.statuses import SUCCEEDED_JOB
 from mediamill.store import outbox
 from mediamill.store.bulk import in_ids, insert_many
+from mediamill.store.job_rows import CLAIM_FIELDS
 from mediamill.store.tables import (
     dead_letters,
     job_events,
@@ -31,12 +32,6 @@ from mediamill.store.tables import (
 from mediamill.store.timeutil import iso, utcnow
 
 mq, wj, se = media_queue, workflow_jobs, step_executions
-
-CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version, wj.c.tenant_id, wj.c.priority,
-                wj.c.input_key, wj.c.input_url, wj.c.input_mime, wj.c.input_filename, wj.c.input_size,
-                wj.c.params, wj.c.job_metadata, wj.c.input_metadata, wj.c.started_at, wj.c.retry_count,
-                wj.c.rescue_count, wj.c.run_number, wj.c.cancel_requested, wj.c.request_id, wj.c.submitted_by,
-                wj.c.submitted_at, wj.c.notify, wj.c.queue_name, wj.c.rerun, wj.c.shadow_of)
 
 CLAIM_ATTEMPT = "claim_attempt"  # key on a claimed job's dict: the ``media_queue.attempts`` its claim set
 
