@@ -31,13 +31,11 @@ class Loop(Protocol):
     @property
     def name(self) -> str:
         """How its log lines call it."""
-        ...
 
     def run_once(self) -> float | None:
         """One round of work. Returns how long to wait before the next round, in seconds (the wait ends early,
         and so does the loop, when the stop event is set; 0: go again at once, and a loop that goes again at
         once looks at the stop event itself), or None when the loop is done: its thread ends."""
-        ...
 
 
 @dataclass(frozen=True)

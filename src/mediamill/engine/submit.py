@@ -150,7 +150,7 @@ def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | N
         return None
     if req.idempotency_hash and row["idempotency_hash"] != req.idempotency_hash:
         raise Conflict("Idempotency-Key was already used with a different request body")
-    code = submit_repo.workflow_code_of(conn, row["workflow_id"])
+    code, _type = workflow_repo.workflow_facts(conn, row["workflow_id"])
     return SubmittedJob(row["id"], row["job_code"], row["status"], code, row["workflow_version"] or 1,
                         row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 

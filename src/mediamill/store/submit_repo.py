@@ -32,13 +32,6 @@ def job_by_idempotency_key(conn: Connection, tenant_id: str, key: str) -> dict[s
     return None if row is None else dict(row)
 
 
-def workflow_code_of(conn: Connection, workflow_id: int) -> str:
-    """The code of the workflow with this id (it exists: a job refers to it)."""
-    code: str = conn.execute(sa.text("SELECT workflow_code FROM workflow_definitions WHERE id = :i"),
-                             {"i": workflow_id}).scalar_one()
-    return code
-
-
 def insert_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert ``workflow_jobs`` rows (dicts of column → value) in one statement; their new ids, in the
     rows' order."""
