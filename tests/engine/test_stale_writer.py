@@ -31,6 +31,20 @@ def _progress(rt: Runtime, job_id: int) -> float | None:
                             ).scalar_one()
 
 
+def _completed_by_b(rt: Runtime, job_id: int, lost_by: str, workflow_code: str, total_steps: int) -> int:
+    """The worker ``lost_by`` was cut off: its job is rescued, claimed by worker B and completed there. The id of
+    the job's last event, the final one."""
+    with rt.engine.begin() as conn:
+        assert housekeeping._rescue_one(conn, job_id, lost_by, 5, None) == 1
+        b = tx.claim(conn, worker_id="worker-B", queue=None, limit=1, lease_seconds=30)
+        assert [c.job["id"] for c in b] == [job_id]
+        done = tx.Finish(job=b[0].job, status="completed", workflow_code=workflow_code, workflow_type="generic",
+                         workflow_version=1, total_steps=total_steps)
+        assert tx.finish_jobs(conn, "worker-B", [done]) == [job_id]
+        return int(conn.execute(sa.select(sa.func.max(job_events.c.id))
+                                .where(job_events.c.job_id == job_id)).scalar_one())
+
+
 def test_a_worker_that_lost_its_claim_writes_nothing_more(rt: Runtime, submit, workers,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
@@ -38,16 +52,7 @@ def test_a_worker_that_lost_its_claim_writes_nothing_more(rt: Runtime, submit, w
     job = submit("WF-STALE")
     a = workers({"*": 2})
     wait_until(lambda: (_progress(rt, job.id) or 0) > 0, timeout=30)  # A's step runs and reports progress
-    with rt.engine.begin() as conn:  # A is cut off: its job is rescued, claimed by B and completed there
-        assert housekeeping._rescue_one(conn, job.id, a.worker_id, 5, None) == 1
-        b = tx.claim(conn, worker_id="worker-B", queue=None, limit=1, lease_seconds=30)
-        assert [c.job["id"] for c in b] == [job.id]
-        done = tx.Finish(job=b[0].job, status="completed", workflow_code="WF-STALE", workflow_type="generic",
-                         workflow_version=1, total_steps=1)
-        assert tx.finish_jobs(conn, "worker-B", [done]) == [job.id]
-    with rt.engine.connect() as conn:
-        final_event = conn.execute(sa.select(sa.func.max(job_events.c.id))
-                                   .where(job_events.c.job_id == job.id)).scalar_one()
+    final_event = _completed_by_b(rt, job.id, a.worker_id, "WF-STALE", total_steps=1)  # A is cut off
     assert _progress(rt, job.id) == 100
     wait_until(lambda: job.id not in a.running, timeout=15)  # A drops the job instead of running it out
     time.sleep(1.5)  # what A might still write would land by now
@@ -257,15 +262,7 @@ def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_lin
         thread = threading.Thread(target=w._run_job, args=("elsewhere", claimed[0], wf), daemon=True)
         thread.start()
         wait_until(outage.down.is_set, timeout=30, message="the nap step reporting progress")
-        with rt.engine.begin() as conn:  # the job is rescued, claimed by B and completed there
-            assert housekeeping._rescue_one(conn, job.id, w.worker_id, 5, None) == 1
-            b = tx.claim(conn, worker_id="worker-B", queue=None, limit=1, lease_seconds=30)
-            assert [c.job["id"] for c in b] == [job.id]
-            done = tx.Finish(job=b[0].job, status="completed", workflow_code="WF-CUTOFF", workflow_type="generic",
-                             workflow_version=1, total_steps=3)
-            assert tx.finish_jobs(conn, "worker-B", [done]) == [job.id]
-            final_event = conn.execute(sa.select(sa.func.max(job_events.c.id))
-                                       .where(job_events.c.job_id == job.id)).scalar_one()
+        final_event = _completed_by_b(rt, job.id, w.worker_id, "WF-CUTOFF", total_steps=3)
         # the step ended and its result could not be written: the run waits for the database to answer
         wait_until(recovering.is_set, timeout=30, message="the run finding the database gone")
         tried = outage.refused
