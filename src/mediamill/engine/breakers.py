@@ -25,7 +25,7 @@ from mediamill.store.breakers_repo import waiting_tenants
 from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import utcnow
 
-__all__ = ["STATES_HINT_SECONDS", "BreakerConfig", "Breakers", "Gate", "reset_breaker", "waiting_tenants"]
+__all__ = ["STATES_HINT_SECONDS", "BreakerConfig", "Breakers", "Gate", "reset_breaker"]
 
 # how old the cached states may be when they only tell whether a success has a breaker to close
 STATES_HINT_SECONDS = 10.0

@@ -28,7 +28,7 @@ from mediamill.store.rollouts_repo import guarded_canaries, latest, live, live_f
 from mediamill.store.timeutil import iso
 
 __all__ = ["DEFAULT_GUARD", "FIGURE_ROWS", "KINDS", "Guard", "bucket", "check_all_guards", "check_guards", "figures",
-           "guarded_canaries", "latest", "live", "live_for", "picked", "promote", "public", "start", "status", "stop",
+           "guarded_canaries", "latest", "live_for", "picked", "promote", "public", "start", "status", "stop",
            "version_figures"]
 
 KINDS = ("canary", "shadow")

@@ -24,7 +24,7 @@ from mediamill.workflows.conditions import (
 )
 
 __all__ = ["REVIEW_CODE", "REVIEW_QUEUE", "RoutingDecision", "RoutingFacts", "ambiguity_warnings", "candidates_for",
-           "decide", "tenant_rules", "validate_rule", "visible_workflows"]
+           "decide", "validate_rule", "visible_workflows"]
 
 
 @dataclass(frozen=True)

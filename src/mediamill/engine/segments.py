@@ -51,8 +51,7 @@ if TYPE_CHECKING:
     from mediamill.engine.worker import Worker
 
 __all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "claim",
-           "extend_leases", "load_plan", "next_due", "prepare", "rescue_orphaned_segments", "run_segment",
-           "wake_parent"]
+           "extend_leases", "next_due", "prepare", "rescue_orphaned_segments", "run_segment"]
 
 log = logging.getLogger("mediamill.engine")
 #: the wake-up note (in-process, and the NOTIFY payload on PostgreSQL) that tells workers segments are due

@@ -21,9 +21,8 @@ from typing import Any
 from mediamill.errors import Forbidden, NotFound
 from mediamill.store import queue_scope
 from mediamill.store.db import Connection
-from mediamill.store.queue_scope import scoped_jobs
 
-__all__ = ["check_may_pause", "queue_owners", "scoped_jobs", "visible_queues", "worker_view"]
+__all__ = ["check_may_pause", "queue_owners", "visible_queues", "worker_view"]
 
 
 def queue_owners(conn: Connection) -> dict[str, set[str | None]]:
