@@ -6,15 +6,17 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from mediamill.api.app import create_app
 from mediamill.engine import housekeeping
 from mediamill.engine import operations as ops
-from mediamill.engine.submit import JobInput, SubmitRequest, submit_job
+from mediamill.engine.submit import JobInput, SubmitRequest, store_input_file, submit_in, submit_job
 from mediamill.errors import NotFound
 from mediamill.runtime import Runtime
 from mediamill.store import auth_repo
+from mediamill.store.inputs import lock_input
 from mediamill.store.tables import upload_sessions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow
@@ -127,3 +129,27 @@ def test_a_submit_racing_the_prune_of_its_input_is_refused(rt: Runtime, api, wor
     with pytest.raises(NotFound):
         submit_job(rt.engine, SubmitRequest(job_input=checked, workflow_code="WF-OK"))
     assert ops.list_jobs(rt.engine) == []
+
+
+def test_submits_of_one_input_run_side_by_side_and_a_prune_waits_for_them(pg_rt: Runtime, input_file) -> None:
+    """Submits only add references: they share the input's lock (a spike of jobs on one upload is not
+    serialized on it), while whoever may delete the object still waits for every open submit."""
+    workflow(pg_rt, "WF-OK", [{"name": "a", "action": "noop"}])
+    first = store_input_file(pg_rt.storage, input_file)
+    submit_job(pg_rt.engine, SubmitRequest(job_input=first, workflow_code="WF-OK"))
+    again = JobInput(storage_key=first.storage_key, mime=first.mime, size=first.size, reused=True)
+    with pg_rt.engine.connect() as holder:
+        holder_tx = holder.begin()
+        submit_in(holder, SubmitRequest(job_input=again, workflow_code="WF-OK"))  # still open: holds its lock
+        with pg_rt.engine.begin() as conn:  # a second submit of the same input does not wait for the first
+            conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            submit_in(conn, SubmitRequest(job_input=again, workflow_code="WF-OK"))
+        with pg_rt.engine.connect() as pruner, pytest.raises(sa.exc.OperationalError, match="lock timeout"), \
+                pruner.begin():
+            pruner.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+            lock_input(pruner, str(first.storage_key))
+        holder_tx.commit()
+    with pg_rt.engine.begin() as pruner:  # once the submits are done, the prune takes the lock at once
+        pruner.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+        lock_input(pruner, str(first.storage_key))
+    assert len(ops.list_jobs(pg_rt.engine)) == 3

@@ -252,7 +252,7 @@ def _status_event(v: dict[str, Any], prep: Prepared, rollout_id: int | None = No
 def _check_still_stored(conn: Connection, key: str) -> None:
     """A shared object is only reused while something refers to it: once the last reference is
     pruned its file is gone (or going, under the same lock)."""
-    lock_input(conn, key)
+    lock_input(conn, key, shared=True)
     if not input_referenced(conn, key):
         raise NotFound(f"no object {key!r} (it was removed by retention)")
 
