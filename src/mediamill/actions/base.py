@@ -116,6 +116,9 @@ class ActionSpec:
     fuse: str | None = None
     description: str = ""
     splittable: bool = False  # accepts ``parallel:`` (chunked encode on several workers)
+    # False = never opens the job's input file (it works from params or earlier steps' results): a worker on
+    # object storage then does not download the input for a job made only of such steps
+    reads_input: bool = True
 
     def validate_params(self, raw: dict[str, Any] | None) -> BaseModel:
         return self.params.model_validate(raw or {})
@@ -137,6 +140,7 @@ def action(
     isolated: bool = True,
     fuse: str | None = None,
     splittable: bool = False,
+    reads_input: bool = True,
 ) -> Callable[[ActionFn], ActionFn]:
     """Register a step action. Users' packages can do the same and expose a ``mediamill.actions``
     entry point pointing at the module that holds their decorated functions."""
@@ -144,7 +148,7 @@ def action(
     def register(fn: ActionFn) -> ActionFn:
         _ACTIONS[name] = ActionSpec(
             name=name, fn=fn, params=params, family=family, errors=tuple(errors),
-            idempotent=idempotent, isolated=isolated, fuse=fuse, splittable=splittable,
+            idempotent=idempotent, isolated=isolated, fuse=fuse, splittable=splittable, reads_input=reads_input,
             description=(fn.__doc__ or "").strip().split("\n")[0],
         )
         return fn

@@ -46,7 +46,7 @@ def _entry(step: str, out: OutputFile) -> dict[str, Any]:
     return entry
 
 
-@action("finalize_job", params=FinalizeParams, family="generic", errors=("internal",))
+@action("finalize_job", params=FinalizeParams, family="generic", errors=("internal",), reads_input=False)
 def finalize_job(ctx: StepContext) -> StepResult:
     """Write manifest.json listing every earlier output (name, MIME type, bytes, sha256, metadata)."""
     entries = []

@@ -38,7 +38,7 @@ def noop(ctx: StepContext) -> StepResult:
     return StepResult(data={"ok": True})
 
 
-@action("sleep", params=SleepParams, family="test", errors=("timeout",))
+@action("sleep", params=SleepParams, family="test", errors=("timeout",), reads_input=False)
 def sleep(ctx: StepContext) -> StepResult:
     """Sleep for `seconds`, reporting progress."""
     total = ctx.params.seconds
@@ -62,7 +62,8 @@ class CrashParams(BaseModel):
     mode: Literal["segfault", "exit", "memory", "hang"] = "segfault"
 
 
-@action("crash", params=CrashParams, family="test", errors=("internal", "resource", "timeout"), idempotent=True)
+@action("crash", params=CrashParams, family="test", errors=("internal", "resource", "timeout"), idempotent=True,
+        reads_input=False)
 def crash(ctx: StepContext) -> StepResult:
     """Misbehave like a broken decoder (drills isolation): segfault, exit, exhaust memory, or hang."""
     mode = ctx.params.mode

@@ -273,7 +273,16 @@ class JobRunner:
             self.input_path = self.scratch / "input"
 
     def _needs_input_file(self) -> bool:
-        return any((spec := get_action(s.action)) is None or spec.isolated for s in self.steps)
+        """In-process steps read the input through the storage; a child needs a local copy, unless none of its
+        steps opens the input (or a ``when:`` condition needs the input probed)."""
+        return bool(self._probe_fields()) or any(
+            (spec := get_action(s.action)) is None or (spec.isolated and spec.reads_input) for s in self.steps)
+
+    def _probe_fields(self) -> set[str]:
+        """The input's fields that ``when:`` conditions read and only a probe of the file can tell."""
+        if self.job.get("input_metadata"):
+            return set()
+        return {a or b for s in self.steps if s.when for a, b in _INPUT_FIELD.findall(s.when)} - _KNOWN_WITHOUT_PROBE
 
     def _fetch_url(self) -> str:
         from mediamill.engine.fetch import fetch_to_storage
@@ -291,9 +300,8 @@ class JobRunner:
         return key
 
     def _probe_if_needed(self) -> None:
-        wanted = {a or b for s in self.steps if s.when for a, b in _INPUT_FIELD.findall(s.when)}
-        if self.job.get("input_metadata") or not wanted - _KNOWN_WITHOUT_PROBE:
-            return  # mime, size and filename are on the job row already
+        if not self._probe_fields():
+            return  # mime, size and filename are on the job row already (or it was probed before)
         reply = self.w.children.run({"probe": True, "input_path": str(self.input_path),
                                      "input_mime": self.job["input_mime"] or ""},
                                     timeout=60, on_progress=lambda _i, _p: None, cancelled=self.cancel)
