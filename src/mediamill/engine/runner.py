@@ -94,8 +94,12 @@ class StepState:
 class JobRunner:
     """Runs the steps of one claimed job on a worker (called in a worker thread)."""
 
-    def __init__(self, worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> None:
+    def __init__(self, worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow,
+                 slot_done: Callable[[], None] | None = None) -> None:
         self.w = worker
+        # called once the job's last unit has run: the slot is free for the next job while this one's outcome is
+        # written (the finish is bookkeeping; it needs no child process)
+        self.slot_done = slot_done or (lambda: None)
         self.job = claimed.job
         self.attempts = claimed.attempts
         self.wf = wf
@@ -709,6 +713,7 @@ class JobRunner:
             self._pending_completion = write
             for i in group:
                 self.states[i].status = "completed"
+            self.slot_done()
             return Continue()
         try:
             with self.w.engine.begin() as conn:

@@ -68,7 +68,9 @@ class Worker:
         slots = sum(self.pools.values())
         self.children = ChildPool(size=self.settings.child_pool_size or slots, max_tasks=self.settings.child_max_tasks,
                                   limits=self.settings.limits)
-        self.executor = ThreadPoolExecutor(max_workers=slots + 2, thread_name_prefix="mm-job")
+        # a slot is freed when its job's last step has run, before the job's finish is written: each slot may have
+        # a finishing job beside the one that took it over
+        self.executor = ThreadPoolExecutor(max_workers=2 * slots + 2, thread_name_prefix="mm-job")
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
         self._owned: dict[int, int] = {}  # claims still in hand (job id -> attempt): only their leases are extended
@@ -213,7 +215,18 @@ class Worker:
             self._wake.set()
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
-        runner = JobRunner(self, claimed, wf)
+        freed = threading.Event()
+
+        def free_slot() -> None:
+            """The job no longer needs its slot (its last step ran, or it ended): the claimer may fill it."""
+            with self._lock:
+                if freed.is_set():
+                    return
+                freed.set()
+                self.inflight[pool] -= 1
+            self._wake.set()
+
+        runner = JobRunner(self, claimed, wf, slot_done=free_slot)
         with self._lock:
             stale = self.running.get(claimed.job["id"])
             self.running[claimed.job["id"]] = runner
@@ -232,9 +245,8 @@ class Worker:
             with self._lock:
                 if self.running.get(claimed.job["id"]) is runner:  # not the run that re-claimed it since
                     del self.running[claimed.job["id"]]
-                self.inflight[pool] -= 1
                 self._disown(claimed.job)
-            self._wake.set()
+            free_slot()
 
     def _disown(self, job: dict[str, Any]) -> None:
         """Forget a claim (under ``_lock``), unless the job was claimed again since: that claim stays in hand."""
