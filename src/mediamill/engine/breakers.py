@@ -73,17 +73,24 @@ class Breakers:
         self._cache_at = 0.0
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by invalidate(): a read begun before it is not cached
 
     def _states(self, conn: Any = None, max_age: float | None = None) -> dict[str, dict[str, Any]]:
         with self._lock:
-            if time.monotonic() - self._cache_at > (self._cache_seconds if max_age is None else max_age):
-                if conn is not None:  # the caller's transaction (SQLite: a second connection would wait for it)
-                    self._cache = breakers_repo.not_closed(conn)
-                else:
-                    with self.engine.connect() as own:
-                        self._cache = breakers_repo.not_closed(own)
-                self._cache_at = time.monotonic()
-            return self._cache
+            if time.monotonic() - self._cache_at <= (self._cache_seconds if max_age is None else max_age):
+                return self._cache
+            generation = self._generation
+        # read without the lock: a thread holding it while waiting for the database (SQLite's one writer) would
+        # deadlock with a claim whose transaction holds the database and asks for the states
+        if conn is not None:  # the caller's transaction (SQLite: a second connection would wait for it)
+            states = breakers_repo.not_closed(conn)
+        else:
+            with self.engine.connect() as own:
+                states = breakers_repo.not_closed(own)
+        with self._lock:
+            if generation == self._generation:  # not invalidated meanwhile (else the next read refreshes)
+                self._cache, self._cache_at = states, time.monotonic()
+            return states
 
     def warm(self, conn: Any) -> None:
         """Read the states on ``conn`` (inside a transaction already open) if the cache is stale."""
@@ -92,6 +99,7 @@ class Breakers:
     def invalidate(self) -> None:
         with self._lock:
             self._cache_at = 0.0
+            self._generation += 1
 
     def is_closed(self, action: str, conn: Any = None) -> bool:
         """Whether ``action``'s breaker is closed (read on ``conn`` when the cache needs a refresh and it is given)."""
