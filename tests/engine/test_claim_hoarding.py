@@ -1,5 +1,6 @@
-"""A worker holds at most what its slots can start: after a batch that ran all in process (which makes the next
-claim a big one), jobs that need the normal path beyond its free slots go straight back to the queue."""
+"""A worker holds at most what its slots can start soon: after a batch that ran all in process (which makes the next
+claim a big one), jobs that need the normal path beyond its free slots and its small prefetch go straight back to
+the queue."""
 
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ def test_a_worker_after_an_in_process_batch_does_not_hoard_slow_jobs(rt: Runtime
     while time.monotonic() < until:
         most = max(most, _held(rt, a.worker_id))
         time.sleep(0.02)
-    assert most <= 2, f"a 2-slot worker held {most} jobs"
+    # its 2 slots, the prefetch (these 1 s jobs are short), and jobs whose last step ended: their slot is taken over
+    # while their finish is written
+    bound = 2 + rt.settings.prefetch + 2
+    assert most <= bound, f"a 2-slot worker held {most} jobs"
     with rt.engine.connect() as conn:  # what it gave back was never started: still queued, no attempt counted
         rows = conn.execute(sa.select(media_queue.c.attempts, workflow_jobs.c.status)
                             .join(workflow_jobs, workflow_jobs.c.id == media_queue.c.job_id)
                             .where(media_queue.c.status == "queued")).all()
-    assert len(rows) >= BURST - 8 and all(tuple(r) == (0, "queued") for r in rows), rows
+    assert len(rows) >= BURST - 8 - bound and all(tuple(r) == (0, "queued") for r in rows), rows
     b = workers({"*": 2})  # another worker finds the rest waiting, not hoarded by the first
     wait_until(lambda: _held(rt, b.worker_id) > 0, timeout=15)
     assert ops.get_job(rt.engine, burst[-1])["status"] in ("queued", "processing", "completed")

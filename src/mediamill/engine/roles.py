@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mediamill import telemetry
@@ -40,8 +41,10 @@ ANY = "*"
 # How much work a worker takes at once. In-process (fast path) jobs run one after another in the claimer thread,
 # so one claim takes about FAST_BATCH_SECONDS of them, sized from their measured time (trivial jobs: up to
 # `claim_batch`; slower ones: fewer, so the rest stay in the queue for other workers). Jobs that need the normal
-# path (child processes) are held only for free slots: there is no prefetch, because a job waiting inside one
-# worker is invisible to idle workers, and a freed slot claims again at once (a round trip, not a job's time).
+# path (child processes) are held for free slots, plus a small prefetch (``prefetch`` jobs a pool, 1 by default)
+# while the pool's jobs are short (under ``prefetch_max_seconds`` on average): a held job starts the moment a slot
+# frees instead of a claim's round trip later, and waits at most about one short job's time. Long jobs are never
+# prefetched: a job waiting inside one worker is invisible to idle workers.
 FAST_BATCH_SECONDS = 0.25
 FAST_COST_WEIGHT = 0.2
 # A worker that found no segment of a chunked encode looks again after this long, unless told of new ones sooner
@@ -56,6 +59,41 @@ LIFELINE_TICK = 0.25  # how often the lifeline looks whether a beat is due (in m
 WRITE_BATCH = 1000  # outcomes the writer records in one transaction at most
 
 
+# ================================================================== slots
+class Slots:
+    """A pool's slots, handed out in claim order: whatever a claim took (jobs, segments of chunked encodes) gets
+    its ticket when it is claimed (``enter``) and runs once its ticket is first in line and a slot is free
+    (``take``), so a prefetched job never overtakes one claimed before it (claims come in priority order)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._line: deque[object] = deque()
+        self._cond = threading.Condition()
+
+    def enter(self, ticket: object) -> None:
+        with self._cond:
+            self._line.append(ticket)
+
+    def take(self, ticket: object, give_up: Callable[[], bool]) -> bool:
+        """Wait for the ticket's turn and a free slot; False (and out of line) once ``give_up()`` says so."""
+        with self._cond:
+            while not give_up():
+                if self._free > 0 and self._line and self._line[0] is ticket:
+                    self._line.popleft()
+                    self._free -= 1
+                    self._cond.notify_all()  # the next in line may find a slot too
+                    return True
+                self._cond.wait(0.05)
+            self._line.remove(ticket)
+            self._cond.notify_all()
+            return False
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 # ================================================================== claiming
 class Claimer:
     """Claims work for the worker's pools while it has free slots; in-process jobs run here, in its thread."""
@@ -68,6 +106,7 @@ class Claimer:
         self.next_due = float("inf")  # when the earliest delayed job or segment of our pools is due (monotonic)
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
+        self.slot_cost: dict[str, float] = {}  # pool -> moving average of the seconds a job holds a slot
 
     def run_once(self) -> float | None:
         w = self.w
@@ -100,7 +139,7 @@ class Claimer:
 
     def claim_pool(self, pool: str, cap: int) -> bool:
         w = self.w
-        free = cap - w.inflight[pool]
+        free = cap + self.prefetch(pool) - w.inflight[pool]
         if free <= 0:
             return False  # (paused queues are excluded by the claim itself, at once)
         if w.writer.behind(4 * w.settings.claim_batch):
@@ -109,7 +148,9 @@ class Claimer:
         slow: list[tx.Claimed] = []
         with w.engine.begin() as conn:
             # segments first: they finish work that jobs already started (same transaction: no extra commit)
-            pieces = self.claim_segments(conn, pool, free)
+            # (only for slots free now: a segment is not prefetched)
+            open_slots = cap - w.inflight[pool]
+            pieces = self.claim_segments(conn, pool, open_slots) if open_slots > 0 else []
             free -= len(pieces)
             batch = tx.claim(conn, worker_id=w.worker_id, queue=None if pool == ANY else pool,
                              limit=self.claim_limit(pool, free), lease_seconds=w.settings.lease_seconds,
@@ -181,6 +222,17 @@ class Claimer:
             self.segments_next[pool] = now + SEGMENT_POLL_SECONDS
         return rows
 
+    def prefetch(self, pool: str) -> int:
+        """Jobs to hold beyond the pool's slots: ``prefetch`` while its jobs are known to be short, else none."""
+        cost = self.slot_cost.get(pool)
+        settings = self.w.settings
+        return settings.prefetch if cost is not None and cost < settings.prefetch_max_seconds else 0
+
+    def held_slot(self, pool: str, seconds: float) -> None:
+        """A job of ``pool`` held its slot ``seconds`` (from the moment it got it to its last step's end)."""
+        prev = self.slot_cost.get(pool)
+        self.slot_cost[pool] = seconds if prev is None else prev + FAST_COST_WEIGHT * (seconds - prev)
+
     def claim_limit(self, pool: str, free: int) -> int:
         """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""
         limit = free
@@ -212,6 +264,7 @@ class Claimer:
             # it needs the normal path after all: its runner marks it processing with its first write
         with w._lock:
             w.inflight[pool] += 1
+        w.slots[pool].enter(claimed)
         w.executor.submit(w._run_job, pool, claimed, wf)
         return False
 

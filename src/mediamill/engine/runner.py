@@ -124,6 +124,12 @@ class JobRunner:
         self.deadline = (self.job["started_at"] or utcnow()) + timedelta(minutes=self.d.timeout_minutes)
 
     # ------------------------------------------------------------------ entry
+    def begin_now(self) -> None:
+        """The job got its slot: a first run's clock starts now (a prefetched claim may have waited for it)."""
+        if self._fresh() and not self.marked:
+            self.job["started_at"] = utcnow()
+            self.deadline = self.job["started_at"] + timedelta(minutes=self.d.timeout_minutes)
+
     def run(self) -> None:
         with bound_contextvars(job_id=self.job["id"], worker=self.w.worker_id,
                                request_id=self.job.get("request_id") or None):

@@ -120,20 +120,26 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
         # one statement: the claim returns its jobs' rows (UPDATE … FROM workflow_jobs … RETURNING)
         got = conn.execute(mq.update().where(picked, mq.c.job_id == wj.c.id).values(**values)
                            .returning(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
+                                      mq.c.priority.label("queue_priority"), mq.c.scheduled_time.label("queue_due"),
                                       wj.c.status.label("job_status"), *CLAIM_FIELDS)).mappings().all()
-        rows = [(r["queue_id"], r["id"], r["queue_attempts"]) for r in got]
-        jobs = [{k: v for k, v in r.items() if k not in ("queue_id", "queue_attempts", "job_status")}
+        rows = [(r["queue_id"], r["id"], r["queue_attempts"], r["queue_priority"], r["queue_due"]) for r in got]
+        jobs = [{k: v for k, v in r.items()
+                 if k not in ("queue_id", "queue_attempts", "queue_priority", "queue_due", "job_status")}
                 for r in got if r["job_status"] in ("queued", "pending")]
     else:
-        rows = [(r.id, r.job_id, r.attempts) for r in conn.execute(
-            mq.update().where(picked).values(**values).returning(mq.c.id, mq.c.job_id, mq.c.attempts)).all()]
+        rows = [(r.id, r.job_id, r.attempts, r.priority, r.scheduled_time) for r in conn.execute(
+            mq.update().where(picked).values(**values).returning(mq.c.id, mq.c.job_id, mq.c.attempts,
+                                                                 mq.c.priority, mq.c.scheduled_time)).all()]
         jobs = [dict(j) for j in conn.execute(sa.select(*CLAIM_FIELDS).where(
             in_ids(conn, wj.c.id, [r[1] for r in rows]), wj.c.status.in_(("queued", "pending")))).mappings()] \
             if rows else []
     if not rows:
         return []
-    by_job = {job_id: (queue_id, attempts) for queue_id, job_id, attempts in rows}
-    orphans = [queue_id for queue_id, job_id, _a in rows if job_id not in {j["id"] for j in jobs}]
+    by_job = {job_id: (queue_id, attempts) for queue_id, job_id, attempts, _p, _d in rows}
+    orphans = [queue_id for queue_id, job_id, *_rest in rows if job_id not in {j["id"] for j in jobs}]
+    # in the queue's order (RETURNING gives the rows in no particular order): a worker starts them in this order
+    place = {job_id: (-(priority or 0), due, queue_id) for queue_id, job_id, _a, priority, due in rows}
+    jobs.sort(key=lambda j: place[j["id"]])
     if orphans:  # the job was finished or cancelled behind the queue's back
         conn.execute(mq.delete().where(in_ids(conn, mq.c.id, orphans)))
     deferred = set() if mark else {j["id"] for j in jobs}

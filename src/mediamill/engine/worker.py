@@ -69,8 +69,10 @@ class Worker:
         self.children = ChildPool(size=self.settings.child_pool_size or slots, max_tasks=self.settings.child_max_tasks,
                                   limits=self.settings.limits)
         # a slot is freed when its job's last step has run, before the job's finish is written: each slot may have
-        # a finishing job beside the one that took it over
-        self.executor = ThreadPoolExecutor(max_workers=2 * slots + 2, thread_name_prefix="mm-job")
+        # a finishing job beside the one that took it over, and each pool its prefetched jobs waiting for a slot
+        self.executor = ThreadPoolExecutor(max_workers=2 * slots + self.settings.prefetch * len(self.pools) + 2,
+                                           thread_name_prefix="mm-job")
+        self.slots = {pool: roles.Slots(cap) for pool, cap in self.pools.items()}
         self.inflight: dict[str, int] = defaultdict(int)
         self.running: dict[int, JobRunner] = {}
         self._owned: dict[int, int] = {}  # claims still in hand (job id -> attempt): only their leases are extended
@@ -199,15 +201,21 @@ class Worker:
             with self._lock:
                 self.inflight[pool] += 1
                 self._owned_segments.add(row["id"])
+            self.slots[pool].enter(row)
             self.executor.submit(self._run_segment, pool, row)
 
     def _run_segment(self, pool: str, row: dict[str, Any]) -> None:
         self._segment_cancels[row["id"]] = stopping = threading.Event()
+        # segments are claimed only for free slots, so the turn comes at once; a stopping worker hands it back
+        # (run_segment sees ``stopping``) without taking one
+        held = self.slots[pool].take(row, lambda: stopping.is_set() or self._stop.is_set())
         try:
             segments.run_segment(self, row, stopping)
         except Exception:
             log.exception("segment %s of job %s: runner crashed", row["seq"], row["job_id"])
         finally:
+            if held:
+                self.slots[pool].release()
             self._segment_cancels.pop(row["id"], None)
             with self._lock:
                 self.inflight[pool] -= 1
@@ -215,7 +223,8 @@ class Worker:
             self._wake.set()
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
-        freed = threading.Event()
+        slot, held, freed = self.slots[pool], threading.Event(), threading.Event()
+        began = time.monotonic()
 
         def free_slot() -> None:
             """The job no longer needs its slot (its last step ran, or it ended): the claimer may fill it."""
@@ -224,6 +233,9 @@ class Worker:
                     return
                 freed.set()
                 self.inflight[pool] -= 1
+            if held.is_set():
+                slot.release()
+                self.claimer.held_slot(pool, time.monotonic() - began)
             self._wake.set()
 
         runner = JobRunner(self, claimed, wf, slot_done=free_slot)
@@ -237,7 +249,15 @@ class Worker:
         try:
             if claimed.job["cancel_requested"]:
                 runner.cancel.set()
-            runner.run()
+            if self._take_slot(slot, claimed, runner):
+                held.set()
+                began = time.monotonic()
+                runner.begin_now()
+                runner.run()
+            elif runner.handing_back or self._stop.is_set():
+                self._give_back(claimed)  # a prefetched job that never started: back in its place
+            elif not runner.lost:
+                runner.run()  # cancelled while it waited: recorded as cancelled (no step runs)
         except Exception:
             log.exception("job %s: runner crashed", claimed.job["id"])
             runner.recover()
@@ -247,6 +267,26 @@ class Worker:
                     del self.running[claimed.job["id"]]
                 self._disown(claimed.job)
             free_slot()
+
+    def _take_slot(self, slot: roles.Slots, claimed: tx.Claimed, runner: JobRunner) -> bool:
+        """Wait for the job's turn at one of the pool's slots (a prefetched job waits for a running one to end);
+        False when the job is cancelled, lost or handed back meanwhile, or the worker stops: it must not start."""
+        if slot.take(claimed, lambda: runner.cancel.is_set() or self._stop.is_set()):
+            if not self._stop.is_set():
+                return True
+            slot.release()
+        return False
+
+    def _give_back(self, claimed: tx.Claimed) -> None:
+        """Return a claim that never started to the queue, keeping its place and its attempt; if the database
+        does not answer, its lease lapses and it is rescued."""
+        try:
+            with self.engine.begin() as conn:
+                tx.release(conn, worker_id=self.worker_id, queue_ids=[claimed.queue_id])
+        except DBAPIError:
+            log.warning("job %s: could not give back an unstarted claim; its lease will lapse", claimed.job["id"])
+            return
+        self._wake_due(claimed.job["queue_name"])
 
     def _disown(self, job: dict[str, Any]) -> None:
         """Forget a claim (under ``_lock``), unless the job was claimed again since: that claim stays in hand."""
