@@ -129,3 +129,18 @@ def test_long_jobs_are_held_only_for_free_slots(backend_url: str, tmp_path: Path
             w.stop(grace=1)
     finally:
         rt.close()
+
+
+def test_a_workflow_not_yet_seen_is_not_prefetched_even_in_a_pool_of_short_jobs(rt: Runtime, submit,
+                                                                               workers) -> None:
+    """One pool, two workflows: the pool prefetches its known short jobs, but a job of a workflow it has not run
+    yet (it could take an hour) is held only for a free slot."""
+    workflow(rt, "WF-SHORT", [{"name": "nap", "action": "sleep", "params": {"seconds": 0.05}}])
+    workflow(rt, "WF-NEW", [{"name": "nap", "action": "sleep", "params": {"seconds": 0.8}}])
+    w = workers({"q": 1})
+    first = submit("WF-SHORT").id
+    wait_until(lambda: ops.get_job(rt.engine, first)["status"] in FINAL, timeout=30)
+    _burst(rt, submit, "WF-NEW", 3)
+    seen = _watch(rt, w.worker_id, 0.7)  # while the first of them runs
+    assert max(len(h) for _, h in seen) == 1, seen
+    assert _longest_wait(seen) < 0.2, seen

@@ -106,7 +106,9 @@ class Claimer:
         self.next_due = float("inf")  # when the earliest delayed job or segment of our pools is due (monotonic)
         self.fast_hint: dict[str, bool] = defaultdict(bool)
         self.fast_cost: dict[str, float] = {}  # pool -> moving average of one in-process job's seconds
-        self.slot_cost: dict[str, float] = {}  # pool -> moving average of the seconds a job holds a slot
+        # (workflow id, version) -> moving average of the seconds one of its jobs holds a slot
+        self.slot_cost: dict[tuple[int, int | None], float] = {}
+        self.short_pools: set[str] = set()  # pools that ran a job of a short workflow: their claims prefetch
 
     def run_once(self) -> float | None:
         w = self.w
@@ -157,8 +159,13 @@ class Claimer:
                              mark=False) if free > 0 else []
             for c in batch:
                 (fast if self.takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
-            started, extra = slow[:free], slow[free:]
-            # beyond the free slots: back in the same transaction, so no one ever sees them held; they keep their
+            # the free slots start at once; beyond them, the prefetch keeps only jobs of workflows known to be short
+            room = max(0, open_slots - len(pieces))
+            started, rest = slow[:room], slow[room:]
+            ahead = [c for c in rest if self.short(c.job)][:max(0, free - room)]
+            started += ahead
+            extra = [c for c in rest if c not in ahead]
+            # the rest: back in the same transaction, so no one ever sees them held; they keep their
             # place. Jobs that finish in memory are written once, at the end; the others are marked running by
             # their runner's first write (one transaction less per job).
             tx.release(conn, worker_id=w.worker_id, queue_ids=[c.queue_id for c in extra])
@@ -223,15 +230,24 @@ class Claimer:
         return rows
 
     def prefetch(self, pool: str) -> int:
-        """Jobs to hold beyond the pool's slots: ``prefetch`` while its jobs are known to be short, else none."""
-        cost = self.slot_cost.get(pool)
-        settings = self.w.settings
-        return settings.prefetch if cost is not None and cost < settings.prefetch_max_seconds else 0
+        """Jobs to ask for beyond the pool's free slots: ``prefetch`` once the pool ran a short workflow's job
+        (what the claim returns beyond the slots is kept only for short workflows: ``short``)."""
+        return self.w.settings.prefetch if pool in self.short_pools else 0
 
-    def held_slot(self, pool: str, seconds: float) -> None:
+    def short(self, job: dict[str, Any]) -> bool:
+        """Whether the job's workflow version is known to hold a slot less than ``prefetch_max_seconds``: only
+        those are held waiting for a slot (an unknown or long one would wait inside a busy worker while another
+        worker may be idle)."""
+        cost = self.slot_cost.get((job["workflow_id"], job["workflow_version"]))
+        return cost is not None and cost < self.w.settings.prefetch_max_seconds
+
+    def held_slot(self, pool: str, job: dict[str, Any], seconds: float) -> None:
         """A job of ``pool`` held its slot ``seconds`` (from the moment it got it to its last step's end)."""
-        prev = self.slot_cost.get(pool)
-        self.slot_cost[pool] = seconds if prev is None else prev + FAST_COST_WEIGHT * (seconds - prev)
+        key = (job["workflow_id"], job["workflow_version"])
+        prev = self.slot_cost.get(key)
+        self.slot_cost[key] = cost = seconds if prev is None else prev + FAST_COST_WEIGHT * (seconds - prev)
+        if cost < self.w.settings.prefetch_max_seconds:
+            self.short_pools.add(pool)
 
     def claim_limit(self, pool: str, free: int) -> int:
         """Free slots, or (after a batch that ran all in process) about FAST_BATCH_SECONDS of in-process jobs."""

@@ -235,7 +235,7 @@ class Worker:
                 self.inflight[pool] -= 1
             if held.is_set():
                 slot.release()
-                self.claimer.held_slot(pool, time.monotonic() - began)
+                self.claimer.held_slot(pool, claimed.job, time.monotonic() - began)
             self._wake.set()
 
         runner = JobRunner(self, claimed, wf, slot_done=free_slot)
