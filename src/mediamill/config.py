@@ -87,10 +87,10 @@ class Settings(BaseSettings):
                                     "this often (with the worker's heartbeat, one transaction for all its jobs)")
     claim_batch: int = Field(default=200, description="most jobs one claim takes (cheap inline jobs)")
     prefetch: int = Field(default=1, ge=0, le=16, description="jobs a worker holds per pool beyond its free slots, "
-                          "ready to start the moment a slot frees, while the pool's jobs are short "
+                          "ready to start the moment a slot frees, of workflows known to be short "
                           "(prefetch_max_seconds); 0 = claim only for free slots")
-    prefetch_max_seconds: float = Field(default=2.0, ge=0, description="prefetch only while a pool's jobs take "
-                                        "less than this on average: a held job waits at most about one job's time")
+    prefetch_max_seconds: float = Field(default=2.0, ge=0, description="prefetch only jobs of workflow versions "
+                                        "whose jobs held a slot less than this on average")
     aging_seconds: float = Field(default=60, description="a queued job gains one priority point per interval")
     aging_max_priority: int = Field(default=10, description="ageing raises a waiting job's priority up to this")
     retry_base_seconds: float = 2.0

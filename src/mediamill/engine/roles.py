@@ -41,10 +41,11 @@ ANY = "*"
 # How much work a worker takes at once. In-process (fast path) jobs run one after another in the claimer thread,
 # so one claim takes about FAST_BATCH_SECONDS of them, sized from their measured time (trivial jobs: up to
 # `claim_batch`; slower ones: fewer, so the rest stay in the queue for other workers). Jobs that need the normal
-# path (child processes) are held for free slots, plus a small prefetch (``prefetch`` jobs a pool, 1 by default)
-# while the pool's jobs are short (under ``prefetch_max_seconds`` on average): a held job starts the moment a slot
-# frees instead of a claim's round trip later, and waits at most about one short job's time. Long jobs are never
-# prefetched: a job waiting inside one worker is invisible to idle workers.
+# path (child processes) are held for free slots, plus a small prefetch (``prefetch`` jobs a pool, 1 by default) of
+# jobs whose workflow version is known to be short (its jobs held a slot under ``prefetch_max_seconds`` on average):
+# a held job starts the moment a slot frees instead of a claim's round trip later, and waits about one short job's
+# time. Jobs of long or not-yet-seen workflows are never prefetched: a job waiting inside one worker is invisible
+# to idle workers.
 FAST_BATCH_SECONDS = 0.25
 FAST_COST_WEIGHT = 0.2
 # A worker that found no segment of a chunked encode looks again after this long, unless told of new ones sooner
