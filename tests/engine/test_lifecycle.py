@@ -125,7 +125,9 @@ def test_needs_run_concurrently(rt: Runtime, submit, workers) -> None:
                             {"name": "b", "action": "sleep", "params": {"seconds": 0.6}, "needs": []},
                             {"name": "c", "action": "noop", "needs": ["a", "b"]}])
     job = submit("WF-DAG")
-    workers({"q": 1})
+    # the branches run in the worker's step children, one a slot: with one slot they would take turns (a step's
+    # start is recorded when its child starts it, not when it begins waiting for a child)
+    workers({"q": 2})
     d = _done(rt, job.id)
     a, b = (next(s for s in d["steps"] if s["step_name"] == n) for n in "ab")
     assert d["status"] == "completed"

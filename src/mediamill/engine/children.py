@@ -183,9 +183,9 @@ class ChildPool:
         except (OSError, EOFError):
             self._discard(child)
             raise InternalError("could not hand the step to a child process") from None
-        if on_start:
-            on_start(child)
         try:
+            if on_start:  # while the child works (an error here stops it: the child is discarded)
+                on_start(child)
             result = self._wait(child, deadline, on_progress, cancelled, timeout)
         except BaseException:
             self._discard(child)

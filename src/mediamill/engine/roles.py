@@ -76,8 +76,11 @@ class Slots:
             self._line.append(ticket)
 
     def take(self, ticket: object, give_up: Callable[[], bool]) -> bool:
-        """Wait for the ticket's turn and a free slot; False (and out of line) once ``give_up()`` says so."""
+        """Wait for the ticket's turn and a free slot; False (and out of line) once ``give_up()`` says so. A ticket
+        that never entered joins the end of the line."""
         with self._cond:
+            if not any(t is ticket for t in self._line):
+                self._line.append(ticket)
             while not give_up():
                 if self._free > 0 and self._line and self._line[0] is ticket:
                     self._line.popleft()
@@ -85,7 +88,7 @@ class Slots:
                     self._cond.notify_all()  # the next in line may find a slot too
                     return True
                 self._cond.wait(0.05)
-            self._line.remove(ticket)
+            self._line = deque(t for t in self._line if t is not ticket)
             self._cond.notify_all()
             return False
 
