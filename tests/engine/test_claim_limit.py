@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mediamill.engine import transitions as tx
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store.tables import media_queue as mq
 from mediamill.store.tables import queues
 from mediamill.store.timeutil import utcnow

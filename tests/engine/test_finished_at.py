@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 from mediamill.engine import housekeeping
 from mediamill.engine import operations as ops
-from mediamill.engine import transitions as tx
 from mediamill.engine.submit import SubmittedJob
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store.tables import media_queue
 from mediamill.store.tables import workflow_jobs as wj
 from mediamill.store.timeutil import utcnow

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from mediamill.engine import housekeeping
 from mediamill.engine import operations as ops
-from mediamill.engine import transitions as tx
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store.tables import media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow

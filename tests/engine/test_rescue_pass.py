@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from mediamill.engine import housekeeping
-from mediamill.engine import transitions as tx
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store.tables import media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from mediamill.engine import housekeeping
-from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.runner import JobRunner, LostClaim
 from mediamill.engine.worker import Worker
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store.tables import job_events, media_queue, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow

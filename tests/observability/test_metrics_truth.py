@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from mediamill.api.app import create_app
 from mediamill.config import Settings
 from mediamill.engine import operations as ops
-from mediamill.engine import transitions as tx
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.engine.worker import Worker
 from mediamill.observability import metrics
 from mediamill.runtime import Runtime
+from mediamill.store import lifecycle as tx
 from mediamill.store import tables as t
 from mediamill.store import workflow_repo
 from mediamill.store.timeutil import utcnow

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mediamill.engine import transitions as tx
 from mediamill.errors import Forbidden, InvalidInput, MediamillError, TransientError
 from mediamill.storage import Storage
 from mediamill.store import delivery_repo, tenant_settings
+from mediamill.store import lifecycle as tx
 from mediamill.store.db import Connection
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import DeliverDef

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.storage import Storage
 from mediamill.store import housekeeping_repo as repo
+from mediamill.store import lifecycle as tx
 from mediamill.store import liveness, workflow_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.inputs import input_referenced, lock_input

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mediamill.actions.base import StepContext, get_action
-from mediamill.engine import transitions as tx
 from mediamill.engine.outcomes import Complete, Continue, Failure, FailurePolicy, Retry, after_failure
 from mediamill.errors import InternalError, MediamillError, classify_exception
 from mediamill.statuses import JobStatus, StepStatus
+from mediamill.store import lifecycle as tx
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from mediamill.engine import tenancy, wakeup
-from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import reset_breaker as _reset_breaker
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.statuses import TERMINAL_JOB
 from mediamill.store import breakers_repo, job_rows, liveness, workflow_repo
+from mediamill.store import lifecycle as tx
 from mediamill.store import operations_repo as repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.delivery_repo import job_outputs_of

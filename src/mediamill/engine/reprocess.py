@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.errors import Conflict, InvalidInput, NotFound
 from mediamill.statuses import DONE_STEP
+from mediamill.store import lifecycle as tx
 from mediamill.store import reprocess_repo, workflow_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.timeutil import utcnow

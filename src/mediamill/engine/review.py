@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.engine.routing import candidates_for, visible_workflows
 from mediamill.errors import Conflict, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical
+from mediamill.store import lifecycle as tx
 from mediamill.store import routing_repo, workflow_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.routing_repo import REVIEW_QUEUE

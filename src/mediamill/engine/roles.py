@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from mediamill import telemetry
 from mediamill.engine import housekeeping, rollouts, segments, wakeup
-from mediamill.engine import transitions as tx
 from mediamill.engine.inline import FastRetry, fast_eligible, run_fast
 from mediamill.engine.outcomes import retry_event
 from mediamill.store import job_rows
+from mediamill.store import lifecycle as tx
 from mediamill.store.connections import DATABASE_ERRORS
 from mediamill.store.db import Connection
 from mediamill.store.timeutil import utcnow

@@ -21,12 +21,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from structlog.contextvars import bound_contextvars, get_contextvars
 
 from mediamill import telemetry
 from mediamill.actions.base import get_action
-from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
 from mediamill.engine.outcomes import (
@@ -56,8 +54,8 @@ from mediamill.errors import (
 from mediamill.media.sniff import accepts
 from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
 from mediamill.storage import new_key
-from mediamill.store.bulk import insert_many
-from mediamill.store.tables import job_events, job_outputs, step_executions, workflow_jobs
+from mediamill.store import lifecycle as tx
+from mediamill.store.connections import CONNECTION_ERRORS, DATABASE_ERRORS
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
 from mediamill.workflows.models import DELIVER_ACTION
@@ -140,11 +138,11 @@ class JobRunner:
     def _run(self) -> None:
         try:
             self._settle()
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             # the database went away mid-job (a cut link, a restart, a killed session): whether the claim is
             # still ours is known only once it answers again
             log.warning("job %s: database error (%s); giving the job back once the database answers",
-                        self.job["job_code"], str(exc.orig or exc).split("\n")[0])
+                        self.job["job_code"], str(getattr(exc, "orig", None) or exc).split("\n")[0])
             self.recover("database error; handed back")
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -195,7 +193,7 @@ class JobRunner:
             try:
                 self._requeue_interrupted(reason)
                 return
-            except sa.exc.DBAPIError:
+            except DATABASE_ERRORS:
                 if self.handing_back:
                     return
                 time.sleep(pause)
@@ -209,10 +207,7 @@ class JobRunner:
                               count_retry=False, event={"reason": reason}, keep_place=True):
                 self.lose()
                 return
-            conn.execute(step_executions.update()
-                         .where(step_executions.c.job_id == self.job["id"], step_executions.c.status == "running")
-                         .values(status="interrupted", completed_at=now, error_message=reason,
-                                 error_class="interrupted"))
+            tx.interrupt_running_steps(conn, self.job["id"], now, reason)
         self.w.wake_later(self.job["queue_name"], 0)
 
     # ------------------------------------------------------------------ history / input
@@ -226,13 +221,7 @@ class JobRunner:
             return
         run = self.job["run_number"] or 1
         with self.w.engine.connect() as conn:
-            rows = conn.execute(sa.select(step_executions.c.step_id, step_executions.c.step_name,
-                                          step_executions.c.status, step_executions.c.run_number,
-                                          step_executions.c.output_data)
-                                .where(step_executions.c.job_id == self.job["id"])
-                                .order_by(step_executions.c.id)).all()
-            outs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == self.job["id"])
-                                ).mappings().all()
+            rows, outs = tx.step_history(conn, self.job["id"])
         rerun = self.job.get("rerun") or None
         # after a reprocess (which may change version) executions are matched by step name, else by step id
         index: dict[Any, int] = ({s.name: i for i, s in enumerate(self.steps)} if rerun is not None
@@ -304,8 +293,8 @@ class JobRunner:
                                     f"the fetched file is {mime}")
         with self.w.engine.begin() as conn:
             self._guard(conn)
-            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"])
-                         .values(input_key=key, input_mime=mime, input_size=size, input_file_path=key))
+            tx.update_job(conn, self.job["id"], {"input_key": key, "input_mime": mime, "input_size": size,
+                                                 "input_file_path": key})
         self.job.update(input_key=key, input_mime=mime, input_size=size)
         return key
 
@@ -321,8 +310,7 @@ class JobRunner:
         text = json.dumps(probe, default=str)
         with self.w.engine.begin() as conn:
             self._guard(conn)
-            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"])
-                         .values(input_metadata=text))
+            tx.update_job(conn, self.job["id"], {"input_metadata": text})
         self.job["input_metadata"] = text
 
     # ------------------------------------------------------------------ scheduling
@@ -584,8 +572,8 @@ class JobRunner:
             events = [tx.processing_event(self.job, self.w.worker_id, self.attempts, now), *events]
             self.marked = True
         if values:
-            conn.execute(workflow_jobs.update().where(workflow_jobs.c.id == self.job["id"]).values(**values))
-        insert_many(conn, job_events, events)
+            tx.update_job(conn, self.job["id"], values)
+        tx.add_events(conn, events)
 
     def _guard(self, conn: Any) -> None:
         """The fence of every write about the job (``LostClaim`` when the claim is gone); the first one also
@@ -772,7 +760,7 @@ class JobRunner:
                            status=status, started_at=started, error_message=fail.message[:MESSAGE_MAX],
                            error_class=fail.error_class, stderr_tail=fail.stderr_tail[-STDERR_TAIL:] or None)
             if rest:  # they were only opened with the unit and did no work of their own: no execution is left
-                conn.execute(step_executions.delete().where(step_executions.c.id.in_([exec_ids[i] for i in rest])))
+                tx.delete_executions(conn, [exec_ids[i] for i in rest])
                 for i in rest:
                     tx.add_event(conn, self.job, "step", self.steps[i].name,
                                  {"status": "pending", "reason": f"{self.steps[first].name} failed in the same unit"})
@@ -866,11 +854,11 @@ class JobRunner:
         s = self.steps[i]
         with self.w.engine.begin() as conn:
             self._guard(conn)
-            conn.execute(step_executions.insert().values(
-                job_id=self.job["id"], step_id=self.wf.step_ids[i], status="skipped", started_at=now,
-                completed_at=now, duration_seconds=0, duration_ms=0, action=s.action, step_name=s.name,
-                worker_id=self.w.worker_id, run_number=self.job["run_number"] or 1,
-                error_message=reason))
+            tx.record_execution(conn, {
+                "job_id": self.job["id"], "step_id": self.wf.step_ids[i], "status": "skipped", "started_at": now,
+                "completed_at": now, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
+                "step_name": s.name, "worker_id": self.w.worker_id, "run_number": self.job["run_number"] or 1,
+                "error_message": reason})
             tx.add_event(conn, self.job, "decision", s.name,
                          {"when": s.when, "result": False, "skipped": True,
                           **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
@@ -905,7 +893,7 @@ class _Completion:
                            outputs=self.stored[i], progress=min(99.9, 100.0 * (before + n + 1) / len(r.steps)),
                            touch_job=touch_job)
             if r.steps[i].action == "finalize_job":
-                conn.execute(job_outputs.update().where(job_outputs.c.job_id == r.job["id"]).values(visible=True))
+                tx.show_outputs(conn, r.job["id"])
             r.states[i].status = "completed"
 
     def drop_outputs(self) -> None:

@@ -34,12 +34,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mediamill.engine import transitions as tx
 from mediamill.engine import wakeup
 from mediamill.engine.children import Cancelled
 from mediamill.engine.outcomes import Parked
 from mediamill.errors import MediamillError, ToolFailed, classify_exception, is_retryable_class
 from mediamill.storage import new_key
+from mediamill.store import lifecycle as tx
 from mediamill.store import segments_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.segments_repo import OPEN_STATUSES as _OPEN

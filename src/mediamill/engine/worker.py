@@ -25,11 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from mediamill import __version__, telemetry
 from mediamill.engine import roles, segments, wakeup
-from mediamill.engine import transitions as tx
 from mediamill.engine.breakers import BreakerConfig, Breakers
 from mediamill.engine.children import ChildPool
 from mediamill.engine.inline import FastRetry
@@ -38,9 +35,10 @@ from mediamill.engine.runner import JobRunner
 from mediamill.fsmode import private_dir
 from mediamill.loops import Backoff, Loop, LoopRunner
 from mediamill.runtime import Runtime
-from mediamill.store import workflow_repo
+from mediamill.store import lifecycle as tx
+from mediamill.store import liveness, workflow_repo
+from mediamill.store.connections import DATABASE_ERRORS
 from mediamill.store.db import Connection, listen_available
-from mediamill.store.tables import workers as workers_t
 from mediamill.store.timeutil import utcnow
 
 log = logging.getLogger("mediamill.worker")
@@ -150,9 +148,8 @@ class Worker:
         self._unsubscribe()
         self._sqlite_wake.stop()
         self.children.close()
-        with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
-            conn.execute(workers_t.update().where(workers_t.c.id == self.worker_id)
-                         .values(status="stopped", heartbeat_at=utcnow(), jobs_done=self.jobs_done))
+        with contextlib.suppress(*DATABASE_ERRORS), self.engine.begin() as conn:
+            liveness.mark_stopped(conn, self.worker_id, jobs_done=self.jobs_done, now=utcnow())
 
     def run_forever(self) -> None:
         """Run until SIGTERM/SIGINT, then drain gracefully."""
@@ -173,9 +170,8 @@ class Worker:
     def _register(self) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(workers_t.insert().values(
-                id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(), pools=self.pools,
-                status="running", started_at=now, heartbeat_at=now, jobs_done=0, version=__version__))
+            liveness.register_worker(conn, worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                                     pools=self.pools, version=__version__, now=now)
         telemetry.emit("worker.started", worker=self.worker_id, pools=self.pools)
 
     def _woken(self, note: str) -> None:
@@ -283,7 +279,7 @@ class Worker:
         try:
             with self.engine.begin() as conn:
                 tx.release(conn, worker_id=self.worker_id, queue_ids=[claimed.queue_id])
-        except DBAPIError:
+        except DATABASE_ERRORS:
             log.warning("job %s: could not give back an unstarted claim; its lease will lapse", claimed.job["id"])
             return
         self._wake_due(claimed.job["queue_name"])
@@ -319,7 +315,7 @@ class Worker:
     def _wake_due(self, queue: str | None) -> None:
         self._wake.set()
         if queue and self.engine.dialect.name == "postgresql":
-            with contextlib.suppress(DBAPIError), self.engine.begin() as conn:
+            with contextlib.suppress(*DATABASE_ERRORS), self.engine.begin() as conn:
                 wakeup.notify_in_tx(conn, [queue])
         elif queue:
             wakeup.broadcast_sqlite(self.engine)

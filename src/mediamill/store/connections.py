@@ -22,6 +22,9 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_e
 #: Any error the database driver raised (the database went away, refused, or timed out): a background loop
 #: that meets one logs a line and tries again after a back-off (``mediamill.loops``).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError,)
+#: The database went away or cannot be reached (a cut link, a restart, a killed session) — not a refused
+#: statement: what a job's run waits out before deciding what became of its claim.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
 
 
 def make_read_engine(engine: Engine) -> Engine:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from mediamill.store.tables import media_queue as mq
 from mediamill.store.tables import workflow_jobs as wj
 
-#: The columns of a job dict (what a claim reads; ``engine/transitions.py`` has the same list).
+#: The columns of a job dict (what a claim reads; ``store/lifecycle.py`` reads it).
 CLAIM_FIELDS = (wj.c.id, wj.c.job_code, wj.c.workflow_id, wj.c.workflow_version, wj.c.tenant_id, wj.c.priority,
                 wj.c.input_key, wj.c.input_url, wj.c.input_mime, wj.c.input_filename, wj.c.input_size,
                 wj.c.params, wj.c.job_metadata, wj.c.input_metadata, wj.c.started_at, wj.c.retry_count,

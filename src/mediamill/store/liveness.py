@@ -48,3 +48,16 @@ def prune_dead(conn: Connection, before: datetime) -> int:
     """Delete the rows of stopped or lost workers whose last heartbeat is older than ``before``; how many."""
     w = workers
     return int(conn.execute(w.delete().where(w.c.status.in_(DEAD_STATUSES), w.c.heartbeat_at < before)).rowcount)
+
+
+def register_worker(conn: Connection, *, worker_id: str, hostname: str, pid: int, pools: dict[str, int],
+                    version: str, now: datetime) -> None:
+    """A worker's row, running from ``now``."""
+    conn.execute(workers.insert().values(id=worker_id, hostname=hostname, pid=pid, pools=pools, status="running",
+                                         started_at=now, heartbeat_at=now, jobs_done=0, version=version))
+
+
+def mark_stopped(conn: Connection, worker_id: str, *, jobs_done: int, now: datetime) -> None:
+    """A worker that stopped on its own (its last heartbeat ``now``)."""
+    conn.execute(workers.update().where(workers.c.id == worker_id)
+                 .values(status="stopped", heartbeat_at=now, jobs_done=jobs_done))

@@ -57,7 +57,7 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
     pick = (sa.select(ss.c.id).where(*_claimable(queue), ss.c.scheduled_time <= now)
             .order_by(ss.c.priority.desc(), ss.c.scheduled_time, ss.c.id).limit(limit))
     picked: Any = ss.c.id.in_(pick.scalar_subquery())
-    if conn.dialect.name == "postgresql":  # an InitPlan: the locking pick runs once (see transitions.claim)
+    if conn.dialect.name == "postgresql":  # an InitPlan: the locking pick runs once (see lifecycle.claim)
         picked = ss.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
     rows = conn.execute(ss.update().where(picked).values(
         status="processing", worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds),

@@ -485,3 +485,46 @@ def _outbox_row(conn: Connection, f: Finish, dl_id: int | None) -> dict[str, Any
                else f"{noun} processing {f.status}: {f.error_message or ''}".strip())
     return outbox.event_row(event_type=event_type, tenant_id=f.job["tenant_id"], job_id=f.job["id"],
                             payload=payload, subject=subject, message=message)
+
+
+# ----------------------------------------------------------------------------- a runner's own records
+def interrupt_running_steps(conn: Connection, job_id: int, now: datetime, reason: str) -> None:
+    """Mark the job's running step executions interrupted (a run handed back or cut short)."""
+    conn.execute(step_executions.update()
+                 .where(step_executions.c.job_id == job_id, step_executions.c.status == "running")
+                 .values(status="interrupted", completed_at=now, error_message=reason, error_class="interrupted"))
+
+
+def step_history(conn: Connection, job_id: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The job's step executions (step id, name, status, run number, output data; oldest first) and its
+    outputs (every ``job_outputs`` column), for a run that picks up where earlier ones left."""
+    rows = conn.execute(sa.select(step_executions.c.step_id, step_executions.c.step_name, step_executions.c.status,
+                                  step_executions.c.run_number, step_executions.c.output_data)
+                        .where(step_executions.c.job_id == job_id).order_by(step_executions.c.id)).all()
+    outs = conn.execute(sa.select(job_outputs).where(job_outputs.c.job_id == job_id)).mappings().all()
+    return list(rows), [dict(o) for o in outs]
+
+
+def update_job(conn: Connection, job_id: int, values: dict[str, Any]) -> None:
+    """Set columns of the job's row (the caller fenced the write on its claim)."""
+    conn.execute(wj.update().where(wj.c.id == job_id).values(**values))
+
+
+def delete_executions(conn: Connection, ids: Sequence[int]) -> None:
+    """Remove step executions that were opened with a unit and did no work of their own."""
+    conn.execute(step_executions.delete().where(in_ids(conn, step_executions.c.id, list(ids))))
+
+
+def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``job_events`` rows (dicts of column → value)."""
+    insert_many(conn, job_events, rows)
+
+
+def record_execution(conn: Connection, values: dict[str, Any]) -> None:
+    """Insert a finished step execution (a skipped step: no start of its own)."""
+    conn.execute(step_executions.insert().values(**values))
+
+
+def show_outputs(conn: Connection, job_id: int) -> None:
+    """Make the job's outputs visible (``finalize_job`` publishes them at once)."""
+    conn.execute(job_outputs.update().where(job_outputs.c.job_id == job_id).values(visible=True))
