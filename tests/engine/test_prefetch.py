@@ -142,5 +142,6 @@ def test_a_workflow_not_yet_seen_is_not_prefetched_even_in_a_pool_of_short_jobs(
     wait_until(lambda: ops.get_job(rt.engine, first)["status"] in FINAL, timeout=30)
     _burst(rt, submit, "WF-NEW", 3)
     seen = _watch(rt, w.worker_id, 0.7)  # while the first of them runs
-    assert max(len(h) for _, h in seen) == 1, seen
+    # the running job, and at most one whose last step just ended: never one waiting for the slot
+    assert max(len(h) for _, h in seen) <= 2, seen
     assert _longest_wait(seen) < 0.2, seen

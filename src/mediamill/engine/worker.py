@@ -219,22 +219,8 @@ class Worker:
             self._wake.set()
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
-        slot, held, freed = self.slots[pool], threading.Event(), threading.Event()
-        began = time.monotonic()
-
-        def free_slot() -> None:
-            """The job no longer needs its slot (its last step ran, or it ended): the claimer may fill it."""
-            with self._lock:
-                if freed.is_set():
-                    return
-                freed.set()
-                self.inflight[pool] -= 1
-            if held.is_set():
-                slot.release()
-                self.claimer.held_slot(pool, claimed.job, time.monotonic() - began)
-            self._wake.set()
-
-        runner = JobRunner(self, claimed, wf, slot_done=free_slot)
+        hold = _SlotHold(self, pool, claimed)
+        runner = JobRunner(self, claimed, wf, slot_done=lambda: hold.free(completed=True))
         with self._lock:
             stale = self.running.get(claimed.job["id"])
             self.running[claimed.job["id"]] = runner
@@ -245,9 +231,7 @@ class Worker:
         try:
             if claimed.job["cancel_requested"]:
                 runner.cancel.set()
-            if self._take_slot(slot, claimed, runner):
-                held.set()
-                began = time.monotonic()
+            if hold.take(runner):
                 runner.begin_now()
                 runner.run()
             elif runner.handing_back or self._stop.is_set():
@@ -262,16 +246,7 @@ class Worker:
                 if self.running.get(claimed.job["id"]) is runner:  # not the run that re-claimed it since
                     del self.running[claimed.job["id"]]
                 self._disown(claimed.job)
-            free_slot()
-
-    def _take_slot(self, slot: roles.Slots, claimed: tx.Claimed, runner: JobRunner) -> bool:
-        """Wait for the job's turn at one of the pool's slots (a prefetched job waits for a running one to end);
-        False when the job is cancelled, lost or handed back meanwhile, or the worker stops: it must not start."""
-        if slot.take(claimed, lambda: runner.cancel.is_set() or self._stop.is_set()):
-            if not self._stop.is_set():
-                return True
-            slot.release()
-        return False
+            hold.free()
 
     def _give_back(self, claimed: tx.Claimed) -> None:
         """Return a claim that never started to the queue, keeping its place and its attempt; if the database
@@ -331,3 +306,41 @@ class Worker:
                        duration_s=(utcnow() - started).total_seconds() if started else None)
         if status == "failed":
             telemetry.emit("job.dead_lettered", workflow=workflow_code, error_class=error_class, job_id=job["id"])
+
+
+class _SlotHold:
+    """One claimed job's place in its pool: counted in ``inflight`` from the claim, holding one of the pool's slots
+    from ``take`` to ``free`` (its last step's end, or the end of its run), which the claimer may then fill."""
+
+    def __init__(self, w: Worker, pool: str, claimed: tx.Claimed) -> None:
+        self.w, self.pool, self.claimed = w, pool, claimed
+        self.slot = w.slots[pool]
+        self.held = False
+        self.freed = False
+        self.began = time.monotonic()
+
+    def take(self, runner: JobRunner) -> bool:
+        """Wait for the job's turn at one of the pool's slots (a prefetched job waits for a running one to end);
+        False when the job is cancelled, lost or handed back meanwhile, or the worker stops: it must not start."""
+        w = self.w
+        if self.slot.take(self.claimed, lambda: runner.cancel.is_set() or w._stop.is_set()):
+            if not w._stop.is_set():
+                self.held, self.began = True, time.monotonic()
+                return True
+            self.slot.release()
+        return False
+
+    def free(self, completed: bool = False) -> None:
+        """The job no longer needs its slot. Only a run that completed its steps says how long the workflow's
+        jobs take (a quick failure or hold does not make a long workflow short)."""
+        w = self.w
+        with w._lock:
+            if self.freed:
+                return
+            self.freed = True
+            w.inflight[self.pool] -= 1
+        if self.held:
+            self.slot.release()
+            if completed:
+                w.claimer.held_slot(self.pool, self.claimed.job, time.monotonic() - self.began)
+        w._wake.set()
