@@ -38,11 +38,15 @@ def _burst(rt: Runtime, submit, code: str, n: int) -> list[int]:
 
 
 def _watch(rt: Runtime, worker_id: str, seconds: float) -> list[tuple[float, list[tuple[int, str]]]]:
-    seen = []
+    """The worker's held claims, sampled about every 10 ms for ``seconds``."""
+    seen: list[tuple[float, list[tuple[int, str]]]] = []
     until = time.monotonic() + seconds
-    while time.monotonic() < until:
+
+    def sample() -> bool:
         seen.append((time.monotonic(), _held(rt, worker_id)))
-        time.sleep(0.01)
+        return seen[-1][0] >= until
+
+    wait_until(sample, timeout=seconds + 10, interval=0.01, message=f"{seconds} s of samples")
     return seen
 
 

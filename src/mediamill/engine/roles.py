@@ -60,6 +60,11 @@ LIFELINE_TICK = 0.25  # how often the lifeline looks whether a beat is due (in m
 WRITE_BATCH = 1000  # outcomes the writer records in one transaction at most
 
 
+def _moving_average(prev: float | None, value: float) -> float:
+    """An exponentially weighted average (weight FAST_COST_WEIGHT for the new value; the first value as is)."""
+    return value if prev is None else prev + FAST_COST_WEIGHT * (value - prev)
+
+
 # ================================================================== slots
 class Slots:
     """A pool's slots, handed out in claim order: whatever a claim took (jobs, segments of chunked encodes) gets
@@ -165,10 +170,9 @@ class Claimer:
                 (fast if self.takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
             # the free slots start at once; beyond them, the prefetch keeps only jobs of workflows known to be short
             room = max(0, open_slots - len(pieces))
-            started, rest = slow[:room], slow[room:]
-            ahead = [c for c in rest if self.short(c.job)][:max(0, free - room)]
-            started += ahead
-            extra = [c for c in rest if c not in ahead]
+            started, extra = slow[:room], list[tx.Claimed]()
+            for c in slow[room:]:
+                (started if len(started) < free and self.short(c.job) else extra).append(c)
             # the rest: back in the same transaction, so no one ever sees them held; they keep their
             # place. Jobs that finish in memory are written once, at the end; the others are marked running by
             # their runner's first write (one transaction less per job).
@@ -248,8 +252,7 @@ class Claimer:
     def held_slot(self, pool: str, job: dict[str, Any], seconds: float) -> None:
         """A job of ``pool`` held its slot ``seconds`` (from the moment it got it to its last step's end)."""
         key = (job["workflow_id"], job["workflow_version"])
-        prev = self.slot_cost.get(key)
-        self.slot_cost[key] = cost = seconds if prev is None else prev + FAST_COST_WEIGHT * (seconds - prev)
+        self.slot_cost[key] = cost = _moving_average(self.slot_cost.get(key), seconds)
         if cost < self.w.settings.prefetch_max_seconds:
             self.short_pools.add(pool)
 
@@ -276,8 +279,7 @@ class Claimer:
             began = time.perf_counter()
             outcome = run_fast(w, claimed, wf)
             took = time.perf_counter() - began
-            prev = self.fast_cost.get(pool)
-            self.fast_cost[pool] = took if prev is None else prev + FAST_COST_WEIGHT * (took - prev)
+            self.fast_cost[pool] = _moving_average(self.fast_cost.get(pool), took)
             if outcome is not None:
                 w.writer.add(outcome)
                 return True

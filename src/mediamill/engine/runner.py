@@ -61,6 +61,7 @@ from mediamill.workflows.conditions import ConditionError, JobFacts, condition_v
 from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
+    from mediamill.engine.segments import ChunkJoin
     from mediamill.engine.worker import Worker
     from mediamill.store.workflow_repo import VersionedWorkflow
 
@@ -400,25 +401,19 @@ class JobRunner:
         chunk = self._chunked(runnable, min(step_timeout, remaining))
         if isinstance(chunk, Parked):
             return chunk
-        # a unit of idempotent steps in a child starts at once; its start is written while the child runs (a
-        # lost claim then stops the child within the write's time, and nothing it did is recorded)
-        overlap = chunk is None and self._starts_with_child(runnable)
-        exec_ids: dict[int, int] = {} if overlap else self._start(runnable)
+        exec_ids: dict[int, int] = {}  # filled by _ensure_started (_execute says when)
         started = utcnow()
         try:
-            results = (chunk.execute(min(step_timeout, remaining),
-                                     lambda _k, pct: self._progress(runnable[0], pct, exec_ids[runnable[0]]))
-                       if chunk is not None else
-                       self._execute(runnable, min(step_timeout, remaining), exec_ids,
-                                     start=(lambda: exec_ids.update(self._start(runnable))) if overlap else None))
+            results = (self._join_chunk(chunk, runnable, min(step_timeout, remaining), exec_ids)
+                       if chunk is not None else self._execute(runnable, min(step_timeout, remaining), exec_ids))
         except Cancelled:
             if not self.handing_back and not self.lost:
-                self._started(runnable, exec_ids)
+                self._ensure_started(runnable, exec_ids)
                 self._record_failure(runnable, exec_ids, started, Failure("cancelled", "cancelled", False),
                                      status="cancelled")
             raise
         except MediamillError as exc:
-            self._started(runnable, exec_ids)  # the child may have failed before the start was written
+            self._ensure_started(runnable, exec_ids)  # the child may have failed before the start was written
             fail = Failure.of(exc)
             if remaining <= step_timeout and exc.error_class == "timeout" and utcnow() >= self.deadline:
                 fail = Failure.of(_workflow_timeout(self.d.timeout_minutes))
@@ -621,33 +616,36 @@ class JobRunner:
         out["path"] = str(dest)
         return dest
 
-    def _starts_with_child(self, group: list[int]) -> bool:
-        """Whether the unit runs in a child and may start before its start is written: every step idempotent
-        (a step with effects outside, such as a webhook call, waits for the fenced write)."""
-        specs = [get_action(self.steps[i].action) for i in group]
-        if any(spec is None or not spec.idempotent for spec in specs) or \
-                any(self.steps[i].action == DELIVER_ACTION for i in group):
-            return False
-        first = specs[0]
-        return first is not None and (first.isolated or len(group) > 1)
+    def _join_chunk(self, chunk: ChunkJoin, group: list[int], timeout: float,
+                    exec_ids: dict[int, int]) -> list[dict[str, Any]]:
+        """Join a chunked unit whose segments all finished (its start is written first)."""
+        self._ensure_started(group, exec_ids)
+        return chunk.execute(timeout, lambda _k, pct: self._progress(group[0], pct, exec_ids[group[0]]))
 
-    def _started(self, group: list[int], exec_ids: dict[int, int]) -> None:
-        """Write the unit's start if it was not written yet (its child ended before the write ran)."""
+    def _ensure_started(self, group: list[int], exec_ids: dict[int, int]) -> None:
+        """Write the unit's start (its executions, fenced on the claim) unless it was written already."""
         if not exec_ids:
             exec_ids.update(self._start(group))
 
-    def _execute(self, group: list[int], timeout: float, exec_ids: dict[int, int],
-                 start: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    def _execute(self, group: list[int], timeout: float, exec_ids: dict[int, int]) -> list[dict[str, Any]]:
+        """Run the unit. Its start is written first, except for a unit of idempotent steps in a child: that one
+        starts at once and its start is written while the child works (a lost claim then stops the child within
+        the write's time, and nothing it did is recorded). Steps with effects outside wait for the write."""
         spec = get_action(self.steps[group[0]].action)
         if self.steps[group[0]].action == DELIVER_ACTION:
             from mediamill.engine.delivery import deliver_outputs
 
+            self._ensure_started(group, exec_ids)
             return [deliver_outputs(self, group[0], exec_ids[group[0]])]
         if spec is not None and not spec.isolated and len(group) == 1:
+            self._ensure_started(group, exec_ids)
             return [self._inline(group[0], timeout)]
+        if not all((s := get_action(self.steps[i].action)) is not None and s.idempotent for i in group):
+            self._ensure_started(group, exec_ids)
         reply = self.w.children.run(self._task(group, timeout), timeout=timeout + 5,
                                     on_progress=lambda k, pct: self._progress(group[k], pct, exec_ids[group[k]]),
-                                    cancelled=self.cancel, on_start=(lambda _child: start()) if start else None)
+                                    cancelled=self.cancel,
+                                    on_start=lambda _child: self._ensure_started(group, exec_ids))
         if not reply.get("ok"):
             raise _error_from(reply)
         return list(reply["results"])

@@ -17,7 +17,7 @@ from mediamill.engine.routing import REVIEW_CODE, REVIEW_QUEUE, RoutingDecision,
 from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
-from mediamill.store import submit_repo, workflow_repo
+from mediamill.store import lifecycle, submit_repo, workflow_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.submit_repo import CONSTRAINT_ERRORS
@@ -286,7 +286,7 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
                    "base_priority": None if v.get("shadow_of") else v["priority"], "scheduled_time": now,
                    "status": "queued", "created_at": now, "attempts": 0} for i, v in rows]
     submit_repo.enqueue_jobs(conn, queue_rows)
-    submit_repo.add_events(conn, events)
+    lifecycle.add_events(conn, events)
     wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
     return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
                          v["priority"], routing=v["routing"])

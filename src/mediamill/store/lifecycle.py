@@ -136,7 +136,8 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
     if not rows:
         return []
     by_job = {job_id: (queue_id, attempts) for queue_id, job_id, attempts, _p, _d in rows}
-    orphans = [queue_id for queue_id, job_id, *_rest in rows if job_id not in {j["id"] for j in jobs}]
+    live = {j["id"] for j in jobs}
+    orphans = [queue_id for queue_id, job_id, *_rest in rows if job_id not in live]
     # in the queue's order (RETURNING gives the rows in no particular order): a worker starts them in this order
     place = {job_id: (-(priority or 0), due, queue_id) for queue_id, job_id, _a, priority, due in rows}
     jobs.sort(key=lambda j: place[j["id"]])
@@ -516,7 +517,7 @@ def delete_executions(conn: Connection, ids: Sequence[int]) -> None:
 
 
 def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``job_events`` rows (dicts of column → value)."""
+    """Insert ``job_events`` rows (dicts of column → value; a missing key is NULL, not the default)."""
     insert_many(conn, job_events, rows)
 
 

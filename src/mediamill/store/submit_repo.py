@@ -1,5 +1,6 @@
-"""The rows a submit writes: its jobs (one statement for a batch), their queue entries and first events,
-a canary's move of a job to the candidate version, and the job an Idempotency-Key already created.
+"""The rows a submit writes: its jobs (one statement for a batch) and their queue entries, a canary's move
+of a job to the candidate version, and the job an Idempotency-Key already created. (Their first events go
+through ``store.lifecycle.add_events``, as every job event does.)
 
 What is submitted — the workflow version, routing, the rollout's pick, a job's first status and queue —
 is decided in ``engine/submit.py``, which builds the rows; this module only reads and writes them, in the
@@ -18,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
-from mediamill.store.tables import job_events, media_queue, workflow_jobs
+from mediamill.store.tables import media_queue, workflow_jobs
 
 #: A row a constraint refused. A submit with an Idempotency-Key that meets one lost the race to a
 #: concurrent submit with the same key (the unique ``(tenant_id, idempotency_key)``): it replays that job.
@@ -47,8 +48,3 @@ def move_to_version(conn: Connection, job_id: int, *, version: int, queue: str) 
 def enqueue_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``media_queue`` entries (dicts of column → value; a missing key is NULL, not the default)."""
     insert_many(conn, media_queue, rows)
-
-
-def add_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``job_events`` rows (dicts of column → value; a missing key is NULL, not the default)."""
-    insert_many(conn, job_events, rows)
