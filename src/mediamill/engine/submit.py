@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 import tempfile
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,11 +16,11 @@ from typing import Any, BinaryIO
 from mediamill import telemetry
 from mediamill.engine import rollouts, wakeup
 from mediamill.engine.routing import REVIEW_CODE, REVIEW_QUEUE, RoutingDecision, RoutingFacts, decide
-from mediamill.errors import Conflict, InvalidInput, NotFound, UnsupportedFormat
+from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, UnsupportedFormat
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
 from mediamill.store import lifecycle, submit_repo, workflow_repo
-from mediamill.store.db import Connection, Engine
+from mediamill.store.db import Connection, Engine, autocommit
 from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.submit_repo import CONSTRAINT_ERRORS
 from mediamill.store.timeutil import utcnow
@@ -257,6 +259,66 @@ def _check_still_stored(conn: Connection, key: str) -> None:
         raise NotFound(f"no object {key!r} (it was removed by retention)")
 
 
+# ------------------------------------------------------------------------------ one-statement submits
+# A single submit on PostgreSQL is usually one statement on an autocommit connection: one round trip, where the
+# general path below takes eight (begin, the workflow's head, the job, rollouts, the queue entry, the event, the
+# wake-up, commit). It may assume what the last general submit of the same workflow and tenant read — the
+# current version (its checksum), no active rollout — because the statement checks exactly that and writes
+# nothing when it no longer holds; the general path then runs and reads it all again.
+
+_known: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], workflow_repo.VersionedWorkflow]] = \
+    weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
+
+
+def _known_of(engine: Engine) -> dict[tuple[str, str], workflow_repo.VersionedWorkflow]:
+    known = _known.get(engine)
+    if known is None:
+        with _known_lock:
+            known = _known.setdefault(engine, {})
+    return known
+
+
+def _learn(conn: Connection, reqs: Sequence[SubmitRequest], prepared: Sequence[Prepared],
+           live: dict[tuple[int, str, str], dict[str, Any]]) -> None:
+    """Note, per (workflow, tenant) a general submit just queued, whether the next may take one statement."""
+    known = _known_of(conn.engine)
+    for req, prep in zip(reqs, prepared, strict=True):
+        if prep.status != "queued" or prep.routing is not None or req.version is not None or prep.wf.checksum is None:
+            continue
+        wf, key = prep.wf, (prep.wf.definition.code, req.tenant_id)
+        rolling = any((wf.workflow_id, req.tenant_id, kind) in live for kind in ("canary", "shadow"))
+        if rolling or not wf.is_active or wf.current_version != wf.version:
+            known.pop(key, None)
+        else:
+            known[key] = wf
+
+
+def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | None:
+    """The submit in one statement, when the facts it needs are known; None: submit the general way."""
+    code = req.workflow_code
+    if (not code or req.version is not None or req.job_input.reused or engine.dialect.name != "postgresql"
+            or (req.job_input.storage_key is None and req.job_input.url is None)):
+        return None
+    wf = _known_of(engine).get((code, req.tenant_id))
+    if wf is None or wf.checksum is None or (req.deliver is not None and wf.definition.deliver is None):
+        return None
+    try:
+        _check_type(wf.definition, req.job_input)
+    except MediamillError:
+        return None  # the general path decides on the current version, and explains
+    prep = Prepared(wf, "queued", wf.definition.queue_name)
+    values = _job_values(req, prep, utcnow())
+    with autocommit(engine) as conn:
+        job_id = submit_repo.insert_queued_job(conn, values, checksum=wf.checksum, event=_status_event(values, prep),
+                                               channel=wakeup.CHANNEL)
+    if job_id is None:
+        _known_of(engine).pop((code, req.tenant_id), None)
+        return None
+    return SubmittedJob(job_id, values["job_code"], "queued", code, wf.version, values["queue_name"],
+                        values["priority"])
+
+
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
     now = utcnow()
     seen = _BatchLookups()
@@ -265,6 +327,7 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     ids = submit_repo.insert_jobs(conn, values)
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
                                     if prep.status == "queued"})
+    _learn(conn, reqs, prepared, live)
     canary = _divert(conn, reqs, prepared, values, ids, live) if live else {}
     events = [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "routing", "created_at": now,
                "data": prep.routing.event()}
@@ -358,6 +421,11 @@ def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[Submitted
 
 def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
     """Submit one job; an Idempotency-Key replay returns the job the key created."""
+    fast = _submit_one_statement(engine, req)
+    if fast is not None:
+        wakeup.after_commit([fast.queue_name], engine)
+        _count_submitted([fast])
+        return fast
     try:
         with engine.begin() as conn:
             replay = _idempotent_replay(conn, req)

@@ -14,17 +14,27 @@ from sqlalchemy.engine import Connection
 
 
 @lru_cache(maxsize=256)
-def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: str | None) -> str:
-    params = ", ".join(f"%s::{t}[]" for t in types)
+def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: str | None,
+               same: tuple[bool, ...]) -> str:
+    """``INSERT … SELECT`` of rows given as one array a column (``unnest``), but a column whose value is the same
+    in every row as one value (``same``): a batch of one workflow's jobs differs in a column or two, and an
+    array costs the client an encoding and the server a decoding per row."""
+    varying = [(c, t) for c, t, s in zip(columns, types, same, strict=True) if not s]
+    select = []
+    for c, t, s in zip(columns, types, same, strict=True):
+        value = f"%s::{t.replace('TEXT_JSON', 'TEXT')}" if s else f'"{c}"'
+        select.append(f"CAST({value} AS JSON)" if t == "TEXT_JSON" else value)
     cols = ", ".join(f'"{c}"' for c in columns)
-    select = ", ".join(f'CAST("{c}" AS JSON)' if t == "TEXT_JSON" else f'"{c}"'
-                       for c, t in zip(columns, types, strict=True))
-    sql = f'INSERT INTO "{table_name}" ({cols}) SELECT {select} FROM unnest({params}) '
-    if returning:  # insert in the rows' order, so the sequence hands out ids in that order
-        sql += f'WITH ORDINALITY AS t({cols}, "_ord") ORDER BY "_ord" RETURNING "{returning}"'
+    sql = f'INSERT INTO "{table_name}" ({cols}) SELECT {", ".join(select)} FROM '
+    if varying:
+        arrays = ", ".join(f"%s::{t}[]" for _c, t in varying).replace("TEXT_JSON[]", "TEXT[]")
+        names = "".join(f'"{c}", ' for c, _t in varying)
+        sql += f'unnest({arrays}) WITH ORDINALITY AS t({names}"_ord")'
     else:
-        sql += f"AS t({cols})"
-    return sql.replace("TEXT_JSON[]", "TEXT[]")
+        sql += 'generate_series(1, %s) AS t("_ord")'
+    if returning:  # insert in the rows' order, so the sequence hands out ids in that order
+        sql += f' ORDER BY "_ord" RETURNING "{returning}"'
+    return sql
 
 
 def _pg_type(column: sa.Column[Any], conn: Connection) -> str:
@@ -100,13 +110,18 @@ def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
     names = tuple(sorted({k for r in rows for k in r}))
     cols = [table.c[n] for n in names]
     types = tuple(_pg_type(c, conn) for c in cols)
-    arrays = []
+    columns = []
     for name, t in zip(names, types, strict=True):
         values = [r.get(name) for r in rows]
         if t == "TEXT_JSON":
             values = [None if v is None else json.dumps(v, default=str) for v in values]
-        arrays.append(values)
-    result = conn.exec_driver_sql(_statement(table.name, names, types, returning), tuple(arrays))
+        columns.append(values)
+    same = tuple(all(v == values[0] and type(v) is type(values[0]) for v in values) for values in columns)
+    scalars = [values[0] for values, s in zip(columns, same, strict=True) if s]
+    arrays = [values for values, s in zip(columns, same, strict=True) if not s]
+    # placeholders in the statement's order: the select list's single values, then the arrays (or the count)
+    params = (*scalars, *(arrays or [len(rows)]))
+    result = conn.exec_driver_sql(_statement(table.name, names, types, returning, same), params)
     return [r[0] for r in result] if returning else []
 
 

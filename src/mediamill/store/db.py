@@ -72,6 +72,14 @@ def reading(engine: Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+@contextlib.contextmanager
+def autocommit(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection of ``engine`` on which every statement is its own transaction (no ``BEGIN`` and ``COMMIT``
+    round trips around it): for one statement that does all its writes itself, and nothing else."""
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used
 #: more recently is trusted. A ping on every checkout (``pool_pre_ping``) costs a statement per transaction; a
 #: server restart meanwhile costs one failed transaction, which invalidates the whole pool.

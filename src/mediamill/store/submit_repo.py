@@ -11,7 +11,9 @@ same statements.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
-from mediamill.store.tables import media_queue, workflow_jobs
+from mediamill.store.tables import job_events, media_queue, workflow_jobs
 
 #: A row a constraint refused. A submit with an Idempotency-Key that meets one lost the race to a
 #: concurrent submit with the same key (the unique ``(tenant_id, idempotency_key)``): it replays that job.
@@ -48,3 +50,48 @@ def move_to_version(conn: Connection, job_id: int, *, version: int, queue: str) 
 def enqueue_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``media_queue`` entries (dicts of column → value; a missing key is NULL, not the default)."""
     insert_many(conn, media_queue, rows)
+
+
+@lru_cache(maxsize=16)
+def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect) -> str:
+    def cast(name: str, column: sa.Column[Any]) -> str:
+        kind = "json" if isinstance(column.type, sa.JSON) else column.type.compile(dialect=dialect)
+        return f"CAST(%({name})s AS {kind})"
+
+    jobs = ", ".join(cast(c, workflow_jobs.c[c]) for c in columns)
+    at = cast("created_at", media_queue.c.created_at)
+    return (
+        "WITH job AS ("
+        f" INSERT INTO workflow_jobs ({', '.join(columns)}) SELECT {jobs}"
+        " WHERE EXISTS (SELECT 1 FROM workflow_definitions d JOIN workflow_versions v ON v.workflow_id = d.id"
+        "  AND v.version = d.current_version WHERE d.id = %(workflow_id)s AND d.current_version = %(workflow_version)s"
+        "  AND d.is_active AND v.checksum = %(definition_checksum)s)"
+        " AND NOT EXISTS (SELECT 1 FROM workflow_rollouts WHERE workflow_id = %(workflow_id)s"
+        "  AND tenant_id = %(tenant_id)s AND state = 'active')"
+        " ON CONFLICT DO NOTHING RETURNING id),"
+        " entry AS (INSERT INTO media_queue (job_id, queue_name, priority, base_priority, scheduled_time, status,"
+        f"  created_at, attempts) SELECT id, %(queue_name)s, %(priority)s, %(priority)s, {at}, 'queued', {at}, 0"
+        "  FROM job),"
+        " event AS (INSERT INTO job_events (job_id, tenant_id, event_type, created_at, data)"
+        f"  SELECT id, %(tenant_id)s, 'status', {at}, {cast('event_data', job_events.c.data)} FROM job)"
+        " SELECT id, pg_notify(%(channel)s, %(queue_name)s) FROM job")
+
+
+def insert_queued_job(conn: Connection, job: dict[str, Any], *, checksum: str, event: dict[str, Any],
+                      channel: str) -> int | None:
+    """A queued job on its workflow's current version, in ONE statement (PostgreSQL; run it on an autocommit
+    connection and it is one round trip): the ``workflow_jobs`` row, its queue entry, its ``status`` event and
+    the wake-up on ``channel`` — or nothing, and None, when the statement's own checks say the caller's facts
+    are stale: the workflow's current version is no longer ``job["workflow_version"]`` with this ``checksum`` (a
+    database restored or recreated can reuse ids), or it was deactivated,
+    a rollout of it became active for the tenant, or a unique key (an Idempotency-Key) is taken. The caller
+    then submits the general way, which reads everything again and explains a refusal.
+
+    ``job`` holds ``workflow_jobs`` columns (``submitted_at`` is also the entry's and the event's time)."""
+    params = {k: json.dumps(v) if v is not None and isinstance(workflow_jobs.c[k].type, sa.JSON) else v
+              for k, v in job.items()}
+    params.update(created_at=job["submitted_at"], event_data=json.dumps(event), channel=channel,
+                  definition_checksum=checksum)
+    sql = _one_job_statement(tuple(job), conn.dialect)
+    row = conn.exec_driver_sql(sql, params).first()
+    return None if row is None else int(row[0])

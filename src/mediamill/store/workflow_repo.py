@@ -39,6 +39,7 @@ class VersionedWorkflow:
     is_active: bool
     current_version: int | None
     step_ids: list[int]  # workflow_steps.id per step, in order
+    checksum: str | None = None  # the stored version's (None: a workflow inserted by plain SQL, with no versions)
 
 
 def _definition_row(wf: WorkflowDef, version: int) -> dict[str, Any]:
@@ -121,15 +122,15 @@ def get_workflow(conn: Connection, code_or_id: str | int, version: int | None = 
     want = version or head["current_version"]
     if want is None:
         return _legacy_workflow(conn, head)
-    ver = conn.execute(sa.select(wv.c.definition).where(wv.c.workflow_id == head["id"],
-                                                        wv.c.version == want)).scalar()
+    ver = conn.execute(sa.select(wv.c.definition, wv.c.checksum).where(wv.c.workflow_id == head["id"],
+                                                                       wv.c.version == want)).first()
     if ver is None:
         raise NotFound(f"workflow {head['workflow_code']} has no version {want}")
-    definition = WorkflowDef.model_validate(ver)
+    definition = WorkflowDef.model_validate(ver.definition)
     step_ids = list(conn.execute(sa.select(ws.c.id).where(ws.c.workflow_id == head["id"], ws.c.version == want)
                                  .order_by(ws.c.step_number)).scalars())
     return VersionedWorkflow(head["id"], want, definition, bool(head["is_active"]),
-                             head["current_version"], step_ids)
+                             head["current_version"], step_ids, ver.checksum)
 
 
 _VERSIONS: dict[tuple[str, int, int], VersionedWorkflow] = {}
@@ -137,21 +138,24 @@ _VERSIONS: dict[tuple[str, int, int], VersionedWorkflow] = {}
 
 def current_workflow(conn: Connection, code: str, version: int | None = None) -> VersionedWorkflow:
     """Like ``get_workflow`` but one indexed lookup when the version was read before: versions are immutable,
-    so only the head row (current version, active flag) is read each time."""
-    head = conn.execute(sa.select(wd.c.id, wd.c.current_version, wd.c.is_active).where(wd.c.workflow_code == code)
-                        ).first()
+    so only the head row (current version, active flag) and the version's checksum are read each time."""
+    want_version = sa.func.coalesce(sa.literal(version, sa.Integer), wd.c.current_version)
+    head = conn.execute(sa.select(wd.c.id, wd.c.current_version, wd.c.is_active, wv.c.checksum)
+                        .select_from(wd.outerjoin(wv, sa.and_(wv.c.workflow_id == wd.c.id,
+                                                              wv.c.version == want_version)))
+                        .where(wd.c.workflow_code == code)).first()
     if head is None:
         raise NotFound(f"no workflow {code!r}")
     want = version or head.current_version
     key = (str(conn.engine.url), head.id, want or 0)  # ids repeat across databases
     cached = _VERSIONS.get(key) if want is not None else None
-    if cached is None:
+    if cached is None or cached.checksum != head.checksum:  # a database recreated or restored reuses ids
         cached = get_workflow(conn, code, version)
         if want is not None:
             _VERSIONS[key] = cached
     if cached.is_active != bool(head.is_active) or cached.current_version != head.current_version:
         cached = VersionedWorkflow(cached.workflow_id, cached.version, cached.definition, bool(head.is_active),
-                                   head.current_version, cached.step_ids)
+                                   head.current_version, cached.step_ids, cached.checksum)
     return cached
 
 

@@ -1,0 +1,133 @@
+"""A single submit on PostgreSQL is one statement on an autocommit connection (the job, its queue entry, its
+status event and the wake-up), assuming what the last general submit of that workflow and tenant read; every
+change that makes the assumption wrong — a new version, a deactivation, a rollout, a taken Idempotency-Key, a
+database recreated with the same ids — is seen by the statement itself, which then writes nothing, and the
+general path decides."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from mediamill.engine import rollouts
+from mediamill.engine.submit import SubmitRequest, SubmittedJob, store_input_file, submit_job
+from mediamill.errors import Conflict
+from mediamill.runtime import Runtime
+from mediamill.store import workflow_repo
+from tests.engine.conftest import workflow
+
+
+@pytest.fixture
+def statements(pg_rt: Runtime) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(pg_rt.engine, "before_cursor_execute", count)
+    yield seen
+    event.remove(pg_rt.engine, "before_cursor_execute", count)
+
+
+def _submit(rt: Runtime, input_file: Path, code: str = "WF-ONE", **kw: Any) -> SubmittedJob:
+    return submit_job(rt.engine, SubmitRequest(job_input=store_input_file(rt.storage, input_file),
+                                               workflow_code=code, **kw))
+
+
+def _job(rt: Runtime, job_id: int) -> dict[str, Any]:
+    with rt.engine.connect() as conn:
+        job = dict(conn.execute(sa.text("SELECT * FROM workflow_jobs WHERE id = :i"), {"i": job_id}).mappings().one())
+        job["entries"] = conn.execute(sa.text("SELECT queue_name, priority, base_priority, status, attempts "
+                                              "FROM media_queue WHERE job_id = :i"), {"i": job_id}).all()
+        job["events"] = conn.execute(sa.text("SELECT event_type, data FROM job_events WHERE job_id = :i"),
+                                     {"i": job_id}).all()
+    return job
+
+
+def test_a_known_workflow_s_submit_is_one_statement_that_writes_everything(
+        pg_rt: Runtime, input_file: Path, statements: list[str]) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one", priority=7)
+    first = _submit(pg_rt, input_file)  # the general path: it reads the head and rollouts
+    listener = psycopg.connect(pg_rt.settings.effective_database_url.replace("+psycopg", ""), autocommit=True)
+    listener.execute("LISTEN mediamill_jobs")
+    statements.clear()
+    job = _submit(pg_rt, input_file, metadata={"k": 1}, request_id="req-1")
+    assert len(statements) == 1, statements  # no BEGIN, no COMMIT, no reads: one round trip
+    assert job.id > first.id and job.status == "queued" and job.queue_name == "one" and job.priority == 7
+    row = _job(pg_rt, job.id)
+    assert (row["status"], row["queue_name"], row["priority"], row["workflow_version"]) == ("queued", "one", 7, 1)
+    assert row["job_metadata"] == {"k": 1} and row["request_id"] == "req-1" and row["job_code"] == job.job_code
+    assert row["entries"] == [("one", 7, 7, "queued", 0)]
+    assert [(kind, data["status"], data["request_id"]) for kind, data in row["events"]] == [
+        ("status", "queued", "req-1")]
+    # the wake-up went out with the commit
+    deadline = time.monotonic() + 5
+    while not (got := list(listener.notifies(timeout=0.1, stop_after=1))) and time.monotonic() < deadline:
+        select.select([listener.fileno()], [], [], 0.1)
+    assert got and got[0].channel == "mediamill_jobs" and got[0].payload == "one"
+    listener.close()
+
+
+def test_a_new_version_or_a_deactivation_is_seen_by_the_next_submit(pg_rt: Runtime, input_file: Path) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    _submit(pg_rt, input_file)
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}], queue="two")
+    job = _submit(pg_rt, input_file)
+    assert (job.workflow_version, job.queue_name) == (2, "two")
+    assert _job(pg_rt, job.id)["entries"][0][0] == "two"
+    assert (_submit(pg_rt, input_file).workflow_version) == 2  # and the next one is one statement again
+    with pg_rt.engine.begin() as conn:
+        workflow_repo.set_active(conn, "WF-ONE", False)
+    with pytest.raises(Conflict, match="deactivated"):
+        _submit(pg_rt, input_file)
+    with pg_rt.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs")).scalar() == 3
+
+
+def test_an_active_rollout_is_never_skipped(pg_rt: Runtime, input_file: Path, statements: list[str]) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}], queue="two")
+    with pg_rt.engine.begin() as conn:
+        workflow_repo.activate_version(conn, "WF-ONE", 1)
+    _submit(pg_rt, input_file)  # known: version 1, no rollout
+    rollouts.start(pg_rt.engine, "WF-ONE", kind="canary", version=2, percent=100, tenant_id="default", by="t")
+    jobs = [_submit(pg_rt, input_file) for _ in range(3)]
+    assert [(j.workflow_version, j.queue_name) for j in jobs] == [(2, "two")] * 3  # all diverted to the candidate
+    rollouts.stop(pg_rt.engine, "WF-ONE", kind="canary", tenant_id="default", by="t")
+    _submit(pg_rt, input_file)  # the general path sees the rollout ended ...
+    statements.clear()
+    assert _submit(pg_rt, input_file).workflow_version == 1
+    assert len(statements) == 1  # ... and the next submit is one statement again
+
+
+def test_an_idempotency_key_replays_its_job(pg_rt: Runtime, input_file: Path) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    _submit(pg_rt, input_file)
+    first = _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="h")
+    again = _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="h")
+    assert not first.replayed and again.replayed and again.id == first.id
+    with pytest.raises(Conflict, match="different request body"):
+        _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="other")
+    with pg_rt.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs WHERE idempotency_key = 'k-1'")).scalar() == 1
+
+
+def test_a_recreated_database_with_the_same_ids_is_not_mistaken_for_the_old_one(
+        pg_rt: Runtime, input_file: Path) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    _submit(pg_rt, input_file)
+    with pg_rt.engine.begin() as conn:  # what a restore of another database's backup looks like to this process
+        conn.execute(sa.text("TRUNCATE workflow_definitions, workflow_versions, workflow_steps, workflow_jobs, "
+                             "media_queue, job_events RESTART IDENTITY CASCADE"))
+    workflow(pg_rt, "WF-ONE", [{"name": "other", "action": "noop"}], queue="elsewhere")
+    job = _submit(pg_rt, input_file)  # the same workflow id and version 1, another definition
+    assert (job.workflow_version, job.queue_name) == (1, "elsewhere")
+    assert _job(pg_rt, job.id)["entries"][0][0] == "elsewhere"
