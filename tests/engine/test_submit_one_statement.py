@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from mediamill.engine import rollouts
 from mediamill.engine.submit import SubmitRequest, SubmittedJob, store_input_file, submit_job
@@ -26,15 +24,23 @@ from tests.engine.conftest import workflow
 
 
 @pytest.fixture
-def statements(pg_rt: Runtime) -> Iterator[list[str]]:
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What this process sends PostgreSQL through psycopg (SQLAlchemy's statements and raw ones; a commit
+    is listed as COMMIT)."""
     seen: list[str] = []
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
 
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def counted_execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kw: Any) -> Any:
+        seen.append(str(query))
+        return execute(self, query, *args, **kw)
 
-    event.listen(pg_rt.engine, "before_cursor_execute", count)
-    yield seen
-    event.remove(pg_rt.engine, "before_cursor_execute", count)
+    def counted_commit(self: psycopg.Connection[Any]) -> None:
+        seen.append("COMMIT")
+        commit(self)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted_execute)
+    monkeypatch.setattr(psycopg.Connection, "commit", counted_commit)
+    return seen
 
 
 def _submit(rt: Runtime, input_file: Path, code: str = "WF-ONE", **kw: Any) -> SubmittedJob:
@@ -60,7 +66,7 @@ def test_a_known_workflow_s_submit_is_one_statement_that_writes_everything(
     listener.execute("LISTEN mediamill_jobs")
     statements.clear()
     job = _submit(pg_rt, input_file, metadata={"k": 1}, request_id="req-1")
-    assert len(statements) == 1, statements  # no BEGIN, no COMMIT, no reads: one round trip
+    assert len(statements) == 1 and statements[0].startswith("WITH job AS"), statements  # no reads, no COMMIT
     assert job.id > first.id and job.status == "queued" and job.queue_name == "one" and job.priority == 7
     row = _job(pg_rt, job.id)
     assert (row["status"], row["queue_name"], row["priority"], row["workflow_version"]) == ("queued", "one", 7, 1)
@@ -131,3 +137,27 @@ def test_a_recreated_database_with_the_same_ids_is_not_mistaken_for_the_old_one(
     job = _submit(pg_rt, input_file)  # the same workflow id and version 1, another definition
     assert (job.workflow_version, job.queue_name) == (1, "elsewhere")
     assert _job(pg_rt, job.id)["entries"][0][0] == "elsewhere"
+
+
+def test_its_connection_goes_back_to_the_pool_in_transactions(pg_rt: Runtime, input_file: Path) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    _submit(pg_rt, input_file)
+    _submit(pg_rt, input_file)  # one statement, on an autocommit connection, given back
+    with pytest.raises(RuntimeError), pg_rt.engine.begin() as conn:  # the pool's LIFO: that same connection
+        conn.execute(sa.text("UPDATE workflow_jobs SET priority = 99"))
+        raise RuntimeError("roll back")
+    with pg_rt.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs WHERE priority = 99")).scalar() == 0
+
+
+def test_a_lost_session_is_an_sqlalchemy_error_and_the_next_submit_reconnects(pg_rt: Runtime, input_file: Path) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    _submit(pg_rt, input_file)
+    _submit(pg_rt, input_file)
+    with psycopg.connect(pg_rt.settings.effective_database_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    with pytest.raises(sa.exc.OperationalError):  # what the API answers 503 for
+        _submit(pg_rt, input_file)
+    job = _submit(pg_rt, input_file)  # the pool was renewed: no second failure
+    assert _job(pg_rt, job.id)["status"] == "queued"

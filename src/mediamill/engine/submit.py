@@ -20,7 +20,7 @@ from mediamill.errors import Conflict, InvalidInput, MediamillError, NotFound, U
 from mediamill.media.sniff import accepts, canonical, sniff_bytes, sniff_file
 from mediamill.storage import Storage, new_key
 from mediamill.store import lifecycle, submit_repo, workflow_repo
-from mediamill.store.db import Connection, Engine, autocommit
+from mediamill.store.db import Connection, Engine
 from mediamill.store.inputs import input_referenced, lock_input
 from mediamill.store.submit_repo import CONSTRAINT_ERRORS
 from mediamill.store.timeutil import utcnow
@@ -309,9 +309,8 @@ def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | 
         return None  # the general path decides on the current version, and explains
     prep = Prepared(wf, "queued", wf.definition.queue_name)
     values = _job_values(req, prep, utcnow())
-    with autocommit(engine) as conn:
-        job_id = submit_repo.insert_queued_job(conn, values, checksum=wf.checksum, event=_status_event(values, prep),
-                                               channel=wakeup.CHANNEL)
+    job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, event=_status_event(values, prep),
+                                           channel=wakeup.CHANNEL)
     if job_id is None:
         _known_of(engine).pop((code, req.tenant_id), None)
         return None

@@ -43,12 +43,18 @@ def _pg_type(column: sa.Column[Any], conn: Connection) -> str:
     return str(column.type.compile(dialect=conn.dialect))
 
 
+def _filled(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with every key any of them has (an executemany needs the same parameters in each)."""
+    names = {k for r in rows for k in r}
+    return [r if len(r) == len(names) else {k: r.get(k) for k in names} for r in rows]
+
+
 def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts of column → value; missing keys take NULL, not the column default)."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.execute(table.insert(), list(rows))
+        conn.execute(table.insert(), _filled(rows))
         return
     if len(rows) < COPY_MIN_ROWS:
         _pg_insert(conn, table, rows, None)
@@ -101,7 +107,7 @@ def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[
         # One multi-row INSERT … RETURNING (the driver's batches of VALUES) instead of one statement a row, which
         # asking for RETURNING in parameter order costs on SQLite. SQLite inserts the VALUES rows in order and
         # gives each a rowid above every existing one, so the ids sorted are the ids of the rows in order.
-        return sorted(int(i) for i in conn.execute(table.insert().returning(table.c.id), list(rows)).scalars())
+        return sorted(int(i) for i in conn.execute(table.insert().returning(table.c.id), _filled(rows)).scalars())
     # ids come from one sequence in insertion order, which ORDER BY _ord fixed to the rows' order
     return sorted(int(i) for i in _pg_insert(conn, table, rows, "id"))
 
@@ -120,7 +126,7 @@ def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
     scalars = [values[0] for values, s in zip(columns, same, strict=True) if s]
     arrays = [values for values, s in zip(columns, same, strict=True) if not s]
     # placeholders in the statement's order: the select list's single values, then the arrays (or the count)
-    params = (*scalars, *(arrays or [len(rows)]))
+    params = (*scalars, *arrays) if arrays else (*scalars, len(rows))
     result = conn.exec_driver_sql(_statement(table.name, names, types, returning, same), params)
     return [r[0] for r in result] if returning else []
 

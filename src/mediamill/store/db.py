@@ -73,11 +73,31 @@ def reading(engine: Engine) -> Iterator[sa.Connection]:
 
 
 @contextlib.contextmanager
-def autocommit(engine: Engine) -> Iterator[sa.Connection]:
-    """A connection of ``engine`` on which every statement is its own transaction (no ``BEGIN`` and ``COMMIT``
-    round trips around it): for one statement that does all its writes itself, and nothing else."""
-    with engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+def autocommit(engine: Engine) -> Iterator[Any]:
+    """A pooled PostgreSQL connection of ``engine`` as the driver's own (psycopg) connection, on which every
+    statement is its own transaction: no ``BEGIN`` and ``COMMIT`` round trips, and none of SQLAlchemy's per-statement
+    work. For one statement that does all its writes itself (``store`` modules only); it goes back to the pool
+    out of autocommit."""
+    fairy = engine.raw_connection()
+    raw: Any = fairy.driver_connection
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        raw.autocommit = True
+        yield raw
+    except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
+        gone = engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken
+        if gone:
+            fairy.invalidate(exc)
+            engine.dispose(close=False)
+        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=gone,
+                                         dialect=engine.dialect) from exc
+    finally:
+        try:  # never back to the pool in autocommit: the next transaction would commit statement by statement
+            if not raw.closed:
+                raw.autocommit = False
+        except Exception as exc:
+            fairy.invalidate(exc)
+        fairy.close()
 
 
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used

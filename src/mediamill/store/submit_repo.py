@@ -18,9 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
+from mediamill.store.db import autocommit
 from mediamill.store.tables import job_events, media_queue, workflow_jobs
 
 #: A row a constraint refused. A submit with an Idempotency-Key that meets one lost the race to a
@@ -77,10 +78,10 @@ def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect) -> str:
         " SELECT id, pg_notify(%(channel)s, %(queue_name)s) FROM job")
 
 
-def insert_queued_job(conn: Connection, job: dict[str, Any], *, checksum: str, event: dict[str, Any],
+def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, event: dict[str, Any],
                       channel: str) -> int | None:
-    """A queued job on its workflow's current version, in ONE statement (PostgreSQL; run it on an autocommit
-    connection and it is one round trip): the ``workflow_jobs`` row, its queue entry, its ``status`` event and
+    """A queued job on its workflow's current version, in ONE statement on an autocommit connection (PostgreSQL;
+    one round trip): the ``workflow_jobs`` row, its queue entry, its ``status`` event and
     the wake-up on ``channel`` — or nothing, and None, when the statement's own checks say the caller's facts
     are stale: the workflow's current version is no longer ``job["workflow_version"]`` with this ``checksum`` (a
     database restored or recreated can reuse ids), or it was deactivated,
@@ -92,6 +93,7 @@ def insert_queued_job(conn: Connection, job: dict[str, Any], *, checksum: str, e
               for k, v in job.items()}
     params.update(created_at=job["submitted_at"], event_data=json.dumps(event), channel=channel,
                   definition_checksum=checksum)
-    sql = _one_job_statement(tuple(job), conn.dialect)
-    row = conn.exec_driver_sql(sql, params).first()
+    sql = _one_job_statement(tuple(job), engine.dialect)
+    with autocommit(engine) as raw:
+        row = raw.execute(sql, params).fetchone()
     return None if row is None else int(row[0])
