@@ -111,7 +111,7 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
             first = tx.claim(conn, worker_id=w.worker_id, queue=None, limit=1, lease_seconds=30)
         assert [c.attempts for c in first] == [1]
         wf = w.workflow(first[0].job["workflow_id"], first[0].job["workflow_version"])
-        stale = JobRunner(w, first[0], wf)  # attempt 1 starts step a and reports progress
+        stale = JobRunner(w.services, first[0], wf)  # attempt 1 starts step a and reports progress
         stale._resolve_input()
         exec_ids = stale._start([0])
         started = utcnow()
@@ -149,7 +149,7 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
             assert tx.finish_jobs(conn, w.worker_id, [done]) == []  # the fast path's batched finish
         assert _snapshot(rt, job.id) == before
 
-        JobRunner(w, second[0], wf).run()  # attempt 2 runs normally to the end
+        JobRunner(w.services, second[0], wf).run()  # attempt 2 runs normally to the end
         with rt.engine.connect() as conn:
             status = conn.execute(sa.select(workflow_jobs.c.status).where(workflow_jobs.c.id == job.id)
                                   ).scalar_one()

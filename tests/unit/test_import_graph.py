@@ -154,3 +154,19 @@ def test_the_loop_runner_imports_nothing_that_runs_on_it() -> None:
     imported = imports_of(PACKAGE / "loops.py")
     mine = sorted(i for i in imported if _is(i, "mediamill"))
     assert not [i for i in mine if not _is(i, "mediamill.store.connections")], mine
+
+
+#: What runs a claimed job: built from ``engine.services.RunServices``, never from the worker that claimed it.
+RUN_SIDE = ("mediamill.engine.runner", "mediamill.engine.inline", "mediamill.engine.delivery",
+            "mediamill.engine.segments", "mediamill.engine.services", "mediamill.engine.outcomes")
+
+
+def test_a_job_s_run_never_reaches_back_into_its_worker() -> None:
+    """The run side imports neither the worker nor its roles (not even for a type), so the runner ↔ worker
+    cycle cannot come back: a runner is built from a frozen set of services, and tests build one without a
+    worker."""
+    engine = modules_of("engine")
+    assert set(RUN_SIDE) <= set(engine)
+    back = {m: sorted(i for i in engine[m] if _is(i, "mediamill.engine.worker", "mediamill.engine.roles"))
+            for m in RUN_SIDE}
+    assert not {m: what for m, what in back.items() if what}, back

@@ -131,7 +131,7 @@ def check_override(conn: Connection, tenant_id: str, raw: Any) -> dict[str, Any]
 def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, Any]:
     """Run the deliver step of a job; returns the step's result (its data lists what went where)."""
     job = runner.job
-    with runner.w.engine.connect() as conn:
+    with runner.svc.engine.connect() as conn:
         override, shadow_of = delivery_repo.deliver_override(conn, job["id"])
         rows = delivery_repo.job_outputs_of(conn, job["id"])
     if shadow_of is not None:  # a shadow run of a candidate version must not touch what users are served
@@ -145,7 +145,7 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
     for i, row in enumerate(wanted):
         target = resolve_target(spec, output_fields(job, runner.d.code, row))
         if row["delivered_url"] != target.url:
-            outcome = _deliver_one(runner.w.storage, row, target, spec)
+            outcome = _deliver_one(runner.svc.storage, row, target, spec)
             _record(runner, runner.steps[index].name, row, target, outcome)
             (delivered if outcome == "copied" else kept).append({"name": row["name"], "url": target.url})
         runner._progress(index, 100.0 * (i + 1) / max(1, len(wanted)), exec_id)
@@ -155,7 +155,7 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
 
 def _record(runner: JobRunner, step: str, row: dict[str, Any], target: Target, outcome: str) -> None:
     """The output's delivered URL and a ``delivery`` event, as soon as it is there (a retry skips it)."""
-    with runner.w.engine.begin() as conn:
+    with runner.svc.engine.begin() as conn:
         runner._guard(conn)
         delivery_repo.mark_delivered(conn, row["id"], target.url)
         tx.add_event(conn, runner.job, "delivery", step, {"output": row["name"], "url": target.url,

@@ -20,7 +20,7 @@ from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
     from mediamill.engine.runner import JobRunner
-    from mediamill.engine.worker import Worker
+    from mediamill.engine.services import RunServices
     from mediamill.store.workflow_repo import VersionedWorkflow
 
 
@@ -84,7 +84,7 @@ class FastRetry:
         return self.retry.delay
 
 
-def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.Finish | FastRetry | None:
+def run_fast(svc: RunServices, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.Finish | FastRetry | None:
     """Run a fresh all-inline job in memory; returns its outcome for the batch writer.
 
     None means the job must take the normal path after all (a breaker is not closed)."""
@@ -94,7 +94,7 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
     statuses: dict[str, dict[str, Any]] = {}
     partial = False
     for i, s in enumerate(d.steps):
-        if not worker.breakers.is_closed(s.action):
+        if not svc.breakers.is_closed(s.action):
             return None
         now = utcnow()
         if s.when and not _when(s.when, job, statuses, d.type):
@@ -104,14 +104,14 @@ def run_fast(worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx.F
         try:
             result = _call({"action": s.action, "params": s.params, "step_name": s.name,
                             "input_path": Path("/nonexistent"), "input_mime": job["input_mime"] or "",
-                            "work_dir": worker.scratch_dir, "job": {"id": job["id"], "job_code": job["job_code"]},
+                            "work_dir": svc.scratch_dir, "job": {"id": job["id"], "job_code": job["job_code"]},
                             "attempt": 0, "timeout": s.timeout_seconds})
         except MediamillError as exc:
             rec = tx.StepRecord(wf.step_ids[i], s.name, s.action, StepStatus.FAILED, now, utcnow(),
                                 error_message=exc.message, error_class=exc.error_class)
             records.append(rec)
             # a fresh job: the step has not failed before in this run
-            outcome = after_failure(s, Failure.of(exc), 0, FailurePolicy(d.step_retries(s), worker.retry_policy))
+            outcome = after_failure(s, Failure.of(exc), 0, FailurePolicy(d.step_retries(s), svc.retry_policy))
             if isinstance(outcome, Continue):
                 partial = True
                 statuses[s.name] = {"status": StepStatus.FAILED, "data": {}}

@@ -277,7 +277,7 @@ class Claimer:
         wf = w.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
         if claimed.deferred:
             began = time.perf_counter()
-            outcome = run_fast(w, claimed, wf)
+            outcome = run_fast(w.services, claimed, wf)
             took = time.perf_counter() - began
             self.fast_cost[pool] = _moving_average(self.fast_cost.get(pool), took)
             if outcome is not None:
@@ -463,7 +463,7 @@ class Lifeline:
                                               on_finish=w.job_finished,
                                               budget_seconds=settings.lease_seconds / 2)
         if lapses.segments and segments.rescue_orphaned_segments(w.engine):
-            segments.announce(w, 0)
+            segments.announce(w.services, 0)
         if guarded:
             rollouts.check_all_guards(w.engine, guarded)
         if lapses.jobs or lapses.segments:

@@ -62,7 +62,7 @@ from mediamill.workflows.models import DELIVER_ACTION
 
 if TYPE_CHECKING:
     from mediamill.engine.segments import ChunkJoin
-    from mediamill.engine.worker import Worker
+    from mediamill.engine.services import RunServices
     from mediamill.store.workflow_repo import VersionedWorkflow
 
 # Progress is written by the worker's heartbeat (one transaction for all its jobs): a beat comes when a job's
@@ -93,9 +93,9 @@ class StepState:
 class JobRunner:
     """Runs the steps of one claimed job on a worker (called in a worker thread)."""
 
-    def __init__(self, worker: Worker, claimed: tx.Claimed, wf: VersionedWorkflow,
+    def __init__(self, services: RunServices, claimed: tx.Claimed, wf: VersionedWorkflow,
                  slot_done: Callable[[], None] | None = None) -> None:
-        self.w = worker
+        self.svc = services
         # called once the job's last unit has run: the slot is free for the next job while this one's outcome is
         # written (the finish is bookkeeping; it needs no child process)
         self.slot_done = slot_done or (lambda: None)
@@ -108,7 +108,7 @@ class JobRunner:
         self.cancel = threading.Event()
         self.handing_back = False
         self.partial = False
-        self.scratch = worker.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
+        self.scratch = services.scratch_dir / f"job-{self.job['id']}-{self.attempts}"
         self.input_path: Path | None = None
         self.marked = claimed.marked  # the job row says processing (else the first guarded write marks it)
         self.releasing = False  # a write giving the claim up (finish, requeue, park) is under way
@@ -130,7 +130,7 @@ class JobRunner:
             self.deadline = self.job["started_at"] + timedelta(minutes=self.d.timeout_minutes)
 
     def run(self) -> None:
-        with bound_contextvars(job_id=self.job["id"], worker=self.w.worker_id,
+        with bound_contextvars(job_id=self.job["id"], worker=self.svc.worker_id,
                                request_id=self.job.get("request_id") or None):
             log.info("job started: %s (%s v%s, attempt %s)", self.job["job_code"], self.d.code, self.wf.version,
                      self.attempts)
@@ -203,13 +203,13 @@ class JobRunner:
     def _requeue_interrupted(self, reason: str) -> None:
         self.releasing = True
         now = utcnow()
-        with self.w.engine.begin() as conn:
-            if not tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=0, reason="interrupted",
+        with self.svc.engine.begin() as conn:
+            if not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=0, reason="interrupted",
                               count_retry=False, event={"reason": reason}, keep_place=True):
                 self.lose()
                 return
             tx.interrupt_running_steps(conn, self.job["id"], now, reason)
-        self.w.wake_later(self.job["queue_name"], 0)
+        self.svc.wake_later(self.job["queue_name"], 0)
 
     # ------------------------------------------------------------------ history / input
     def _fresh(self) -> bool:
@@ -221,7 +221,7 @@ class JobRunner:
         if self._fresh():
             return
         run = self.job["run_number"] or 1
-        with self.w.engine.connect() as conn:
+        with self.svc.engine.connect() as conn:
             rows, outs = tx.step_history(conn, self.job["id"])
         rerun = self.job.get("rerun") or None
         # after a reprocess (which may change version) executions are matched by step name, else by step id
@@ -262,13 +262,13 @@ class JobRunner:
             key = self._fetch_url()
         if key is None:
             raise InvalidInput("the job has no input")
-        local = self.w.storage.local_path(key)
+        local = self.svc.storage.local_path(key)
         if local is not None:
             if not local.is_file():
                 raise InvalidInput("the job's input is missing from storage")
             self.input_path = local
         elif self._needs_input_file():
-            self.input_path = self.w.storage.get_to_file(key, self.scratch / "input")
+            self.input_path = self.svc.storage.get_to_file(key, self.scratch / "input")
         else:
             self.input_path = self.scratch / "input"
 
@@ -287,12 +287,12 @@ class JobRunner:
     def _fetch_url(self) -> str:
         from mediamill.engine.fetch import fetch_to_storage
 
-        key, mime, size = fetch_to_storage(self.w.runtime, self.job["input_url"], self.job["tenant_id"],
+        key, mime, size = fetch_to_storage(self.svc.runtime, self.job["input_url"], self.job["tenant_id"],
                                            self.scratch)
         if not accepts(self.d.input_types, mime):
             raise UnsupportedFormat(f"workflow {self.d.code} accepts {', '.join(self.d.input_types)}; "
                                     f"the fetched file is {mime}")
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             tx.update_job(conn, self.job["id"], {"input_key": key, "input_mime": mime, "input_size": size,
                                                  "input_file_path": key})
@@ -302,14 +302,14 @@ class JobRunner:
     def _probe_if_needed(self) -> None:
         if not self._probe_fields():
             return  # mime, size and filename are on the job row already (or it was probed before)
-        reply = self.w.children.run({"probe": True, "input_path": str(self.input_path),
+        reply = self.svc.children.run({"probe": True, "input_path": str(self.input_path),
                                      "input_mime": self.job["input_mime"] or ""},
                                     timeout=60, on_progress=lambda _i, _p: None, cancelled=self.cancel)
         probe = reply.get("probe") or {}
         probe.update(mime=self.job["input_mime"] or "", size=self.job["input_size"] or 0,
                      filename=self.job["input_filename"] or "")
         text = json.dumps(probe, default=str)
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             tx.update_job(conn, self.job["id"], {"input_metadata": text})
         self.job["input_metadata"] = text
@@ -477,7 +477,7 @@ class JobRunner:
         self._guard(conn)
 
     def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             for i in group:
                 tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
@@ -515,7 +515,7 @@ class JobRunner:
         gates: dict[int, Gate] = {}
         for i in runnable:
             action = self.steps[i].action
-            gate = self.w.breakers.gate(action, self.job["id"])
+            gate = self.svc.breakers.gate(action, self.job["id"])
             if not gate.allowed:
                 return Hold(gate.wait_seconds, action, self.steps[i].name)
             gates[i] = gate
@@ -524,14 +524,14 @@ class JobRunner:
     def _start(self, group: list[int]) -> dict[int, int]:
         """Open the unit's executions: one transaction (fence, executions, the job row, the events)."""
         ids: dict[int, int] = {}
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._fence(conn)
             events = []
             for i in group:
                 s = self.steps[i]
                 attempt = self.states[i].failures_total
                 ids[i] = tx.open_execution(conn, job=self.job, step_id=self.wf.step_ids[i], step_name=s.name,
-                                           action=s.action, attempt=attempt, worker_id=self.w.worker_id)
+                                           action=s.action, attempt=attempt, worker_id=self.svc.worker_id)
                 events.append(tx.event_row(self.job, "step", s.name, {"status": "running", "action": s.action,
                                                                       "attempt": attempt, "execution_id": ids[i]}))
             # a step boundary: each bar starts at 0 % (in the same insert; the reports follow with the heartbeat)
@@ -554,8 +554,8 @@ class JobRunner:
 
     def _fence(self, conn: Any) -> None:
         """The claim is still ours (its lease extended and its row locked until commit), or LostClaim."""
-        if not tx.still_owner(conn, job=self.job, worker_id=self.w.worker_id,
-                              lease_seconds=self.w.settings.lease_seconds):
+        if not tx.still_owner(conn, job=self.job, worker_id=self.svc.worker_id,
+                              lease_seconds=self.svc.settings.lease_seconds):
             raise LostClaim()
 
     def _write_job(self, conn: Any, values: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -564,7 +564,7 @@ class JobRunner:
         if not self.marked:
             now = events[0]["created_at"] if events else utcnow()  # the status event comes first, in time too
             values = {**values, **tx.processing_values(self.job, now)}
-            events = [tx.processing_event(self.job, self.w.worker_id, self.attempts, now), *events]
+            events = [tx.processing_event(self.job, self.svc.worker_id, self.attempts, now), *events]
             self.marked = True
         if values:
             tx.update_job(conn, self.job["id"], values)
@@ -607,12 +607,12 @@ class JobRunner:
     def _output_path(self, out: dict[str, Any]) -> Path:
         if out.get("path"):
             return Path(out["path"])
-        local = self.w.storage.local_path(out["key"])
+        local = self.svc.storage.local_path(out["key"])
         if local is not None:
             return local
         dest: Path = self.scratch / "prior" / out["name"]
         if not dest.exists():
-            self.w.storage.get_to_file(out["key"], dest)
+            self.svc.storage.get_to_file(out["key"], dest)
         out["path"] = str(dest)
         return dest
 
@@ -642,7 +642,7 @@ class JobRunner:
             return [self._inline(group[0], timeout)]
         if not all((s := get_action(self.steps[i].action)) is not None and s.idempotent for i in group):
             self._ensure_started(group, exec_ids)
-        reply = self.w.children.run(self._task(group, timeout), timeout=timeout + 5,
+        reply = self.svc.children.run(self._task(group, timeout), timeout=timeout + 5,
                                     on_progress=lambda k, pct: self._progress(group[k], pct, exec_ids[group[k]]),
                                     cancelled=self.cancel,
                                     on_start=lambda _child: self._ensure_started(group, exec_ids))
@@ -703,9 +703,9 @@ class JobRunner:
             path = Path(out["path"])
             suffix = Path(out["name"]).suffix
             kind = "shadow" if self.job.get("shadow_of") else "outputs"  # shadow runs write into a sandbox
-            info = self.w.storage.put_file(new_key(kind, self.job["tenant_id"], suffix=suffix), path,
+            info = self.svc.storage.put_file(new_key(kind, self.job["tenant_id"], suffix=suffix), path,
                                            content_type=out["mime_type"], move=True)
-            local = self.w.storage.local_path(info.key)
+            local = self.svc.storage.local_path(info.key)
             out["path"] = str(local if local is not None else path)
             rows.append({"name": out["name"], "storage_key": info.key, "mime_type": out["mime_type"],
                          "bytes": info.size, "checksum": info.checksum, "metadata": out.get("metadata") or {},
@@ -731,7 +731,7 @@ class JobRunner:
             self.slot_done()
             return Continue()
         try:
-            with self.w.engine.begin() as conn:
+            with self.svc.engine.begin() as conn:
                 self._guard(conn)
                 write.write(conn)
         except LostClaim:
@@ -752,7 +752,7 @@ class JobRunner:
     def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: Failure,
                         status: str = "failed") -> None:
         first, rest = group[0], group[1:]  # bad input is blamed on the unit's first step; the rest did not run
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             tx.finish_step(conn, job=self.job, exec_id=exec_ids[first], step_name=self.steps[first].name,
                            status=status, started_at=started, error_message=fail.message[:MESSAGE_MAX],
@@ -777,10 +777,11 @@ class JobRunner:
         for i in group[1:]:
             self.states[i].status = "pending"
         if not self.job.get("shadow_of"):
-            self.w.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
+            self.svc.breakers.record_failure(self.steps[group[0]].action, fail.error_class, gates[group[0]].probe,
                                            fail.message)
         step = self.steps[group[0]]
-        outcome = after_failure(step, fail, runs_before, FailurePolicy(self.d.step_retries(step), self.w.retry_policy))
+        policy = FailurePolicy(self.d.step_retries(step), self.svc.retry_policy)
+        outcome = after_failure(step, fail, runs_before, policy)
         if isinstance(outcome, Continue):
             self.partial = True
         return outcome
@@ -801,22 +802,22 @@ class JobRunner:
 
     def _retry(self, r: Retry) -> None:
         self.releasing = True
-        with self.w.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=r.delay,
+        with self.svc.engine.begin() as conn:
+            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=r.delay,
                             reason="retry", count_retry=True, event=retry_event(r))
         if ok:
-            self.w.wake_later(self.job["queue_name"], r.delay)
+            self.svc.wake_later(self.job["queue_name"], r.delay)
         else:
             self.lose()
 
     def _hold(self, h: Hold) -> None:
         self.releasing = True
-        with self.w.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.w.worker_id, delay=h.delay,
+        with self.svc.engine.begin() as conn:
+            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=h.delay,
                             reason=f"breaker:{h.action}", count_retry=False,
                             event={"reason": "breaker open", "action": h.action, "step": h.step})
         if ok:
-            self.w.wake_later(self.job["queue_name"], h.delay)
+            self.svc.wake_later(self.job["queue_name"], h.delay)
         else:
             self.lose()
 
@@ -832,8 +833,8 @@ class JobRunner:
                            error_message=message, error_class=klass, stderr_tail=tail or None,
                            failed_step=failed_step, outputs=outputs)
         self.releasing = True
-        with self.w.engine.begin() as conn:
-            accepted = tx.finish_jobs(conn, self.w.worker_id, [finish],
+        with self.svc.engine.begin() as conn:
+            accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish],
                                       before=None if last is None else lambda: last.write(conn, touch_job=False))
         if last is not None:
             if accepted:
@@ -844,18 +845,18 @@ class JobRunner:
             self.lose()
             return
         log.info("job %s: %s%s", self.job["job_code"], status, f" ({klass}: {message})" if klass else "")
-        self.w.job_finished(self.job, status, self.d.code, klass)
+        self.svc.job_finished(self.job, status, self.d.code, klass)
 
     # ------------------------------------------------------------------ small records
     def _record_skip(self, i: int, reason: str | None) -> None:
         now = utcnow()
         s = self.steps[i]
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             tx.record_execution(conn, {
                 "job_id": self.job["id"], "step_id": self.wf.step_ids[i], "status": "skipped", "started_at": now,
                 "completed_at": now, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
-                "step_name": s.name, "worker_id": self.w.worker_id, "run_number": self.job["run_number"] or 1,
+                "step_name": s.name, "worker_id": self.svc.worker_id, "run_number": self.job["run_number"] or 1,
                 "error_message": reason})
             tx.add_event(conn, self.job, "decision", s.name,
                          {"when": s.when, "result": False, "skipped": True,
@@ -864,7 +865,7 @@ class JobRunner:
         self.states[i].status = "skipped"
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
-        with self.w.engine.begin() as conn:
+        with self.svc.engine.begin() as conn:
             self._guard(conn)
             tx.add_event(conn, self.job, kind, step, data)
 
@@ -897,7 +898,7 @@ class _Completion:
     def drop_outputs(self) -> None:
         for rows in self.stored.values():
             for row in rows:
-                self.runner.w.storage.delete(row["storage_key"])
+                self.runner.svc.storage.delete(row["storage_key"])
 
     def after(self) -> None:
         r = self.runner
@@ -908,7 +909,7 @@ class _Completion:
                            "metadata": o.get("metadata") or {}} for o in res.get("outputs", [])]
             if r.job.get("shadow_of"):
                 continue  # a shadow run never moves a breaker or the figures
-            r.w.breakers.record_success(r.steps[i].action, self.gates[i].probe)
+            r.svc.breakers.record_success(r.steps[i].action, self.gates[i].probe)
             telemetry.emit("step.finished", action=r.steps[i].action, status="completed", error_class=None,
                            duration_s=(utcnow() - self.started).total_seconds(), workflow=r.d.code)
 

@@ -48,7 +48,7 @@ from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
     from mediamill.engine.runner import JobRunner
-    from mediamill.engine.worker import Worker
+    from mediamill.engine.services import RunServices
 
 __all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "claim",
            "extend_leases", "next_due", "prepare", "rescue_orphaned_segments", "run_segment"]
@@ -97,35 +97,35 @@ class ChunkJoin:
                           "parts": parts, "audio": tracks, "work_dir": str(self.scratch / "join"),
                           "step_dirs": [str(r.scratch / f"step-{i}") for i in self.group], "timeout": timeout},
                 "cpu_seconds": int(timeout) + 5}
-        reply = r.w.children.run(task, timeout=timeout + 5, on_progress=on_progress, cancelled=r.cancel)
+        reply = r.svc.children.run(task, timeout=timeout + 5, on_progress=on_progress, cancelled=r.cancel)
         if not reply.get("ok"):
             raise ToolFailed(reply.get("message") or "join failed", stderr_tail=reply.get("stderr_tail") or "",
                              error_class=reply.get("error_class") or "internal")
         return list(reply["results"])
 
     def _fetch(self, key: str, name: str) -> Path:
-        storage = self.runner.w.storage
+        storage = self.runner.svc.storage
         local = storage.local_path(key)
         return local if local is not None else storage.get_to_file(key, self.scratch / "parts" / name)
 
     def cleanup(self) -> None:
         """The unit is recorded: its parts are no longer needed (the rows stay as the record)."""
-        _delete_parts(self.runner.w, self.rows)
+        _delete_parts(self.runner.svc, self.rows)
 
     def discard(self) -> None:
         """Set a failed plan aside (a retry of the step plans afresh) and delete its parts."""
-        with self.runner.w.engine.begin() as conn:
-            _discard(self.runner.w, conn, self.rows)
+        with self.runner.svc.engine.begin() as conn:
+            _discard(self.runner.svc, conn, self.rows)
 
 
-def _discard(w: Worker, conn: Connection, rows: list[dict[str, Any]]) -> None:
+def _discard(w: RunServices, conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Mark a plan's rows ``discarded`` (open ones too: their late results are then refused) and delete
     its parts."""
     segments_repo.discard(conn, [r["id"] for r in rows])
     _delete_parts(w, rows)
 
 
-def _delete_parts(w: Worker, rows: list[dict[str, Any]]) -> None:
+def _delete_parts(w: RunServices, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         for key in row.get("output_keys") or []:
             with contextlib.suppress(Exception):  # cleanup is best effort; retention removes what is left
@@ -138,13 +138,13 @@ def prepare(runner: JobRunner, group: list[int], timeout: float) -> ChunkJoin | 
     step = runner.steps[group[0]]
     if step.parallel is None or runner.job.get("shadow_of"):
         return None
-    w = runner.w
+    w = runner.svc
     with w.engine.begin() as conn:
         runner.guard(conn)
         rows = load_plan(conn, runner.job, step.name)
         if rows and (rows[0]["task"] or {}).get("steps") != [runner.steps[i].name for i in group]:
             stale, rows = rows, []  # planned for another composition of the unit: plan it afresh
-            _discard(runner.w, conn, stale)
+            _discard(runner.svc, conn, stale)
         if rows and any(r["status"] in _OPEN for r in rows):
             _park(runner, conn, {"step": step.name, "reason": "segments still running",
                                  "open": sum(r["status"] in _OPEN for r in rows)})
@@ -160,7 +160,7 @@ def _split(runner: JobRunner, group: list[int], timeout: float) -> Parked | None
     key, source = runner.chunk_source()
     params = runner.unit_params(group)
     try:
-        reply = runner.w.children.run({"chunk": {"op": "plan", "source": str(source), "params": params,
+        reply = runner.svc.children.run({"chunk": {"op": "plan", "source": str(source), "params": params,
                                                  "parallel": step.parallel}, "cpu_seconds": int(PLAN_TIMEOUT)},
                                       timeout=PLAN_TIMEOUT, on_progress=lambda _i, _p: None, cancelled=runner.cancel)
     except MediamillError as exc:  # the one-piece encode reports the input's problem with its own step record
@@ -174,7 +174,7 @@ def _split(runner: JobRunner, group: list[int], timeout: float) -> Parked | None
     task = {"source_key": key, "params": params, "timeout": timeout, "steps": [runner.steps[i].name for i in group]}
     rows = [_row(runner, step.name, "video", n, seg, task, retries) for n, seg in enumerate(segments)]
     rows.append(_row(runner, step.name, "audio", 0, {}, task, retries))
-    with runner.w.engine.begin() as conn:
+    with runner.svc.engine.begin() as conn:
         runner.guard(conn)
         segments_repo.insert_plan(conn, rows)
         _park(runner, conn, {"step": step.name, "reason": "split", "segments": len(segments),
@@ -195,18 +195,18 @@ def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
     from mediamill.engine.runner import LostClaim
 
     runner.releasing = True  # the claim is given up: the heartbeat must not take its end for a loss
-    if not tx.requeue(conn, job=runner.job, worker_id=runner.w.worker_id, delay=PARK_SECONDS,
+    if not tx.requeue(conn, job=runner.job, worker_id=runner.svc.worker_id, delay=PARK_SECONDS,
                       reason=WAIT_REASON, count_retry=False, event=event):
         raise LostClaim()
 
 
 def _parked(runner: JobRunner) -> Parked:
-    announce(runner.w, 0)  # segments are waiting for workers
-    runner.w.wake_later(runner.job["queue_name"], PARK_SECONDS)
+    announce(runner.svc, 0)  # segments are waiting for workers
+    runner.svc.wake_later(runner.job["queue_name"], PARK_SECONDS)
     return Parked()
 
 
-def announce(w: Worker, delay: float) -> None:
+def announce(w: RunServices, delay: float) -> None:
     """Tell the workers of this process and (NOTIFY, or the SQLite wake socket) of others that segments are
     due in ``delay`` seconds."""
     def go() -> None:
@@ -225,7 +225,7 @@ def extend_leases(conn: Connection, *, worker_id: str, lease_seconds: float, ids
         segments_repo.extend_leases(conn, worker_id=worker_id, until=tx.lease_until(lease_seconds), ids=ids)
 
 
-def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> None:
+def run_segment(w: RunServices, row: dict[str, Any], stopping: threading.Event) -> None:
     """Encode one claimed segment in a step child, store its parts, record the outcome (fenced).
     ``stopping`` set (the worker is stopping past its grace period): the segment is handed back."""
     scratch = w.scratch_dir / f"segment-{row['id']}-{row['attempts']}"
@@ -254,7 +254,7 @@ def run_segment(w: Worker, row: dict[str, Any], stopping: threading.Event) -> No
     w.wake_later(row["queue_name"], 0)
 
 
-def _hand_back(w: Worker, row: dict[str, Any]) -> None:
+def _hand_back(w: RunServices, row: dict[str, Any]) -> None:
     """Give a segment back unfinished: queued again at once, the attempt this claim counted taken back."""
     with w.engine.begin() as conn:
         segments_repo.hand_back(conn, row["id"], w.worker_id)
@@ -262,7 +262,7 @@ def _hand_back(w: Worker, row: dict[str, Any]) -> None:
     announce(w, 0)
 
 
-def _encode(w: Worker, row: dict[str, Any], scratch: Path, stopping: threading.Event) -> list[str]:
+def _encode(w: RunServices, row: dict[str, Any], scratch: Path, stopping: threading.Event) -> list[str]:
     task = row["task"]
     timeout = float(task["timeout"])
     local = w.storage.local_path(task["source_key"])
@@ -283,7 +283,7 @@ def _encode(w: Worker, row: dict[str, Any], scratch: Path, stopping: threading.E
     return keys
 
 
-def _failed(w: Worker, row: dict[str, Any], exc: MediamillError) -> None:
+def _failed(w: RunServices, row: dict[str, Any], exc: MediamillError) -> None:
     again = is_retryable_class(exc.error_class) and row["attempts"] < (row["max_attempts"] or 1)
     delay = w.retry_policy.next_delay(row["attempts"] - 1) if again else 0.0
     values: dict[str, Any] = {"error_class": exc.error_class, "error_message": exc.message[:4000],

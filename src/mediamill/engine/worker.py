@@ -32,6 +32,7 @@ from mediamill.engine.children import ChildPool
 from mediamill.engine.inline import FastRetry
 from mediamill.engine.retry import RetryPolicy
 from mediamill.engine.runner import JobRunner
+from mediamill.engine.services import RunServices
 from mediamill.fsmode import private_dir
 from mediamill.loops import Backoff, Loop, LoopRunner
 from mediamill.runtime import Runtime
@@ -92,6 +93,11 @@ class Worker:
         self._sqlite_wake = wakeup.SqliteWakeListener(self.engine, uuid.uuid4().hex[:12],
                                                       lambda: self._woken(segments.NOTE))
         self.jobs_done = 0
+        # all that a job's run, a delivery or a segment uses of this worker
+        self.services = RunServices(
+            runtime=runtime, settings=self.settings, engine=self.engine, storage=self.storage, children=self.children,
+            breakers=self.breakers, retry_policy=self.retry_policy, worker_id=self.worker_id,
+            scratch_dir=self.scratch_dir, wake_later=self.wake_later, job_finished=self.job_finished)
 
     # the writer's queue, under the names it always had
     @property
@@ -206,7 +212,7 @@ class Worker:
         # (run_segment sees ``stopping``) without taking one
         held = self.slots[pool].take(row, lambda: stopping.is_set() or self._stop.is_set())
         try:
-            segments.run_segment(self, row, stopping)
+            segments.run_segment(self.services, row, stopping)
         except Exception:
             log.exception("segment %s of job %s: runner crashed", row["seq"], row["job_id"])
         finally:
@@ -220,7 +226,7 @@ class Worker:
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
         hold = _SlotHold(self, pool, claimed)
-        runner = JobRunner(self, claimed, wf, slot_done=lambda: hold.free(completed=True))
+        runner = JobRunner(self.services, claimed, wf, slot_done=lambda: hold.free(completed=True))
         with self._lock:
             stale = self.running.get(claimed.job["id"])
             self.running[claimed.job["id"]] = runner
