@@ -8,7 +8,9 @@ import itertools
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from mediamill.engine import operations as ops
@@ -149,3 +151,35 @@ def test_a_workflow_not_yet_seen_is_not_prefetched_even_in_a_pool_of_short_jobs(
     # the running job, and at most one whose last step just ended: never one waiting for the slot
     assert max(len(h) for _, h in seen) <= 2, seen
     assert _longest_wait(seen) < 0.2, seen
+
+
+def test_a_job_given_back_is_not_taken_again_until_a_slot_frees(rt: Runtime, submit, workers,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim gives back a job it may not hold (an unseen workflow beyond the free slots) — and then waits for a
+    slot to free before it prefetches again: it does not take and give back the same job in a loop (each time a
+    write transaction and a wake-up of every worker, itself included) while that job waits."""
+    from mediamill.store import lifecycle
+
+    claims: list[float] = []
+    claim = lifecycle.claim
+
+    def counted(*args: Any, **kw: Any) -> list[lifecycle.Claimed]:
+        got = claim(*args, **kw)
+        if got:
+            claims.append(time.monotonic())
+        return got
+
+    monkeypatch.setattr(lifecycle, "claim", counted)
+    workflow(rt, "WF-SHORT", [{"name": "nap", "action": "sleep", "params": {"seconds": 0.05}}])
+    workflow(rt, "WF-NEW", [{"name": "nap", "action": "sleep", "params": {"seconds": 1.0}}])
+    w = workers({"q": 1})
+    first = submit("WF-SHORT").id
+    wait_until(lambda: ops.get_job(rt.engine, first)["status"] in FINAL, timeout=30)
+    long = _burst(rt, submit, "WF-NEW", 2)
+    wait_until(lambda: ops.get_job(rt.engine, long[0])["status"] == "processing", timeout=30)
+    since = time.monotonic()
+    time.sleep(0.6)  # the first long job runs; the second waits in the queue for the slot
+    during = [t for t in claims if t > since]
+    assert len(during) <= 1, f"{len(during)} claims that found a job in 0.6 s"
+    wait_until(lambda: all(ops.get_job(rt.engine, j)["status"] in FINAL for j in long), timeout=30)
+    assert w.health()[0]

@@ -72,6 +72,39 @@ def test_helpers_render_valid_exposition(engine: Engine) -> None:
     assert om_type.startswith("application/openmetrics-text") and om.decode().endswith("# EOF\n")
 
 
+def _engine_series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {k: v for k, v in samples(text).items()
+            if k[0].startswith(("mediamill_jobs_finished", "mediamill_job_duration", "mediamill_steps_finished",
+                                "mediamill_step_duration", "mediamill_step_failures"))}
+
+
+def test_a_batch_of_outcomes_counts_exactly_as_one_by_one(engine: Engine, settings: Settings) -> None:
+    """The writer reports a batch's jobs and steps in one telemetry call (one shared-memory write a label set and
+    bucket): the exposition is the same as if each had been reported alone, bucket by bucket."""
+    from mediamill import telemetry
+
+    durations = [0.0, 0.004, 0.3, 0.3, 7.0, 1e6, None]
+    jobs = [{"workflow": "WF-A", "status": "completed" if i % 3 else "failed", "job_id": i, "duration_s": d}
+            for i, d in enumerate(durations)]
+    steps = [{"action": "noop", "status": "failed" if i % 3 == 0 else "completed",
+              "error_class": "transient" if i % 3 == 0 else None, "duration_s": d or 0.0, "workflow": "WF-A"}
+             for i, d in enumerate(durations)]
+    for j in jobs:
+        metrics.job_finished(j["workflow"], j["status"], j["duration_s"])
+    for s in steps:
+        metrics.step_finished(s["action"], s["status"], s["error_class"], s["duration_s"])
+    one_by_one = _engine_series(metrics.render(engine)[0].decode())
+    assert one_by_one[("mediamill_jobs_finished_total", (("status", "completed"), ("workflow", "WF-A")))] == 4
+
+    metrics.reset_for_tests(Path(settings.metrics_dir))
+    metrics.configure_metrics(settings)
+    metrics.install_telemetry_handlers()
+    telemetry.emit_many("job.finished", jobs)
+    telemetry.emit_many("step.finished", steps)
+    batched = _engine_series(metrics.render(engine)[0].decode())
+    assert batched == one_by_one
+
+
 def test_several_processes_are_summed(settings: Settings, engine: Engine) -> None:
     script = textwrap.dedent(f"""
         from mediamill.config import load_settings

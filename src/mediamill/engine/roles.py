@@ -118,6 +118,10 @@ class Claimer:
         # (workflow id, version) -> moving average of the seconds one of its jobs holds a slot
         self.slot_cost: dict[tuple[int, int | None], float] = {}
         self.short_pools: set[str] = set()  # pools that ran a job of a short workflow: their claims prefetch
+        # pools whose last claim gave back what it could not hold: no prefetch until one of their slots frees (else
+        # the claimer would take and give back the same job in a loop, each time a transaction and a wake-up of
+        # every worker, itself included, while the job waits for a free slot)
+        self.gave_back: set[str] = set()
 
     def run_once(self) -> float | None:
         w = self.w
@@ -183,6 +187,8 @@ class Claimer:
             return bool(pieces)
         for c in started:
             c.deferred = False
+        if extra:
+            self.gave_back.add(pool)
         for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
             w._wake_due(queue)
         kept = started + fast
@@ -240,7 +246,13 @@ class Claimer:
     def prefetch(self, pool: str) -> int:
         """Jobs to ask for beyond the pool's free slots: ``prefetch`` once the pool ran a short workflow's job
         (what the claim returns beyond the slots is kept only for short workflows: ``short``)."""
-        return self.w.settings.prefetch if pool in self.short_pools else 0
+        if pool not in self.short_pools or pool in self.gave_back:
+            return 0
+        return self.w.settings.prefetch
+
+    def slot_freed(self, pool: str) -> None:
+        """A job or segment of ``pool`` gave its slot back: the pool may prefetch again."""
+        self.gave_back.discard(pool)
 
     def short(self, job: dict[str, Any]) -> bool:
         """Whether the job's workflow version is known to hold a slot less than ``prefetch_max_seconds``: only
@@ -349,19 +361,19 @@ class Writer:
         w._wake.set()  # the claimer may be holding back until the writer caught up
         ok = set(accepted)
         for f in finishes:
-            if f.job["id"] in ok:
-                w.job_finished(f.job, f.status, f.workflow_code, f.error_class)
-            else:
+            if f.job["id"] not in ok:
                 log.warning("job %s: this worker lost its claim (rescued or finished elsewhere); dropping the job",
                             f.job["job_code"])
+        w.jobs_finished([(f.job, f.status, f.workflow_code, f.error_class) for f in finishes if f.job["id"] in ok])
         for r in requeued:
             w.wake_later(r.queue, r.delay)
         written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]
         written += [(r.workflow_code, s) for r in requeued for s in r.steps]
-        for workflow_code, s in written:
-            telemetry.emit("step.finished", action=s.action, status=s.status, error_class=s.error_class,
-                           duration_s=(s.completed_at - s.started_at).total_seconds() if s.completed_at else 0.0,
-                           workflow=workflow_code)
+        telemetry.emit_many("step.finished", [
+            {"action": s.action, "status": s.status, "error_class": s.error_class, "workflow": workflow_code,
+             "duration_s": (s.completed_at - s.started_at).total_seconds() if s.completed_at else 0.0}
+            for workflow_code, s in written])
+        for _code, s in written:
             if s.status == "failed" and s.error_class:  # counted once the execution is recorded
                 w.breakers.record_failure(s.action, s.error_class, False, s.error_message or "")
 

@@ -23,6 +23,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from mediamill import __version__, telemetry
@@ -222,6 +223,7 @@ class Worker:
             with self._lock:
                 self.inflight[pool] -= 1
                 self._owned_segments.discard(row["id"])
+            self.claimer.slot_freed(pool)
             self._wake.set()
 
     def _run_job(self, pool: str, claimed: tx.Claimed, wf: workflow_repo.VersionedWorkflow) -> None:
@@ -304,14 +306,19 @@ class Worker:
     def job_finished(self, job: dict[str, Any], status: str, workflow_code: str,
                      error_class: str | None = None) -> None:
         """Count a job whose terminal state was committed (every failed job was also dead-lettered)."""
-        self.jobs_done += 1
-        if job.get("shadow_of"):
-            return  # shadow runs stay out of the figures
-        started = job.get("started_at")
-        telemetry.emit("job.finished", workflow=workflow_code, status=status, job_id=job["id"],
-                       duration_s=(utcnow() - started).total_seconds() if started else None)
-        if status == "failed":
-            telemetry.emit("job.dead_lettered", workflow=workflow_code, error_class=error_class, job_id=job["id"])
+        self.jobs_finished([(job, status, workflow_code, error_class)])
+
+    def jobs_finished(self, done: Sequence[tuple[dict[str, Any], str, str, str | None]]) -> None:
+        """:meth:`job_finished` for many jobs (a batch the writer recorded): one telemetry batch."""
+        self.jobs_done += len(done)
+        now = utcnow()
+        rows = [{"workflow": code, "status": status, "job_id": job["id"],
+                 "duration_s": (now - job["started_at"]).total_seconds() if job.get("started_at") else None}
+                for job, status, code, _klass in done if not job.get("shadow_of")]  # shadow runs: no figures
+        telemetry.emit_many("job.finished", rows)
+        for job, status, code, klass in done:
+            if status == "failed" and not job.get("shadow_of"):
+                telemetry.emit("job.dead_lettered", workflow=code, error_class=klass, job_id=job["id"])
 
 
 class _SlotHold:
@@ -345,6 +352,7 @@ class _SlotHold:
                 return
             self.freed = True
             w.inflight[self.pool] -= 1
+        w.claimer.slot_freed(self.pool)
         if self.held:
             self.slot.release()
             if completed:

@@ -17,10 +17,11 @@ a chance to switch on multiprocess mode. The public helpers are plain functions 
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,6 +243,60 @@ def step_finished(action: str, status: str, error_class: str | None = None,
         m.step_duration.labels(action, status).observe(duration_s)
 
 
+def _observe_many(child: Any, values: Sequence[float]) -> None:
+    """``child.observe(v)`` for each value, as one write per bucket touched and one to the sum (in multiprocess
+    mode every write is a locked write to shared memory). Falls back to ``observe`` on a histogram that does
+    not keep its buckets as prometheus_client 0.x does."""
+    bounds, buckets, total = (getattr(child, n, None) for n in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None:
+        for v in values:
+            child.observe(v)
+        return
+    counts: dict[int, int] = {}
+    for v in values:
+        i = bisect.bisect_left(bounds, v)  # the first bound >= v (the last bound is +Inf)
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, n in counts.items():
+        buckets[i].inc(n)
+
+
+def _finished_batch(rows: Sequence[dict[str, Any]], counter: Any, histogram: Any,
+                    labels: Callable[[dict[str, Any]], tuple[str, ...]]) -> None:
+    counts: dict[tuple[str, ...], int] = {}
+    durations: dict[tuple[str, ...], list[float]] = {}
+    for r in rows:
+        key = labels(r)
+        counts[key] = counts.get(key, 0) + 1
+        d = r.get("duration_s", r.get("duration"))
+        if d is not None and d >= 0:
+            durations.setdefault(key, []).append(d)
+    for key, n in counts.items():
+        counter.labels(*key).inc(n)
+    for key, values in durations.items():
+        _observe_many(histogram.labels(*key), values)
+
+
+def jobs_finished(rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`job_finished` for many jobs (fields as the ``job.finished`` event has them), one write a label set."""
+    m = _m()
+    _finished_batch(rows, m.jobs_finished, m.job_duration,
+                    lambda r: (_label(r.get("workflow", r.get("workflow_code")), "auto"), str(r["status"])))
+
+
+def steps_finished(rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`step_finished` for many step executions (fields as the ``step.finished`` event has them)."""
+    m = _m()
+    _finished_batch(rows, m.steps_finished, m.step_duration, lambda r: (str(r["action"]), str(r["status"])))
+    failures: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r.get("error_class") or r["status"] == "failed":
+            key = (str(r["action"]), _label(r.get("error_class"), "internal"))
+            failures[key] = failures.get(key, 0) + 1
+    for key, n in failures.items():
+        m.step_failures.labels(*key).inc(n)
+
+
 def step_retried(action: str, error_class: str | None) -> None:
     """A failed step was scheduled for another attempt."""
     _m().step_retries.labels(action, _label(error_class, "internal")).inc()
@@ -318,8 +373,6 @@ def install_telemetry_handlers() -> None:
 
     bridges = {
         "job.submitted": _bridge(job_submitted, "workflow"),
-        "job.finished": _bridge(job_finished, "workflow", "status", "duration_s"),
-        "step.finished": _bridge(step_finished, "action", "status", "error_class", "duration_s"),
         "step.retried": _bridge(step_retried, "action", "error_class"),
         "job.dead_lettered": _bridge(job_dead_lettered, "workflow", "error_class"),
         "job.rescued": _bridge(job_rescued, "queue"),
@@ -333,6 +386,10 @@ def install_telemetry_handlers() -> None:
         if current is None or current not in telemetry._handlers.get(event, []):
             telemetry.on(event, handler)
             _TELEMETRY[event] = handler
+    # outcomes arrive in batches from the worker's writer: counted once a label set, not once a job
+    for event, batch in {"job.finished": jobs_finished, "step.finished": steps_finished}.items():
+        if batch not in telemetry._batch_handlers.get(event, []):
+            telemetry.on_many(event, batch)
 
 
 # --------------------------------------------------------------------------- exposition
