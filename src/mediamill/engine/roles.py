@@ -187,10 +187,7 @@ class Claimer:
             return bool(pieces)
         for c in started:
             c.deferred = False
-        if extra:
-            self.gave_back.add(pool)
-        for queue in {c.job["queue_name"] for c in extra}:  # other workers may be idle: tell them
-            w._wake_due(queue)
+        self.given_back(pool, extra)
         kept = started + fast
         with w._lock:
             w._owned.update({c.job["id"]: c.attempts for c in kept})
@@ -249,6 +246,15 @@ class Claimer:
         if pool not in self.short_pools or pool in self.gave_back:
             return 0
         return self.w.settings.prefetch
+
+    def given_back(self, pool: str, extra: list[tx.Claimed]) -> None:
+        """A claim gave ``extra`` back: other workers may be idle (tell them), and this pool prefetches no more
+        until one of its slots frees."""
+        if not extra:
+            return
+        self.gave_back.add(pool)
+        for queue in {c.job["queue_name"] for c in extra}:
+            self.w._wake_due(queue)
 
     def slot_freed(self, pool: str) -> None:
         """A job or segment of ``pool`` gave its slot back: the pool may prefetch again."""
