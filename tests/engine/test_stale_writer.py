@@ -4,6 +4,7 @@ worker itself claims the rescued job again: its earlier run's attempt is stale, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -237,7 +238,8 @@ def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_lin
     job = submit("WF-CUTOFF")
     w = Worker(rt, pools={"elsewhere": 1})  # never started: one job is run here as its job thread would run it
     outage = _Outage(rt.engine)
-    w.engine = outage  # type: ignore[assignment]
+    w.engine = outage  # type: ignore[assignment]  # (its heartbeat)
+    w.services = dataclasses.replace(w.services, engine=outage)  # (what its runs write through)
     recovering = threading.Event()
     progress, recover = JobRunner._progress, JobRunner.recover
 

@@ -161,3 +161,16 @@ def test_a_lost_session_is_an_sqlalchemy_error_and_the_next_submit_reconnects(pg
         _submit(pg_rt, input_file)
     job = _submit(pg_rt, input_file)  # the pool was renewed: no second failure
     assert _job(pg_rt, job.id)["status"] == "queued"
+
+
+def test_a_connection_pinged_after_sitting_idle_takes_the_statement(pg_rt: Runtime, input_file: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool pings a connection that sat idle (``SELECT 1``, which opens a transaction): the statement's
+    connection is then in a transaction, which must end before it can switch to autocommit."""
+    from mediamill.store import db
+
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    _submit(pg_rt, input_file)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every checkout pings
+    jobs = [_submit(pg_rt, input_file) for _ in range(3)]
+    assert [_job(pg_rt, j.id)["status"] for j in jobs] == ["queued"] * 3

@@ -311,8 +311,7 @@ def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | 
     values = _job_values(req, prep, utcnow())
     job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, event=_status_event(values, prep),
                                            channel=wakeup.CHANNEL)
-    if job_id is None:
-        _known_of(engine).pop((code, req.tenant_id), None)
+    if job_id is None:  # (the general path learns the facts again, or forgets them)
         return None
     return SubmittedJob(job_id, values["job_code"], "queued", code, wf.version, values["queue_name"],
                         values["priority"])

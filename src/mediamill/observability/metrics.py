@@ -266,9 +266,13 @@ def _finished_batch(rows: Sequence[dict[str, Any]], counter: Any, histogram: Any
     counts: dict[tuple[str, ...], int] = {}
     durations: dict[tuple[str, ...], list[float]] = {}
     for r in rows:
-        key = labels(r)
+        try:  # one malformed event costs its own count, not the batch's
+            key = labels(r)
+            d = r.get("duration_s", r.get("duration"))
+            d = None if d is None else float(d)
+        except (KeyError, TypeError, ValueError):
+            continue
         counts[key] = counts.get(key, 0) + 1
-        d = r.get("duration_s", r.get("duration"))
         if d is not None and d >= 0:
             durations.setdefault(key, []).append(d)
     for key, n in counts.items():
@@ -290,8 +294,8 @@ def steps_finished(rows: Sequence[dict[str, Any]]) -> None:
     _finished_batch(rows, m.steps_finished, m.step_duration, lambda r: (str(r["action"]), str(r["status"])))
     failures: dict[tuple[str, str], int] = {}
     for r in rows:
-        if r.get("error_class") or r["status"] == "failed":
-            key = (str(r["action"]), _label(r.get("error_class"), "internal"))
+        if r.get("error_class") or r.get("status") == "failed":
+            key = (str(r.get("action")), _label(r.get("error_class"), "internal"))
             failures[key] = failures.get(key, 0) + 1
     for key, n in failures.items():
         m.step_failures.labels(*key).inc(n)

@@ -82,6 +82,8 @@ def autocommit(engine: Engine) -> Iterator[Any]:
     raw: Any = fairy.driver_connection
     dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
+        if raw.info.transaction_status != psycopg_idle():
+            raw.rollback()  # the pool's ping of a connection idle for a while left its SELECT's transaction open
         raw.autocommit = True
         yield raw
     except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
@@ -98,6 +100,13 @@ def autocommit(engine: Engine) -> Iterator[Any]:
         except Exception as exc:
             fairy.invalidate(exc)
         fairy.close()
+
+
+def psycopg_idle() -> Any:
+    """psycopg's "no transaction open" status."""
+    from psycopg.pq import TransactionStatus
+
+    return TransactionStatus.IDLE
 
 
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used

@@ -53,6 +53,9 @@ def enqueue_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_many(conn, media_queue, rows)
 
 
+_JSON_COLUMNS = frozenset(c.name for c in workflow_jobs.c if isinstance(c.type, sa.JSON))
+
+
 @lru_cache(maxsize=16)
 def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect) -> str:
     def cast(name: str, column: sa.Column[Any]) -> str:
@@ -89,9 +92,8 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, eve
     then submits the general way, which reads everything again and explains a refusal.
 
     ``job`` holds ``workflow_jobs`` columns (``submitted_at`` is also the entry's and the event's time)."""
-    params = {k: json.dumps(v) if v is not None and isinstance(workflow_jobs.c[k].type, sa.JSON) else v
-              for k, v in job.items()}
-    params.update(created_at=job["submitted_at"], event_data=json.dumps(event), channel=channel,
+    params = {k: json.dumps(v, default=str) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
+    params.update(created_at=job["submitted_at"], event_data=json.dumps(event, default=str), channel=channel,
                   definition_checksum=checksum)
     sql = _one_job_statement(tuple(job), engine.dialect)
     with autocommit(engine) as raw:
