@@ -78,9 +78,13 @@ def autocommit(engine: Engine) -> Iterator[Any]:
     statement is its own transaction: no ``BEGIN`` and ``COMMIT`` round trips, and none of SQLAlchemy's per-statement
     work. For one statement that does all its writes itself (``store`` modules only); it goes back to the pool
     out of autocommit."""
-    fairy = engine.raw_connection()
-    raw: Any = fairy.driver_connection
     dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        fairy = engine.raw_connection()
+    except dbapi_error as exc:  # no connection to be had (the server is down): as SQLAlchemy raises it
+        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=True,
+                                         dialect=engine.dialect) from exc
+    raw: Any = fairy.driver_connection
     try:
         if raw.info.transaction_status != psycopg_idle():
             raw.rollback()  # the pool's ping of a connection idle for a while left its SELECT's transaction open
