@@ -118,14 +118,14 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
                   lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1, wait_reason=None)
     if conn.dialect.name == "postgresql":
         # one statement: the claim returns its jobs' rows (UPDATE … FROM workflow_jobs … RETURNING)
-        got = conn.execute(mq.update().where(picked, mq.c.job_id == wj.c.id).values(**values)
-                           .returning(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
-                                      mq.c.priority.label("queue_priority"), mq.c.scheduled_time.label("queue_due"),
-                                      wj.c.status.label("job_status"), *CLAIM_FIELDS)).mappings().all()
-        rows = [(r["queue_id"], r["id"], r["queue_attempts"], r["queue_priority"], r["queue_due"]) for r in got]
-        jobs = [{k: v for k, v in r.items()
-                 if k not in ("queue_id", "queue_attempts", "queue_priority", "queue_due", "job_status")}
-                for r in got if r["job_status"] in ("queued", "pending")]
+        result = conn.execute(mq.update().where(picked, mq.c.job_id == wj.c.id).values(**values)
+                              .returning(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
+                                         mq.c.priority.label("queue_priority"), mq.c.scheduled_time.label("queue_due"),
+                                         wj.c.status.label("job_status"), *CLAIM_FIELDS))
+        names = list(result.keys())[5:]  # the job's fields, after the queue entry's four and the job's status
+        got = result.all()
+        rows = [(r[0], r[5], r[1], r[2], r[3]) for r in got]  # (names[0] is the job's id)
+        jobs = [dict(zip(names, r[5:], strict=True)) for r in got if r[4] in ("queued", "pending")]
     else:
         rows = [(r.id, r.job_id, r.attempts, r.priority, r.scheduled_time) for r in conn.execute(
             mq.update().where(picked).values(**values).returning(mq.c.id, mq.c.job_id, mq.c.attempts,

