@@ -170,3 +170,12 @@ def test_a_job_s_run_never_reaches_back_into_its_worker() -> None:
     back = {m: sorted(i for i in engine[m] if _is(i, "mediamill.engine.worker", "mediamill.engine.roles"))
             for m in RUN_SIDE}
     assert not {m: what for m, what in back.items() if what}, back
+
+
+def test_what_the_runner_calls_never_imports_the_runner() -> None:
+    """The fast path, deliveries and chunked encodes see a run as ``services.RunningJob`` (and take plain
+    values), so none of them imports the runner that calls them: no cycle through the runner either."""
+    engine = modules_of("engine")
+    called = [m for m in RUN_SIDE if m != "mediamill.engine.runner"]
+    back = {m: sorted(i for i in engine[m] if _is(i, "mediamill.engine.runner")) for m in called}
+    assert not {m: what for m, what in back.items() if what}, back

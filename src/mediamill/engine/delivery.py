@@ -32,7 +32,7 @@ from mediamill.workflows.models import DeliverDef
 from mediamill.workflows.naming import render_template
 
 if TYPE_CHECKING:
-    from mediamill.engine.runner import JobRunner
+    from mediamill.engine.services import RunningJob
 
 _UNSAFE_PART = re.compile(r"[^A-Za-z0-9._\-]+")
 
@@ -128,7 +128,7 @@ def check_override(conn: Connection, tenant_id: str, raw: Any) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------ the step
-def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, Any]:
+def deliver_outputs(runner: RunningJob, index: int, exec_id: int) -> dict[str, Any]:
     """Run the deliver step of a job; returns the step's result (its data lists what went where)."""
     job = runner.job
     with runner.svc.engine.connect() as conn:
@@ -148,15 +148,15 @@ def deliver_outputs(runner: JobRunner, index: int, exec_id: int) -> dict[str, An
             outcome = _deliver_one(runner.svc.storage, row, target, spec)
             _record(runner, runner.steps[index].name, row, target, outcome)
             (delivered if outcome == "copied" else kept).append({"name": row["name"], "url": target.url})
-        runner._progress(index, 100.0 * (i + 1) / max(1, len(wanted)), exec_id)
+        runner.progress(index, 100.0 * (i + 1) / max(1, len(wanted)), exec_id)
     return {"outputs": [], "data": {"delivered": delivered, "kept_existing": kept,
                                     "already_delivered": len(wanted) - len(delivered) - len(kept)}}
 
 
-def _record(runner: JobRunner, step: str, row: dict[str, Any], target: Target, outcome: str) -> None:
+def _record(runner: RunningJob, step: str, row: dict[str, Any], target: Target, outcome: str) -> None:
     """The output's delivered URL and a ``delivery`` event, as soon as it is there (a retry skips it)."""
     with runner.svc.engine.begin() as conn:
-        runner._guard(conn)
+        runner.guard(conn)
         delivery_repo.mark_delivered(conn, row["id"], target.url)
         tx.add_event(conn, runner.job, "delivery", step, {"output": row["name"], "url": target.url,
                                                           "outcome": outcome})

@@ -16,10 +16,9 @@ from mediamill.statuses import JobStatus, StepStatus
 from mediamill.store import lifecycle as tx
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
-from mediamill.workflows.models import DELIVER_ACTION
+from mediamill.workflows.models import DELIVER_ACTION, StepDef
 
 if TYPE_CHECKING:
-    from mediamill.engine.runner import JobRunner
     from mediamill.engine.services import RunServices
     from mediamill.store.workflow_repo import VersionedWorkflow
 
@@ -48,14 +47,13 @@ def _call(ctx_args: dict[str, Any]) -> dict[str, Any]:
                         for o in result.outputs], "data": result.data}
 
 
-def run_inline(runner: JobRunner, i: int, timeout: float) -> dict[str, Any]:
-    """Run step ``i`` of a normal-path job in this process."""
-    s = runner.steps[i]
+def run_inline(s: StepDef, *, input_path: Path | None, input_mime: str | None, work_dir: Path,
+               job: dict[str, Any], attempt: int, timeout: float) -> dict[str, Any]:
+    """Run one step of a normal-path job in this process."""
     return _call({"action": s.action, "params": s.params, "step_name": s.name,
-                  "input_path": runner.input_path or Path("/nonexistent"),
-                  "input_mime": runner.job["input_mime"] or "", "work_dir": runner.scratch / f"step-{i}",
-                  "job": {"id": runner.job["id"], "job_code": runner.job["job_code"]},
-                  "attempt": runner.states[i].failures_total, "timeout": timeout})
+                  "input_path": input_path or Path("/nonexistent"), "input_mime": input_mime or "",
+                  "work_dir": work_dir, "job": {"id": job["id"], "job_code": job["job_code"]},
+                  "attempt": attempt, "timeout": timeout})
 
 
 def fast_eligible(wf: VersionedWorkflow) -> bool:

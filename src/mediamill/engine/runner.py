@@ -40,6 +40,7 @@ from mediamill.engine.outcomes import (
     after_failure,
     retry_event,
 )
+from mediamill.engine.services import LostClaim
 from mediamill.engine.shadow import SHADOW_SKIP, acts_outside
 from mediamill.errors import (
     MESSAGE_MAX,
@@ -72,13 +73,6 @@ PROGRESS_EVENT_STEP = 10.0  # a progress event each time the job's percentage cr
 _INPUT_FIELD = re.compile(r"\binput\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
 _KNOWN_WITHOUT_PROBE = {"mime", "size", "filename", ""}
 log = logging.getLogger("mediamill.engine")
-
-
-class LostClaim(Exception):
-    """Our claim was rescued or finished elsewhere: stop touching this job.
-
-    Raised by ``_guard`` inside the transaction that found out, so that the transaction rolls back;
-    the runner's top catches it. Every other outcome of a unit is a value (``engine.outcomes``)."""
 
 
 @dataclass
@@ -620,7 +614,7 @@ class JobRunner:
                     exec_ids: dict[int, int]) -> list[dict[str, Any]]:
         """Join a chunked unit whose segments all finished (its start is written first)."""
         self._ensure_started(group, exec_ids)
-        return chunk.execute(timeout, lambda _k, pct: self._progress(group[0], pct, exec_ids[group[0]]))
+        return chunk.execute(timeout, lambda _k, pct: self.progress(group[0], pct, exec_ids[group[0]]))
 
     def _ensure_started(self, group: list[int], exec_ids: dict[int, int]) -> None:
         """Write the unit's start (its executions, fenced on the claim) unless it was written already."""
@@ -643,7 +637,7 @@ class JobRunner:
         if not all((s := get_action(self.steps[i].action)) is not None and s.idempotent for i in group):
             self._ensure_started(group, exec_ids)
         reply = self.svc.children.run(self._task(group, timeout), timeout=timeout + 5,
-                                    on_progress=lambda k, pct: self._progress(group[k], pct, exec_ids[group[k]]),
+                                    on_progress=lambda k, pct: self.progress(group[k], pct, exec_ids[group[k]]),
                                     cancelled=self.cancel,
                                     on_start=lambda _child: self._ensure_started(group, exec_ids))
         if not reply.get("ok"):
@@ -653,9 +647,11 @@ class JobRunner:
     def _inline(self, i: int, timeout: float) -> dict[str, Any]:
         from mediamill.engine.inline import run_inline
 
-        return run_inline(self, i, timeout)
+        return run_inline(self.steps[i], input_path=self.input_path, input_mime=self.job["input_mime"],
+                          work_dir=self.scratch / f"step-{i}", job=self.job, attempt=self.states[i].failures_total,
+                          timeout=timeout)
 
-    def _progress(self, i: int, pct: float, exec_id: int) -> None:
+    def progress(self, i: int, pct: float, exec_id: int) -> None:
         """Note a step's progress. Nothing is written here: the worker's heartbeat writes the progress of all its
         jobs in its own transaction (see ``take_progress``)."""
         if pct >= 100 or self.lost:

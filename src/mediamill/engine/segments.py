@@ -47,8 +47,7 @@ from mediamill.store.segments_repo import WAIT_REASON, claim, load_plan, next_du
 from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from mediamill.engine.runner import JobRunner
-    from mediamill.engine.services import RunServices
+    from mediamill.engine.services import RunningJob, RunServices
 
 __all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "claim",
            "extend_leases", "next_due", "prepare", "rescue_orphaned_segments", "run_segment"]
@@ -68,7 +67,7 @@ PLAN_TIMEOUT = 120.0
 class ChunkJoin:
     """A unit whose segments have all finished: join them (or report the segment that failed)."""
 
-    runner: JobRunner
+    runner: RunningJob
     group: list[int]
     rows: list[dict[str, Any]]
     scratch: Path = field(init=False)
@@ -132,7 +131,7 @@ def _delete_parts(w: RunServices, rows: list[dict[str, Any]]) -> None:
                 w.storage.delete(key)
 
 
-def prepare(runner: JobRunner, group: list[int], timeout: float) -> ChunkJoin | Parked | None:
+def prepare(runner: RunningJob, group: list[int], timeout: float) -> ChunkJoin | Parked | None:
     """For a ``parallel:`` unit: the join to run (all segments finished), None to encode in one piece, or
     ``Parked`` (the job is back in its queue) while segments are planned or still running."""
     step = runner.steps[group[0]]
@@ -155,7 +154,7 @@ def prepare(runner: JobRunner, group: list[int], timeout: float) -> ChunkJoin | 
     return _split(runner, group, timeout)
 
 
-def _split(runner: JobRunner, group: list[int], timeout: float) -> Parked | None:
+def _split(runner: RunningJob, group: list[int], timeout: float) -> Parked | None:
     step = runner.steps[group[0]]
     key, source = runner.chunk_source()
     params = runner.unit_params(group)
@@ -182,7 +181,7 @@ def _split(runner: JobRunner, group: list[int], timeout: float) -> Parked | None
     return _parked(runner)
 
 
-def _row(runner: JobRunner, step_name: str, kind: str, seq: int, spec: dict[str, Any], task: dict[str, Any],
+def _row(runner: RunningJob, step_name: str, kind: str, seq: int, spec: dict[str, Any], task: dict[str, Any],
          retries: int) -> dict[str, Any]:
     job = runner.job
     return {"job_id": job["id"], "tenant_id": job["tenant_id"], "step_name": step_name,
@@ -191,8 +190,8 @@ def _row(runner: JobRunner, step_name: str, kind: str, seq: int, spec: dict[str,
             "scheduled_time": utcnow(), "attempts": 0, "max_attempts": retries + 1, "created_at": utcnow()}
 
 
-def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
-    from mediamill.engine.runner import LostClaim
+def _park(runner: RunningJob, conn: Connection, event: dict[str, Any]) -> None:
+    from mediamill.engine.services import LostClaim
 
     runner.releasing = True  # the claim is given up: the heartbeat must not take its end for a loss
     if not tx.requeue(conn, job=runner.job, worker_id=runner.svc.worker_id, delay=PARK_SECONDS,
@@ -200,7 +199,7 @@ def _park(runner: JobRunner, conn: Connection, event: dict[str, Any]) -> None:
         raise LostClaim()
 
 
-def _parked(runner: JobRunner) -> Parked:
+def _parked(runner: RunningJob) -> Parked:
     announce(runner.svc, 0)  # segments are waiting for workers
     runner.svc.wake_later(runner.job["queue_name"], PARK_SECONDS)
     return Parked()
