@@ -116,7 +116,7 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         stale._resolve_input()
         exec_ids = stale._start([0])
         started = utcnow()
-        stale._progress(0, 40.0, exec_ids[0])
+        stale.progress(0, 40.0, exec_ids[0])
         _beat(w, stale, {job.id: 1})  # W's heartbeat writes it
         with rt.engine.begin() as conn:  # W is cut off: its lease lapses and the rescue puts the job back
             conn.execute(media_queue.update().where(media_queue.c.job_id == job.id)
@@ -129,7 +129,7 @@ def test_a_run_whose_attempt_was_rescued_is_fenced_off_when_its_worker_claims_th
         assert before[1] == [(exec_ids[0], "a", "interrupted", 40)]
 
         # every write the attempt-1 run could still make is refused and changes nothing
-        stale._progress(0, 70.0, exec_ids[0])  # the step's next report waits for the heartbeat, which
+        stale.progress(0, 70.0, exec_ids[0])  # the step's next report waits for the heartbeat, which
         _beat(w, stale, {job.id: 1})  # finds attempt 1's claim gone (the same worker holds attempt 2): dropped
         assert stale.lost
         with pytest.raises(LostClaim):
@@ -241,7 +241,7 @@ def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_lin
     w.engine = outage  # type: ignore[assignment]  # (its heartbeat)
     w.services = dataclasses.replace(w.services, engine=outage)  # (what its runs write through)
     recovering = threading.Event()
-    progress, recover = JobRunner._progress, JobRunner.recover
+    progress, recover = JobRunner.progress, JobRunner.recover
 
     def progress_then_cut(self: JobRunner, i: int, pct: float, exec_id: int) -> None:
         progress(self, i, pct, exec_id)
@@ -251,7 +251,7 @@ def test_a_worker_cut_off_when_its_step_ends_reports_the_lost_claim_once_the_lin
         recovering.set()
         recover(self, *args, **kwargs)
 
-    monkeypatch.setattr(JobRunner, "_progress", progress_then_cut)
+    monkeypatch.setattr(JobRunner, "progress", progress_then_cut)
     monkeypatch.setattr(JobRunner, "recover", noted_recover)
     try:
         with rt.engine.begin() as conn:
