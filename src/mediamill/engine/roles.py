@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mediamill import telemetry
@@ -104,6 +105,22 @@ class Slots:
 
 
 # ================================================================== claiming
+@dataclass
+class _Round:
+    """What one claim took and what became of it."""
+
+    pieces: list[dict[str, Any]] = field(default_factory=list)  # segments of chunked encodes
+    batch: list[tx.Claimed] = field(default_factory=list)  # every job the claim returned
+    held: list[tx.Claimed] = field(default_factory=list)  # run in the claim's transaction (PostgreSQL)
+    done: list[tx.Finish] = field(default_factory=list)  # ... and finished there
+    retried: list[FastRetry] = field(default_factory=list)  # ... and to be requeued by the writer
+    fallback: list[tx.Claimed] = field(default_factory=list)  # ... and needing the normal path after all
+    fast: list[tx.Claimed] = field(default_factory=list)  # in-memory jobs to run after the commit (SQLite)
+    slow: list[tx.Claimed] = field(default_factory=list)  # jobs for the slots
+    started: list[tx.Claimed] = field(default_factory=list)  # of those, the ones that take a slot (or wait)
+    extra: list[tx.Claimed] = field(default_factory=list)  # given back in the same transaction
+
+
 class Claimer:
     """Claims work for the worker's pools while it has free slots; in-process jobs run here, in its thread."""
 
@@ -159,52 +176,76 @@ class Claimer:
             return False  # (paused queues are excluded by the claim itself, at once)
         if w.writer.behind(4 * w.settings.claim_batch):
             return False  # the writer is behind; don't claim more than it can record
-        fast: list[tx.Claimed] = []
-        slow: list[tx.Claimed] = []
+        got = self.claim_round(pool, cap, free)
+        w._start_segments(pool, got.pieces)
+        if not got.batch:
+            return bool(got.pieces)
+        if got.done:
+            w.writer.recorded(got.done)  # (retries are requeued by the writer: their entries are claimed now)
+        for c in got.started:
+            c.deferred = False
+        self.given_back(pool, got.extra)
+        self.hand_on(pool, got)
+        return True
+
+    def claim_round(self, pool: str, cap: int, free: int) -> _Round:
+        """One claim's transaction: segments, then jobs; on PostgreSQL the jobs that finish in memory run inside
+        it, their entries only locked, and what they end with is written there too."""
+        w = self.w
+        got = _Round()
         with w.engine.begin() as conn:
             # segments first: they finish work that jobs already started (same transaction: no extra commit)
             # (only for slots free now: a segment is not prefetched)
             open_slots = cap - w.inflight[pool]
-            pieces = self.claim_segments(conn, pool, open_slots) if open_slots > 0 else []
-            free -= len(pieces)
-            batch = tx.claim(conn, worker_id=w.worker_id, queue=None if pool == ANY else pool,
-                             limit=self.claim_limit(pool, free), lease_seconds=w.settings.lease_seconds,
-                             mark=False) if free > 0 else []
-            for c in batch:
-                (fast if self.takes_fast_path(c.job, c.attempts, conn) else slow).append(c)
+            got.pieces = self.claim_segments(conn, pool, open_slots) if open_slots > 0 else []
+            free -= len(got.pieces)
+            got.batch = tx.claim(conn, worker_id=w.worker_id, queue=None if pool == ANY else pool,
+                                 limit=self.claim_limit(pool, free), lease_seconds=w.settings.lease_seconds,
+                                 mark=False, hold=self.holds(pool, conn)) if free > 0 else []
+            got.held = [c for c in got.batch if c.held]
+            if got.held:
+                got.done, got.retried, got.fallback = self.run_held(conn, pool, got.held)
+            held = {c.queue_id for c in got.held}
+            for c in got.batch:
+                if c.queue_id not in held:
+                    (got.fast if self.takes_fast_path(c.job, c.attempts, conn) else got.slow).append(c)
             # the free slots start at once; beyond them, the prefetch keeps only jobs of workflows known to be short
-            room = max(0, open_slots - len(pieces))
-            started, extra = slow[:room], list[tx.Claimed]()
-            for c in slow[room:]:
-                (started if len(started) < free and self.short(c.job) else extra).append(c)
+            room = max(0, open_slots - len(got.pieces))
+            got.started = got.slow[:room]
+            for c in got.slow[room:]:
+                (got.started if len(got.started) < free and self.short(c.job) else got.extra).append(c)
             # the rest: back in the same transaction, so no one ever sees them held; they keep their
             # place. Jobs that finish in memory are written once, at the end; the others are marked running by
             # their runner's first write (one transaction less per job).
-            tx.release(conn, worker_id=w.worker_id, queue_ids=[c.queue_id for c in extra])
-            self.claimed(conn, pool, bool(batch or pieces), started)
-        w._start_segments(pool, pieces)
-        if not batch:
-            return bool(pieces)
-        for c in started:
-            c.deferred = False
-        self.given_back(pool, extra)
-        kept = started + fast
+            tx.release(conn, worker_id=w.worker_id, queue_ids=[c.queue_id for c in got.extra])
+            self.claimed(conn, pool, bool(got.batch or got.pieces), got.started)
+        return got
+
+    def hand_on(self, pool: str, got: _Round) -> None:
+        """After the claim's commit: the slots start first; in-process jobs then run here."""
+        w = self.w
+        kept = got.started + got.fast
+        later = [c for c in got.held if not c.held]  # held, then claimed for real: a retry, or the normal path
         with w._lock:
-            w._owned.update({c.job["id"]: c.attempts for c in kept})
+            w._owned.update({c.job["id"]: c.attempts for c in kept + later})
+        for r in got.retried:
+            w.writer.add(r)
         handed: set[int] = set()
         try:
-            all_fast = not slow
-            for claimed in kept:  # the slots start first; in-process jobs then run here
+            all_fast = not got.slow and not got.fallback
+            for c in got.fallback:
+                self.start_normally(pool, c, w.workflow(c.job["workflow_id"], c.job["workflow_version"]))
+                handed.add(c.job["id"])
+            for claimed in kept:
                 all_fast &= self.dispatch(pool, claimed)
                 handed.add(claimed.job["id"])
         except BaseException:
             with w._lock:  # jobs claimed but not handed on: let their leases lapse so they are rescued
-                for c in kept:
+                for c in [*kept, *got.fallback]:
                     if c.job["id"] not in handed:
                         w._disown(c.job)
             raise
         self.fast_hint[pool] = all_fast
-        return True
 
     def claimed(self, conn: Connection, pool: str, found: bool, started: list[tx.Claimed]) -> None:
         """The end of a claim's transaction: the breakers' states read for the runners about to start (their
@@ -290,23 +331,67 @@ class Claimer:
         wf = self.w.workflow(job["workflow_id"], job["workflow_version"], conn)
         return fast_eligible(wf) and all(self.w.breakers.is_closed(s.action, conn) for s in wf.definition.steps)
 
+    def holds(self, pool: str, conn: Connection) -> Callable[[dict[str, Any], int], bool] | None:
+        """Which claimed jobs the claim's transaction only holds (``tx.claim(hold=…)``): the in-memory ones, once
+        the pool's last claim was all in memory (a claim that holds costs a statement more for the jobs it
+        does not hold)."""
+        if not self.fast_hint[pool]:
+            return None
+        return lambda job, attempt: self.takes_fast_path(job, attempt, conn)
+
+    def run_in_memory(self, pool: str, claimed: tx.Claimed, wf: Any) -> tx.Finish | FastRetry | None:
+        """Run a fast-path job here; None: it needs the normal path after all."""
+        began = time.perf_counter()
+        try:
+            return run_fast(self.w.services, claimed, wf)
+        finally:
+            self.fast_cost[pool] = _moving_average(self.fast_cost.get(pool), time.perf_counter() - began)
+
+    def run_held(self, conn: Connection, pool: str, held: list[tx.Claimed]
+                 ) -> tuple[list[tx.Finish], list[FastRetry], list[tx.Claimed]]:
+        """Run the jobs the claim's transaction holds (PostgreSQL) and write what finished in that same
+        transaction; the others (a retry, or the normal path after all) are claimed for real there."""
+        w = self.w
+        finished: list[tuple[tx.Claimed, tx.Finish]] = []
+        retries: list[tuple[tx.Claimed, FastRetry]] = []
+        normal: list[tx.Claimed] = []
+        for c in held:
+            try:
+                outcome = self.run_in_memory(pool, c, w.workflow(c.job["workflow_id"], c.job["workflow_version"],
+                                                                 conn))
+            except Exception:  # the normal path runs it again and records what happens, with retries
+                log.exception("job %s: the in-memory run failed; it takes the normal path", c.job["job_code"])
+                outcome = None
+            if isinstance(outcome, tx.Finish):
+                finished.append((c, outcome))
+            elif outcome is None:
+                normal.append(c)
+            else:
+                retries.append((c, outcome))
+        tx.finish_held(conn, w.worker_id, [f for _c, f in finished], [c.queue_id for c, _f in finished])
+        tx.claim_held(conn, [*normal, *(c for c, _r in retries)], worker_id=w.worker_id,
+                      lease_seconds=w.settings.lease_seconds)
+        return [f for _c, f in finished], [r for _c, r in retries], normal
+
     def dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
         w = self.w
         wf = w.workflow(claimed.job["workflow_id"], claimed.job["workflow_version"])
         if claimed.deferred:
-            began = time.perf_counter()
-            outcome = run_fast(w.services, claimed, wf)
-            took = time.perf_counter() - began
-            self.fast_cost[pool] = _moving_average(self.fast_cost.get(pool), took)
+            outcome = self.run_in_memory(pool, claimed, wf)
             if outcome is not None:
                 w.writer.add(outcome)
                 return True
             # it needs the normal path after all: its runner marks it processing with its first write
+        self.start_normally(pool, claimed, wf)
+        return False
+
+    def start_normally(self, pool: str, claimed: tx.Claimed, wf: Any) -> None:
+        """Hand a claimed job to a job thread (it waits there for one of the pool's slots)."""
+        w = self.w
         with w._lock:
             w.inflight[pool] += 1
         w.slots[pool].enter(claimed)
         w.executor.submit(w._run_job, pool, claimed, wf)
-        return False
 
 
 # ================================================================== batched writer
@@ -370,10 +455,15 @@ class Writer:
             if f.job["id"] not in ok:
                 log.warning("job %s: this worker lost its claim (rescued or finished elsewhere); dropping the job",
                             f.job["job_code"])
-        w.jobs_finished([(f.job, f.status, f.workflow_code, f.error_class) for f in finishes if f.job["id"] in ok])
+        self.recorded([f for f in finishes if f.job["id"] in ok], requeued)
+
+    def recorded(self, finishes: Sequence[tx.Finish], requeued: Sequence[FastRetry] = ()) -> None:
+        """After the commit of in-memory outcomes: count them, wake claimers for the retries, feed the breakers."""
+        w = self.w
+        w.jobs_finished([(f.job, f.status, f.workflow_code, f.error_class) for f in finishes])
         for r in requeued:
             w.wake_later(r.queue, r.delay)
-        written = [(f.workflow_code, s) for f in finishes if f.job["id"] in ok for s in f.steps]
+        written = [(f.workflow_code, s) for f in finishes for s in f.steps]
         written += [(r.workflow_code, s) for r in requeued for s in r.steps]
         telemetry.emit_many("step.finished", [
             {"action": s.action, "status": s.status, "error_class": s.error_class, "workflow": workflow_code,

@@ -48,6 +48,9 @@ class Claimed:
     job: dict[str, Any]
     deferred: bool = False  # not marked processing: meant to finish in memory (the fast path)
     marked: bool = True  # the job row says processing (else the runner's first write marks it)
+    #: only locked by the claim's transaction, its queue entry untouched: the job must be finished in that same
+    #: transaction (``finish_held``) or claimed for real (``claim_held``) before it commits
+    held: bool = False
 
 
 @dataclass
@@ -93,27 +96,26 @@ def lease_until(seconds: float) -> datetime:
 
 # ----------------------------------------------------------------------------- claim
 def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float,
-          mark: bool = True) -> list[Claimed]:
+          mark: bool = True, hold: Callable[[dict[str, Any], int], bool] | None = None) -> list[Claimed]:
     """Claim up to ``limit`` due entries, best priority first (FOR UPDATE SKIP LOCKED on PostgreSQL).
 
     With ``mark=False`` the jobs are not marked ``processing`` (``Claimed.deferred``): a job on the normal path
     is marked by its runner's first write (``processing_values``, ``processing_event``), in-memory jobs never
     are (their one write is the final one). Until then the job row still says ``queued`` while its queue row
     is held (cancellation treats such a job as running).
+
+    ``hold(job, attempt)`` (PostgreSQL, with ``mark=False``): the jobs it says yes to are only locked, their queue
+    entries left as they are (``Claimed.held``) — the row lock of the claim's transaction is their lease, which
+    a crash gives back by itself. They must be finished in that transaction (``finish_held``) or claimed for
+    real (``claim_held``) before it commits. A job that finishes in memory then costs its queue entry one
+    write, the delete, instead of an update (a row version and three index entries) and the delete.
     """
+    if hold is not None and conn.dialect.name == "postgresql" and not mark:
+        return _claim_holding(conn, worker_id=worker_id, queue=queue, limit=limit, lease_seconds=lease_seconds,
+                              hold=hold)
     now = utcnow()
-    pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
-            .order_by(mq.c.priority.desc(), mq.c.scheduled_time, mq.c.id).limit(limit))
-    if queue is not None:
-        pick = pick.where(mq.c.queue_name == queue)
-    # a pause takes effect at once, in every process
-    pick = pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
-    picked: Any = mq.c.id.in_(pick.scalar_subquery())
-    if conn.dialect.name == "postgresql":
-        # `= ANY(ARRAY(...))` is an InitPlan: the locking pick runs exactly once. As `IN (subquery)` a nested-loop
-        # plan (chosen when statistics say the queue is small) re-runs it per scanned row, each rescan skipping
-        # the rows this statement already updated, and one claim takes the whole backlog.
-        picked = mq.c.id == sa.any_(sa.func.array(pick.with_for_update(skip_locked=True).scalar_subquery()))
+    picked = (_due_pick(queue, limit, now) if conn.dialect.name == "postgresql"
+              else mq.c.id.in_(_due(queue, limit, now).scalar_subquery()))
     values = dict(status="processing", worker_id=worker_id, picked_up_at=now,
                   lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1, wait_reason=None)
     if conn.dialect.name == "postgresql":
@@ -151,6 +153,74 @@ def claim(conn: Connection, *, worker_id: str, queue: str | None, limit: int, le
                     {j["id"]: by_job[j["id"]][1] for j in jobs}, now)
     return [Claimed(by_job[j["id"]][0], by_job[j["id"]][1], j, j["id"] in deferred, j["id"] not in deferred)
             for j in jobs]
+
+
+def _due(queue: str | None, limit: int, now: datetime) -> Any:
+    """The ids of the best ``limit`` due entries (of ``queue``, or any); a pause takes effect at once, in every
+    process."""
+    pick = (sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= now)
+            .order_by(mq.c.priority.desc(), mq.c.scheduled_time, mq.c.id).limit(limit))
+    if queue is not None:
+        pick = pick.where(mq.c.queue_name == queue)
+    return pick.where(~sa.exists().where(queues.c.name == mq.c.queue_name, queues.c.paused.is_(True)))
+
+
+def _due_pick(queue: str | None, limit: int, now: datetime) -> Any:
+    """``_due``'s entries locked (PostgreSQL, ``FOR UPDATE SKIP LOCKED``) as an InitPlan: ``= ANY(ARRAY(...))``
+    runs the locking pick exactly once. As ``IN (subquery)`` a nested-loop plan (chosen when statistics say the
+    queue is small) re-runs it per scanned row, each rescan skipping the rows the statement already updated,
+    and one claim takes the whole backlog."""
+    return mq.c.id == sa.any_(sa.func.array(_due(queue, limit, now).with_for_update(skip_locked=True)
+                                            .scalar_subquery()))
+
+
+def _claim_holding(conn: Connection, *, worker_id: str, queue: str | None, limit: int, lease_seconds: float,
+                   hold: Callable[[dict[str, Any], int], bool]) -> list[Claimed]:
+    now = utcnow()
+    result = conn.execute(sa.select(mq.c.id.label("queue_id"), mq.c.attempts.label("queue_attempts"),
+                                    mq.c.priority.label("queue_priority"), mq.c.scheduled_time.label("queue_due"),
+                                    wj.c.status.label("job_status"), *CLAIM_FIELDS)
+                          .select_from(mq.join(wj, wj.c.id == mq.c.job_id)).where(_due_pick(queue, limit, now)))
+    names = list(result.keys())[5:]
+    got = sorted(result.all(), key=lambda r: (-(r[2] or 0), r[3], r[0]))  # the queue's order
+    orphans = [r[0] for r in got if r[4] not in ("queued", "pending")]
+    if orphans:  # the job was finished or cancelled behind the queue's back
+        conn.execute(mq.delete().where(in_ids(conn, mq.c.id, orphans)))
+    out: list[Claimed] = []
+    for r in got:
+        if r[4] not in ("queued", "pending"):
+            continue
+        job = dict(zip(names, r[5:], strict=True))
+        attempt = (r[1] or 0) + 1  # what a claim counts (the entry keeps its count unless claimed for real)
+        job["started_at"] = job["started_at"] or now
+        job[CLAIM_ATTEMPT] = attempt
+        out.append(Claimed(r[0], attempt, job, deferred=True, marked=False, held=hold(job, attempt)))
+    claim_held(conn, [c for c in out if not c.held], worker_id=worker_id, lease_seconds=lease_seconds, now=now)
+    return out
+
+
+def claim_held(conn: Connection, claimed: Sequence[Claimed], *, worker_id: str, lease_seconds: float,
+               now: datetime | None = None) -> None:
+    """Claim for real entries this transaction holds (``claim(hold=…)``): processing, ours, leased, the attempt
+    counted — as ``claim`` marks its entries. They then follow the ordinary path."""
+    if not claimed:
+        return
+    now = now or utcnow()
+    conn.execute(mq.update().where(in_ids(conn, mq.c.id, [c.queue_id for c in claimed]))
+                 .values(status="processing", worker_id=worker_id, picked_up_at=now,
+                         lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
+                         wait_reason=None))
+    for c in claimed:
+        c.held = False
+
+
+def finish_held(conn: Connection, worker_id: str, finishes: Sequence[Finish], queue_ids: Sequence[int]) -> None:
+    """Write terminal outcomes of jobs whose entries this transaction holds (``claim(hold=…)``): nothing to
+    fence — the row locks are ours until the commit — so the entries are deleted by id."""
+    if not finishes:
+        return
+    conn.execute(mq.delete().where(in_ids(conn, mq.c.id, list(queue_ids))))
+    _write_finishes(conn, finishes, worker_id)
 
 
 def next_due(conn: Connection, queue: str | None) -> datetime | None:
