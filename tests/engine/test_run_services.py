@@ -4,7 +4,6 @@ through the two callbacks it was given."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from mediamill.store import lifecycle as tx
 from mediamill.store import workflow_repo
 from mediamill.store.tables import step_executions, workflow_jobs
 from tests.engine.conftest import workflow
+from tests.helpers import wait_until
 
 
 def test_a_runner_runs_a_job_from_its_services_without_a_worker(rt: Runtime, submit: Callable[..., SubmittedJob],
@@ -52,9 +52,11 @@ def test_a_runner_runs_a_job_from_its_services_without_a_worker(rt: Runtime, sub
                                 .where(step_executions.c.job_id == job.id).order_by(step_executions.c.id)).all()
         assert status == "queued"
         assert [tuple(r) for r in runs] == [("a", "completed"), ("boom", "failed")]
-        time.sleep(wakes[0][1] + 0.05)  # its retry is due: the second attempt runs to the end
-        with rt.engine.begin() as conn:
-            again = tx.claim(conn, worker_id="by-hand", queue=None, limit=1, lease_seconds=30)
+        def claim_when_due() -> list[tx.Claimed]:  # (empty until its retry is due)
+            with rt.engine.begin() as conn:
+                return tx.claim(conn, worker_id="by-hand", queue=None, limit=1, lease_seconds=30)
+
+        again = wait_until(claim_when_due, timeout=30, interval=0.01, message="the retry coming due")
         assert [c.job["id"] for c in again] == [job.id]
         JobRunner(services, again[0], wf).run()
         assert finished == [(job.id, "completed", "WF-SVC", None)]

@@ -111,10 +111,10 @@ class _Round:
 
     pieces: list[dict[str, Any]] = field(default_factory=list)  # segments of chunked encodes
     batch: list[tx.Claimed] = field(default_factory=list)  # every job the claim returned
-    held: list[tx.Claimed] = field(default_factory=list)  # run in the claim's transaction (PostgreSQL)
-    done: list[tx.Finish] = field(default_factory=list)  # ... and finished there
-    retried: list[FastRetry] = field(default_factory=list)  # ... and to be requeued by the writer
-    fallback: list[tx.Claimed] = field(default_factory=list)  # ... and needing the normal path after all
+    # held by the claim's transaction and run there (PostgreSQL):
+    done: list[tx.Finish] = field(default_factory=list)  # finished there
+    retried: list[tuple[tx.Claimed, FastRetry]] = field(default_factory=list)  # to be requeued by the writer
+    fallback: list[tx.Claimed] = field(default_factory=list)  # needing the normal path after all
     fast: list[tx.Claimed] = field(default_factory=list)  # in-memory jobs to run after the commit (SQLite)
     slow: list[tx.Claimed] = field(default_factory=list)  # jobs for the slots
     started: list[tx.Claimed] = field(default_factory=list)  # of those, the ones that take a slot (or wait)
@@ -202,12 +202,11 @@ class Claimer:
             got.batch = tx.claim(conn, worker_id=w.worker_id, queue=None if pool == ANY else pool,
                                  limit=self.claim_limit(pool, free), lease_seconds=w.settings.lease_seconds,
                                  mark=False, hold=self.holds(pool, conn)) if free > 0 else []
-            got.held = [c for c in got.batch if c.held]
-            if got.held:
-                got.done, got.retried, got.fallback = self.run_held(conn, pool, got.held)
-            held = {c.queue_id for c in got.held}
+            held = [c for c in got.batch if c.held]
+            if held:
+                got.done, got.retried, got.fallback = self.run_held(conn, pool, held)
             for c in got.batch:
-                if c.queue_id not in held:
+                if not c.held:
                     (got.fast if self.takes_fast_path(c.job, c.attempts, conn) else got.slow).append(c)
             # the free slots start at once; beyond them, the prefetch keeps only jobs of workflows known to be short
             room = max(0, open_slots - len(got.pieces))
@@ -225,10 +224,10 @@ class Claimer:
         """After the claim's commit: the slots start first; in-process jobs then run here."""
         w = self.w
         kept = got.started + got.fast
-        later = [c for c in got.held if not c.held]  # held, then claimed for real: a retry, or the normal path
+        later = [*got.fallback, *(c for c, _r in got.retried)]  # held, then claimed for real
         with w._lock:
             w._owned.update({c.job["id"]: c.attempts for c in kept + later})
-        for r in got.retried:
+        for _c, r in got.retried:
             w.writer.add(r)
         handed: set[int] = set()
         try:
@@ -348,7 +347,7 @@ class Claimer:
             self.fast_cost[pool] = _moving_average(self.fast_cost.get(pool), time.perf_counter() - began)
 
     def run_held(self, conn: Connection, pool: str, held: list[tx.Claimed]
-                 ) -> tuple[list[tx.Finish], list[FastRetry], list[tx.Claimed]]:
+                 ) -> tuple[list[tx.Finish], list[tuple[tx.Claimed, FastRetry]], list[tx.Claimed]]:
         """Run the jobs the claim's transaction holds (PostgreSQL) and write what finished in that same
         transaction; the others (a retry, or the normal path after all) are claimed for real there."""
         w = self.w
@@ -371,7 +370,7 @@ class Claimer:
         tx.finish_held(conn, w.worker_id, [f for _c, f in finished], [c.queue_id for c, _f in finished])
         tx.claim_held(conn, [*normal, *(c for c, _r in retries)], worker_id=w.worker_id,
                       lease_seconds=w.settings.lease_seconds)
-        return [f for _c, f in finished], [r for _c, r in retries], normal
+        return [f for _c, f in finished], retries, normal
 
     def dispatch(self, pool: str, claimed: tx.Claimed) -> bool:
         w = self.w

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Connection as Connection
 from sqlalchemy.engine import Engine as Engine
@@ -86,7 +87,7 @@ def autocommit(engine: Engine) -> Iterator[Any]:
                                          dialect=engine.dialect) from exc
     raw: Any = fairy.driver_connection
     try:
-        if raw.info.transaction_status != psycopg_idle():
+        if raw.info.transaction_status != TransactionStatus.IDLE:
             raw.rollback()  # the pool's ping of a connection idle for a while left its SELECT's transaction open
         raw.autocommit = True
         yield raw
@@ -104,13 +105,6 @@ def autocommit(engine: Engine) -> Iterator[Any]:
         except Exception as exc:
             fairy.invalidate(exc)
         fairy.close()
-
-
-def psycopg_idle() -> Any:
-    """psycopg's "no transaction open" status."""
-    from psycopg.pq import TransactionStatus
-
-    return TransactionStatus.IDLE
 
 
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used

@@ -210,8 +210,6 @@ def claim_held(conn: Connection, claimed: Sequence[Claimed], *, worker_id: str, 
                  .values(status="processing", worker_id=worker_id, picked_up_at=now,
                          lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=mq.c.attempts + 1,
                          wait_reason=None))
-    for c in claimed:
-        c.held = False
 
 
 def finish_held(conn: Connection, worker_id: str, finishes: Sequence[Finish], queue_ids: Sequence[int]) -> None:
