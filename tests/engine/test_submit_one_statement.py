@@ -6,6 +6,7 @@ general path decides."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
 from pathlib import Path
@@ -174,3 +175,35 @@ def test_a_connection_pinged_after_sitting_idle_takes_the_statement(pg_rt: Runti
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every checkout pings
     jobs = [_submit(pg_rt, input_file) for _ in range(3)]
     assert [_job(pg_rt, j.id)["status"] for j in jobs] == ["queued"] * 3
+
+
+def test_the_times_are_stamped_as_the_statement_goes_out(pg_rt: Runtime, input_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's wait counts from when the database was asked, not from when the submit began building its row:
+    the job's submitted_at and updated_at, its entry's and its event's times are one, taken after the
+    connection was in hand."""
+    from mediamill.store import submit_repo
+    from mediamill.store.timeutil import utcnow
+
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    _submit(pg_rt, input_file)
+    checked_out: list[Any] = []
+    real = submit_repo.autocommit
+
+    @contextlib.contextmanager
+    def late(engine: Any) -> Any:
+        with real(engine) as raw:
+            time.sleep(0.01)  # a slow checkout: what came before it is not the job's wait
+            checked_out.append(utcnow())
+            yield raw
+
+    monkeypatch.setattr(submit_repo, "autocommit", late)
+    job = _submit(pg_rt, input_file)
+    assert checked_out, "the one-statement path was not taken"
+    with pg_rt.engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT j.submitted_at, j.updated_at, q.created_at, q.scheduled_time, e.created_at FROM workflow_jobs j "
+            "JOIN media_queue q ON q.job_id = j.id JOIN job_events e ON e.job_id = j.id WHERE j.id = :i"),
+            {"i": job.id}).one()
+    assert len(set(row)) == 1, row
+    assert row[0] >= checked_out[0], (row[0], checked_out[0])

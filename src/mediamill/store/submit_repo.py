@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
 from mediamill.store.db import autocommit
 from mediamill.store.tables import job_events, media_queue, workflow_jobs
+from mediamill.store.timeutil import utcnow
 
 #: A row a constraint refused. A submit with an Idempotency-Key that meets one lost the race to a
 #: concurrent submit with the same key (the unique ``(tenant_id, idempotency_key)``): it replays that job.
@@ -91,11 +92,14 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, eve
     a rollout of it became active for the tenant, or a unique key (an Idempotency-Key) is taken. The caller
     then submits the general way, which reads everything again and explains a refusal.
 
-    ``job`` holds ``workflow_jobs`` columns (``submitted_at`` is also the entry's and the event's time)."""
+    ``job`` holds ``workflow_jobs`` columns. Its times (``submitted_at`` and ``updated_at``, also the entry's and
+    the event's) are stamped here, as the statement goes out: a job's wait counts from when the database was
+    asked, not from when the caller began building the row (on an idle host that is a third of a millisecond)."""
     params = {k: json.dumps(v, default=str) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
-    params.update(created_at=job["submitted_at"], event_data=json.dumps(event, default=str), channel=channel,
-                  definition_checksum=checksum)
+    params.update(event_data=json.dumps(event, default=str), channel=channel, definition_checksum=checksum)
     sql = _one_job_statement(tuple(job), engine.dialect)
     with autocommit(engine) as raw:
+        now = utcnow()
+        params.update(submitted_at=now, updated_at=now, created_at=now)
         row = raw.execute(sql, params).fetchone()
     return None if row is None else int(row[0])

@@ -1,0 +1,116 @@
+"""The path from a NOTIFY to a claim, on PostgreSQL: an idle worker claims in the listener's thread (the
+notification woke it; waking the claimer's thread too costs an idle host a fifth of a millisecond), a busy one is
+only told; the claimer keeps its connection between rounds instead of taking one from the pool at every wake-up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mediamill.engine import operations as ops
+from mediamill.engine import roles, wakeup
+from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
+from mediamill.engine.worker import Worker
+from mediamill.runtime import Runtime
+from mediamill.store.db import PING_AFTER_IDLE_SECONDS
+from tests.engine.conftest import workflow
+from tests.helpers import wait_until
+
+FINAL = ("completed", "partial", "failed", "cancelled")
+
+
+@pytest.fixture
+def idle_worker(pg_rt: Runtime) -> Iterator[Worker]:
+    w = Worker(pg_rt, pools={"q": 2}).start()
+    wait_until(w._listening.is_set, timeout=10)
+    yield w
+    w.stop(grace=2)
+
+
+def _submit(rt: Runtime, input_file: Path) -> int:
+    return submit_job(rt.engine, SubmitRequest(job_input=store_input_file(rt.storage, input_file),
+                                               workflow_code="WF-P")).id
+
+
+def _done(rt: Runtime, job_id: int) -> bool:
+    return ops.get_job(rt.engine, job_id)["status"] in FINAL
+
+
+def test_an_idle_worker_claims_in_the_thread_the_notification_woke(
+        pg_rt: Runtime, input_file: Path, idle_worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    workflow(pg_rt, "WF-P", [{"name": "a", "action": "noop"}], queue="q")
+    claimed_in: list[tuple[str, int]] = []
+    claim_round = roles.Claimer.claim_round
+
+    def traced(self: roles.Claimer, pool: str, cap: int, free: int) -> roles._Round:
+        got = claim_round(self, pool, cap, free)
+        claimed_in.extend((threading.current_thread().name, c.job["id"]) for c in got.batch)
+        return got
+
+    monkeypatch.setattr(roles.Claimer, "claim_round", traced)
+    # as from another process (an API server, a client): the wake-up is the NOTIFY alone, not also this
+    # process's own wake-up of its workers, which wakes the claimer's thread directly
+    monkeypatch.setattr(wakeup, "notify_local", lambda queues: None)
+    w = idle_worker
+    for _ in range(3):
+        time.sleep(0.3)  # the previous job's aftermath (its outcome written, the claimer told) is over
+        wait_until(lambda: not (w.claimer.turn.locked() or w._wake.is_set() or w.writer.pending), timeout=10)
+        job = _submit(pg_rt, input_file)
+        wait_until(lambda j=job: _done(pg_rt, j), timeout=30)
+        assert (("mm-listener", job) in claimed_in), claimed_in
+        assert ops.get_job(pg_rt.engine, job)["status"] == "completed"
+
+
+def test_a_busy_claimer_is_only_told(pg_rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Worker(pg_rt, pools={"q": 2})
+    calls: list[str] = []
+    monkeypatch.setattr(w.claimer, "claim_all", lambda: calls.append("claim") or True)
+    with w.claimer.turn:  # the claimer's thread is in a round
+        w.claimer.on_notice()
+    assert calls == [] and w._wake.is_set()
+    w._wake.clear()
+    w.claimer.on_notice()  # idle: claimed here, and the claimer told, as there may be more
+    assert calls == ["claim"] and w._wake.is_set() and not w.claimer.turn.locked()
+
+
+def test_a_failed_claim_on_a_notification_goes_to_the_claimer(pg_rt: Runtime,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Worker(pg_rt, pools={"q": 2})
+
+    def broken() -> bool:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(w.claimer, "claim_all", broken)
+    w.claimer.on_notice()  # the listener goes on listening; the claimer's loop retries with its guard
+    assert w._wake.is_set() and not w.claimer.turn.locked()
+    w._wake.clear()
+    monkeypatch.setattr(w.claimer, "claim_all", lambda: False)
+    w.claimer.on_notice()  # nothing found: the idle claimer sleeps on
+    assert not w._wake.is_set()
+
+
+def test_the_claimer_keeps_its_connection_between_rounds(pg_rt: Runtime) -> None:
+    w = Worker(pg_rt, pools={"q": 2})
+    checkouts: list[Any] = []
+    sa.event.listen(pg_rt.engine.pool, "checkout", lambda dbapi, rec, proxy: checkouts.append(dbapi))
+    sessions = []
+    for _ in range(3):
+        with w.claimer.transaction() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            sessions.append(conn.connection.dbapi_connection)
+    assert len(checkouts) == 1 and len(set(map(id, sessions))) == 1
+    w.claimer._session_used -= PING_AFTER_IDLE_SECONDS + 1  # unused for a while: back to the pool, and a checkout
+    with w.claimer.transaction() as conn:  # (which the pool pings after such a pause)
+        conn.execute(sa.text("SELECT 1"))
+    assert len(checkouts) == 2
+    with pytest.raises(RuntimeError), w.claimer.transaction() as conn:
+        raise RuntimeError("a round that fails")
+    assert w.claimer._session is None  # given back: the next round takes a fresh one
+    w.claimer.end_session()
+    assert pg_rt.engine.pool.checkedout() == 0
