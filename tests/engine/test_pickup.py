@@ -57,6 +57,7 @@ def test_an_idle_worker_claims_in_the_thread_the_notification_woke(
     # as from another process (an API server, a client): the wake-up is the NOTIFY alone, not also this
     # process's own wake-up of its workers, which wakes the claimer's thread directly
     monkeypatch.setattr(wakeup, "notify_local", lambda queues: None)
+    monkeypatch.setattr(roles.Claimer, "idle_wait", lambda self: 60.0)  # no timed round of its own meanwhile
     w = idle_worker
     for _ in range(3):
         time.sleep(0.3)  # the previous job's aftermath (its outcome written, the claimer told) is over
@@ -105,12 +106,52 @@ def test_the_claimer_keeps_its_connection_between_rounds(pg_rt: Runtime) -> None
             conn.execute(sa.text("SELECT 1"))
             sessions.append(conn.connection.dbapi_connection)
     assert len(checkouts) == 1 and len(set(map(id, sessions))) == 1
-    w.claimer._session_used -= PING_AFTER_IDLE_SECONDS + 1  # unused for a while: back to the pool, and a checkout
-    with w.claimer.transaction() as conn:  # (which the pool pings after such a pause)
-        conn.execute(sa.text("SELECT 1"))
-    assert len(checkouts) == 2
+    sent: list[str] = []
+    sa.event.listen(pg_rt.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    w.claimer._session_used -= PING_AFTER_IDLE_SECONDS + 1  # unused for a while: pinged first, as the pool would
+    with w.claimer.transaction() as conn:
+        conn.execute(sa.text("SELECT 2"))
+    assert sent == ["SELECT 1", "SELECT 2"] and len(checkouts) == 1
     with pytest.raises(RuntimeError), w.claimer.transaction() as conn:
         raise RuntimeError("a round that fails")
     assert w.claimer._session is None  # given back: the next round takes a fresh one
     w.claimer.end_session()
     assert pg_rt.engine.pool.checkedout() == 0
+
+
+def test_what_arrives_together_is_one_claim_and_other_queues_none(
+        pg_rt: Runtime, idle_worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    notices: list[float] = []
+    monkeypatch.setattr(idle_worker.claimer, "on_notice", lambda: notices.append(time.monotonic()))
+    with pg_rt.engine.begin() as conn:  # delivered together, at the commit
+        for queue in ["q"] * 20 + ["elsewhere"] * 5:
+            conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', :q)"), {"q": queue})
+    wait_until(lambda: notices, timeout=10)
+    time.sleep(0.3)
+    assert 1 <= len(notices) <= 2, len(notices)  # (not one a notification)
+    notices.clear()
+    with pg_rt.engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', 'elsewhere')"))
+        conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', 'also-elsewhere')"))
+    with pg_rt.engine.begin() as conn:  # a marker: once it is seen, the two before it were seen too
+        conn.execute(sa.text("SELECT pg_notify('mediamill_cancel', '0')"))
+    wait_until(lambda: time.monotonic() - idle_worker.canceller.noted < 5, timeout=10)
+    assert notices == []  # another queue's work is not this worker's
+
+
+def test_a_kept_connection_that_sat_idle_is_pinged_and_replaced_when_gone(pg_rt: Runtime) -> None:
+    w = Worker(pg_rt, pools={"q": 2})
+    with w.claimer.transaction() as conn:
+        pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    with pg_rt.engine.connect() as admin:  # the server ends that session (a restart, an idle timeout, a failover)
+        admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    wait_until(lambda: not _alive(pg_rt, pid), timeout=10)
+    w.claimer._session_used -= PING_AFTER_IDLE_SECONDS + 1
+    with w.claimer.transaction() as conn:  # pinged, found gone, replaced: the round does not fail
+        assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+    w.claimer.end_session()
+
+
+def _alive(rt: Runtime, pid: int) -> bool:
+    with rt.engine.connect() as conn:
+        return bool(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar())

@@ -4,7 +4,6 @@ in one batched transaction with other jobs (this is what makes the engine itself
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from mediamill.actions.base import StepContext, get_action
 from mediamill.engine.outcomes import Complete, Continue, Failure, FailurePolicy, Retry, after_failure
 from mediamill.errors import InternalError, MediamillError, classify_exception
 from mediamill.statuses import JobStatus, StepStatus
+from mediamill.store import jsontext
 from mediamill.store import lifecycle as tx
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.conditions import ConditionError, JobFacts, condition_variables, evaluate_condition
@@ -122,7 +122,7 @@ def run_fast(svc: RunServices, claimed: tx.Claimed, wf: VersionedWorkflow) -> tx
         if result["outputs"]:
             return None  # an inline action that makes files: the normal path stores them (steps are idempotent)
         records.append(tx.StepRecord(wf.step_ids[i], s.name, s.action, "completed", now, utcnow(),
-                                     output_data=json.dumps(result["data"], default=str)))
+                                     output_data=jsontext.dumps(result["data"])))
         statuses[s.name] = {"status": "completed", "data": result["data"]}
     return tx.Finish(job=job, status=Complete(partial).status, workflow_code=d.code,
                      workflow_type=d.type, workflow_version=wf.version, total_steps=len(d.steps), steps=records,

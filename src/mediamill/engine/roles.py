@@ -32,7 +32,7 @@ from mediamill.engine.outcomes import retry_event
 from mediamill.store import job_rows
 from mediamill.store import lifecycle as tx
 from mediamill.store.connections import DATABASE_ERRORS
-from mediamill.store.db import PING_AFTER_IDLE_SECONDS, Connection
+from mediamill.store.db import PING_AFTER_IDLE_SECONDS, Connection, answers
 from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -148,15 +148,19 @@ class Claimer:
     def run_once(self) -> float | None:
         w = self.w
         if w._stop.is_set():
-            self.end_session()
+            with self.turn:  # (the listener's thread may be in a round on it)
+                self.end_session()
             return None
         with self.turn:
             w._wake.clear()
             claimed_any = self.claim_all()
-        if claimed_any is None:
-            return None
-        if not claimed_any:
-            w._wake.wait(self.idle_wait())
+            if claimed_any is None:
+                self.end_session()
+                return None
+            # (under the turn: a round in the listener's thread notes when delayed work is due, which this reads)
+            wait = None if claimed_any else self.idle_wait()
+        if wait is not None:
+            w._wake.wait(wait)
         return 0
 
     def claim_all(self) -> bool | None:
@@ -182,8 +186,11 @@ class Claimer:
             return
         try:
             more = self.claim_all() is not False or self.next_due != float("inf")
-        except Exception as exc:  # (its own loop reports it when it fails too)
-            log.debug("claim on a notification failed: %s", exc)
+        except DATABASE_ERRORS as exc:  # reported as the loops report it; the claimer's thread retries
+            log.warning("listener: database error while claiming, the claimer retries: %s", str(exc).split("\n")[0])
+            more = True
+        except Exception:
+            log.exception("listener: claiming on a notification crashed; the claimer retries")
             more = True
         finally:
             self.turn.release()
@@ -194,11 +201,13 @@ class Claimer:
     def transaction(self) -> Iterator[Connection]:
         """A claim's transaction on the claimer's own connection, kept between rounds: taking one from the pool
         at every wake-up costs an idle worker more than the claim's statement (a fifth of a millisecond of its
-        pickup). After ``PING_AFTER_IDLE_SECONDS`` unused it goes back and the round takes one the pool pinged, as
-        any checkout after such a pause; a round that fails gives it back (the server may have gone)."""
+        pickup). After ``PING_AFTER_IDLE_SECONDS`` unused it is pinged first, as the pool pings a connection that
+        sat that long (the server may have restarted meanwhile), and replaced when it does not answer; a round that
+        fails gives it back."""
         now = time.monotonic()
-        stale = now - self._session_used > PING_AFTER_IDLE_SECONDS
-        if self._session is not None and (stale or self._session.invalidated):
+        session = self._session
+        if session is not None and (session.invalidated or (
+                now - self._session_used > PING_AFTER_IDLE_SECONDS and not answers(session))):
             self.end_session()
         if self._session is None:
             self._session = self.w.engine.connect()
@@ -691,6 +700,11 @@ class Listener:
     def __init__(self, w: Worker) -> None:
         self.w = w
 
+    def serves(self, queue: str) -> bool:
+        """Whether new work in ``queue`` is this worker's (a pool of it, or a pool of every queue)."""
+        pools = self.w.pools
+        return queue in pools or ANY in pools
+
     def run_once(self) -> float | None:
         import psycopg
 
@@ -706,13 +720,18 @@ class Listener:
                 w._wake.set()  # anything that arrived while we were not listening
                 w.canceller.check.set()
                 while not w._stop.is_set():
-                    for note in conn.notifies(timeout=1.0):
+                    # what arrived together (stop_after=1 ends with the packet that brought the first one) is one
+                    # claim at most: a burst of submits costs an idle worker one round, not one a notification
+                    work = False
+                    for note in conn.notifies(timeout=1.0, stop_after=1):
                         if note.channel == wakeup.CANCEL_CHANNEL:
                             w.canceller.note()
                         elif note.payload == segments.NOTE:
                             w._woken(note.payload)
-                        else:
-                            w.claimer.on_notice()
+                        elif self.serves(note.payload):
+                            work = True
+                    if work:
+                        w.claimer.on_notice()
         except psycopg.Error as exc:
             w._listening.clear()  # poll for cancellations until LISTEN is back
             log.warning("listener: %s; reconnecting", str(exc).split("\n")[0])

@@ -55,6 +55,7 @@ from mediamill.errors import (
 from mediamill.media.sniff import accepts
 from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
 from mediamill.storage import new_key
+from mediamill.store import jsontext
 from mediamill.store import lifecycle as tx
 from mediamill.store.connections import CONNECTION_ERRORS, DATABASE_ERRORS
 from mediamill.store.timeutil import utcnow
@@ -884,7 +885,7 @@ class _Completion:
         before = sum(1 for j, st in enumerate(r.states) if j not in self.group and st.status in FINISHED_STEP)
         for n, (i, res) in enumerate(zip(self.group, self.results, strict=True)):
             tx.finish_step(conn, job=r.job, exec_id=self.exec_ids[i], step_name=r.steps[i].name, status="completed",
-                           started_at=self.started, output_data=json.dumps(res.get("data") or {}, default=str),
+                           started_at=self.started, output_data=jsontext.dumps(res.get("data") or {}),
                            outputs=self.stored[i], progress=min(99.9, 100.0 * (before + n + 1) / len(r.steps)),
                            touch_job=touch_job)
             if r.steps[i].action == "finalize_job":

@@ -151,6 +151,7 @@ class Worker:
         self.writer.release()
         for t in self._threads:
             t.join(timeout=10)
+        self.claimer.end_session()  # (its loop gives it back as it ends; not if it ended some other way)
         self._flush_pending()
         self._unsubscribe()
         self._sqlite_wake.stop()

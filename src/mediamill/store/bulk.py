@@ -4,13 +4,14 @@ executemany."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from mediamill.store import jsontext
 
 
 @lru_cache(maxsize=256)
@@ -95,7 +96,7 @@ def _pg_copy(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) 
             values = [r.get(n) for n in names]
             for i in json_cols:
                 if values[i] is not None:
-                    values[i] = Json(values[i])
+                    values[i] = Json(values[i], dumps=jsontext.dumps_strict)
             copy.write_row(values)
 
 
@@ -120,7 +121,7 @@ def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
     for name, t in zip(names, types, strict=True):
         values = [r.get(name) for r in rows]
         if t == "TEXT_JSON":
-            values = [None if v is None else json.dumps(v, default=str) for v in values]
+            values = [None if v is None else jsontext.dumps(v) for v in values]
         columns.append(values)
     same = tuple(all(v == values[0] and type(v) is type(values[0]) for v in values) for values in columns)
     scalars = [values[0] for values, s in zip(columns, same, strict=True) if s]

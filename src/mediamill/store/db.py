@@ -157,6 +157,17 @@ def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
+def answers(conn: Connection) -> bool:
+    """Whether ``conn`` (not in a transaction) still reaches its server: ``SELECT 1``, as the pool pings a connection
+    that sat unused for ``PING_AFTER_IDLE_SECONDS``. False when it does not (SQLAlchemy then invalidated it)."""
+    try:
+        conn.exec_driver_sql("SELECT 1")
+        conn.rollback()
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
 def _note_checkin(_dbapi_conn: Any, record: Any) -> None:
     record.info["mm_checked_in"] = time.monotonic()
 

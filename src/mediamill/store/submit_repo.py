@@ -11,7 +11,6 @@ same statements.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from mediamill.store import jsontext
 from mediamill.store.bulk import insert_many, insert_many_returning_ids
 from mediamill.store.db import autocommit
 from mediamill.store.tables import job_events, media_queue, workflow_jobs
@@ -95,8 +95,8 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, eve
     ``job`` holds ``workflow_jobs`` columns. Its times (``submitted_at`` and ``updated_at``, also the entry's and
     the event's) are stamped here, as the statement goes out: a job's wait counts from when the database was
     asked, not from when the caller began building the row (on an idle host that is a third of a millisecond)."""
-    params = {k: json.dumps(v, default=str) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
-    params.update(event_data=json.dumps(event, default=str), channel=channel, definition_checksum=checksum)
+    params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
+    params.update(event_data=jsontext.dumps(event), channel=channel, definition_checksum=checksum)
     sql = _one_job_statement(tuple(job), engine.dialect)
     with autocommit(engine) as raw:
         now = utcnow()
