@@ -140,15 +140,40 @@ def test_a_recreated_database_with_the_same_ids_is_not_mistaken_for_the_old_one(
     assert _job(pg_rt, job.id)["entries"][0][0] == "elsewhere"
 
 
-def test_its_connection_goes_back_to_the_pool_in_transactions(pg_rt: Runtime, input_file: Path) -> None:
+def test_its_connection_stays_out_of_the_pool_whose_transactions_stay_transactions(pg_rt: Runtime,
+                                                                                   input_file: Path) -> None:
+    from mediamill.store import db
+
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
     _submit(pg_rt, input_file)
-    _submit(pg_rt, input_file)  # one statement, on an autocommit connection, given back
-    with pytest.raises(RuntimeError), pg_rt.engine.begin() as conn:  # the pool's LIFO: that same connection
+    _submit(pg_rt, input_file)  # one statement, on an autocommit connection of the engine's lane
+    lane = db._lane(pg_rt.engine)
+    [(kept, _used)] = lane.idle
+    assert kept.autocommit and pg_rt.engine.pool.checkedout() == 0
+    _submit(pg_rt, input_file)
+    assert [raw for raw, _used in lane.idle] == [kept]  # the same one again: no checkout, no switches
+    with pytest.raises(RuntimeError), pg_rt.engine.begin() as conn:  # the pool's connections: transactions
+        assert conn.connection.driver_connection is not kept
         conn.execute(sa.text("UPDATE workflow_jobs SET priority = 99"))
         raise RuntimeError("roll back")
     with pg_rt.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs WHERE priority = 99")).scalar() == 0
+    pg_rt.engine.dispose()  # the lane's sessions end with the pool's
+    assert kept.closed and lane.idle == []
+
+
+def test_a_lane_connection_unused_for_a_while_is_not_trusted(pg_rt: Runtime, input_file: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediamill.store import db
+
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    _submit(pg_rt, input_file)
+    _submit(pg_rt, input_file)
+    lane = db._lane(pg_rt.engine)
+    [(kept, used)] = lane.idle
+    lane.idle = [(kept, used - db.PING_AFTER_IDLE_SECONDS - 1)]  # (as if unused that long)
+    _submit(pg_rt, input_file)
+    assert kept.closed and [raw for raw, _used in lane.idle] != [kept]  # closed; a fresh one from the pool
 
 
 def test_a_lost_session_is_an_sqlalchemy_error_and_the_next_submit_reconnects(pg_rt: Runtime, input_file: Path) -> None:
