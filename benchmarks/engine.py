@@ -369,10 +369,11 @@ class MediamillBench:
                 "         ('status', NULL, '{\"status\": \"completed\", \"final\": true}')) AS e(kind, step, data) "
                 "WHERE job_code LIKE 'JOB-HIST-%'"), params)
         with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                sa.text("ANALYZE workflow_jobs; ANALYZE step_executions; ANALYZE job_events; ANALYZE media_queue"))
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            auto.execute(sa.text("ANALYZE workflow_jobs; ANALYZE step_executions; ANALYZE job_events; "
+                                 "ANALYZE media_queue"))
             # the history's pages written out now, not by the checkpointer while the submits are timed
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("CHECKPOINT"))
+            auto.execute(sa.text("CHECKPOINT"))
 
     def _max_id(self) -> int:
         return int(self.poller.one("SELECT coalesce(max(id), 0) FROM workflow_jobs") or 0)

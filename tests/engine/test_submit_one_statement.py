@@ -162,8 +162,8 @@ def test_its_connection_stays_out_of_the_pool_whose_transactions_stay_transactio
     assert kept.closed and lane.idle == []
 
 
-def test_a_lane_connection_unused_for_a_while_is_not_trusted(pg_rt: Runtime, input_file: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lane_connection_unused_for_a_while_is_pinged_and_replaced_when_gone(pg_rt: Runtime,
+                                                                              input_file: Path) -> None:
     from mediamill.store import db
 
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
@@ -173,7 +173,31 @@ def test_a_lane_connection_unused_for_a_while_is_not_trusted(pg_rt: Runtime, inp
     [(kept, used)] = lane.idle
     lane.idle = [(kept, used - db.PING_AFTER_IDLE_SECONDS - 1)]  # (as if unused that long)
     _submit(pg_rt, input_file)
-    assert kept.closed and [raw for raw, _used in lane.idle] != [kept]  # closed; a fresh one from the pool
+    assert [raw for raw, _used in lane.idle] == [kept] and not kept.closed  # it answered: kept, no churn
+    pid = kept.info.backend_pid
+    with psycopg.connect(pg_rt.settings.effective_database_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the server ends it while it waits
+    lane.idle = [(kept, time.monotonic() - db.PING_AFTER_IDLE_SECONDS - 1)]
+    job = _submit(pg_rt, input_file)  # pinged, found gone, replaced: the submit does not fail
+    assert _job(pg_rt, job.id)["status"] == "queued" and kept.closed and lane.open == 1
+
+
+def test_the_lane_is_capped_and_shrinks(pg_rt: Runtime, input_file: Path) -> None:
+    """At most the pool's size of lane connections, idle or in use; beyond, the pool's way (given back out of
+    autocommit); the oldest idle one goes once it sat unused long enough and another is at hand."""
+    from mediamill.store import db
+
+    lane = db._lane(pg_rt.engine)
+    lane.size = 2
+    with db.autocommit(pg_rt.engine) as a, db.autocommit(pg_rt.engine) as b, db.autocommit(pg_rt.engine) as c:
+        assert a.autocommit and b.autocommit and c.autocommit and lane.open == 2
+        assert pg_rt.engine.pool.checkedout() == 1  # the third: the pool's
+    assert not c.autocommit and {id(r) for r, _u in lane.idle} == {id(a), id(b)}
+    oldest = lane.idle[0][0]
+    lane.idle[0] = (oldest, time.monotonic() - db.PING_AFTER_IDLE_SECONDS - 1)
+    with db.autocommit(pg_rt.engine):
+        pass
+    assert oldest.closed and lane.open == 1 and len(lane.idle) == 1
 
 
 def test_a_lost_session_is_an_sqlalchemy_error_and_the_next_submit_reconnects(pg_rt: Runtime, input_file: Path) -> None:

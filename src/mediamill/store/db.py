@@ -78,64 +78,87 @@ def reading(engine: Engine) -> Iterator[sa.Connection]:
 class _Lane:
     """One engine's PostgreSQL connections for one-statement writes (:func:`autocommit`), kept in autocommit between
     uses and outside the engine's pool: a single submit then skips the pool's checkout, its reset and return and the
-    two switches of autocommit (≈ 0.05 ms of its ≈ 0.55 ms). At most ``size`` wait here (the pool's own size);
-    one unused for ``PING_AFTER_IDLE_SECONDS`` is closed instead of trusted (the next comes from the pool, which
-    pings it); the engine's ``dispose()`` closes them all; a forked process starts without them."""
+    two switches of autocommit (≈ 0.05 ms of its ≈ 0.55 ms).
+
+    The lane holds at most ``size`` connections (the pool's own size), idle or in use; when all are in use, a write
+    takes the pool's way (:func:`_pooled_autocommit`), so the lane adds at most ``size`` sessions to what the pool
+    may open. One unused for ``PING_AFTER_IDLE_SECONDS`` is pinged before use, as the pool pings its own; the
+    oldest idle one goes when it sat unused that long and another is at hand (the lane shrinks after a burst); the
+    engine's ``dispose()`` closes them all; a forked process starts without them and never closes its parent's."""
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
         self.idle: list[tuple[Any, float]] = []  # (psycopg connection, when it was last given back: monotonic)
+        self.open = 0  # connections of the lane, idle or in use
         self.lock = threading.Lock()
         self.pid = os.getpid()
 
-    def take(self, engine: Engine) -> Any:
-        now, stale = time.monotonic(), []
+    def take(self, engine: Engine) -> Any | None:
+        """A connection of the lane, or None when all are in use (the caller takes the pool's way)."""
+        now, surplus = time.monotonic(), None
         with self.lock:
             if self.pid != os.getpid():  # (the parent's sessions: never used here, never closed here)
-                self.idle, self.pid = [], os.getpid()
-            while self.idle:
+                self.idle, self.open, self.pid = [], 0, os.getpid()
+            if len(self.idle) > 1 and now - self.idle[0][1] > PING_AFTER_IDLE_SECONDS:
+                surplus = self.idle.pop(0)[0]
+                self.open -= 1
+            if self.idle:
                 raw, used = self.idle.pop()
-                if now - used < PING_AFTER_IDLE_SECONDS and not raw.closed:
-                    break
-                stale.append(raw)
+            elif self.open < self.size:
+                self.open += 1
+                raw, used = None, now
             else:
-                raw = None
-        for old in stale:
-            _close_quietly(old)
-        return raw if raw is not None else self._new(engine)
+                return None
+        if surplus is not None:
+            _close_quietly(surplus)
+        try:
+            if raw is None:
+                return self._new(engine)
+            if now - used > PING_AFTER_IDLE_SECONDS and not _answers(raw):
+                _close_quietly(raw)
+                return self._new(engine)
+            return raw
+        except BaseException:
+            self.forget()
+            raise
 
     @staticmethod
     def _new(engine: Engine) -> Any:
-        dbapi_error = engine.dialect.loaded_dbapi.Error
-        try:
-            fairy = engine.raw_connection()  # (the pool pings one that sat unused)
-        except dbapi_error as exc:  # no connection to be had (the server is down): as SQLAlchemy raises it
-            raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=True,
-                                             dialect=engine.dialect) from exc
-        raw: Any = fairy.driver_connection
-        try:
-            if raw.info.transaction_status != TransactionStatus.IDLE:
-                raw.rollback()  # the pool's ping of a connection idle for a while left its SELECT's transaction open
-            raw.autocommit = True
-        except BaseException:
-            fairy.invalidate()
-            raise
+        fairy, raw = _checkout_autocommit(engine)
         fairy.detach()  # the pool forgets it: it is this lane's until closed
         return raw
 
     def give_back(self, raw: Any) -> None:
-        if not raw.closed and not raw.broken:
+        if not raw.closed and not raw.broken and raw.info.transaction_status == TransactionStatus.IDLE:
             with self.lock:
-                if len(self.idle) < self.size and self.pid == os.getpid():
+                if self.pid == os.getpid():
                     self.idle.append((raw, time.monotonic()))
                     return
-        _close_quietly(raw)
+        self.forget(raw)
+
+    def forget(self, raw: Any = None) -> None:
+        """One of the lane's connections is gone (closed here if given)."""
+        if raw is not None:
+            _close_quietly(raw)
+        with self.lock:
+            self.open = max(0, self.open - 1)
 
     def close(self) -> None:
         with self.lock:
             idle, self.idle = self.idle, []
-        for raw, _used in idle:
-            _close_quietly(raw)
+            self.open -= len(idle)
+            ours = self.pid == os.getpid()
+        if ours:  # (in a forked process the sessions are the parent's)
+            for raw, _used in idle:
+                _close_quietly(raw)
+
+
+def _answers(raw: Any) -> bool:
+    try:
+        raw.execute("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def _close_quietly(raw: Any) -> None:
@@ -164,27 +187,74 @@ def autocommit(engine: Engine) -> Iterator[Any]:
     """A PostgreSQL connection of ``engine`` as the driver's own (psycopg) connection, on which every statement is
     its own transaction: no ``BEGIN`` and ``COMMIT`` round trips, and none of SQLAlchemy's per-statement work. For one
     statement that does all its writes itself (``store`` modules only). It comes from the engine's lane of such
-    connections (:class:`_Lane`), never from or back to its pool, where the next transaction would commit statement
-    by statement. A statement's error comes out as SQLAlchemy's; a lost server costs the lane and the pool their
-    connections."""
-    dbapi_error = engine.dialect.loaded_dbapi.Error
+    connections (:class:`_Lane`), or from the pool when all of the lane's are in use (and then goes back out of
+    autocommit: the pool's next transaction would otherwise commit statement by statement). A statement's error
+    comes out as SQLAlchemy's; a lost server costs the lane and the pool their connections."""
     lane = _lane(engine)
     raw = lane.take(engine)
+    if raw is None:
+        with _pooled_autocommit(engine) as pooled:
+            yield pooled
+        return
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
         yield raw
     except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
         gone = engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken
         if gone:
-            _close_quietly(raw)
-            engine.dispose(close=False)  # (which closes the lane's other connections too)
+            lane.forget(raw)
+            engine.dispose(close=False)  # (which closes the lane's idle connections too)
         else:
             lane.give_back(raw)  # (in autocommit the failed statement took its transaction with it)
         raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=gone,
                                          dialect=engine.dialect) from exc
     except BaseException:
-        _close_quietly(raw)  # interrupted mid-statement: the session's state is unknown
+        lane.forget(raw)  # interrupted mid-statement: the session's state is unknown
         raise
     lane.give_back(raw)
+
+
+def _checkout_autocommit(engine: Engine) -> tuple[Any, Any]:
+    """A connection of the pool (pinged by it when it sat unused) switched to autocommit: SQLAlchemy's wrapper and
+    the psycopg connection."""
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        fairy = engine.raw_connection()
+    except dbapi_error as exc:  # no connection to be had (the server is down): as SQLAlchemy raises it
+        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=True,
+                                         dialect=engine.dialect) from exc
+    raw: Any = fairy.driver_connection
+    try:
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            raw.rollback()  # the pool's ping of a connection idle for a while left its SELECT's transaction open
+        raw.autocommit = True
+    except BaseException:
+        fairy.invalidate()
+        raise
+    return fairy, raw
+
+
+@contextlib.contextmanager
+def _pooled_autocommit(engine: Engine) -> Iterator[Any]:
+    """:func:`autocommit` on a connection of the pool, given back out of autocommit."""
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    fairy, raw = _checkout_autocommit(engine)
+    try:
+        yield raw
+    except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
+        gone = engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken
+        if gone:
+            fairy.invalidate(exc)
+            engine.dispose(close=False)
+        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=gone,
+                                         dialect=engine.dialect) from exc
+    finally:
+        try:  # never back to the pool in autocommit: the next transaction would commit statement by statement
+            if not raw.closed:
+                raw.autocommit = False
+        except Exception as exc:
+            fairy.invalidate(exc)
+        fairy.close()
 
 
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used
