@@ -196,22 +196,28 @@ def autocommit(engine: Engine) -> Iterator[Any]:
         with _pooled_autocommit(engine) as pooled:
             yield pooled
         return
-    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
         yield raw
-    except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
-        gone = engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken
+    except engine.dialect.loaded_dbapi.Error as exc:
+        gone, error = _statement_error(engine, exc, raw)
         if gone:
             lane.forget(raw)
             engine.dispose(close=False)  # (which closes the lane's idle connections too)
         else:
             lane.give_back(raw)  # (in autocommit the failed statement took its transaction with it)
-        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=gone,
-                                         dialect=engine.dialect) from exc
+        raise error from exc
     except BaseException:
         lane.forget(raw)  # interrupted mid-statement: the session's state is unknown
         raise
     lane.give_back(raw)
+
+
+def _statement_error(engine: Engine, exc: Any, raw: Any) -> tuple[bool, sa.exc.StatementError]:
+    """A driver's error as SQLAlchemy raises it (a stopped server is then an ``OperationalError``, which the API
+    answers 503 for), and whether it lost the connection (the caller then renews the pool)."""
+    gone = bool(engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken)
+    return gone, sa.exc.DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error,
+                                            connection_invalidated=gone, dialect=engine.dialect)
 
 
 def _checkout_autocommit(engine: Engine) -> tuple[Any, Any]:
@@ -237,17 +243,15 @@ def _checkout_autocommit(engine: Engine) -> tuple[Any, Any]:
 @contextlib.contextmanager
 def _pooled_autocommit(engine: Engine) -> Iterator[Any]:
     """:func:`autocommit` on a connection of the pool, given back out of autocommit."""
-    dbapi_error = engine.dialect.loaded_dbapi.Error
     fairy, raw = _checkout_autocommit(engine)
     try:
         yield raw
-    except dbapi_error as exc:  # as SQLAlchemy raises it, and a lost server costs the pool its connections
-        gone = engine.dialect.is_disconnect(exc, raw, None) or raw.closed or raw.broken
+    except engine.dialect.loaded_dbapi.Error as exc:
+        gone, error = _statement_error(engine, exc, raw)
         if gone:
             fairy.invalidate(exc)
             engine.dispose(close=False)
-        raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=gone,
-                                         dialect=engine.dialect) from exc
+        raise error from exc
     finally:
         try:  # never back to the pool in autocommit: the next transaction would commit statement by statement
             if not raw.closed:
