@@ -42,30 +42,57 @@ def _done(rt: Runtime, job_id: int) -> bool:
     return ops.get_job(rt.engine, job_id)["status"] in FINAL
 
 
+class _WatchedWake(threading.Event):
+    """The worker's wake-up event, telling whether its claimer's thread is waiting on it."""
+
+    waiting = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting += 1  # (only the claimer's thread waits on it)
+        try:
+            return super().wait(timeout)
+        finally:
+            self.waiting -= 1
+
+
 def test_an_idle_worker_claims_in_the_thread_the_notification_woke(
-        pg_rt: Runtime, input_file: Path, idle_worker: Worker, monkeypatch: pytest.MonkeyPatch) -> None:
+        pg_rt: Runtime, input_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workflow(pg_rt, "WF-P", [{"name": "a", "action": "noop"}], queue="q")
     claimed_in: list[tuple[str, int]] = []
-    claim_round = roles.Claimer.claim_round
+    notices = [0]
+    claim_round, on_notice = roles.Claimer.claim_round, roles.Claimer.on_notice
 
     def traced(self: roles.Claimer, pool: str, cap: int, free: int) -> roles._Round:
         got = claim_round(self, pool, cap, free)
         claimed_in.extend((threading.current_thread().name, c.job["id"]) for c in got.batch)
         return got
 
+    def counted(self: roles.Claimer) -> None:
+        on_notice(self)
+        notices[0] += 1  # (after its own wake-up of the claimer, if any)
+
     monkeypatch.setattr(roles.Claimer, "claim_round", traced)
+    monkeypatch.setattr(roles.Claimer, "on_notice", counted)
     # as from another process (an API server, a client): the wake-up is the NOTIFY alone, not also this
     # process's own wake-up of its workers, which wakes the claimer's thread directly
     monkeypatch.setattr(wakeup, "notify_local", lambda queues: None)
     monkeypatch.setattr(roles.Claimer, "idle_wait", lambda self: 60.0)  # no timed round of its own meanwhile
-    w = idle_worker
-    for _ in range(3):
-        time.sleep(0.3)  # the previous job's aftermath (its outcome written, the claimer told) is over
-        wait_until(lambda: not (w.claimer.turn.locked() or w._wake.is_set() or w.writer.pending), timeout=10)
-        job = _submit(pg_rt, input_file)
-        wait_until(lambda j=job: _done(pg_rt, j), timeout=30)
-        assert (("mm-listener", job) in claimed_in), claimed_in
-        assert ops.get_job(pg_rt.engine, job)["status"] == "completed"
+    w = Worker(pg_rt, pools={"q": 2})
+    wake = w._wake = _WatchedWake()
+    w.start()
+    try:
+        wait_until(w._listening.is_set, timeout=10)
+        for n in range(3):
+            # the previous job's aftermath is over: its outcome counted (after the writer's wake-up), its
+            # notification handled (after the listener's), and the claimer back waiting with nothing to do
+            wait_until(lambda n=n: w.jobs_done == n and notices[0] == n and wake.waiting > 0
+                       and not wake.is_set() and not w.claimer.turn.locked(), timeout=10)
+            job = _submit(pg_rt, input_file)
+            wait_until(lambda j=job: _done(pg_rt, j), timeout=30)
+            assert (("mm-listener", job) in claimed_in), claimed_in
+            assert ops.get_job(pg_rt.engine, job)["status"] == "completed"
+    finally:
+        w.stop(grace=2)
 
 
 def test_a_busy_claimer_is_only_told(pg_rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,10 +153,12 @@ def test_what_arrives_together_is_one_claim_and_other_queues_none(
     with pg_rt.engine.begin() as conn:  # delivered together, at the commit
         for queue in ["q"] * 20 + ["elsewhere"] * 5:
             conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', :q)"), {"q": queue})
-    wait_until(lambda: notices, timeout=10)
-    time.sleep(0.3)
+    with pg_rt.engine.begin() as conn:  # a marker: once it is seen, everything before it was seen too
+        conn.execute(sa.text("SELECT pg_notify('mediamill_cancel', '0')"))
+    wait_until(lambda: time.monotonic() - idle_worker.canceller.noted < 5, timeout=10)
     assert 1 <= len(notices) <= 2, len(notices)  # (not one a notification)
     notices.clear()
+    idle_worker.canceller.noted = 0.0
     with pg_rt.engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', 'elsewhere')"))
         conn.execute(sa.text("SELECT pg_notify('mediamill_jobs', 'also-elsewhere')"))

@@ -195,8 +195,8 @@ def test_the_lane_is_capped_and_shrinks(pg_rt: Runtime, input_file: Path) -> Non
     assert not c.autocommit and {id(r) for r, _u in lane.idle} == {id(a), id(b)}
     oldest = lane.idle[0][0]
     lane.idle[0] = (oldest, time.monotonic() - db.PING_AFTER_IDLE_SECONDS - 1)
-    with db.autocommit(pg_rt.engine):
-        pass
+    with db.autocommit(pg_rt.engine) as d:
+        assert d.execute("SELECT 1").fetchone() == (1,)
     assert oldest.closed and lane.open == 1 and len(lane.idle) == 1
 
 
@@ -242,8 +242,7 @@ def test_the_times_are_stamped_as_the_statement_goes_out(pg_rt: Runtime, input_f
     @contextlib.contextmanager
     def late(engine: Any) -> Any:
         with real(engine) as raw:
-            time.sleep(0.01)  # a slow checkout: what came before it is not the job's wait
-            checked_out.append(utcnow())
+            checked_out.append(utcnow())  # what came before the checkout is not the job's wait
             yield raw
 
     monkeypatch.setattr(submit_repo, "autocommit", late)

@@ -81,7 +81,7 @@ class _Lane:
     two switches of autocommit (≈ 0.05 ms of its ≈ 0.55 ms).
 
     The lane holds at most ``size`` connections (the pool's own size), idle or in use; when all are in use, a write
-    takes the pool's way (:func:`_pooled_autocommit`), so the lane adds at most ``size`` sessions to what the pool
+    takes the pool's way (:func:`autocommit`), so the lane adds at most ``size`` sessions to what the pool
     may open. One unused for ``PING_AFTER_IDLE_SECONDS`` is pinged before use, as the pool pings its own; the
     oldest idle one goes when it sat unused that long and another is at hand (the lane shrinks after a burst); the
     engine's ``dispose()`` closes them all; a forked process starts without them and never closes its parent's."""
@@ -189,27 +189,29 @@ def autocommit(engine: Engine) -> Iterator[Any]:
     statement that does all its writes itself (``store`` modules only). It comes from the engine's lane of such
     connections (:class:`_Lane`), or from the pool when all of the lane's are in use (and then goes back out of
     autocommit: the pool's next transaction would otherwise commit statement by statement). A statement's error
-    comes out as SQLAlchemy's; a lost server costs the lane and the pool their connections."""
+    comes out as SQLAlchemy's; a lost server costs the lane and the pool their connections; a session left in an
+    unknown state (interrupted mid-statement) is not kept."""
     lane = _lane(engine)
-    raw = lane.take(engine)
+    raw, fairy = lane.take(engine), None
     if raw is None:
-        with _pooled_autocommit(engine) as pooled:
-            yield pooled
-        return
+        fairy, raw = _checkout_autocommit(engine)
+    healthy = gone = False
     try:
         yield raw
+        healthy = True
     except engine.dialect.loaded_dbapi.Error as exc:
         gone, error = _statement_error(engine, exc, raw)
-        if gone:
-            lane.forget(raw)
-            engine.dispose(close=False)  # (which closes the lane's idle connections too)
-        else:
-            lane.give_back(raw)  # (in autocommit the failed statement took its transaction with it)
+        healthy = not gone  # (in autocommit the failed statement took its transaction with it)
         raise error from exc
-    except BaseException:
-        lane.forget(raw)  # interrupted mid-statement: the session's state is unknown
-        raise
-    lane.give_back(raw)
+    finally:
+        if fairy is not None:
+            _return_to_pool(fairy, raw, healthy)
+        elif healthy:
+            lane.give_back(raw)
+        else:
+            lane.forget(raw)
+        if gone:
+            engine.dispose(close=False)  # (which closes the lane's idle connections too)
 
 
 def _statement_error(engine: Engine, exc: Any, raw: Any) -> tuple[bool, sa.exc.StatementError]:
@@ -240,25 +242,16 @@ def _checkout_autocommit(engine: Engine) -> tuple[Any, Any]:
     return fairy, raw
 
 
-@contextlib.contextmanager
-def _pooled_autocommit(engine: Engine) -> Iterator[Any]:
-    """:func:`autocommit` on a connection of the pool, given back out of autocommit."""
-    fairy, raw = _checkout_autocommit(engine)
-    try:
-        yield raw
-    except engine.dialect.loaded_dbapi.Error as exc:
-        gone, error = _statement_error(engine, exc, raw)
-        if gone:
-            fairy.invalidate(exc)
-            engine.dispose(close=False)
-        raise error from exc
-    finally:
-        try:  # never back to the pool in autocommit: the next transaction would commit statement by statement
-            if not raw.closed:
-                raw.autocommit = False
-        except Exception as exc:
-            fairy.invalidate(exc)
-        fairy.close()
+def _return_to_pool(fairy: Any, raw: Any, healthy: bool) -> None:
+    """A connection :func:`autocommit` took from the pool goes back out of autocommit, or invalidated."""
+    if not healthy:
+        fairy.invalidate()
+    try:  # never back to the pool in autocommit: the next transaction would commit statement by statement
+        if not raw.closed:
+            raw.autocommit = False
+    except Exception as exc:
+        fairy.invalidate(exc)
+    fairy.close()
 
 
 #: A pooled PostgreSQL connection idle for longer than this is pinged before use (``SELECT 1``); a connection used
