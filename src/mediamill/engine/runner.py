@@ -14,10 +14,11 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,8 @@ class JobRunner:
         self.input_path: Path | None = None
         self.marked = claimed.marked  # the job row says processing (else the first guarded write marks it)
         self.releasing = False  # a write giving the claim up (finish, requeue, park) is under way
-        self._pending_completion: _Completion | None = None  # the last unit's completion, written with the finish
+        # writes of the job's that wait for its next transaction (see ``_defer``); only the runner's thread uses it
+        self._deferred: list[_Completion | _Skip] = []
         self._last_progress = time.monotonic()  # when progress was last written (or the job started)
         self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
         self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
@@ -141,6 +143,9 @@ class JobRunner:
                         self.job["job_code"], str(getattr(exc, "orig", None) or exc).split("\n")[0])
             self.recover("database error; handed back")
         finally:
+            if self.lost:  # deferred writes that can no longer be written: their stored outputs go
+                for d in self._deferred:
+                    d.drop_outputs()
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _settle(self) -> None:
@@ -203,7 +208,9 @@ class JobRunner:
                               count_retry=False, event={"reason": reason}, keep_place=True):
                 self.lose()
                 return
+            flushed = self._flush(conn, touch_job=False)  # the steps that did complete stay done
             tx.interrupt_running_steps(conn, self.job["id"], now, reason)
+        self._settled(flushed)
         self.svc.wake_later(self.job["queue_name"], 0)
 
     # ------------------------------------------------------------------ history / input
@@ -287,8 +294,7 @@ class JobRunner:
         if not accepts(self.d.input_types, mime):
             raise UnsupportedFormat(f"workflow {self.d.code} accepts {', '.join(self.d.input_types)}; "
                                     f"the fetched file is {mime}")
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
+        with self._guarded() as conn:
             tx.update_job(conn, self.job["id"], {"input_key": key, "input_mime": mime, "input_size": size,
                                                  "input_file_path": key})
         self.job.update(input_key=key, input_mime=mime, input_size=size)
@@ -304,8 +310,7 @@ class JobRunner:
         probe.update(mime=self.job["input_mime"] or "", size=self.job["input_size"] or 0,
                      filename=self.job["input_filename"] or "")
         text = json.dumps(probe, default=str)
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
+        with self._guarded() as conn:
             tx.update_job(conn, self.job["id"], {"input_metadata": text})
         self.job["input_metadata"] = text
 
@@ -450,6 +455,9 @@ class JobRunner:
             return None
         from mediamill.engine.segments import prepare
 
+        if self._deferred:  # segments guard their own transactions (``guard``): what waits is written first
+            with self._guarded():
+                pass
         return prepare(self, group, timeout)
 
     def chunk_source(self) -> tuple[str, Path]:
@@ -468,12 +476,12 @@ class JobRunner:
         return [self.steps[i].params for i in group]
 
     def guard(self, conn: Any) -> None:
-        """Raise ``LostClaim`` unless the job's claim is still ours (and extend its lease)."""
+        """Raise ``LostClaim`` unless the job's claim is still ours (and extend its lease), in the caller's
+        transaction (the runner's deferred writes were written before: see ``_chunked`` and ``_execute``)."""
         self._guard(conn)
 
     def _interrupt(self, group: list[int], exec_ids: dict[int, int], started: Any, reason: str) -> None:
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
+        with self._guarded() as conn:
             for i in group:
                 tx.finish_step(conn, job=self.job, exec_id=exec_ids[i], step_name=self.steps[i].name,
                                status="interrupted", started_at=started, error_message=reason)
@@ -517,10 +525,10 @@ class JobRunner:
         return gates
 
     def _start(self, group: list[int]) -> dict[int, int]:
-        """Open the unit's executions: one transaction (fence, executions, the job row, the events)."""
+        """Open the unit's executions: one transaction (fence, the writes deferred until now, executions, the
+        job row, the events)."""
         ids: dict[int, int] = {}
-        with self.svc.engine.begin() as conn:
-            self._fence(conn)
+        with self._guarded(mark=False) as conn:
             events = []
             for i in group:
                 s = self.steps[i]
@@ -571,6 +579,52 @@ class JobRunner:
         self._fence(conn)
         if not self.marked:
             self._write_job(conn, {}, [])
+
+    # ------------------------------------------------------------------ deferred writes
+    # A unit's completion and a skipped step's record need not have a transaction of their own: in a sequential
+    # workflow they wait for the job's next write (the next unit's start, which for a child's idempotent steps is
+    # written while the child already works; a failure's record; the finish; a requeue) and go in its
+    # transaction, after its fence. Every transaction of the runner writes them (``_guarded``, ``_finish``,
+    # ``_requeue``); a lost claim drops them with their stored outputs. A worker killed before that write loses
+    # the completion, as one killed just before its own transaction did: the step runs again.
+    def _defer(self, write: _Completion | _Skip, now: bool) -> None:
+        """Queue ``write`` for the job's next transaction, or (``now``) write it and what waits in one."""
+        self._deferred.append(write)
+        if now:
+            with self._guarded():
+                pass
+
+    def _may_defer(self, group: list[int] | None = None) -> bool:
+        """Writes can wait in a sequential workflow (with ``needs:``, units run in several threads at once),
+        except a ``parallel:`` unit's completion: its segments' parts are deleted once it is recorded."""
+        if group is not None and self.steps[group[0]].parallel is not None:
+            return False
+        return not any(s.needs is not None for s in self.steps)
+
+    def _flush(self, conn: Any, touch_job: bool = True) -> list[_Completion | _Skip]:
+        """Write the deferred writes in ``conn`` (the claim checked); ``_settled`` once it is committed."""
+        flushed = list(self._deferred)
+        for d in flushed:
+            d.write(conn, touch_job=touch_job)
+        return flushed
+
+    def _settled(self, flushed: list[_Completion | _Skip]) -> None:
+        del self._deferred[:len(flushed)]
+        for d in flushed:
+            d.committed()
+
+    @contextmanager
+    def _guarded(self, mark: bool = True) -> Iterator[Any]:
+        """A transaction about the job: fenced on its claim (marking it processing with the first, unless
+        ``mark`` is off because the caller writes the job row itself), carrying the deferred writes."""
+        with self.svc.engine.begin() as conn:
+            if mark:
+                self._guard(conn)
+            else:
+                self._fence(conn)
+            flushed = self._flush(conn)
+            yield conn
+        self._settled(flushed)
 
     # ------------------------------------------------------------------ execution
     def _task(self, group: list[int], timeout: float) -> dict[str, Any]:
@@ -721,20 +775,12 @@ class JobRunner:
             # storage is full: the step's work is lost, its failure is a resource one (retried after back-off)
             return self._handle_failure(group, exec_ids, started, Failure.of(err), gates)
         write = _Completion(self, group, exec_ids, started, results, stored, gates)
+        write.apply()
         if ends_job:  # the job's last unit: written with the job's finish, in one transaction (see _finish)
-            self._pending_completion = write
-            for i in group:
-                self.states[i].status = "completed"
+            self._deferred.append(write)
             self.slot_done()
             return Continue()
-        try:
-            with self.svc.engine.begin() as conn:
-                self._guard(conn)
-                write.write(conn)
-        except LostClaim:
-            write.drop_outputs()
-            raise
-        write.after()
+        self._defer(write, now=not self._may_defer(group))
         return Continue()
 
     def _ends_job(self, group: list[int]) -> bool:
@@ -749,8 +795,7 @@ class JobRunner:
     def _record_failure(self, group: list[int], exec_ids: dict[int, int], started: Any, fail: Failure,
                         status: str = "failed") -> None:
         first, rest = group[0], group[1:]  # bad input is blamed on the unit's first step; the rest did not run
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
+        with self._guarded() as conn:
             tx.finish_step(conn, job=self.job, exec_id=exec_ids[first], step_name=self.steps[first].name,
                            status=status, started_at=started, error_message=fail.message[:MESSAGE_MAX],
                            error_class=fail.error_class, stderr_tail=fail.stderr_tail[-STDERR_TAIL:] or None)
@@ -798,79 +843,94 @@ class JobRunner:
             self._finish(outcome.status)
 
     def _retry(self, r: Retry) -> None:
-        self.releasing = True
-        with self.svc.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=r.delay,
-                            reason="retry", count_retry=True, event=retry_event(r))
-        if ok:
-            self.svc.wake_later(self.job["queue_name"], r.delay)
-        else:
-            self.lose()
+        self._requeue(r.delay, reason="retry", count_retry=True, event=retry_event(r))
 
     def _hold(self, h: Hold) -> None:
+        self._requeue(h.delay, reason=f"breaker:{h.action}", count_retry=False,
+                      event={"reason": "breaker open", "action": h.action, "step": h.step})
+
+    def _requeue(self, delay: float, *, reason: str, count_retry: bool, event: dict[str, Any]) -> None:
+        """Give the job back to its queue for ``delay`` seconds, with the writes deferred until now."""
         self.releasing = True
+        flushed: list[_Completion | _Skip] = []
         with self.svc.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=h.delay,
-                            reason=f"breaker:{h.action}", count_retry=False,
-                            event={"reason": "breaker open", "action": h.action, "step": h.step})
+            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay, reason=reason,
+                            count_retry=count_retry, event=event)
+            if ok:
+                flushed = self._flush(conn, touch_job=False)
         if ok:
-            self.svc.wake_later(self.job["queue_name"], h.delay)
+            self._settled(flushed)
+            self.svc.wake_later(self.job["queue_name"], delay)
         else:
             self.lose()
 
     def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
         klass, message, tail = error or (None, None, None)
-        last, self._pending_completion = self._pending_completion, None
         outputs: list[dict[str, Any]] | None = None
-        if self._fresh() and not any(st.outputs for st in self.states) and \
-                not (last is not None and any(last.stored.values())):
+        if self._fresh() and not any(st.outputs for st in self.states):
             outputs = []  # nothing was stored: no need to read the job's outputs back
         finish = tx.Finish(job=self.job, status=status, workflow_code=self.d.code, workflow_type=self.d.type,
                            workflow_version=self.wf.version, total_steps=len(self.steps),
                            error_message=message, error_class=klass, stderr_tail=tail or None,
                            failed_step=failed_step, outputs=outputs)
         self.releasing = True
+        flushed: list[_Completion | _Skip] = []
+
+        def before() -> None:
+            flushed.extend(self._flush(conn, touch_job=False))
+
         with self.svc.engine.begin() as conn:
-            accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish],
-                                      before=None if last is None else lambda: last.write(conn, touch_job=False))
-        if last is not None:
-            if accepted:
-                last.after()
-            else:
-                last.drop_outputs()
+            accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish], before=before if self._deferred else None)
         if not accepted:
-            self.lose()
+            self.lose()  # the deferred writes are dropped with their outputs (``_run``)
             return
+        self._settled(flushed)
         log.info("job %s: %s%s", self.job["job_code"], status, f" ({klass}: {message})" if klass else "")
         self.svc.job_finished(self.job, status, self.d.code, klass)
 
     # ------------------------------------------------------------------ small records
     def _record_skip(self, i: int, reason: str | None) -> None:
-        now = utcnow()
-        s = self.steps[i]
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
-            tx.record_execution(conn, {
-                "job_id": self.job["id"], "step_id": self.wf.step_ids[i], "status": "skipped", "started_at": now,
-                "completed_at": now, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
-                "step_name": s.name, "worker_id": self.svc.worker_id, "run_number": self.job["run_number"] or 1,
-                "error_message": reason})
-            tx.add_event(conn, self.job, "decision", s.name,
-                         {"when": s.when, "result": False, "skipped": True,
-                          **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
-                          **({"reason": reason} if reason == SHADOW_SKIP else {})})
         self.states[i].status = "skipped"
+        self._defer(_Skip(self, i, reason, utcnow()), now=not self._may_defer())
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
-        with self.svc.engine.begin() as conn:
-            self._guard(conn)
+        with self._guarded() as conn:
             tx.add_event(conn, self.job, kind, step, data)
 
 
 @dataclass
+class _Skip:
+    """A step skipped by its condition (or in a shadow run): its execution record and decision event."""
+
+    runner: JobRunner
+    i: int
+    reason: str | None
+    at: datetime
+
+    def write(self, conn: Any, touch_job: bool = True) -> None:
+        r, s = self.runner, self.runner.steps[self.i]
+        tx.record_execution(conn, {
+            "job_id": r.job["id"], "step_id": r.wf.step_ids[self.i], "status": "skipped", "started_at": self.at,
+            "completed_at": self.at, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
+            "step_name": s.name, "worker_id": r.svc.worker_id, "run_number": r.job["run_number"] or 1,
+            "error_message": self.reason})
+        reason = self.reason
+        tx.add_event(conn, r.job, "decision", s.name,
+                     {"when": s.when, "result": False, "skipped": True,
+                      **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
+                      **({"reason": reason} if reason == SHADOW_SKIP else {})})
+
+    def committed(self) -> None:
+        """Nothing follows a skip's record."""
+
+    def drop_outputs(self) -> None:
+        """A skipped step stored nothing."""
+
+
+@dataclass
 class _Completion:
-    """A unit's successful completion: its database writes (``write``, in the caller's transaction) and what
-    follows once they are committed (``after``)."""
+    """A unit's successful completion: the runner's state (``apply``, at once), its database writes (``write``,
+    in the transaction that carries them) and what follows once they are committed (``committed``)."""
 
     runner: JobRunner
     group: list[int]
@@ -879,36 +939,43 @@ class _Completion:
     results: list[dict[str, Any]]
     stored: dict[int, list[dict[str, Any]]]
     gates: dict[int, Gate]
+    at: datetime = field(default_factory=utcnow)  # when the unit ended (its steps' ``completed_at``)
+    before: int = 0  # steps finished before this unit (the job's percentage after each of its steps)
+
+    def apply(self) -> None:
+        """The unit's steps are completed for the runner: the next unit's conditions and inputs see them."""
+        r = self.runner
+        self.before = sum(1 for j, st in enumerate(r.states) if j not in self.group and st.status in FINISHED_STEP)
+        for i, res in zip(self.group, self.results, strict=True):
+            st = r.states[i]
+            st.status = "completed"
+            st.data = res.get("data") or {}
+            st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
+                           "metadata": o.get("metadata") or {}} for o in res.get("outputs", [])]
 
     def write(self, conn: Any, touch_job: bool = True) -> None:
         r = self.runner
-        before = sum(1 for j, st in enumerate(r.states) if j not in self.group and st.status in FINISHED_STEP)
         for n, (i, res) in enumerate(zip(self.group, self.results, strict=True)):
             tx.finish_step(conn, job=r.job, exec_id=self.exec_ids[i], step_name=r.steps[i].name, status="completed",
                            started_at=self.started, output_data=jsontext.dumps(res.get("data") or {}),
-                           outputs=self.stored[i], progress=min(99.9, 100.0 * (before + n + 1) / len(r.steps)),
-                           touch_job=touch_job)
+                           outputs=self.stored[i], progress=min(99.9, 100.0 * (self.before + n + 1) / len(r.steps)),
+                           touch_job=touch_job, at=self.at)
             if r.steps[i].action == "finalize_job":
                 tx.show_outputs(conn, r.job["id"])
-            r.states[i].status = "completed"
 
     def drop_outputs(self) -> None:
         for rows in self.stored.values():
             for row in rows:
                 self.runner.svc.storage.delete(row["storage_key"])
 
-    def after(self) -> None:
+    def committed(self) -> None:
         r = self.runner
-        for i, res in zip(self.group, self.results, strict=True):
-            st = r.states[i]
-            st.data = res.get("data") or {}
-            st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
-                           "metadata": o.get("metadata") or {}} for o in res.get("outputs", [])]
-            if r.job.get("shadow_of"):
-                continue  # a shadow run never moves a breaker or the figures
+        if r.job.get("shadow_of"):
+            return  # a shadow run never moves a breaker or the figures
+        for i in self.group:
             r.svc.breakers.record_success(r.steps[i].action, self.gates[i].probe)
             telemetry.emit("step.finished", action=r.steps[i].action, status="completed", error_class=None,
-                           duration_s=(utcnow() - self.started).total_seconds(), workflow=r.d.code)
+                           duration_s=(self.at - self.started).total_seconds(), workflow=r.d.code)
 
 
 def _workflow_timeout(minutes: int) -> MediamillError:

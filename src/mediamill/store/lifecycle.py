@@ -378,10 +378,11 @@ def finish_step(conn: Connection, *, job: dict[str, Any], exec_id: int, step_nam
                 started_at: datetime | None, output_data: str | None = None, error_message: str | None = None,
                 error_class: str | None = None, stderr_tail: str | None = None,
                 outputs: Sequence[dict[str, Any]] = (), progress: float | None = None,
-                touch_job: bool = True) -> None:
-    """Close a step execution (with its outputs and event); ``touch_job=False`` when the job's row is written
-    in the same transaction anyway (the job's final write)."""
-    now = utcnow()
+                touch_job: bool = True, at: datetime | None = None) -> None:
+    """Close a step execution (with its outputs and event) as of ``at`` (now by default: a completion written
+    with a later transaction keeps its own time); ``touch_job=False`` when the job's row is written in the same
+    transaction anyway (the job's final write, a requeue)."""
+    now = at or utcnow()
     start = started_at or now
     duration = (now - start).total_seconds()
     conn.execute(se.update().where(se.c.id == exec_id).values(
