@@ -147,3 +147,18 @@ def test_a_hand_back_between_units_keeps_the_completed_one_done(
     assert _final(rt, job.id)["status"] == "completed"
     # a ran once: its completion went back to the queue with the job, and the next run started at b
     assert [(e[0], e[1]) for e in _executions(rt, job.id)] == [("a", "completed"), ("b", "completed")]
+
+
+def test_a_probe_of_the_input_is_stored_with_the_first_start(
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers, job_commits: list[str]) -> None:
+    # `input.format` only a probe can tell: it runs in a child before the first unit, and what it found is
+    # written with that unit's start (one transaction less), then seen by the condition
+    workflow(rt, "WF-DEFER-PROBE", [{"name": "a", **QUICK, "when": "input.format != 'no such format'"},
+                                    {"name": "b", **QUICK}])
+    job = submit("WF-DEFER-PROBE")
+    workers({"q": 1})
+    d = _final(rt, job.id)
+    assert d["status"] == "completed"
+    assert d["input_metadata"] is not None and d["input_metadata"]["mime"] == "text/plain"
+    assert [(s["step_name"], s["status"]) for s in d["steps"]] == [("a", "completed"), ("b", "completed")]
+    assert len(job_commits) == 3, job_commits  # a's start (with the probe; a decision event), b's start, the finish

@@ -109,7 +109,7 @@ class JobRunner:
         self.marked = claimed.marked  # the job row says processing (else the first guarded write marks it)
         self.releasing = False  # a write giving the claim up (finish, requeue, park) is under way
         # writes of the job's that wait for its next transaction (see ``_defer``); only the runner's thread uses it
-        self._deferred: list[_Completion | _Skip] = []
+        self._deferred: list[_Deferred] = []
         self._last_progress = time.monotonic()  # when progress was last written (or the job started)
         self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
         self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
@@ -310,9 +310,9 @@ class JobRunner:
         probe.update(mime=self.job["input_mime"] or "", size=self.job["input_size"] or 0,
                      filename=self.job["input_filename"] or "")
         text = json.dumps(probe, default=str)
-        with self._guarded() as conn:
-            tx.update_job(conn, self.job["id"], {"input_metadata": text})
-        self.job["input_metadata"] = text
+        self.job["input_metadata"] = text  # stored with the first unit's start (or whatever write comes first)
+        self._defer(_Record(lambda conn: tx.update_job(conn, self.job["id"], {"input_metadata": text})),
+                    now=not self._may_defer())
 
     # ------------------------------------------------------------------ scheduling
     def _deps(self) -> list[list[int]]:
@@ -587,7 +587,7 @@ class JobRunner:
     # transaction, after its fence. Every transaction of the runner writes them (``_guarded``, ``_finish``,
     # ``_requeue``); a lost claim drops them with their stored outputs. A worker killed before that write loses
     # the completion, as one killed just before its own transaction did: the step runs again.
-    def _defer(self, write: _Completion | _Skip, now: bool) -> None:
+    def _defer(self, write: _Deferred, now: bool) -> None:
         """Queue ``write`` for the job's next transaction, or (``now``) write it and what waits in one."""
         self._deferred.append(write)
         if now:
@@ -601,14 +601,14 @@ class JobRunner:
             return False
         return not any(s.needs is not None for s in self.steps)
 
-    def _flush(self, conn: Any, touch_job: bool = True) -> list[_Completion | _Skip]:
+    def _flush(self, conn: Any, touch_job: bool = True) -> list[_Deferred]:
         """Write the deferred writes in ``conn`` (the claim checked); ``_settled`` once it is committed."""
         flushed = list(self._deferred)
         for d in flushed:
             d.write(conn, touch_job=touch_job)
         return flushed
 
-    def _settled(self, flushed: list[_Completion | _Skip]) -> None:
+    def _settled(self, flushed: list[_Deferred]) -> None:
         del self._deferred[:len(flushed)]
         for d in flushed:
             d.committed()
@@ -852,7 +852,7 @@ class JobRunner:
     def _requeue(self, delay: float, *, reason: str, count_retry: bool, event: dict[str, Any]) -> None:
         """Give the job back to its queue for ``delay`` seconds, with the writes deferred until now."""
         self.releasing = True
-        flushed: list[_Completion | _Skip] = []
+        flushed: list[_Deferred] = []
         with self.svc.engine.begin() as conn:
             ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay, reason=reason,
                             count_retry=count_retry, event=event)
@@ -874,7 +874,7 @@ class JobRunner:
                            error_message=message, error_class=klass, stderr_tail=tail or None,
                            failed_step=failed_step, outputs=outputs)
         self.releasing = True
-        flushed: list[_Completion | _Skip] = []
+        flushed: list[_Deferred] = []
 
         def before() -> None:
             flushed.extend(self._flush(conn, touch_job=False))
@@ -890,41 +890,42 @@ class JobRunner:
 
     # ------------------------------------------------------------------ small records
     def _record_skip(self, i: int, reason: str | None) -> None:
+        """A step skipped by its condition (or in a shadow run): its execution record and decision event."""
         self.states[i].status = "skipped"
-        self._defer(_Skip(self, i, reason, utcnow()), now=not self._may_defer())
+        s, at = self.steps[i], utcnow()
+
+        def write(conn: Any) -> None:
+            tx.record_execution(conn, {
+                "job_id": self.job["id"], "step_id": self.wf.step_ids[i], "status": "skipped", "started_at": at,
+                "completed_at": at, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
+                "step_name": s.name, "worker_id": self.svc.worker_id, "run_number": self.job["run_number"] or 1,
+                "error_message": reason})
+            tx.add_event(conn, self.job, "decision", s.name,
+                         {"when": s.when, "result": False, "skipped": True,
+                          **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
+                          **({"reason": reason} if reason == SHADOW_SKIP else {})})
+
+        self._defer(_Record(write), now=not self._may_defer())
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
-        with self._guarded() as conn:
-            tx.add_event(conn, self.job, kind, step, data)
+        self._defer(_Record(lambda conn: tx.add_event(conn, self.job, kind, step, data)), now=not self._may_defer())
 
 
 @dataclass
-class _Skip:
-    """A step skipped by its condition (or in a shadow run): its execution record and decision event."""
+class _Record:
+    """A plain write about the job (a fact of its row, an event, a skipped step's record), in whatever
+    transaction carries it: nothing follows it and nothing was stored for it."""
 
-    runner: JobRunner
-    i: int
-    reason: str | None
-    at: datetime
+    fn: Callable[[Any], None]
 
     def write(self, conn: Any, touch_job: bool = True) -> None:
-        r, s = self.runner, self.runner.steps[self.i]
-        tx.record_execution(conn, {
-            "job_id": r.job["id"], "step_id": r.wf.step_ids[self.i], "status": "skipped", "started_at": self.at,
-            "completed_at": self.at, "duration_seconds": 0, "duration_ms": 0, "action": s.action,
-            "step_name": s.name, "worker_id": r.svc.worker_id, "run_number": r.job["run_number"] or 1,
-            "error_message": self.reason})
-        reason = self.reason
-        tx.add_event(conn, r.job, "decision", s.name,
-                     {"when": s.when, "result": False, "skipped": True,
-                      **({"error": reason} if reason and reason != SHADOW_SKIP else {}),
-                      **({"reason": reason} if reason == SHADOW_SKIP else {})})
+        self.fn(conn)  # (its own rows and columns: written in every case)
 
     def committed(self) -> None:
-        """Nothing follows a skip's record."""
+        """Nothing follows."""
 
     def drop_outputs(self) -> None:
-        """A skipped step stored nothing."""
+        """Nothing was stored."""
 
 
 @dataclass
@@ -978,6 +979,9 @@ class _Completion:
                            duration_s=(self.at - self.started).total_seconds(), workflow=r.d.code)
 
 
+_Deferred = _Completion | _Record  # what waits for the job's next transaction (``JobRunner._defer``)
+
+
 def _workflow_timeout(minutes: int) -> MediamillError:
     from mediamill.errors import StepTimeout
 
@@ -989,4 +993,3 @@ def _error_from(reply: dict[str, Any]) -> MediamillError:
 
     return ToolFailed(reply.get("message") or "step failed", stderr_tail=reply.get("stderr_tail") or "",
                       error_class=reply.get("error_class") or "internal", retryable=reply.get("retryable"))
-
