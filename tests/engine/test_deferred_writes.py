@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action
 from mediamill.engine import housekeeping
 from mediamill.engine import operations as ops
+from mediamill.engine.outcomes import Hold
 from mediamill.engine.runner import JobRunner
 from mediamill.engine.submit import SubmittedJob
 from mediamill.runtime import Runtime
-from mediamill.store.tables import job_outputs, media_queue, step_executions
+from mediamill.store.tables import job_events, job_outputs, media_queue, step_executions, workflow_jobs
 from mediamill.store.timeutil import utcnow
 from tests.engine.conftest import workflow
 from tests.helpers import wait_until
@@ -162,3 +163,57 @@ def test_a_probe_of_the_input_is_stored_with_the_first_start(
     assert d["input_metadata"] is not None and d["input_metadata"]["mime"] == "text/plain"
     assert [(s["step_name"], s["status"]) for s in d["steps"]] == [("a", "completed"), ("b", "completed")]
     assert len(job_commits) == 3, job_commits  # a's start (with the probe; a decision event), b's start, the finish
+
+
+def _trail(rt: Runtime, job_id: int) -> list[tuple[str, str | None, str | None]]:
+    """The job's events in order: (type, step, status or reason)."""
+    with rt.engine.connect() as conn:
+        rows = conn.execute(sa.select(job_events.c.event_type, job_events.c.step_name, job_events.c.data)
+                            .where(job_events.c.job_id == job_id).order_by(job_events.c.id)).all()
+    return [(r[0], r[1], (r[2] or {}).get("status") or (r[2] or {}).get("reason")) for r in rows]
+
+
+def test_a_hold_after_a_unit_carries_its_completion_before_the_requeue(
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers, monkeypatch: pytest.MonkeyPatch) -> None:
+    workflow(rt, "WF-DEFER-HOLD", [{"name": "a", **QUICK}, {"name": "b", **QUICK}])
+    job = submit("WF-DEFER-HOLD")
+    original = JobRunner._gates
+
+    def gates(self: JobRunner, runnable: list[int]) -> Any:  # b's breaker is open: the job waits a minute
+        return Hold(60, "sleep", "b") if runnable == [1] else original(self, runnable)
+
+    monkeypatch.setattr(JobRunner, "_gates", gates)
+    workers({"q": 1})
+    wait_until(lambda: ("wait", None, "breaker open") in _trail(rt, job.id), timeout=30, message="the hold")
+    assert [(e[0], e[1]) for e in _executions(rt, job.id)] == [("a", "completed")]
+    trail = _trail(rt, job.id)
+    assert trail.index(("step", "a", "completed")) < trail.index(("wait", None, "breaker open")) \
+        < trail.index(("status", None, "queued"), 1)  # a's completion, then the hold, then queued again
+    with rt.engine.connect() as conn:
+        status, progress = conn.execute(sa.select(workflow_jobs.c.status, workflow_jobs.c.progress_percent)
+                                        .where(workflow_jobs.c.id == job.id)).one()
+    assert status == "queued" and progress == 50  # a's share of the job, written with its completion
+
+
+def test_a_skipped_first_step_comes_after_the_job_is_marked_processing(
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers) -> None:
+    workflow(rt, "WF-DEFER-SKIP", [{"name": "a", **QUICK, "when": "input.size > 10000000"}, {"name": "b", **QUICK}])
+    job = submit("WF-DEFER-SKIP")
+    workers({"q": 1})
+    assert _final(rt, job.id)["status"] == "completed"
+    trail = [e for e in _trail(rt, job.id) if e[0] in ("status", "decision")]
+    assert trail == [("status", None, "queued"), ("status", None, "processing"), ("decision", "a", None),
+                     ("status", None, "completed")]
+
+
+def test_units_of_a_needs_workflow_write_at_once_from_their_threads(
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers) -> None:
+    siblings = [{"name": n, **QUICK, "needs": ["root"]} for n in ("b", "c", "d", "e")]
+    workflow(rt, "WF-DEFER-DAG", [{"name": "root", **QUICK}, *siblings])
+    job = submit("WF-DEFER-DAG")
+    workers({"q": 1})
+    assert _final(rt, job.id)["status"] == "completed"
+    assert sorted((e[0], e[1]) for e in _executions(rt, job.id)) == \
+        sorted((n, "completed") for n in ("root", "b", "c", "d", "e"))
+    done = [e for e in _trail(rt, job.id) if e[0] == "step" and e[2] == "completed"]
+    assert sorted(e[1] for e in done if e[1]) == ["b", "c", "d", "e", "root"]  # each once

@@ -95,7 +95,9 @@ def test_a_stopping_worker_gives_its_prefetched_job_back_unstarted(rt: Runtime, 
     first = submit("WF-SHORT").id
     wait_until(lambda: ops.get_job(rt.engine, first)["status"] in FINAL, timeout=30)
     jobs = _burst(rt, submit, "WF-SHORT", 3)
-    held = wait_until(lambda: (h := _held(rt, w.worker_id)) and any(s == "queued" for _, s in h) and h,
+    # the running job's row says queued until its runner's first write, so the prefetched one is told apart only
+    # once the running one says processing
+    held = wait_until(lambda: (h := _held(rt, w.worker_id)) and {s for _, s in h} == {"processing", "queued"} and h,
                       timeout=15, message="a prefetched job")
     prefetched = next(j for j, s in held if s == "queued")
     w.stop(grace=0.2)

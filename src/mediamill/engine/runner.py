@@ -54,7 +54,7 @@ from mediamill.errors import (
     classify_exception,
 )
 from mediamill.media.sniff import accepts
-from mediamill.statuses import DONE_STEP, FINISHED_STEP, JobStatus
+from mediamill.statuses import DONE_STEP, FINISHED_STEP, SUCCEEDED_JOB, JobStatus
 from mediamill.storage import new_key
 from mediamill.store import jsontext
 from mediamill.store import lifecycle as tx
@@ -110,6 +110,8 @@ class JobRunner:
         self.releasing = False  # a write giving the claim up (finish, requeue, park) is under way
         # writes of the job's that wait for its next transaction (see ``_defer``); only the runner's thread uses it
         self._deferred: list[_Deferred] = []
+        # a transaction carried them and did not report its commit (it may have committed): their files stay
+        self._carried_unsure = False
         self._last_progress = time.monotonic()  # when progress was last written (or the job started)
         self._progress_pending: dict[int, tuple[float, int]] = {}  # step -> (percent, execution id) not yet written
         self._step_percent: dict[int, float] = {}  # latest percentage of each step that reported
@@ -143,9 +145,8 @@ class JobRunner:
                         self.job["job_code"], str(getattr(exc, "orig", None) or exc).split("\n")[0])
             self.recover("database error; handed back")
         finally:
-            if self.lost:  # deferred writes that can no longer be written: their stored outputs go
-                for d in self._deferred:
-                    d.drop_outputs()
+            if self.lost and not self._carried_unsure:  # writes that can no longer be written: their files go
+                self._drop_deferred()
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _settle(self) -> None:
@@ -194,22 +195,35 @@ class JobRunner:
             try:
                 self._requeue_interrupted(reason)
                 return
-            except DATABASE_ERRORS:
+            except DATABASE_ERRORS as exc:
                 if self.handing_back:
                     return
+                if not isinstance(exc, CONNECTION_ERRORS) and self._deferred:
+                    # the database answered and refused what waited (it can never be written): give the job
+                    # back without it, its steps to run again
+                    log.warning("job %s: the database refused its deferred writes (%s); dropped",
+                                self.job["job_code"], str(getattr(exc, "orig", None) or exc).split("\n")[0])
+                    self._carried_unsure = False  # refused, so rolled back
+                    self._drop_deferred()
+                    continue
                 time.sleep(pause)
                 pause = min(2 * pause, 2.0)
 
     def _requeue_interrupted(self, reason: str) -> None:
         self.releasing = True
         now = utcnow()
-        with self.svc.engine.begin() as conn:
-            if not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=0, reason="interrupted",
-                              count_retry=False, event={"reason": reason}, keep_place=True):
-                self.lose()
-                return
-            flushed = self._flush(conn, touch_job=False)  # the steps that did complete stay done
-            tx.interrupt_running_steps(conn, self.job["id"], now, reason)
+        try:
+            with self.svc.engine.begin() as conn:
+                flushed = self._carry_if_owned(conn)  # the steps that did complete stay done
+                if flushed is None or not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=0,
+                                                     reason="interrupted", count_retry=False,
+                                                     event={"reason": reason}, keep_place=True):
+                    raise _Refused()  # (rolled back with whatever it carried)
+                tx.interrupt_running_steps(conn, self.job["id"], now, reason)
+        except _Refused:
+            self._carried_unsure = False  # rolled back
+            self.lose()
+            return
         self._settled(flushed)
         self.svc.wake_later(self.job["queue_name"], 0)
 
@@ -581,18 +595,26 @@ class JobRunner:
             self._write_job(conn, {}, [])
 
     # ------------------------------------------------------------------ deferred writes
-    # A unit's completion and a skipped step's record need not have a transaction of their own: in a sequential
-    # workflow they wait for the job's next write (the next unit's start, which for a child's idempotent steps is
-    # written while the child already works; a failure's record; the finish; a requeue) and go in its
-    # transaction, after its fence. Every transaction of the runner writes them (``_guarded``, ``_finish``,
-    # ``_requeue``); a lost claim drops them with their stored outputs. A worker killed before that write loses
-    # the completion, as one killed just before its own transaction did: the step runs again.
+    # A unit's completion, a skipped step's record, a decision event and the input's probe need not have a
+    # transaction of their own: in a sequential workflow they wait for the job's next write (the next unit's start,
+    # which for a child's idempotent steps is written while the child already works; a failure's record; the
+    # finish; a requeue) and go in its transaction, after its fence and the job's marking. Every transaction of
+    # the runner carries them (``_guarded``, ``_finish``, ``_requeue``, ``_requeue_interrupted``); a lost claim
+    # drops them with their stored outputs. A worker killed before that write loses them, as one killed just
+    # before their own transaction did: the step runs again. Only the runner's thread touches the list: in a
+    # ``needs:`` workflow (units in several threads) nothing waits.
     def _defer(self, write: _Deferred, now: bool) -> None:
-        """Queue ``write`` for the job's next transaction, or (``now``) write it and what waits in one."""
-        self._deferred.append(write)
-        if now:
-            with self._guarded():
-                pass
+        """Queue ``write`` for the job's next transaction, or (``now``) write it at once (with what waits)."""
+        if not now:
+            self._deferred.append(write)
+            return
+        try:
+            with self._guarded() as conn:
+                write.write(conn)
+        except LostClaim:
+            write.drop_outputs()
+            raise
+        write.committed()
 
     def _may_defer(self, group: list[int] | None = None) -> bool:
         """Writes can wait in a sequential workflow (with ``needs:``, units run in several threads at once),
@@ -601,17 +623,42 @@ class JobRunner:
             return False
         return not any(s.needs is not None for s in self.steps)
 
-    def _flush(self, conn: Any, touch_job: bool = True) -> list[_Deferred]:
-        """Write the deferred writes in ``conn`` (the claim checked); ``_settled`` once it is committed."""
+    def _carry(self, conn: Any, touch_job: bool = True) -> list[_Deferred]:
+        """Write what waits in ``conn`` (whose claim was checked), the job marked processing first if it was not
+        yet (its trail then reads queued → processing → ...); ``_settled`` once the transaction committed."""
         flushed = list(self._deferred)
+        if not flushed:
+            return flushed
+        if not self.marked:
+            self._write_job(conn, {}, [])
+        self._carried_unsure = True
         for d in flushed:
             d.write(conn, touch_job=touch_job)
         return flushed
 
+    def _carry_if_owned(self, conn: Any) -> list[_Deferred] | None:
+        """For a write that fences itself (a requeue): what waits goes first, once the claim is confirmed here
+        (None when it is gone)."""
+        if not self._deferred:
+            return []
+        if not tx.still_owner(conn, job=self.job, worker_id=self.svc.worker_id,
+                              lease_seconds=self.svc.settings.lease_seconds):
+            return None
+        return self._carry(conn)
+
     def _settled(self, flushed: list[_Deferred]) -> None:
+        """The transaction that carried ``flushed`` committed."""
+        if not flushed:
+            return
         del self._deferred[:len(flushed)]
+        self._carried_unsure = False
         for d in flushed:
             d.committed()
+
+    def _drop_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for d in deferred:
+            d.drop_outputs()
 
     @contextmanager
     def _guarded(self, mark: bool = True) -> Iterator[Any]:
@@ -622,7 +669,7 @@ class JobRunner:
                 self._guard(conn)
             else:
                 self._fence(conn)
-            flushed = self._flush(conn)
+            flushed = self._carry(conn)
             yield conn
         self._settled(flushed)
 
@@ -852,17 +899,18 @@ class JobRunner:
     def _requeue(self, delay: float, *, reason: str, count_retry: bool, event: dict[str, Any]) -> None:
         """Give the job back to its queue for ``delay`` seconds, with the writes deferred until now."""
         self.releasing = True
-        flushed: list[_Deferred] = []
-        with self.svc.engine.begin() as conn:
-            ok = tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay, reason=reason,
-                            count_retry=count_retry, event=event)
-            if ok:
-                flushed = self._flush(conn, touch_job=False)
-        if ok:
-            self._settled(flushed)
-            self.svc.wake_later(self.job["queue_name"], delay)
-        else:
+        try:
+            with self.svc.engine.begin() as conn:
+                flushed = self._carry_if_owned(conn)  # before the requeue's own events
+                if flushed is None or not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay,
+                                                     reason=reason, count_retry=count_retry, event=event):
+                    raise _Refused()  # (rolled back with whatever it carried)
+        except _Refused:
+            self._carried_unsure = False  # rolled back
             self.lose()
+            return
+        self._settled(flushed)
+        self.svc.wake_later(self.job["queue_name"], delay)
 
     def _finish(self, status: str, error: tuple[str, str, str] | None = None, failed_step: str | None = None) -> None:
         klass, message, tail = error or (None, None, None)
@@ -876,8 +924,8 @@ class JobRunner:
         self.releasing = True
         flushed: list[_Deferred] = []
 
-        def before() -> None:
-            flushed.extend(self._flush(conn, touch_job=False))
+        def before() -> None:  # (a success writes the job's progress itself)
+            flushed.extend(self._carry(conn, touch_job=status not in SUCCEEDED_JOB))
 
         with self.svc.engine.begin() as conn:
             accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish], before=before if self._deferred else None)
@@ -909,6 +957,10 @@ class JobRunner:
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
         self._defer(_Record(lambda conn: tx.add_event(conn, self.job, kind, step, data)), now=not self._may_defer())
+
+
+class _Refused(Exception):
+    """(Inside a runner's transaction) the claim is gone: roll back what the transaction wrote."""
 
 
 @dataclass
