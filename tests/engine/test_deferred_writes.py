@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from mediamill.actions import base
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action
 from mediamill.engine import housekeeping
 from mediamill.engine import operations as ops
@@ -27,13 +28,20 @@ from tests.helpers import wait_until
 QUICK = {"action": "sleep", "params": {"seconds": 0}}  # a step in a child: the normal runner
 
 
-@action("test_write_note", family="test", isolated=False, reads_input=False)
 def write_note(ctx: StepContext) -> StepResult:
     """Write a small text file (a step with an output, run in the worker's process)."""
     path = ctx.work_dir / "note.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"attempt {ctx.attempt}\n")
     return StepResult(outputs=[OutputFile("note.txt", path, "text/plain")], data={"wrote": True})
+
+
+@pytest.fixture
+def note_action() -> Iterator[str]:
+    """``test_write_note``, registered for the test only (other tests list every registered action)."""
+    action("test_write_note", family="test", isolated=False, reads_input=False)(write_note)
+    yield "test_write_note"
+    base._ACTIONS.pop("test_write_note", None)
 
 
 def _executions(rt: Runtime, job_id: int) -> list[tuple[str, str, datetime | None, datetime | None]]:
@@ -101,8 +109,9 @@ def test_a_completion_and_a_skip_go_with_the_next_transaction_and_keep_their_own
 
 
 def test_a_lost_claim_drops_the_waiting_completion_and_its_stored_output(
-        rt: Runtime, submit: Callable[..., SubmittedJob], workers, monkeypatch: pytest.MonkeyPatch) -> None:
-    workflow(rt, "WF-DEFER-LOST", [{"name": "note", "action": "test_write_note"}, {"name": "wait", **QUICK}])
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers, monkeypatch: pytest.MonkeyPatch,
+        note_action: str) -> None:
+    workflow(rt, "WF-DEFER-LOST", [{"name": "note", "action": note_action}, {"name": "wait", **QUICK}])
     job = submit("WF-DEFER-LOST")
     first: list[str] = []
 
@@ -127,8 +136,9 @@ def test_a_lost_claim_drops_the_waiting_completion_and_its_stored_output(
 
 
 def test_a_cancel_between_units_still_records_the_completed_one(
-        rt: Runtime, submit: Callable[..., SubmittedJob], workers, monkeypatch: pytest.MonkeyPatch) -> None:
-    workflow(rt, "WF-DEFER-CANCEL", [{"name": "note", "action": "test_write_note"}, {"name": "wait", **QUICK}])
+        rt: Runtime, submit: Callable[..., SubmittedJob], workers, monkeypatch: pytest.MonkeyPatch,
+        note_action: str) -> None:
+    workflow(rt, "WF-DEFER-CANCEL", [{"name": "note", "action": note_action}, {"name": "wait", **QUICK}])
     job = submit("WF-DEFER-CANCEL")
     _after_unit(monkeypatch, 0, lambda runner: runner.cancel.set())
     workers({"q": 1})
