@@ -32,7 +32,7 @@ from mediamill.engine.outcomes import retry_event
 from mediamill.store import job_rows
 from mediamill.store import lifecycle as tx
 from mediamill.store.connections import DATABASE_ERRORS
-from mediamill.store.db import PING_AFTER_IDLE_SECONDS, Connection, answers, is_postgres, reading
+from mediamill.store.db import PING_AFTER_IDLE_SECONDS, Connection, answers
 from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -265,8 +265,6 @@ class Claimer:
         it, their entries only locked, and what they end with is written there too."""
         w = self.w
         got = _Round()
-        if self.nothing_due(pool, cap - w.inflight[pool]):
-            return got
         with self.transaction() as conn:
             # segments first: they finish work that jobs already started (same transaction: no extra commit)
             # (only for slots free now: a segment is not prefetched)
@@ -293,22 +291,6 @@ class Claimer:
             tx.release(conn, worker_id=w.worker_id, queue_ids=[c.queue_id for c in got.extra])
             self.claimed(conn, pool, bool(got.batch or got.pieces), got.started)
         return got
-
-    def nothing_due(self, pool: str, open_slots: int) -> bool:
-        """SQLite: a look on a read-only connection finds no job due for ``pool`` and no segment is to be looked
-        for, so the claim is skipped instead of taking the database's one write lock for nothing (an idle worker's
-        round would make a submit that arrives meanwhile wait for it). A job submitted just after the look wakes
-        the claimer again, as one submitted just after an empty claim does. PostgreSQL's claim takes no such lock."""
-        w = self.w
-        if is_postgres(w.engine):
-            return False
-        queue = None if pool == ANY else pool
-        with reading(w.engine) as conn:
-            if tx.anything_due(conn, queue):
-                return False
-            # segments: only when this round would look for them (``claim_segments``)
-            looks = open_slots > 0 and time.monotonic() >= self.segments_next.get(pool, 0.0)
-            return not (looks and segments.anything_due(conn, queue))
 
     def hand_on(self, pool: str, got: _Round) -> None:
         """After the claim's commit: the slots start first; in-process jobs then run here."""

@@ -43,13 +43,13 @@ from mediamill.store import lifecycle as tx
 from mediamill.store import segments_repo
 from mediamill.store.db import Connection, Engine
 from mediamill.store.segments_repo import OPEN_STATUSES as _OPEN
-from mediamill.store.segments_repo import WAIT_REASON, anything_due, claim, load_plan, next_due, wake_parent
+from mediamill.store.segments_repo import WAIT_REASON, claim, load_plan, next_due, wake_parent
 from mediamill.store.timeutil import utcnow
 
 if TYPE_CHECKING:
     from mediamill.engine.services import RunningJob, RunServices
 
-__all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "anything_due", "claim",
+__all__ = ["NOTE", "PARK_SECONDS", "SEGMENT_RESCUES", "WAIT_REASON", "ChunkJoin", "announce", "claim",
            "extend_leases", "next_due", "prepare", "rescue_orphaned_segments", "run_segment"]
 
 log = logging.getLogger("mediamill.engine")

@@ -221,15 +221,6 @@ def finish_held(conn: Connection, worker_id: str, finishes: Sequence[Finish], qu
     _write_finishes(conn, finishes, worker_id)
 
 
-def anything_due(conn: Connection, queue: str | None) -> bool:
-    """Whether an entry (of ``queue``, or any) is due now, paused queues included: a look that takes no lock,
-    before a claim that would take SQLite's one write lock for nothing."""
-    q = sa.select(mq.c.id).where(mq.c.status == "queued", mq.c.scheduled_time <= utcnow()).limit(1)
-    if queue is not None:
-        q = q.where(mq.c.queue_name == queue)
-    return conn.execute(q).first() is not None
-
-
 def next_due(conn: Connection, queue: str | None) -> datetime | None:
     """When the earliest queued entry (of ``queue``, or any) becomes due, paused queues left out."""
     q = sa.select(sa.func.min(mq.c.scheduled_time)).where(mq.c.status == "queued")

@@ -74,15 +74,6 @@ def _claimable(queue: str | None) -> list[Any]:
     return where if queue is None else [*where, ss.c.queue_name == queue]
 
 
-def anything_due(conn: Connection, queue: str | None) -> bool:
-    """Whether a segment (of ``queue``, or any) is queued and due, whoever's job and queue it is: a look that
-    takes no lock (see ``lifecycle.anything_due``)."""
-    q = sa.select(ss.c.id).where(ss.c.status == "queued", ss.c.scheduled_time <= utcnow()).limit(1)
-    if queue is not None:
-        q = q.where(ss.c.queue_name == queue)
-    return conn.execute(q).first() is not None
-
-
 def next_due(conn: Connection, queue: str | None) -> datetime | None:
     """When the earliest segment a claim could take (of ``queue``, or any) becomes due."""
     return conn.execute(sa.select(sa.func.min(ss.c.scheduled_time)).where(*_claimable(queue))).scalar()
