@@ -100,6 +100,7 @@ class JobRunner:
         self.wf = wf
         self.d = wf.definition
         self.steps = self.d.steps
+        self.dag = any(s.needs is not None for s in self.steps)  # steps by ``needs:``, units in several threads
         self.states = [StepState() for _ in self.steps]
         self.cancel = threading.Event()
         self.handing_back = False
@@ -210,22 +211,9 @@ class JobRunner:
                 pause = min(2 * pause, 2.0)
 
     def _requeue_interrupted(self, reason: str) -> None:
-        self.releasing = True
-        now = utcnow()
-        try:
-            with self.svc.engine.begin() as conn:
-                flushed = self._carry_if_owned(conn)  # the steps that did complete stay done
-                if flushed is None or not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=0,
-                                                     reason="interrupted", count_retry=False,
-                                                     event={"reason": reason}, keep_place=True):
-                    raise _Refused()  # (rolled back with whatever it carried)
-                tx.interrupt_running_steps(conn, self.job["id"], now, reason)
-        except _Refused:
-            self._carried_unsure = False  # rolled back
-            self.lose()
-            return
-        self._settled(flushed)
-        self.svc.wake_later(self.job["queue_name"], 0)
+        """Give the job back at once, keeping its place; its running steps are marked interrupted (those that
+        completed stay done)."""
+        self._requeue(0, reason="interrupted", count_retry=False, event={"reason": reason}, interrupted=reason)
 
     # ------------------------------------------------------------------ history / input
     def _fresh(self) -> bool:
@@ -331,7 +319,7 @@ class JobRunner:
     # ------------------------------------------------------------------ scheduling
     def _deps(self) -> list[list[int]]:
         by_name = {s.name: i for i, s in enumerate(self.steps)}
-        if any(s.needs is not None for s in self.steps):
+        if self.dag:
             return [[by_name[n] for n in (s.needs or [])] for s in self.steps]
         return [[i - 1] if i else [] for i in range(len(self.steps))]
 
@@ -344,7 +332,7 @@ class JobRunner:
         """Run the steps until they are all done or one unit ends the job; say what the job came to."""
         deps = self._deps()
         outcome: Outcome = Continue()
-        if any(s.needs is not None for s in self.steps):
+        if self.dag:
             outcome = self._run_dag(deps)
         else:
             while isinstance(outcome, Continue) and (ready := self._ready(deps, set())):
@@ -470,8 +458,7 @@ class JobRunner:
         from mediamill.engine.segments import prepare
 
         if self._deferred:  # segments guard their own transactions (``guard``): what waits is written first
-            with self._guarded():
-                pass
+            self._write_now()
         return prepare(self, group, timeout)
 
     def chunk_source(self) -> tuple[str, Path]:
@@ -605,23 +592,28 @@ class JobRunner:
     # ``needs:`` workflow (units in several threads) nothing waits.
     def _defer(self, write: _Deferred, now: bool) -> None:
         """Queue ``write`` for the job's next transaction, or (``now``) write it at once (with what waits)."""
-        if not now:
+        if now:
+            self._write_now(write)
+        else:
             self._deferred.append(write)
-            return
+
+    def _write_now(self, write: _Deferred | None = None) -> None:
+        """Write what waits (and ``write``) in a transaction of its own."""
         try:
             with self._guarded() as conn:
-                write.write(conn)
+                if write is not None:
+                    write.write(conn)
         except LostClaim:
-            write.drop_outputs()
+            if write is not None:
+                write.drop_outputs()
             raise
-        write.committed()
+        if write is not None:
+            write.committed()
 
     def _may_defer(self, group: list[int] | None = None) -> bool:
         """Writes can wait in a sequential workflow (with ``needs:``, units run in several threads at once),
         except a ``parallel:`` unit's completion: its segments' parts are deleted once it is recorded."""
-        if group is not None and self.steps[group[0]].parallel is not None:
-            return False
-        return not any(s.needs is not None for s in self.steps)
+        return not self.dag and (group is None or self.steps[group[0]].parallel is None)
 
     def _carry(self, conn: Any, touch_job: bool = True) -> list[_Deferred]:
         """Write what waits in ``conn`` (whose claim was checked), the job marked processing first if it was not
@@ -635,16 +627,6 @@ class JobRunner:
         for d in flushed:
             d.write(conn, touch_job=touch_job)
         return flushed
-
-    def _carry_if_owned(self, conn: Any) -> list[_Deferred] | None:
-        """For a write that fences itself (a requeue): what waits goes first, once the claim is confirmed here
-        (None when it is gone)."""
-        if not self._deferred:
-            return []
-        if not tx.still_owner(conn, job=self.job, worker_id=self.svc.worker_id,
-                              lease_seconds=self.svc.settings.lease_seconds):
-            return None
-        return self._carry(conn)
 
     def _settled(self, flushed: list[_Deferred]) -> None:
         """The transaction that carried ``flushed`` committed."""
@@ -833,7 +815,7 @@ class JobRunner:
     def _ends_job(self, group: list[int]) -> bool:
         """Whether ``group`` is the job's last unit (sequential steps, no condition left to record), so that
         its completion can be written with the job's final status."""
-        if any(s.needs is not None for s in self.steps) or group[-1] != len(self.steps) - 1:
+        if self.dag or group[-1] != len(self.steps) - 1:
             return False
         if any(self.steps[i].when or self.steps[i].action == "finalize_job" for i in group):
             return False
@@ -896,16 +878,23 @@ class JobRunner:
         self._requeue(h.delay, reason=f"breaker:{h.action}", count_retry=False,
                       event={"reason": "breaker open", "action": h.action, "step": h.step})
 
-    def _requeue(self, delay: float, *, reason: str, count_retry: bool, event: dict[str, Any]) -> None:
-        """Give the job back to its queue for ``delay`` seconds, with the writes deferred until now."""
+    def _requeue(self, delay: float, *, reason: str, count_retry: bool, event: dict[str, Any],
+                 interrupted: str | None = None) -> None:
+        """Give the job back to its queue for ``delay`` seconds (``interrupted``: at once, keeping its place, its
+        running steps marked so), with the writes deferred until now before the requeue's own events."""
         self.releasing = True
+        now = utcnow()
         try:
             with self.svc.engine.begin() as conn:
-                flushed = self._carry_if_owned(conn)  # before the requeue's own events
-                if flushed is None or not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay,
-                                                     reason=reason, count_retry=count_retry, event=event):
-                    raise _Refused()  # (rolled back with whatever it carried)
-        except _Refused:
+                if self._deferred:
+                    self._fence(conn)  # (``tx.requeue`` fences itself, after what it carries)
+                flushed = self._carry(conn)
+                if not tx.requeue(conn, job=self.job, worker_id=self.svc.worker_id, delay=delay, reason=reason,
+                                  count_retry=count_retry, event=event, keep_place=interrupted is not None):
+                    raise LostClaim()  # (rolled back with whatever it carried)
+                if interrupted is not None:
+                    tx.interrupt_running_steps(conn, self.job["id"], now, interrupted)
+        except LostClaim:
             self._carried_unsure = False  # rolled back
             self.lose()
             return
@@ -928,7 +917,7 @@ class JobRunner:
             flushed.extend(self._carry(conn, touch_job=status not in SUCCEEDED_JOB))
 
         with self.svc.engine.begin() as conn:
-            accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish], before=before if self._deferred else None)
+            accepted = tx.finish_jobs(conn, self.svc.worker_id, [finish], before=before)
         if not accepted:
             self.lose()  # the deferred writes are dropped with their outputs (``_run``)
             return
@@ -957,10 +946,6 @@ class JobRunner:
 
     def _event(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
         self._defer(_Record(lambda conn: tx.add_event(conn, self.job, kind, step, data)), now=not self._may_defer())
-
-
-class _Refused(Exception):
-    """(Inside a runner's transaction) the claim is gone: roll back what the transaction wrote."""
 
 
 @dataclass
