@@ -3,7 +3,6 @@ version, its queue entry and its first event — in one transaction."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import tempfile
 import threading
@@ -27,8 +26,7 @@ from mediamill.store.submit_repo import CONSTRAINT_ERRORS
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import WorkflowDef
 
-#: The standard base-32 alphabet to Crockford's (no I, L, O, U: nothing to misread when a code is read aloud)
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 @dataclass
@@ -85,8 +83,9 @@ class SubmittedJob:
 
 def new_job_code(now: datetime | None = None) -> str:
     now = now or utcnow()
-    # 40 random bits as eight base-32 characters (five bytes encode to eight without padding)
-    rand = base64.b32encode(secrets.token_bytes(5)).translate(_CROCKFORD).decode()
+    # 40 random bits as eight base-32 characters: one read of the system's random source, not eight
+    bits = int.from_bytes(secrets.token_bytes(5), "big")
+    rand = "".join(_B32[(bits >> shift) & 31] for shift in range(35, -1, -5))
     return f"JOB-{now:%Y%m%d}-{rand}"
 
 
@@ -323,27 +322,10 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     seen = _BatchLookups()
     prepared = [_prepare(conn, r, seen) for r in reqs]
     values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
+    ids = submit_repo.insert_jobs(conn, values)
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
                                     if prep.status == "queued"})
     _learn(conn, reqs, prepared, live)
-    if live or any(prep.status != "queued" or prep.routing is not None for prep in prepared):
-        ids, queues = _insert_routed(conn, reqs, prepared, values, live, now)
-    else:  # the usual batch: every job queued on the version its workflow runs now
-        ids = submit_repo.insert_queued_jobs(conn, values, [_status_event(v, prep)
-                                                            for v, prep in zip(values, prepared, strict=True)])
-        queues = [v["queue_name"] for v in values]
-    wakeup.notify_in_tx(conn, queues)
-    return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
-                         v["priority"], routing=v["routing"])
-            for i, v, prep in zip(ids, values, prepared, strict=True)]
-
-
-def _insert_routed(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prepared],
-                   values: list[dict[str, Any]], live: dict[tuple[int, str, str], dict[str, Any]],
-                   now: datetime) -> tuple[list[int], list[str]]:
-    """Jobs some of which were routed, wait for review or meet a rollout (a canary moves them, a shadow runs
-    beside them): their ids, and the queues their entries went to."""
-    ids = submit_repo.insert_jobs(conn, values)
     canary = _divert(conn, reqs, prepared, values, ids, live) if live else {}
     events = [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "routing", "created_at": now,
                "data": prep.routing.event()}
@@ -360,9 +342,16 @@ def _insert_routed(conn: Connection, reqs: Sequence[SubmitRequest], prepared: li
                              "queue": v["queue_name"], "priority": v["priority"]}} for i, v in shadows]
         events += [{"job_id": v["shadow_of"], "tenant_id": v["tenant_id"], "event_type": "shadow", "created_at": now,
                     "data": {"shadow_job": i, "version": v["workflow_version"]}} for i, v in shadows]
-    submit_repo.enqueue_jobs(conn, [submit_repo.queue_entry(i, v) for i, v in rows])
+    # a shadow entry has no base priority, so aging never lifts it to the level of real work
+    queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
+                   "base_priority": None if v.get("shadow_of") else v["priority"], "scheduled_time": now,
+                   "status": "queued", "created_at": now, "attempts": 0} for i, v in rows]
+    submit_repo.enqueue_jobs(conn, queue_rows)
     lifecycle.add_events(conn, events)
-    return ids, [v["queue_name"] for _i, v in rows]
+    wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
+    return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
+                         v["priority"], routing=v["routing"])
+            for i, v, prep in zip(ids, values, prepared, strict=True)]
 
 
 def _divertible(req: SubmitRequest, prep: Prepared) -> bool:

@@ -15,7 +15,7 @@ from mediamill.store import jsontext
 
 
 @lru_cache(maxsize=256)
-def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: tuple[str, ...],
+def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: str | None,
                same: tuple[bool, ...]) -> str:
     """``INSERT … SELECT`` of rows given as one array a column (``unnest``), but a column whose value is the same
     in every row as one value (``same``): a batch of one workflow's jobs differs in a column or two, and an
@@ -34,7 +34,7 @@ def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...]
     else:
         sql += 'generate_series(1, %s) AS t("_ord")'
     if returning:  # insert in the rows' order, so the sequence hands out ids in that order
-        sql += ' ORDER BY "_ord" RETURNING ' + ", ".join(f'"{c}"' for c in returning)
+        sql += f' ORDER BY "_ord" RETURNING "{returning}"'
     return sql
 
 
@@ -58,7 +58,7 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
         conn.execute(table.insert(), _filled(rows))
         return
     if len(rows) < COPY_MIN_ROWS:
-        conn.exec_driver_sql(*unnest_insert(conn, table, rows))
+        _pg_insert(conn, table, rows, None)
         return
     _pg_copy(conn, table, rows)
 
@@ -110,14 +110,10 @@ def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[
         # gives each a rowid above every existing one, so the ids sorted are the ids of the rows in order.
         return sorted(int(i) for i in conn.execute(table.insert().returning(table.c.id), _filled(rows)).scalars())
     # ids come from one sequence in insertion order, which ORDER BY _ord fixed to the rows' order
-    return sorted(int(r[0]) for r in conn.exec_driver_sql(*unnest_insert(conn, table, rows, ("id",))))
+    return sorted(int(i) for i in _pg_insert(conn, table, rows, "id"))
 
 
-def unnest_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
-                  returning: tuple[str, ...] = ()) -> tuple[str, tuple[Any, ...]]:
-    """The ``INSERT … SELECT FROM unnest`` of ``rows`` (PostgreSQL; missing keys take NULL) and its parameters;
-    it inserts in the rows' order and returns the ``returning`` columns of each (a caller may build on it in a
-    ``WITH``)."""
+def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], returning: str | None) -> list[Any]:
     names = tuple(sorted({k for r in rows for k in r}))
     cols = [table.c[n] for n in names]
     types = tuple(_pg_type(c, conn) for c in cols)
@@ -132,7 +128,8 @@ def unnest_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, An
     arrays = [values for values, s in zip(columns, same, strict=True) if not s]
     # placeholders in the statement's order: the select list's single values, then the arrays (or the count)
     params = (*scalars, *arrays) if arrays else (*scalars, len(rows))
-    return _statement(table.name, names, types, returning, same), params
+    result = conn.exec_driver_sql(_statement(table.name, names, types, returning, same), params)
+    return [r[0] for r in result] if returning else []
 
 
 def in_ids(conn: Connection, column: sa.ColumnElement[Any], ids: Sequence[int]) -> sa.ColumnElement[bool]:

@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.store import jsontext
-from mediamill.store.bulk import insert_many, insert_many_returning_ids, unnest_insert
+from mediamill.store.bulk import insert_many, insert_many_returning_ids
 from mediamill.store.db import autocommit
 from mediamill.store.tables import job_events, media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
@@ -54,51 +54,7 @@ def enqueue_jobs(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     insert_many(conn, media_queue, rows)
 
 
-def queue_entry(job_id: int, job: dict[str, Any]) -> dict[str, Any]:
-    """The ``media_queue`` entry of a just-inserted job (its ``workflow_jobs`` row): queued since its submit. A
-    shadow run's has no base priority, so aging never lifts it to the level of real work."""
-    return {"job_id": job_id, "queue_name": job["queue_name"], "priority": job["priority"],
-            "base_priority": None if job.get("shadow_of") else job["priority"], "scheduled_time": job["submitted_at"],
-            "status": "queued", "created_at": job["submitted_at"], "attempts": 0}
-
-
-def insert_queued_jobs(conn: Connection, rows: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> list[int]:
-    """Queued jobs (``workflow_jobs`` rows, none a shadow run), each with its queue entry and its ``status`` event
-    (``events``: the data of each, in the rows' order); their new ids, in the rows' order.
-
-    On PostgreSQL ONE statement: the entries and the events are made by the server from the rows the jobs'
-    insert returns (the jobs' own insert is :func:`store.bulk.unnest_insert`), so a batch costs the client no
-    per-row work beyond its jobs' values, and one round trip."""
-    if not rows:
-        return []
-    if conn.dialect.name != "postgresql":
-        ids = insert_jobs(conn, rows)
-        enqueue_jobs(conn, [queue_entry(i, r) for i, r in zip(ids, rows, strict=True)])
-        insert_many(conn, job_events, [{"job_id": i, "tenant_id": r["tenant_id"], "event_type": "status",
-                                        "created_at": r["submitted_at"], "data": e}
-                                       for i, r, e in zip(ids, rows, events, strict=True)])
-        return ids
-    jobs, params = unnest_insert(conn, workflow_jobs, rows, _RETURNED)
-    data = [jsontext.dumps(e) for e in events]
-    return [int(r[0]) for r in conn.exec_driver_sql(f"WITH job AS ({jobs}),{_ENTRIES_AND_EVENTS}", (*params, data))]
-
-
-_RETURNED = ("id", "tenant_id", "queue_name", "priority", "submitted_at")
-# ``n``: a job's place in the rows (ids come from one sequence in the insert's order, which is the rows'); the
-# entries go in in that order too (a batch's jobs wait in the order they were given)
-_ENTRIES_AND_EVENTS = (
-    " o AS (SELECT *, row_number() OVER (ORDER BY id) AS n FROM job),"
-    " entry AS (INSERT INTO media_queue (job_id, queue_name, priority, base_priority, scheduled_time, status,"
-    "  created_at, attempts) SELECT id, queue_name, priority, priority, submitted_at, 'queued', submitted_at, 0"
-    "  FROM o ORDER BY n),"
-    " event AS (INSERT INTO job_events (job_id, tenant_id, event_type, created_at, data)"
-    "  SELECT o.id, o.tenant_id, 'status', o.submitted_at, CAST(e.data AS JSON) FROM o"
-    "  JOIN unnest(%s::text[]) WITH ORDINALITY AS e(data, n) USING (n) ORDER BY n)"
-    " SELECT id FROM o ORDER BY n")
-
-
 _JSON_COLUMNS = frozenset(c.name for c in workflow_jobs.c if isinstance(c.type, sa.JSON))
-_NULL_BY_DEFAULT = frozenset(c.name for c in workflow_jobs.c if c.server_default is None)
 
 
 @lru_cache(maxsize=16)
@@ -139,11 +95,9 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, eve
     ``job`` holds ``workflow_jobs`` columns. Its times (``submitted_at`` and ``updated_at``, also the entry's and
     the event's) are stamped here, as the statement goes out: a job's wait counts from when the database was
     asked, not from when the caller began building the row (on an idle host that is a third of a millisecond)."""
-    # a None of a column without a default is left out (a third of them usually): fewer parameters to send and parse
-    params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()
-              if v is not None or k not in _NULL_BY_DEFAULT}
+    params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
     params.update(event_data=jsontext.dumps(event), channel=channel, definition_checksum=checksum)
-    sql = _one_job_statement(tuple(k for k in job if k in params), engine.dialect)
+    sql = _one_job_statement(tuple(job), engine.dialect)
     with autocommit(engine) as raw:
         now = utcnow()
         params.update(submitted_at=now, updated_at=now, created_at=now)
