@@ -3,19 +3,22 @@ runs a fixed number of statements whatever its size, and its jobs get their ids 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from mediamill.engine import submit
 from mediamill.engine.submit import JobInput, SubmitRequest, new_job_code, store_input_file, submit_many
 from mediamill.runtime import Runtime
-from mediamill.store import bulk
-from mediamill.store.tables import workflow_jobs
+from mediamill.store import bulk, submit_repo
+from mediamill.store.tables import job_events, media_queue, workflow_jobs
 from tests.engine.conftest import workflow
 
 
@@ -84,3 +87,60 @@ def test_job_codes_are_eight_random_base32_characters() -> None:
     # every character of the alphabet turns up in every position (no position stuck or skewed to a few)
     for pos in range(8):
         assert len({c[-8 + pos] for c in codes}) == 32
+
+
+def test_a_large_batch_gives_each_job_its_entry_and_event_in_its_order(rt: Runtime, input_file: Path) -> None:
+    """A batch of several pipelined statements (PostgreSQL) and of two workflows: every job queued once with its
+    own first event, entries and events in the batch's order, each answer its own request's job."""
+    workflow(rt, "WF-COST", [{"name": "a", "action": "noop"}])
+    workflow(rt, "WF-OTHER", [{"name": "a", "action": "noop"}], queue="other", priority=7)
+    n = 2 * submit_repo.PIPELINE_CHUNK + 17
+    reqs = _batch(rt, input_file, n)
+    for k in range(0, n, 3):
+        reqs[k] = dataclasses.replace(reqs[k], workflow_code="WF-OTHER", request_id=f"req-{k}")
+    jobs = submit_many(rt.engine, reqs)
+    ids = [j.id for j in jobs]
+    assert ids == sorted(ids) and len(set(ids)) == n
+    assert [j.workflow_code for j in jobs] == [r.workflow_code for r in reqs]
+    with rt.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(workflow_jobs).where(workflow_jobs.c.id.in_(ids)))}
+        entries = conn.execute(sa.select(media_queue.c.job_id, media_queue.c.queue_name, media_queue.c.priority,
+                                         media_queue.c.base_priority, media_queue.c.status)
+                               .where(media_queue.c.job_id.in_(ids)).order_by(media_queue.c.id)).all()
+        events = conn.execute(sa.select(job_events.c.job_id, job_events.c.event_type, job_events.c.data,
+                                        job_events.c.created_at, job_events.c.tenant_id)
+                              .where(job_events.c.job_id.in_(ids)).order_by(job_events.c.id)).all()
+    assert [rows[i].job_metadata["n"] for i in ids] == list(range(n))
+    assert [e.job_id for e in entries] == ids and [e.job_id for e in events] == ids
+    for job, req, entry, ev in zip(jobs, reqs, entries, events, strict=True):
+        row = rows[job.id]
+        other = req.workflow_code == "WF-OTHER"
+        assert (row.status, row.queue_name, row.priority) == ("queued", "other" if other else "q", 7 if other else 5)
+        assert tuple(entry)[1:] == (row.queue_name, row.priority, row.priority, "queued")
+        assert (ev.event_type, ev.tenant_id, ev.created_at) == ("status", "default", row.submitted_at)
+        assert ev.data == {"status": "queued", "workflow": req.workflow_code, "version": 1,
+                           "queue": row.queue_name, "priority": row.priority, "request_id": req.request_id}
+        assert ev.data == submit_repo.status_event(row._asdict(), req.workflow_code)
+
+
+def test_a_batch_that_fails_in_a_later_statement_leaves_nothing(rt: Runtime, input_file: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """All or none: a job code already taken, in the last of the batch's statements, fails the whole batch (as
+    SQLAlchemy's IntegrityError) and writes none of its jobs, entries or events; the next batch goes in."""
+    workflow(rt, "WF-COST", [{"name": "a", "action": "noop"}])
+    taken = submit_many(rt.engine, _batch(rt, input_file, 1))[0].job_code
+    n = 2 * submit_repo.PIPELINE_CHUNK + 5
+    batch = _batch(rt, input_file, n)
+    with rt.engine.connect() as conn:
+        before = [conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                  for t in (workflow_jobs, media_queue, job_events)]
+    real = submit.new_job_codes
+    monkeypatch.setattr(submit, "new_job_codes", lambda k, now=None: [*real(k - 1, now), taken])
+    with pytest.raises(sa.exc.IntegrityError):
+        submit_many(rt.engine, batch)
+    with rt.engine.connect() as conn:
+        after = [conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                 for t in (workflow_jobs, media_queue, job_events)]
+    assert after == before
+    monkeypatch.setattr(submit, "new_job_codes", real)
+    assert len(submit_many(rt.engine, _batch(rt, input_file, n))) == n

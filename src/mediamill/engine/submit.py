@@ -3,6 +3,7 @@ version, its queue entry and its first event — in one transaction."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import tempfile
 import threading
@@ -26,7 +27,8 @@ from mediamill.store.submit_repo import CONSTRAINT_ERRORS
 from mediamill.store.timeutil import utcnow
 from mediamill.workflows.models import WorkflowDef
 
-_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: The standard base-32 alphabet to Crockford's (no I, L, O, U: nothing to misread when a code is read aloud)
+_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 @dataclass
@@ -82,11 +84,15 @@ class SubmittedJob:
 
 
 def new_job_code(now: datetime | None = None) -> str:
-    now = now or utcnow()
-    # 40 random bits as eight base-32 characters: one read of the system's random source, not eight
-    bits = int.from_bytes(secrets.token_bytes(5), "big")
-    rand = "".join(_B32[(bits >> shift) & 31] for shift in range(35, -1, -5))
-    return f"JOB-{now:%Y%m%d}-{rand}"
+    return new_job_codes(1, now)[0]
+
+
+def new_job_codes(n: int, now: datetime | None = None) -> list[str]:
+    """``n`` job codes: the day, and 40 random bits as eight base-32 characters (five random bytes encode to eight
+    characters without padding; one read of the system's random source and one encoding for all of them)."""
+    prefix = f"JOB-{now or utcnow():%Y%m%d}-"
+    rand = base64.b32encode(secrets.token_bytes(5 * n)).translate(_CROCKFORD).decode()
+    return [prefix + rand[k:k + 8] for k in range(0, 8 * n, 8)]
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -157,12 +163,12 @@ def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | N
                         row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 
 
-def _job_values(req: SubmitRequest, prep: Prepared, now: datetime) -> dict[str, Any]:
+def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str | None = None) -> dict[str, Any]:
     wf, status, queue = prep.wf, prep.status, prep.queue
     d = wf.definition
     inp = req.job_input
     return {
-        "job_code": new_job_code(now), "workflow_id": wf.workflow_id, "workflow_version": wf.version,
+        "job_code": code or new_job_code(now), "workflow_id": wf.workflow_id, "workflow_version": wf.version,
         "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key, "input_url": inp.url,
         "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
         "priority": d.priority if req.priority is None else req.priority, "status": status,
@@ -205,11 +211,18 @@ class _BatchLookups:
 
     stored: set[str] = field(default_factory=set)
     workflows: dict[tuple[str, int | None], workflow_repo.VersionedWorkflow] = field(default_factory=dict)
+    accepted: set[tuple[int, int, str | None]] = field(default_factory=set)  # (workflow, version, type) checked
 
     def check_still_stored(self, conn: Connection, key: str) -> None:
         if key not in self.stored:
             _check_still_stored(conn, key)
             self.stored.add(key)
+
+    def check_type(self, wf: workflow_repo.VersionedWorkflow, inp: JobInput) -> None:
+        key = (wf.workflow_id, wf.version, inp.mime)
+        if key not in self.accepted:
+            _check_type(wf.definition, inp)
+            self.accepted.add(key)
 
     def workflow(self, conn: Connection, code: str, version: int | None) -> workflow_repo.VersionedWorkflow:
         wf = self.workflows.get((code, version))
@@ -237,13 +250,12 @@ def _prepare(conn: Connection, req: SubmitRequest, seen: _BatchLookups | None = 
         raise InvalidInput(f"workflow {code} has no deliver: step, so a job cannot override it")
     if code == REVIEW_CODE:
         return Prepared(wf, "pending", REVIEW_QUEUE, routing)
-    _check_type(wf.definition, req.job_input)
+    seen.check_type(wf, req.job_input)
     return Prepared(wf, "queued", wf.definition.queue_name, routing)
 
 
 def _status_event(v: dict[str, Any], prep: Prepared, rollout_id: int | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"status": v["status"], "workflow": prep.wf.definition.code, "version": prep.wf.version,
-                            "queue": v["queue_name"], "priority": v["priority"], "request_id": v["request_id"]}
+    data = submit_repo.status_event(v, prep.wf.definition.code)
     if rollout_id is not None:
         data["rollout"] = rollout_id  # a canary picked this job for the candidate version
     if prep.status == "pending" and prep.routing is not None:
@@ -309,7 +321,7 @@ def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | 
         return None  # the general path decides on the current version, and explains
     prep = Prepared(wf, "queued", wf.definition.queue_name)
     values = _job_values(req, prep, utcnow())
-    job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, event=_status_event(values, prep),
+    job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, workflow_code=wf.definition.code,
                                            channel=wakeup.CHANNEL)
     if job_id is None:  # (the general path learns the facts again, or forgets them)
         return None
@@ -321,11 +333,31 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     now = utcnow()
     seen = _BatchLookups()
     prepared = [_prepare(conn, r, seen) for r in reqs]
-    values = [_job_values(r, prep, now) for r, prep in zip(reqs, prepared, strict=True)]
-    ids = submit_repo.insert_jobs(conn, values)
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
                                     if prep.status == "queued"})
     _learn(conn, reqs, prepared, live)
+    codes = new_job_codes(len(reqs), now)
+    if live or any(prep.status != "queued" or prep.routing is not None for prep in prepared):
+        values = [_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)]
+        ids, queues = _insert_routed(conn, reqs, prepared, values, live, now)
+        inserted = list(zip(ids, values, strict=True))
+    else:  # the usual batch: every job queued on the version its workflow runs now (its rows made as they go in)
+        inserted = submit_repo.insert_queued_jobs(
+            conn, (_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)),
+            {prep.wf.workflow_id: prep.wf.definition.code for prep in prepared})
+        queues = [v["queue_name"] for _i, v in inserted]
+    wakeup.notify_in_tx(conn, queues)
+    return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
+                         v["priority"], routing=v["routing"])
+            for (i, v), prep in zip(inserted, prepared, strict=True)]
+
+
+def _insert_routed(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prepared],
+                   values: list[dict[str, Any]], live: dict[tuple[int, str, str], dict[str, Any]],
+                   now: datetime) -> tuple[list[int], list[str]]:
+    """Jobs some of which were routed, wait for review or meet a rollout (a canary moves them, a shadow runs
+    beside them): their ids, and the queues their entries went to."""
+    ids = submit_repo.insert_jobs(conn, values)
     canary = _divert(conn, reqs, prepared, values, ids, live) if live else {}
     events = [{"job_id": i, "tenant_id": v["tenant_id"], "event_type": "routing", "created_at": now,
                "data": prep.routing.event()}
@@ -342,16 +374,9 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
                              "queue": v["queue_name"], "priority": v["priority"]}} for i, v in shadows]
         events += [{"job_id": v["shadow_of"], "tenant_id": v["tenant_id"], "event_type": "shadow", "created_at": now,
                     "data": {"shadow_job": i, "version": v["workflow_version"]}} for i, v in shadows]
-    # a shadow entry has no base priority, so aging never lifts it to the level of real work
-    queue_rows = [{"job_id": i, "queue_name": v["queue_name"], "priority": v["priority"],
-                   "base_priority": None if v.get("shadow_of") else v["priority"], "scheduled_time": now,
-                   "status": "queued", "created_at": now, "attempts": 0} for i, v in rows]
-    submit_repo.enqueue_jobs(conn, queue_rows)
+    submit_repo.enqueue_jobs(conn, [submit_repo.queue_entry(i, v) for i, v in rows])
     lifecycle.add_events(conn, events)
-    wakeup.notify_in_tx(conn, [q["queue_name"] for q in queue_rows])
-    return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
-                         v["priority"], routing=v["routing"])
-            for i, v, prep in zip(ids, values, prepared, strict=True)]
+    return ids, [v["queue_name"] for _i, v in rows]
 
 
 def _divertible(req: SubmitRequest, prep: Prepared) -> bool:

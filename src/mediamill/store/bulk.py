@@ -15,7 +15,7 @@ from mediamill.store import jsontext
 
 
 @lru_cache(maxsize=256)
-def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: str | None,
+def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: tuple[str, ...],
                same: tuple[bool, ...]) -> str:
     """``INSERT … SELECT`` of rows given as one array a column (``unnest``), but a column whose value is the same
     in every row as one value (``same``): a batch of one workflow's jobs differs in a column or two, and an
@@ -34,14 +34,15 @@ def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...]
     else:
         sql += 'generate_series(1, %s) AS t("_ord")'
     if returning:  # insert in the rows' order, so the sequence hands out ids in that order
-        sql += f' ORDER BY "_ord" RETURNING "{returning}"'
+        sql += ' ORDER BY "_ord" RETURNING ' + ", ".join(f'"{c}"' for c in returning)
     return sql
 
 
-def _pg_type(column: sa.Column[Any], conn: Connection) -> str:
-    if isinstance(column.type, sa.JSON):
-        return "TEXT_JSON"
-    return str(column.type.compile(dialect=conn.dialect))
+@lru_cache(maxsize=256)
+def _pg_types(table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect) -> tuple[str, ...]:
+    """The PostgreSQL type of each column (``TEXT_JSON``: a JSON column, sent as text)."""
+    return tuple("TEXT_JSON" if isinstance(table.c[n].type, sa.JSON) else str(table.c[n].type.compile(dialect=dialect))
+                 for n in names)
 
 
 def _filled(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,7 +59,7 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
         conn.execute(table.insert(), _filled(rows))
         return
     if len(rows) < COPY_MIN_ROWS:
-        _pg_insert(conn, table, rows, None)
+        conn.exec_driver_sql(*unnest_insert(conn, table, rows))
         return
     _pg_copy(conn, table, rows)
 
@@ -110,26 +111,34 @@ def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[
         # gives each a rowid above every existing one, so the ids sorted are the ids of the rows in order.
         return sorted(int(i) for i in conn.execute(table.insert().returning(table.c.id), _filled(rows)).scalars())
     # ids come from one sequence in insertion order, which ORDER BY _ord fixed to the rows' order
-    return sorted(int(i) for i in _pg_insert(conn, table, rows, "id"))
+    return sorted(int(r[0]) for r in conn.exec_driver_sql(*unnest_insert(conn, table, rows, ("id",))))
 
 
-def _pg_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], returning: str | None) -> list[Any]:
+def unnest_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                  returning: tuple[str, ...] = ()) -> tuple[str, tuple[Any, ...]]:
+    """The ``INSERT … SELECT FROM unnest`` of ``rows`` (PostgreSQL; missing keys take NULL) and its parameters;
+    it inserts in the rows' order and returns the ``returning`` columns of each (a caller may build on it in a
+    ``WITH``)."""
     names = tuple(sorted({k for r in rows for k in r}))
-    cols = [table.c[n] for n in names]
-    types = tuple(_pg_type(c, conn) for c in cols)
+    types = _pg_types(table, names, conn.dialect)
     columns = []
     for name, t in zip(names, types, strict=True):
         values = [r.get(name) for r in rows]
         if t == "TEXT_JSON":
             values = [None if v is None else jsontext.dumps(v) for v in values]
         columns.append(values)
-    same = tuple(all(v == values[0] and type(v) is type(values[0]) for v in values) for values in columns)
+    same = tuple(_all_same(values) for values in columns)
     scalars = [values[0] for values, s in zip(columns, same, strict=True) if s]
     arrays = [values for values, s in zip(columns, same, strict=True) if not s]
     # placeholders in the statement's order: the select list's single values, then the arrays (or the count)
     params = (*scalars, *arrays) if arrays else (*scalars, len(rows))
-    result = conn.exec_driver_sql(_statement(table.name, names, types, returning, same), params)
-    return [r[0] for r in result] if returning else []
+    return _statement(table.name, names, types, returning, same), params
+
+
+def _all_same(values: list[Any]) -> bool:
+    """Every value equal to the first and of its type (``1`` is not ``True``)."""
+    first = values[0]
+    return values.count(first) == len(values) and set(map(type, values)) == {type(first)}
 
 
 def in_ids(conn: Connection, column: sa.ColumnElement[Any], ids: Sequence[int]) -> sa.ColumnElement[bool]:
