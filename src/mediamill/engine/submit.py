@@ -337,19 +337,17 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
                                     if prep.status == "queued"})
     _learn(conn, reqs, prepared, live)
     codes = new_job_codes(len(reqs), now)
+    values = [_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)]
     if live or any(prep.status != "queued" or prep.routing is not None for prep in prepared):
-        values = [_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)]
         ids, queues = _insert_routed(conn, reqs, prepared, values, live, now)
-        inserted = list(zip(ids, values, strict=True))
-    else:  # the usual batch: every job queued on the version its workflow runs now (its rows made as they go in)
-        inserted = submit_repo.insert_queued_jobs(
-            conn, (_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)),
-            {prep.wf.workflow_id: prep.wf.definition.code for prep in prepared})
-        queues = [v["queue_name"] for _i, v in inserted]
+    else:  # the usual batch: every job queued on the version its workflow runs now
+        ids = submit_repo.insert_queued_jobs(conn, values, {prep.wf.workflow_id: prep.wf.definition.code
+                                                            for prep in prepared})
+        queues = [v["queue_name"] for v in values]
     wakeup.notify_in_tx(conn, queues)
     return [SubmittedJob(i, v["job_code"], v["status"], prep.wf.definition.code, prep.wf.version, v["queue_name"],
                          v["priority"], routing=v["routing"])
-            for (i, v), prep in zip(inserted, prepared, strict=True)]
+            for i, v, prep in zip(ids, values, prepared, strict=True)]
 
 
 def _insert_routed(conn: Connection, reqs: Sequence[SubmitRequest], prepared: list[Prepared],

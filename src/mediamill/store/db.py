@@ -214,24 +214,6 @@ def autocommit(engine: Engine) -> Iterator[Any]:
             engine.dispose(close=False)  # (which closes the lane's idle connections too)
 
 
-@contextlib.contextmanager
-def pipelined(conn: Connection) -> Iterator[Any]:
-    """The driver's (psycopg) connection of ``conn``, inside its transaction, in pipeline mode (PostgreSQL): a
-    statement executed on one of its cursors goes out at once and the caller goes on without waiting for its result,
-    so the client prepares the next statement while the server runs this one. Every result is in when the block
-    ends (read the cursors then); the first error comes out there as SQLAlchemy raises it, and a lost server
-    invalidates ``conn``. For ``store`` modules only."""
-    raw: Any = conn.connection.dbapi_connection
-    try:
-        with raw.pipeline():
-            yield raw
-    except conn.dialect.loaded_dbapi.Error as exc:
-        gone, error = _statement_error(conn.engine, exc, raw)
-        if gone:
-            conn.invalidate(exc)
-        raise error from exc
-
-
 def _statement_error(engine: Engine, exc: Any, raw: Any) -> tuple[bool, sa.exc.StatementError]:
     """A driver's error as SQLAlchemy raises it (a stopped server is then an ``OperationalError``, which the API
     answers 503 for), and whether it lost the connection (the caller then renews the pool)."""
