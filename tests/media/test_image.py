@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -145,6 +146,60 @@ def test_fused_pipeline_matches_sequential(media, tmp_path):
     assert probe_image(fused[1].outputs[0].path)[1:3] == (2000, 1333)
     assert probe_image(fused[2].outputs[0].path)[1:3] == (300, 200)
     assert probe_image(fused[4].outputs[0].path)[:3] == ("webp", 2000, 1333)
+
+
+def test_fused_encodes_run_beside_each_other(media, tmp_path, monkeypatch):
+    """The WebP encode (the slow one) starts while the first JPEG's is still running: the first JPEG encode
+    waits for it, which run one after another would never see. Each step reaches 100 % once its file is
+    written, and the files are those of the same fused run encoding one file after another, byte for byte."""
+    from mediamill.actions import image as image_actions
+
+    with monkeypatch.context() as m:  # the same run, each encode in its turn on the run's own thread
+        m.setattr(image_actions._Encodes, "submit",
+                  lambda self, ctx, decoded, pixels, path, opts: image_actions.img.encode(decoded, pixels, path, opts))
+        one_by_one = get_fuser("image")([make_ctx(a, media.big_jpeg, tmp_path / "seq" / a, p)
+                                         for a, p in _pipeline_params()])
+    webp_started, real = threading.Event(), image_actions.img.encode
+    progress: list[tuple[str, float, bool]] = []
+
+    def encode(decoded, pixels, path, opts):
+        if opts.format == "webp":
+            webp_started.set()
+        elif path.name == "image_2000.jpg":
+            assert webp_started.wait(30), "the WebP encode did not start while the first JPEG encode ran"
+        real(decoded, pixels, path, opts)
+
+    monkeypatch.setattr(image_actions.img, "encode", encode)
+    ctxs = [make_ctx(a, media.big_jpeg, tmp_path / "fused" / a, p,
+                     progress=lambda pct, a=a: progress.append((a, pct, threading.current_thread() is main)))
+            for a, p in _pipeline_params()]
+    main = threading.current_thread()
+    fused = get_fuser("image")(ctxs)
+    assert webp_started.is_set()
+    for before, result in zip(one_by_one, fused, strict=True):
+        for a, b in zip(before.outputs, result.outputs, strict=True):
+            assert a.name == b.name and a.path.read_bytes() == b.path.read_bytes(), (a.name, b.name)
+    # every step 100 % (from the run's own thread: the child's pipe to the worker is not shared between threads)
+    assert sorted(a for a, pct, _ in progress if pct == 100.0) == sorted(a for a, _ in _pipeline_params())
+    assert all(on_main for _, _, on_main in progress)
+    assert not [t for t in threading.enumerate() if t.name.startswith("image-encode")]
+
+
+def test_a_failed_fused_encode_fails_the_run_and_leaves_no_thread(media, tmp_path, monkeypatch):
+    from mediamill.actions import image as image_actions
+
+    real = image_actions.img.encode
+
+    def encode(decoded, pixels, path, opts):
+        if opts.format == "webp":
+            raise OSError(28, "No space left on device")
+        real(decoded, pixels, path, opts)
+
+    monkeypatch.setattr(image_actions.img, "encode", encode)
+    ctxs = [make_ctx(a, media.big_jpeg, tmp_path / a, p) for a, p in _pipeline_params()]
+    with pytest.raises(OSError, match="No space left"):
+        get_fuser("image")(ctxs)
+    assert not [t for t in threading.enumerate() if t.name.startswith("image-encode")]
 
 
 def test_chain_uses_previous_output(media, tmp_path):
