@@ -3,7 +3,8 @@
 Resize, optimize and convert are *chainable*: their output is what the next image step
 works on (resize → optimize → convert). Consecutive image steps fuse (key ``image``): the
 source is decoded once and each step's in-memory result feeds the next, so a five-step
-pipeline pays for one decode instead of four.
+pipeline pays for one decode instead of four; its outputs are encoded in threads (``_Encodes``), so
+the slow WebP encode runs beside the JPEGs on a machine with a core to spare.
 """
 
 from __future__ import annotations
