@@ -98,6 +98,15 @@ class _Done:
     chained: img.Decoded | None  # what the next step of a fused run reads, for chainable steps
 
 
+class _Inline:
+    """The encode of a step run alone: written at once, on the step's own thread."""
+
+    def submit(self, ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, path: Path,
+               opts: img.EncodeOptions) -> None:
+        img.encode(decoded, pixels, path, opts)
+        ctx.progress(100.0)
+
+
 class _Encodes:
     """The encodes of a fused run, each in a thread of its own copy of the pixels (Pillow lets go of the GIL while
     it encodes, and a save changes the image object it is called on): the next step computes its pixels meanwhile,
@@ -127,14 +136,15 @@ class _Encodes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: Where a step's file gets encoded: at once, or beside the rest of a fused run (its progress reported then)
+_Encoder = _Inline | _Encodes
+
+
 def _write(ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, stem: str,
-           opts: img.EncodeOptions, *, chainable: bool, encodes: _Encodes | None) -> _Done:
+           opts: img.EncodeOptions, *, chainable: bool, encodes: _Encoder) -> _Done:
     fmt = opts.format
     path = ctx.work_dir / f"{stem}.{img.FORMAT_EXT[fmt]}"
-    if encodes is None:
-        img.encode(decoded, pixels, path, opts)
-    else:
-        encodes.submit(ctx, decoded, pixels, path, opts)
+    encodes.submit(ctx, decoded, pixels, path, opts)
     meta = {"width": pixels.width, "height": pixels.height, "format": fmt,
             "has_alpha": pixels.mode in ("RGBA", "LA") and fmt != "jpeg"}
     if decoded.header.animated:
@@ -147,13 +157,11 @@ def _write(ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, stem: str
                          orientation=1, animated=False, frames=1)
         chained = img.Decoded(image=pixels, icc=decoded.icc, source_format=fmt, header=header,
                               exif=decoded.exif)
-    if encodes is None:
-        ctx.progress(100.0)
     return _Done(result, chained)
 
 
 # -- steps --------------------------------------------------------------------------------------------
-def _validate(ctx: StepContext, source: ImageSource, _encodes: _Encodes | None = None) -> _Done:
+def _validate(ctx: StepContext, source: ImageSource, _encodes: _Encoder) -> _Done:
     mime = require_kind(source.path, ("image/",), "an image", max_bytes=ctx.limits.max_input_bytes)
     header = source.header()
     img.check_limits(header, ctx.limits)
@@ -179,7 +187,7 @@ def _need(ctx: StepContext, header: img.ImageHeader) -> float:
     return 1.0
 
 
-def _resize(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = None) -> _Done:
+def _resize(ctx: StepContext, source: ImageSource, encodes: _Encoder) -> _Done:
     p: ResizeImageParams = ctx.params
     decoded = source.get(_need(ctx, source.header()))
     pixels = img.resize_fit(decoded.image, p.max_dimension)
@@ -189,7 +197,7 @@ def _resize(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = No
                   chainable=True, encodes=encodes)
 
 
-def _thumbnail(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = None) -> _Done:
+def _thumbnail(ctx: StepContext, source: ImageSource, encodes: _Encoder) -> _Done:
     p: CreateThumbnailParams = ctx.params
     decoded = source.get(_need(ctx, source.header()))
     pixels = img.thumbnail(decoded.image, p.size, p.mode)
@@ -199,7 +207,7 @@ def _thumbnail(ctx: StepContext, source: ImageSource, encodes: _Encodes | None =
                   chainable=False, encodes=encodes)
 
 
-def _optimize(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = None) -> _Done:
+def _optimize(ctx: StepContext, source: ImageSource, encodes: _Encoder) -> _Done:
     p: OptimizeImageParams = ctx.params
     decoded = source.get()
     fmt = img.output_format(p.format, decoded)
@@ -208,14 +216,14 @@ def _optimize(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = 
     return _write(ctx, decoded, decoded.image, "image_optimized", opts, chainable=True, encodes=encodes)
 
 
-def _convert(ctx: StepContext, source: ImageSource, encodes: _Encodes | None = None) -> _Done:
+def _convert(ctx: StepContext, source: ImageSource, encodes: _Encoder) -> _Done:
     p: ConvertFormatParams = ctx.params
     decoded = source.get()
     opts = img.EncodeOptions(format=p.format, quality=p.quality, lossless=p.lossless)
     return _write(ctx, decoded, decoded.image, "image", opts, chainable=True, encodes=encodes)
 
 
-_Step = Callable[[StepContext, ImageSource, "_Encodes | None"], _Done]
+_Step = Callable[[StepContext, ImageSource, _Encoder], _Done]
 _STEPS: dict[type[BaseModel], _Step] = {
     ValidateImageParams: _validate, ResizeImageParams: _resize, CreateThumbnailParams: _thumbnail,
     OptimizeImageParams: _optimize, ConvertFormatParams: _convert,
@@ -232,7 +240,7 @@ _CHAINABLE = (ResizeImageParams, OptimizeImageParams, ConvertFormatParams)
 
 
 def _run_alone(ctx: StepContext) -> StepResult:
-    return _STEPS[type(ctx.params)](ctx, ImageSource(_source_path(ctx), ctx.limits), None).result
+    return _STEPS[type(ctx.params)](ctx, ImageSource(_source_path(ctx), ctx.limits), _Inline()).result
 
 
 @register_fuser("image")

@@ -163,12 +163,12 @@ def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | N
                         row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 
 
-def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str | None = None) -> dict[str, Any]:
+def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str) -> dict[str, Any]:
     wf, status, queue = prep.wf, prep.status, prep.queue
     d = wf.definition
     inp = req.job_input
     return {
-        "job_code": code or new_job_code(now), "workflow_id": wf.workflow_id, "workflow_version": wf.version,
+        "job_code": code, "workflow_id": wf.workflow_id, "workflow_version": wf.version,
         "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key, "input_url": inp.url,
         "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
         "priority": d.priority if req.priority is None else req.priority, "status": status,
@@ -320,7 +320,8 @@ def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | 
     except MediamillError:
         return None  # the general path decides on the current version, and explains
     prep = Prepared(wf, "queued", wf.definition.queue_name)
-    values = _job_values(req, prep, utcnow())
+    now = utcnow()
+    values = _job_values(req, prep, now, new_job_code(now))
     job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, workflow_code=wf.definition.code,
                                            channel=wakeup.CHANNEL)
     if job_id is None:  # (the general path learns the facts again, or forgets them)

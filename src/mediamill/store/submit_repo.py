@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 from mediamill.store import jsontext
 from mediamill.store.bulk import insert_many, insert_many_returning_ids, unnest_insert
 from mediamill.store.db import autocommit
-from mediamill.store.tables import job_events, media_queue, workflow_jobs
+from mediamill.store.lifecycle import add_events
+from mediamill.store.tables import media_queue, workflow_jobs
 from mediamill.store.timeutil import utcnow
 
 #: A row a constraint refused. A submit with an Idempotency-Key that meets one lost the race to a
@@ -110,10 +111,9 @@ def insert_queued_jobs(conn: Connection, rows: Sequence[dict[str, Any]],
     if conn.dialect.name != "postgresql":
         ids = insert_jobs(conn, rows)
         enqueue_jobs(conn, [queue_entry(i, r) for i, r in zip(ids, rows, strict=True)])
-        insert_many(conn, job_events, [{"job_id": i, "tenant_id": r["tenant_id"], "event_type": "status",
-                                        "created_at": r["submitted_at"],
-                                        "data": status_event(r, workflow_codes[r["workflow_id"]])}
-                                       for i, r in zip(ids, rows, strict=True)])
+        add_events(conn, [{"job_id": i, "tenant_id": r["tenant_id"], "event_type": "status",
+                           "created_at": r["submitted_at"], "data": status_event(r, workflow_codes[r["workflow_id"]])}
+                          for i, r in zip(ids, rows, strict=True)])
         return ids
     sql, params = unnest_insert(conn, workflow_jobs, rows, _QUEUED_RETURNING)
     wf_ids = list({r["workflow_id"] for r in rows})
