@@ -109,6 +109,9 @@ def test_doc_process_pdf(env, media):
     detail = env.run(media.pdf, "WF-DOC-PROCESS")
     files = assert_finished_cleanly(env, detail)
     assert_one_execution_per_step(env, detail, {"Convert to PDF": "skipped"})  # the input is already a PDF
+    # validate, extract and render ran as one unit on one open of the PDF (``fuse_document_steps``)
+    fused = [s for s in detail["steps"] if s["step_name"] in ("Validate Document", "Extract Text", "Render Thumbnail")]
+    assert len(fused) == 3 and len({s["completed_at"] for s in fused}) == 1, fused
     pages = len(pdfium.PdfDocument(str(media.pdf)))
     text = json.loads(files["text.json"].read_text())
     assert len(text["pages"]) == pages == 3
@@ -128,8 +131,9 @@ def test_doc_process_docx(env, media):
     if has_office:
         assert_one_execution_per_step(env, detail)
         assert len(pdfium.PdfDocument(str(files["document.pdf"]))) >= 1
-    else:
+    else:  # each step its own unit (a DOCX's steps are not fused): one failed step leaves the others' runs alone
         assert_one_execution_per_step(env, detail, {"Render Thumbnail": "failed", "Convert to PDF": "failed"})
+        assert len({s["completed_at"] for s in detail["steps"]}) == len(detail["steps"]), detail["steps"]
         failed = [s for s in detail["steps"] if s["status"] == "failed"]
         assert {s["error_class"] for s in failed} == {"unavailable"}
         assert all("LibreOffice" in s["error_message"] for s in failed)

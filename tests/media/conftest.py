@@ -43,7 +43,7 @@ def make_ctx(action: str, input_path: Path, work_dir: Path, params: dict[str, An
         input_path=input_path, input_mime=mime, work_dir=work_dir, params=spec.validate_params(params),
         step_name=action, job={"id": "job-1", "job_code": "JOB-1", "priority": 3, "metadata": {"k": "v"}},
         previous=previous or [], limits=limits or MediaLimits(), timeout_seconds=timeout,
-        progress=progress or (lambda _pct: None),
+        progress=progress or (lambda _pct: None), action=action,
     )
 
 

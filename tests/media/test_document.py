@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import zipfile
 
 import pypdfium2 as pdfium
 import pytest
+from PIL import Image
 
+from mediamill.actions.base import fuses, get_action, get_fuser
 from mediamill.config import MediaLimits
 from mediamill.errors import CorruptMedia, InvalidInput, SourceTooLarge, Unavailable, UnsupportedFormat
 from mediamill.media.tools import soffice_path
 
-from .conftest import run_action, write_pdf
+from .conftest import make_ctx, run_action, write_pdf
 from .probers import probe_image
 
 
@@ -112,3 +115,92 @@ def test_many_pages_text_is_fast(tmp_path):
     start = time.monotonic()
     result = run_action("extract_text", big, tmp_path / "w")
     assert result.data["pages"] == 20 and time.monotonic() - start < 1.0
+
+
+# -- fused: consecutive document steps as one unit ----------------------------------------------------------
+_DOC_STEPS = (("validate_document", None), ("extract_text", None), ("render_thumbnail", {"width": 300}),
+              ("convert_document", {"to": "text"}))
+
+
+def _doc_ctxs(path, work, progress=None):
+    return [make_ctx(a, path, work / a, p, progress=None if progress is None else
+                     (lambda pct, a=a: progress.append((a, pct, threading.current_thread().name))))
+            for a, p in _DOC_STEPS]
+
+
+def _files(result):
+    return [(o.name, o.mime_type, o.metadata, o.path.read_bytes()) for o in result.outputs]
+
+
+@pytest.mark.parametrize("name", ["pdf", "docx"])
+def test_fused_document_steps_give_what_each_step_gives_alone(media, tmp_path, name):
+    """One open of the document for the whole run; every step's data and files are those of the step run alone,
+    byte for byte (a DOCX run's steps run one after another)."""
+    source = getattr(media, name)
+    alone = [get_action(c.action).fn(c) for c in _doc_ctxs(source, tmp_path / "alone")
+             if c.action != "render_thumbnail" or name == "pdf"]  # a DOCX thumbnail needs LibreOffice
+    ctxs = [c for c in _doc_ctxs(source, tmp_path / "fused") if c.action != "render_thumbnail" or name == "pdf"]
+    fused = get_fuser("document")(ctxs)
+    assert len(fused) == len(alone) == len(ctxs)
+    for a, b in zip(alone, fused, strict=True):
+        assert a.data == b.data and _files(a) == _files(b)
+    assert fused[0].data["format"] == name and fused[1].outputs[0].name == "text.txt"
+
+
+def test_fused_pdf_thumbnail_is_encoded_while_the_text_is_extracted(media, tmp_path, monkeypatch):
+    """The thumbnail's encode and the text extraction wait for each other to have started: one after another
+    (in either order) they never would. Every pdfium call stays on the run's own thread; each step reaches 100 %
+    from that thread; no encode thread outlives the run."""
+    from mediamill.actions import document as doc_actions
+
+    encoding, extracting, main = threading.Event(), threading.Event(), threading.current_thread()
+    real_save, real_texts, real_render = Image.Image.save, doc_actions.doc.pdf_page_texts, doc_actions.doc.render_page
+
+    def save(self, *args, **kwargs):
+        encoding.set()
+        assert extracting.wait(30), "the text extraction did not start while the thumbnail was encoded"
+        return real_save(self, *args, **kwargs)
+
+    def texts(pdf):
+        assert threading.current_thread() is main
+        extracting.set()
+        assert encoding.wait(30), "the thumbnail was not encoded while the text was extracted"
+        return real_texts(pdf)
+
+    def render(*args):
+        assert threading.current_thread() is main
+        return real_render(*args)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(doc_actions.doc, "pdf_page_texts", texts)
+    monkeypatch.setattr(doc_actions.doc, "render_page", render)
+    progress: list[tuple[str, float, str]] = []
+    results = get_fuser("document")(_doc_ctxs(media.pdf, tmp_path, progress))
+    assert results[2].outputs[0].path.stat().st_size > 0
+    assert sorted(a for a, pct, _ in progress if pct == 100.0) == sorted(a for a, _ in _DOC_STEPS)
+    assert {thread for *_, thread in progress} == {main.name}
+    assert not [t for t in threading.enumerate() if t.name.startswith("document-encode")]
+
+
+def test_a_failed_thumbnail_encode_fails_the_fused_run_and_leaves_no_thread(media, tmp_path, monkeypatch):
+    def save(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(OSError, match="No space left"):
+        get_fuser("document")(_doc_ctxs(media.pdf, tmp_path))
+    assert not [t for t in threading.enumerate() if t.name.startswith("document-encode")]
+
+
+def test_a_fused_run_on_a_damaged_pdf_fails_as_its_first_step_would(media, tmp_path):
+    with pytest.raises(CorruptMedia):
+        get_fuser("document")(_doc_ctxs(media.pdf_truncated, tmp_path))
+
+
+def test_document_steps_fuse_on_pdf_inputs_only():
+    """A DOCX's steps stay separate units: its thumbnail and conversion need LibreOffice, and a fused run that
+    fails is done again step by step."""
+    assert fuses("document", "application/pdf")
+    assert not fuses("document", "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+    assert not fuses("document", None) and not fuses("no-such-key", "application/pdf")
+    assert fuses("image", "image/jpeg")  # registered without ``inputs``: any input

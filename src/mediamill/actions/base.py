@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mediamill.config import MediaLimits
+from mediamill.media.sniff import accepts
 
 
 @lru_cache(maxsize=1)
@@ -126,6 +127,7 @@ class ActionSpec:
 
 _ACTIONS: dict[str, ActionSpec] = {}
 _FUSERS: dict[str, Fuser] = {}
+_FUSER_INPUTS: dict[str, tuple[str, ...]] = {}  # fuse key -> the job inputs it runs on
 _PLUGINS: dict[str, dict[str, str]] = {}  # action name -> the entry point that registered it
 _loaded = False
 
@@ -156,12 +158,24 @@ def action(
     return register
 
 
-def register_fuser(key: str) -> Callable[[Fuser], Fuser]:
+def register_fuser(key: str, *, inputs: tuple[str, ...] = ("*/*",)) -> Callable[[Fuser], Fuser]:
+    """Register the fuser of the steps whose actions declare ``fuse=key``. ``inputs``: the job inputs (sniffed
+    MIME types; ``*/*``, ``image/*`` or exact types) on which the steps run as one unit; on any other they run
+    one by one — where a fused run would gain little, and one failed step would have the whole run done again
+    step by step."""
+
     def register(fn: Fuser) -> Fuser:
         _FUSERS[key] = fn
+        _FUSER_INPUTS[key] = inputs
         return fn
 
     return register
+
+
+def fuses(key: str, input_mime: str | None) -> bool:
+    """Whether steps of fuse key ``key`` run as one unit on a job whose input is ``input_mime``."""
+    load_actions()
+    return key in _FUSERS and accepts(list(_FUSER_INPUTS[key]), input_mime or "")
 
 
 def load_actions() -> dict[str, ActionSpec]:

@@ -9,9 +9,7 @@ the slow WebP encode runs beside the JPEGs on a machine with a core to spare.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -19,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediamill.actions.base import OutputFile, StepContext, StepResult, action, register_fuser
+from mediamill.actions.fusing import Later, Now, run_with_writes
 from mediamill.config import MediaLimits
 from mediamill.errors import UnsupportedFormat
 from mediamill.media import image as img
@@ -98,42 +97,25 @@ class _Done:
     chained: img.Decoded | None  # what the next step of a fused run reads, for chainable steps
 
 
-class _Inline:
+class _Inline(Now):
     """The encode of a step run alone: written at once, on the step's own thread."""
 
     def submit(self, ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, path: Path,
                opts: img.EncodeOptions) -> None:
-        img.encode(decoded, pixels, path, opts)
-        ctx.progress(100.0)
+        self.write(ctx, lambda: img.encode(decoded, pixels, path, opts))
 
 
-class _Encodes:
-    """The encodes of a fused run, each in a thread of its own copy of the pixels (Pillow lets go of the GIL while
-    it encodes, and a save changes the image object it is called on): the next step computes its pixels meanwhile,
-    and the slow encode (WebP: 60 % of a five-step run) runs beside the quick ones instead of after them. A
-    step's progress reaches 100 % once its file is written, and the first failure fails the run (the runner then
-    runs its steps one by one to find out which)."""
+class _Encodes(Later):
+    """The encodes of a fused run, each in a thread of its own copy of the pixels (a save changes the image object
+    it is called on): the next step computes its pixels meanwhile, and the slow encode (WebP: 60 % of a
+    five-step run) runs beside the quick ones instead of after them."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="image-encode")
-        self._pending: list[tuple[StepContext, Future[None]]] = []
+        super().__init__("image-encode")
 
     def submit(self, ctx: StepContext, decoded: img.Decoded, pixels: img.Pixels, path: Path,
                opts: img.EncodeOptions) -> None:
-        self._pending.append((ctx, self._pool.submit(lambda: img.encode(decoded, pixels.copy(), path, opts))))
-
-    def wait(self) -> None:
-        """Every file written (or the first encode's error)."""
-        try:
-            for ctx, done in self._pending:
-                done.result()
-                ctx.progress(100.0)
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def abandon(self) -> None:
-        """The run failed: let the encodes under way end (nothing writes into the step's folder afterwards)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.write(ctx, lambda: img.encode(decoded, pixels.copy(), path, opts))
 
 
 #: Where a step's file gets encoded: at once, or beside the rest of a fused run (its progress reported then)
@@ -250,14 +232,7 @@ def fuse_image_steps(ctxs: Sequence[StepContext]) -> list[StepResult]:
     The file is decoded once, at the largest scale any step before the first chainable one
     needs (a JPEG then shrinks inside its decoder); later steps read the previous result.
     """
-    encodes = _Encodes()
-    try:
-        results = _fuse(ctxs, encodes)
-    except BaseException:
-        encodes.abandon()
-        raise
-    encodes.wait()
-    return results
+    return run_with_writes(_Encodes(), lambda encodes: _fuse(ctxs, encodes))
 
 
 def _fuse(ctxs: Sequence[StepContext], encodes: _Encodes) -> list[StepResult]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from structlog.contextvars import bound_contextvars, get_contextvars
 
 from mediamill import telemetry
-from mediamill.actions.base import get_action
+from mediamill.actions.base import fuses, get_action
 from mediamill.engine.breakers import Gate
 from mediamill.engine.children import Cancelled
 from mediamill.engine.outcomes import (
@@ -366,7 +366,7 @@ class JobRunner:
         """Consecutive pending steps sharing a fuse key run as one unit (one decode, several outputs)."""
         spec = get_action(self.steps[start].action)
         group = [start]
-        if spec is None or spec.fuse is None:
+        if spec is None or spec.fuse is None or not fuses(spec.fuse, self.job["input_mime"]):
             return group
         j = start + 1
         # a condition on the input or the job can be decided before the unit runs; one on earlier steps cannot
