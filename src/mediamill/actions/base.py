@@ -9,8 +9,9 @@ files in and out and records outputs.
 
 Fusion: actions declaring the same ``fuse`` key may be run as one unit by the group's
 fuser (``register_fuser``) — e.g. three ``transcode_video`` steps become one ffmpeg process
-with one decode. The fuser returns one StepResult per step, so every step keeps its own
-execution record and output.
+with one decode, and a PDF's validate, text and thumbnail steps share one open of it (on the job inputs the
+fuser names). The fuser returns one StepResult per step, so every step keeps its own execution record and
+output; a fused run that fails is run again step by step, to find out which step failed.
 """
 
 from __future__ import annotations
