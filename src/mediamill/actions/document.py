@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pypdfium2 as pdfium
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from mediamill.media.decoders import reading_input
 from mediamill.media.sniff import require_kind, sniff_file
 
 _ERRORS = ("invalid_input", "internal")
+_T = TypeVar("_T")
 
 
 class _Params(BaseModel):
@@ -83,7 +84,7 @@ def _validated(ctx: StepContext, kind: str, info: dict[str, Any]) -> StepResult:
     return StepResult(data={"format": kind, "valid": True, **info})
 
 
-def _on_pdf(ctx: StepContext, step: Callable[[StepContext, pdfium.PdfDocument], StepResult]) -> StepResult:
+def _on_pdf(ctx: StepContext, step: Callable[[StepContext, pdfium.PdfDocument], _T]) -> _T:
     """A PDF step run alone, on its own open of the input."""
     with doc.open_pdf(ctx.input_path) as pdf:
         return step(ctx, pdf)
@@ -155,13 +156,13 @@ def render_thumbnail(ctx: StepContext) -> StepResult:
     """Render one page (default the first) to PNG/JPEG/WebP; DOCX needs LibreOffice."""
     if _kind(ctx) == "pdf":
         return _on_pdf(ctx, lambda c, pdf: _render_pdf(c, pdf, Now()))
-    doc.open_docx(ctx.input_path, ctx.limits)  # refuse a bad DOCX before starting LibreOffice
     with tempfile.TemporaryDirectory(prefix="render-") as scratch, \
             doc.open_pdf(_docx_to_pdf(ctx, Path(scratch))) as pdf:
         return _render_pdf(ctx, pdf, Now())
 
 
 def _docx_to_pdf(ctx: StepContext, scratch: Path) -> Path:
+    doc.open_docx(ctx.input_path, ctx.limits)  # refuse a bad DOCX before starting LibreOffice
     source = scratch / "document.docx"
     shutil.copyfile(ctx.input_path, source)
     return doc.convert_with_soffice(source, scratch, "pdf", timeout=ctx.timeout_seconds).path
@@ -179,7 +180,6 @@ def convert_document(ctx: StepContext) -> StepResult:
         shutil.copyfile(ctx.input_path, out)  # already PDF: pass it through unchanged
         converted = False
     else:
-        doc.open_docx(ctx.input_path, ctx.limits)  # refuse a bad DOCX before starting LibreOffice
         with tempfile.TemporaryDirectory(prefix="convert-") as scratch:
             shutil.move(_docx_to_pdf(ctx, Path(scratch)), out)
         converted = True
@@ -193,18 +193,13 @@ def convert_document(ctx: StepContext) -> StepResult:
 def _to_text(ctx: StepContext, kind: str) -> StepResult:
     out = ctx.work_dir / "document.txt"
     if kind == "pdf":
-        text = "\f".join(_on_pdf_pages(ctx))
+        text = "\f".join(_on_pdf(ctx, _pdf_pages))
     else:
         text = "\n".join(doc.docx_paragraphs(doc.open_docx(ctx.input_path, ctx.limits)))
     out.write_text(text)
     meta = {"chars": len(text), "words": len(text.split()), "from": kind}
     ctx.progress(100.0)
     return StepResult(outputs=[OutputFile(out.name, out, "text/plain", meta)], data=meta)
-
-
-def _on_pdf_pages(ctx: StepContext) -> list[str]:
-    with doc.open_pdf(ctx.input_path) as pdf:
-        return _pdf_pages(ctx, pdf)
 
 
 # -- fused ----------------------------------------------------------------------------------------------
@@ -227,9 +222,14 @@ def fuse_document_steps(ctxs: Sequence[StepContext]) -> list[StepResult]:
 
 def _fuse_pdf(ctxs: Sequence[StepContext], writes: Later) -> list[StepResult]:
     with doc.open_pdf(ctxs[0].input_path) as pdf:
+        # the thumbnails first: their encodes then run beside the text extraction
         early = {i: _render_pdf(ctx, pdf, writes) for i, ctx in enumerate(ctxs) if ctx.action == "render_thumbnail"}
-        return [early[i] if i in early else _PDF_STEPS[ctx.action](ctx, pdf) if ctx.action in _PDF_STEPS
-                else _alone(ctx) for i, ctx in enumerate(ctxs)]
+        return [early[i] if i in early else _on_shared(ctx, pdf) for i, ctx in enumerate(ctxs)]
+
+
+def _on_shared(ctx: StepContext, pdf: pdfium.PdfDocument) -> StepResult:
+    step = _PDF_STEPS.get(ctx.action)
+    return _alone(ctx) if step is None else step(ctx, pdf)
 
 
 def _alone(ctx: StepContext) -> StepResult:
