@@ -112,6 +112,20 @@ def _duplicated_steps(url: str) -> int:
         engine.dispose()
 
 
+def _failures(url: str) -> list[str]:
+    """Why each failed job failed (``job id: error class: message``): a run that fails a job says why."""
+    import sqlalchemy as sa
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, error_class, error_message FROM workflow_jobs "
+                                        "WHERE status = 'failed' ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    return [f"job {job}: {cls}: {(msg or '')[:300]}" for job, cls, msg in rows]
+
+
 def wait_terminal(url: str, job_ids: list[int], timeout: float, on_tick: Any = None) -> dict[str, int]:
     """Poll until every job of ``job_ids`` is terminal (or ``timeout``); returns the last counts."""
     import sqlalchemy as sa
@@ -323,7 +337,7 @@ def chaos(*, jobs: int = 200, workers: int = 3, kill_every: float = 2.0, pg_rest
                 "completed": counts.get("completed", 0), "lost": counts.get("missing", 0),
                 "stuck": _open_counts(counts), "failed": counts.get("failed", 0),
                 "duplicated": _duplicated_steps(url), "outputs": _output_jobs(url, job_ids),
-                "rescues": len(delays), "rescue_p50_s": _r(pct(delays, 0.5)),
+                "failures": _failures(url), "rescues": len(delays), "rescue_p50_s": _r(pct(delays, 0.5)),
                 "rescue_max_s": _r(max(delays) if delays else None), "elapsed_s": round(elapsed, 1)}
 
 
