@@ -71,10 +71,18 @@ def database(backend: str, work: Path, admin_url: str | None = None) -> Iterator
         yield cluster.url
 
 
-def _engine(url: str) -> Any:
+@contextlib.contextmanager
+def _connection(url: str) -> Iterator[Any]:
+    """A connection to ``url`` on an engine of its own, disposed of afterwards (no pooled session outlives a
+    look, and the cluster of a run may restart between looks)."""
     import sqlalchemy as sa
 
-    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def _counts(url: str, job_ids: list[int]) -> dict[str, int]:
@@ -83,17 +91,13 @@ def _counts(url: str, job_ids: list[int]) -> dict[str, int]:
 
     from mediamill.store.tables import workflow_jobs
 
-    engine = _engine(url)
     found: Counter[str] = Counter()
-    try:
-        with engine.connect() as conn:
-            for i in range(0, len(job_ids), 1000):
-                chunk = job_ids[i:i + 1000]
-                rows = conn.execute(sa.select(workflow_jobs.c.status, sa.func.count())
-                                    .where(workflow_jobs.c.id.in_(chunk)).group_by(workflow_jobs.c.status)).all()
-                found.update({str(s): int(n) for s, n in rows})
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        for i in range(0, len(job_ids), 1000):
+            chunk = job_ids[i:i + 1000]
+            rows = conn.execute(sa.select(workflow_jobs.c.status, sa.func.count())
+                                .where(workflow_jobs.c.id.in_(chunk)).group_by(workflow_jobs.c.status)).all()
+            found.update({str(s): int(n) for s, n in rows})
     found["missing"] = len(job_ids) - sum(found.values())
     return dict(found)
 
@@ -102,27 +106,19 @@ def _duplicated_steps(url: str) -> int:
     """(job, step) pairs with more than one completed execution: a step must complete once."""
     import sqlalchemy as sa
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT count(*) FROM (SELECT job_id, step_id FROM step_executions WHERE status = 'completed' "
-                "GROUP BY job_id, step_id HAVING count(*) > 1) AS d")).scalar() or 0)
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT job_id, step_id FROM step_executions WHERE status = 'completed' "
+            "GROUP BY job_id, step_id HAVING count(*) > 1) AS d")).scalar() or 0)
 
 
 def _failures(url: str) -> list[str]:
     """Why each failed job failed (``job id: error class: message``): a run that fails a job says why."""
     import sqlalchemy as sa
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT id, error_class, error_message FROM workflow_jobs "
-                                        "WHERE status = 'failed' ORDER BY id")).all()
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        rows = conn.execute(sa.text("SELECT id, error_class, error_message FROM workflow_jobs "
+                                    "WHERE status = 'failed' ORDER BY id")).all()
     return [f"job {job}: {cls}: {(msg or '')[:300]}" for job, cls, msg in rows]
 
 
@@ -225,13 +221,9 @@ def _worker_ids(url: str) -> dict[int, str]:
     and starting their loops) came after their registration."""
     import sqlalchemy as sa
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return {int(pid): str(wid) for wid, pid in conn.execute(sa.text(
-                "SELECT id, pid FROM workers WHERE heartbeat_at > started_at")).all()}
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        return {int(pid): str(wid) for wid, pid in conn.execute(sa.text(
+            "SELECT id, pid FROM workers WHERE heartbeat_at > started_at")).all()}
 
 
 def _rescue_delays(url: str, kills: dict[str, float]) -> list[float]:
@@ -240,13 +232,9 @@ def _rescue_delays(url: str, kills: dict[str, float]) -> list[float]:
 
     from mediamill.store.tables import job_events
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.select(job_events.c.data, job_events.c.created_at)
-                                .where(job_events.c.event_type == "rescue")).all()
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        rows = conn.execute(sa.select(job_events.c.data, job_events.c.created_at)
+                            .where(job_events.c.event_type == "rescue")).all()
     delays = []
     for data, at in rows:
         owner = (data or {}).get("worker")
@@ -345,12 +333,8 @@ def _output_jobs(url: str, job_ids: list[int]) -> int:
     """Jobs of ``job_ids`` with exactly one output (the thumbnail): outputs = jobs."""
     import sqlalchemy as sa
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT job_id, count(*) FROM job_outputs GROUP BY job_id")).all()
-    finally:
-        engine.dispose()
+    with _connection(url) as conn:
+        rows = conn.execute(sa.text("SELECT job_id, count(*) FROM job_outputs GROUP BY job_id")).all()
     wanted = set(job_ids)
     return sum(1 for job, n in rows if job in wanted and n == 1)
 

@@ -128,7 +128,7 @@ class ActionSpec:
 
 _ACTIONS: dict[str, ActionSpec] = {}
 _FUSERS: dict[str, Fuser] = {}
-_FUSER_INPUTS: dict[str, tuple[str, ...]] = {}  # fuse key -> the job inputs it runs on
+_FUSER_INPUTS: dict[str, list[str]] = {}  # fuse key -> the job inputs it runs on
 _PLUGINS: dict[str, dict[str, str]] = {}  # action name -> the entry point that registered it
 _loaded = False
 
@@ -167,7 +167,7 @@ def register_fuser(key: str, *, inputs: tuple[str, ...] = ("*/*",)) -> Callable[
 
     def register(fn: Fuser) -> Fuser:
         _FUSERS[key] = fn
-        _FUSER_INPUTS[key] = inputs
+        _FUSER_INPUTS[key] = list(inputs)
         return fn
 
     return register
@@ -176,7 +176,7 @@ def register_fuser(key: str, *, inputs: tuple[str, ...] = ("*/*",)) -> Callable[
 def fuses(key: str, input_mime: str | None) -> bool:
     """Whether steps of fuse key ``key`` run as one unit on a job whose input is ``input_mime``."""
     load_actions()
-    return key in _FUSERS and accepts(list(_FUSER_INPUTS[key]), input_mime or "")
+    return key in _FUSERS and accepts(_FUSER_INPUTS[key], input_mime or "")
 
 
 def load_actions() -> dict[str, ActionSpec]:
