@@ -149,17 +149,17 @@ def test_its_connection_stays_out_of_the_pool_whose_transactions_stay_transactio
     _submit(pg_rt, input_file)  # one statement, on an autocommit connection of the engine's lane
     lane = db._lane(pg_rt.engine)
     [(kept, _used)] = lane.idle
-    assert kept.autocommit and pg_rt.engine.pool.checkedout() == 0
+    assert kept.connection.autocommit and pg_rt.engine.pool.checkedout() == 0
     _submit(pg_rt, input_file)
-    assert [raw for raw, _used in lane.idle] == [kept]  # the same one again: no checkout, no switches
+    assert [cur for cur, _used in lane.idle] == [kept]  # the same one again: no checkout, no switches
     with pytest.raises(RuntimeError), pg_rt.engine.begin() as conn:  # the pool's connections: transactions
-        assert conn.connection.driver_connection is not kept
+        assert conn.connection.driver_connection is not kept.connection
         conn.execute(sa.text("UPDATE workflow_jobs SET priority = 99"))
         raise RuntimeError("roll back")
     with pg_rt.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs WHERE priority = 99")).scalar() == 0
     pg_rt.engine.dispose()  # the lane's sessions end with the pool's
-    assert kept.closed and lane.idle == []
+    assert kept.connection.closed and lane.idle == []
 
 
 def test_a_lane_connection_unused_for_a_while_is_pinged_and_replaced_when_gone(pg_rt: Runtime,
@@ -173,13 +173,13 @@ def test_a_lane_connection_unused_for_a_while_is_pinged_and_replaced_when_gone(p
     [(kept, used)] = lane.idle
     lane.idle = [(kept, used - db.PING_AFTER_IDLE_SECONDS - 1)]  # (as if unused that long)
     _submit(pg_rt, input_file)
-    assert [raw for raw, _used in lane.idle] == [kept] and not kept.closed  # it answered: kept, no churn
-    pid = kept.info.backend_pid
+    assert [cur for cur, _used in lane.idle] == [kept] and not kept.connection.closed  # it answered: no churn
+    pid = kept.connection.info.backend_pid
     with psycopg.connect(pg_rt.settings.effective_database_url.replace("+psycopg", ""), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the server ends it while it waits
     lane.idle = [(kept, time.monotonic() - db.PING_AFTER_IDLE_SECONDS - 1)]
     job = _submit(pg_rt, input_file)  # pinged, found gone, replaced: the submit does not fail
-    assert _job(pg_rt, job.id)["status"] == "queued" and kept.closed and lane.open == 1
+    assert _job(pg_rt, job.id)["status"] == "queued" and kept.connection.closed and lane.open == 1
 
 
 def test_the_lane_is_capped_and_shrinks(pg_rt: Runtime, input_file: Path) -> None:
@@ -190,14 +190,14 @@ def test_the_lane_is_capped_and_shrinks(pg_rt: Runtime, input_file: Path) -> Non
     lane = db._lane(pg_rt.engine)
     lane.size = 2
     with db.autocommit(pg_rt.engine) as a, db.autocommit(pg_rt.engine) as b, db.autocommit(pg_rt.engine) as c:
-        assert a.autocommit and b.autocommit and c.autocommit and lane.open == 2
+        assert all(cur.connection.autocommit for cur in (a, b, c)) and lane.open == 2
         assert pg_rt.engine.pool.checkedout() == 1  # the third: the pool's
-    assert not c.autocommit and {id(r) for r, _u in lane.idle} == {id(a), id(b)}
+    assert not c.connection.autocommit and {id(r) for r, _u in lane.idle} == {id(a), id(b)}
     oldest = lane.idle[0][0]
     lane.idle[0] = (oldest, time.monotonic() - db.PING_AFTER_IDLE_SECONDS - 1)
     with db.autocommit(pg_rt.engine) as d:
         assert d.execute("SELECT 1").fetchone() == (1,)
-    assert oldest.closed and lane.open == 1 and len(lane.idle) == 1
+    assert oldest.connection.closed and lane.open == 1 and len(lane.idle) == 1
 
 
 def test_a_lost_session_is_an_sqlalchemy_error_and_the_next_submit_reconnects(pg_rt: Runtime, input_file: Path) -> None:

@@ -84,17 +84,22 @@ class _Lane:
     takes the pool's way (:func:`autocommit`), so the lane adds at most ``size`` sessions to what the pool
     may open. One unused for ``PING_AFTER_IDLE_SECONDS`` is pinged before use, as the pool pings its own; the
     oldest idle one goes when it sat unused that long and another is at hand (the lane shrinks after a burst); the
-    engine's ``dispose()`` closes them all; a forked process starts without them and never closes its parent's."""
+    engine's ``dispose()`` closes them all; a forked process starts without them and never closes its parent's.
+
+    Each connection is kept as one cursor of it, used for every statement it runs: psycopg's cursor carries the
+    adapters it looked up for the last statement's parameters, so the next submit skips a new cursor's set-up and
+    those look-ups (≈ 25 µs of client CPU a submit, measured with a cold cache between round trips)."""
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self.idle: list[tuple[Any, float]] = []  # (psycopg connection, when it was last given back: monotonic)
+        self.idle: list[tuple[Any, float]] = []  # (psycopg cursor, when it was last given back: monotonic)
         self.open = 0  # connections of the lane, idle or in use
         self.lock = threading.Lock()
         self.pid = os.getpid()
 
     def take(self, engine: Engine) -> Any | None:
-        """A connection of the lane, or None when all are in use (the caller takes the pool's way)."""
+        """A cursor of one of the lane's connections, or None when all are in use (the caller takes the pool's
+        way)."""
         now, surplus = time.monotonic(), None
         with self.lock:
             if self.pid != os.getpid():  # (the parent's sessions: never used here, never closed here)
@@ -103,21 +108,21 @@ class _Lane:
                 surplus = self.idle.pop(0)[0]
                 self.open -= 1
             if self.idle:
-                raw, used = self.idle.pop()
+                cursor, used = self.idle.pop()
             elif self.open < self.size:
                 self.open += 1
-                raw, used = None, now
+                cursor, used = None, now
             else:
                 return None
         if surplus is not None:
-            _close_quietly(surplus)
+            _close_quietly(surplus.connection)
         try:
-            if raw is None:
+            if cursor is None:
                 return self._new(engine)
-            if now - used > PING_AFTER_IDLE_SECONDS and not _answers(raw):
-                _close_quietly(raw)
+            if now - used > PING_AFTER_IDLE_SECONDS and not _answers(cursor):
+                _close_quietly(cursor.connection)
                 return self._new(engine)
-            return raw
+            return cursor
         except BaseException:
             self.forget()
             raise
@@ -126,20 +131,21 @@ class _Lane:
     def _new(engine: Engine) -> Any:
         fairy, raw = _checkout_autocommit(engine)
         fairy.detach()  # the pool forgets it: it is this lane's until closed
-        return raw
+        return raw.cursor()
 
-    def give_back(self, raw: Any) -> None:
+    def give_back(self, cursor: Any) -> None:
+        raw = cursor.connection
         if not raw.closed and not raw.broken and raw.info.transaction_status == TransactionStatus.IDLE:
             with self.lock:
                 if self.pid == os.getpid():
-                    self.idle.append((raw, time.monotonic()))
+                    self.idle.append((cursor, time.monotonic()))
                     return
-        self.forget(raw)
+        self.forget(cursor)
 
-    def forget(self, raw: Any = None) -> None:
-        """One of the lane's connections is gone (closed here if given)."""
-        if raw is not None:
-            _close_quietly(raw)
+    def forget(self, cursor: Any = None) -> None:
+        """One of the lane's connections is gone (closed here if its cursor is given)."""
+        if cursor is not None:
+            _close_quietly(cursor.connection)
         with self.lock:
             self.open = max(0, self.open - 1)
 
@@ -149,13 +155,13 @@ class _Lane:
             self.open -= len(idle)
             ours = self.pid == os.getpid()
         if ours:  # (in a forked process the sessions are the parent's)
-            for raw, _used in idle:
-                _close_quietly(raw)
+            for cursor, _used in idle:
+                _close_quietly(cursor.connection)
 
 
-def _answers(raw: Any) -> bool:
+def _answers(cursor: Any) -> bool:
     try:
-        raw.execute("SELECT 1")
+        cursor.execute("SELECT 1")
     except Exception:
         return False
     return True
@@ -184,7 +190,7 @@ def _lane(engine: Engine) -> _Lane:
 
 @contextlib.contextmanager
 def autocommit(engine: Engine) -> Iterator[Any]:
-    """A PostgreSQL connection of ``engine`` as the driver's own (psycopg) connection, on which every statement is
+    """A cursor of a PostgreSQL connection of ``engine``, the driver's own (psycopg), on which every statement is
     its own transaction: no ``BEGIN`` and ``COMMIT`` round trips, and none of SQLAlchemy's per-statement work. For one
     statement that does all its writes itself (``store`` modules only). It comes from the engine's lane of such
     connections (:class:`_Lane`), or from the pool when all of the lane's are in use (and then goes back out of
@@ -192,24 +198,25 @@ def autocommit(engine: Engine) -> Iterator[Any]:
     comes out as SQLAlchemy's; a lost server costs the lane and the pool their connections; a session left in an
     unknown state (interrupted mid-statement) is not kept."""
     lane = _lane(engine)
-    raw, fairy = lane.take(engine), None
-    if raw is None:
+    cursor, fairy = lane.take(engine), None
+    if cursor is None:
         fairy, raw = _checkout_autocommit(engine)
+        cursor = raw.cursor()
     healthy = gone = False
     try:
-        yield raw
+        yield cursor
         healthy = True
     except engine.dialect.loaded_dbapi.Error as exc:
-        gone, error = _statement_error(engine, exc, raw)
+        gone, error = _statement_error(engine, exc, cursor.connection)
         healthy = not gone  # (in autocommit the failed statement took its transaction with it)
         raise error from exc
     finally:
         if fairy is not None:
-            _return_to_pool(fairy, raw, healthy)
+            _return_to_pool(fairy, cursor.connection, healthy)
         elif healthy:
-            lane.give_back(raw)
+            lane.give_back(cursor)
         else:
-            lane.forget(raw)
+            lane.forget(cursor)
         if gone:
             engine.dispose(close=False)  # (which closes the lane's idle connections too)
 

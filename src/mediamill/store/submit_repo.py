@@ -167,8 +167,8 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, wor
     params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
     params.update(workflow_code=workflow_code, channel=channel, definition_checksum=checksum)
     sql = _one_job_statement(tuple(job), engine.dialect)
-    with autocommit(engine) as raw:
+    with autocommit(engine) as cur:
         now = utcnow()
         params.update(submitted_at=now, updated_at=now, created_at=now)
-        row = raw.execute(sql, params).fetchone()
+        row = cur.execute(sql, params).fetchone()
     return None if row is None else int(row[0])
