@@ -4,6 +4,7 @@ runs a fixed number of statements whatever its size, and its jobs get their ids 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +79,28 @@ def test_a_batch_s_jobs_get_ids_in_its_order(rt: Runtime, input_file: Path) -> N
                                  .where(workflow_jobs.c.id.in_(ids))).all())
     assert [rows[i]["n"] for i in ids] == list(range(30))  # each answer names its own request's job
     assert len({j.job_code for j in jobs}) == 30
+
+
+def test_a_forked_process_never_takes_its_parents_spare_job_codes() -> None:
+    """Single submits take their codes' random parts from a spare pool: a child forked with the pool filled must
+    not hand out the codes its parent hands out next (a worker's children, a forking server)."""
+    from mediamill.engine import submit
+
+    new_job_code()  # the pool filled
+    assert len(submit._spare_codes) > 0
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next code, to the parent
+        try:
+            os.write(write, new_job_code().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    mine = [new_job_code() for _ in range(len(submit._spare_codes) + 1)]
+    assert re.fullmatch(r"JOB-\d{8}-[0-9A-HJKMNP-TV-Z]{8}", child) and child not in mine
 
 
 def test_job_codes_are_eight_random_base32_characters() -> None:

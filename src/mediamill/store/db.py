@@ -134,8 +134,8 @@ class _Lane:
         return raw.cursor()
 
     def give_back(self, cursor: Any) -> None:
-        raw = cursor.connection
-        if not raw.closed and not raw.broken and raw.info.transaction_status == TransactionStatus.IDLE:
+        raw = cursor.connection  # (the libpq status read directly: ``raw.info`` builds an object each time)
+        if not raw.closed and not raw.broken and raw.pgconn.transaction_status == TransactionStatus.IDLE:
             with self.lock:
                 if self.pid == os.getpid():
                     self.idle.append((cursor, time.monotonic()))
