@@ -115,16 +115,44 @@ def test_an_active_rollout_is_never_skipped(pg_rt: Runtime, input_file: Path, st
     assert len(statements) == 1  # ... and the next submit is one statement again
 
 
-def test_an_idempotency_key_replays_its_job(pg_rt: Runtime, input_file: Path) -> None:
+def test_an_idempotency_key_replays_its_job(pg_rt: Runtime, input_file: Path, statements: list[str]) -> None:
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
     _submit(pg_rt, input_file)
     first = _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="h")
+    statements.clear()
     again = _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="h")
     assert not first.replayed and again.replayed and again.id == first.id
+    # the retry's one statement meets the key and writes nothing, without an error (none in the server's log)
+    assert "ON CONFLICT DO NOTHING" in statements[0]
     with pytest.raises(Conflict, match="different request body"):
         _submit(pg_rt, input_file, idempotency_key="k-1", idempotency_hash="other")
     with pg_rt.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM workflow_jobs WHERE idempotency_key = 'k-1'")).scalar() == 1
+
+
+def test_a_taken_job_code_falls_back_to_the_general_path_on_a_kept_connection(
+        pg_rt: Runtime, input_file: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str]) -> None:
+    """The statement fails on the unique job code (no ``ON CONFLICT``): nothing of it is written, the submit
+    succeeds the general way with a new code, and the lane keeps its connection (the error took only its own
+    transaction)."""
+    from mediamill.engine import submit
+    from mediamill.store import db
+
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
+    first = _submit(pg_rt, input_file)
+    _submit(pg_rt, input_file)  # (known: the next one takes one statement)
+    [(kept, _used)] = db._lane(pg_rt.engine).idle
+    monkeypatch.setattr(submit, "new_job_code", lambda now=None: first.job_code)
+    statements.clear()
+    job = _submit(pg_rt, input_file)
+    assert "ON CONFLICT" not in statements[0] and len(statements) > 1  # the one statement failed: then the rest
+    assert job.job_code != first.job_code and _job(pg_rt, job.id)["status"] == "queued"
+    with pg_rt.engine.connect() as conn:
+        counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM workflow_jobs), (SELECT count(*) FROM media_queue), "
+            "(SELECT count(*) FROM job_events WHERE event_type = 'status')")).one()
+    assert tuple(counts) == (3, 3, 3)  # one row of each a job: the failed statement left nothing
+    assert [cur for cur, _used in db._lane(pg_rt.engine).idle] == [kept] and not kept.connection.closed
 
 
 def test_a_recreated_database_with_the_same_ids_is_not_mistaken_for_the_old_one(

@@ -127,7 +127,7 @@ _JSON_COLUMNS = frozenset(c.name for c in workflow_jobs.c if isinstance(c.type, 
 
 
 @lru_cache(maxsize=16)
-def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect) -> str:
+def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect, keyed: bool) -> str:
     def cast(name: str, column: sa.Column[Any]) -> str:
         kind = "json" if isinstance(column.type, sa.JSON) else column.type.compile(dialect=dialect)
         return f"CAST(%({name})s AS {kind})"
@@ -142,7 +142,8 @@ def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect) -> str:
         "  AND d.is_active AND v.checksum = %(definition_checksum)s)"
         " AND NOT EXISTS (SELECT 1 FROM workflow_rollouts WHERE workflow_id = %(workflow_id)s"
         "  AND tenant_id = %(tenant_id)s AND state = 'active')"
-        " ON CONFLICT DO NOTHING RETURNING id, status, workflow_version, queue_name, priority, request_id),"
+        f"{' ON CONFLICT DO NOTHING' if keyed else ''} RETURNING id, status, workflow_version, queue_name, priority,"
+        " request_id),"
         " entry AS (INSERT INTO media_queue (job_id, queue_name, priority, base_priority, scheduled_time, status,"
         f"  created_at, attempts) SELECT id, %(queue_name)s, %(priority)s, %(priority)s, {at}, 'queued', {at}, 0"
         "  FROM job),"
@@ -158,17 +159,23 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, wor
     the wake-up on ``channel`` — or nothing, and None, when the statement's own checks say the caller's facts
     are stale: the workflow's current version is no longer ``job["workflow_version"]`` with this ``checksum`` (a
     database restored or recreated can reuse ids), or it was deactivated,
-    a rollout of it became active for the tenant, or a unique key (an Idempotency-Key) is taken. The caller
-    then submits the general way, which reads everything again and explains a refusal.
+    a rollout of it became active for the tenant, or a unique key (an Idempotency-Key, the job code) is taken. The
+    caller then submits the general way, which reads everything again and explains a refusal. A job with an
+    Idempotency-Key is inserted ``ON CONFLICT DO NOTHING`` (a client's retry meets its key: no error in the server's
+    log); one without fails on a taken job code (1 in 2^40 a day) and is not written: a speculative insert would
+    probe every unique index first and write one more WAL record, on every submit, for a case that rare.
 
     ``job`` holds ``workflow_jobs`` columns. Its times (``submitted_at`` and ``updated_at``, also the entry's and
     the event's) are stamped here, as the statement goes out: a job's wait counts from when the database was
     asked, not from when the caller began building the row (on an idle host that is a third of a millisecond)."""
     params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
     params.update(workflow_code=workflow_code, channel=channel, definition_checksum=checksum)
-    sql = _one_job_statement(tuple(job), engine.dialect)
-    with autocommit(engine) as cur:
-        now = utcnow()
-        params.update(submitted_at=now, updated_at=now, created_at=now)
-        row = cur.execute(sql, params).fetchone()
+    sql = _one_job_statement(tuple(job), engine.dialect, job.get("idempotency_key") is not None)
+    try:
+        with autocommit(engine) as cur:
+            now = utcnow()
+            params.update(submitted_at=now, updated_at=now, created_at=now)
+            row = cur.execute(sql, params).fetchone()
+    except CONSTRAINT_ERRORS:
+        return None
     return None if row is None else int(row[0])
