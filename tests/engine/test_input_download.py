@@ -1,8 +1,11 @@
 """On object storage a worker copies a job's input to its scratch folder only for steps that open it: a job made
-of steps that never read the input (a wait, a webhook call, a manifest of earlier outputs) costs no download."""
+of steps that never read the input (a wait, a webhook call, a manifest of earlier outputs) costs no download; and
+earlier steps' outputs only for steps that open those (a manifest describes them from what their storing
+measured)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,5 +73,46 @@ def test_steps_that_never_open_the_input_do_not_download_it(s3_rt: Runtime, down
         # one step that opens the input is enough: the worker copies it (once) for the job
         _read, read_key = _run(s3_rt, "WF-READS", source)
         assert read_key in downloads and downloads.count(read_key) == 1
+    finally:
+        worker.stop(grace=1)
+
+
+def test_a_manifest_describes_earlier_outputs_without_downloading_them(s3_rt: Runtime, downloads: list[str],
+                                                                       tmp_path: Path) -> None:
+    """A job's run after a retry finds its earlier steps' outputs in object storage only: a manifest step lists
+    them with the size and checksum their storing measured, without copying them (or the input, which no step
+    left opens) back; a step that may open them (any action by default) gets each copied once."""
+    from PIL import Image
+
+    from mediamill.store.delivery_repo import job_outputs_of
+
+    assert get_action("finalize_job").reads_outputs is False and get_action("sleep").reads_outputs is True
+    source = tmp_path / "pic.jpg"
+    Image.new("RGB", (320, 200), (200, 30, 30)).save(source, "JPEG")
+    steps = [{"name": "thumb", "action": "create_thumbnail", "params": {"size": 64}},
+             {"name": "flaky", "action": "fail", "params": {"times": 1}, "on_failure": "retry", "retry_count": 2}]
+    workflow(s3_rt, "WF-DESCRIBE", [*steps, {"name": "manifest", "action": "finalize_job"}], input_types=["image/*"])
+    workflow(s3_rt, "WF-OPENS", [*steps, {"name": "wait", "action": "sleep", "params": {"seconds": 0.01}}],
+             input_types=["image/*"])
+    worker = Worker(s3_rt, pools={"q": 1}).start()
+    try:
+        described, input_key = _run(s3_rt, "WF-DESCRIBE", source)
+        assert described["status"] == "completed", described.get("error_message")
+        # the run after the retry has no step left that opens the input: it is not copied again either
+        assert downloads.count(input_key) == 1
+        with s3_rt.engine.connect() as conn:
+            rows = {r["name"]: r for r in job_outputs_of(conn, described["id"])}
+        [thumb] = [r for name, r in rows.items() if name != "manifest.json"]
+        assert thumb["storage_key"] not in downloads  # the manifest step did not fetch it
+        manifest_path = tmp_path / "manifest.json"
+        s3_rt.storage.get_to_file(rows["manifest.json"]["storage_key"], manifest_path)
+        [entry] = json.loads(manifest_path.read_text())["outputs"]
+        assert (entry["name"], entry["bytes"], entry["sha256"]) == (thumb["name"], thumb["bytes"], thumb["checksum"])
+
+        opened, _key = _run(s3_rt, "WF-OPENS", source)
+        assert opened["status"] == "completed", opened.get("error_message")
+        with s3_rt.engine.connect() as conn:
+            [opened_thumb] = job_outputs_of(conn, opened["id"])
+        assert downloads.count(opened_thumb["storage_key"]) == 1
     finally:
         worker.stop(grace=1)

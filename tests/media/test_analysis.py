@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from mediamill.actions.base import PriorStep
+from mediamill.actions.base import PriorStep, StoredOutput
 from mediamill.errors import InvalidInput, TransientError
 from mediamill.media.probe import probe_input
 from mediamill.media.tools import doctor_report
@@ -69,6 +69,27 @@ def test_finalize_job_manifest(media, tmp_path):
     data = thumbs.outputs[0].path.read_bytes()
     assert first["sha256"] == hashlib.sha256(data).hexdigest() and first["bytes"] == len(data)
     assert first["mime_type"] == "image/jpeg" and first["metadata"]["width"] == 320
+
+
+def test_finalize_job_lists_stored_outputs_as_the_engine_measured_them(media, tmp_path, monkeypatch):
+    """Outputs the engine stored come with the size and SHA-256 measured while storing them: the manifest takes
+    those and reads no file again; an output without them (a fused run's own) is still read."""
+    from mediamill.actions import finalize
+
+    thumbs = run_action("generate_thumbnails", media.video, tmp_path / "t", {"count": 2})
+    first, second = thumbs.outputs
+    data = first.path.read_bytes()
+    stored = StoredOutput(first.name, first.path, first.mime_type, first.metadata, len(data),
+                          hashlib.sha256(data).hexdigest())
+    read: list[str] = []
+    digest = finalize.file_digest
+    monkeypatch.setattr(finalize, "file_digest", lambda path: read.append(path.name) or digest(path))
+    prior = PriorStep("generate_thumbnails", "generate_thumbnails", "completed", thumbs.data, [stored, second])
+    result = run_action("finalize_job", media.video, tmp_path / "f", previous=[prior])
+    entries = json.loads(result.outputs[0].path.read_text())["outputs"]
+    assert read == [second.path.name]  # the stored one was not read again
+    assert (entries[0]["bytes"], entries[0]["sha256"]) == (stored.bytes, stored.checksum)
+    assert entries[1]["sha256"] == hashlib.sha256(second.path.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("name, mime, expect", [

@@ -51,6 +51,15 @@ class OutputFile:
 
 
 @dataclass
+class StoredOutput(OutputFile):
+    """An earlier step's output as the engine stored it: its size and SHA-256 as measured while it was stored (a
+    step that describes outputs need not read them again)."""
+
+    bytes: int | None = None
+    checksum: str | None = None
+
+
+@dataclass
 class StepResult:
     outputs: list[OutputFile] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # JSON-able facts (probe results, counts …)
@@ -64,7 +73,7 @@ class PriorStep:
     action: str
     status: str
     data: dict[str, Any]
-    outputs: list[OutputFile]
+    outputs: list[OutputFile]  # StoredOutput when the engine stored them (a fused run's earlier steps: not yet)
 
 
 @dataclass
@@ -121,6 +130,9 @@ class ActionSpec:
     # False = never opens the job's input file (it works from params or earlier steps' results): a worker on
     # object storage then does not download the input for a job made only of such steps
     reads_input: bool = True
+    # False = never opens earlier steps' output files (it lists or describes them: names, types, the size and
+    # checksum they were stored with): a worker on object storage then does not download them for the step
+    reads_outputs: bool = True
 
     def validate_params(self, raw: dict[str, Any] | None) -> BaseModel:
         return self.params.model_validate(raw or {})
@@ -144,6 +156,7 @@ def action(
     fuse: str | None = None,
     splittable: bool = False,
     reads_input: bool = True,
+    reads_outputs: bool = True,
 ) -> Callable[[ActionFn], ActionFn]:
     """Register a step action. Users' packages can do the same and expose a ``mediamill.actions``
     entry point pointing at the module that holds their decorated functions."""
@@ -152,7 +165,7 @@ def action(
         _ACTIONS[name] = ActionSpec(
             name=name, fn=fn, params=params, family=family, errors=tuple(errors),
             idempotent=idempotent, isolated=isolated, fuse=fuse, splittable=splittable, reads_input=reads_input,
-            description=(fn.__doc__ or "").strip().split("\n")[0],
+            reads_outputs=reads_outputs, description=(fn.__doc__ or "").strip().split("\n")[0],
         )
         return fn
 

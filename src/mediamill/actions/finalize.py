@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mediamill.actions.base import OutputFile, StepContext, StepResult, action
+from mediamill.actions.base import OutputFile, StepContext, StepResult, StoredOutput, action
 
 _CHUNK = 1 << 20
 
@@ -39,14 +39,18 @@ def _entry(step: str, out: OutputFile) -> dict[str, Any]:
     path = Path(out.path)
     entry: dict[str, Any] = {"name": out.name, "step": step, "mime_type": out.mime_type,
                              "metadata": out.metadata}
-    if path.is_file():
+    if isinstance(out, StoredOutput) and out.checksum and out.bytes is not None:
+        # measured as the engine stored the very object a consumer downloads: no second read of every file
+        entry["bytes"], entry["sha256"] = out.bytes, out.checksum
+    elif path.is_file():
         entry["bytes"], entry["sha256"] = file_digest(path)
     else:
         entry["bytes"] = entry["sha256"] = None  # the engine did not hand this file to the step
     return entry
 
 
-@action("finalize_job", params=FinalizeParams, family="generic", errors=("internal",), reads_input=False)
+@action("finalize_job", params=FinalizeParams, family="generic", errors=("internal",), reads_input=False,
+        reads_outputs=False)
 def finalize_job(ctx: StepContext) -> StepResult:
     """Write manifest.json listing every earlier output (name, MIME type, bytes, sha256, metadata)."""
     entries = []

@@ -69,7 +69,7 @@ def _send(ctx: StepContext, allowlist: str, proxy: str | None) -> httpx.Response
 
 
 @action("http_request", params=HttpRequestParams, family="generic", idempotent=False,
-        errors=("invalid_input", "transient", "timeout"), reads_input=False)
+        errors=("invalid_input", "transient", "timeout"), reads_input=False, reads_outputs=False)
 def http_request(ctx: StepContext) -> StepResult:
     """Send the job's metadata to a URL (GET query or JSON body); non-2xx fails with a class."""
     settings = load_settings()

@@ -14,7 +14,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mediamill.actions.base import OutputFile, PriorStep, StepContext, StepResult, get_action, get_fuser, load_actions
+from mediamill.actions.base import (
+    PriorStep,
+    StepContext,
+    StepResult,
+    StoredOutput,
+    get_action,
+    get_fuser,
+    load_actions,
+)
 from mediamill.config import MediaLimits
 from mediamill.errors import InternalError, classify_exception
 
@@ -64,8 +72,8 @@ def _cpu_budget(seconds: int) -> None:
 
 def _prior(raw: dict[str, Any]) -> PriorStep:
     return PriorStep(name=raw["name"], action=raw["action"], status=raw["status"], data=raw.get("data") or {},
-                     outputs=[OutputFile(o["name"], Path(o["path"]), o["mime_type"], o.get("metadata") or {})
-                              for o in raw.get("outputs", [])])
+                     outputs=[StoredOutput(o["name"], Path(o["path"]), o["mime_type"], o.get("metadata") or {},
+                                           o.get("bytes"), o.get("checksum")) for o in raw.get("outputs", [])])
 
 
 def _context(task: dict[str, Any], step: dict[str, Any], index: int, conn: Connection,

@@ -242,7 +242,8 @@ class JobRunner:
             i = by_step.get(o["step_name"])
             if i is not None and self.states[i].status == "completed":
                 self.states[i].outputs.append({"name": o["name"], "key": o["storage_key"],
-                                               "mime_type": o["mime_type"], "metadata": o["metadata"] or {}})
+                                               "mime_type": o["mime_type"], "metadata": o["metadata"] or {},
+                                               "bytes": o["bytes"], "checksum": o["checksum"]})
 
     def _apply_history(self, i: int, status: str, row_run: int, run: int, output_data: str | None,
                        rerun: dict[str, Any] | None) -> None:
@@ -277,10 +278,12 @@ class JobRunner:
             self.input_path = self.scratch / "input"
 
     def _needs_input_file(self) -> bool:
-        """In-process steps read the input through the storage; a child needs a local copy, unless none of its
-        steps opens the input (or a ``when:`` condition needs the input probed)."""
+        """In-process steps read the input through the storage; a child needs a local copy, unless none of the
+        steps still to run opens the input (or a ``when:`` condition needs the input probed). A run after a retry
+        or a rescue skips the steps an earlier run finished."""
         return bool(self._probe_fields()) or any(
-            (spec := get_action(s.action)) is None or (spec.isolated and spec.reads_input) for s in self.steps)
+            (spec := get_action(s.action)) is None or (spec.isolated and spec.reads_input)
+            for s, st in zip(self.steps, self.states, strict=True) if st.status not in FINISHED_STEP)
 
     def _probe_fields(self) -> set[str]:
         """The input's fields that ``when:`` conditions read and only a probe of the file can tell."""
@@ -669,23 +672,35 @@ class JobRunner:
                 "job": {"id": self.job["id"], "job_code": self.job["job_code"], "priority": self.job["priority"],
                         "metadata": self.job.get("job_metadata") or {}, "params": self.job.get("params") or {},
                         "submitter": self.job.get("submitted_by"), "workflow": self.d.code},
-                "previous": self._previous(), "cpu_seconds": int(timeout) + 5,
+                "previous": self._previous(fetch=any(self._reads_outputs(i) for i in group)),
+                "cpu_seconds": int(timeout) + 5,
                 "log": {k: v for k, v in get_contextvars().items() if k in ("job_id", "step", "worker", "request_id")}}
 
-    def _previous(self) -> list[dict[str, Any]]:
+    def _reads_outputs(self, i: int) -> bool:
+        spec = get_action(self.steps[i].action)
+        return spec is None or spec.reads_outputs
+
+    def _previous(self, fetch: bool = True) -> list[dict[str, Any]]:
+        """Earlier completed steps as a child's task lists them; their outputs' files copied to scratch from object
+        storage when ``fetch`` (a unit of steps that never open them gets their local path or none)."""
         prior = []
         for s, st in zip(self.steps, self.states, strict=True):
             if st.status != "completed":
                 continue
-            outs = [{**o, "path": str(self._output_path(o))} for o in st.outputs]
+            outs = [{**o, "path": str(self._output_path(o) if fetch else self._local_path(o) or "")}
+                    for o in st.outputs]
             prior.append({"name": s.name, "action": s.action, "status": st.status, "data": st.data,
                           "outputs": outs})
         return prior
 
-    def _output_path(self, out: dict[str, Any]) -> Path:
+    def _local_path(self, out: dict[str, Any]) -> Path | None:
+        """Where an earlier output is on this host without a download (its file, or local storage's), or None."""
         if out.get("path"):
             return Path(out["path"])
-        local = self.svc.storage.local_path(out["key"])
+        return self.svc.storage.local_path(out["key"])
+
+    def _output_path(self, out: dict[str, Any]) -> Path:
+        local = self._local_path(out)
         if local is not None:
             return local
         dest: Path = self.scratch / "prior" / out["name"]
@@ -790,7 +805,7 @@ class JobRunner:
             rows.append({"name": out["name"], "storage_key": info.key, "mime_type": out["mime_type"],
                          "bytes": info.size, "checksum": info.checksum, "metadata": out.get("metadata") or {},
                          "visible": not finalize_later})
-            out["key"] = info.key
+            out["key"], out["bytes"], out["checksum"] = info.key, info.size, info.checksum
         return rows
 
     def _complete(self, group: list[int], exec_ids: dict[int, int], started: Any, results: list[dict[str, Any]],
@@ -989,7 +1004,8 @@ class _Completion:
             st.status = "completed"
             st.data = res.get("data") or {}
             st.outputs = [{"name": o["name"], "key": o.get("key"), "path": o["path"], "mime_type": o["mime_type"],
-                           "metadata": o.get("metadata") or {}} for o in res.get("outputs", [])]
+                           "metadata": o.get("metadata") or {}, "bytes": o.get("bytes"),
+                           "checksum": o.get("checksum")} for o in res.get("outputs", [])]
 
     def write(self, conn: Any, touch_job: bool = True) -> None:
         r = self.runner
