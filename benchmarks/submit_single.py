@@ -58,11 +58,7 @@ def _captured_statement(bench: eb.MediamillBench) -> tuple[str, dict[str, Any], 
             submit_job(bench.engine, bench._req())
     finally:
         submit_repo.insert_queued_job = real  # type: ignore[assignment]
-    job, kw = seen["job"], seen["kw"]
-    sql = submit_repo._one_job_statement(tuple(job), bench.engine.dialect, False)
-    params = {k: submit_repo.jsontext.dumps(v) if v is not None and k in submit_repo._JSON_COLUMNS else v
-              for k, v in job.items()}
-    params.update(workflow_code=kw["workflow_code"], channel=kw["channel"], definition_checksum=kw["checksum"])
+    sql, params = submit_repo.one_job_statement(bench.engine.dialect, seen["job"], **seen["kw"])
     event_at, select_at = sql.index(" event AS ("), sql.index(" SELECT id, pg_notify")
     return sql, params, sql[:event_at].rstrip(",") + sql[select_at:]
 

@@ -680,15 +680,15 @@ class JobRunner:
         spec = get_action(self.steps[i].action)
         return spec is None or spec.reads_outputs
 
-    def _previous(self, fetch: bool = True) -> list[dict[str, Any]]:
+    def _previous(self, *, fetch: bool) -> list[dict[str, Any]]:
         """Earlier completed steps as a child's task lists them; their outputs' files copied to scratch from object
         storage when ``fetch`` (a unit of steps that never open them gets their local path or none)."""
         prior = []
         for s, st in zip(self.steps, self.states, strict=True):
             if st.status != "completed":
                 continue
-            outs = [{**o, "path": str(self._output_path(o) if fetch else self._local_path(o) or "")}
-                    for o in st.outputs]
+            paths = [self._output_path(o) if fetch else self._local_path(o) for o in st.outputs]
+            outs = [{**o, "path": str(path or "")} for o, path in zip(st.outputs, paths, strict=True)]
             prior.append({"name": s.name, "action": s.action, "status": st.status, "data": st.data,
                           "outputs": outs})
         return prior

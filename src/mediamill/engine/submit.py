@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import os
 import secrets
 import tempfile
@@ -12,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -92,12 +93,12 @@ def new_job_code(now: datetime | None = None) -> str:
     except IndexError:
         rand, *spare = _random_parts(_SPARE_CODES)
         _spare_codes.extend(spare)
-    return _day_prefix(now or utcnow()) + rand
+    return _day_prefix((now or utcnow()).date()) + rand
 
 
 def new_job_codes(n: int, now: datetime | None = None) -> list[str]:
     """``n`` job codes: the day, and 40 random bits as eight base-32 characters."""
-    prefix = _day_prefix(now or utcnow())
+    prefix = _day_prefix((now or utcnow()).date())
     return [prefix + rand for rand in _random_parts(n)]
 
 
@@ -116,17 +117,11 @@ _spare_codes: collections.deque[str] = collections.deque()
 _SPARE_CODES = 256
 os.register_at_fork(after_in_child=_spare_codes.clear)
 
-_prefix_of_day: tuple[int, str] = (0, "")
 
-
-def _day_prefix(now: datetime) -> str:
-    """``JOB-YYYYMMDD-`` of ``now``'s day (formatted once a day)."""
-    global _prefix_of_day
-    day, prefix = _prefix_of_day
-    if now.toordinal() != day:
-        prefix = f"JOB-{now:%Y%m%d}-"
-        _prefix_of_day = (now.toordinal(), prefix)
-    return prefix
+@functools.lru_cache(maxsize=2)
+def _day_prefix(day: date) -> str:
+    """``JOB-YYYYMMDD-`` of ``day`` (formatted once a day)."""
+    return f"JOB-{day:%Y%m%d}-"
 
 
 # ------------------------------------------------------------------------------ inputs

@@ -152,6 +152,15 @@ def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect, keyed: boo
         " SELECT id, pg_notify(%(channel)s, %(queue_name)s) FROM job")
 
 
+def one_job_statement(dialect: sa.Dialect, job: dict[str, Any], *, checksum: str, workflow_code: str,
+                      channel: str) -> tuple[str, dict[str, Any]]:
+    """The statement :func:`insert_queued_job` sends for ``job`` and its parameters, but for the times it stamps
+    as the statement goes out (``submitted_at``, ``updated_at``, ``created_at``)."""
+    params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
+    params.update(workflow_code=workflow_code, channel=channel, definition_checksum=checksum)
+    return _one_job_statement(tuple(job), dialect, job.get("idempotency_key") is not None), params
+
+
 def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, workflow_code: str,
                       channel: str) -> int | None:
     """A queued job on its workflow's current version, in ONE statement on an autocommit connection (PostgreSQL;
@@ -168,9 +177,8 @@ def insert_queued_job(engine: Engine, job: dict[str, Any], *, checksum: str, wor
     ``job`` holds ``workflow_jobs`` columns. Its times (``submitted_at`` and ``updated_at``, also the entry's and
     the event's) are stamped here, as the statement goes out: a job's wait counts from when the database was
     asked, not from when the caller began building the row (on an idle host that is a third of a millisecond)."""
-    params = {k: jsontext.dumps(v) if v is not None and k in _JSON_COLUMNS else v for k, v in job.items()}
-    params.update(workflow_code=workflow_code, channel=channel, definition_checksum=checksum)
-    sql = _one_job_statement(tuple(job), engine.dialect, job.get("idempotency_key") is not None)
+    sql, params = one_job_statement(engine.dialect, job, checksum=checksum, workflow_code=workflow_code,
+                                    channel=channel)
     try:
         with autocommit(engine) as cur:
             now = utcnow()
