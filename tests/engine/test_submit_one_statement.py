@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from mediamill.engine import rollouts
-from mediamill.engine.submit import SubmitRequest, SubmittedJob, store_input_file, submit_job
+from mediamill.engine.submit import SubmitRequest, SubmittedJob, store_input_file, submit_job, submit_many
 from mediamill.errors import Conflict
 from mediamill.runtime import Runtime
 from mediamill.store import workflow_repo
@@ -142,7 +142,9 @@ def test_a_taken_job_code_falls_back_to_the_general_path_on_a_kept_connection(
     first = _submit(pg_rt, input_file)
     _submit(pg_rt, input_file)  # (known: the next one takes one statement)
     [(kept, _used)] = db._lane(pg_rt.engine).idle
-    monkeypatch.setattr(submit, "new_job_code", lambda now=None: first.job_code)
+    codes = iter([[first.job_code]])  # the one statement's code is taken; the general path's is new
+    real = submit.new_job_codes
+    monkeypatch.setattr(submit, "new_job_codes", lambda n, now=None: next(codes, None) or real(n, now))
     statements.clear()
     job = _submit(pg_rt, input_file)
     assert "ON CONFLICT" not in statements[0] and len(statements) > 1  # the one statement failed: then the rest
@@ -283,3 +285,87 @@ def test_the_times_are_stamped_as_the_statement_goes_out(pg_rt: Runtime, input_f
             {"i": job.id}).one()
     assert len(set(row)) == 1, row
     assert row[0] >= checked_out[0], (row[0], checked_out[0])
+
+
+# ------------------------------------------------------------------------------ batches
+def _reqs(rt: Runtime, input_file: Path, n: int, code: str = "WF-ONE", **kw: Any) -> list[SubmitRequest]:
+    inp = store_input_file(rt.storage, input_file)
+    return [SubmitRequest(job_input=inp, workflow_code=code, **kw) for _ in range(n)]
+
+
+def test_a_known_workflow_s_batch_is_one_statement_in_the_given_order(
+        pg_rt: Runtime, input_file: Path, statements: list[str]) -> None:
+    """Jobs, entries and events of the whole batch in one statement (its own transaction: no BEGIN, no COMMIT),
+    in the order given: ids, queue entries and events ascending as the requests were; each job's own values."""
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one", priority=7)
+    submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 2))  # the general path: it reads the head and rollouts
+    listener = psycopg.connect(pg_rt.settings.effective_database_url.replace("+psycopg", ""), autocommit=True)
+    listener.execute("LISTEN mediamill_jobs")
+    reqs = _reqs(pg_rt, input_file, 40)
+    for k, req in enumerate(reqs):
+        req.request_id, req.metadata, req.priority = f"req-{k}", {"k": k}, (k % 3) or None
+    statements.clear()
+    jobs = submit_many(pg_rt.engine, reqs)
+    assert len(statements) == 1 and statements[0].startswith("WITH job AS"), statements
+    assert [j.id for j in jobs] == sorted(j.id for j in jobs) and len({j.job_code for j in jobs}) == 40
+    for k, job in enumerate(jobs):
+        row = _job(pg_rt, job.id)
+        prio = (k % 3) or 7
+        assert (job.priority, row["priority"], row["request_id"], row["job_metadata"]) == (prio, prio, f"req-{k}",
+                                                                                          {"k": k})
+        assert (row["job_code"], row["status"], row["queue_name"]) == (job.job_code, "queued", "one")
+        assert row["entries"] == [("one", prio, prio, "queued", 0)]
+        assert [(kind, data["status"], data["request_id"], data["workflow"]) for kind, data in row["events"]] == [
+            ("status", "queued", f"req-{k}", "WF-ONE")]
+    with pg_rt.engine.connect() as conn:  # entries and events went in in the jobs' order
+        for table in ("media_queue", "job_events"):
+            order = conn.execute(sa.text(f"SELECT job_id FROM {table} WHERE job_id >= :i ORDER BY id"),
+                                 {"i": jobs[0].id}).scalars().all()
+            assert order == [j.id for j in jobs]
+    got = list(listener.notifies(timeout=2, stop_after=1))
+    assert got and got[0].payload == "one"
+    listener.close()
+
+
+def test_a_batch_that_meets_a_rollout_or_a_taken_code_is_submitted_the_general_way(
+        pg_rt: Runtime, input_file: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str]) -> None:
+    from mediamill.engine import submit
+
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}], queue="two")
+    with pg_rt.engine.begin() as conn:
+        workflow_repo.activate_version(conn, "WF-ONE", 1)
+    first = submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 3))  # known: version 1, no rollout
+    rollouts.start(pg_rt.engine, "WF-ONE", kind="canary", version=2, percent=100, tenant_id="default", by="t")
+    statements.clear()
+    jobs = submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 5))
+    assert statements[0].startswith("WITH job AS") and len(statements) > 1  # the statement saw the rollout
+    assert [(j.workflow_version, j.queue_name) for j in jobs] == [(2, "two")] * 5  # all diverted
+    rollouts.stop(pg_rt.engine, "WF-ONE", kind="canary", tenant_id="default", by="t")
+    submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 2))  # the general path sees the rollout ended
+    # a code of the batch is taken (1 in 2^40 a day): the statement writes nothing, the general path all of it
+    codes = iter([[first[0].job_code, "JOB-FRESH-1", "JOB-FRESH-2"]])
+    real = submit.new_job_codes
+    monkeypatch.setattr(submit, "new_job_codes", lambda n, now=None: next(codes, None) or real(n, now))
+    statements.clear()
+    again = submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 3))
+    assert statements[0].startswith("WITH job AS") and len(statements) > 1
+    assert first[0].job_code not in {j.job_code for j in again} and [j.workflow_version for j in again] == [1] * 3
+    with pg_rt.engine.connect() as conn:
+        counts = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM workflow_jobs), (SELECT count(*) FROM media_queue), "
+            "(SELECT count(*) FROM job_events WHERE event_type = 'status')")).one()
+    assert tuple(counts) == (13, 13, 13)  # one row of each a job: the failed statements left nothing
+
+
+def test_a_batch_of_two_tenants_or_workflows_takes_the_general_path(
+        pg_rt: Runtime, input_file: Path, statements: list[str]) -> None:
+    workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
+    workflow(pg_rt, "WF-TWO", [{"name": "a", "action": "noop"}], queue="two")
+    submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 1) + _reqs(pg_rt, input_file, 1, code="WF-TWO"))
+    statements.clear()
+    jobs = submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 2) + _reqs(pg_rt, input_file, 2, code="WF-TWO"))
+    assert "COMMIT" in statements and [j.queue_name for j in jobs] == ["one", "one", "two", "two"]
+    statements.clear()
+    assert len(submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 2, code="WF-TWO"))) == 2
+    assert statements == [statements[0]]  # (each workflow alone: one statement)

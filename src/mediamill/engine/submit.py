@@ -87,19 +87,22 @@ class SubmittedJob:
 
 
 def new_job_code(now: datetime | None = None) -> str:
-    """One job code (see :func:`new_job_codes`); its random part from :data:`_spare_codes`."""
+    """One job code (see :func:`new_job_codes`)."""
+    return new_job_codes(1, now)[0]
+
+
+def new_job_codes(n: int, now: datetime | None = None) -> list[str]:
+    """``n`` job codes: the day, and 40 random bits as eight base-32 characters (a single code's from
+    :data:`_spare_codes`)."""
+    prefix = _day_prefix((now or utcnow()).date())
+    if n != 1:
+        return [prefix + rand for rand in _random_parts(n)]
     try:
         rand = _spare_codes.popleft()
     except IndexError:
         rand, *spare = _random_parts(_SPARE_CODES)
         _spare_codes.extend(spare)
-    return _day_prefix((now or utcnow()).date()) + rand
-
-
-def new_job_codes(n: int, now: datetime | None = None) -> list[str]:
-    """``n`` job codes: the day, and 40 random bits as eight base-32 characters."""
-    prefix = _day_prefix((now or utcnow()).date())
-    return [prefix + rand for rand in _random_parts(n)]
+    return [prefix + rand]
 
 
 def _random_parts(n: int) -> list[str]:
@@ -192,23 +195,41 @@ def _idempotent_replay(conn: Connection, req: SubmitRequest) -> SubmittedJob | N
                         row["queue_name"] or "", row["priority"] or 0, replayed=True, routing=row["routing"])
 
 
-def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str) -> dict[str, Any]:
-    wf, status, queue = prep.wf, prep.status, prep.queue
-    d = wf.definition
+def _fixed_values(prep: Prepared, now: datetime) -> dict[str, Any]:
+    """The ``workflow_jobs`` values every job of one :class:`Prepared` submitted at ``now`` starts with."""
+    wf = prep.wf
+    return {"workflow_id": wf.workflow_id, "workflow_version": wf.version, "status": prep.status, "current_step": 0,
+            "progress_percent": 0, "submitted_at": now, "queue_name": prep.queue, "retry_count": 0,
+            "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now}
+
+
+def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str,
+                fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job's ``workflow_jobs`` row (``fixed``: :func:`_fixed_values` of ``prep`` and ``now``, made once a
+    batch)."""
     inp = req.job_input
     return {
-        "job_code": code, "workflow_id": wf.workflow_id, "workflow_version": wf.version,
-        "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key, "input_url": inp.url,
-        "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
-        "priority": d.priority if req.priority is None else req.priority, "status": status,
-        "current_step": 0, "progress_percent": 0, "submitted_by": req.submitted_by, "submitted_at": now,
-        "tenant_id": req.tenant_id, "queue_name": queue, "params": req.params or {},
+        **(fixed or _fixed_values(prep, now)),
+        "job_code": code, "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key,
+        "input_url": inp.url, "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
+        "priority": prep.wf.definition.priority if req.priority is None else req.priority,
+        "submitted_by": req.submitted_by, "tenant_id": req.tenant_id, "params": req.params or {},
         "job_metadata": req.metadata or {}, "notify": req.notify, "request_id": req.request_id,
         "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
-        "retry_count": 0, "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now,
-        "routing": prep.routing.as_dict() if prep.routing else None,
-        "deliver": req.deliver,
+        "routing": prep.routing.as_dict() if prep.routing else None, "deliver": req.deliver,
     }
+
+
+def _job_rows(reqs: Sequence[SubmitRequest], prepared: Sequence[Prepared], now: datetime) -> list[dict[str, Any]]:
+    """The jobs' ``workflow_jobs`` rows, each with a new job code."""
+    fixed: dict[int, dict[str, Any]] = {}
+    rows = []
+    for req, prep, code in zip(reqs, prepared, new_job_codes(len(reqs), now), strict=True):
+        base = fixed.get(id(prep))
+        if base is None:
+            base = fixed[id(prep)] = _fixed_values(prep, now)
+        rows.append(_job_values(req, prep, now, code, base))
+    return rows
 
 
 def _check_type(d: WorkflowDef, inp: JobInput) -> None:
@@ -241,6 +262,9 @@ class _BatchLookups:
     stored: set[str] = field(default_factory=set)
     workflows: dict[tuple[str, int | None], workflow_repo.VersionedWorkflow] = field(default_factory=dict)
     accepted: set[tuple[int, int, str | None]] = field(default_factory=set)  # (workflow, version, type) checked
+    # what a submit naming its workflow was prepared as, by all it depends on: (workflow code, version asked for,
+    # input type, whether it overrides deliver:)
+    prepared: dict[tuple[str, int | None, str | None, bool], Prepared] = field(default_factory=dict)
 
     def check_still_stored(self, conn: Connection, key: str) -> None:
         if key not in self.stored:
@@ -262,16 +286,27 @@ class _BatchLookups:
 
 def _prepare(conn: Connection, req: SubmitRequest, seen: _BatchLookups | None = None) -> Prepared:
     seen = seen or _BatchLookups()
-    if req.job_input.storage_key is None and req.job_input.url is None:
+    inp = req.job_input
+    if inp.storage_key is None and inp.url is None:
         raise InvalidInput("a job needs an input: a stored file, an upload or a URL")
-    if req.job_input.reused and req.job_input.storage_key:
-        seen.check_still_stored(conn, req.job_input.storage_key)
-    code, version, routing = req.workflow_code, req.version, None
+    if inp.reused and inp.storage_key:
+        seen.check_still_stored(conn, inp.storage_key)
+    code = req.workflow_code
     if not code or code == "auto":
         routing = route(conn, req)
-        code, version = routing.workflow, version or routing.version
-        if code == REVIEW_CODE:
+        if routing.workflow == REVIEW_CODE:
             _ensure_review_workflow(conn)
+        return _prepared(conn, req, routing.workflow, req.version or routing.version, routing, seen)
+    key = (code, req.version, inp.mime, req.deliver is not None)
+    prep = seen.prepared.get(key)
+    if prep is None:  # (a batch's submits of one workflow and input type are prepared alike)
+        prep = seen.prepared[key] = _prepared(conn, req, code, req.version, None, seen)
+    return prep
+
+
+def _prepared(conn: Connection, req: SubmitRequest, code: str, version: int | None, routing: RoutingDecision | None,
+              seen: _BatchLookups) -> Prepared:
+    """``req`` checked against the workflow ``code`` runs (``version``, or its current one)."""
     wf = seen.workflow(conn, code, version)
     if not wf.is_active and version is None:
         raise Conflict(f"workflow {code} is deactivated")
@@ -335,28 +370,61 @@ def _learn(conn: Connection, reqs: Sequence[SubmitRequest], prepared: Sequence[P
             known[key] = wf
 
 
-def _submit_one_statement(engine: Engine, req: SubmitRequest) -> SubmittedJob | None:
-    """The submit in one statement, when the facts it needs are known; None: submit the general way."""
-    code = req.workflow_code
-    if (not code or req.version is not None or req.job_input.reused or engine.dialect.name != "postgresql"
-            or (req.job_input.storage_key is None and req.job_input.url is None)):
+def _known_workflow(engine: Engine, req: SubmitRequest) -> workflow_repo.VersionedWorkflow | None:
+    """The workflow version a one-statement submit of ``req`` may assume (what the last general submit of its
+    workflow and tenant read), or None: submit the general way."""
+    code, inp = req.workflow_code, req.job_input
+    if (not code or req.version is not None or inp.reused or engine.dialect.name != "postgresql"
+            or (inp.storage_key is None and inp.url is None)):
         return None
     wf = _known_of(engine).get((code, req.tenant_id))
     if wf is None or wf.checksum is None or (req.deliver is not None and wf.definition.deliver is None):
         return None
+    return wf
+
+
+def _known_prepared(engine: Engine, reqs: Sequence[SubmitRequest]) -> Prepared | None:
+    """How submits of ONE workflow and tenant, each of which may take the one statement, are queued; None: submit
+    them the general way."""
+    first = reqs[0]
+    wf = _known_workflow(engine, first)
+    if wf is None:
+        return None
+    inputs = {}
+    for req in reqs:
+        if req.tenant_id != first.tenant_id or _known_workflow(engine, req) is not wf:
+            return None
+        inputs[req.job_input.mime] = req.job_input
     try:
-        _check_type(wf.definition, req.job_input)
+        for inp in inputs.values():
+            _check_type(wf.definition, inp)
     except MediamillError:
         return None  # the general path decides on the current version, and explains
-    prep = Prepared(wf, "queued", wf.definition.queue_name)
-    now = utcnow()
-    values = _job_values(req, prep, now, new_job_code(now))
-    job_id = submit_repo.insert_queued_job(engine, values, checksum=wf.checksum, workflow_code=wf.definition.code,
-                                           channel=wakeup.CHANNEL)
-    if job_id is None:  # (the general path learns the facts again, or forgets them)
+    return Prepared(wf, "queued", wf.definition.queue_name)
+
+
+def _submit_one_statement(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob] | None:
+    """The submits in one statement (one job: :func:`submit_repo.insert_queued_job`; several of one workflow and
+    tenant: :func:`submit_repo.insert_queued_batch`), when the facts it
+    needs are known; None: submit the general way (which learns the facts again, or forgets them)."""
+    prep = _known_prepared(engine, reqs)
+    if prep is None:
         return None
-    return SubmittedJob(job_id, values["job_code"], "queued", code, wf.version, values["queue_name"],
-                        values["priority"])
+    wf, now = prep.wf, utcnow()
+    assert wf.checksum is not None
+    facts = {"checksum": wf.checksum, "workflow_code": wf.definition.code, "channel": wakeup.CHANNEL}
+    codes, fixed = new_job_codes(len(reqs), now), _fixed_values(prep, now)
+    rows = [_job_values(req, prep, now, code, fixed) for req, code in zip(reqs, codes, strict=True)]
+    if len(rows) == 1:
+        job_id = submit_repo.insert_queued_job(engine, rows[0], **facts)
+        ids = None if job_id is None else [job_id]
+    else:
+        ids = submit_repo.insert_queued_batch(engine, rows, **facts)
+    if ids is None:
+        return None
+    d = wf.definition
+    return [SubmittedJob(i, code, "queued", d.code, wf.version, prep.queue, d.priority if r.priority is None
+                         else r.priority) for i, code, r in zip(ids, codes, reqs, strict=True)]
 
 
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
@@ -366,8 +434,7 @@ def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJo
     live = rollouts.live_for(conn, {(prep.wf.workflow_id, r.tenant_id) for r, prep in zip(reqs, prepared, strict=True)
                                     if prep.status == "queued"})
     _learn(conn, reqs, prepared, live)
-    codes = new_job_codes(len(reqs), now)
-    values = [_job_values(r, prep, now, c) for r, prep, c in zip(reqs, prepared, codes, strict=True)]
+    values = _job_rows(reqs, prepared, now)
     if live or any(prep.status != "queued" or prep.routing is not None for prep in prepared):
         ids, queues = _insert_routed(conn, reqs, prepared, values, live, now)
     else:  # the usual batch: every job queued on the version its workflow runs now
@@ -463,8 +530,10 @@ def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[Submitted
     """Submit several jobs in one transaction (all or none)."""
     if not reqs:
         return []
-    with engine.begin() as conn:
-        jobs = _insert(conn, reqs)
+    jobs = _submit_one_statement(engine, reqs)
+    if jobs is None:
+        with engine.begin() as conn:
+            jobs = _insert(conn, reqs)
     wakeup.after_commit({j.queue_name for j in jobs}, engine)
     _count_submitted(jobs)
     return jobs
@@ -472,11 +541,11 @@ def submit_many(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[Submitted
 
 def submit_job(engine: Engine, req: SubmitRequest) -> SubmittedJob:
     """Submit one job; an Idempotency-Key replay returns the job the key created."""
-    fast = _submit_one_statement(engine, req)
+    fast = _submit_one_statement(engine, [req])
     if fast is not None:
-        wakeup.after_commit([fast.queue_name], engine)
-        _count_submitted([fast])
-        return fast
+        wakeup.after_commit([fast[0].queue_name], engine)
+        _count_submitted(fast)
+        return fast[0]
     try:
         with engine.begin() as conn:
             replay = _idempotent_replay(conn, req)

@@ -4,6 +4,7 @@ executemany."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -16,10 +17,11 @@ from mediamill.store import jsontext
 
 @lru_cache(maxsize=256)
 def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: tuple[str, ...],
-               same: tuple[bool, ...]) -> str:
+               same: tuple[bool, ...], where: str = "") -> str:
     """``INSERT … SELECT`` of rows given as one array a column (``unnest``), but a column whose value is the same
     in every row as one value (``same``): a batch of one workflow's jobs differs in a column or two, and an
-    array costs the client an encoding and the server a decoding per row."""
+    array costs the client an encoding and the server a decoding per row. ``where``: a condition (SQL) the rows
+    go in under, all or none."""
     varying = [(c, t) for c, t, s in zip(columns, types, same, strict=True) if not s]
     select = []
     for c, t, s in zip(columns, types, same, strict=True):
@@ -33,6 +35,8 @@ def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...]
         sql += f'unnest({arrays}) WITH ORDINALITY AS t({names}"_ord")'
     else:
         sql += 'generate_series(1, %s) AS t("_ord")'
+    if where:
+        sql += f" WHERE {where}"
     if returning:  # insert in the rows' order, so the sequence hands out ids in that order
         sql += ' ORDER BY "_ord" RETURNING ' + ", ".join(f'"{c}"' for c in returning)
     return sql
@@ -59,7 +63,7 @@ def insert_many(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
         conn.execute(table.insert(), _filled(rows))
         return
     if len(rows) < COPY_MIN_ROWS:
-        conn.exec_driver_sql(*unnest_insert(conn, table, rows))
+        conn.exec_driver_sql(*unnest_insert(conn.dialect, table, rows))
         return
     _pg_copy(conn, table, rows)
 
@@ -111,31 +115,51 @@ def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[
         # gives each a rowid above every existing one, so the ids sorted are the ids of the rows in order.
         return sorted(int(i) for i in conn.execute(table.insert().returning(table.c.id), _filled(rows)).scalars())
     # ids come from one sequence in insertion order, which ORDER BY _ord fixed to the rows' order
-    return sorted(int(r[0]) for r in conn.exec_driver_sql(*unnest_insert(conn, table, rows, ("id",))))
+    return sorted(int(r[0]) for r in conn.exec_driver_sql(*unnest_insert(conn.dialect, table, rows, ("id",))))
 
 
-def unnest_insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
-                  returning: tuple[str, ...] = ()) -> tuple[str, tuple[Any, ...]]:
+def unnest_insert(dialect: sa.Dialect, table: sa.Table, rows: Sequence[dict[str, Any]],
+                  returning: tuple[str, ...] = (), where: str = "",
+                  where_params: tuple[Any, ...] = ()) -> tuple[str, tuple[Any, ...]]:
     """The ``INSERT … SELECT FROM unnest`` of ``rows`` (PostgreSQL; missing keys take NULL) and its parameters;
     it inserts in the rows' order and returns the ``returning`` columns of each (a caller may build on it in a
-    ``WITH``)."""
-    names = tuple(sorted({k for r in rows for k in r}))
-    types = _pg_types(table, names, conn.dialect)
-    columns = []
-    for name, t in zip(names, types, strict=True):
-        values = [r.get(name) for r in rows]
-        if t == "TEXT_JSON":
-            values = [None if v is None else jsontext.dumps(v) for v in values]
-        columns.append(values)
+    ``WITH``). ``where`` (with ``%s`` placeholders for ``where_params``): a condition the rows go in under, all
+    or none (the facts a caller assumed, checked in the same statement)."""
+    names, columns = _columns(rows)
+    types = _pg_types(table, names, dialect)
     same = tuple(_all_same(values) for values in columns)
-    scalars = [values[0] for values, s in zip(columns, same, strict=True) if s]
-    arrays = [values for values, s in zip(columns, same, strict=True) if not s]
-    # placeholders in the statement's order: the select list's single values, then the arrays (or the count)
-    params = (*scalars, *arrays) if arrays else (*scalars, len(rows))
-    return _statement(table.name, names, types, returning, same), params
+    scalars, arrays = [], []
+    for values, t, s in zip(columns, types, same, strict=True):
+        if t == "TEXT_JSON":  # (a value the same in every row is encoded once)
+            if s:
+                scalars.append(None if values[0] is None else jsontext.dumps(values[0]))
+            else:
+                arrays.append([None if v is None else jsontext.dumps(v) for v in values])
+        elif s:
+            scalars.append(values[0])
+        else:
+            arrays.append(list(values))
+    # placeholders in the statement's order: the select list's single values, then the arrays (or the count), then
+    # the condition's
+    params = (*scalars, *arrays, *where_params) if arrays else (*scalars, len(rows), *where_params)
+    return _statement(table.name, names, types, returning, same, where), params
 
 
-def _all_same(values: list[Any]) -> bool:
+def _columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The column names of ``rows`` (every key any of them has, sorted) and each column's values, in the rows'
+    order (a missing key: None). Rows with the same keys — a batch built by one function — are read a row at a
+    time by one ``itemgetter`` and turned into columns by ``zip``, both in C."""
+    keys = rows[0].keys()
+    if all(r.keys() == keys for r in rows):
+        names = tuple(sorted(keys))
+        if len(names) == 1:
+            return names, [tuple(r[names[0]] for r in rows)]
+        return names, list(zip(*map(operator.itemgetter(*names), rows), strict=True))
+    names = tuple(sorted({k for r in rows for k in r}))
+    return names, [tuple(r.get(n) for r in rows) for n in names]
+
+
+def _all_same(values: Sequence[Any]) -> bool:
     """Every value equal to the first and of its type (``1`` is not ``True``)."""
     first = values[0]
     return values.count(first) == len(values) and set(map(type, values)) == {type(first)}

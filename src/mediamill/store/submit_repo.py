@@ -93,8 +93,9 @@ _ENTRIES_AND_EVENTS = (
     "  FROM job ORDER BY id),"
     " event AS (INSERT INTO job_events (job_id, tenant_id, event_type, created_at, data)"
     f"  SELECT job.id, job.tenant_id, 'status', job.submitted_at, {_status_event_sql('w.code')} FROM job"
-    "  JOIN unnest(%s::integer[], %s::text[]) AS w(id, code) ON w.id = job.workflow_id ORDER BY job.id)"
-    " SELECT id FROM job")
+    "  JOIN unnest(%s::integer[], %s::text[]) AS w(id, code) ON w.id = job.workflow_id ORDER BY job.id),"
+    # the new ids as one array (one value for the client to read, not a row a job)
+    " ids AS (SELECT array_agg(id ORDER BY id) AS ids FROM job)")
 
 
 def insert_queued_jobs(conn: Connection, rows: Sequence[dict[str, Any]],
@@ -115,12 +116,54 @@ def insert_queued_jobs(conn: Connection, rows: Sequence[dict[str, Any]],
                            "created_at": r["submitted_at"], "data": status_event(r, workflow_codes[r["workflow_id"]])}
                           for i, r in zip(ids, rows, strict=True)])
         return ids
-    sql, params = unnest_insert(conn, workflow_jobs, rows, _QUEUED_RETURNING)
+    sql, params = unnest_insert(conn.dialect, workflow_jobs, rows, _QUEUED_RETURNING)
     wf_ids = list({r["workflow_id"] for r in rows})
-    result = conn.exec_driver_sql(f"WITH job AS ({sql}),{_ENTRIES_AND_EVENTS}",
-                                  (*params, wf_ids, [workflow_codes[w] for w in wf_ids]))
     # ids come from one sequence in the insert's order, which ORDER BY _ord fixed to the rows' order
-    return sorted(int(row[0]) for row in result)
+    return list(conn.exec_driver_sql(f"WITH job AS ({sql}),{_ENTRIES_AND_EVENTS} SELECT ids FROM ids",
+                                     (*params, wf_ids, [workflow_codes[w] for w in wf_ids])).scalar_one())
+
+
+def insert_queued_batch(engine: Engine, rows: Sequence[dict[str, Any]], *, checksum: str, workflow_code: str,
+                        channel: str) -> list[int] | None:
+    """:func:`insert_queued_jobs` for jobs of ONE workflow and ONE tenant (``rows``: their ``workflow_jobs`` rows,
+    none a shadow run) in ONE statement on an autocommit connection (PostgreSQL): one round trip for the jobs,
+    their entries, their events, the wake-up on ``channel`` and the commit, where the general path takes six
+    (begin, the workflow's head, its rollouts, the statement, the wake-up, commit). Their new ids in the rows'
+    order; or nothing, and None, when the statement's own check says the caller's facts are stale (as
+    :func:`insert_queued_job`'s: the workflow's current version, its ``checksum``, active, no active rollout for
+    the tenant) or a unique key is taken: the caller then submits the general way, which reads everything again
+    and explains a refusal. All the jobs or none (the statement is its own transaction)."""
+    try:
+        with autocommit(engine) as cur:
+            row = cur.execute(*_queued_statement(engine.dialect, rows, checksum, workflow_code, channel)).fetchone()
+    except CONSTRAINT_ERRORS:
+        return None
+    return None if row is None else list(row[0])
+
+
+def _queued_statement(dialect: sa.Dialect, rows: Sequence[dict[str, Any]], checksum: str, workflow_code: str,
+                      channel: str) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :func:`insert_queued_batch` for ``rows`` and its parameters: it returns the new ids as
+    one array and wakes the queue, or returns no row when its check fails."""
+    first = rows[0]
+    where = _facts_guard(workflow_id="%s", version="%s", checksum="%s", tenant_id="%s")
+    sql, params = unnest_insert(dialect, workflow_jobs, rows, _QUEUED_RETURNING, where,
+                                (first["workflow_id"], first["workflow_version"], checksum, first["workflow_id"],
+                                 first["tenant_id"]))
+    return (f"WITH job AS ({sql}),{_ENTRIES_AND_EVENTS} SELECT ids, pg_notify(%s, %s) FROM ids WHERE ids IS NOT NULL",
+            (*params, [first["workflow_id"]], [workflow_code], channel, first["queue_name"]))
+
+
+def _facts_guard(*, workflow_id: str, version: str, checksum: str, tenant_id: str) -> str:
+    """The condition a one-statement submit inserts under, of the SQL (placeholders) of its facts: the workflow's
+    current version is ``version`` with this ``checksum`` (a database restored or recreated can reuse ids), it is
+    active, and no rollout of it is active for the tenant."""
+    return (
+        "EXISTS (SELECT 1 FROM workflow_definitions d JOIN workflow_versions v ON v.workflow_id = d.id"
+        f"  AND v.version = d.current_version WHERE d.id = {workflow_id} AND d.current_version = {version}"
+        f"  AND d.is_active AND v.checksum = {checksum})"
+        f" AND NOT EXISTS (SELECT 1 FROM workflow_rollouts WHERE workflow_id = {workflow_id}"
+        f"  AND tenant_id = {tenant_id} AND state = 'active')")
 
 
 _JSON_COLUMNS = frozenset(c.name for c in workflow_jobs.c if isinstance(c.type, sa.JSON))
@@ -136,12 +179,9 @@ def _one_job_statement(columns: tuple[str, ...], dialect: sa.Dialect, keyed: boo
     at = cast("created_at", media_queue.c.created_at)
     return (
         "WITH job AS ("
-        f" INSERT INTO workflow_jobs ({', '.join(columns)}) SELECT {jobs}"
-        " WHERE EXISTS (SELECT 1 FROM workflow_definitions d JOIN workflow_versions v ON v.workflow_id = d.id"
-        "  AND v.version = d.current_version WHERE d.id = %(workflow_id)s AND d.current_version = %(workflow_version)s"
-        "  AND d.is_active AND v.checksum = %(definition_checksum)s)"
-        " AND NOT EXISTS (SELECT 1 FROM workflow_rollouts WHERE workflow_id = %(workflow_id)s"
-        "  AND tenant_id = %(tenant_id)s AND state = 'active')"
+        f" INSERT INTO workflow_jobs ({', '.join(columns)}) SELECT {jobs} WHERE "
+        + _facts_guard(workflow_id="%(workflow_id)s", version="%(workflow_version)s",
+                       checksum="%(definition_checksum)s", tenant_id="%(tenant_id)s") +
         f"{' ON CONFLICT DO NOTHING' if keyed else ''} RETURNING id, status, workflow_version, queue_name, priority,"
         " request_id),"
         " entry AS (INSERT INTO media_queue (job_id, queue_name, priority, base_priority, scheduled_time, status,"
