@@ -63,10 +63,12 @@ def _captured_statement(bench: eb.MediamillBench) -> tuple[str, dict[str, Any], 
     return sql, params, sql[:event_at].rstrip(",") + sql[select_at:]
 
 
-def _alternate(kinds: dict[str, Callable[[], None]], rounds: int, per_round: int) -> None:
-    """Each kind ``per_round`` times, one kind after another, ``rounds`` times over; the medians printed."""
+def _alternate(kinds: dict[str, Callable[[], None]], rounds: int, per_round: int, jobs_a_call: int = 1,
+               warm_up: int = 20) -> None:
+    """Each kind ``per_round`` times, one kind after another, ``rounds`` times over; the medians printed, µs a
+    job (a call submits ``jobs_a_call``)."""
     for run in kinds.values():  # (prepared statements, warm caches)
-        for _ in range(20):
+        for _ in range(warm_up):
             run()
     walls: dict[str, list[float]] = {k: [] for k in kinds}
     cpus: dict[str, list[float]] = {k: [] for k in kinds}
@@ -75,10 +77,11 @@ def _alternate(kinds: dict[str, Callable[[], None]], rounds: int, per_round: int
             t0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(per_round):
                 run()
-            walls[kind].append((time.perf_counter() - t0) / per_round * 1e6)
-            cpus[kind].append((time.thread_time() - c0) / per_round * 1e6)
+            walls[kind].append((time.perf_counter() - t0) / per_round / jobs_a_call * 1e6)
+            cpus[kind].append((time.thread_time() - c0) / per_round / jobs_a_call * 1e6)
     base_wall, base_cpu = statistics.median(walls["pgqueuer"]), statistics.median(cpus["pgqueuer"])
-    print(f"{rounds} rounds of {per_round} submits each, µs a submit (median; × pgqueuer's)")
+    print(f"{rounds} rounds of {per_round} submits of {jobs_a_call} job(s) each, µs a job (median; × pgqueuer's; "
+          "jobs/s: 1e6 / wall)")
     for kind in kinds:
         wall, cpu = statistics.median(walls[kind]), statistics.median(cpus[kind])
         print(f"{kind:20s} wall {wall:7.1f} ({wall / base_wall:5.3f}×)   client CPU {cpu:6.1f} "

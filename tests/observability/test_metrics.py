@@ -74,7 +74,8 @@ def test_helpers_render_valid_exposition(engine: Engine) -> None:
 
 def _engine_series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {k: v for k, v in samples(text).items()
-            if k[0].startswith(("mediamill_jobs_finished", "mediamill_job_duration", "mediamill_steps_finished",
+            if k[0].startswith(("mediamill_jobs_submitted", "mediamill_jobs_finished", "mediamill_job_duration",
+                                "mediamill_steps_finished",
                                 "mediamill_step_duration", "mediamill_step_failures"))}
 
 
@@ -89,6 +90,9 @@ def test_a_batch_of_outcomes_counts_exactly_as_one_by_one(engine: Engine, settin
     steps = [{"action": "noop", "status": "failed" if i % 3 == 0 else "completed",
               "error_class": "transient" if i % 3 == 0 else None, "duration_s": d or 0.0, "workflow": "WF-A"}
              for i, d in enumerate(durations)]
+    submitted = [{"workflow": w, "job_id": i, "tenant": None} for i, w in enumerate(["WF-A", "WF-B", None, "WF-A"])]
+    for j in submitted:
+        metrics.job_submitted(j["workflow"])
     for j in jobs:
         metrics.job_finished(j["workflow"], j["status"], j["duration_s"])
     for s in steps:
@@ -99,10 +103,12 @@ def test_a_batch_of_outcomes_counts_exactly_as_one_by_one(engine: Engine, settin
     metrics.reset_for_tests(Path(settings.metrics_dir))
     metrics.configure_metrics(settings)
     metrics.install_telemetry_handlers()
+    telemetry.emit_many("job.submitted", submitted)
     telemetry.emit_many("job.finished", jobs)
     telemetry.emit_many("step.finished", steps)
     batched = _engine_series(metrics.render(engine)[0].decode())
     assert batched == one_by_one
+    assert batched[("mediamill_jobs_submitted_total", (("workflow", "WF-A"),))] == 2
 
 
 def test_several_processes_are_summed(settings: Settings, engine: Engine) -> None:

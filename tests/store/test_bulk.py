@@ -36,7 +36,10 @@ def _rows(engine: sa.Engine, ids: list[int]) -> list[tuple[Any, ...]]:
     [{"job_id": i, "tenant_id": "t", "event_type": "status", "step_name": None, "data": {"n": i}} for i in range(5)],
     [{"job_id": 1, "tenant_id": "a", "event_type": "x", "step_name": "s"},  # a key missing from a row is NULL
      {"job_id": 1, "tenant_id": "b", "event_type": "x"}],
-], ids=["same", "varying", "sparse"])
+    # strings a text array would quote or escape (PostgreSQL: an array of strings goes in binary) beside NULLs
+    [{"job_id": i, "tenant_id": "t", "event_type": "status", "step_name": name, "data": None}
+     for i, name in enumerate(['a "b", {c}', "back\\slash", None, "NULL", "", "é ✓ \u2028", " spaced "])],
+], ids=["same", "varying", "sparse", "awkward-strings"])
 def test_rows_arrive_as_given_with_ids_in_order(engine: sa.Engine, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
         ids = bulk.insert_many_returning_ids(conn, job_events, rows)

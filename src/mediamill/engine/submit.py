@@ -65,7 +65,7 @@ class SubmitRequest:
     deliver: dict[str, Any] | None = None  # overrides the workflow's deliver: (checked by the caller)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: a frozen dataclass's __init__ costs five times as much, once a job of a batch)
 class SubmittedJob:
     id: int
     job_code: str
@@ -203,21 +203,27 @@ def _fixed_values(prep: Prepared, now: datetime) -> dict[str, Any]:
             "rescue_count": 0, "run_number": 1, "cancel_requested": False, "updated_at": now}
 
 
+#: The ``workflow_jobs`` columns whose values come from each request (:func:`_request_values`).
+_REQUEST_COLUMNS = ("job_code", "input_file_path", "input_key", "input_url", "input_mime", "input_size",
+                    "input_filename", "priority", "submitted_by", "tenant_id", "params", "job_metadata", "notify",
+                    "request_id", "idempotency_key", "idempotency_hash", "routing", "deliver")
+
+
+def _request_values(req: SubmitRequest, prep: Prepared, code: str) -> tuple[Any, ...]:
+    """The values of :data:`_REQUEST_COLUMNS` for ``req`` (prepared as ``prep``, its job code ``code``)."""
+    inp = req.job_input
+    return (code, inp.storage_key or inp.url, inp.storage_key, inp.url, inp.mime, inp.size, inp.filename,
+            prep.wf.definition.priority if req.priority is None else req.priority, req.submitted_by, req.tenant_id,
+            req.params or {}, req.metadata or {}, req.notify, req.request_id, req.idempotency_key,
+            req.idempotency_hash, prep.routing.as_dict() if prep.routing else None, req.deliver)
+
+
 def _job_values(req: SubmitRequest, prep: Prepared, now: datetime, code: str,
                 fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """The job's ``workflow_jobs`` row (``fixed``: :func:`_fixed_values` of ``prep`` and ``now``, made once a
     batch)."""
-    inp = req.job_input
-    return {
-        **(fixed or _fixed_values(prep, now)),
-        "job_code": code, "input_file_path": inp.storage_key or inp.url, "input_key": inp.storage_key,
-        "input_url": inp.url, "input_mime": inp.mime, "input_size": inp.size, "input_filename": inp.filename,
-        "priority": prep.wf.definition.priority if req.priority is None else req.priority,
-        "submitted_by": req.submitted_by, "tenant_id": req.tenant_id, "params": req.params or {},
-        "job_metadata": req.metadata or {}, "notify": req.notify, "request_id": req.request_id,
-        "idempotency_key": req.idempotency_key, "idempotency_hash": req.idempotency_hash,
-        "routing": prep.routing.as_dict() if prep.routing else None, "deliver": req.deliver,
-    }
+    return {**(fixed or _fixed_values(prep, now)),
+            **dict(zip(_REQUEST_COLUMNS, _request_values(req, prep, code), strict=True))}
 
 
 def _job_rows(reqs: Sequence[SubmitRequest], prepared: Sequence[Prepared], now: datetime) -> list[dict[str, Any]]:
@@ -370,14 +376,16 @@ def _learn(conn: Connection, reqs: Sequence[SubmitRequest], prepared: Sequence[P
             known[key] = wf
 
 
-def _known_workflow(engine: Engine, req: SubmitRequest) -> workflow_repo.VersionedWorkflow | None:
+def _known_workflow(engine: Engine, req: SubmitRequest,
+                    known: dict[tuple[str, str], workflow_repo.VersionedWorkflow] | None = None,
+                    ) -> workflow_repo.VersionedWorkflow | None:
     """The workflow version a one-statement submit of ``req`` may assume (what the last general submit of its
-    workflow and tenant read), or None: submit the general way."""
+    workflow and tenant read, ``known``: the engine's), or None: submit the general way."""
     code, inp = req.workflow_code, req.job_input
     if (not code or req.version is not None or inp.reused or engine.dialect.name != "postgresql"
             or (inp.storage_key is None and inp.url is None)):
         return None
-    wf = _known_of(engine).get((code, req.tenant_id))
+    wf = (_known_of(engine) if known is None else known).get((code, req.tenant_id))
     if wf is None or wf.checksum is None or (req.deliver is not None and wf.definition.deliver is None):
         return None
     return wf
@@ -386,13 +394,13 @@ def _known_workflow(engine: Engine, req: SubmitRequest) -> workflow_repo.Version
 def _known_prepared(engine: Engine, reqs: Sequence[SubmitRequest]) -> Prepared | None:
     """How submits of ONE workflow and tenant, each of which may take the one statement, are queued; None: submit
     them the general way."""
-    first = reqs[0]
-    wf = _known_workflow(engine, first)
+    first, known = reqs[0], _known_of(engine)
+    wf = _known_workflow(engine, first, known)
     if wf is None:
         return None
     inputs = {}
     for req in reqs:
-        if req.tenant_id != first.tenant_id or _known_workflow(engine, req) is not wf:
+        if req.tenant_id != first.tenant_id or _known_workflow(engine, req, known) is not wf:
             return None
         inputs[req.job_input.mime] = req.job_input
     try:
@@ -413,13 +421,17 @@ def _submit_one_statement(engine: Engine, reqs: Sequence[SubmitRequest]) -> list
     wf, now = prep.wf, utcnow()
     assert wf.checksum is not None
     facts = {"checksum": wf.checksum, "workflow_code": wf.definition.code, "channel": wakeup.CHANNEL}
-    codes, fixed = new_job_codes(len(reqs), now), _fixed_values(prep, now)
-    rows = [_job_values(req, prep, now, code, fixed) for req, code in zip(reqs, codes, strict=True)]
-    if len(rows) == 1:
-        job_id = submit_repo.insert_queued_job(engine, rows[0], **facts)
+    codes = new_job_codes(len(reqs), now)
+    if len(reqs) == 1:
+        job_id = submit_repo.insert_queued_job(engine, _job_values(reqs[0], prep, now, codes[0]), **facts)
         ids = None if job_id is None else [job_id]
-    else:
-        ids = submit_repo.insert_queued_batch(engine, rows, **facts)
+    else:  # the rows as columns (each request's values in one tuple, turned into columns by zip)
+        columns = dict(zip(_REQUEST_COLUMNS, zip(*(_request_values(r, prep, c) for r, c in zip(reqs, codes,
+                                                                                                 strict=True)),
+                                                 strict=True), strict=True))
+        del columns["tenant_id"]  # (one tenant: checked above)
+        ids = submit_repo.insert_queued_batch(engine, {**_fixed_values(prep, now), "tenant_id": reqs[0].tenant_id},
+                                              columns, **facts)
     if ids is None:
         return None
     d = wf.definition
@@ -580,5 +592,5 @@ def announce(engine: Engine, jobs: Sequence[SubmittedJob]) -> None:
 
 
 def _count_submitted(jobs: Sequence[SubmittedJob]) -> None:
-    for j in jobs:
-        telemetry.emit("job.submitted", workflow=j.workflow_code, job_id=j.id, tenant=None)
+    telemetry.emit_many("job.submitted", [{"workflow": j.workflow_code, "job_id": j.id, "tenant": None}
+                                          for j in jobs])

@@ -18,6 +18,7 @@ a chance to switch on multiprocess mode. The public helpers are plain functions 
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 import shutil
 import threading
@@ -281,6 +282,13 @@ def _finished_batch(rows: Sequence[dict[str, Any]], counter: Any, histogram: Any
         _observe_many(histogram.labels(*key), values)
 
 
+def jobs_submitted(rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`job_submitted` for many jobs (fields as the ``job.submitted`` event has them), one write a workflow."""
+    m = _m()
+    for workflow, n in collections.Counter(_label(r.get("workflow"), "auto") for r in rows).items():
+        m.jobs_submitted.labels(workflow).inc(n)
+
+
 def jobs_finished(rows: Sequence[dict[str, Any]]) -> None:
     """:func:`job_finished` for many jobs (fields as the ``job.finished`` event has them), one write a label set."""
     m = _m()
@@ -376,7 +384,6 @@ def install_telemetry_handlers() -> None:
     from mediamill import telemetry
 
     bridges = {
-        "job.submitted": _bridge(job_submitted, "workflow"),
         "step.retried": _bridge(step_retried, "action", "error_class"),
         "job.dead_lettered": _bridge(job_dead_lettered, "workflow", "error_class"),
         "job.rescued": _bridge(job_rescued, "queue"),
@@ -391,7 +398,8 @@ def install_telemetry_handlers() -> None:
             telemetry.on(event, handler)
             _TELEMETRY[event] = handler
     # outcomes arrive in batches from the worker's writer: counted once a label set, not once a job
-    for event, batch in {"job.finished": jobs_finished, "step.finished": steps_finished}.items():
+    for event, batch in {"job.submitted": jobs_submitted, "job.finished": jobs_finished,
+                         "step.finished": steps_finished}.items():
         if batch not in telemetry._batch_handlers.get(event, []):
             telemetry.on_many(event, batch)
 

@@ -5,7 +5,7 @@ executemany."""
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -17,11 +17,12 @@ from mediamill.store import jsontext
 
 @lru_cache(maxsize=256)
 def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...], returning: tuple[str, ...],
-               same: tuple[bool, ...], where: str = "") -> str:
+               same: tuple[bool, ...], where: str = "", binary: frozenset[str] = frozenset()) -> str:
     """``INSERT … SELECT`` of rows given as one array a column (``unnest``), but a column whose value is the same
     in every row as one value (``same``): a batch of one workflow's jobs differs in a column or two, and an
     array costs the client an encoding and the server a decoding per row. ``where``: a condition (SQL) the rows
-    go in under, all or none."""
+    go in under, all or none. ``binary``: the columns whose array goes in binary (of strings: the driver then
+    looks at no string for characters to quote)."""
     varying = [(c, t) for c, t, s in zip(columns, types, same, strict=True) if not s]
     select = []
     for c, t, s in zip(columns, types, same, strict=True):
@@ -30,7 +31,8 @@ def _statement(table_name: str, columns: tuple[str, ...], types: tuple[str, ...]
     cols = ", ".join(f'"{c}"' for c in columns)
     sql = f'INSERT INTO "{table_name}" ({cols}) SELECT {", ".join(select)} FROM '
     if varying:
-        arrays = ", ".join(f"%s::{t}[]" for _c, t in varying).replace("TEXT_JSON[]", "TEXT[]")
+        arrays = ", ".join(f"%{'b' if c in binary else 's'}::{t}[]" for c, t in varying).replace("TEXT_JSON[]",
+                                                                                                   "TEXT[]")
         names = "".join(f'"{c}", ' for c, _t in varying)
         sql += f'unnest({arrays}) WITH ORDINALITY AS t({names}"_ord")'
     else:
@@ -126,23 +128,44 @@ def unnest_insert(dialect: sa.Dialect, table: sa.Table, rows: Sequence[dict[str,
     ``WITH``). ``where`` (with ``%s`` placeholders for ``where_params``): a condition the rows go in under, all
     or none (the facts a caller assumed, checked in the same statement)."""
     names, columns = _columns(rows)
+    return unnest_insert_columns(dialect, table, {}, dict(zip(names, columns, strict=True)), returning, where,
+                                 where_params)
+
+
+def unnest_insert_columns(dialect: sa.Dialect, table: sa.Table, same: Mapping[str, Any],
+                          columns: Mapping[str, Sequence[Any]], returning: tuple[str, ...] = (), where: str = "",
+                          where_params: tuple[Any, ...] = ()) -> tuple[str, tuple[Any, ...]]:
+    """:func:`unnest_insert` of rows given as columns: ``same``, the values every row has; ``columns``, each
+    column's values, one a row (at least one column; rows built as columns skip a dict a row)."""
+    n = len(next(iter(columns.values())))
+    values_of = {**{k: (v,) for k, v in same.items()}, **columns}
+    names = tuple(sorted(values_of))
     types = _pg_types(table, names, dialect)
-    same = tuple(_all_same(values) for values in columns)
-    scalars, arrays = [], []
-    for values, t, s in zip(columns, types, same, strict=True):
+    alike = tuple(name in same or _all_same(values_of[name]) for name in names)
+    scalars, arrays, binary = [], [], set()
+    for name, t, s in zip(names, types, alike, strict=True):
+        values = values_of[name]
         if t == "TEXT_JSON":  # (a value the same in every row is encoded once)
             if s:
                 scalars.append(None if values[0] is None else jsontext.dumps(values[0]))
-            else:
-                arrays.append([None if v is None else jsontext.dumps(v) for v in values])
-        elif s:
+                continue
+            values = [None if v is None else jsontext.dumps(v) for v in values]
+        if s:
             scalars.append(values[0])
-        else:
-            arrays.append(list(values))
+            continue
+        arrays.append(list(values))
+        if _strings(values):
+            binary.add(name)
     # placeholders in the statement's order: the select list's single values, then the arrays (or the count), then
     # the condition's
-    params = (*scalars, *arrays, *where_params) if arrays else (*scalars, len(rows), *where_params)
-    return _statement(table.name, names, types, returning, same, where), params
+    params = (*scalars, *arrays, *where_params) if arrays else (*scalars, n, *where_params)
+    return _statement(table.name, names, types, returning, alike, where, frozenset(binary)), params
+
+
+def _strings(values: Sequence[Any]) -> bool:
+    """Every value a string or None, and one at least a string."""
+    kinds = set(map(type, values))
+    return str in kinds and kinds <= {str, type(None)}
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from mediamill.store import jsontext
-from mediamill.store.bulk import insert_many, insert_many_returning_ids, unnest_insert
+from mediamill.store.bulk import insert_many, insert_many_returning_ids, unnest_insert, unnest_insert_columns
 from mediamill.store.db import autocommit
 from mediamill.store.lifecycle import add_events
 from mediamill.store.tables import media_queue, workflow_jobs
@@ -123,35 +123,31 @@ def insert_queued_jobs(conn: Connection, rows: Sequence[dict[str, Any]],
                                      (*params, wf_ids, [workflow_codes[w] for w in wf_ids])).scalar_one())
 
 
-def insert_queued_batch(engine: Engine, rows: Sequence[dict[str, Any]], *, checksum: str, workflow_code: str,
-                        channel: str) -> list[int] | None:
-    """:func:`insert_queued_jobs` for jobs of ONE workflow and ONE tenant (``rows``: their ``workflow_jobs`` rows,
-    none a shadow run) in ONE statement on an autocommit connection (PostgreSQL): one round trip for the jobs,
-    their entries, their events, the wake-up on ``channel`` and the commit, where the general path takes six
-    (begin, the workflow's head, its rollouts, the statement, the wake-up, commit). Their new ids in the rows'
-    order; or nothing, and None, when the statement's own check says the caller's facts are stale (as
-    :func:`insert_queued_job`'s: the workflow's current version, its ``checksum``, active, no active rollout for
-    the tenant) or a unique key is taken: the caller then submits the general way, which reads everything again
-    and explains a refusal. All the jobs or none (the statement is its own transaction)."""
+def insert_queued_batch(engine: Engine, same: Mapping[str, Any], columns: Mapping[str, Sequence[Any]], *,
+                        checksum: str, workflow_code: str, channel: str) -> list[int] | None:
+    """:func:`insert_queued_jobs` for jobs of ONE workflow and ONE tenant (none a shadow run) in ONE statement on
+    an autocommit connection (PostgreSQL): one round trip for the jobs, their entries, their events, the wake-up
+    on ``channel`` and the commit, where the general path takes six (begin, the workflow's head, its rollouts, the
+    statement, the wake-up, commit). The jobs' ``workflow_jobs`` rows come as columns: ``same``, the values every
+    job has (its workflow, version, queue and tenant among them); ``columns``, each other column's values, one a
+    job. Their new ids in the columns' order; or nothing, and None, when the statement's own check says the
+    caller's facts are stale (as :func:`insert_queued_job`'s: the workflow's current version, its ``checksum``,
+    active, no active rollout for the tenant) or a unique key is taken: the caller then submits the general way,
+    which reads everything again and explains a refusal. All the jobs or none (the statement is its own
+    transaction)."""
+    workflow_id = same["workflow_id"]
+    where = _facts_guard(workflow_id="%s", version="%s", checksum="%s", tenant_id="%s")
+    sql, params = unnest_insert_columns(engine.dialect, workflow_jobs, same, columns, _QUEUED_RETURNING, where,
+                                        (workflow_id, same["workflow_version"], checksum, workflow_id,
+                                         same["tenant_id"]))
     try:
         with autocommit(engine) as cur:
-            row = cur.execute(*_queued_statement(engine.dialect, rows, checksum, workflow_code, channel)).fetchone()
+            row = cur.execute(f"WITH job AS ({sql}),{_ENTRIES_AND_EVENTS} SELECT ids, pg_notify(%s, %s) FROM ids"
+                              " WHERE ids IS NOT NULL",
+                              (*params, [workflow_id], [workflow_code], channel, same["queue_name"])).fetchone()
     except CONSTRAINT_ERRORS:
         return None
     return None if row is None else list(row[0])
-
-
-def _queued_statement(dialect: sa.Dialect, rows: Sequence[dict[str, Any]], checksum: str, workflow_code: str,
-                      channel: str) -> tuple[str, tuple[Any, ...]]:
-    """The statement of :func:`insert_queued_batch` for ``rows`` and its parameters: it returns the new ids as
-    one array and wakes the queue, or returns no row when its check fails."""
-    first = rows[0]
-    where = _facts_guard(workflow_id="%s", version="%s", checksum="%s", tenant_id="%s")
-    sql, params = unnest_insert(dialect, workflow_jobs, rows, _QUEUED_RETURNING, where,
-                                (first["workflow_id"], first["workflow_version"], checksum, first["workflow_id"],
-                                 first["tenant_id"]))
-    return (f"WITH job AS ({sql}),{_ENTRIES_AND_EVENTS} SELECT ids, pg_notify(%s, %s) FROM ids WHERE ids IS NOT NULL",
-            (*params, [first["workflow_id"]], [workflow_code], channel, first["queue_name"]))
 
 
 def _facts_guard(*, workflow_id: str, version: str, checksum: str, tenant_id: str) -> str:

@@ -1,0 +1,116 @@
+"""What bounds a batch submit: batches of ``--batch`` jobs (500, as ``engine.py``'s), each its own transaction
+(``synchronous_commit`` on), four ways in alternating rounds, so each is measured in the same minutes as the
+others (this machine's speed drifts by a third between minutes, and a table's growth slows every insert into it):
+
+- ``mediamill``: ``submit_many`` of a workflow the process knows (one statement) — everything a caller pays,
+  building the requests included, as ``engine.py`` times it;
+- ``general path``: ``submit_many`` as if the workflow were new to the process (a transaction: begin, the
+  workflow's head, its rollouts, the statement, the wake-up, commit);
+- ``its statement``: the one statement ``submit_many`` sends, with its parameters built once, through psycopg on
+  a connection of its own — the server's work and the driver's;
+- ``pgqueuer``: pgqueuer's ``Queries.enqueue`` of the same number of jobs — what ``engine.py`` times for it.
+
+Medians over the rounds, µs a job (wall clock and the submitting thread's CPU), and each median's ratio to
+pgqueuer's (above 1: slower than pgqueuer; the issue's target, at least 0.5x pgqueuer's rate, is a wall ratio of
+at most 2).
+
+    python benchmarks/submit_batch.py [--rounds 7] [--per-round 4] [--batch 500] [--pg-url postgresql://…]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from submit_single import _alternate
+
+import engine as eb  # the folder's own benchmark harness
+
+
+def _captured_statement(bench: eb.MediamillBench, size: int) -> tuple[str, list[Any], int]:
+    """The one statement ``submit_many`` sends for a batch of ``size``, its parameters, and where the job codes
+    are among them."""
+    from mediamill.engine.submit import submit_many
+    from mediamill.store import submit_repo
+
+    seen: dict[str, Any] = {}
+    real = submit_repo.autocommit
+
+    @contextlib.contextmanager
+    def spy(engine: Any) -> Any:
+        with real(engine) as cur:
+            class Spy:
+                def execute(self, sql: str, params: Any) -> Any:
+                    seen.update(sql=sql, params=list(params))
+                    return cur.execute(sql, params)
+            yield Spy()
+
+    submit_repo.autocommit = spy  # type: ignore[assignment]
+    try:
+        for _ in range(2):  # (the first learns the workflow; the next takes one statement)
+            submit_many(bench.engine, [bench._req() for _ in range(size)])
+    finally:
+        submit_repo.autocommit = real  # type: ignore[assignment]
+    params = seen["params"]
+    codes = next(i for i, v in enumerate(params) if isinstance(v, list) and str(v[0]).startswith("JOB-"))
+    return seen["sql"], params, codes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--per-round", type=int, default=4, help="batches of each kind a round (default 4)")
+    p.add_argument("--batch", type=int, default=500, help="jobs a batch (default 500)")
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    own = p.parse_args()
+    if own.batch < 2:
+        p.error("--batch must be at least 2 (a single submit: submit_single.py)")
+    args = eb.parse_args(["--pg-url", own.pg_url])
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmb-")))
+        url = stack.enter_context(eb.postgres_database(args.pg_url))
+        bench = eb.MediamillBench("mediamill-postgres", tmp / "data", url, args)
+        stack.callback(bench.close)
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        loop = asyncio.new_event_loop()
+        pgq = eb.PgqBench(dsn, tmp, args)
+        loop.run_until_complete(pgq.setup())
+        stack.callback(lambda: loop.run_until_complete(pgq.close()))
+
+        from mediamill.engine import submit
+
+        sql, params, codes_at = _captured_statement(bench, own.batch)
+        cur = stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor()
+        n = [0]
+        size = own.batch
+
+        def mediamill() -> None:
+            submit.submit_many(bench.engine, [bench._req() for _ in range(size)])
+
+        def general_path() -> None:
+            submit._known_of(bench.engine).clear()
+            submit.submit_many(bench.engine, [bench._req() for _ in range(size)])
+
+        def statement() -> None:
+            n[0] += 1
+            params[codes_at] = [f"JOB-BATCH-{n[0]}-{k}" for k in range(size)]
+            assert cur.execute(sql, params).fetchone() is not None
+
+        def pgqueuer() -> None:
+            loop.run_until_complete(pgq.q.enqueue([eb.PGQ_ENTRYPOINT] * size, [None] * size, [0] * size))
+
+        kinds: dict[str, Callable[[], None]] = {
+            "mediamill": mediamill, "general path": general_path, "its statement": statement, "pgqueuer": pgqueuer}
+        _alternate(kinds, own.rounds, own.per_round, size, warm_up=6)
+
+
+if __name__ == "__main__":
+    main()
