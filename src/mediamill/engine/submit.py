@@ -413,8 +413,8 @@ def _known_prepared(engine: Engine, reqs: Sequence[SubmitRequest]) -> Prepared |
 
 def _submit_one_statement(engine: Engine, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob] | None:
     """The submits in one statement (one job: :func:`submit_repo.insert_queued_job`; several of one workflow and
-    tenant: :func:`submit_repo.insert_queued_batch`), when the facts it
-    needs are known; None: submit the general way (which learns the facts again, or forgets them)."""
+    tenant: :func:`submit_repo.insert_queued_batch`), when the facts it needs are known; None: submit the general
+    way (which learns the facts again, or forgets them)."""
     prep = _known_prepared(engine, reqs)
     if prep is None:
         return None
@@ -423,8 +423,9 @@ def _submit_one_statement(engine: Engine, reqs: Sequence[SubmitRequest]) -> list
     facts = {"checksum": wf.checksum, "workflow_code": wf.definition.code, "channel": wakeup.CHANNEL}
     codes = new_job_codes(len(reqs), now)
     if len(reqs) == 1:
-        job_id = submit_repo.insert_queued_job(engine, _job_values(reqs[0], prep, now, codes[0]), **facts)
-        ids = None if job_id is None else [job_id]
+        row = _job_values(reqs[0], prep, now, codes[0])
+        job_id = submit_repo.insert_queued_job(engine, row, **facts)
+        ids, priorities = (None if job_id is None else [job_id]), (row["priority"],)
     else:  # the rows as columns (each request's values in one tuple, turned into columns by zip)
         columns = dict(zip(_REQUEST_COLUMNS, zip(*(_request_values(r, prep, c) for r, c in zip(reqs, codes,
                                                                                                  strict=True)),
@@ -432,11 +433,11 @@ def _submit_one_statement(engine: Engine, reqs: Sequence[SubmitRequest]) -> list
         del columns["tenant_id"]  # (one tenant: checked above)
         ids = submit_repo.insert_queued_batch(engine, {**_fixed_values(prep, now), "tenant_id": reqs[0].tenant_id},
                                               columns, **facts)
+        priorities = columns["priority"]
     if ids is None:
         return None
-    d = wf.definition
-    return [SubmittedJob(i, code, "queued", d.code, wf.version, prep.queue, d.priority if r.priority is None
-                         else r.priority) for i, code, r in zip(ids, codes, reqs, strict=True)]
+    return [SubmittedJob(i, code, "queued", wf.definition.code, wf.version, prep.queue, priority)
+            for i, code, priority in zip(ids, codes, priorities, strict=True)]
 
 
 def _insert(conn: Connection, reqs: Sequence[SubmitRequest]) -> list[SubmittedJob]:
