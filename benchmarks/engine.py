@@ -736,6 +736,22 @@ class PgqBench:
         return [(picked[j] - queued[j]).total_seconds() * 1000 for j in ids if j in queued and j in picked]
 
 
+def side_by_side(stack: contextlib.ExitStack, args: argparse.Namespace,
+                 tmp: Path) -> tuple[MediamillBench, str, asyncio.AbstractEventLoop, PgqBench]:
+    """mediamill and pgqueuer installed in one new database (dropped when ``stack`` closes), for the scripts that
+    time the two in alternating rounds: mediamill's bench, the database's psycopg DSN, the event loop pgqueuer's
+    calls run on, and pgqueuer's bench."""
+    url = stack.enter_context(postgres_database(args.pg_url))
+    bench = MediamillBench("mediamill-postgres", tmp / "data", url, args)
+    stack.callback(bench.close)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    loop = asyncio.new_event_loop()
+    pgq = PgqBench(dsn, tmp, args)
+    loop.run_until_complete(pgq.setup())
+    stack.callback(lambda: loop.run_until_complete(pgq.close()))
+    return bench, dsn, loop, pgq
+
+
 async def _run_pgqueuer_async(args: argparse.Namespace, dsn: str, tmp: Path, res: Result) -> None:
     bench = PgqBench(dsn, tmp, args)
     await bench.setup()

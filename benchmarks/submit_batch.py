@@ -19,7 +19,6 @@ at most 2).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 import tempfile
@@ -76,14 +75,7 @@ def main() -> None:
     args = eb.parse_args(["--pg-url", own.pg_url])
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmb-")))
-        url = stack.enter_context(eb.postgres_database(args.pg_url))
-        bench = eb.MediamillBench("mediamill-postgres", tmp / "data", url, args)
-        stack.callback(bench.close)
-        dsn = url.replace("postgresql+psycopg://", "postgresql://")
-        loop = asyncio.new_event_loop()
-        pgq = eb.PgqBench(dsn, tmp, args)
-        loop.run_until_complete(pgq.setup())
-        stack.callback(lambda: loop.run_until_complete(pgq.close()))
+        bench, dsn, loop, pgq = eb.side_by_side(stack, args, tmp)
 
         from mediamill.engine import submit
 

@@ -6,7 +6,6 @@ against pgqueuer's own insert of the same number of jobs. Medians of 20 batches,
 
     python benchmarks/submit_floor.py [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
 """
-import asyncio
 import contextlib
 import statistics
 import sys
@@ -57,14 +56,7 @@ def main() -> None:
     args = eb.parse_args(["--jobs", "10000", *sys.argv[1:]])
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmb-")))
-        url = stack.enter_context(eb.postgres_database(args.pg_url))
-        bench = eb.MediamillBench("mediamill-postgres", tmp / "data", url, args)
-        stack.callback(bench.close)
-        dsn = url.replace("postgresql+psycopg://", "postgresql://")
-        loop = asyncio.new_event_loop()
-        pgq = eb.PgqBench(dsn, tmp, args)
-        loop.run_until_complete(pgq.setup())
-        stack.callback(lambda: loop.run_until_complete(pgq.close()))
+        _bench, dsn, _loop, _pgq = eb.side_by_side(stack, args, tmp)  # (pgqueuer's table: its insert below)
         c = stack.enter_context(psycopg.connect(dsn, autocommit=True))
         c.execute("CREATE SEQUENCE s")
         wf = c.execute("SELECT id FROM workflow_definitions LIMIT 1").fetchall()[0][0]
