@@ -8,11 +8,14 @@ others (this machine's speed drifts by a third between minutes, and a table's gr
   workflow's head, its rollouts, the statement, the wake-up, commit);
 - ``its statement``: the one statement ``submit_many`` sends, with its parameters built once, through psycopg on
   a connection of its own — the server's work and the driver's;
+- ``pgqueuer statement``: pgqueuer's own enqueue statement (its job rows, its log rows, its notify trigger) for
+  the same number of jobs, through psycopg;
 - ``pgqueuer``: pgqueuer's ``Queries.enqueue`` of the same number of jobs — what ``engine.py`` times for it.
 
 Medians over the rounds, µs a job (wall clock and the submitting thread's CPU), and each median's ratio to
 pgqueuer's (above 1: slower than pgqueuer; the issue's target, at least 0.5x pgqueuer's rate, is a wall ratio of
-at most 2).
+at most 2). Then the server's CPU a job for the two statements sent alone (their backends' user + system time,
+read from ``/proc``: the database on this host), the figure that bounds a batch.
 
     python benchmarks/submit_batch.py [--rounds 7] [--per-round 4] [--batch 500] [--pg-url postgresql://…]
 """
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import tempfile
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +101,45 @@ def main() -> None:
             params[codes_at] = [f"JOB-BATCH-{n[0]}-{k}" for k in range(size)]
             assert cur.execute(sql, params).fetchone() is not None
 
+        theirs = stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor()
+        pgq_sql = re.sub(r"\$(\d)", "%s", pgq.q.qbq.build_enqueue_query("raise"))  # asyncpg's $n, psycopg's %s
+        pgq_params = ([0] * size, [eb.PGQ_ENTRYPOINT] * size, [None] * size, [timedelta(0)] * size, [None] * size,
+                      [None] * size)
+
+        def pgqueuer_statement() -> None:
+            theirs.execute(pgq_sql, pgq_params).fetchall()
+
         def pgqueuer() -> None:
             loop.run_until_complete(pgq.q.enqueue([eb.PGQ_ENTRYPOINT] * size, [None] * size, [0] * size))
 
+        server = {"its statement": _ServerCpu(cur, statement), "pgqueuer statement": _ServerCpu(theirs,
+                                                                                                pgqueuer_statement)}
         kinds: dict[str, Callable[[], None]] = {
-            "mediamill": mediamill, "general path": general_path, "its statement": statement, "pgqueuer": pgqueuer}
-        _alternate(kinds, own.rounds, own.per_round, size, warm_up=6)
+            "mediamill": mediamill, "general path": general_path, **server, "pgqueuer": pgqueuer}
+        _alternate(kinds, own.rounds, own.per_round, size, warm_up=WARM_UP)
+        print("server CPU a job (the statement's backend, user + system):", ", ".join(
+            f"{kind} {timed.seconds / max(1, timed.calls) / size * 1e6:.1f} µs" for kind, timed in server.items()))
+
+
+WARM_UP = 6  # calls of each kind before the rounds
+
+
+class _ServerCpu:
+    """A kind that also adds up its backend's CPU seconds (``/proc``; ticks of 10 ms, so over many calls), but for
+    its first ``warm_up`` calls (the statement not yet prepared, its plans not yet generic)."""
+
+    def __init__(self, cur: Any, run: Callable[[], None], warm_up: int = WARM_UP) -> None:
+        self.pid = cur.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.run, self.seconds, self.calls, self.warm_up = run, 0.0, 0, warm_up
+
+    def __call__(self) -> None:
+        before = eb.proc_cpu(self.pid)
+        self.run()
+        if self.warm_up:
+            self.warm_up -= 1
+            return
+        self.seconds += eb.proc_cpu(self.pid) - before
+        self.calls += 1
 
 
 if __name__ == "__main__":

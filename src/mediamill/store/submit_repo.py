@@ -1,14 +1,15 @@
 """The rows a submit writes: its jobs and their queue entries (with their first ``status`` events, for jobs queued
-the usual way: :func:`insert_queued_jobs`, :func:`insert_queued_job`), a canary's move of a job to the candidate
+the usual way: :func:`insert_queued_jobs`, and in a statement of their own, checked against what the caller
+assumed, :func:`insert_queued_job` and :func:`insert_queued_batch`), a canary's move of a job to the candidate
 version, and the job an Idempotency-Key already created. (The events of routed, held and shadow jobs go through
 ``store.lifecycle.add_events``, as every other job event does.)
 
 What is submitted — the workflow version, routing, the rollout's pick, a job's first status and queue —
 is decided in ``engine/submit.py``, which builds the rows; this module only reads and writes them, in the
-caller's transaction. On PostgreSQL a batch of queued jobs is one statement (``store.bulk``'s ``INSERT … SELECT
-FROM unnest``, its entries and events made by the server); other batch inserts are ``store.bulk``'s too (a binary
-COPY, or ``unnest`` when ids come back; executemany elsewhere), so a group commit of any size costs the same
-statements."""
+caller's transaction (the one-statement inserts: in their own). On PostgreSQL a batch of queued jobs is one
+statement (``store.bulk``'s ``INSERT … SELECT FROM unnest``, its entries and events made by the server); other
+batch inserts are ``store.bulk``'s too (a binary COPY, or ``unnest`` when ids come back; executemany elsewhere), so
+a group commit of any size costs the same statements."""
 
 from __future__ import annotations
 
