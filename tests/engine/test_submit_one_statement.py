@@ -49,6 +49,14 @@ def _submit(rt: Runtime, input_file: Path, code: str = "WF-ONE", **kw: Any) -> S
                                                workflow_code=code, **kw))
 
 
+def _codes_first(monkeypatch: pytest.MonkeyPatch, codes: list[str]) -> None:
+    """The next submit's job codes are ``codes``; the ones after, new ones as usual."""
+    from mediamill.engine import submit
+
+    pending, real = iter([codes]), submit.new_job_codes
+    monkeypatch.setattr(submit, "new_job_codes", lambda n, now=None: next(pending, None) or real(n, now))
+
+
 def _job(rt: Runtime, job_id: int) -> dict[str, Any]:
     with rt.engine.connect() as conn:
         job = dict(conn.execute(sa.text("SELECT * FROM workflow_jobs WHERE id = :i"), {"i": job_id}).mappings().one())
@@ -135,16 +143,13 @@ def test_a_taken_job_code_falls_back_to_the_general_path_on_a_kept_connection(
     """The statement fails on the unique job code (no ``ON CONFLICT``): nothing of it is written, the submit
     succeeds the general way with a new code, and the lane keeps its connection (the error took only its own
     transaction)."""
-    from mediamill.engine import submit
     from mediamill.store import db
 
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}])
     first = _submit(pg_rt, input_file)
     _submit(pg_rt, input_file)  # (known: the next one takes one statement)
     [(kept, _used)] = db._lane(pg_rt.engine).idle
-    codes = iter([[first.job_code]])  # the one statement's code is taken; the general path's is new
-    real = submit.new_job_codes
-    monkeypatch.setattr(submit, "new_job_codes", lambda n, now=None: next(codes, None) or real(n, now))
+    _codes_first(monkeypatch, [first.job_code])  # the one statement's code is taken; the general path's is new
     statements.clear()
     job = _submit(pg_rt, input_file)
     assert "ON CONFLICT" not in statements[0] and len(statements) > 1  # the one statement failed: then the rest
@@ -329,7 +334,6 @@ def test_a_known_workflow_s_batch_is_one_statement_in_the_given_order(
 
 def test_a_batch_that_meets_a_rollout_or_a_taken_code_is_submitted_the_general_way(
         pg_rt: Runtime, input_file: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str]) -> None:
-    from mediamill.engine import submit
 
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}], queue="two")
@@ -344,9 +348,7 @@ def test_a_batch_that_meets_a_rollout_or_a_taken_code_is_submitted_the_general_w
     rollouts.stop(pg_rt.engine, "WF-ONE", kind="canary", tenant_id="default", by="t")
     submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 2))  # the general path sees the rollout ended
     # a code of the batch is taken (1 in 2^40 a day): the statement writes nothing, the general path all of it
-    codes = iter([[first[0].job_code, "JOB-FRESH-1", "JOB-FRESH-2"]])
-    real = submit.new_job_codes
-    monkeypatch.setattr(submit, "new_job_codes", lambda n, now=None: next(codes, None) or real(n, now))
+    _codes_first(monkeypatch, [first[0].job_code, "JOB-FRESH-1", "JOB-FRESH-2"])
     statements.clear()
     again = submit_many(pg_rt.engine, _reqs(pg_rt, input_file, 3))
     assert statements[0].startswith("WITH job AS") and len(statements) > 1

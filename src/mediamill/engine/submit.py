@@ -377,15 +377,15 @@ def _learn(conn: Connection, reqs: Sequence[SubmitRequest], prepared: Sequence[P
 
 
 def _known_workflow(engine: Engine, req: SubmitRequest,
-                    known: dict[tuple[str, str], workflow_repo.VersionedWorkflow] | None = None,
+                    known: dict[tuple[str, str], workflow_repo.VersionedWorkflow],
                     ) -> workflow_repo.VersionedWorkflow | None:
     """The workflow version a one-statement submit of ``req`` may assume (what the last general submit of its
-    workflow and tenant read, ``known``: the engine's), or None: submit the general way."""
+    workflow and tenant read, ``known``: the engine's, :func:`_known_of`), or None: submit the general way."""
     code, inp = req.workflow_code, req.job_input
     if (not code or req.version is not None or inp.reused or engine.dialect.name != "postgresql"
             or (inp.storage_key is None and inp.url is None)):
         return None
-    wf = (_known_of(engine) if known is None else known).get((code, req.tenant_id))
+    wf = known.get((code, req.tenant_id))
     if wf is None or wf.checksum is None or (req.deliver is not None and wf.definition.deliver is None):
         return None
     return wf

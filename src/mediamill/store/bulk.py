@@ -121,22 +121,20 @@ def insert_many_returning_ids(conn: Connection, table: sa.Table, rows: Sequence[
 
 
 def unnest_insert(dialect: sa.Dialect, table: sa.Table, rows: Sequence[dict[str, Any]],
-                  returning: tuple[str, ...] = (), where: str = "",
-                  where_params: tuple[Any, ...] = ()) -> tuple[str, tuple[Any, ...]]:
+                  returning: tuple[str, ...] = ()) -> tuple[str, tuple[Any, ...]]:
     """The ``INSERT … SELECT FROM unnest`` of ``rows`` (PostgreSQL; missing keys take NULL) and its parameters;
     it inserts in the rows' order and returns the ``returning`` columns of each (a caller may build on it in a
-    ``WITH``). ``where`` (with ``%s`` placeholders for ``where_params``): a condition the rows go in under, all
-    or none (the facts a caller assumed, checked in the same statement)."""
-    names, columns = _columns(rows)
-    return unnest_insert_columns(dialect, table, {}, dict(zip(names, columns, strict=True)), returning, where,
-                                 where_params)
+    ``WITH``)."""
+    return unnest_insert_columns(dialect, table, {}, _columns(rows), returning)
 
 
 def unnest_insert_columns(dialect: sa.Dialect, table: sa.Table, same: Mapping[str, Any],
                           columns: Mapping[str, Sequence[Any]], returning: tuple[str, ...] = (), where: str = "",
                           where_params: tuple[Any, ...] = ()) -> tuple[str, tuple[Any, ...]]:
     """:func:`unnest_insert` of rows given as columns: ``same``, the values every row has; ``columns``, each
-    column's values, one a row (at least one column; rows built as columns skip a dict a row)."""
+    column's values, one a row (at least one column; rows built as columns skip a dict a row). ``where`` (with
+    ``%s`` placeholders for ``where_params``): a condition the rows go in under, all or none (the facts a caller
+    assumed, checked in the same statement)."""
     n = len(next(iter(columns.values())))
     values_of = {**{k: (v,) for k, v in same.items()}, **columns}
     names = tuple(sorted(values_of))
@@ -168,18 +166,18 @@ def _strings(values: Sequence[Any]) -> bool:
     return str in kinds and kinds <= {str, type(None)}
 
 
-def _columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-    """The column names of ``rows`` (every key any of them has, sorted) and each column's values, in the rows'
-    order (a missing key: None). Rows with the same keys — a batch built by one function — are read a row at a
-    time by one ``itemgetter`` and turned into columns by ``zip``, both in C."""
+def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Each column's values, in the rows' order, for every key any row has (a missing key: None). Rows with the
+    same keys — a batch built by one function — are read a row at a time by one ``itemgetter`` and turned into
+    columns by ``zip``, both in C."""
     keys = rows[0].keys()
-    if all(r.keys() == keys for r in rows):
-        names = tuple(sorted(keys))
-        if len(names) == 1:
-            return names, [tuple(r[names[0]] for r in rows)]
-        return names, list(zip(*map(operator.itemgetter(*names), rows), strict=True))
-    names = tuple(sorted({k for r in rows for k in r}))
-    return names, [tuple(r.get(n) for r in rows) for n in names]
+    if not all(r.keys() == keys for r in rows):
+        return {n: tuple(r.get(n) for r in rows) for n in {k for r in rows for k in r}}
+    if len(keys) == 1:
+        [name] = keys
+        return {name: tuple(r[name] for r in rows)}
+    names = tuple(keys)
+    return dict(zip(names, zip(*map(operator.itemgetter(*names), rows), strict=True), strict=True))
 
 
 def _all_same(values: Sequence[Any]) -> bool:
