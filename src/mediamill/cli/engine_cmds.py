@@ -28,7 +28,7 @@ from mediamill.engine import operations as ops
 from mediamill.engine.outputs import find_job_id, save_outputs
 from mediamill.engine.submit import SubmitRequest, store_input_file, submit_job
 from mediamill.errors import InvalidInput, NotFound
-from mediamill.runtime import Runtime
+from mediamill.runtime import Runtime, freeze_startup_heap
 from mediamill.statuses import TERMINAL_JOB
 
 JSON = typer.Option(False, "--json", help="print JSON")
@@ -147,6 +147,7 @@ def _worker(pool: list[str], name: str | None, migrate: bool, metrics_port: int 
                                       gauges=worker_gauges(w))
     shown = f", metrics on {endpoint.url}/metrics" if endpoint else ""
     console.print(f"worker {w.worker_id} pools {pools}{shown}", highlight=False)
+    freeze_startup_heap()
     try:
         w.run_forever()
     finally:
