@@ -8,6 +8,9 @@ others (this machine's speed drifts by a third between minutes, and a table's gr
   workflow's head, its rollouts, the statement, the wake-up, commit);
 - ``its statement``: the one statement ``submit_many`` sends, with its parameters built once, through psycopg on
   a connection of its own — the server's work and the driver's;
+- ``without the FKs``: that statement again, into copies of the three tables it writes with every index, default
+  and check, but not the public data model's two foreign keys (the job's workflow, the queue entry's job):
+  what those two checks cost a job, measured in the same rounds;
 - ``pgqueuer statement``: pgqueuer's own enqueue statement (its job rows, its log rows, its notify trigger) for
   the same number of jobs, through psycopg;
 - ``pgqueuer``: pgqueuer's ``Queries.enqueue`` of the same number of jobs — what ``engine.py`` times for it.
@@ -101,6 +104,13 @@ def main() -> None:
             params[codes_at] = [f"JOB-BATCH-{n[0]}-{k}" for k in range(size)]
             assert cur.execute(sql, params).fetchone() is not None
 
+        unchecked = _without_foreign_keys(stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor())
+
+        def statement_without_fks() -> None:
+            n[0] += 1
+            params[codes_at] = [f"JOB-NOFK-{n[0]}-{k}" for k in range(size)]
+            assert unchecked.execute(sql, params).fetchone() is not None
+
         theirs = stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor()
         pgq_sql = re.sub(r"\$(\d)", "%s", pgq.q.qbq.build_enqueue_query("raise"))  # asyncpg's $n, psycopg's %s
         pgq_params = ([0] * size, [eb.PGQ_ENTRYPOINT] * size, [None] * size, [timedelta(0)] * size, [None] * size,
@@ -112,8 +122,9 @@ def main() -> None:
         def pgqueuer() -> None:
             loop.run_until_complete(pgq.q.enqueue([eb.PGQ_ENTRYPOINT] * size, [None] * size, [0] * size))
 
-        server = {"its statement": _ServerCpu(cur, statement), "pgqueuer statement": _ServerCpu(theirs,
-                                                                                                pgqueuer_statement)}
+        server = {"its statement": _ServerCpu(cur, statement),
+                  "without the FKs": _ServerCpu(unchecked, statement_without_fks),
+                  "pgqueuer statement": _ServerCpu(theirs, pgqueuer_statement)}
         kinds: dict[str, Callable[[], None]] = {
             "mediamill": mediamill, "general path": general_path, **server, "pgqueuer": pgqueuer}
         _alternate(kinds, own.rounds, own.per_round, size, warm_up=WARM_UP)
@@ -122,6 +133,22 @@ def main() -> None:
 
 
 WARM_UP = 6  # calls of each kind before the rounds
+
+#: the tables a batch's statement writes, the foreign keys of the public data model among their constraints
+WRITTEN = ("workflow_jobs", "media_queue", "job_events")
+
+
+def _without_foreign_keys(cur: Any) -> Any:
+    """``cur`` with its unqualified table names led to copies of :data:`WRITTEN` in a schema of their own, made
+    with ``LIKE … INCLUDING ALL`` (indexes, defaults — the same id sequences —, checks, not-null), which copies
+    no foreign key; every other table is still ``public``'s."""
+    cur.execute("CREATE SCHEMA IF NOT EXISTS no_fks")
+    for table in WRITTEN:
+        cur.execute(f"CREATE TABLE no_fks.{table} (LIKE public.{table} INCLUDING ALL)")
+    assert not cur.execute("SELECT 1 FROM pg_constraint WHERE contype = 'f' AND connamespace = "
+                           "'no_fks'::regnamespace").fetchall()
+    cur.execute("SET search_path = no_fks, public")
+    return cur
 
 
 class _ServerCpu:
