@@ -42,6 +42,12 @@ cluster-wide), and the delay from "resume" to the first pickup.
 "drain_per_s", "latency_ms_median", "latency_ms_p95"}, …]}``; notes (and the SQLite poll variant)
 go to stderr.
 
+The systems run one after another, so each is timed in its own minutes, and on a shared host neighbouring minutes
+can differ by more than the systems do. ``--rounds N`` runs them all N times, every other round in reverse order
+(A, B, C, then C, B, A, …), so each system meets early and late minutes alike; each figure is then the median of
+the rounds (a round's drain: the better of its two), the latencies are those of every round together, and the
+notes give every round's figures.
+
 ``mediamill-postgres-1m`` is ``mediamill-postgres`` on tables that already hold ``--history`` (1,000,000)
 finished jobs — each with its step execution and two events, as the engine writes them, loaded with
 ``generate_series`` and analysed before the clock starts — so claims, finishes and pickups are measured
@@ -130,9 +136,12 @@ class Result:
     notes: list[str] = field(default_factory=list)
     extra_rows: list[dict[str, Any]] = field(default_factory=list)  # labelled variants (table only)
     history_jobs: int | None = None  # finished jobs already in the tables (mediamill-postgres-1m)
+    drain_by_round: list[float] = field(default_factory=list)  # each round's better drain (--rounds > 1)
 
     @property
     def drain_per_s(self) -> float | None:
+        if self.drain_by_round:
+            return statistics.median(self.drain_by_round)
         return max(d.rate for d in self.drains) if self.drains else None
 
     def row(self) -> dict[str, Any]:
@@ -843,7 +852,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     notes = []
     for r in results:
         for i, d in enumerate(r.drains, 1):
-            notes.append(f"{r.system} drain {i} ({'after one-by-one submit' if i == 1 else 'after batch submit'}): "
+            notes.append(f"{r.system} drain {i} ({'after one-by-one submit' if i % 2 else 'after batch submit'}): "
                          f"{d.note()}")
         notes += [f"{r.system}: {n}" for n in r.notes]
     notes.append("drain_per_s is the better of the 2 drains; latency = submitted -> picked up by an idle worker")
@@ -881,6 +890,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                       "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="an admin URL of the PostgreSQL server (bench databases are created and dropped)")
     p.add_argument("--batch", type=int, default=500, help="jobs per batch submission (default 500)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, every other round in reverse order; each figure the "
+                        "median of the rounds (default 1)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--concurrency", type=int, default=64, help="mediamill --pool bench=N (default 64)")
     p.add_argument("--latency-jobs", type=int, default=200)
@@ -898,8 +910,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
         p.error(f"unknown system(s): {', '.join(sorted(unknown))}; choose from {', '.join(SYSTEMS)}")
-    if args.jobs <= 0 or args.batch <= 0 or args.latency_jobs <= 0:
-        p.error("--jobs, --batch and --latency-jobs must be positive")
+    if args.jobs <= 0 or args.batch <= 0 or args.latency_jobs <= 0 or args.rounds <= 0:
+        p.error("--jobs, --batch, --latency-jobs and --rounds must be positive")
     return args
 
 
@@ -919,14 +931,41 @@ def log_history_ratios(results: list[Result]) -> None:
     log(f"with {full.get('history_jobs', 0):,} finished jobs, slower by: " + ", ".join(parts) + " (target ≤ 1.20×)")
 
 
+def merge_rounds(rounds: list[Result]) -> Result:
+    """One system's results over ``--rounds``: each figure the median of the rounds' (a round's drain the better
+    of its two), the pickup latencies of every round together."""
+    if len(rounds) == 1:
+        return rounds[0]
+    first = rounds[0]
+    out = Result(first.system, first.jobs, history_jobs=first.history_jobs,
+                 drains=[d for r in rounds for d in r.drains], latency_ms=[x for r in rounds for x in r.latency_ms],
+                 notes=list(dict.fromkeys(n for r in rounds for n in r.notes)),
+                 extra_rows=[x for r in rounds for x in r.extra_rows])
+    out.submit_per_s = _median([r.submit_per_s for r in rounds if r.submit_per_s])
+    out.submit_batch_per_s = _median([r.submit_batch_per_s for r in rounds if r.submit_batch_per_s])
+    out.drain_by_round = [d for d in (r.drain_per_s for r in rounds) if d]
+    def rate(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.0f}/s"
+
+    figures = "; ".join(f"round {i}: submit {rate(r.submit_per_s)}, batch {rate(r.submit_batch_per_s)}, "
+                        f"drain {rate(r.drain_per_s)}" for i, r in enumerate(rounds, 1))
+    out.notes.append(f"median of {len(rounds)} rounds ({figures})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.pgq_worker:
         pgq_worker_main(args.pgq_worker)
         return 0
-    results = []
-    for system in args.systems:
-        results.append(run_pgqueuer(args) if system == "pgqueuer" else run_mediamill(system, args))
+    runs: dict[str, list[Result]] = {system: [] for system in args.systems}
+    for k in range(args.rounds):
+        order = args.systems if k % 2 == 0 else args.systems[::-1]  # (every other round reversed)
+        for system in order:
+            if args.rounds > 1:
+                log(f"round {k + 1} of {args.rounds}: {system}")
+            runs[system].append(run_pgqueuer(args) if system == "pgqueuer" else run_mediamill(system, args))
+    results = [merge_rounds(rounds) for rounds in runs.values()]
     log_history_ratios(results)
     if args.json:
         print(json.dumps({"rows": [r.row() for r in results]}))
