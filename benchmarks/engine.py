@@ -855,7 +855,9 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             notes.append(f"{r.system} drain {i} ({'after one-by-one submit' if i % 2 else 'after batch submit'}): "
                          f"{d.note()}")
         notes += [f"{r.system}: {n}" for n in r.notes]
-    notes.append("drain_per_s is the better of the 2 drains; latency = submitted -> picked up by an idle worker")
+    better = ("the better of the 2 drains" if args.rounds == 1
+              else f"the median of the {args.rounds} rounds' better drain")
+    notes.append(f"drain_per_s is {better}; latency = submitted -> picked up by an idle worker")
     notes.append(_environment())
     try:
         from rich.console import Console
