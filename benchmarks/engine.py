@@ -946,6 +946,7 @@ def merge_rounds(rounds: list[Result]) -> Result:
     out.submit_per_s = _median([r.submit_per_s for r in rounds if r.submit_per_s])
     out.submit_batch_per_s = _median([r.submit_batch_per_s for r in rounds if r.submit_batch_per_s])
     out.drain_by_round = [d for d in (r.drain_per_s for r in rounds) if d]
+
     def rate(v: float | None) -> str:
         return "-" if v is None else f"{v:,.0f}/s"
 
