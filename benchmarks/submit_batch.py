@@ -99,17 +99,15 @@ def main() -> None:
             submit._known_of(bench.engine).clear()
             submit.submit_many(bench.engine, [bench._req() for _ in range(size)])
 
-        def statement() -> None:
-            n[0] += 1
-            params[codes_at] = [f"JOB-BATCH-{n[0]}-{k}" for k in range(size)]
-            assert cur.execute(sql, params).fetchone() is not None
+        def statement_on(cursor: Any) -> Callable[[], None]:
+            """The captured statement sent through ``cursor``, with job codes no call used before."""
+            def send() -> None:
+                n[0] += 1
+                params[codes_at] = [f"JOB-BATCH-{n[0]}-{k}" for k in range(size)]
+                assert cursor.execute(sql, params).fetchone() is not None
+            return send
 
         unchecked = _without_foreign_keys(stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor())
-
-        def statement_without_fks() -> None:
-            n[0] += 1
-            params[codes_at] = [f"JOB-NOFK-{n[0]}-{k}" for k in range(size)]
-            assert unchecked.execute(sql, params).fetchone() is not None
 
         theirs = stack.enter_context(psycopg.connect(dsn, autocommit=True)).cursor()
         pgq_sql = re.sub(r"\$(\d)", "%s", pgq.q.qbq.build_enqueue_query("raise"))  # asyncpg's $n, psycopg's %s
@@ -122,8 +120,8 @@ def main() -> None:
         def pgqueuer() -> None:
             loop.run_until_complete(pgq.q.enqueue([eb.PGQ_ENTRYPOINT] * size, [None] * size, [0] * size))
 
-        server = {"its statement": _ServerCpu(cur, statement),
-                  "without the FKs": _ServerCpu(unchecked, statement_without_fks),
+        server = {"its statement": _ServerCpu(cur, statement_on(cur)),
+                  "without the FKs": _ServerCpu(unchecked, statement_on(unchecked)),
                   "pgqueuer statement": _ServerCpu(theirs, pgqueuer_statement)}
         kinds: dict[str, Callable[[], None]] = {
             "mediamill": mediamill, "general path": general_path, **server, "pgqueuer": pgqueuer}

@@ -334,7 +334,6 @@ def test_a_known_workflow_s_batch_is_one_statement_in_the_given_order(
 
 def test_a_batch_that_meets_a_rollout_or_a_taken_code_is_submitted_the_general_way(
         pg_rt: Runtime, input_file: Path, monkeypatch: pytest.MonkeyPatch, statements: list[str]) -> None:
-
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}], queue="one")
     workflow(pg_rt, "WF-ONE", [{"name": "a", "action": "noop"}, {"name": "b", "action": "noop"}], queue="two")
     with pg_rt.engine.begin() as conn:
